@@ -15,9 +15,10 @@ pub(crate) fn validate_name(field: &'static str, text: &str) -> Result<(), Inval
     if text.len() > NAME_MAX_LEN {
         return Err(InvalidInput::new(field, "must be at most 64 bytes"));
     }
-    let ok = text.bytes().enumerate().all(|(i, b)| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && matches!(b, b'-' | b'_' | b'.'))
-    });
+    let ok = text
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && matches!(b, b'-' | b'_' | b'.')));
     if !ok {
         return Err(InvalidInput::new(
             field,

@@ -119,7 +119,10 @@ impl Amount {
 
     pub(crate) fn checked_f64(field: &'static str, value: f64) -> Result<Amount, InvalidInput> {
         if !value.is_finite() {
-            return Err(InvalidInput::new(field, "must be a finite number (not NaN or infinite)"));
+            return Err(InvalidInput::new(
+                field,
+                "must be a finite number (not NaN or infinite)",
+            ));
         }
         if value < 0.0 {
             return Err(InvalidInput::new(field, "must not be negative"));
@@ -366,10 +369,7 @@ pub struct Capacity {
 
 impl Capacity {
     /// A capacity from (resource, limit) pairs and a headroom fraction.
-    pub fn new(
-        limits: impl IntoIterator<Item = (Resource, f64)>,
-        headroom: f64,
-    ) -> Result<Capacity, crate::Error> {
+    pub fn new(limits: impl IntoIterator<Item = (Resource, f64)>, headroom: f64) -> Result<Capacity, crate::Error> {
         let limits = Amounts::build("capacity", limits, true)?;
         Ok(Capacity {
             limits,

@@ -215,12 +215,7 @@ pub struct StampSpec {
 
 impl StampSpec {
     /// A shared-tier stamp spec. The name is validated (1–64 bytes, `a-z0-9._-`).
-    pub fn new(
-        id: StampId,
-        name: impl Into<String>,
-        region: Region,
-        capacity: Capacity,
-    ) -> Result<StampSpec, Error> {
+    pub fn new(id: StampId, name: impl Into<String>, region: Region, capacity: Capacity) -> Result<StampSpec, Error> {
         let name = name.into();
         super::names::validate_name("stamp name", &name)?;
         Ok(StampSpec {
@@ -272,20 +267,12 @@ impl StampSpec {
         super::names::validate_name("stamp name", &self.name)?;
         if let Some(e) = &self.endpoint {
             if e.is_empty() || e.len() > 2048 || e.chars().any(char::is_control) {
-                return Err(InvalidInput::new(
-                    "endpoint",
-                    "must be 1 to 2048 bytes without control characters",
-                )
-                .into());
+                return Err(InvalidInput::new("endpoint", "must be 1 to 2048 bytes without control characters").into());
             }
         }
         if let Some(v) = &self.version {
             if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
-                return Err(InvalidInput::new(
-                    "version",
-                    "must be 1 to 128 bytes without control characters",
-                )
-                .into());
+                return Err(InvalidInput::new("version", "must be 1 to 128 bytes without control characters").into());
             }
         }
         Ok(())

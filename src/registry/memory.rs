@@ -10,9 +10,9 @@ use parking_lot::RwLock;
 use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
-    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch,
-    Fleet, HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId,
-    StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
+    StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -336,7 +336,12 @@ impl Registry for InMemoryRegistry {
         })
     }
 
-    async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange) -> Result<Assignment> {
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
             let mut new = old.clone();
@@ -449,7 +454,9 @@ impl Registry for InMemoryRegistry {
             || current.source != record.source
             || current.destination != record.destination
         {
-            return Err(InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into());
+            return Err(
+                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
+            );
         }
         let mut next = record.clone();
         next.revision = current.revision + 1;

@@ -103,12 +103,8 @@ pub trait Registry: Debug + Send + Sync + 'static {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment>;
 
     /// Changes an assignment if its epoch is `expected`; the result has a new, larger epoch.
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment>;
+    async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange)
+        -> Result<Assignment>;
 
     /// Removes an assignment if its epoch is `expected`, releasing its capacity.
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()>;

@@ -1,0 +1,1 @@
+//! The registry conformance suite (being written).
