@@ -4,8 +4,10 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod error;
+pub mod health;
 pub mod model;
 pub mod registry;
+pub mod router;
 pub mod time;
 
 #[cfg(feature = "test-util")]
@@ -15,4 +17,6 @@ pub mod testing;
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
 pub use model::*;
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
+pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
+pub use router::{Route, RouteError, Router, RouterConfig, RouterStats};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};

@@ -1,0 +1,1260 @@
+//! The routing hot path: tenant → [`Route`] from a local table.
+//!
+//! [`Router::route`] is sync and allocation-free for a cached tenant: it validates the tenant
+//! text in place, hashes it, loads one shard of a copy-on-write table (touching no cache line
+//! another reader writes), checks the entry's TTL against a coarse clock and its generation
+//! against a global one, consults the lock-free [`HealthTable`], and returns a `Copy` route.
+//! On [`RouteError::Miss`] the host awaits [`Router::resolve`], which reads the registry once
+//! per tenant however many requests wait (single-flight) and caches the answer, including
+//! "unknown tenant" in a separate, bounded negative cache.
+//!
+//! Freshness (DESIGN invariant 6): a change event applied with [`Router::apply`] (or by the
+//! follower task, [`Router::spawn_follower`], feature `tokio`) replaces the tenant's entry
+//! before `apply` returns, and entries only ever move to larger epochs, so once a change has
+//! been applied the older route is never returned again. Without events, no entry is served
+//! past its TTL unless the registry is unreachable and stale-if-error is configured, and then
+//! the route says `stale: true`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use stamps::router::{Router, RouteError};
+//! use stamps::*;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Arc::new(InMemoryRegistry::new());
+//! let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0)?;
+//! registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?, cap)?
+//!     .with_endpoint("https://s1.internal")).await?;
+//! registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+//!
+//! let router: Router<dyn Registry> = Router::from_arc(registry.clone() as Arc<dyn Registry>);
+//! assert_eq!(router.route("acme"), Err(RouteError::Miss));     // not cached yet
+//! let route = router.resolve("acme").await?;                   // one registry read
+//! assert_eq!(route.endpoint, Some("https://s1.internal"));
+//! assert_eq!(router.route("acme")?, route);                    // now a sync hit
+//! assert_eq!(router.resolve("nobody").await, Err(RouteError::UnknownTenant));
+//! assert!(router.route("../etc").is_err());                     // validated in place
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod flight;
+mod intern;
+mod route;
+mod stats;
+mod table;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+
+pub use config::RouterConfig;
+pub use route::{Route, RouteError};
+pub use stats::RouterStats;
+
+use self::flight::{Flights, Join};
+use self::stats::{Counter, Stats};
+use self::table::{Builder, Key, Shard, SlotData, Table, Upsert, GEN_MASK, TOMBSTONE};
+use crate::error::Error;
+use crate::health::HealthTable;
+use crate::model::{Assignment, AssignmentMode, Change, ChangeKind, Epoch, StampId, TenantId, TenantIdError, Version};
+use crate::registry::{DynRegistry, Registry};
+use crate::time::{Clock, SystemClock};
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Known stamps and their endpoints.
+type StampView = HashMap<StampId, Option<&'static str>, foldhash::fast::RandomState>;
+
+struct Shared {
+    table: Table,
+    negative: Table,
+    ttl_ms: u64,
+    negative_ttl_ms: u64,
+    stale_ms: Option<u64>,
+    tick_ms: u64,
+    config: RouterConfig,
+    clock: Arc<dyn Clock>,
+    /// The coarse clock (ms) and how many tickers keep it current.
+    coarse: AtomicU64,
+    tickers: AtomicUsize,
+    generation: AtomicU32,
+    /// When the registry was first seen failing since it last answered (0: it answers).
+    down_since: AtomicU64,
+    stamps: ArcSwap<StampView>,
+    health: Option<HealthTable>,
+    standby: RwLock<HashMap<Box<str>, StampId>>,
+    writer: Mutex<()>,
+    stamps_writer: Mutex<()>,
+    flights: Flights,
+    stats: Stats,
+    cursor: AtomicU64,
+    cursor_set: AtomicBool,
+    warmed: AtomicBool,
+}
+
+/// The tenant → stamp router. Cheap to clone (clones share the table); `Send + Sync`.
+///
+/// Generic over the registry: `Router<InMemoryRegistry>`, `Router<Arc<dyn Registry>>` and
+/// `Router<dyn Registry>` (the default parameter, built with [`Router::from_arc`]) all work.
+///
+/// # Costs
+/// - [`Router::route`] on a hit: no allocation, no lock, no write to memory another reader
+///   writes (counters are striped per thread); see `docs/perf-router.md` for figures.
+/// - About 50 bytes per cached tenant in the table (ids up to 24 bytes are stored inline;
+///   longer ids cost one more allocation), plus table slack: see the performance notes.
+/// - [`Router::apply`] copies the shard it touches (about 192 entries) and publishes it.
+///
+/// ```
+/// use stamps::router::{Router, RouterConfig};
+/// use stamps::{InMemoryRegistry, StampId, Epoch, AssignmentMode};
+/// use std::time::Duration;
+/// let router = Router::builder(InMemoryRegistry::new())
+///     .config(RouterConfig::default().with_ttl(Duration::from_secs(30)))
+///     .build()?;
+/// router.preload([("acme", StampId(1), Epoch(3), AssignmentMode::Serving)])?;
+/// assert_eq!(router.route("acme")?.epoch, Epoch(3));
+/// assert_eq!(router.stats().hits, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Router<R: Registry + ?Sized = DynRegistry> {
+    registry: Arc<R>,
+    shared: Arc<Shared>,
+}
+
+impl<R: Registry + ?Sized> Clone for Router<R> {
+    fn clone(&self) -> Self {
+        Router {
+            registry: self.registry.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R: Registry + ?Sized> fmt::Debug for Router<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("registry", &self.registry)
+            .field("config", &self.shared.config)
+            .field("shards", &self.shared.table.shard_count())
+            .field("cursor", &self.cursor())
+            .field("stats", &self.shared.stats)
+            .finish()
+    }
+}
+
+/// Builds a [`Router`].
+///
+/// ```
+/// use stamps::health::HealthTable;
+/// use stamps::router::Router;
+/// use stamps::{FakeClock, InMemoryRegistry};
+/// use std::time::Duration;
+/// let router = Router::builder(InMemoryRegistry::new())
+///     .ttl(Duration::from_secs(60))
+///     .negative_ttl(Duration::from_secs(2))
+///     .max_entries(10_000)
+///     .stale_if_error(Duration::from_secs(300))
+///     .health(HealthTable::new())
+///     .clock(FakeClock::new())
+///     .build()?;
+/// assert_eq!(router.config().max_entries, 10_000);
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub struct RouterBuilder<R: Registry + ?Sized> {
+    registry: Arc<R>,
+    config: RouterConfig,
+    clock: Option<Arc<dyn Clock>>,
+    health: Option<HealthTable>,
+}
+
+impl<R: Registry + ?Sized> fmt::Debug for RouterBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouterBuilder").field("config", &self.config).finish()
+    }
+}
+
+impl<R: Registry + ?Sized> RouterBuilder<R> {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: RouterConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the TTL of routes (default 60 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// Sets the TTL of "unknown tenant" answers (default 5 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_ttl = ttl;
+        self
+    }
+
+    /// Sets the route table bound (default 1,000,000).
+    pub fn max_entries(mut self, n: usize) -> Self {
+        self.config.max_entries = n;
+        self
+    }
+
+    /// Sets the negative cache bound (default 100,000).
+    pub fn max_negative(mut self, n: usize) -> Self {
+        self.config.max_negative = n;
+        self
+    }
+
+    /// Serves expired routes (flagged stale) up to `max_age` while the registry is unreachable.
+    pub fn stale_if_error(mut self, max_age: Duration) -> Self {
+        self.config.stale_if_error = Some(max_age);
+        self
+    }
+
+    /// Turns failover to per-tenant standby stamps on ([`Router::set_standby`]).
+    pub fn failover(mut self, on: bool) -> Self {
+        self.config.failover = on;
+        self
+    }
+
+    /// Reads time from `clock` (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Fails routes to stamps that `health` marks unhealthy (share the monitor's table).
+    pub fn health(mut self, health: HealthTable) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// The router, or [`Error::InvalidInput`] for a bad configuration.
+    pub fn build(self) -> Result<Router<R>, Error> {
+        self.config.validate()?;
+        Ok(self.build_unchecked())
+    }
+
+    fn build_unchecked(self) -> Router<R> {
+        let c = self.config;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let shared = Shared {
+            table: Table::new(c.max_entries, c.shards),
+            negative: Table::new(c.max_negative, None),
+            ttl_ms: millis(c.ttl),
+            negative_ttl_ms: millis(c.negative_ttl),
+            stale_ms: c.stale_if_error.map(millis),
+            tick_ms: millis(c.tick),
+            coarse: AtomicU64::new(clock.now().as_millis()),
+            clock,
+            tickers: AtomicUsize::new(0),
+            generation: AtomicU32::new(0),
+            down_since: AtomicU64::new(0),
+            stamps: ArcSwap::from_pointee(StampView::default()),
+            health: self.health,
+            standby: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+            stamps_writer: Mutex::new(()),
+            flights: Flights::default(),
+            stats: Stats::default(),
+            cursor: AtomicU64::new(0),
+            cursor_set: AtomicBool::new(false),
+            warmed: AtomicBool::new(false),
+            config: c,
+        };
+        Router {
+            registry: self.registry,
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// A builder over a shared registry (also `Arc<dyn Registry>`).
+    pub fn from_arc(registry: Arc<R>) -> Self {
+        RouterBuilder {
+            registry,
+            config: RouterConfig::default(),
+            clock: None,
+            health: None,
+        }
+    }
+}
+
+impl<R: Registry> Router<R> {
+    /// A router over `registry` with the default configuration.
+    pub fn new(registry: R) -> Self {
+        Self::from_arc(Arc::new(registry))
+    }
+
+    /// A builder over `registry`.
+    pub fn builder(registry: R) -> RouterBuilder<R> {
+        RouterBuilder::from_arc(Arc::new(registry))
+    }
+}
+
+impl<R: Registry + ?Sized> Router<R> {
+    /// A router over a shared registry (also `Arc<dyn Registry>`), default configuration.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::router::Router;
+    /// use stamps::{InMemoryRegistry, Registry};
+    /// let shared: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+    /// let a: Router<dyn Registry> = Router::from_arc(shared.clone());
+    /// let b: Router<Arc<dyn Registry>> = Router::new(shared);
+    /// # let _ = (a, b);
+    /// ```
+    pub fn from_arc(registry: Arc<R>) -> Self {
+        RouterBuilder::from_arc(registry).build_unchecked()
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<R> {
+        &self.registry
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.shared.config
+    }
+
+    /// The counters, read without locks.
+    pub fn stats(&self) -> RouterStats {
+        self.shared.stats.snapshot()
+    }
+
+    /// Entries in the route table (positive entries and "unassigned" records; walks the
+    /// shards, so not for the hot path).
+    pub fn len(&self) -> usize {
+        self.shared.table.len()
+    }
+
+    /// Whether the route table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The change-feed version applied so far.
+    pub fn cursor(&self) -> Version {
+        Version(self.shared.cursor.load(Ordering::Acquire))
+    }
+
+    /// Routes a tenant from the local table: sync, allocation-free, lock-free.
+    ///
+    /// `tenant` is untrusted text (a subdomain, a header); it is validated in place, like
+    /// [`TenantId::validate`]. Answers:
+    /// - `Ok(route)` for a fresh entry, or a stale one (`route.stale`) while the registry is
+    ///   unreachable and stale-if-error allows;
+    /// - [`RouteError::Miss`] when the tenant is not cached or expired: await
+    ///   [`Router::resolve`];
+    /// - [`RouteError::UnknownTenant`] from the negative cache;
+    /// - [`RouteError::StampUnavailable`] when the tenant's stamp is unhealthy (and no standby
+    ///   applies);
+    /// - [`RouteError::InvalidTenant`] for bad text.
+    ///
+    /// ```
+    /// use stamps::router::{Router, RouteError};
+    /// use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(2), Epoch(9), AssignmentMode::Serving)])?;
+    /// let r = router.route("acme")?;
+    /// assert_eq!((r.stamp, r.epoch, r.stale), (StampId(2), Epoch(9), false));
+    /// assert_eq!(router.route("globex"), Err(RouteError::Miss));
+    /// assert!(matches!(router.route("Acme!"), Err(RouteError::InvalidTenant(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn route(&self, tenant: &str) -> Result<Route, RouteError> {
+        let r = self.shared.lookup(tenant, true);
+        if let Err(RouteError::Miss) = r {
+            self.shared.stats.incr(Counter::Miss);
+        }
+        r
+    }
+
+    /// Routes a tenant, reading the registry on a miss.
+    ///
+    /// Concurrent calls for one uncached tenant make one registry call (single-flight); the
+    /// others wait for its answer. A tenant without an assignment is remembered in the
+    /// negative cache for the negative TTL. When the registry fails, the last known route is
+    /// served flagged stale if stale-if-error allows, else [`RouteError::Unavailable`].
+    /// Cancel-safe: if the caller that performs the read is dropped, a waiter takes over.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// let a = registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+    /// let router = Router::new(registry);
+    /// assert_eq!(router.resolve("acme").await?.epoch, a.epoch);
+    /// assert_eq!(router.stats().misses, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn resolve(&self, tenant: &str) -> Result<Route, RouteError> {
+        match self.route(tenant) {
+            Err(RouteError::Miss) => {}
+            other => return other,
+        }
+        loop {
+            match self.shared.flights.join(tenant) {
+                Join::Lead(leader) => {
+                    // A previous leader publishes into the table before it leaves the flight
+                    // map, so a caller that leads now sees its answer here.
+                    let outcome = match self.shared.lookup(tenant, false) {
+                        Err(RouteError::Miss) => self.load(tenant).await,
+                        other => other,
+                    };
+                    leader.finish(outcome);
+                    return outcome;
+                }
+                Join::Follow(wait) => {
+                    if let Some(outcome) = wait.await {
+                        return outcome;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the registry for `tenant` and caches the answer (the single-flight leader).
+    async fn load(&self, tenant: &str) -> Result<Route, RouteError> {
+        let sh = &*self.shared;
+        let id = TenantId::new(tenant)?;
+        let read = self.registry.assignment(&id).await;
+        let key = Key::parse(tenant)?;
+        match read {
+            Ok(Some(a)) => {
+                sh.mark_up();
+                self.learn_stamps(&a).await;
+                let now = sh.clock.now().as_millis();
+                {
+                    let _w = sh.writer.lock();
+                    let mut neg = sh.negative.batch();
+                    neg.remove(tenant, &key);
+                    neg.commit();
+                    let mut b = sh.table.batch();
+                    let up = b.upsert(tenant, &key, sh.slot_for(&a, now), a.mode);
+                    b.commit();
+                    sh.count_upsert(up, false);
+                }
+                match sh.lookup(tenant, false) {
+                    Err(RouteError::Miss) => sh.make_route(tenant, a.stamp, a.epoch, a.mode, false),
+                    other => other,
+                }
+            }
+            Ok(None) => {
+                sh.mark_up();
+                let now = sh.clock.now().as_millis();
+                let generation = sh.generation.load(Ordering::Acquire);
+                {
+                    let _w = sh.writer.lock();
+                    let mut b = sh.table.batch();
+                    match b.get(&key) {
+                        Some(old) if !old.is_tombstone() => {
+                            // Unassigned since we cached it: record that, above the old epoch
+                            // (a re-assignment always gets a larger epoch than the unassign).
+                            let data = SlotData {
+                                epoch: old.epoch.saturating_add(1),
+                                fetched: now,
+                                stamp: 0,
+                                meta: generation | TOMBSTONE,
+                            };
+                            let up = b.upsert(tenant, &key, data, AssignmentMode::Serving);
+                            b.commit();
+                            sh.count_upsert(up, false);
+                        }
+                        Some(_) => {}
+                        None => {
+                            let mut neg = sh.negative.batch();
+                            let data = SlotData {
+                                epoch: 0,
+                                fetched: now,
+                                stamp: 0,
+                                meta: generation | TOMBSTONE,
+                            };
+                            if let Upsert::Inserted { evicted: true } =
+                                neg.upsert(tenant, &key, data, AssignmentMode::Serving)
+                            {
+                                sh.stats.incr(Counter::Eviction);
+                            }
+                            neg.commit();
+                        }
+                    }
+                }
+                match sh.lookup(tenant, false) {
+                    Err(RouteError::Miss) => Err(RouteError::UnknownTenant),
+                    other => other,
+                }
+            }
+            Err(_) => {
+                sh.stats.incr(Counter::RegistryError);
+                let now = sh.clock.now().as_millis();
+                sh.mark_down(now);
+                sh.stale_route(tenant, &key, now)
+            }
+        }
+    }
+
+    /// Learns the endpoints of the stamps an assignment names, if not known yet.
+    async fn learn_stamps(&self, a: &Assignment) {
+        for stamp in a.stamps() {
+            if self.shared.stamps.load().contains_key(&stamp) {
+                continue;
+            }
+            if let Ok(Some(s)) = self.registry.stamp(stamp).await {
+                self.shared.set_stamp(stamp, s.spec.endpoint.as_deref());
+            }
+        }
+    }
+
+    /// Applies one change-feed entry (for hosts that follow the feed themselves, without
+    /// tokio). See [`Router::apply_batch`].
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// for id in [1, 2] {
+    ///     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+    ///         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// }
+    /// let a = registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+    /// let router = Router::new(registry.clone());
+    /// router.resolve("acme").await?;
+    /// let cursor = router.cursor();
+    /// registry.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2))).await?;
+    /// for change in registry.changes_since(cursor, 100).await?.changes {
+    ///     router.apply(&change);
+    /// }
+    /// assert_eq!(router.route("acme")?.stamp, StampId(2));
+    /// # Ok(()) }
+    /// ```
+    pub fn apply(&self, change: &Change) -> usize {
+        self.apply_batch(std::slice::from_ref(change))
+    }
+
+    /// Applies change-feed entries in order and publishes them together; returns how many
+    /// entries of the table changed.
+    ///
+    /// An assignment change replaces the tenant's entry if the tenant is cached, negatively
+    /// cached, being resolved right now, or the router was warmed up (then every tenant is
+    /// tracked); entries only move to larger epochs, so replaying old changes is harmless. An
+    /// unassignment leaves an "unknown tenant" record. Stamp changes update endpoints. The
+    /// cursor moves to the largest version seen.
+    pub fn apply_batch(&self, changes: &[Change]) -> usize {
+        let sh = &*self.shared;
+        let now = sh.clock.now().as_millis();
+        let generation = sh.generation.load(Ordering::Acquire);
+        let warmed = sh.warmed.load(Ordering::Acquire);
+        let mut changed = 0;
+        let mut max_version = 0;
+        let _w = sh.writer.lock();
+        let mut b = sh.table.batch();
+        let mut neg = sh.negative.batch();
+        for c in changes {
+            max_version = max_version.max(c.version.0);
+            match &c.kind {
+                ChangeKind::Assignment { tenant, assignment } => {
+                    let text = tenant.as_str();
+                    let Ok(key) = Key::parse(text) else { continue };
+                    let was_negative = neg.remove(text, &key);
+                    let tracked =
+                        warmed || was_negative || b.get(&key).is_some() || sh.flights.contains(text);
+                    if !tracked {
+                        continue;
+                    }
+                    let (data, mode) = match assignment {
+                        Some(a) => (sh.slot_for(a, now), a.mode),
+                        None => (
+                            SlotData {
+                                epoch: c.version.0,
+                                fetched: now,
+                                stamp: 0,
+                                meta: generation | TOMBSTONE,
+                            },
+                            AssignmentMode::Serving,
+                        ),
+                    };
+                    let up = b.upsert(text, &key, data, mode);
+                    if up != Upsert::Kept {
+                        changed += 1;
+                    }
+                    sh.count_upsert(up, true);
+                }
+                ChangeKind::Stamp(stamp) => {
+                    let keep = stamp.state != crate::model::StampState::Decommissioned;
+                    if keep {
+                        sh.set_stamp(stamp.id(), stamp.spec.endpoint.as_deref());
+                    } else {
+                        sh.remove_stamp(stamp.id());
+                    }
+                }
+            }
+        }
+        b.commit();
+        neg.commit();
+        sh.cursor.fetch_max(max_version, Ordering::AcqRel);
+        changed
+    }
+
+    /// Caches routes the host already has (a snapshot, a test fixture), as fresh entries.
+    /// Nothing is published if a tenant id is invalid. Returns the entries written.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// let n = router.preload((0..100).map(|i| (format!("t{i}"), StampId(i % 4), Epoch(1), AssignmentMode::Serving)))?;
+    /// assert_eq!(n, 100);
+    /// assert!(router.preload([("Bad Id", StampId(1), Epoch(1), AssignmentMode::Serving)]).is_err());
+    /// # Ok::<(), stamps::TenantIdError>(())
+    /// ```
+    pub fn preload<T, I>(&self, routes: I) -> Result<usize, TenantIdError>
+    where
+        T: AsRef<str>,
+        I: IntoIterator<Item = (T, StampId, Epoch, AssignmentMode)>,
+    {
+        let sh = &*self.shared;
+        let now = sh.clock.now().as_millis();
+        let generation = sh.generation.load(Ordering::Acquire);
+        let mut builder = Builder::new(&sh.table);
+        for (tenant, stamp, epoch, mode) in routes {
+            let text = tenant.as_ref();
+            let key = Key::parse(text)?;
+            let data = SlotData {
+                epoch: epoch.0,
+                fetched: now,
+                stamp: stamp.0,
+                meta: generation,
+            };
+            builder.add(text, &key, data, mode);
+        }
+        let _w = sh.writer.lock();
+        Ok(builder.finish())
+    }
+
+    /// Loads every assignment (page by page, [`Registry::assignments`]) and every stamp's
+    /// endpoint, for fleets whose tenants fit in memory. Afterwards the router tracks every
+    /// tenant's changes from the feed, not only cached ones. Returns the entries loaded.
+    ///
+    /// Call it before [`Router::spawn_follower`] (or before following the feed yourself): it
+    /// pins the feed cursor first, so changes made during the warm-up are applied afterwards.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// for t in ["a", "b", "c"] {
+    ///     registry.assign(&TenantSpec::new(TenantId::new(t)?), StampId(1)).await?;
+    /// }
+    /// let router = Router::new(registry);
+    /// assert_eq!(router.warm_up().await?, 3);
+    /// assert!(router.route("b").is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub async fn warm_up(&self) -> Result<usize, Error> {
+        self.pin_cursor().await?;
+        self.load_stamps().await?;
+        self.shared.warmed.store(true, Ordering::Release);
+        self.load_all().await
+    }
+
+    async fn load_all(&self) -> Result<usize, Error> {
+        let sh = &*self.shared;
+        let generation = sh.generation.load(Ordering::Acquire);
+        let mut builder = Builder::new(&sh.table);
+        let mut after: Option<TenantId> = None;
+        loop {
+            let page = match self.registry.assignments(after.as_ref(), sh.config.page_size).await {
+                Ok(p) => p,
+                Err(e) => {
+                    sh.stats.incr(Counter::RegistryError);
+                    sh.mark_down(sh.clock.now().as_millis());
+                    return Err(e);
+                }
+            };
+            let now = sh.clock.now().as_millis();
+            for a in &page {
+                let text = a.tenant().as_str();
+                if let Ok(key) = Key::parse(text) {
+                    let mut data = sh.slot_for(a, now);
+                    data.meta = (data.meta & !GEN_MASK) | generation;
+                    builder.add(text, &key, data, a.mode);
+                }
+            }
+            let done = page.len() < sh.config.page_size;
+            after = page.last().map(|a| a.tenant().clone());
+            if done || after.is_none() {
+                break;
+            }
+        }
+        sh.mark_up();
+        let _w = sh.writer.lock();
+        Ok(builder.finish())
+    }
+
+    /// Reads every stamp's endpoint from the registry's fleet.
+    pub async fn load_stamps(&self) -> Result<usize, Error> {
+        let fleet = match self.registry.fleet().await {
+            Ok(f) => f,
+            Err(e) => {
+                self.shared.stats.incr(Counter::RegistryError);
+                return Err(e);
+            }
+        };
+        for load in &fleet.stamps {
+            self.shared.set_stamp(load.id(), load.stamp.spec.endpoint.as_deref());
+        }
+        Ok(fleet.stamps.len())
+    }
+
+    /// Sets the cursor to the feed's head the first time the router follows the feed, and
+    /// invalidates whatever was cached before (those entries were loaded without the feed).
+    async fn pin_cursor(&self) -> Result<(), Error> {
+        let sh = &*self.shared;
+        if sh.cursor_set.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let start = match self.registry.changes_since(Version::ZERO, 0).await {
+            Ok(batch) => batch.head.0,
+            Err(Error::ChangeFeedTruncated { oldest, .. }) => oldest.saturating_sub(1),
+            Err(e) => {
+                sh.stats.incr(Counter::RegistryError);
+                sh.mark_down(sh.clock.now().as_millis());
+                return Err(e);
+            }
+        };
+        sh.cursor.fetch_max(start, Ordering::AcqRel);
+        sh.cursor_set.store(true, Ordering::Release);
+        self.invalidate_all();
+        Ok(())
+    }
+
+    /// Reads the change feed from the cursor up to its head and applies it; returns the number
+    /// of changes read. Runtime-agnostic (the follower task calls it in a loop).
+    ///
+    /// When the feed no longer holds the cursor ([`Error::ChangeFeedTruncated`]), the router
+    /// invalidates every entry in O(1) (so each tenant is re-read on its next request),
+    /// re-loads everything if it was warmed up, and continues from the oldest retained change.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// let router = Router::new(registry.clone());
+    /// router.sync().await?;
+    /// let a = registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+    /// router.resolve("acme").await?;
+    /// registry.unassign(a.tenant(), a.epoch).await?;
+    /// router.sync().await?;
+    /// assert_eq!(router.route("acme"), Err(stamps::router::RouteError::UnknownTenant));
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync(&self) -> Result<usize, Error> {
+        let sh = &*self.shared;
+        self.pin_cursor().await?;
+        let mut read = 0;
+        loop {
+            let cursor = self.cursor();
+            match self.registry.changes_since(cursor, sh.config.feed_batch).await {
+                Ok(batch) => {
+                    sh.mark_up();
+                    let n = batch.changes.len();
+                    read += n;
+                    self.apply_batch(&batch.changes);
+                    let next = batch.next_cursor(cursor);
+                    sh.cursor.fetch_max(next.0, Ordering::AcqRel);
+                    if n == 0 || !batch.has_more(next) {
+                        return Ok(read);
+                    }
+                }
+                Err(Error::ChangeFeedTruncated { oldest, .. }) => {
+                    self.invalidate_all();
+                    sh.cursor.fetch_max(oldest.saturating_sub(1), Ordering::AcqRel);
+                    if sh.warmed.load(Ordering::Acquire) {
+                        self.load_all().await?;
+                    }
+                }
+                Err(e) => {
+                    sh.stats.incr(Counter::RegistryError);
+                    sh.mark_down(sh.clock.now().as_millis());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Forgets one tenant's entry (positive or negative); the next lookup is a miss.
+    pub fn invalidate(&self, tenant: &str) -> Result<bool, TenantIdError> {
+        let sh = &*self.shared;
+        let key = Key::parse(tenant)?;
+        let _w = sh.writer.lock();
+        let mut b = sh.table.batch();
+        let removed = b.remove(tenant, &key);
+        b.commit();
+        let mut neg = sh.negative.batch();
+        let removed_neg = neg.remove(tenant, &key);
+        neg.commit();
+        if removed || removed_neg {
+            sh.stats.incr(Counter::Invalidation);
+        }
+        Ok(removed || removed_neg)
+    }
+
+    /// Invalidates every entry in O(1): entries loaded before this call are misses from now
+    /// on (they remain usable for stale-if-error). The memory is reclaimed as entries are
+    /// replaced or evicted, or by [`Router::clear`].
+    pub fn invalidate_all(&self) {
+        let sh = &*self.shared;
+        let _w = sh.writer.lock();
+        let next = (sh.generation.load(Ordering::Acquire) + 1) & GEN_MASK;
+        sh.generation.store(next, Ordering::Release);
+        sh.stats.incr(Counter::Invalidation);
+    }
+
+    /// Drops every entry, positive and negative.
+    pub fn clear(&self) {
+        let sh = &*self.shared;
+        let _w = sh.writer.lock();
+        sh.table.clear();
+        sh.negative.clear();
+    }
+
+    /// Sets (or clears) a stamp's endpoint by hand.
+    pub fn set_endpoint(&self, stamp: StampId, endpoint: Option<&str>) {
+        self.shared.set_stamp(stamp, endpoint);
+    }
+
+    /// Names a standby stamp for an active-active tenant: while the tenant's own stamp is
+    /// unhealthy and failover is on ([`RouterBuilder::failover`]), routes go to the standby
+    /// (if it is healthy) with `failed_over_from` set. `None` removes the standby.
+    ///
+    /// ```
+    /// use stamps::health::HealthTable;
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let health = HealthTable::new();
+    /// let router = Router::builder(InMemoryRegistry::new()).health(health.clone()).failover(true).build()?;
+    /// router.preload([("pay", StampId(1), Epoch(4), AssignmentMode::Serving)])?;
+    /// router.set_standby("pay", Some(StampId(2)))?;
+    /// health.set(StampId(1), HealthStatus::Unhealthy, Timestamp::ZERO, Some("down"));
+    /// let r = router.route("pay")?;
+    /// assert_eq!((r.stamp, r.failed_over_from), (StampId(2), Some(StampId(1))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_standby(&self, tenant: &str, standby: Option<StampId>) -> Result<(), TenantIdError> {
+        TenantId::validate(tenant)?;
+        let mut map = self.shared.standby.write();
+        match standby {
+            Some(s) => {
+                map.insert(Box::from(tenant), s);
+            }
+            None => {
+                map.remove(tenant);
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes the coarse clock from the router's clock. Tickers call this; hosts that run
+    /// their own timer may too.
+    pub fn tick(&self) {
+        self.shared.tick();
+    }
+
+    /// Starts a plain thread that keeps the coarse clock current (every `tick`), so `route`
+    /// reads one atomic instead of the clock. Without a ticker, `route` reads the clock
+    /// directly (correct, a little slower). Dropping the handle stops the thread.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// let ticker = router.spawn_clock_thread()?;
+    /// drop(ticker);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn_clock_thread(&self) -> std::io::Result<ClockThread> {
+        let shared = self.shared.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        shared.tick();
+        shared.tickers.fetch_add(1, Ordering::AcqRel);
+        let guard = TickerGuard(shared.clone());
+        let period = shared.config.tick;
+        let handle = std::thread::Builder::new().name("stamps-router-clock".into()).spawn(move || {
+            let _guard = guard;
+            while !stop2.load(Ordering::Acquire) {
+                _guard.0.tick();
+                std::thread::sleep(period);
+            }
+        });
+        match handle {
+            Ok(h) => Ok(ClockThread {
+                stop,
+                handle: Some(h),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Decrements the ticker count when a ticker ends.
+struct TickerGuard(Arc<Shared>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        self.0.tickers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A thread keeping a router's coarse clock current; dropping it stops the thread.
+#[derive(Debug)]
+pub struct ClockThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ClockThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    #[inline]
+    fn now_ms(&self) -> u64 {
+        if self.tickers.load(Ordering::Relaxed) > 0 {
+            // The coarse clock lags real time by up to one tick: add it, so that TTLs are never
+            // overrun (an entry may expire up to one tick early instead).
+            self.coarse.load(Ordering::Relaxed).saturating_add(self.tick_ms)
+        } else {
+            self.clock.now().as_millis()
+        }
+    }
+
+    fn tick(&self) {
+        self.coarse.fetch_max(self.clock.now().as_millis(), Ordering::Relaxed);
+    }
+
+    fn mark_up(&self) {
+        if self.down_since.load(Ordering::Relaxed) != 0 {
+            self.down_since.store(0, Ordering::Release);
+        }
+    }
+
+    fn mark_down(&self, now: u64) {
+        let _ = self
+            .down_since
+            .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    fn slot_for(&self, a: &Assignment, now: u64) -> SlotData {
+        SlotData {
+            epoch: a.epoch.0,
+            fetched: now,
+            stamp: a.stamp.0,
+            meta: self.generation.load(Ordering::Acquire),
+        }
+    }
+
+    fn count_upsert(&self, up: Upsert, from_feed: bool) {
+        match up {
+            Upsert::Inserted { evicted: true } => self.stats.incr(Counter::Eviction),
+            Upsert::Replaced if from_feed => self.stats.incr(Counter::Invalidation),
+            _ => {}
+        }
+    }
+
+    fn set_stamp(&self, stamp: StampId, endpoint: Option<&str>) {
+        let endpoint = endpoint.map(intern::intern);
+        let current = self.stamps.load();
+        if current.get(&stamp) == Some(&endpoint) {
+            return;
+        }
+        let _w = self.stamps_writer.lock();
+        let current = self.stamps.load();
+        let mut next = StampView::clone(&current);
+        next.insert(stamp, endpoint);
+        self.stamps.store(Arc::new(next));
+    }
+
+    fn remove_stamp(&self, stamp: StampId) {
+        let _w = self.stamps_writer.lock();
+        let current = self.stamps.load();
+        if current.contains_key(&stamp) {
+            let mut next = StampView::clone(&current);
+            next.remove(&stamp);
+            self.stamps.store(Arc::new(next));
+        }
+    }
+
+    /// The table lookup behind `route`; `count` records hits and negative hits.
+    #[inline]
+    fn lookup(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
+        let key = Key::parse(tenant)?;
+        let hash = self.table.hash(&key);
+        let now = self.now_ms();
+        if let Some(shard) = self.table.load(self.table.index(hash)) {
+            if let Some(d) = shard.get(&key, hash) {
+                return self.answer(&shard, tenant, d, now, count);
+            }
+        }
+        self.negative_lookup(&key, now, count)
+    }
+
+    #[cold]
+    fn negative_lookup(&self, key: &Key<'_>, now: u64, count: bool) -> Result<Route, RouteError> {
+        let hash = self.negative.hash(key);
+        let hit = self
+            .negative
+            .load(self.negative.index(hash))
+            .and_then(|s| s.get(key, hash))
+            .is_some_and(|d| {
+                d.generation() == self.generation.load(Ordering::Relaxed)
+                    && now < d.fetched.saturating_add(self.negative_ttl_ms)
+            });
+        if hit {
+            if count {
+                self.stats.incr(Counter::NegativeHit);
+            }
+            Err(RouteError::UnknownTenant)
+        } else {
+            Err(RouteError::Miss)
+        }
+    }
+
+    #[inline]
+    fn answer(&self, shard: &Shard, tenant: &str, d: SlotData, now: u64, count: bool) -> Result<Route, RouteError> {
+        let current = d.generation() == self.generation.load(Ordering::Relaxed);
+        if d.is_tombstone() {
+            let fresh = current && now < d.fetched.saturating_add(self.ttl_ms);
+            if fresh {
+                if count {
+                    self.stats.incr(Counter::NegativeHit);
+                }
+                return Err(RouteError::UnknownTenant);
+            }
+            return Err(RouteError::Miss);
+        }
+        let stale = if current && now < d.fetched.saturating_add(self.ttl_ms) {
+            false
+        } else if self.may_serve_stale(d.fetched, now) {
+            true
+        } else {
+            return Err(RouteError::Miss);
+        };
+        let mode = if d.has_mode() {
+            shard.mode(tenant)
+        } else {
+            AssignmentMode::Serving
+        };
+        let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, stale);
+        if count {
+            match r {
+                Ok(ref route) if route.stale => self.stats.incr(Counter::StaleServe),
+                Ok(_) => self.stats.incr(Counter::Hit),
+                Err(_) => self.stats.incr(Counter::StampUnavailable),
+            }
+        }
+        r
+    }
+
+    #[inline]
+    fn may_serve_stale(&self, fetched: u64, now: u64) -> bool {
+        match self.stale_ms {
+            Some(max) => self.down_since.load(Ordering::Relaxed) != 0 && now < fetched.saturating_add(max),
+            None => false,
+        }
+    }
+
+    /// The route after a failed registry read: the cached entry, flagged stale, if allowed.
+    fn stale_route(&self, tenant: &str, key: &Key<'_>, now: u64) -> Result<Route, RouteError> {
+        let hash = self.table.hash(key);
+        let Some(shard) = self.table.load(self.table.index(hash)) else {
+            return Err(RouteError::Unavailable);
+        };
+        match shard.get(key, hash) {
+            Some(d) if !d.is_tombstone() && self.may_serve_stale(d.fetched, now) => {
+                let mode = if d.has_mode() {
+                    shard.mode(tenant)
+                } else {
+                    AssignmentMode::Serving
+                };
+                let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, true);
+                if r.is_ok() {
+                    self.stats.incr(Counter::StaleServe);
+                }
+                r
+            }
+            _ => Err(RouteError::Unavailable),
+        }
+    }
+
+    #[inline]
+    fn make_route(
+        &self,
+        tenant: &str,
+        stamp: StampId,
+        epoch: Epoch,
+        mode: AssignmentMode,
+        stale: bool,
+    ) -> Result<Route, RouteError> {
+        let stamps = self.stamps.load();
+        if let Some(health) = &self.health {
+            if let Some(since) = health.unavailable_since(stamp) {
+                return self.fail_over(&stamps, health, tenant, stamp, since, epoch, stale);
+            }
+        }
+        let endpoint = |s: StampId| stamps.get(&s).copied().flatten();
+        Ok(Route {
+            stamp,
+            endpoint: endpoint(stamp),
+            epoch,
+            mode,
+            shadow_endpoint: mode.shadow().and_then(endpoint),
+            stale,
+            failed_over_from: None,
+        })
+    }
+
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn fail_over(
+        &self,
+        stamps: &StampView,
+        health: &HealthTable,
+        tenant: &str,
+        stamp: StampId,
+        since: crate::Timestamp,
+        epoch: Epoch,
+        stale: bool,
+    ) -> Result<Route, RouteError> {
+        let unavailable = Err(RouteError::StampUnavailable { stamp, since });
+        if !self.config.failover {
+            return unavailable;
+        }
+        let Some(standby) = self.standby.read().get(tenant).copied() else {
+            return unavailable;
+        };
+        if standby == stamp || health.unavailable_since(standby).is_some() {
+            return unavailable;
+        }
+        Ok(Route {
+            stamp: standby,
+            endpoint: stamps.get(&standby).copied().flatten(),
+            epoch,
+            mode: AssignmentMode::Serving,
+            shadow_endpoint: None,
+            stale,
+            failed_over_from: Some(stamp),
+        })
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl<R: Registry + ?Sized> Router<R> {
+    /// Spawns the change-feed follower on the current tokio runtime: it calls
+    /// [`Router::sync`], then waits for the registry's [`change_signal`](Registry::change_signal)
+    /// (or `poll_interval`), forever; registry errors back off and retry. It also keeps the
+    /// coarse clock current. Dropping the returned handle stops both tasks.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// let router = Router::new(registry.clone());
+    /// router.warm_up().await?;
+    /// let follower = router.spawn_follower();
+    /// drop(follower); // stops following
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_follower(&self) -> Follower {
+        let ticker = {
+            let shared = self.shared.clone();
+            shared.tick();
+            shared.tickers.fetch_add(1, Ordering::AcqRel);
+            let guard = TickerGuard(shared);
+            tokio::spawn(async move {
+                let guard = guard;
+                let period = guard.0.config.tick;
+                loop {
+                    guard.0.tick();
+                    tokio::time::sleep(period).await;
+                }
+            })
+        };
+        let me = self.clone();
+        let follower = tokio::spawn(async move {
+            let signal = me.registry.change_signal();
+            let poll = me.shared.config.poll_interval;
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match me.sync().await {
+                    Ok(_) => {
+                        backoff = Duration::from_millis(50);
+                        let _ = tokio::time::timeout(poll, signal.changed(me.cursor())).await;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(poll.max(Duration::from_millis(50)));
+                    }
+                }
+            }
+        });
+        Follower {
+            tasks: vec![follower, ticker],
+        }
+    }
+}
+
+/// The follower's tasks; dropping the handle aborts them.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[derive(Debug)]
+pub struct Follower {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[cfg(feature = "tokio")]
+impl Follower {
+    /// Stops the follower (the same as dropping the handle).
+    pub fn abort(self) {
+        drop(self);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for Follower {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

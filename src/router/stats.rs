@@ -1,0 +1,141 @@
+//! Lock-free router counters, striped per thread so readers never share a written cache line.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+const STRIPES: usize = 32;
+
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    Hit = 0,
+    Miss = 1,
+    NegativeHit = 2,
+    StaleServe = 3,
+    Invalidation = 4,
+    RegistryError = 5,
+    Eviction = 6,
+    StampUnavailable = 7,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe {
+    counts: [AtomicU64; 8],
+}
+
+/// Counters striped by thread: each thread adds to its own cache line.
+pub(crate) struct Stats {
+    stripes: Box<[Stripe]>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+#[inline]
+fn stripe_index() -> usize {
+    STRIPE
+        .try_with(|s| {
+            let v = s.get();
+            if v != usize::MAX {
+                return v;
+            }
+            let v = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(v);
+            v
+        })
+        .unwrap_or(0)
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+}
+
+impl Stats {
+    #[inline]
+    pub(crate) fn add(&self, c: Counter, n: u64) {
+        if let Some(stripe) = self.stripes.get(stripe_index()) {
+            if let Some(cell) = stripe.counts.get(c as usize) {
+                cell.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn incr(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    fn sum(&self, c: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .filter_map(|s| s.counts.get(c as usize))
+            .map(|a| a.load(Ordering::Relaxed))
+            .fold(0u64, u64::wrapping_add)
+    }
+
+    pub(crate) fn snapshot(&self) -> RouterStats {
+        RouterStats {
+            hits: self.sum(Counter::Hit),
+            misses: self.sum(Counter::Miss),
+            negative_hits: self.sum(Counter::NegativeHit),
+            stale_serves: self.sum(Counter::StaleServe),
+            invalidations: self.sum(Counter::Invalidation),
+            registry_errors: self.sum(Counter::RegistryError),
+            evictions: self.sum(Counter::Eviction),
+            stamp_unavailable: self.sum(Counter::StampUnavailable),
+        }
+    }
+}
+
+/// A snapshot of a router's counters, read without locks ([`Router::stats`](super::Router::stats)).
+///
+/// Counters only grow; subtract two snapshots for rates.
+///
+/// ```
+/// use stamps::router::RouterStats;
+/// let s = RouterStats::default();
+/// assert_eq!(s.hits + s.misses, 0);
+/// assert_eq!(s.hit_ratio(), None);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouterStats {
+    /// Lookups answered from a fresh entry.
+    pub hits: u64,
+    /// Lookups that found no usable entry (each is followed by a registry read when the host
+    /// calls `resolve`).
+    pub misses: u64,
+    /// Lookups answered "unknown tenant" from the negative cache.
+    pub negative_hits: u64,
+    /// Routes served stale under stale-if-error.
+    pub stale_serves: u64,
+    /// Entries replaced or removed by change events, plus invalidate-all calls.
+    pub invalidations: u64,
+    /// Failed registry calls (lookups, warm-up, change feed).
+    pub registry_errors: u64,
+    /// Entries evicted by the size bounds.
+    pub evictions: u64,
+    /// Lookups refused because the tenant's stamp is unhealthy.
+    pub stamp_unavailable: u64,
+}
+
+impl RouterStats {
+    /// Hits over hits plus misses, if there was any lookup.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let total = self.hits + self.misses;
+        (total > 0).then(|| self.hits as f64 / total as f64)
+    }
+}
