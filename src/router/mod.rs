@@ -38,6 +38,7 @@
 //! ```
 
 mod config;
+mod fast;
 mod flight;
 mod intern;
 mod route;
@@ -57,9 +58,10 @@ pub use config::RouterConfig;
 pub use route::{Route, RouteError};
 pub use stats::RouterStats;
 
+use self::fast::FastTable;
 use self::flight::{Flights, Join};
 use self::stats::{Counter, Stats};
-use self::table::{Builder, Key, Shard, SlotData, Table, Upsert, GEN_MASK, TOMBSTONE};
+use self::table::{Key, Shard, SlotData, Table, Upsert, GEN_MASK, HAS_MODE, TOMBSTONE};
 use crate::error::Error;
 use crate::health::HealthTable;
 use crate::model::{Assignment, AssignmentMode, Change, ChangeKind, Epoch, StampId, TenantId, TenantIdError, Version};
@@ -70,10 +72,84 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+static NEXT_ROUTER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's copy of one router's stamp view.
+struct CachedView {
+    router: u64,
+    version: u64,
+    view: Arc<StampView>,
+}
+
+thread_local! {
+    /// Per-thread copies of stamp views, so a route reads endpoints without any atomic
+    /// read-modify-write (which would stall the lookup's memory parallelism).
+    static STAMP_VIEWS: std::cell::RefCell<Vec<CachedView>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Modes of tenants whose slot has the `HAS_MODE` flag.
+type ModeMap = HashMap<Box<str>, AssignmentMode, foldhash::fast::RandomState>;
+
 /// Known stamps and their endpoints.
-type StampView = HashMap<StampId, Option<&'static str>, foldhash::fast::RandomState>;
+#[derive(Default)]
+struct StampView {
+    map: HashMap<StampId, Option<&'static str>>,
+    /// `(stamp id + 1, endpoint)`, open addressing, for the route path.
+    slots: Box<[(u64, Option<&'static str>)]>,
+}
+
+impl StampView {
+    fn from_map(map: HashMap<StampId, Option<&'static str>>) -> StampView {
+        let cap = (map.len() * 2).next_power_of_two().max(8);
+        let mut slots = vec![(0u64, None); cap].into_boxed_slice();
+        for (id, endpoint) in &map {
+            let mut i = Self::home(*id, cap);
+            while let Some(slot) = slots.get_mut(i) {
+                if slot.0 == 0 {
+                    *slot = (u64::from(id.0) + 1, *endpoint);
+                    break;
+                }
+                i = (i + 1) & (cap - 1);
+            }
+        }
+        StampView { map, slots }
+    }
+
+    #[inline]
+    fn home(id: StampId, cap: usize) -> usize {
+        (id.0.wrapping_mul(0x9e37_79b9) as usize) & (cap - 1)
+    }
+
+    /// The stamp's endpoint (`None` if unknown or without one).
+    #[inline]
+    fn endpoint(&self, id: StampId) -> Option<&'static str> {
+        let cap = self.slots.len();
+        if cap == 0 {
+            return None;
+        }
+        let key = u64::from(id.0) + 1;
+        let mut i = Self::home(id, cap);
+        for _ in 0..cap {
+            let (k, e) = self.slots.get(i)?;
+            if *k == key {
+                return *e;
+            }
+            if *k == 0 {
+                return None;
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        None
+    }
+}
 
 struct Shared {
+    /// Tenant ids up to 24 bytes.
+    fast: FastTable,
+    fast_seeds: fast::Seeds,
+    /// Modes of fast-table tenants that are not simply serving.
+    modes: ArcSwap<ModeMap>,
+    /// Longer tenant ids.
     table: Table,
     negative: Table,
     ttl_ms: u64,
@@ -89,6 +165,10 @@ struct Shared {
     /// When the registry was first seen failing since it last answered (0: it answers).
     down_since: AtomicU64,
     stamps: ArcSwap<StampView>,
+    /// Bumped after every store to `stamps`; readers keep a per-thread copy of the view.
+    stamps_version: AtomicU64,
+    /// Identifies this router in the per-thread caches.
+    id: u64,
     health: Option<HealthTable>,
     standby: RwLock<HashMap<Box<str>, StampId>>,
     writer: Mutex<()>,
@@ -246,7 +326,10 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
         let c = self.config;
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let shared = Shared {
-            table: Table::new(c.max_entries, c.shards),
+            fast: FastTable::new(c.max_entries),
+            fast_seeds: fast::Seeds::random(),
+            modes: ArcSwap::from_pointee(ModeMap::default()),
+            table: Table::new(c.max_entries.div_ceil(16).max(1024), c.shards),
             negative: Table::new(c.max_negative, None),
             ttl_ms: millis(c.ttl),
             negative_ttl_ms: millis(c.negative_ttl),
@@ -258,6 +341,8 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
             generation: AtomicU32::new(0),
             down_since: AtomicU64::new(0),
             stamps: ArcSwap::from_pointee(StampView::default()),
+            stamps_version: AtomicU64::new(0),
+            id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             health: self.health,
             standby: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
@@ -332,7 +417,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// Entries in the route table (positive entries and "unassigned" records; walks the
     /// shards, so not for the hot path).
     pub fn len(&self) -> usize {
-        self.shared.table.len()
+        self.shared.fast.len() + self.shared.table.len()
     }
 
     /// Whether the route table is empty.
@@ -442,7 +527,7 @@ impl<R: Registry + ?Sized> Router<R> {
                     let mut neg = sh.negative.batch();
                     neg.remove(tenant, &key);
                     neg.commit();
-                    let mut b = sh.table.batch();
+                    let mut b = Writes::new(sh);
                     let up = b.upsert(tenant, &key, sh.slot_for(&a, now), a.mode);
                     b.commit();
                     sh.count_upsert(up, false);
@@ -458,7 +543,7 @@ impl<R: Registry + ?Sized> Router<R> {
                 let generation = sh.generation.load(Ordering::Acquire);
                 {
                     let _w = sh.writer.lock();
-                    let mut b = sh.table.batch();
+                    let mut b = Writes::new(sh);
                     match b.get(&key) {
                         Some(old) if !old.is_tombstone() => {
                             // Unassigned since we cached it: record that, above the old epoch
@@ -508,7 +593,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// Learns the endpoints of the stamps an assignment names, if not known yet.
     async fn learn_stamps(&self, a: &Assignment) {
         for stamp in a.stamps() {
-            if self.shared.stamps.load().contains_key(&stamp) {
+            if self.shared.stamps.load().map.contains_key(&stamp) {
                 continue;
             }
             if let Ok(Some(s)) = self.registry.stamp(stamp).await {
@@ -561,7 +646,7 @@ impl<R: Registry + ?Sized> Router<R> {
         let mut changed = 0;
         let mut max_version = 0;
         let _w = sh.writer.lock();
-        let mut b = sh.table.batch();
+        let mut b = Writes::new(sh);
         let mut neg = sh.negative.batch();
         for c in changes {
             max_version = max_version.max(c.version.0);
@@ -609,8 +694,9 @@ impl<R: Registry + ?Sized> Router<R> {
         changed
     }
 
-    /// Caches routes the host already has (a snapshot, a test fixture), as fresh entries.
-    /// Nothing is published if a tenant id is invalid. Returns the entries written.
+    /// Caches routes the host already has (a snapshot, a test fixture), as fresh entries
+    /// (never replacing a larger epoch). Stops at the first invalid tenant id and returns its
+    /// error (the entries before it stay). Returns the entries written.
     ///
     /// ```
     /// use stamps::router::Router;
@@ -629,20 +715,33 @@ impl<R: Registry + ?Sized> Router<R> {
         let sh = &*self.shared;
         let now = sh.clock.now().as_millis();
         let generation = sh.generation.load(Ordering::Acquire);
-        let mut builder = Builder::new(&sh.table);
+        let _w = sh.writer.lock();
+        let mut b = Writes::new(sh);
+        let mut n = 0;
+        let mut result = Ok(());
         for (tenant, stamp, epoch, mode) in routes {
             let text = tenant.as_ref();
-            let key = Key::parse(text)?;
+            let key = match Key::parse(text) {
+                Ok(k) => k,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
             let data = SlotData {
                 epoch: epoch.0,
                 fetched: now,
                 stamp: stamp.0,
                 meta: generation,
             };
-            builder.add(text, &key, data, mode);
+            let up = b.upsert(text, &key, data, mode);
+            sh.count_upsert(up, false);
+            if up != Upsert::Kept {
+                n += 1;
+            }
         }
-        let _w = sh.writer.lock();
-        Ok(builder.finish())
+        b.commit();
+        result.map(|()| n)
     }
 
     /// Loads every assignment (page by page, [`Registry::assignments`]) and every stamp's
@@ -678,8 +777,8 @@ impl<R: Registry + ?Sized> Router<R> {
     async fn load_all(&self) -> Result<usize, Error> {
         let sh = &*self.shared;
         let generation = sh.generation.load(Ordering::Acquire);
-        let mut builder = Builder::new(&sh.table);
         let mut after: Option<TenantId> = None;
+        let mut n = 0;
         loop {
             let page = match self.registry.assignments(after.as_ref(), sh.config.page_size).await {
                 Ok(p) => p,
@@ -690,13 +789,22 @@ impl<R: Registry + ?Sized> Router<R> {
                 }
             };
             let now = sh.clock.now().as_millis();
-            for a in &page {
-                let text = a.tenant().as_str();
-                if let Ok(key) = Key::parse(text) {
-                    let mut data = sh.slot_for(a, now);
-                    data.meta = (data.meta & !GEN_MASK) | generation;
-                    builder.add(text, &key, data, a.mode);
+            {
+                let _w = sh.writer.lock();
+                let mut b = Writes::new(sh);
+                for a in &page {
+                    let text = a.tenant().as_str();
+                    if let Ok(key) = Key::parse(text) {
+                        let mut data = sh.slot_for(a, now);
+                        data.meta = (data.meta & !GEN_MASK) | generation;
+                        let up = b.upsert(text, &key, data, a.mode);
+                        sh.count_upsert(up, false);
+                        if up != Upsert::Kept {
+                            n += 1;
+                        }
+                    }
                 }
+                b.commit();
             }
             let done = page.len() < sh.config.page_size;
             after = page.last().map(|a| a.tenant().clone());
@@ -705,8 +813,7 @@ impl<R: Registry + ?Sized> Router<R> {
             }
         }
         sh.mark_up();
-        let _w = sh.writer.lock();
-        Ok(builder.finish())
+        Ok(n)
     }
 
     /// Reads every stamp's endpoint from the registry's fleet.
@@ -809,7 +916,7 @@ impl<R: Registry + ?Sized> Router<R> {
         let sh = &*self.shared;
         let key = Key::parse(tenant)?;
         let _w = sh.writer.lock();
-        let mut b = sh.table.batch();
+        let mut b = Writes::new(sh);
         let removed = b.remove(tenant, &key);
         b.commit();
         let mut neg = sh.negative.batch();
@@ -836,6 +943,8 @@ impl<R: Registry + ?Sized> Router<R> {
     pub fn clear(&self) {
         let sh = &*self.shared;
         let _w = sh.writer.lock();
+        sh.fast.clear();
+        sh.modes.store(Arc::new(ModeMap::default()));
         sh.table.clear();
         sh.negative.clear();
     }
@@ -919,6 +1028,72 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 }
 
+/// Route-table writes in progress (the writer lock is held): fast-table writes land at once,
+/// long-id writes are published by [`Writes::commit`].
+struct Writes<'a> {
+    sh: &'a Shared,
+    long: table::Batch<'a>,
+}
+
+impl<'a> Writes<'a> {
+    fn new(sh: &'a Shared) -> Self {
+        Writes {
+            sh,
+            long: sh.table.batch(),
+        }
+    }
+
+    fn get(&mut self, key: &Key<'_>) -> Option<SlotData> {
+        match key {
+            Key::Short(k) => {
+                let w = *k;
+                self.sh.fast.get(&w, self.sh.fast_hash(&w))
+            }
+            Key::Long(_) => self.long.get(key),
+        }
+    }
+
+    fn upsert(&mut self, tenant: &str, key: &Key<'_>, mut data: SlotData, mode: AssignmentMode) -> Upsert {
+        let Key::Short(k) = key else {
+            return self.long.upsert(tenant, key, data, mode);
+        };
+        let sh = self.sh;
+        let w = *k;
+        let hash = sh.fast_hash(&w);
+        let old = sh.fast.get(&w, hash);
+        if old.is_some_and(|o| o.epoch > data.epoch) {
+            return Upsert::Kept;
+        }
+        data.meta &= !HAS_MODE;
+        if mode != AssignmentMode::Serving {
+            // The mode first, then the flag that sends readers to it.
+            sh.set_mode(tenant, Some(mode));
+            data.meta |= HAS_MODE;
+        }
+        let up = sh.fast.upsert(&w, hash, data);
+        if mode == AssignmentMode::Serving && old.is_some_and(|o| o.has_mode()) {
+            sh.set_mode(tenant, None);
+        }
+        up
+    }
+
+    fn remove(&mut self, tenant: &str, key: &Key<'_>) -> bool {
+        let Key::Short(k) = key else {
+            return self.long.remove(tenant, key);
+        };
+        let w = *k;
+        let removed = self.sh.fast.remove(&w, self.sh.fast_hash(&w));
+        if removed {
+            self.sh.set_mode(tenant, None);
+        }
+        removed
+    }
+
+    fn commit(self) {
+        self.long.commit();
+    }
+}
+
 /// Decrements the ticker count when a ticker ends.
 struct TickerGuard(Arc<Shared>);
 
@@ -992,23 +1167,25 @@ impl Shared {
     fn set_stamp(&self, stamp: StampId, endpoint: Option<&str>) {
         let endpoint = endpoint.map(intern::intern);
         let current = self.stamps.load();
-        if current.get(&stamp) == Some(&endpoint) {
+        if current.map.get(&stamp) == Some(&endpoint) {
             return;
         }
         let _w = self.stamps_writer.lock();
         let current = self.stamps.load();
-        let mut next = StampView::clone(&current);
+        let mut next = current.map.clone();
         next.insert(stamp, endpoint);
-        self.stamps.store(Arc::new(next));
+        self.stamps.store(Arc::new(StampView::from_map(next)));
+        self.stamps_version.fetch_add(1, Ordering::AcqRel);
     }
 
     fn remove_stamp(&self, stamp: StampId) {
         let _w = self.stamps_writer.lock();
         let current = self.stamps.load();
-        if current.contains_key(&stamp) {
-            let mut next = StampView::clone(&current);
+        if current.map.contains_key(&stamp) {
+            let mut next = current.map.clone();
             next.remove(&stamp);
-            self.stamps.store(Arc::new(next));
+            self.stamps.store(Arc::new(StampView::from_map(next)));
+            self.stamps_version.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -1016,14 +1193,55 @@ impl Shared {
     #[inline]
     fn lookup(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
         let key = Key::parse(tenant)?;
-        let hash = self.table.hash(&key);
         let now = self.now_ms();
-        if let Some(shard) = self.table.load(self.table.index(hash)) {
-            if let Some(d) = shard.get(&key, hash) {
-                return self.answer(&shard, tenant, d, now, count);
+        match key {
+            Key::Short(ref k) => {
+                let w = *k;
+                if let Some(d) = self.fast.get(&w, self.fast_hash(&w)) {
+                    return self.answer(None, tenant, d, now, count);
+                }
+            }
+            Key::Long(_) => {
+                let hash = self.table.hash(&key);
+                if let Some(shard) = self.table.load(self.table.index(hash)) {
+                    if let Some(d) = shard.get(&key, hash) {
+                        return self.answer(Some(&shard), tenant, d, now, count);
+                    }
+                }
             }
         }
         self.negative_lookup(&key, now, count)
+    }
+
+    #[inline]
+    fn fast_hash(&self, w: &fast::Words) -> u64 {
+        self.fast_seeds.hash(w)
+    }
+
+    /// The mode of an entry with `HAS_MODE` (from its shard for long ids).
+    fn mode_of(&self, shard: Option<&Shard>, tenant: &str) -> AssignmentMode {
+        match shard {
+            Some(s) => s.mode(tenant),
+            None => self.modes.load().get(tenant).copied().unwrap_or(AssignmentMode::Serving),
+        }
+    }
+
+    /// Records (or clears) a fast-table tenant's mode (writer lock held).
+    fn set_mode(&self, tenant: &str, mode: Option<AssignmentMode>) {
+        let current = self.modes.load();
+        if current.get(tenant).copied() == mode {
+            return;
+        }
+        let mut next = ModeMap::clone(&current);
+        match mode {
+            Some(m) => {
+                next.insert(Box::from(tenant), m);
+            }
+            None => {
+                next.remove(tenant);
+            }
+        }
+        self.modes.store(Arc::new(next));
     }
 
     #[cold]
@@ -1047,8 +1265,15 @@ impl Shared {
         }
     }
 
-    #[inline]
-    fn answer(&self, shard: &Shard, tenant: &str, d: SlotData, now: u64, count: bool) -> Result<Route, RouteError> {
+    #[inline(always)]
+    fn answer(
+        &self,
+        shard: Option<&Shard>,
+        tenant: &str,
+        d: SlotData,
+        now: u64,
+        count: bool,
+    ) -> Result<Route, RouteError> {
         let current = d.generation() == self.generation.load(Ordering::Relaxed);
         if d.is_tombstone() {
             let fresh = current && now < d.fetched.saturating_add(self.ttl_ms);
@@ -1068,7 +1293,7 @@ impl Shared {
             return Err(RouteError::Miss);
         };
         let mode = if d.has_mode() {
-            shard.mode(tenant)
+            self.mode_of(shard, tenant)
         } else {
             AssignmentMode::Serving
         };
@@ -1093,14 +1318,21 @@ impl Shared {
 
     /// The route after a failed registry read: the cached entry, flagged stale, if allowed.
     fn stale_route(&self, tenant: &str, key: &Key<'_>, now: u64) -> Result<Route, RouteError> {
-        let hash = self.table.hash(key);
-        let Some(shard) = self.table.load(self.table.index(hash)) else {
-            return Err(RouteError::Unavailable);
+        let (entry, shard) = match key {
+            Key::Short(k) => {
+                let w = *k;
+                (self.fast.get(&w, self.fast_hash(&w)), None)
+            }
+            Key::Long(_) => {
+                let hash = self.table.hash(key);
+                let shard = self.table.load(self.table.index(hash));
+                (shard.as_ref().and_then(|s| s.get(key, hash)), shard)
+            }
         };
-        match shard.get(key, hash) {
+        match entry {
             Some(d) if !d.is_tombstone() && self.may_serve_stale(d.fetched, now) => {
                 let mode = if d.has_mode() {
-                    shard.mode(tenant)
+                    self.mode_of(shard.as_deref().map(|s| &**s), tenant)
                 } else {
                     AssignmentMode::Serving
                 };
@@ -1114,7 +1346,7 @@ impl Shared {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn make_route(
         &self,
         tenant: &str,
@@ -1123,22 +1355,57 @@ impl Shared {
         mode: AssignmentMode,
         stale: bool,
     ) -> Result<Route, RouteError> {
-        let stamps = self.stamps.load();
         if let Some(health) = &self.health {
             if let Some(since) = health.unavailable_since(stamp) {
-                return self.fail_over(&stamps, health, tenant, stamp, since, epoch, stale);
+                return self.with_stamps(|stamps| self.fail_over(stamps, health, tenant, stamp, since, epoch, stale));
             }
         }
-        let endpoint = |s: StampId| stamps.get(&s).copied().flatten();
+        let (endpoint, shadow_endpoint) = self.with_stamps(|stamps| {
+            (stamps.endpoint(stamp), mode.shadow().and_then(|s| stamps.endpoint(s)))
+        });
         Ok(Route {
             stamp,
-            endpoint: endpoint(stamp),
+            endpoint,
             epoch,
             mode,
-            shadow_endpoint: mode.shadow().and_then(endpoint),
+            shadow_endpoint,
             stale,
             failed_over_from: None,
         })
+    }
+
+    /// Runs `f` on this router's stamp view, from the thread's copy when it is current (no
+    /// atomic read-modify-write on the way).
+    #[inline]
+    fn with_stamps<T>(&self, f: impl Fn(&StampView) -> T) -> T {
+        let version = self.stamps_version.load(Ordering::Acquire);
+        let cached = STAMP_VIEWS.try_with(|views| {
+            let mut views = views.try_borrow_mut().ok()?;
+            let pos = match views.iter().position(|c| c.router == self.id) {
+                Some(i) => i,
+                None => {
+                    if views.len() >= 8 {
+                        views.remove(0);
+                    }
+                    views.push(CachedView {
+                        router: self.id,
+                        version: version.wrapping_sub(1),
+                        view: self.stamps.load_full(),
+                    });
+                    views.len() - 1
+                }
+            };
+            let c = views.get_mut(pos)?;
+            if c.version != version {
+                c.view = self.stamps.load_full();
+                c.version = version;
+            }
+            Some(f(&c.view))
+        });
+        match cached {
+            Ok(Some(v)) => v,
+            _ => f(&self.stamps.load()),
+        }
     }
 
     #[cold]
@@ -1165,7 +1432,7 @@ impl Shared {
         }
         Ok(Route {
             stamp: standby,
-            endpoint: stamps.get(&standby).copied().flatten(),
+            endpoint: stamps.endpoint(standby),
             epoch,
             mode: AssignmentMode::Serving,
             shadow_endpoint: None,

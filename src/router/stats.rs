@@ -1,9 +1,11 @@
 //! Lock-free router counters, striped per thread so readers never share a written cache line.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-const STRIPES: usize = 32;
+use parking_lot::Mutex;
+
+/// Stripes owned by one thread each; one more, shared, for threads beyond them.
+const STRIPES: usize = 64;
 
 #[derive(Clone, Copy)]
 pub(crate) enum Counter {
@@ -35,39 +37,58 @@ impl std::fmt::Debug for Stats {
 }
 
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+static FREE_STRIPES: Mutex<Vec<usize>> = parking_lot::const_mutex(Vec::new());
 
-thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+/// A thread's stripe index, owned until the thread exits (then returned for reuse).
+struct Owned(usize);
+
+impl Owned {
+    fn acquire() -> Owned {
+        if let Some(i) = FREE_STRIPES.lock().pop() {
+            return Owned(i);
+        }
+        let i = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed);
+        Owned(if i < STRIPES { i } else { STRIPES })
+    }
 }
 
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.0 < STRIPES {
+            FREE_STRIPES.lock().push(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static STRIPE: Owned = Owned::acquire();
+}
+
+/// The calling thread's stripe: below `STRIPES` it is owned by this thread alone.
 #[inline]
 fn stripe_index() -> usize {
-    STRIPE
-        .try_with(|s| {
-            let v = s.get();
-            if v != usize::MAX {
-                return v;
-            }
-            let v = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(v);
-            v
-        })
-        .unwrap_or(0)
+    STRIPE.try_with(|s| s.0).unwrap_or(STRIPES)
 }
 
 impl Default for Stats {
     fn default() -> Self {
         Stats {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: (0..=STRIPES).map(|_| Stripe::default()).collect(),
         }
     }
 }
 
 impl Stats {
+    /// Adds to the calling thread's stripe. A thread that owns its stripe adds with a plain
+    /// load and store: no locked instruction, which would stall the hot path's memory
+    /// parallelism; only the owner writes it, so no update is lost.
     #[inline]
     pub(crate) fn add(&self, c: Counter, n: u64) {
-        if let Some(stripe) = self.stripes.get(stripe_index()) {
-            if let Some(cell) = stripe.counts.get(c as usize) {
+        let i = stripe_index();
+        if let Some(cell) = self.stripes.get(i).and_then(|s| s.counts.get(c as usize)) {
+            if i < STRIPES {
+                cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+            } else {
                 cell.fetch_add(n, Ordering::Relaxed);
             }
         }

@@ -1,4 +1,5 @@
-//! The route table: copy-on-write shards of inline-key hash tables.
+//! The table for long tenant ids (over 24 bytes) and for the negative cache: copy-on-write
+//! shards of inline-key hash tables.
 //!
 //! Readers load one shard through an [`ArcSwap`] (which touches only a per-thread debt slot,
 //! never a cache line shared with other readers) and probe a hashbrown [`HashTable`] whose
@@ -20,6 +21,51 @@ use crate::model::{AssignmentMode, TenantId, TenantIdError};
 /// Tenant ids up to this many bytes are stored inline in the table slot.
 pub(crate) const INLINE: usize = 24;
 
+/// An inline key: the id's bytes, zero-padded to 24, as three little-endian words.
+pub(crate) type Words = [u64; 3];
+
+/// The id's bytes as words; `bytes` holds at most [`INLINE`] bytes. Reads the input in place
+/// (a partial last word is read as an overlapping 8-byte load, shifted), never through a
+/// stack buffer, so no store-forwarding stall follows.
+#[inline]
+fn load_words(bytes: &[u8]) -> Words {
+    #[inline]
+    fn word(b: &[u8], at: usize) -> u64 {
+        b.get(at..at + 8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+    let len = bytes.len();
+    let mut w = [0u64; 3];
+    let full = len / 8;
+    for (i, x) in w.iter_mut().enumerate().take(full) {
+        *x = word(bytes, 8 * i);
+    }
+    let tail = len % 8;
+    if tail > 0 {
+        let v = if len >= 8 {
+            word(bytes, len - 8) >> (8 * (8 - tail))
+        } else {
+            bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        };
+        if let Some(x) = w.get_mut(full) {
+            *x = v;
+        }
+    }
+    w
+}
+
+/// The id's text from its words.
+pub(crate) fn words_text(w: &Words) -> Option<String> {
+    let mut bytes = Vec::with_capacity(INLINE);
+    for x in w {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(INLINE);
+    bytes.truncate(len);
+    String::from_utf8(bytes).ok()
+}
+
 /// Target entries per shard at the size bound: 192 entries fit a 256-bucket table.
 const PER_SHARD: usize = 192;
 
@@ -27,35 +73,67 @@ const PER_SHARD: usize = 192;
 pub(crate) const HAS_MODE: u32 = 1 << 31;
 /// `meta` bit: the entry records that the tenant has no assignment.
 pub(crate) const TOMBSTONE: u32 = 1 << 30;
-/// `meta` bits holding the router generation the entry was loaded in.
-pub(crate) const GEN_MASK: u32 = TOMBSTONE - 1;
+/// `meta` bits holding the router generation the entry was loaded in (bit 29 is the fast
+/// table's grave flag).
+pub(crate) const GEN_MASK: u32 = (1 << 29) - 1;
 
 /// A validated tenant id as the table keys it.
 #[derive(Clone, Copy)]
 pub(crate) enum Key<'a> {
-    /// Zero-padded inline bytes (tenant ids never contain a zero byte, so padding is
-    /// unambiguous).
-    Short([u8; INLINE]),
+    /// Zero-padded inline bytes as three little-endian words (tenant ids never contain a
+    /// zero byte, so padding is unambiguous).
+    Short(Words),
     /// Longer ids, compared as text.
     Long(&'a str),
 }
 
 impl<'a> Key<'a> {
-    /// Validates `tenant` (never allocating) and makes its key.
+    /// Validates `tenant` (never allocating) and makes its key: the same rules as
+    /// [`TenantId::validate`], checked with a byte-class table in the same pass that copies
+    /// the id into its padded form; the exact error comes from `TenantId::validate`.
     #[inline]
     pub(crate) fn parse(tenant: &'a str) -> Result<Key<'a>, TenantIdError> {
-        TenantId::validate(tenant)?;
         let bytes = tenant.as_bytes();
-        if bytes.len() <= INLINE {
-            let mut k = [0u8; INLINE];
-            if let Some(dst) = k.get_mut(..bytes.len()) {
-                dst.copy_from_slice(bytes);
+        let len = bytes.len();
+        let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if len <= INLINE && first_ok {
+            let w = load_words(bytes);
+            if valid_padded(&w, len) {
+                return Ok(Key::Short(w));
             }
-            Ok(Key::Short(k))
-        } else {
-            Ok(Key::Long(tenant))
         }
+        TenantId::validate(tenant)?;
+        Ok(Key::Long(tenant))
     }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// Per byte of `x`: the high bit is set iff `m < byte < n` (for `m`, `n` at most 127; bytes
+/// of 128 and above never match). No carries cross bytes (Bit Twiddling Hacks' `hasbetween`).
+#[inline]
+const fn between(x: u64, m: u64, n: u64) -> u64 {
+    let low7 = x & (ONES * 127);
+    (ONES * (127 + n)).wrapping_sub(low7) & !x & low7.wrapping_add(ONES * (127 - m)) & HIGH
+}
+
+/// Whether the first `len` bytes of the zero-padded `k` are all in `a-z 0-9 . _ -`, eight
+/// bytes at a time (the first byte is checked by the caller).
+#[inline]
+fn valid_padded(w: &Words, len: usize) -> bool {
+    let mut ok = true;
+    for (i, &x) in w.iter().enumerate() {
+        let allowed = between(x, b'a' as u64 - 1, b'z' as u64 + 1)
+            | between(x, b'0' as u64 - 1, b'9' as u64 + 1)
+            | between(x, b'.' as u64 - 1, b'.' as u64 + 1)
+            | between(x, b'_' as u64 - 1, b'_' as u64 + 1)
+            | between(x, b'-' as u64 - 1, b'-' as u64 + 1);
+        let used = len.saturating_sub(8 * i).min(8) as u32;
+        let padding = HIGH.checked_shl(8 * used).unwrap_or(0);
+        ok &= (allowed | padding) == HIGH;
+    }
+    ok
 }
 
 /// What a slot records besides its key (24 bytes).
@@ -99,7 +177,7 @@ struct ModeRec {
 /// simply serving (dual-write, frozen).
 #[derive(Clone, Default)]
 pub(crate) struct Shard {
-    short: HashTable<Slot<[u8; INLINE]>>,
+    short: HashTable<Slot<Words>>,
     long: HashTable<Slot<Box<str>>>,
     modes: Vec<ModeRec>,
 }
@@ -118,7 +196,7 @@ pub(crate) enum Upsert {
     Kept,
 }
 
-fn short_hash(hasher: &RandomState, k: &[u8; INLINE]) -> u64 {
+fn short_hash(hasher: &RandomState, k: &Words) -> u64 {
     hasher.hash_one(k)
 }
 
@@ -261,26 +339,10 @@ impl Shard {
         }
     }
 
-    fn remove_short(&mut self, hasher: &RandomState, k: [u8; INLINE]) -> bool {
+    fn remove_short(&mut self, hasher: &RandomState, k: Words) -> bool {
         let hash = short_hash(hasher, &k);
-        let len = k.iter().position(|b| *b == 0).unwrap_or(INLINE);
-        let text = k.get(..len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-        let text: Box<str> = text.into();
+        let text = words_text(&k).unwrap_or_default();
         self.remove(&text, &Key::Short(k), hash)
-    }
-
-    /// Calls `f` with every tenant id and slot (for merging).
-    fn for_each(&self, mut f: impl FnMut(&str, Key<'_>, SlotData, AssignmentMode)) {
-        for s in self.short.iter() {
-            let len = s.key.iter().position(|b| *b == 0).unwrap_or(INLINE);
-            let text = s.key.get(..len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-            let mode = if s.data.has_mode() { self.mode(text) } else { AssignmentMode::Serving };
-            f(text, Key::Short(s.key), s.data, mode);
-        }
-        for s in self.long.iter() {
-            let mode = if s.data.has_mode() { self.mode(&s.key) } else { AssignmentMode::Serving };
-            f(&s.key, Key::Long(&s.key), s.data, mode);
-        }
     }
 }
 
@@ -405,24 +467,6 @@ impl Batch<'_> {
         present && self.shard(ix).remove(tenant, key, hash)
     }
 
-    /// Merges `from` (entries built off-line) into the staged table, keeping larger epochs.
-    pub(crate) fn merge_shard(&mut self, ix: usize, from: &Shard) -> usize {
-        let bound = self.table.per_shard;
-        let hasher = self.table.hasher.clone();
-        let shard = self.shard(ix);
-        let mut n = 0;
-        from.for_each(|tenant, key, data, mode| {
-            let hash = match &key {
-                Key::Short(k) => short_hash(&hasher, k),
-                Key::Long(t) => long_hash(&hasher, t),
-            };
-            if shard.upsert(&hasher, tenant, &key, hash, data, mode, bound) != Upsert::Kept {
-                n += 1;
-            }
-        });
-        n
-    }
-
     /// Publishes every staged shard.
     pub(crate) fn commit(self) {
         for (ix, shard) in self.staged {
@@ -430,50 +474,5 @@ impl Batch<'_> {
                 s.store(Arc::new(shard));
             }
         }
-    }
-}
-
-/// Builds shards off-line (warm-up, preload) before merging them into a [`Table`].
-pub(crate) struct Builder<'t> {
-    table: &'t Table,
-    shards: HashMap<usize, Shard>,
-}
-
-impl<'t> Builder<'t> {
-    pub(crate) fn new(table: &'t Table) -> Self {
-        Builder {
-            table,
-            shards: HashMap::new(),
-        }
-    }
-
-    pub(crate) fn add(&mut self, tenant: &str, key: &Key<'_>, data: SlotData, mode: AssignmentMode) {
-        let hash = self.table.hash(key);
-        let ix = self.table.index(hash);
-        let bound = self.table.per_shard;
-        let hasher = &self.table.hasher;
-        let shard = self.shards.entry(ix).or_default();
-        if shard.len() == 0 {
-            shard.short.reserve(bound.min(256), |s| short_hash(hasher, &s.key));
-        }
-        shard.upsert(hasher, tenant, key, hash, data, mode, bound);
-    }
-
-    /// Merges everything built into the table (caller holds the writer lock).
-    pub(crate) fn finish(self) -> usize {
-        let mut n = 0;
-        for (ix, built) in self.shards {
-            let Some(slot) = self.table.shards.get(ix) else { continue };
-            let current = slot.load();
-            if current.len() == 0 {
-                n += built.len();
-                slot.store(Arc::new(built));
-            } else {
-                let mut batch = self.table.batch();
-                n += batch.merge_shard(ix, &built);
-                batch.commit();
-            }
-        }
-        n
     }
 }

@@ -1,0 +1,358 @@
+//! Router hot path against the tables a user would otherwise pick.
+//!
+//! ```text
+//! cargo bench --bench router -- --warm-up-time 1 --measurement-time 3
+//! STAMPS_BENCH_SIZES=10000000 STAMPS_BENCH_SKIP_MOKA=1 cargo bench --bench router -- --warm-up-time 1 --measurement-time 3
+//! ```
+//! Sizes default to 10k and 1M tenants (`STAMPS_BENCH_SIZES` is a comma-separated list).
+//! Keys are 16-byte tenant ids; lookups follow a uniform or a Zipf (s = 1) mix. Bytes per
+//! entry are measured with a counting global allocator and printed as `memory:` lines.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use parking_lot::RwLock;
+use stamps::router::Router;
+use stamps::{
+    Assignment, AssignmentMode, Change, ChangeKind, Epoch, InMemoryRegistry, StampId, TenantId, TenantSpec, Timestamp,
+    Version,
+};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
+
+fn key(i: usize) -> String {
+    format!("tenant-{i:09}") // 16 bytes
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const SEQ: usize = 1 << 20;
+
+/// The lookup sequence as one buffer of 16-byte ids: request text is in cache when a router
+/// sees it, so the benchmark does not charge a miss for reading the id itself.
+fn text(ix: Vec<u32>) -> String {
+    ix.iter().map(|&i| format!("tenant-{i:09}")).collect()
+}
+
+fn uniform(n: usize) -> Vec<u32> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..SEQ).map(|_| (r.next() % n as u64) as u32).collect()
+}
+
+/// Zipf (s = 1) ranks, scattered over the key space by a multiplicative permutation.
+fn zipf(n: usize) -> Vec<u32> {
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for k in 1..=n {
+        acc += 1.0 / k as f64;
+        cdf.push(acc);
+    }
+    let total = acc;
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    (0..SEQ)
+        .map(|_| {
+            let u = r.unit() * total;
+            let rank = cdf.partition_point(|c| *c < u).min(n - 1);
+            ((rank as u64 * 2_654_435_761) % n as u64) as u32
+        })
+        .collect()
+}
+
+fn sizes() -> Vec<usize> {
+    std::env::var("STAMPS_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 1_000_000])
+}
+
+fn skip_moka(n: usize) -> bool {
+    std::env::var("STAMPS_BENCH_SKIP_MOKA").is_ok() || n > 2_000_000
+}
+
+fn build_router(keys: &[String]) -> Router<InMemoryRegistry> {
+    let n = keys.len();
+    let router = Router::builder(InMemoryRegistry::new())
+        .max_entries(n + n / 10)
+        .ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    router
+        .preload(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.as_str(), StampId((i % 64) as u32), Epoch(1), AssignmentMode::Serving)),
+        )
+        .unwrap();
+    for s in 0..64 {
+        router.set_endpoint(StampId(s), Some(&format!("https://stamp-{s:03}.internal")));
+    }
+    router
+}
+
+fn per_entry(before: isize, n: usize) -> f64 {
+    (live() - before) as f64 / n as f64
+}
+
+fn lookups(c: &mut Criterion) {
+    for n in sizes() {
+        let keys: Vec<String> = (0..n).map(key).collect();
+        let keys_bytes = live();
+        let mixes = [("uniform", text(uniform(n))), ("zipf", text(zipf(n)))];
+
+        // Router.
+        let before = live();
+        let router = build_router(&keys);
+        println!("memory: router n={n} bytes/entry={:.1}", per_entry(before, n));
+        let _ticker = router.spawn_clock_thread().unwrap();
+        let mut g = c.benchmark_group(format!("route_hit/{n}"));
+        g.throughput(Throughput::Elements(1));
+        for (mix, seq) in &mixes {
+            g.bench_function(BenchmarkId::new("stamps::Router::route", mix), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (SEQ - 1);
+                    black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok())
+                })
+            });
+        }
+        drop(_ticker);
+        drop(router);
+
+        // Bare HashMap<String, u32> with foldhash: the floor.
+        let before = live();
+        let mut map = FoldMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(k.clone(), i as u32);
+        }
+        println!(
+            "memory: std_hashmap_foldhash n={n} bytes/entry={:.1} (keys included)",
+            per_entry(before, n)
+        );
+        for (mix, seq) in &mixes {
+            g.bench_function(BenchmarkId::new("std::HashMap+foldhash::get", mix), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (SEQ - 1);
+                    black_box(map.get(&seq[i * 16..i * 16 + 16]).copied())
+                })
+            });
+        }
+
+        // RwLock<HashMap>.
+        let locked = RwLock::new(map);
+        for (mix, seq) in &mixes {
+            g.bench_function(BenchmarkId::new("parking_lot::RwLock<HashMap>", mix), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (SEQ - 1);
+                    black_box(locked.read().get(&seq[i * 16..i * 16 + 16]).copied())
+                })
+            });
+        }
+        drop(locked);
+
+        // dashmap.
+        let before = live();
+        let dash: dashmap::DashMap<String, u32, foldhash::fast::RandomState> = dashmap::DashMap::default();
+        for (i, k) in keys.iter().enumerate() {
+            dash.insert(k.clone(), i as u32);
+        }
+        println!("memory: dashmap n={n} bytes/entry={:.1}", per_entry(before, n));
+        for (mix, seq) in &mixes {
+            g.bench_function(BenchmarkId::new("dashmap::DashMap::get", mix), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    i = (i + 1) & (SEQ - 1);
+                    black_box(dash.get(&seq[i * 16..i * 16 + 16]).map(|v| *v))
+                })
+            });
+        }
+        drop(dash);
+
+        // moka with a TTL: what a user would otherwise pick.
+        if !skip_moka(n) {
+            let before = live();
+            let moka: moka::sync::Cache<String, u32> = moka::sync::Cache::builder()
+                .max_capacity(n as u64 + n as u64 / 4)
+                .time_to_live(Duration::from_secs(3600))
+                .build();
+            for (i, k) in keys.iter().enumerate() {
+                moka.insert(k.clone(), i as u32);
+            }
+            moka.run_pending_tasks();
+            println!("memory: moka n={n} bytes/entry={:.1}", per_entry(before, n));
+            for (mix, seq) in &mixes {
+                g.bench_function(BenchmarkId::new("moka::sync::Cache::get", mix), |b| {
+                    let mut i = 0usize;
+                    b.iter(|| {
+                        i = (i + 1) & (SEQ - 1);
+                        black_box(moka.get(&seq[i * 16..i * 16 + 16]))
+                    })
+                });
+            }
+        }
+        g.finish();
+        let _ = keys_bytes;
+    }
+}
+
+/// Lookups per second from `threads` readers while a writer applies 1,000 changes/s.
+fn concurrent(c: &mut Criterion) {
+    let n = sizes().into_iter().max().unwrap_or(1_000_000);
+    let keys: Arc<Vec<String>> = Arc::new((0..n).map(key).collect());
+    let seq = Arc::new(text(uniform(n)));
+    let router = build_router(&keys);
+    let _ticker = router.spawn_clock_thread().unwrap();
+    let locked = Arc::new(RwLock::new(
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect::<FoldMap>(),
+    ));
+    let mut g = c.benchmark_group(format!("read_while_writing_1000_per_s/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in [1usize, 2] {
+        g.bench_function(BenchmarkId::new("stamps::Router::route", threads), |b| {
+            b.iter_custom(|iters| {
+                let stop = Arc::new(AtomicBool::new(false));
+                let writer = {
+                    let (router, keys, stop) = (router.clone(), keys.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut v = 1_000_000u64;
+                        let mut r = Rng(7);
+                        while !stop.load(Ordering::Relaxed) {
+                            v += 1;
+                            let k = &keys[(r.next() % keys.len() as u64) as usize];
+                            let spec = TenantSpec::new(TenantId::new(k).unwrap());
+                            let a = Assignment::new(
+                                spec,
+                                StampId((v % 64) as u32),
+                                Epoch(v),
+                                AssignmentMode::Serving,
+                                Timestamp::ZERO,
+                                Timestamp::ZERO,
+                            );
+                            let change = Change::new(
+                                Version(v),
+                                Timestamp::ZERO,
+                                ChangeKind::Assignment {
+                                    tenant: a.tenant().clone(),
+                                    assignment: Some(Box::new(a)),
+                                },
+                            );
+                            router.apply(&change);
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    })
+                };
+                let per = (iters as usize / threads).max(1);
+                let start = Instant::now();
+                let readers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (router, keys, seq) = (router.clone(), keys.clone(), seq.clone());
+                        std::thread::spawn(move || {
+                            let mut i = t * 7919;
+                            for _ in 0..per {
+                                i = (i + 1) & (SEQ - 1);
+                                black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok());
+                            }
+                        })
+                    })
+                    .collect();
+                for r in readers {
+                    r.join().unwrap();
+                }
+                let elapsed = start.elapsed();
+                stop.store(true, Ordering::Relaxed);
+                writer.join().unwrap();
+                elapsed
+            })
+        });
+        g.bench_function(BenchmarkId::new("parking_lot::RwLock<HashMap>", threads), |b| {
+            b.iter_custom(|iters| {
+                let stop = Arc::new(AtomicBool::new(false));
+                let writer = {
+                    let (locked, keys, stop) = (locked.clone(), keys.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let mut r = Rng(7);
+                        while !stop.load(Ordering::Relaxed) {
+                            let k = &keys[(r.next() % keys.len() as u64) as usize];
+                            if let Some(v) = locked.write().get_mut(k.as_str()) {
+                                *v += 1;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    })
+                };
+                let per = (iters as usize / threads).max(1);
+                let start = Instant::now();
+                let readers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let (locked, keys, seq) = (locked.clone(), keys.clone(), seq.clone());
+                        std::thread::spawn(move || {
+                            let mut i = t * 7919;
+                            for _ in 0..per {
+                                i = (i + 1) & (SEQ - 1);
+                                black_box(locked.read().get(&seq[i * 16..i * 16 + 16]).copied());
+                            }
+                        })
+                    })
+                    .collect();
+                for r in readers {
+                    r.join().unwrap();
+                }
+                let elapsed = start.elapsed();
+                stop.store(true, Ordering::Relaxed);
+                writer.join().unwrap();
+                elapsed
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookups, concurrent);
+criterion_main!(benches);

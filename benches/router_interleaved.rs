@@ -1,0 +1,142 @@
+//! Interleaved comparison of `Router::route` against a bare foldhash `HashMap::get` and moka,
+//! for noisy (shared) machines: the tables take turns in short rounds, so load changes hit
+//! all of them alike, and the report gives per-table medians and the ratios of medians.
+//!
+//! ```text
+//! cargo bench --bench router_interleaved
+//! STAMPS_BENCH_SIZES=10000000 STAMPS_BENCH_SKIP_MOKA=1 cargo bench --bench router_interleaved
+//! ```
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use stamps::router::Router;
+use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
+
+type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+const SEQ: usize = 1 << 20;
+const ROUNDS: usize = 15;
+const PER_ROUND: usize = 1 << 20;
+
+/// The lookup sequence as one buffer of 16-byte ids: request text is in cache when a router
+/// sees it, so the benchmark does not charge a miss for reading the id itself.
+fn text(ix: Vec<u32>) -> String {
+    ix.iter().map(|&i| format!("tenant-{i:09}")).collect()
+}
+
+fn uniform(n: usize) -> Vec<u32> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..SEQ).map(|_| (r.next() % n as u64) as u32).collect()
+}
+
+fn zipf(n: usize) -> Vec<u32> {
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for k in 1..=n {
+        acc += 1.0 / k as f64;
+        cdf.push(acc);
+    }
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    (0..SEQ)
+        .map(|_| {
+            let u = (r.next() >> 11) as f64 / (1u64 << 53) as f64 * acc;
+            let rank = cdf.partition_point(|c| *c < u).min(n - 1);
+            ((rank as u64 * 2_654_435_761) % n as u64) as u32
+        })
+        .collect()
+}
+
+fn time(mut f: impl FnMut(usize)) -> f64 {
+    let start = Instant::now();
+    for i in 0..PER_ROUND {
+        f(i & (SEQ - 1));
+    }
+    start.elapsed().as_nanos() as f64 / PER_ROUND as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
+    if std::env::args().all(|a| a != "--bench") {
+        return;
+    }
+    let sizes: Vec<usize> = std::env::var("STAMPS_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000_000]);
+    let skip_moka = std::env::var("STAMPS_BENCH_SKIP_MOKA").is_ok();
+    for n in sizes {
+        let keys: Vec<String> = (0..n).map(|i| format!("tenant-{i:09}")).collect();
+        let router = Router::builder(InMemoryRegistry::new())
+            .max_entries(n + n / 10)
+            .ttl(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        router
+            .preload(
+                keys.iter()
+                    .enumerate()
+                    .map(|(i, k)| (k.as_str(), StampId((i % 64) as u32), Epoch(1), AssignmentMode::Serving)),
+            )
+            .unwrap();
+        for s in 0..64 {
+            router.set_endpoint(StampId(s), Some(&format!("https://stamp-{s:03}.internal")));
+        }
+        let _ticker = router.spawn_clock_thread().unwrap();
+        let map: FoldMap = keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect();
+        let moka = (!skip_moka).then(|| {
+            let m: moka::sync::Cache<String, u32> = moka::sync::Cache::builder()
+                .max_capacity(n as u64 + n as u64 / 10)
+                .time_to_live(Duration::from_secs(3600))
+                .build();
+            for (i, k) in keys.iter().enumerate() {
+                m.insert(k.clone(), i as u32);
+            }
+            m.run_pending_tasks();
+            m
+        });
+        for (mix, seq) in [("uniform", text(uniform(n))), ("zipf", text(zipf(n)))] {
+            let (mut r, mut h, mut m) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                r.push(time(|i| {
+                    black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok());
+                }));
+                if std::env::var("STAMPS_BENCH_ONLY_ROUTER").is_ok() {
+                    h.push(1.0);
+                    continue;
+                }
+                h.push(time(|i| {
+                    black_box(map.get(&seq[i * 16..i * 16 + 16]).copied());
+                }));
+                if let Some(moka) = &moka {
+                    m.push(time(|i| {
+                        black_box(moka.get(&seq[i * 16..i * 16 + 16]));
+                    }));
+                }
+            }
+            let (r, h) = (median(r), median(h));
+            print!("interleaved n={n} mix={mix}: router {r:.1} ns, std HashMap+foldhash {h:.1} ns, router/hashmap {:.2}", r / h);
+            if !m.is_empty() {
+                let m = median(m);
+                print!(", moka {m:.1} ns, moka/router {:.1}", m / r);
+            }
+            println!();
+        }
+    }
+}
