@@ -1,1 +1,2 @@
 //! stamps
+pub mod capacity;
