@@ -14,10 +14,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use stamps::capacity::{
-    apportion, fleet_economics, fraction_affected, min_stamps_for_blast_radius, peak_load,
-    provisioning_thresholds, regional_fleet, servers_needed, stamps_needed, tenants_per_stamp,
-    Bytes, BytesPerSecond, Headroom, LineItem, Money, RequestsPerSecond, ResourceKind,
-    ResourceLimit, RestoreModel, RevenueTarget, ShuffleSharding, StampCost, TenantsPerDay,
+    apportion, fleet_economics, fraction_affected, min_stamps_for_blast_radius, peak_load, provisioning_thresholds,
+    regional_fleet, servers_needed, stamps_needed, tenants_per_stamp, Bytes, BytesPerSecond, Headroom, LineItem, Money,
+    RequestsPerSecond, Resource, ResourceLimit, RestoreModel, RevenueTarget, ShuffleSharding, StampCost, TenantsPerDay,
 };
 
 /// The plan's inputs; [`Inputs::SEED`] holds the seed guide's figures.
@@ -102,9 +101,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Inputs>, 
         if !USAGE.contains(&format!("{flag} ")) || !flag.starts_with("--") {
             return Err(format!("unknown flag `{flag}`"));
         }
-        let value = args
-            .next()
-            .ok_or_else(|| format!("flag `{flag}` needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("flag `{flag}` needs a value"))?;
         let float = || {
             value
                 .parse::<f64>()
@@ -127,9 +124,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Inputs>, 
             "--growth-per-day" => inputs.growth_per_day = float()?,
             "--lead-time-hours" => {
                 let hours = float()?;
-                inputs.lead_time = Duration::try_from_secs_f64(hours * 3_600.0).map_err(|e| {
-                    format!("flag `{flag}`: `{value}` is not a valid duration ({e})")
-                })?;
+                inputs.lead_time = Duration::try_from_secs_f64(hours * 3_600.0)
+                    .map_err(|e| format!("flag `{flag}`: `{value}` is not a valid duration ({e})"))?;
             }
             "--cost-share" => inputs.cost_share_of_revenue = float()?,
             "--blast-radius" => inputs.blast_radius = float()?,
@@ -159,8 +155,7 @@ impl Table {
     }
 
     fn row(&mut self, cells: &[&dyn Display]) -> &mut Self {
-        self.rows
-            .push(cells.iter().map(|c| c.to_string()).collect());
+        self.rows.push(cells.iter().map(|c| c.to_string()).collect());
         self
     }
 
@@ -191,11 +186,7 @@ impl Table {
         println!("{}", self.title);
         println!("{}", "=".repeat(self.title.chars().count()));
         line(&self.headers);
-        let rule: Vec<String> = widths
-            .iter()
-            .take(columns)
-            .map(|w| "-".repeat(*w))
-            .collect();
+        let rule: Vec<String> = widths.iter().take(columns).map(|w| "-".repeat(*w)).collect();
         line(&rule);
         for row in &self.rows {
             line(row);
@@ -224,12 +215,12 @@ fn group(n: u64) -> String {
 }
 
 fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
-    let headroom = Headroom::new(inputs.headroom)?;
+    let headroom = Headroom::from_fraction(inputs.headroom)?;
     let growth = TenantsPerDay(inputs.growth_per_day);
 
     // Calculation 1: tenants per stamp from the bottleneck.
     let db = ResourceLimit::new(
-        ResourceKind::DatabaseConnections,
+        Resource::Connections,
         inputs.db_connections,
         inputs.connections_per_tenant,
     )
@@ -258,15 +249,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
             &fit.tenants,
         ]);
     }
-    t.row(&[
-        &"=> max tenants per stamp",
-        &"",
-        &"",
-        &"",
-        &"",
-        &"",
-        &stamp.tenants,
-    ]);
+    t.row(&[&"=> max tenants per stamp", &"", &"", &"", &"", &"", &stamp.tenants]);
     t.row(&[&"=> bound by", &"", &"", &"", &"", &"", &stamp.bottleneck]);
     t.print();
 
@@ -285,54 +268,32 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     let servers = servers_needed(peak, RequestsPerSecond(inputs.rps_per_server), headroom)?;
     let mut t = Table::new("2. Application servers per stamp", &["figure", "value"]);
     t.row(&[&"tenants", &stamp.tenants])
-        .row(&[
-            &"peak per tenant",
-            &RequestsPerSecond(inputs.rps_per_tenant),
-        ])
+        .row(&[&"peak per tenant", &RequestsPerSecond(inputs.rps_per_tenant)])
         .row(&[&"total peak load", &peak])
-        .row(&[
-            &"capacity per server",
-            &RequestsPerSecond(inputs.rps_per_server),
-        ])
+        .row(&[&"capacity per server", &RequestsPerSecond(inputs.rps_per_server)])
         .row(&[&"servers at 100% utilization", &servers.at_full_utilization])
         .row(&[
-            &format!("servers with {headroom} headroom"),
+            &format!("servers with {} headroom", percent(inputs.headroom)),
             &servers.servers,
         ]);
     t.print();
 
     // Calculation 3: stamp cost.
     let cost = StampCost::new([
-        LineItem::new(
-            "Application servers",
-            servers.servers,
-            Money::from_dollars(200),
-        ),
-        LineItem::new(
-            "Database (primary + 2 replicas)",
-            3,
-            Money::from_dollars(800),
-        ),
+        LineItem::new("Application servers", servers.servers, Money::from_dollars(200)),
+        LineItem::new("Database (primary + 2 replicas)", 3, Money::from_dollars(800)),
         LineItem::new("Cache cluster (3 nodes)", 3, Money::from_dollars(150)),
         LineItem::new("Load balancers", 2, Money::from_dollars(100)),
         LineItem::flat("Storage (1TB)", Money::from_dollars(100)),
         LineItem::flat("Networking", Money::from_dollars(300)),
     ])?;
-    let mut t = Table::new(
-        "3. Monthly cost per stamp",
-        &["line item", "qty", "unit", "total"],
-    );
+    let mut t = Table::new("3. Monthly cost per stamp", &["line item", "qty", "unit", "total"]);
     for item in cost.items() {
         t.row(&[&item.label, &item.quantity, &item.unit_cost, &item.total()?]);
     }
     let per_tenant = cost.per_tenant(stamp.tenants)?;
     t.row(&[&"Total per stamp", &"", &"", &cost.total()]);
-    t.row(&[
-        &format!("Cost per tenant (/ {})", stamp.tenants),
-        &"",
-        &"",
-        &per_tenant,
-    ]);
+    t.row(&[&format!("Cost per tenant (/ {})", stamp.tenants), &"", &"", &per_tenant]);
     t.print();
 
     // Calculation 4: scaling decision point.
@@ -346,13 +307,9 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
             format!("{} (stated lead time)", hours(inputs.lead_time)),
             inputs.lead_time,
         ),
-        (
-            "48.00 h (what the seed's \"5 x 2\" means)".to_string(),
-            two_days,
-        ),
+        ("48.00 h (what the seed's \"5 x 2\" means)".to_string(), two_days),
     ] {
-        let th =
-            provisioning_thresholds(stamp.tenants, inputs.trigger_utilization, growth, buffer)?;
+        let th = provisioning_thresholds(stamp.tenants, inputs.trigger_utilization, growth, buffer)?;
         t.row(&[
             &label,
             &th.trigger,
@@ -428,22 +385,10 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
             &format!("true {share} gross margin"),
         ],
     );
-    t.row(&[
-        &"total infrastructure cost",
-        &seed.total_cost,
-        &margin.total_cost,
-    ])
-    .row(&[
-        &"fleet cost per tenant",
-        &seed.cost_per_tenant,
-        &margin.cost_per_tenant,
-    ])
-    .row(&[
-        &"revenue needed",
-        &seed.revenue_needed,
-        &margin.revenue_needed,
-    ])
-    .row(&[&"minimum ARPU per tenant", &seed.min_arpu, &margin.min_arpu]);
+    t.row(&[&"total infrastructure cost", &seed.total_cost, &margin.total_cost])
+        .row(&[&"fleet cost per tenant", &seed.cost_per_tenant, &margin.cost_per_tenant])
+        .row(&[&"revenue needed", &seed.revenue_needed, &margin.revenue_needed])
+        .row(&[&"minimum ARPU per tenant", &seed.min_arpu, &margin.min_arpu]);
     t.print();
 
     // Q4: sizing by bottleneck, blast radius and recovery time.
@@ -454,20 +399,14 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     );
     t.row(&[
         &"tenants per stamp, no headroom (Q4's \"200\")",
-        &stamp
-            .per_resource
-            .first()
-            .map_or(0, |f| f.tenants_without_headroom),
+        &stamp.per_resource.first().map_or(0, |f| f.tenants_without_headroom),
     ])
     .row(&[
-        &format!("tenants per stamp, {headroom} headroom"),
+        &format!("tenants per stamp, {} headroom", percent(inputs.headroom)),
         &stamp.tenants,
     ])
     .row(&[
-        &format!(
-            "min stamps for a {} blast radius",
-            percent(inputs.blast_radius)
-        ),
+        &format!("min stamps for a {} blast radius", percent(inputs.blast_radius)),
         &blast,
     ]);
     for failed in 1..=3 {
@@ -513,15 +452,14 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
         ),
         &["figure", "value"],
     );
-    t.row(&[&"distinct shards C(n, k)", &shards.combinations()])
-        .row(&[
-            &"P(two tenants share all stamps)",
-            &format!(
-                "1/{} = {}",
-                shards.combinations(),
-                percent(shards.same_shard_probability())
-            ),
-        ]);
+    t.row(&[&"distinct shards C(n, k)", &shards.combinations()]).row(&[
+        &"P(two tenants share all stamps)",
+        &format!(
+            "1/{} = {}",
+            shards.combinations(),
+            percent(shards.same_shard_probability())
+        ),
+    ]);
     for overlap in 0..=shards.shard_size() {
         t.row(&[
             &format!("P(two tenants share exactly {overlap})"),

@@ -1,2 +1,19 @@
-//! stamps
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
 pub mod capacity;
+pub mod error;
+pub mod model;
+pub mod registry;
+pub mod time;
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
+
+pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
+pub use model::*;
+pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
+pub use time::{Clock, FakeClock, SystemClock, Timestamp};

@@ -5,22 +5,19 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use stamps::capacity::*;
+use stamps::Name;
 
 const DAY: Duration = Duration::from_secs(86_400);
 const HOUR: Duration = Duration::from_secs(3_600);
 
 fn seed_headroom() -> Headroom {
-    Headroom::new(0.25).expect("0.25 is a valid headroom")
+    Headroom::from_fraction(0.25).expect("0.25 is a valid headroom")
 }
 
 fn seed_stamp_cost() -> StampCost {
     StampCost::new([
         LineItem::new("Application servers", 20, Money::from_dollars(200)),
-        LineItem::new(
-            "Database (primary + 2 replicas)",
-            3,
-            Money::from_dollars(800),
-        ),
+        LineItem::new("Database (primary + 2 replicas)", 3, Money::from_dollars(800)),
         LineItem::new("Cache cluster (3 nodes)", 3, Money::from_dollars(150)),
         LineItem::new("Load balancers", 2, Money::from_dollars(100)),
         LineItem::flat("Storage (1TB)", Money::from_dollars(100)),
@@ -41,16 +38,12 @@ const SEED_REGIONS: [(&str, f64); 4] = [
 fn seed_math_and_calculations() -> Result<(), CapacityError> {
     // Calculation 1: database-limited capacity.
     let stamp = tenants_per_stamp(
-        &[ResourceLimit::new(
-            ResourceKind::DatabaseConnections,
-            5_000.0,
-            25.0,
-        )],
+        &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)],
         seed_headroom(),
     )?;
     assert_eq!(stamp.per_resource[0].usable, 3_750.0);
     assert_eq!(stamp.tenants, 150);
-    assert_eq!(stamp.bottleneck, ResourceKind::DatabaseConnections);
+    assert_eq!(stamp.bottleneck, Resource::Connections);
 
     // Calculation 2: application servers.
     let peak = peak_load(stamp.tenants, RequestsPerSecond(10.0))?;
@@ -68,14 +61,7 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
         .collect::<Result<_, _>>()?;
     assert_eq!(
         lines,
-        [
-            "$4,000.00",
-            "$2,400.00",
-            "$450.00",
-            "$200.00",
-            "$100.00",
-            "$300.00"
-        ]
+        ["$4,000.00", "$2,400.00", "$450.00", "$200.00", "$100.00", "$300.00"]
     );
     assert_eq!(cost.total(), Money::from_dollars(7_450));
     assert_eq!(cost.total().to_string(), "$7,450.00");
@@ -102,12 +88,7 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
             ("Other regions", 3)
         ]
     );
-    let economics = fleet_economics(
-        fleet,
-        cost.total(),
-        10_000,
-        RevenueTarget::CostShareOfRevenue(0.40),
-    )?;
+    let economics = fleet_economics(fleet, cost.total(), 10_000, RevenueTarget::CostShareOfRevenue(0.40))?;
     assert_eq!(economics.total_cost, Money::from_dollars(499_150));
     assert_eq!(economics.total_cost.to_string(), "$499,150.00");
     assert_eq!(economics.revenue_needed, Money::from_dollars(1_247_875));
@@ -137,11 +118,7 @@ fn alert_threshold_with_a_two_hour_lead_time() -> Result<(), CapacityError> {
 /// blast radius needs 20 stamps; 8 stamps in shards of 2 give 28 combinations.
 #[test]
 fn seed_q4_stamp_sizing() -> Result<(), CapacityError> {
-    let db = [ResourceLimit::new(
-        ResourceKind::DatabaseConnections,
-        5_000.0,
-        25.0,
-    )];
+    let db = [ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)];
     assert_eq!(tenants_per_stamp(&db, Headroom::NONE)?.tenants, 200);
     let with_headroom = tenants_per_stamp(&db, seed_headroom())?;
     assert_eq!(with_headroom.tenants, 150);
@@ -172,12 +149,7 @@ fn seed_q4_stamp_sizing() -> Result<(), CapacityError> {
 #[test]
 fn seed_arithmetic_notes() -> Result<(), CapacityError> {
     // A true 40% gross margin, versus the seed's cost / 0.40.
-    let e = fleet_economics(
-        67,
-        Money::from_dollars(7_450),
-        10_000,
-        RevenueTarget::GrossMargin(0.40),
-    )?;
+    let e = fleet_economics(67, Money::from_dollars(7_450), 10_000, RevenueTarget::GrossMargin(0.40))?;
     assert_eq!(e.revenue_needed.to_string(), "$831,916.67");
     assert_eq!(e.min_arpu.to_string(), "$83.20");
     // The fleet's cost per tenant is above a full stamp's, as 67 stamps hold 10,050.
@@ -199,16 +171,12 @@ fn seed_arithmetic_notes() -> Result<(), CapacityError> {
     assert_eq!(plan.iter().map(|r| r.tenants).sum::<u64>(), 10_000);
 
     // The seed rounds servers twice; one rounding can need one fewer.
-    let s = servers_needed(
-        RequestsPerSecond(1_010.0),
-        RequestsPerSecond(100.0),
-        seed_headroom(),
-    )?;
+    let s = servers_needed(RequestsPerSecond(1_010.0), RequestsPerSecond(100.0), seed_headroom())?;
     assert_eq!((s.at_full_utilization, s.servers), (11, 14));
 
     // Connection pooling, the lever the seed names: 4 clients per server connection.
     let pooled = tenants_per_stamp(
-        &[ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0).with_pooling(4.0)],
+        &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).with_pooling(4.0)],
         seed_headroom(),
     )?;
     assert_eq!(pooled.tenants, 600);
@@ -218,24 +186,14 @@ fn seed_arithmetic_notes() -> Result<(), CapacityError> {
 #[test]
 fn bad_input_names_the_argument() {
     let arg = |r: Result<u64, CapacityError>| r.map_err(|e| e.argument());
-    assert_eq!(
-        Headroom::new(1.0).map_err(|e| e.argument()),
-        Err("headroom")
-    );
-    assert_eq!(
-        Headroom::new(f64::NAN).map_err(|e| e.argument()),
-        Err("headroom")
-    );
-    assert!(matches!(
-        Headroom::new(-0.01),
-        Err(CapacityError::OutOfRange { .. })
-    ));
+    // Headroom is the model's type, refused at construction and named in the message.
+    for bad in [1.0, 1.5, -0.01, f64::NAN, f64::INFINITY] {
+        let err = Headroom::from_fraction(bad).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("headroom"), "{err}");
+    }
     let h = Headroom::NONE;
-    let limit = |c, p| ResourceLimit::new(ResourceKind::MemoryBytes, c, p);
-    assert_eq!(
-        tenants_per_stamp(&[], h).map_err(|e| e.argument()),
-        Err("limits")
-    );
+    let limit = |c, p| ResourceLimit::new(Resource::Memory, c, p);
+    assert_eq!(tenants_per_stamp(&[], h).map_err(|e| e.argument()), Err("limits"));
     assert!(matches!(
         tenants_per_stamp(&[limit(f64::INFINITY, 1.0)], h),
         Err(CapacityError::NotFinite {
@@ -265,31 +223,20 @@ fn bad_input_names_the_argument() {
     ));
     assert!(matches!(
         servers_needed(RequestsPerSecond(1.0), RequestsPerSecond(0.0), h),
-        Err(CapacityError::Zero {
-            argument: "per_server"
-        })
+        Err(CapacityError::Zero { argument: "per_server" })
     ));
     assert!(matches!(
         servers_needed(RequestsPerSecond(f64::NAN), RequestsPerSecond(1.0), h),
-        Err(CapacityError::NotFinite {
-            argument: "peak",
-            ..
-        })
+        Err(CapacityError::NotFinite { argument: "peak", .. })
     ));
     assert_eq!(arg(stamps_needed(1, 0)), Err("tenants_per_stamp"));
     assert!(matches!(
         apportion(10, &[("a", 0.5), ("b", 0.4)]),
-        Err(CapacityError::SharesDoNotSumToOne {
-            argument: "shares",
-            ..
-        })
+        Err(CapacityError::SharesDoNotSumToOne { argument: "shares", .. })
     ));
     assert!(matches!(
         apportion(10, &[("a", 1.5), ("b", -0.5)]),
-        Err(CapacityError::Negative {
-            argument: "shares",
-            ..
-        })
+        Err(CapacityError::Negative { argument: "shares", .. })
     ));
     assert!(matches!(
         apportion::<&str>(10, &[]),
@@ -306,36 +253,23 @@ fn bad_input_names_the_argument() {
     ));
     assert!(matches!(
         provisioning_thresholds(150, 0.75, TenantsPerDay(-5.0), HOUR),
-        Err(CapacityError::Negative {
-            argument: "growth",
-            ..
-        })
+        Err(CapacityError::Negative { argument: "growth", .. })
     ));
     assert!(matches!(
         provisioning_thresholds(150, 0.75, TenantsPerDay(f64::MAX), Duration::MAX),
-        Err(CapacityError::Overflow {
-            argument: "growth",
-            ..
-        })
+        Err(CapacityError::Overflow { argument: "growth", .. })
     ));
     let cost = Money::from_dollars(1);
     let econ = |target| fleet_economics(1, cost, 1, target).map_err(|e| e.argument());
-    assert_eq!(
-        econ(RevenueTarget::CostShareOfRevenue(0.0)),
-        Err("cost_share")
-    );
+    assert_eq!(econ(RevenueTarget::CostShareOfRevenue(0.0)), Err("cost_share"));
     assert_eq!(econ(RevenueTarget::GrossMargin(1.0)), Err("gross_margin"));
-    assert_eq!(
-        econ(RevenueTarget::GrossMargin(f64::NEG_INFINITY)),
-        Err("gross_margin")
-    );
+    assert_eq!(econ(RevenueTarget::GrossMargin(f64::NEG_INFINITY)), Err("gross_margin"));
     assert_eq!(
         fleet_economics(1, cost, 0, RevenueTarget::GrossMargin(0.4)).map_err(|e| e.argument()),
         Err("tenants")
     );
     assert_eq!(
-        fleet_economics(u64::MAX, cost, 1, RevenueTarget::CostShareOfRevenue(1.0))
-            .map_err(|e| e.argument()),
+        fleet_economics(u64::MAX, cost, 1, RevenueTarget::CostShareOfRevenue(1.0)).map_err(|e| e.argument()),
         Err("stamps")
     );
     assert_eq!(
@@ -349,27 +283,12 @@ fn bad_input_names_the_argument() {
         Err("cost_per_stamp")
     );
     assert_eq!(arg(min_stamps_for_blast_radius(0.0)), Err("max_fraction"));
-    assert_eq!(
-        arg(min_stamps_for_blast_radius(1e-300)),
-        Err("max_fraction")
-    );
-    assert_eq!(
-        fraction_affected(0, 0).map_err(|e| e.argument()),
-        Err("stamps")
-    );
-    assert_eq!(
-        fraction_affected(2, 3).map_err(|e| e.argument()),
-        Err("failed")
-    );
+    assert_eq!(arg(min_stamps_for_blast_radius(1e-300)), Err("max_fraction"));
+    assert_eq!(fraction_affected(0, 0).map_err(|e| e.argument()), Err("stamps"));
+    assert_eq!(fraction_affected(2, 3).map_err(|e| e.argument()), Err("failed"));
     assert_eq!(binomial(1_000, 500).map_err(|e| e.argument()), Err("n"));
-    assert_eq!(
-        ShuffleSharding::new(3, 0).map_err(|e| e.argument()),
-        Err("shard_size")
-    );
-    assert_eq!(
-        ShuffleSharding::new(3, 4).map_err(|e| e.argument()),
-        Err("shard_size")
-    );
+    assert_eq!(ShuffleSharding::new(3, 0).map_err(|e| e.argument()), Err("shard_size"));
+    assert_eq!(ShuffleSharding::new(3, 4).map_err(|e| e.argument()), Err("shard_size"));
     assert_eq!(
         ShuffleSharding::new(1_000, 500).map_err(|e| e.argument()),
         Err("stamps")
@@ -379,13 +298,10 @@ fn bad_input_names_the_argument() {
     let restore = RestoreModel::new(Bytes(1), BytesPerSecond(0.0), Duration::ZERO);
     assert_eq!(arg(restore.max_tenants(HOUR)), Err("throughput"));
     let restore = RestoreModel::new(Bytes(u64::MAX), BytesPerSecond(1e-300), Duration::ZERO);
-    assert_eq!(
-        restore.restore_time(u64::MAX).map_err(|e| e.argument()),
-        Err("tenants")
-    );
+    assert_eq!(restore.restore_time(u64::MAX).map_err(|e| e.argument()), Err("tenants"));
     // Messages say what to do.
-    let message = Headroom::new(2.0).map(|_| ()).unwrap_err().to_string();
-    assert!(message.contains("`headroom`") && message.contains("0.25"));
+    let message = min_stamps_for_blast_radius(2.0).map(|_| ()).unwrap_err().to_string();
+    assert!(message.contains("`max_fraction`") && message.contains("0.05"));
 }
 
 #[test]
@@ -395,10 +311,7 @@ fn binomials_are_exact_at_the_edge_of_u128() -> Result<(), CapacityError> {
     assert_eq!(binomial(u64::MAX, 1)?, u128::from(u64::MAX));
     assert_eq!(binomial(u64::MAX, u64::MAX)?, 1);
     // C(130, 65) = 95067625827960698145584333020095113100 fits; C(132, 66) does not.
-    assert_eq!(
-        binomial(130, 65)?,
-        95_067_625_827_960_698_145_584_333_020_095_113_100
-    );
+    assert_eq!(binomial(130, 65)?, 95_067_625_827_960_698_145_584_333_020_095_113_100);
     assert!(binomial(132, 66).is_err());
     Ok(())
 }
@@ -409,14 +322,8 @@ fn money_display() {
     assert_eq!(Money::from_cents(5).to_string(), "$0.05");
     assert_eq!(Money::from_cents(99_999).to_string(), "$999.99");
     assert_eq!(Money::from_cents(100_000).to_string(), "$1,000.00");
-    assert_eq!(
-        Money::from_cents(u64::MAX).to_string(),
-        "$184,467,440,737,095,516.15"
-    );
-    assert_eq!(
-        format!("{:>12}", Money::from_dollars(7_450)),
-        "   $7,450.00"
-    );
+    assert_eq!(Money::from_cents(u64::MAX).to_string(), "$184,467,440,737,095,516.15");
+    assert_eq!(format!("{:>12}", Money::from_dollars(7_450)), "   $7,450.00");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -427,7 +334,7 @@ fn finite_non_negative() -> impl Strategy<Value = f64> {
 }
 
 fn headroom() -> impl Strategy<Value = Headroom> {
-    (0.0..1.0f64).prop_map(|h| Headroom::new(h).expect("in range"))
+    (0.0..1.0f64).prop_map(|h| Headroom::from_fraction(h).expect("in range"))
 }
 
 /// Any f64, weighted toward the awkward ones.
@@ -473,7 +380,7 @@ proptest! {
     ) {
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         let fit = |c| tenants_per_stamp(
-            &[ResourceLimit::new(ResourceKind::DatabaseConnections, c, per_tenant).with_pooling(pooling)],
+            &[ResourceLimit::new(Resource::Connections, c, per_tenant).with_pooling(pooling)],
             h,
         );
         if let (Ok(l), Ok(hi)) = (fit(low), fit(high)) {
@@ -491,15 +398,15 @@ proptest! {
     ) {
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         let limits = [
-            ResourceLimit::new(ResourceKind::StorageBytes, capacity, per_tenant),
-            ResourceLimit::new(ResourceKind::named("other"), extra, 1.0),
+            ResourceLimit::new(Resource::Storage, capacity, per_tenant),
+            ResourceLimit::new(Resource::Custom(Name::new("other").expect("valid name")), extra, 1.0),
         ];
-        let at = |h| tenants_per_stamp(&limits, Headroom::new(h).expect("in range"));
+        let at = |h| tenants_per_stamp(&limits, Headroom::from_fraction(h).expect("in range"));
         if let (Ok(less), Ok(more)) = (at(low), at(high)) {
             prop_assert!(more.tenants <= less.tenants);
         }
         // More headroom never means fewer servers.
-        let servers = |h| servers_needed(RequestsPerSecond(capacity), RequestsPerSecond(per_tenant), Headroom::new(h).expect("in range"));
+        let servers = |h| servers_needed(RequestsPerSecond(capacity), RequestsPerSecond(per_tenant), Headroom::from_fraction(h).expect("in range"));
         if let (Ok(less), Ok(more)) = (servers(low), servers(high)) {
             prop_assert!(more.servers >= less.servers);
             prop_assert!(less.servers >= less.at_full_utilization);
@@ -514,7 +421,7 @@ proptest! {
         let limits: Vec<ResourceLimit> = limits
             .into_iter()
             .enumerate()
-            .map(|(i, (c, p))| ResourceLimit::new(ResourceKind::named(format!("r{i}")), c, p))
+            .map(|(i, (c, p))| ResourceLimit::new(Resource::Custom(Name::new(&format!("r{i}")).expect("valid name")), c, p))
             .collect();
         if let Ok(plan) = tenants_per_stamp(&limits, h) {
             let min = plan.per_resource.iter().map(|f| f.tenants).min();
@@ -675,10 +582,10 @@ proptest! {
     ) {
         let (f0, f1, f2, f3) = (f[0], f[1], f[2], f[3]);
         let (n0, n1, n2) = (n[0], n[1], n[2]);
-        let h = Headroom::new(f0).unwrap_or(Headroom::NONE);
-        let _ = Headroom::new(f1).map(|h| (h.fraction(), h.usable_fraction(), h.to_string()));
-        let _ = tenants_per_stamp(&[ResourceLimit::new(ResourceKind::DatabaseConnections, f1, f2).with_pooling(f3)], h);
-        let _ = tenants_per_stamp(&[ResourceLimit::new(ResourceKind::named("x"), f[4], f[5])], h);
+        let h = Headroom::from_fraction(f0).unwrap_or(Headroom::NONE);
+        let _ = Headroom::from_fraction(f1).map(|h| h.as_fraction());
+        let _ = tenants_per_stamp(&[ResourceLimit::new(Resource::Connections, f1, f2).with_pooling(f3)], h);
+        let _ = tenants_per_stamp(&[ResourceLimit::new(Resource::Custom(Name::new("x").expect("valid name")), f[4], f[5])], h);
         let _ = peak_load(n0, RequestsPerSecond(f1));
         let _ = servers_needed(RequestsPerSecond(f1), RequestsPerSecond(f2), h);
         let m = Money::from_cents(n0);

@@ -171,9 +171,7 @@ impl StampCost {
     pub fn per_tenant(&self, tenants: u64) -> Result<Money, CapacityError> {
         self.total
             .checked_div_rounded(tenants, Rounding::HalfUp)
-            .ok_or(CapacityError::Zero {
-                argument: "tenants",
-            })
+            .ok_or(CapacityError::Zero { argument: "tenants" })
     }
 }
 
@@ -307,22 +305,16 @@ pub fn fleet_economics(
     target: RevenueTarget,
 ) -> Result<FleetEconomics, CapacityError> {
     if tenants == 0 {
-        return Err(CapacityError::Zero {
-            argument: "tenants",
-        });
+        return Err(CapacityError::Zero { argument: "tenants" });
     }
     let share_ppm = target.cost_share_ppm()?;
-    let total_cost = cost_per_stamp
-        .checked_mul(stamps)
-        .ok_or(CapacityError::Overflow {
-            argument: "stamps",
-            limit: "u64 cents",
-        })?;
+    let total_cost = cost_per_stamp.checked_mul(stamps).ok_or(CapacityError::Overflow {
+        argument: "stamps",
+        limit: "u64 cents",
+    })?;
     let cost_per_tenant = total_cost
         .checked_div_rounded(tenants, Rounding::HalfUp)
-        .ok_or(CapacityError::Zero {
-            argument: "tenants",
-        })?;
+        .ok_or(CapacityError::Zero { argument: "tenants" })?;
     // total < 2^64 and PPM < 2^20: the product fits u128; share_ppm >= 1.
     let scaled = u128::from(total_cost.cents()) * PPM;
     let revenue = num::narrow("cost_per_stamp", num::div_ceil_u128(scaled, share_ppm))?;

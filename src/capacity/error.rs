@@ -7,20 +7,23 @@
 /// and `Copy`: rejecting input never allocates.
 ///
 /// ```
-/// use stamps::capacity::{CapacityError, Headroom};
-/// let err = Headroom::new(1.0).unwrap_err();
-/// assert_eq!(err.argument(), "headroom");
+/// use stamps::capacity::{min_stamps_for_blast_radius, CapacityError};
+/// let err = min_stamps_for_blast_radius(1.5).unwrap_err();
+/// assert_eq!(err.argument(), "max_fraction");
 /// assert!(matches!(err, CapacityError::OutOfRange { .. }));
 /// assert_eq!(
 ///     err.to_string(),
-///     "`headroom` must be in [0, 1), got 1; give the spare fraction, e.g. 0.25 for 25%"
+///     "`max_fraction` must be in (0, 1], got 1.5; give the largest acceptable share of tenants \
+///      hit by one stamp failure, e.g. 0.05"
 /// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CapacityError {
     /// The argument is NaN or infinite.
-    #[error("`{argument}` must be a finite number, got {value}; check for a division by zero or an unset field upstream")]
+    #[error(
+        "`{argument}` must be a finite number, got {value}; check for a division by zero or an unset field upstream"
+    )]
     NotFinite {
         /// The offending argument.
         argument: &'static str,
@@ -42,7 +45,7 @@ pub enum CapacityError {
         /// The offending argument.
         argument: &'static str,
     },
-    /// The argument is outside its allowed range (for example a headroom of 1 or more).
+    /// The argument is outside its allowed range (for example a blast radius above 1).
     #[error("`{argument}` must be in {range}, got {value}; {hint}")]
     OutOfRange {
         /// The offending argument.

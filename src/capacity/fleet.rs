@@ -63,10 +63,7 @@ const TIE_RESOLUTION: u128 = 1 << 24;
 /// assert_eq!(parts, [("North America", 33), ("Europe", 19), ("Asia-Pacific", 10), ("Other", 3)]);
 /// # Ok::<(), stamps::capacity::CapacityError>(())
 /// ```
-pub fn apportion<K: Clone>(
-    total: u64,
-    shares: &[(K, f64)],
-) -> Result<Vec<(K, u64)>, CapacityError> {
+pub fn apportion<K: Clone>(total: u64, shares: &[(K, f64)]) -> Result<Vec<(K, u64)>, CapacityError> {
     let parts = apportion_counts(total, shares)?;
     Ok(shares
         .iter()
@@ -125,18 +122,12 @@ fn apportion_counts<K>(total: u64, shares: &[(K, f64)]) -> Result<Vec<u64>, Capa
     // Sum of floors <= total, and what is left is below the number of parts.
     let left = total_wide.saturating_sub(given);
     remainders.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
-    for &(_, _, index) in remainders
-        .iter()
-        .take(usize::try_from(left).unwrap_or(usize::MAX))
-    {
+    for &(_, _, index) in remainders.iter().take(usize::try_from(left).unwrap_or(usize::MAX)) {
         if let Some(part) = parts.get_mut(index) {
             *part += 1;
         }
     }
-    parts
-        .into_iter()
-        .map(|part| num::narrow("total", part))
-        .collect()
+    parts.into_iter().map(|part| num::narrow("total", part)).collect()
 }
 
 /// One region of a [`regional_fleet`].

@@ -8,8 +8,10 @@
 //! allocation beyond the returned vectors. Counts are `u64`, money is integer cents
 //! ([`Money`]), rates carry their unit ([`RequestsPerSecond`], [`TenantsPerDay`],
 //! [`BytesPerSecond`]) and durations are [`std::time::Duration`]. Every bad input (NaN,
-//! infinities, negatives, zero divisors, a headroom of 1 or more, shares that do not add up
-//! to 1, overflow) is a [`CapacityError`] that names the argument; nothing panics.
+//! infinities, negatives, zero divisors, shares that do not add up to 1, overflow) is a
+//! [`CapacityError`] that names the argument; nothing panics. Headroom is the model's
+//! [`Headroom`], validated to `[0, 1)` when it is made ([`Headroom::from_fraction`] names
+//! `headroom` in its error), and resources are the model's [`Resource`].
 //!
 //! The guide [`guide`] (also `docs/capacity-planning.md`) works the seed example through
 //! and lists where the seed's own arithmetic needs care.
@@ -57,19 +59,19 @@
 //! The seed guide's first two calculations:
 //! ```
 //! use stamps::capacity::{
-//!     peak_load, servers_needed, tenants_per_stamp, Headroom, RequestsPerSecond, ResourceKind,
+//!     peak_load, servers_needed, tenants_per_stamp, Headroom, RequestsPerSecond, Resource,
 //!     ResourceLimit,
 //! };
-//! let headroom = Headroom::new(0.25)?;
+//! let headroom = Headroom::from_fraction(0.25)?;
 //! let stamp = tenants_per_stamp(
-//!     &[ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0)],
+//!     &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)],
 //!     headroom,
 //! )?;
 //! assert_eq!(stamp.tenants, 150);
 //! let peak = peak_load(stamp.tenants, RequestsPerSecond(10.0))?;
 //! let servers = servers_needed(peak, RequestsPerSecond(100.0), headroom)?;
 //! assert_eq!((peak.get(), servers.at_full_utilization, servers.servers), (1_500.0, 15, 20));
-//! # Ok::<(), stamps::capacity::CapacityError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod cost;
@@ -85,16 +87,16 @@ pub use cost::{fleet_economics, FleetEconomics, LineItem, RevenueTarget, StampCo
 pub use error::CapacityError;
 pub use fleet::{apportion, regional_fleet, stamps_needed, RegionPlan, SHARE_TOLERANCE};
 pub use provisioning::{provisioning_thresholds, time_until, ProvisioningThresholds};
-pub use resilience::{
-    binomial, fraction_affected, min_stamps_for_blast_radius, RestoreModel, ShuffleSharding,
-};
+pub use resilience::{binomial, fraction_affected, min_stamps_for_blast_radius, RestoreModel, ShuffleSharding};
 pub use sizing::{
-    peak_load, servers_needed, tenants_per_stamp, ResourceFit, ResourceKind, ResourceLimit,
-    ServerPlan, TenantCapacity,
+    peak_load, servers_needed, tenants_per_stamp, ResourceFit, ResourceLimit, ServerPlan, TenantCapacity,
 };
-pub use units::{
-    Bytes, BytesPerSecond, Headroom, Money, RequestsPerSecond, Rounding, TenantsPerDay,
-};
+pub use units::{Bytes, BytesPerSecond, Money, RequestsPerSecond, Rounding, TenantsPerDay};
+
+/// Re-exported from [`crate::model`] so that `use stamps::capacity::*` covers every argument
+/// type: resources are the model's [`Resource`], headroom the model's [`Headroom`] (a fraction
+/// in `[0, 1)` held in parts per million, the same value placement enforces as soft limits).
+pub use crate::model::{Headroom, Resource};
 
 #[doc = include_str!("../../docs/capacity-planning.md")]
 pub mod guide {}

@@ -114,19 +114,13 @@ fn to_u64(argument: &'static str, whole: f64) -> Result<u64, CapacityError> {
         // In range and whole: the cast is exact.
         Ok(whole as u64)
     } else {
-        Err(CapacityError::Overflow {
-            argument,
-            limit: "u64",
-        })
+        Err(CapacityError::Overflow { argument, limit: "u64" })
     }
 }
 
 /// A `u128` intermediate as `u64`, or an overflow charged to `argument`.
 pub(crate) fn narrow(argument: &'static str, x: u128) -> Result<u64, CapacityError> {
-    u64::try_from(x).map_err(|_| CapacityError::Overflow {
-        argument,
-        limit: "u64",
-    })
+    u64::try_from(x).map_err(|_| CapacityError::Overflow { argument, limit: "u64" })
 }
 
 /// `ceil(a / b)` for `b > 0`.

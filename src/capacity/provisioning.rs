@@ -115,11 +115,7 @@ pub fn provisioning_thresholds(
 /// assert_eq!(time_until(100, 112, TenantsPerDay(0.0))?, None);
 /// # Ok::<(), stamps::capacity::CapacityError>(())
 /// ```
-pub fn time_until(
-    current: u64,
-    threshold: u64,
-    growth: TenantsPerDay,
-) -> Result<Option<Duration>, CapacityError> {
+pub fn time_until(current: u64, threshold: u64, growth: TenantsPerDay) -> Result<Option<Duration>, CapacityError> {
     let rate = num::non_negative("growth", growth.0)?;
     if current >= threshold {
         return Ok(Some(Duration::ZERO));

@@ -100,11 +100,7 @@ impl RestoreModel {
     /// let m = RestoreModel::new(Bytes::from_gib(1), BytesPerSecond(1e9), Duration::ZERO);
     /// assert_eq!(m.fixed_overhead, Duration::ZERO);
     /// ```
-    pub fn new(
-        data_per_tenant: Bytes,
-        throughput: BytesPerSecond,
-        fixed_overhead: Duration,
-    ) -> Self {
+    pub fn new(data_per_tenant: Bytes, throughput: BytesPerSecond, fixed_overhead: Duration) -> Self {
         RestoreModel {
             data_per_tenant,
             throughput,
@@ -162,8 +158,7 @@ impl RestoreModel {
             argument: "tenants",
             limit: "Duration",
         };
-        let transfer =
-            Duration::try_from_secs_f64(bytes as f64 / throughput).map_err(|_| overflow)?;
+        let transfer = Duration::try_from_secs_f64(bytes as f64 / throughput).map_err(|_| overflow)?;
         self.fixed_overhead.checked_add(transfer).ok_or(overflow)
     }
 }
@@ -199,12 +194,10 @@ pub fn binomial(n: u64, k: u64) -> Result<u128, CapacityError> {
         let divisor = i + 1;
         let g = gcd(result, divisor);
         let factor = (n - i) / (divisor / g);
-        result = (result / g)
-            .checked_mul(factor)
-            .ok_or(CapacityError::Overflow {
-                argument: "n",
-                limit: "u128",
-            })?;
+        result = (result / g).checked_mul(factor).ok_or(CapacityError::Overflow {
+            argument: "n",
+            limit: "u128",
+        })?;
     }
     Ok(result)
 }
@@ -259,9 +252,7 @@ impl ShuffleSharding {
     /// ```
     pub fn new(stamps: u64, shard_size: u64) -> Result<Self, CapacityError> {
         if shard_size == 0 {
-            return Err(CapacityError::Zero {
-                argument: "shard_size",
-            });
+            return Err(CapacityError::Zero { argument: "shard_size" });
         }
         if shard_size > stamps {
             return Err(CapacityError::ExceedsBound {

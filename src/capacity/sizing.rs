@@ -1,56 +1,9 @@
 //! Tenants per stamp from the bottleneck resource, and application servers per stamp.
 
-use std::borrow::Cow;
-use std::fmt;
-
 use super::num;
-use super::{CapacityError, Headroom, RequestsPerSecond};
-
-/// A resource that can limit how many tenants fit in one stamp.
-///
-/// ```
-/// use stamps::capacity::ResourceKind;
-/// assert_eq!(ResourceKind::DatabaseConnections.to_string(), "database connections");
-/// assert_eq!(ResourceKind::named("queue partitions").to_string(), "queue partitions");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ResourceKind {
-    /// Database connections (PostgreSQL `max_connections`, for example).
-    DatabaseConnections,
-    /// Application throughput in requests per second.
-    RequestsPerSecond,
-    /// Storage, in bytes (or any unit, as long as limit and demand agree).
-    StorageBytes,
-    /// Memory, in bytes (or any unit, as long as limit and demand agree).
-    MemoryBytes,
-    /// Any other resource, named by the caller.
-    Named(Cow<'static, str>),
-}
-
-impl ResourceKind {
-    /// A resource named by the caller.
-    ///
-    /// ```
-    /// use stamps::capacity::ResourceKind;
-    /// assert_eq!(ResourceKind::named("gpu"), ResourceKind::Named("gpu".into()));
-    /// ```
-    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
-        ResourceKind::Named(name.into())
-    }
-}
-
-impl fmt::Display for ResourceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ResourceKind::DatabaseConnections => f.pad("database connections"),
-            ResourceKind::RequestsPerSecond => f.pad("requests per second"),
-            ResourceKind::StorageBytes => f.pad("storage"),
-            ResourceKind::MemoryBytes => f.pad("memory"),
-            ResourceKind::Named(name) => f.pad(name),
-        }
-    }
-}
+use super::units::usable_fraction;
+use super::{CapacityError, RequestsPerSecond};
+use crate::model::{Headroom, Resource};
 
 /// One stamp-wide resource limit and what each tenant demands of it.
 ///
@@ -61,15 +14,15 @@ impl fmt::Display for ResourceKind {
 /// the limit. It is the lever the seed guide names for raising tenant density.
 ///
 /// ```
-/// use stamps::capacity::{ResourceKind, ResourceLimit};
-/// let db = ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0).with_pooling(4.0);
+/// use stamps::capacity::{Resource, ResourceLimit};
+/// let db = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).with_pooling(4.0);
 /// assert_eq!(db.pooling, 4.0);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ResourceLimit {
     /// Which resource.
-    pub resource: ResourceKind,
+    pub resource: Resource,
     /// How much of it one stamp has (finite, at least 0).
     pub capacity: f64,
     /// How much of it one tenant uses at peak (finite, greater than 0).
@@ -82,11 +35,11 @@ impl ResourceLimit {
     /// A limit without pooling. Values are validated when used, by [`tenants_per_stamp`].
     ///
     /// ```
-    /// use stamps::capacity::{ResourceKind, ResourceLimit};
-    /// let limit = ResourceLimit::new(ResourceKind::StorageBytes, 1e12, 5e9);
+    /// use stamps::capacity::{Resource, ResourceLimit};
+    /// let limit = ResourceLimit::new(Resource::Storage, 1e12, 5e9);
     /// assert_eq!(limit.pooling, 1.0);
     /// ```
-    pub fn new(resource: ResourceKind, capacity: f64, per_tenant: f64) -> Self {
+    pub fn new(resource: Resource, capacity: f64, per_tenant: f64) -> Self {
         ResourceLimit {
             resource,
             capacity,
@@ -99,8 +52,8 @@ impl ResourceLimit {
     /// one server connection.
     ///
     /// ```
-    /// use stamps::capacity::{ResourceKind, ResourceLimit};
-    /// let limit = ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0);
+    /// use stamps::capacity::{Resource, ResourceLimit};
+    /// let limit = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0);
     /// assert_eq!(limit.with_pooling(10.0).pooling, 10.0);
     /// ```
     pub fn with_pooling(mut self, factor: f64) -> Self {
@@ -112,17 +65,17 @@ impl ResourceLimit {
 /// How many tenants one resource admits.
 ///
 /// ```
-/// use stamps::capacity::{tenants_per_stamp, Headroom, ResourceKind, ResourceLimit};
-/// let db = ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0);
-/// let fit = &tenants_per_stamp(&[db], Headroom::new(0.25)?)?.per_resource[0];
+/// use stamps::capacity::{tenants_per_stamp, Headroom, Resource, ResourceLimit};
+/// let db = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0);
+/// let fit = &tenants_per_stamp(&[db], Headroom::from_fraction(0.25)?)?.per_resource[0];
 /// assert_eq!((fit.tenants, fit.tenants_without_headroom), (150, 200));
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ResourceFit {
     /// Which resource.
-    pub resource: ResourceKind,
+    pub resource: Resource,
     /// Whole tenants that fit within the usable part of the limit:
     /// `⌊capacity × (1 − headroom) × pooling / per_tenant⌋`.
     pub tenants: u64,
@@ -136,14 +89,14 @@ pub struct ResourceFit {
 /// The outcome of [`tenants_per_stamp`]: the tenant limit and the resource that sets it.
 ///
 /// ```
-/// use stamps::capacity::{tenants_per_stamp, Headroom, ResourceKind, ResourceLimit};
+/// use stamps::capacity::{tenants_per_stamp, Headroom, Resource, ResourceLimit};
 /// let plan = tenants_per_stamp(
-///     &[ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0)],
-///     Headroom::new(0.25)?,
+///     &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)],
+///     Headroom::from_fraction(0.25)?,
 /// )?;
 /// assert_eq!(plan.tenants, 150);
-/// assert_eq!(plan.bottleneck, ResourceKind::DatabaseConnections);
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// assert_eq!(plan.bottleneck, Resource::Connections);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -151,7 +104,7 @@ pub struct TenantCapacity {
     /// The most tenants one stamp holds: the smallest [`ResourceFit::tenants`].
     pub tenants: u64,
     /// The resource that binds (the first one, in input order, on a tie).
-    pub bottleneck: ResourceKind,
+    pub bottleneck: Resource,
     /// Every resource's fit, in input order.
     pub per_resource: Vec<ResourceFit>,
 }
@@ -174,27 +127,24 @@ pub struct TenantCapacity {
 /// bind, and the same stamp behind PgBouncer multiplexing 4 client connections onto one
 /// server connection, where the app tier becomes the bottleneck:
 /// ```
-/// use stamps::capacity::{tenants_per_stamp, Headroom, ResourceKind, ResourceLimit};
-/// let headroom = Headroom::new(0.25)?;
+/// use stamps::capacity::{tenants_per_stamp, Headroom, Resource, ResourceLimit};
+/// let headroom = Headroom::from_fraction(0.25)?;
 /// let limits = [
-///     ResourceLimit::new(ResourceKind::DatabaseConnections, 5_000.0, 25.0),
-///     ResourceLimit::new(ResourceKind::RequestsPerSecond, 30.0 * 100.0, 10.0),
+///     ResourceLimit::new(Resource::Connections, 5_000.0, 25.0),
+///     ResourceLimit::new(Resource::RequestsPerSecond, 30.0 * 100.0, 10.0),
 /// ];
 /// let plan = tenants_per_stamp(&limits, headroom)?;
 /// assert_eq!(plan.tenants, 150);
-/// assert_eq!(plan.bottleneck, ResourceKind::DatabaseConnections);
+/// assert_eq!(plan.bottleneck, Resource::Connections);
 ///
 /// let pooled = [limits[0].clone().with_pooling(4.0), limits[1].clone()];
 /// let plan = tenants_per_stamp(&pooled, headroom)?;
 /// assert_eq!(plan.tenants, 225);
-/// assert_eq!(plan.bottleneck, ResourceKind::RequestsPerSecond);
+/// assert_eq!(plan.bottleneck, Resource::RequestsPerSecond);
 /// assert_eq!(plan.per_resource[0].tenants, 600);
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn tenants_per_stamp(
-    limits: &[ResourceLimit],
-    headroom: Headroom,
-) -> Result<TenantCapacity, CapacityError> {
+pub fn tenants_per_stamp(limits: &[ResourceLimit], headroom: Headroom) -> Result<TenantCapacity, CapacityError> {
     let mut per_resource = Vec::with_capacity(limits.len());
     let mut best: Option<(u64, usize)> = None;
     for (index, limit) in limits.iter().enumerate() {
@@ -209,10 +159,9 @@ pub fn tenants_per_stamp(
                 hint: "give how many client connections share one server connection; 1 means no pooling",
             });
         }
-        let usable = capacity * headroom.usable_fraction();
+        let usable = capacity * usable_fraction(headroom);
         let tenants = num::floor_count("limits[].capacity", usable * pooling / per_tenant)?;
-        let tenants_without_headroom =
-            num::floor_count("limits[].capacity", capacity * pooling / per_tenant)?;
+        let tenants_without_headroom = num::floor_count("limits[].capacity", capacity * pooling / per_tenant)?;
         if best.map_or(true, |(fewest, _)| tenants < fewest) {
             best = Some((tenants, index));
         }
@@ -245,12 +194,9 @@ pub fn tenants_per_stamp(
 /// ```
 /// use stamps::capacity::{peak_load, RequestsPerSecond};
 /// assert_eq!(peak_load(150, RequestsPerSecond(10.0))?, RequestsPerSecond(1_500.0));
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn peak_load(
-    tenants: u64,
-    per_tenant: RequestsPerSecond,
-) -> Result<RequestsPerSecond, CapacityError> {
+pub fn peak_load(tenants: u64, per_tenant: RequestsPerSecond) -> Result<RequestsPerSecond, CapacityError> {
     let per_tenant = num::non_negative("per_tenant", per_tenant.0)?;
     let total = tenants as f64 * per_tenant;
     if total.is_finite() {
@@ -267,9 +213,9 @@ pub fn peak_load(
 ///
 /// ```
 /// use stamps::capacity::{servers_needed, Headroom, RequestsPerSecond};
-/// let plan = servers_needed(RequestsPerSecond(1_500.0), RequestsPerSecond(100.0), Headroom::new(0.25)?)?;
+/// let plan = servers_needed(RequestsPerSecond(1_500.0), RequestsPerSecond(100.0), Headroom::from_fraction(0.25)?)?;
 /// assert_eq!((plan.at_full_utilization, plan.servers), (15, 20));
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -296,13 +242,13 @@ pub struct ServerPlan {
 /// # Example
 /// ```
 /// use stamps::capacity::{servers_needed, Headroom, RequestsPerSecond};
-/// let headroom = Headroom::new(0.25)?;
+/// let headroom = Headroom::from_fraction(0.25)?;
 /// let plan = servers_needed(RequestsPerSecond(1_500.0), RequestsPerSecond(100.0), headroom)?;
 /// assert_eq!(plan.at_full_utilization, 15);
 /// assert_eq!(plan.servers, 20);
 /// let plan = servers_needed(RequestsPerSecond(1_010.0), RequestsPerSecond(100.0), headroom)?;
 /// assert_eq!((plan.at_full_utilization, plan.servers), (11, 14));
-/// # Ok::<(), stamps::capacity::CapacityError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn servers_needed(
     peak: RequestsPerSecond,
@@ -312,7 +258,7 @@ pub fn servers_needed(
     let load = num::non_negative("peak", peak.0)?;
     let per_server = num::positive("per_server", per_server.0)?;
     let at_full_utilization = num::ceil_count("peak", load / per_server)?;
-    let servers = num::ceil_count("peak", load / (per_server * headroom.usable_fraction()))?;
+    let servers = num::ceil_count("peak", load / (per_server * usable_fraction(headroom)))?;
     Ok(ServerPlan {
         peak,
         at_full_utilization,

@@ -3,9 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::num;
-use super::CapacityError;
-
 /// Seconds in a day, for converting per-day rates.
 pub(crate) const SECONDS_PER_DAY: f64 = 86_400.0;
 
@@ -318,52 +315,7 @@ impl BytesPerSecond {
     }
 }
 
-/// The fraction of a resource kept spare, in `[0, 1)`: a headroom of 0.25 means running at
-/// most at 75% of the limit.
-///
-/// ```
-/// use stamps::capacity::Headroom;
-/// let h = Headroom::new(0.25)?;
-/// assert_eq!(h.fraction(), 0.25);
-/// assert_eq!(h.usable_fraction(), 0.75);
-/// assert_eq!(Headroom::NONE.usable_fraction(), 1.0);
-/// assert!(Headroom::new(1.0).is_err());
-/// assert!(Headroom::new(-0.1).is_err());
-/// assert!(Headroom::new(f64::NAN).is_err());
-/// # Ok::<(), stamps::capacity::CapacityError>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
-pub struct Headroom(f64);
-
-impl Headroom {
-    /// No headroom: plan to run at 100% of the limit.
-    pub const NONE: Headroom = Headroom(0.0);
-
-    /// A headroom fraction. Errors (argument `headroom`) unless `fraction` is finite and in
-    /// `[0, 1)`: a headroom of 1 would leave nothing usable.
-    pub fn new(fraction: f64) -> Result<Self, CapacityError> {
-        num::fraction_closed_open(
-            "headroom",
-            fraction,
-            "give the spare fraction, e.g. 0.25 for 25%",
-        )
-        // Normalize -0.0 to 0.0.
-        .map(|h| Headroom(h + 0.0))
-    }
-
-    /// The spare fraction, such as `0.25`.
-    pub const fn fraction(self) -> f64 {
-        self.0
-    }
-
-    /// The usable fraction, `1 − headroom`, such as `0.75`.
-    pub fn usable_fraction(self) -> f64 {
-        1.0 - self.0
-    }
-}
-
-impl fmt::Display for Headroom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}%", self.0 * 100.0)
-    }
+/// The usable fraction of a limit, `1 − headroom`, exact for headrooms in parts per million.
+pub(crate) fn usable_fraction(headroom: crate::model::Headroom) -> f64 {
+    f64::from(1_000_000 - headroom.as_ppm().min(999_999)) / 1_000_000.0
 }

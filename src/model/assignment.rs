@@ -1,0 +1,357 @@
+//! Assignments (tenant → stamp), epochs, modes, changes and history.
+
+use std::fmt;
+
+use super::{Demand, StampId, TenantId, TenantSpec};
+use crate::Timestamp;
+
+/// A position in the registry's change feed. Every write gets the next version; versions only
+/// grow.
+///
+/// ```
+/// use stamps::Version;
+/// assert!(Version(2) > Version(1));
+/// assert_eq!(Version::ZERO.next(), Version(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Version(pub u64);
+
+impl Version {
+    /// Before the first change.
+    pub const ZERO: Version = Version(0);
+
+    /// The following version.
+    pub const fn next(self) -> Version {
+        Version(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// A fencing number on an assignment. It only grows for a tenant, across moves, mode changes
+/// and even unassign/reassign (registries take it from the change-feed version of the write).
+/// Compare-and-set operations name the epoch they expect; stamps reject writes carrying an
+/// older epoch than they know.
+///
+/// ```
+/// use stamps::Epoch;
+/// assert!(Epoch(5) > Epoch(4));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
+/// How a tenant is being served.
+///
+/// ```
+/// use stamps::{AssignmentMode, StampId};
+/// let m = AssignmentMode::DualWrite { shadow: StampId(2) };
+/// assert_eq!(m.shadow(), Some(StampId(2)));
+/// assert!(!m.is_frozen());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum AssignmentMode {
+    /// Reads and writes go to the assigned stamp only.
+    Serving,
+    /// Reads go to the assigned stamp; writes go to it **and** to `shadow` (a migration's other
+    /// side). The shadow stamp's capacity is reserved for the tenant.
+    DualWrite {
+        /// The other stamp receiving writes.
+        shadow: StampId,
+    },
+    /// Writes are paused (cutover): callers retry after `until`. Capacity stays reserved on
+    /// `shadow`, if any.
+    Frozen {
+        /// The stamp on the other side of the cutover, if any.
+        shadow: Option<StampId>,
+        /// When the freeze ends at the latest.
+        until: Timestamp,
+    },
+}
+
+impl AssignmentMode {
+    /// The other stamp holding a copy of the tenant's data, if any.
+    pub fn shadow(&self) -> Option<StampId> {
+        match *self {
+            AssignmentMode::Serving => None,
+            AssignmentMode::DualWrite { shadow } => Some(shadow),
+            AssignmentMode::Frozen { shadow, .. } => shadow,
+        }
+    }
+
+    /// Whether writes are paused.
+    pub fn is_frozen(&self) -> bool {
+        matches!(self, AssignmentMode::Frozen { .. })
+    }
+
+    /// The mode's name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AssignmentMode::Serving => "serving",
+            AssignmentMode::DualWrite { .. } => "dual_write",
+            AssignmentMode::Frozen { .. } => "frozen",
+        }
+    }
+}
+
+impl fmt::Display for AssignmentMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AssignmentMode::Serving => f.write_str("serving"),
+            AssignmentMode::DualWrite { shadow } => write!(f, "dual-write to {shadow}"),
+            AssignmentMode::Frozen { shadow: Some(s), until } => write!(f, "frozen (with {s}) until {until}"),
+            AssignmentMode::Frozen { shadow: None, until } => write!(f, "frozen until {until}"),
+        }
+    }
+}
+
+/// Where a tenant lives: the stamp serving it, the epoch fencing it, and its mode.
+///
+/// ```
+/// # use stamps::*;
+/// # async fn demo() -> stamps::Result<()> {
+/// # let registry = InMemoryRegistry::new();
+/// # registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
+/// #     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+/// let a = registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+/// assert_eq!(a.stamp, StampId(1));
+/// assert_eq!(a.mode, AssignmentMode::Serving);
+/// assert_eq!(a.tenant().as_str(), "acme");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Assignment {
+    /// The tenant's spec as admitted (its demand is what the stamp's usage counts).
+    pub spec: TenantSpec,
+    /// The stamp serving the tenant.
+    pub stamp: StampId,
+    /// Fencing epoch.
+    pub epoch: Epoch,
+    /// Serving mode.
+    pub mode: AssignmentMode,
+    /// When the tenant was first assigned.
+    pub assigned_at: Timestamp,
+    /// When the assignment last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Assignment {
+    /// Assembles an assignment (for registry implementations).
+    pub fn new(
+        spec: TenantSpec,
+        stamp: StampId,
+        epoch: Epoch,
+        mode: AssignmentMode,
+        assigned_at: Timestamp,
+        updated_at: Timestamp,
+    ) -> Assignment {
+        Assignment {
+            spec,
+            stamp,
+            epoch,
+            mode,
+            assigned_at,
+            updated_at,
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &TenantId {
+        &self.spec.id
+    }
+
+    /// Stamps holding (or reserving) the tenant's data: the serving stamp and the shadow, if any.
+    pub fn stamps(&self) -> impl Iterator<Item = StampId> {
+        let shadow = self.mode.shadow().filter(|s| *s != self.stamp);
+        std::iter::once(self.stamp).chain(shadow)
+    }
+}
+
+/// What a compare-and-set does to an assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum ChangeAction {
+    /// Point the tenant at another stamp, with the given mode (cutover, rollback).
+    Move {
+        /// New serving stamp.
+        to: StampId,
+        /// Mode after the move (for example dual-write back to the source during a soak).
+        mode: AssignmentMode,
+    },
+    /// Change only the mode (enter dual-write, freeze, unfreeze).
+    SetMode(AssignmentMode),
+    /// Change the tenant's recorded demand (capacity-checked on every stamp it occupies).
+    Resize(Demand),
+}
+
+/// A compare-and-set request: an action and, for the audit history, who asked.
+///
+/// ```
+/// use stamps::{AssignmentChange, AssignmentMode, StampId};
+/// let c = AssignmentChange::move_to(StampId(2)).by("migration-17");
+/// assert_eq!(c.actor.as_deref(), Some("migration-17"));
+/// let d = AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(2) });
+/// assert!(d.actor.is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct AssignmentChange {
+    /// What to do.
+    pub action: ChangeAction,
+    /// Who or what asked (recorded in the history).
+    pub actor: Option<String>,
+}
+
+impl AssignmentChange {
+    /// Moves the tenant to `to`, serving there.
+    pub fn move_to(to: StampId) -> Self {
+        Self::new(ChangeAction::Move {
+            to,
+            mode: AssignmentMode::Serving,
+        })
+    }
+
+    /// Moves the tenant to `to` with `mode`.
+    pub fn move_with_mode(to: StampId, mode: AssignmentMode) -> Self {
+        Self::new(ChangeAction::Move { to, mode })
+    }
+
+    /// Changes the mode.
+    pub fn set_mode(mode: AssignmentMode) -> Self {
+        Self::new(ChangeAction::SetMode(mode))
+    }
+
+    /// Changes the recorded demand.
+    pub fn resize(demand: Demand) -> Self {
+        Self::new(ChangeAction::Resize(demand))
+    }
+
+    /// A change from an action.
+    pub fn new(action: ChangeAction) -> Self {
+        AssignmentChange { action, actor: None }
+    }
+
+    /// Records who asked.
+    pub fn by(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+}
+
+/// Kinds of entries in a tenant's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum HistoryAction {
+    /// First assignment (or re-assignment after an unassign).
+    Assigned,
+    /// Serving stamp changed.
+    Moved,
+    /// Mode changed.
+    ModeChanged,
+    /// Demand changed.
+    Resized,
+    /// Assignment removed.
+    Unassigned,
+}
+
+impl HistoryAction {
+    /// The action's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryAction::Assigned => "assigned",
+            HistoryAction::Moved => "moved",
+            HistoryAction::ModeChanged => "mode_changed",
+            HistoryAction::Resized => "resized",
+            HistoryAction::Unassigned => "unassigned",
+        }
+    }
+
+    /// Parses a name written by [`HistoryAction::as_str`].
+    pub fn parse(s: &str) -> Option<HistoryAction> {
+        [
+            HistoryAction::Assigned,
+            HistoryAction::Moved,
+            HistoryAction::ModeChanged,
+            HistoryAction::Resized,
+            HistoryAction::Unassigned,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+/// One entry of a tenant's append-only assignment history (what, when, who).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// Change-feed version of the write.
+    pub version: Version,
+    /// When.
+    pub at: Timestamp,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// What happened.
+    pub action: HistoryAction,
+    /// Serving stamp before (none for `Assigned`).
+    pub from: Option<StampId>,
+    /// Serving stamp after (none for `Unassigned`).
+    pub to: Option<StampId>,
+    /// Epoch after the write (for `Unassigned`, the epoch of the write that removed it).
+    pub epoch: Epoch,
+    /// Mode after the write.
+    pub mode: AssignmentMode,
+    /// Who asked, if recorded.
+    pub actor: Option<String>,
+}
+
+impl HistoryEntry {
+    /// Assembles an entry (for registry implementations).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        version: Version,
+        at: Timestamp,
+        tenant: TenantId,
+        action: HistoryAction,
+        from: Option<StampId>,
+        to: Option<StampId>,
+        epoch: Epoch,
+        mode: AssignmentMode,
+        actor: Option<String>,
+    ) -> Self {
+        HistoryEntry {
+            version,
+            at,
+            tenant,
+            action,
+            from,
+            to,
+            epoch,
+            mode,
+            actor,
+        }
+    }
+}

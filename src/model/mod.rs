@@ -1,0 +1,25 @@
+//! The domain model: tenants, stamps, capacity, assignments, the change feed, fleet snapshots
+//! and migration records. Every type is `Debug + Clone`; with the `serde` feature they
+//! serialize too.
+
+mod assignment;
+mod change;
+mod fleet;
+mod health;
+mod migration;
+pub(crate) mod names;
+mod resource;
+mod stamp;
+mod tenant;
+
+pub use assignment::{
+    Assignment, AssignmentChange, AssignmentMode, ChangeAction, Epoch, HistoryAction, HistoryEntry, Version,
+};
+pub use change::{Change, ChangeBatch, ChangeKind};
+pub use fleet::{Fleet, StampLoad};
+pub use health::{AllHealthy, HealthStatus, HealthView};
+pub use migration::{MigrationId, MigrationRecord, MigrationState};
+pub use names::{Name, Region, Residency, NAME_MAX_LEN};
+pub use resource::{Amount, Amounts, Capacity, Demand, Headroom, Resource, AMOUNT_MAX_UNITS};
+pub use stamp::{Labels, Stamp, StampId, StampSpec, StampState, Tier};
+pub use tenant::{TenantId, TenantIdError, TenantSpec, TENANT_ID_MAX_LEN};

@@ -1,0 +1,399 @@
+//! Resources, amounts, demand and capacity.
+
+use std::fmt;
+
+use super::Name;
+use crate::error::InvalidInput;
+
+/// A resource a stamp has a limited amount of and tenants consume.
+///
+/// The units of [`Storage`](Resource::Storage) and [`Memory`](Resource::Memory) are the user's
+/// choice (GiB, say); they only have to be the same in capacities and demands.
+///
+/// ```
+/// use stamps::{Name, Resource};
+/// let gpu = Resource::Custom(Name::new("gpu-hours")?);
+/// assert_eq!(gpu.to_string(), "gpu-hours");
+/// assert_eq!(Resource::Connections.to_string(), "connections");
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Resource {
+    /// Tenant slots: every tenant consumes exactly one, implicitly.
+    Tenants,
+    /// Database connections.
+    Connections,
+    /// Requests per second at peak.
+    RequestsPerSecond,
+    /// Storage, in the user's unit.
+    Storage,
+    /// Memory, in the user's unit.
+    Memory,
+    /// A user-named resource.
+    Custom(Name),
+}
+
+impl Resource {
+    /// The resource's name as used in messages, tables and storage.
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Tenants => "tenants",
+            Resource::Connections => "connections",
+            Resource::RequestsPerSecond => "rps",
+            Resource::Storage => "storage",
+            Resource::Memory => "memory",
+            Resource::Custom(n) => n.as_str(),
+        }
+    }
+
+    /// Parses a name written by [`Resource::name`]; any other valid name is a custom resource.
+    ///
+    /// ```
+    /// use stamps::Resource;
+    /// assert_eq!(Resource::parse("rps")?, Resource::RequestsPerSecond);
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn parse(name: &str) -> Result<Resource, crate::Error> {
+        Ok(match name {
+            "tenants" => Resource::Tenants,
+            "connections" => Resource::Connections,
+            "rps" => Resource::RequestsPerSecond,
+            "storage" => Resource::Storage,
+            "memory" => Resource::Memory,
+            other => Resource::Custom(Name::new(other)?),
+        })
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A non-negative quantity of a resource, in exact thousandths of a unit.
+///
+/// Fixed point so that usage sums are exact in every backend (no float drift after a million
+/// assign/unassign cycles) and capacity checks are integer comparisons.
+///
+/// ```
+/// use stamps::Amount;
+/// let a = Amount::from_f64(10.5)?;
+/// assert_eq!(a.as_milli(), 10_500);
+/// assert_eq!(Amount::units(3).checked_add(a), Some(Amount::from_f64(13.5)?));
+/// assert!(Amount::from_f64(f64::NAN).is_err());
+/// assert!(Amount::from_f64(-1.0).is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Amount(u64);
+
+/// The largest amount, in units, that [`Amount::from_f64`] accepts (2^53 / 1000, the range
+/// where an `f64` still holds every thousandth exactly enough).
+pub const AMOUNT_MAX_UNITS: f64 = 9_007_199_254_740.0;
+
+impl Amount {
+    /// Nothing.
+    pub const ZERO: Amount = Amount(0);
+
+    /// `n` whole units.
+    pub const fn units(n: u32) -> Amount {
+        Amount(n as u64 * 1000)
+    }
+
+    /// An amount from thousandths of a unit.
+    pub const fn from_milli(milli: u64) -> Amount {
+        Amount(milli)
+    }
+
+    /// An amount from a float, rounded to the nearest thousandth. NaN, infinities, negative
+    /// values and values above [`AMOUNT_MAX_UNITS`] are rejected.
+    pub fn from_f64(value: f64) -> Result<Amount, crate::Error> {
+        Self::checked_f64("amount", value).map_err(Into::into)
+    }
+
+    pub(crate) fn checked_f64(field: &'static str, value: f64) -> Result<Amount, InvalidInput> {
+        if !value.is_finite() {
+            return Err(InvalidInput::new(
+                field,
+                "must be a finite number (not NaN or infinite)",
+            ));
+        }
+        if value < 0.0 {
+            return Err(InvalidInput::new(field, "must not be negative"));
+        }
+        if value > AMOUNT_MAX_UNITS {
+            return Err(InvalidInput::new(field, "is too large (limit 9.007e12 units)"));
+        }
+        // In range and finite: the cast cannot saturate.
+        Ok(Amount((value * 1000.0).round() as u64))
+    }
+
+    /// Thousandths of a unit.
+    pub const fn as_milli(self) -> u64 {
+        self.0
+    }
+
+    /// The amount as a float, for display and ratios.
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
+    /// Sum, or `None` on overflow.
+    pub const fn checked_add(self, other: Amount) -> Option<Amount> {
+        match self.0.checked_add(other.0) {
+            Some(v) => Some(Amount(v)),
+            None => None,
+        }
+    }
+
+    /// Difference, floored at zero.
+    pub const fn saturating_sub(self, other: Amount) -> Amount {
+        Amount(self.0.saturating_sub(other.0))
+    }
+
+    /// Whether the amount is zero.
+    pub const fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (whole, frac) = (self.0 / 1000, self.0 % 1000);
+        if frac == 0 {
+            write!(f, "{whole}")
+        } else {
+            let s = format!("{frac:03}");
+            write!(f, "{whole}.{}", s.trim_end_matches('0'))
+        }
+    }
+}
+
+/// A set of (resource, amount) pairs, sorted by resource, without duplicates. The shared
+/// representation of [`Demand`], capacity limits and usage.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Amounts(Vec<(Resource, Amount)>);
+
+impl Amounts {
+    fn build(
+        field: &'static str,
+        items: impl IntoIterator<Item = (Resource, f64)>,
+        strictly_positive: bool,
+    ) -> Result<Amounts, InvalidInput> {
+        let mut v: Vec<(Resource, Amount)> = Vec::new();
+        for (r, x) in items {
+            let a = Amount::checked_f64(field, x)?;
+            if strictly_positive && a.is_zero() {
+                return Err(InvalidInput::new(field, "must be greater than zero"));
+            }
+            v.push((r, a));
+        }
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        if v.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(InvalidInput::new(field, "names a resource twice"));
+        }
+        Ok(Amounts(v))
+    }
+
+    /// The amount of `resource` (zero when absent).
+    pub fn get(&self, resource: &Resource) -> Amount {
+        match self.0.binary_search_by(|(r, _)| r.cmp(resource)) {
+            Ok(i) => self.0.get(i).map(|(_, a)| *a).unwrap_or_default(),
+            Err(_) => Amount::ZERO,
+        }
+    }
+
+    /// Whether `resource` is present.
+    pub fn contains(&self, resource: &Resource) -> bool {
+        self.0.binary_search_by(|(r, _)| r.cmp(resource)).is_ok()
+    }
+
+    /// The pairs, sorted by resource.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Resource, Amount)> + '_ {
+        self.0.iter().map(|(r, a)| (r, *a))
+    }
+
+    /// Number of resources present.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no resource is present.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets `resource` to `amount` (inserting it in order).
+    pub(crate) fn set(&mut self, resource: Resource, amount: Amount) {
+        match self.0.binary_search_by(|(r, _)| r.cmp(&resource)) {
+            Ok(i) => {
+                if let Some(slot) = self.0.get_mut(i) {
+                    slot.1 = amount;
+                }
+            }
+            Err(i) => self.0.insert(i, (resource, amount)),
+        }
+    }
+}
+
+/// What one tenant consumes, per resource. Resources not named are zero; every tenant also
+/// consumes one [`Resource::Tenants`] slot implicitly (see [`Demand::get_with_slot`]).
+///
+/// ```
+/// use stamps::{Demand, Resource};
+/// let d = Demand::of([(Resource::Connections, 25.0), (Resource::RequestsPerSecond, 10.0)])?;
+/// assert_eq!(d.get(&Resource::Connections).as_f64(), 25.0);
+/// assert_eq!(d.get(&Resource::Storage).as_f64(), 0.0);
+/// assert_eq!(d.get_with_slot(&Resource::Tenants).as_f64(), 1.0);
+/// assert!(Demand::of([(Resource::Connections, f64::NAN)]).is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Demand(Amounts);
+
+impl Demand {
+    /// A demand from (resource, amount) pairs. Amounts must be finite and non-negative; a
+    /// resource may appear once; [`Resource::Tenants`] may not appear (it is always one).
+    pub fn of(items: impl IntoIterator<Item = (Resource, f64)>) -> Result<Demand, crate::Error> {
+        let a = Amounts::build("demand", items, false)?;
+        if a.contains(&Resource::Tenants) {
+            return Err(InvalidInput::new(
+                "demand",
+                "must not name the tenants resource; every tenant uses exactly one slot",
+            )
+            .into());
+        }
+        Ok(Demand(a))
+    }
+
+    /// The demand for `resource`, not counting the implicit tenant slot.
+    pub fn get(&self, resource: &Resource) -> Amount {
+        self.0.get(resource)
+    }
+
+    /// The demand for `resource`, counting one unit of [`Resource::Tenants`].
+    pub fn get_with_slot(&self, resource: &Resource) -> Amount {
+        match resource {
+            Resource::Tenants => Amount::units(1),
+            r => self.0.get(r),
+        }
+    }
+
+    /// The explicit (resource, amount) pairs.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Resource, Amount)> + '_ {
+        self.0.iter()
+    }
+}
+
+/// A headroom fraction in `[0, 1)`: the share of a limit kept free. Placement admits a tenant
+/// only while usage stays under `limit × (1 − headroom)`; the registry enforces the hard limit.
+/// Stored in parts per million, so soft limits are exact integers.
+///
+/// ```
+/// use stamps::{Amount, Headroom};
+/// let h = Headroom::from_fraction(0.25)?;
+/// assert_eq!(h.soft_limit(Amount::units(5000)), Amount::units(3750));
+/// assert!(Headroom::from_fraction(1.0).is_err());
+/// assert!(Headroom::from_fraction(f64::NAN).is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct Headroom(u32);
+
+impl Headroom {
+    /// No headroom: placement may fill stamps to their hard limits.
+    pub const NONE: Headroom = Headroom(0);
+
+    /// A headroom from a fraction in `[0, 1)`, rounded to parts per million.
+    pub fn from_fraction(fraction: f64) -> Result<Headroom, crate::Error> {
+        if !fraction.is_finite() || !(0.0..1.0).contains(&fraction) {
+            return Err(InvalidInput::new("headroom", "must be a fraction in [0, 1), such as 0.25").into());
+        }
+        let ppm = (fraction * 1_000_000.0).round() as u32;
+        if ppm >= 1_000_000 {
+            return Err(InvalidInput::new("headroom", "must be a fraction in [0, 1), such as 0.25").into());
+        }
+        Ok(Headroom(ppm))
+    }
+
+    /// Parts per million.
+    pub const fn as_ppm(self) -> u32 {
+        self.0
+    }
+
+    /// The fraction.
+    pub fn as_fraction(self) -> f64 {
+        f64::from(self.0) / 1_000_000.0
+    }
+
+    /// `limit × (1 − headroom)`, rounded down to a thousandth.
+    pub fn soft_limit(self, limit: Amount) -> Amount {
+        let keep = u128::from(1_000_000 - self.0);
+        let v = u128::from(limit.as_milli()) * keep / 1_000_000;
+        Amount::from_milli(u64::try_from(v).unwrap_or(u64::MAX))
+    }
+}
+
+/// A stamp's capacity: a hard limit per resource and a headroom fraction.
+///
+/// Resources without a limit are unconstrained. Limits must be finite and greater than zero.
+///
+/// ```
+/// use stamps::{Capacity, Resource};
+/// let c = Capacity::new([(Resource::Connections, 5000.0), (Resource::Tenants, 200.0)], 0.25)?;
+/// assert_eq!(c.limit(&Resource::Connections).map(|a| a.as_f64()), Some(5000.0));
+/// assert_eq!(c.soft_limit(&Resource::Connections).map(|a| a.as_f64()), Some(3750.0));
+/// assert!(Capacity::new([(Resource::Connections, 0.0)], 0.25).is_err());
+/// assert!(Capacity::new([(Resource::Connections, -5.0)], 0.25).is_err());
+/// assert!(Capacity::new([(Resource::Connections, f64::NAN)], 0.25).is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Capacity {
+    limits: Amounts,
+    headroom: Headroom,
+}
+
+impl Capacity {
+    /// A capacity from (resource, limit) pairs and a headroom fraction.
+    pub fn new(limits: impl IntoIterator<Item = (Resource, f64)>, headroom: f64) -> Result<Capacity, crate::Error> {
+        let limits = Amounts::build("capacity", limits, true)?;
+        Ok(Capacity {
+            limits,
+            headroom: Headroom::from_fraction(headroom)?,
+        })
+    }
+
+    /// The hard limit of `resource`, if it is limited.
+    pub fn limit(&self, resource: &Resource) -> Option<Amount> {
+        self.limits.contains(resource).then(|| self.limits.get(resource))
+    }
+
+    /// The limit with headroom applied, if `resource` is limited.
+    pub fn soft_limit(&self, resource: &Resource) -> Option<Amount> {
+        self.limit(resource).map(|l| self.headroom.soft_limit(l))
+    }
+
+    /// The headroom.
+    pub fn headroom(&self) -> Headroom {
+        self.headroom
+    }
+
+    /// All limits, sorted by resource.
+    pub fn limits(&self) -> &Amounts {
+        &self.limits
+    }
+}

@@ -1,0 +1,323 @@
+//! Stamps: identity, specification, lifecycle.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{Capacity, Name, Region, Residency};
+use crate::error::{Error, InvalidInput};
+use crate::Timestamp;
+
+/// Free-form key/value labels on stamps and tenants.
+pub type Labels = BTreeMap<String, String>;
+
+/// A stamp's identifier: small and `Copy`, chosen by the operator (stamp-001 is `StampId(1)`).
+///
+/// ```
+/// use stamps::StampId;
+/// assert_eq!(StampId(7).to_string(), "stamp-007");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
+pub struct StampId(pub u32);
+
+impl fmt::Display for StampId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stamp-{:03}", self.0)
+    }
+}
+
+/// A stamp's lifecycle state.
+///
+/// ```text
+/// Provisioning ──► Active ◄──► Draining ──► Decommissioned
+///      └──────────────────────────────────────────▲
+/// ```
+/// Only `Active` stamps accept new tenants. A stamp can be decommissioned only when it serves
+/// no tenant (the registry checks). Setting the current state again is a no-op.
+///
+/// ```
+/// use stamps::StampState::*;
+/// assert!(Provisioning.can_become(Active));
+/// assert!(Draining.can_become(Active));
+/// assert!(!Decommissioned.can_become(Active));
+/// assert!(!Active.can_become(Provisioning));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum StampState {
+    /// Being built; serves nobody yet.
+    Provisioning,
+    /// Serving, and accepting new tenants while it has room.
+    Active,
+    /// Serving its tenants, accepting no new ones (tenants are being moved off).
+    Draining,
+    /// Retired. Terminal.
+    Decommissioned,
+}
+
+impl StampState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [StampState; 4] = [
+        StampState::Provisioning,
+        StampState::Active,
+        StampState::Draining,
+        StampState::Decommissioned,
+    ];
+
+    /// Whether `self → next` is a legal transition (the same state is legal: a no-op).
+    pub fn can_become(self, next: StampState) -> bool {
+        use StampState::*;
+        self == next
+            || matches!(
+                (self, next),
+                (Provisioning, Active)
+                    | (Provisioning, Decommissioned)
+                    | (Active, Draining)
+                    | (Draining, Active)
+                    | (Draining, Decommissioned)
+            )
+    }
+
+    /// Checks a transition, returning [`Error::InvalidTransition`] when it is illegal.
+    pub fn transition(self, next: StampState) -> Result<StampState, Error> {
+        if self.can_become(next) {
+            Ok(next)
+        } else {
+            Err(Error::InvalidTransition {
+                what: "stamp state",
+                from: self.as_str(),
+                to: next.as_str(),
+            })
+        }
+    }
+
+    /// Whether stamps in this state take new tenants.
+    pub fn accepts_tenants(self) -> bool {
+        self == StampState::Active
+    }
+
+    /// The state's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StampState::Provisioning => "provisioning",
+            StampState::Active => "active",
+            StampState::Draining => "draining",
+            StampState::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// Parses a name written by [`StampState::as_str`].
+    pub fn parse(s: &str) -> Option<StampState> {
+        StampState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for StampState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Service tier of a stamp or tenant.
+///
+/// `Dedicated` tenants get an empty dedicated stamp that nothing else ever shares; `Shared`
+/// tenants never land on a dedicated stamp (placement enforces both).
+///
+/// ```
+/// use stamps::{Name, Tier};
+/// assert_eq!(Tier::Dedicated.to_string(), "dedicated");
+/// assert_eq!(Tier::Custom(Name::new("gold")?).to_string(), "gold");
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Tier {
+    /// Multi-tenant.
+    #[default]
+    Shared,
+    /// One tenant per stamp.
+    Dedicated,
+    /// A user-defined tier; tenants of it go to stamps of the same tier.
+    Custom(Name),
+}
+
+impl Tier {
+    /// The tier's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Tier::Shared => "shared",
+            Tier::Dedicated => "dedicated",
+            Tier::Custom(n) => n.as_str(),
+        }
+    }
+
+    /// Parses a name written by [`Tier::as_str`].
+    pub fn parse(s: &str) -> Result<Tier, Error> {
+        Ok(match s {
+            "shared" => Tier::Shared,
+            "dedicated" => Tier::Dedicated,
+            other => Tier::Custom(Name::new(other)?),
+        })
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operator declares about a stamp. The registry adds lifecycle state and timestamps
+/// to make a [`Stamp`].
+///
+/// ```
+/// use stamps::{Capacity, Region, Residency, Resource, StampId, StampSpec};
+/// let spec = StampSpec::new(
+///     StampId(1),
+///     "stamp-001",
+///     Region::new("eu-west")?,
+///     Capacity::new([(Resource::Connections, 5000.0)], 0.25)?,
+/// )?
+/// .with_residency(Residency::new("eu")?)
+/// .with_endpoint("https://stamp-001.internal")
+/// .with_version("2026.11-ring1")
+/// .with_label("az", "b");
+/// assert_eq!(spec.name, "stamp-001");
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct StampSpec {
+    /// Identifier.
+    pub id: StampId,
+    /// Human name (validated like a tenant id, up to 64 bytes).
+    pub name: String,
+    /// Region.
+    pub region: Region,
+    /// Residency jurisdiction of the stamp's data, if declared.
+    pub residency: Option<Residency>,
+    /// Tier.
+    pub tier: Tier,
+    /// Labels.
+    pub labels: Labels,
+    /// Deployed version label (deployment rings).
+    pub version: Option<String>,
+    /// Where requests for this stamp's tenants go (a URL or address), if the host routes by it.
+    pub endpoint: Option<String>,
+    /// Capacity per resource, with headroom.
+    pub capacity: Capacity,
+}
+
+impl StampSpec {
+    /// A shared-tier stamp spec. The name is validated (1–64 bytes, `a-z0-9._-`).
+    pub fn new(id: StampId, name: impl Into<String>, region: Region, capacity: Capacity) -> Result<StampSpec, Error> {
+        let name = name.into();
+        super::names::validate_name("stamp name", &name)?;
+        Ok(StampSpec {
+            id,
+            name,
+            region,
+            residency: None,
+            tier: Tier::Shared,
+            labels: Labels::new(),
+            version: None,
+            endpoint: None,
+            capacity,
+        })
+    }
+
+    /// Sets the residency.
+    pub fn with_residency(mut self, residency: Residency) -> Self {
+        self.residency = Some(residency);
+        self
+    }
+
+    /// Sets the tier.
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the version label.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
+    }
+
+    /// Sets the endpoint.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Re-checks fields that public construction could have bypassed (the struct's fields are
+    /// public for reading and pattern matching). Registries call this on `put_stamp`.
+    pub fn validate(&self) -> Result<(), Error> {
+        super::names::validate_name("stamp name", &self.name)?;
+        if let Some(e) = &self.endpoint {
+            if e.is_empty() || e.len() > 2048 || e.chars().any(char::is_control) {
+                return Err(InvalidInput::new("endpoint", "must be 1 to 2048 bytes without control characters").into());
+            }
+        }
+        if let Some(v) = &self.version {
+            if v.is_empty() || v.len() > 128 || v.chars().any(char::is_control) {
+                return Err(InvalidInput::new("version", "must be 1 to 128 bytes without control characters").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stamp as the registry knows it: the spec, lifecycle state and timestamps.
+///
+/// ```
+/// # use stamps::*;
+/// # async fn demo() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("us-east")?,
+///     Capacity::new([(Resource::Tenants, 100.0)], 0.0)?)?;
+/// let stamp = registry.put_stamp(spec).await?;
+/// assert_eq!(stamp.state, StampState::Provisioning);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct Stamp {
+    /// The declared spec.
+    pub spec: StampSpec,
+    /// Lifecycle state.
+    pub state: StampState,
+    /// When the stamp was first registered.
+    pub created_at: Timestamp,
+    /// When the spec or state last changed.
+    pub updated_at: Timestamp,
+}
+
+impl Stamp {
+    /// Assembles a stamp (for registry implementations).
+    pub fn new(spec: StampSpec, state: StampState, created_at: Timestamp, updated_at: Timestamp) -> Stamp {
+        Stamp {
+            spec,
+            state,
+            created_at,
+            updated_at,
+        }
+    }
+
+    /// The stamp's id.
+    pub fn id(&self) -> StampId {
+        self.spec.id
+    }
+}

@@ -1,0 +1,285 @@
+//! Tenant identity and tenant specifications.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::{Demand, Labels, Region, Residency, StampId, Tier};
+
+/// The longest tenant id accepted, in bytes.
+pub const TENANT_ID_MAX_LEN: usize = 128;
+
+/// Why a text is not a valid [`TenantId`]. Small and `Copy`: rejecting a tenant id on the
+/// routing hot path never allocates.
+///
+/// ```
+/// use stamps::{TenantId, TenantIdError};
+/// assert_eq!(TenantId::new(""), Err(TenantIdError::Empty));
+/// assert!(matches!(TenantId::new("../x"), Err(TenantIdError::InvalidByte { index: 0, .. })));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantIdError {
+    /// The text is empty.
+    #[error("tenant id is empty; send a non-empty id of [a-z0-9._-]")]
+    Empty,
+    /// The text is longer than [`TENANT_ID_MAX_LEN`] bytes.
+    #[error("tenant id is {len} bytes long; the limit is 128 bytes")]
+    TooLong {
+        /// Length of the rejected text in bytes.
+        len: usize,
+    },
+    /// A byte outside the allowed charset (`a-z`, `0-9`, `.`, `_`, `-`), or a leading byte that
+    /// is not a lowercase letter or digit.
+    #[error("tenant id has byte 0x{byte:02x} at index {index}; allowed are a-z 0-9 . _ - and the first byte must be a-z or 0-9")]
+    InvalidByte {
+        /// Offset of the first offending byte.
+        index: usize,
+        /// The offending byte.
+        byte: u8,
+    },
+    /// An ASCII uppercase letter; tenant ids are lowercase. Hosts that receive mixed case
+    /// (DNS names are case-insensitive) use [`TenantId::normalized`].
+    #[error("tenant id has an uppercase letter at index {index}; tenant ids are lowercase (use TenantId::normalized for host names)")]
+    Uppercase {
+        /// Offset of the first uppercase letter.
+        index: usize,
+    },
+    /// The bytes are not UTF-8 (only from [`TenantId::from_bytes`]).
+    #[error("tenant id is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// A validated tenant identifier.
+///
+/// # Rules
+/// - 1 to 128 bytes;
+/// - only `a-z`, `0-9`, `.`, `_` and `-`;
+/// - the first byte is a lowercase letter or digit (so no `.`/`..` path tricks, no leading `-`);
+/// - lowercase only: [`TenantId::new`] rejects uppercase; [`TenantId::normalized`] lowercases
+///   ASCII first, for ids taken from host names, which are case-insensitive.
+///
+/// These rules make every tenant id safe as a DNS label component, a file name, a metric label
+/// and a SQL value. Validation ([`TenantId::validate`]) never allocates; a valid id is one
+/// shared allocation, so clones are a reference-count increment.
+///
+/// ```
+/// use stamps::TenantId;
+/// let id = TenantId::new("acme-corp")?;
+/// assert_eq!(id.as_str(), "acme-corp");
+/// assert!(TenantId::new("Acme").is_err());
+/// assert_eq!(TenantId::normalized("Acme")?.as_str(), "acme");
+/// assert!(TenantId::from_bytes(&[0xff, 0x61]).is_err());
+/// # Ok::<(), stamps::TenantIdError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl TenantId {
+    /// Validates `text` and makes a tenant id of it.
+    pub fn new(text: &str) -> Result<Self, TenantIdError> {
+        Self::validate(text)?;
+        Ok(TenantId(Arc::from(text)))
+    }
+
+    /// Lowercases ASCII letters, then validates: for ids from case-insensitive sources such as
+    /// the `Host` header.
+    pub fn normalized(text: &str) -> Result<Self, TenantIdError> {
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            Self::new(&text.to_ascii_lowercase())
+        } else {
+            Self::new(text)
+        }
+    }
+
+    /// Validates raw bytes (for example a header value) and makes a tenant id of them.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, TenantIdError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| TenantIdError::NotUtf8)?;
+        Self::new(text)
+    }
+
+    /// Checks `text` against the rules without allocating. The routing hot path calls this on
+    /// every untrusted id before any lookup.
+    ///
+    /// ```
+    /// use stamps::TenantId;
+    /// assert!(TenantId::validate("t-001").is_ok());
+    /// assert!(TenantId::validate(&"a".repeat(129)).is_err());
+    /// ```
+    pub fn validate(text: &str) -> Result<(), TenantIdError> {
+        let bytes = text.as_bytes();
+        if bytes.is_empty() {
+            return Err(TenantIdError::Empty);
+        }
+        if bytes.len() > TENANT_ID_MAX_LEN {
+            return Err(TenantIdError::TooLong { len: bytes.len() });
+        }
+        for (index, &byte) in bytes.iter().enumerate() {
+            match byte {
+                b'a'..=b'z' | b'0'..=b'9' => {}
+                b'.' | b'_' | b'-' if index > 0 => {}
+                b'A'..=b'Z' => return Err(TenantIdError::Uppercase { index }),
+                _ => return Err(TenantIdError::InvalidByte { index, byte }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TenantId({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for TenantId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for TenantId {
+    type Err = TenantIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TenantId::new(s)
+    }
+}
+
+impl TryFrom<&str> for TenantId {
+    type Error = TenantIdError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        TenantId::new(s)
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = TenantIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TenantId::validate(&s)?;
+        Ok(TenantId(Arc::from(s)))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TenantId::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a tenant needs from a stamp: its identity, demand per resource, location constraints,
+/// tier and an optional pin.
+///
+/// The registry stores the spec with the tenant's assignment, so rebalancing and capacity
+/// accounting always use the demand the tenant was admitted with.
+///
+/// ```
+/// use stamps::{Demand, Region, Residency, Resource, TenantId, TenantSpec, Tier};
+/// let spec = TenantSpec::new(TenantId::new("acme")?)
+///     .with_demand(Demand::of([(Resource::Connections, 25.0), (Resource::RequestsPerSecond, 10.0)])?)
+///     .with_region(Region::new("eu-west")?)
+///     .with_residency(Residency::new("eu")?)
+///     .with_tier(Tier::Shared);
+/// assert_eq!(spec.demand.get(&Resource::Connections).as_f64(), 25.0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub struct TenantSpec {
+    /// The tenant.
+    pub id: TenantId,
+    /// Resources the tenant consumes on the stamp that serves it. Every tenant also counts as
+    /// one unit of [`Resource::Tenants`](super::Resource::Tenants), implicitly.
+    pub demand: Demand,
+    /// Preferred region (latency), if any.
+    pub region: Option<Region>,
+    /// Data-residency jurisdiction the tenant's data must stay in, if any: a hard constraint.
+    pub residency: Option<Residency>,
+    /// Service tier.
+    pub tier: Tier,
+    /// Pin override: the tenant goes to this stamp or nowhere.
+    pub pin: Option<StampId>,
+    /// Free-form labels (affinity, anti-affinity, plan, ...).
+    pub labels: Labels,
+}
+
+impl TenantSpec {
+    /// A shared-tier tenant with no demand beyond its tenant slot and no constraints.
+    pub fn new(id: TenantId) -> Self {
+        TenantSpec {
+            id,
+            demand: Demand::default(),
+            region: None,
+            residency: None,
+            tier: Tier::Shared,
+            pin: None,
+            labels: Labels::default(),
+        }
+    }
+
+    /// The tenant's id (a shorthand for `&spec.id`).
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// Sets the demand.
+    pub fn with_demand(mut self, demand: Demand) -> Self {
+        self.demand = demand;
+        self
+    }
+
+    /// Sets the preferred region.
+    pub fn with_region(mut self, region: Region) -> Self {
+        self.region = Some(region);
+        self
+    }
+
+    /// Sets the residency constraint.
+    pub fn with_residency(mut self, residency: Residency) -> Self {
+        self.residency = Some(residency);
+        self
+    }
+
+    /// Sets the tier.
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Pins the tenant to a stamp.
+    pub fn with_pin(mut self, stamp: StampId) -> Self {
+        self.pin = Some(stamp);
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+}

@@ -1,0 +1,478 @@
+//! The in-memory registry.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+
+use super::{admission, ChangeSignal, Registry};
+use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
+use crate::model::{
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
+    StampState, TenantId, TenantSpec, Version,
+};
+use crate::time::{Clock, SystemClock, Timestamp};
+
+/// Default number of changes the in-memory feed retains.
+pub const DEFAULT_CHANGE_RETENTION: usize = 1_000_000;
+
+/// The embedded registry: everything in process memory, behind one reader-writer lock.
+///
+/// Every write takes the write lock for its whole check-and-apply, so it is linearizable with
+/// respect to capacity and epochs; reads take the read lock. The change feed keeps the last
+/// [`DEFAULT_CHANGE_RETENTION`] changes (configurable); a follower that falls further behind
+/// gets [`Error::ChangeFeedTruncated`] and resynchronises. Clones share the same registry.
+///
+/// Use it for tests, single-process deployments and as a read-through model; use `PgRegistry`
+/// for durability.
+///
+/// ```
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let clock = FakeClock::new();
+/// let registry = InMemoryRegistry::builder().clock(clock.clone()).change_retention(10_000).build();
+/// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
+///     Capacity::new([(Resource::Tenants, 2.0)], 0.0)?)?).await?;
+/// registry.assign(&TenantSpec::new(TenantId::new("a")?), StampId(1)).await?;
+/// registry.assign(&TenantSpec::new(TenantId::new("b")?), StampId(1)).await?;
+/// let full = registry.assign(&TenantSpec::new(TenantId::new("c")?), StampId(1)).await;
+/// assert!(matches!(full, Err(Error::CapacityExceeded { .. })));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct InMemoryRegistry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: RwLock<State>,
+    clock: Arc<dyn Clock>,
+    signal: ChangeSignal,
+    retention: usize,
+}
+
+#[derive(Default)]
+struct State {
+    stamps: BTreeMap<StampId, StampLoad>,
+    assignments: BTreeMap<TenantId, Assignment>,
+    history: HashMap<TenantId, Vec<HistoryEntry>>,
+    changes: VecDeque<Change>,
+    head: Version,
+    migrations: BTreeMap<MigrationId, MigrationRecord>,
+    next_migration: u64,
+}
+
+impl fmt::Debug for InMemoryRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.inner.state.read();
+        f.debug_struct("InMemoryRegistry")
+            .field("stamps", &st.stamps.len())
+            .field("assignments", &st.assignments.len())
+            .field("head", &st.head)
+            .finish()
+    }
+}
+
+impl Default for InMemoryRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Builder for [`InMemoryRegistry`].
+#[derive(Debug)]
+pub struct InMemoryRegistryBuilder {
+    clock: Arc<dyn Clock>,
+    retention: usize,
+}
+
+impl InMemoryRegistryBuilder {
+    /// The clock for timestamps (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How many changes the feed keeps (at least 1).
+    pub fn change_retention(mut self, n: usize) -> Self {
+        self.retention = n.max(1);
+        self
+    }
+
+    /// Builds the registry.
+    pub fn build(self) -> InMemoryRegistry {
+        InMemoryRegistry {
+            inner: Arc::new(Inner {
+                state: RwLock::new(State::default()),
+                clock: self.clock,
+                signal: ChangeSignal::new(),
+                retention: self.retention,
+            }),
+        }
+    }
+}
+
+impl InMemoryRegistry {
+    /// An empty registry on the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder (clock, change retention).
+    pub fn builder() -> InMemoryRegistryBuilder {
+        InMemoryRegistryBuilder {
+            clock: Arc::new(SystemClock),
+            retention: DEFAULT_CHANGE_RETENTION,
+        }
+    }
+
+    /// Runs `f` on the state under the write lock, then notifies the signal if the head moved.
+    fn write<T>(&self, f: impl FnOnce(&mut State, Timestamp, usize) -> Result<T>) -> Result<T> {
+        let now = self.inner.clock.now();
+        let (out, head, moved) = {
+            let mut st = self.inner.state.write();
+            let before = st.head;
+            let out = f(&mut st, now, self.inner.retention)?;
+            (out, st.head, st.head != before)
+        };
+        if moved {
+            self.inner.signal.notify(head);
+        }
+        Ok(out)
+    }
+}
+
+impl State {
+    fn push_change(&mut self, at: Timestamp, kind: ChangeKind, retention: usize) -> Version {
+        let v = self.head.next();
+        self.head = v;
+        self.changes.push_back(Change::new(v, at, kind));
+        while self.changes.len() > retention {
+            self.changes.pop_front();
+        }
+        v
+    }
+
+    /// Applies an assignment write: admission, usage, history, change feed.
+    fn write_assignment(
+        &mut self,
+        tenant: &TenantId,
+        old: Option<Assignment>,
+        new: Option<Assignment>,
+        action: HistoryAction,
+        actor: Option<String>,
+        at: Timestamp,
+        retention: usize,
+    ) -> Result<Option<Assignment>> {
+        admission::check(old.as_ref(), new.as_ref(), |s| self.stamps.get(&s))?;
+        let version = self.head.next();
+        let new = new.map(|mut a| {
+            a.epoch = Epoch(version.0);
+            a.updated_at = at;
+            a
+        });
+        let stamps = &mut self.stamps;
+        admission::apply(old.as_ref(), new.as_ref(), |s, demand, plus| {
+            if let Some(l) = stamps.get_mut(&s) {
+                admission::add(&mut l.usage, demand, plus);
+            }
+        });
+        let entry = HistoryEntry::new(
+            version,
+            at,
+            tenant.clone(),
+            action,
+            old.as_ref().map(|o| o.stamp),
+            new.as_ref().map(|n| n.stamp),
+            Epoch(version.0),
+            new.as_ref().map_or(AssignmentMode::Serving, |n| n.mode),
+            actor,
+        );
+        self.history.entry(tenant.clone()).or_default().push(entry);
+        match &new {
+            Some(a) => {
+                self.assignments.insert(tenant.clone(), a.clone());
+            }
+            None => {
+                self.assignments.remove(tenant);
+            }
+        }
+        let kind = ChangeKind::Assignment {
+            tenant: tenant.clone(),
+            assignment: new.clone().map(Box::new),
+        };
+        self.push_change(at, kind, retention);
+        Ok(new)
+    }
+
+    fn expect_epoch(&self, tenant: &TenantId, expected: Epoch) -> Result<Assignment> {
+        let current = self
+            .assignments
+            .get(tenant)
+            .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
+        if current.epoch != expected {
+            return Err(Error::Conflict {
+                kind: ConflictKind::Epoch,
+                expected: expected.0,
+                actual: current.epoch.0,
+            });
+        }
+        Ok(current.clone())
+    }
+}
+
+#[async_trait]
+impl Registry for InMemoryRegistry {
+    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+        spec.validate()?;
+        self.write(|st, now, retention| {
+            let stamp = match st.stamps.get_mut(&spec.id) {
+                Some(load) => {
+                    for (r, used) in load.usage.iter() {
+                        if let Some(limit) = spec.capacity.limit(r) {
+                            if used > limit {
+                                return Err(Error::CapacityExceeded {
+                                    stamp: spec.id,
+                                    resource: r.clone(),
+                                });
+                            }
+                        }
+                    }
+                    load.stamp.spec = spec;
+                    load.stamp.updated_at = now;
+                    load.stamp.clone()
+                }
+                None => {
+                    let id = spec.id;
+                    let stamp = Stamp::new(spec, StampState::Provisioning, now, now);
+                    st.stamps.insert(id, StampLoad::new(stamp.clone(), Amounts::default()));
+                    stamp
+                }
+            };
+            st.push_change(now, ChangeKind::Stamp(Box::new(stamp.clone())), retention);
+            Ok(stamp)
+        })
+    }
+
+    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
+        Ok(self.inner.state.read().stamps.get(&id).map(|l| l.stamp.clone()))
+    }
+
+    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
+        self.write(|st, now, retention| {
+            let load = st.stamps.get_mut(&id).ok_or(Error::NotFound(Subject::Stamp(id)))?;
+            let current = load.stamp.state;
+            current.transition(state)?;
+            if current == state {
+                return Ok(load.stamp.clone());
+            }
+            if state == StampState::Decommissioned && load.tenants() > 0 {
+                return Err(InvalidInput::new(
+                    "state",
+                    "cannot decommission a stamp that still holds tenants; migrate them first",
+                )
+                .into());
+            }
+            load.stamp.state = state;
+            load.stamp.updated_at = now;
+            let stamp = load.stamp.clone();
+            st.push_change(now, ChangeKind::Stamp(Box::new(stamp.clone())), retention);
+            Ok(stamp)
+        })
+    }
+
+    async fn fleet(&self) -> Result<Fleet> {
+        let st = self.inner.state.read();
+        Ok(Fleet::new(
+            st.stamps.values().cloned().collect(),
+            st.head,
+            self.inner.clock.now(),
+        ))
+    }
+
+    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
+        Ok(self.inner.state.read().assignments.get(tenant).cloned())
+    }
+
+    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
+        use std::ops::Bound;
+        let st = self.inner.state.read();
+        let lower = match after {
+            Some(t) => Bound::Excluded(t.clone()),
+            None => Bound::Unbounded,
+        };
+        Ok(st
+            .assignments
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, a)| a.clone())
+            .collect())
+    }
+
+    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
+        TenantId::validate(tenant.id.as_str())?;
+        self.write(|st, now, retention| {
+            if let Some(a) = st.assignments.get(&tenant.id) {
+                return Err(Error::AlreadyAssigned {
+                    tenant: tenant.id.clone(),
+                    stamp: a.stamp,
+                });
+            }
+            let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
+            st.write_assignment(
+                &tenant.id,
+                None,
+                Some(new),
+                HistoryAction::Assigned,
+                None,
+                now,
+                retention,
+            )?
+            .ok_or_else(|| Error::unavailable("assignment vanished during write"))
+        })
+    }
+
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
+        self.write(|st, now, retention| {
+            let old = st.expect_epoch(tenant, expected)?;
+            let mut new = old.clone();
+            let action = match change.action {
+                ChangeAction::Move { to, mode } => {
+                    if to == old.stamp {
+                        return Err(InvalidInput::new("to", "is the stamp already serving the tenant").into());
+                    }
+                    new.stamp = to;
+                    new.mode = mode;
+                    HistoryAction::Moved
+                }
+                ChangeAction::SetMode(mode) => {
+                    new.mode = mode;
+                    HistoryAction::ModeChanged
+                }
+                ChangeAction::Resize(demand) => {
+                    new.spec.demand = demand;
+                    HistoryAction::Resized
+                }
+            };
+            st.write_assignment(tenant, Some(old), Some(new), action, change.actor, now, retention)?
+                .ok_or_else(|| Error::unavailable("assignment vanished during write"))
+        })
+    }
+
+    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
+        self.write(|st, now, retention| {
+            let old = st.expect_epoch(tenant, expected)?;
+            st.write_assignment(tenant, Some(old), None, HistoryAction::Unassigned, None, now, retention)?;
+            Ok(())
+        })
+    }
+
+    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
+        Ok(self.inner.state.read().history.get(tenant).cloned().unwrap_or_default())
+    }
+
+    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
+        let st = self.inner.state.read();
+        if let Some(first) = st.changes.front() {
+            if after.0 + 1 < first.version.0 {
+                return Err(Error::ChangeFeedTruncated {
+                    requested: after,
+                    oldest: first.version.0,
+                });
+            }
+            let skip = usize::try_from((after.0 + 1).saturating_sub(first.version.0)).unwrap_or(usize::MAX);
+            let changes = st.changes.iter().skip(skip).take(limit).cloned().collect();
+            Ok(ChangeBatch::new(changes, st.head))
+        } else {
+            Ok(ChangeBatch::new(Vec::new(), st.head))
+        }
+    }
+
+    fn change_signal(&self) -> ChangeSignal {
+        self.inner.signal.clone()
+    }
+
+    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
+        if record.state != MigrationState::Planned {
+            return Err(InvalidInput::new("state", "a new migration must be in the planned state").into());
+        }
+        if record.source == record.destination {
+            return Err(InvalidInput::new("destination", "must differ from the source stamp").into());
+        }
+        let now = self.inner.clock.now();
+        let mut st = self.inner.state.write();
+        for s in [record.source, record.destination] {
+            if !st.stamps.contains_key(&s) {
+                return Err(Error::NotFound(Subject::Stamp(s)));
+            }
+        }
+        if let Some(active) = st
+            .migrations
+            .values()
+            .find(|m| m.tenant == record.tenant && !m.state.is_terminal())
+        {
+            return Err(Error::AlreadyExists(Subject::Migration(active.id)));
+        }
+        st.next_migration += 1;
+        let mut rec = record;
+        rec.id = MigrationId(st.next_migration);
+        rec.revision = 1;
+        rec.created_at = now;
+        rec.updated_at = now;
+        st.migrations.insert(rec.id, rec.clone());
+        Ok(rec)
+    }
+
+    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
+        Ok(self.inner.state.read().migrations.get(&id).cloned())
+    }
+
+    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+        let now = self.inner.clock.now();
+        let mut st = self.inner.state.write();
+        let current = st
+            .migrations
+            .get_mut(&record.id)
+            .ok_or(Error::NotFound(Subject::Migration(record.id)))?;
+        if current.revision != record.revision {
+            return Err(Error::Conflict {
+                kind: ConflictKind::Revision,
+                expected: record.revision,
+                actual: current.revision,
+            });
+        }
+        if current.tenant != record.tenant
+            || current.source != record.source
+            || current.destination != record.destination
+        {
+            return Err(
+                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
+            );
+        }
+        let mut next = record.clone();
+        next.revision = current.revision + 1;
+        next.created_at = current.created_at;
+        next.updated_at = now;
+        *current = next.clone();
+        Ok(next)
+    }
+
+    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
+        let st = self.inner.state.read();
+        Ok(st
+            .migrations
+            .values()
+            .filter(|m| tenant.map_or(true, |t| &m.tenant == t))
+            .cloned()
+            .collect())
+    }
+}

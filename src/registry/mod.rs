@@ -1,0 +1,252 @@
+//! The registry: the source of truth for stamps, assignments, the change feed and migration
+//! records.
+//!
+//! [`Registry`] is the trait; [`InMemoryRegistry`] is the embedded default; `PgRegistry`
+//! (feature `postgres`) is the durable one. The conformance suite in `stamps::testing`
+//! (feature `test-util`) checks any implementation, yours included.
+
+pub mod admission;
+mod memory;
+mod signal;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use memory::InMemoryRegistry;
+pub use signal::{ChangeSignal, Changed};
+
+use crate::error::{Error, Result, Subject};
+use crate::model::{
+    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
+    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+};
+
+/// A registry as a trait object.
+pub type DynRegistry = dyn Registry;
+
+/// The source of truth for where tenants live.
+///
+/// # Contract
+/// Every implementation, checked by the conformance suite (`stamps::testing::conformance`):
+/// - **One home**: a tenant has at most one assignment; `assign` on an assigned tenant fails
+///   with [`Error::AlreadyAssigned`].
+/// - **No overbooking**: `assign` and `compare_and_set` check capacity and apply the write
+///   atomically; however many callers race, no stamp exceeds the hard limit of any resource
+///   (usage counts the tenant's demand plus one tenant slot on the serving stamp and on a
+///   migration's shadow stamp). Only `Active` stamps take tenants they do not already hold.
+/// - **Fencing**: every write to an assignment gives it a new epoch, greater than every epoch
+///   the tenant had before (even across unassign and reassign); `compare_and_set` and
+///   `unassign` apply only if the current epoch equals `expected`, else
+///   [`Error::Conflict`].
+/// - **Ordered change feed**: every write to a stamp or an assignment appends exactly one
+///   [`Change`](crate::Change) with the next version; `changes_since(v, n)` returns the first
+///   `n` changes after `v` in version order, and a change with a smaller version never becomes
+///   visible after a larger one has been returned. [`Registry::change_signal`] is notified
+///   after the change is visible.
+/// - **History**: every assignment write appends a [`HistoryEntry`]; entries are never changed.
+/// - **Migration records** are saved with optimistic concurrency on `revision`; at most one
+///   non-terminal migration exists per tenant.
+/// - Failures are mapped to [`Error`] variants; a call that fails has no effect
+///   (`Unavailable` means "did not happen, retry").
+///
+/// # Implementing
+/// Keep each write in one transaction (or under one lock): read the assignment, run
+/// [`admission::check`], write the assignment, usage, history row and change row, bump the
+/// version, commit, then notify the signal. Take the epoch from the change version. Run
+/// `stamps::testing::conformance::run_all` against your implementation.
+///
+/// # Example
+/// ```
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// let cap = Capacity::new([(Resource::Connections, 5000.0)], 0.25)?;
+/// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us-east")?, cap)?).await?;
+/// let acme = TenantSpec::new(TenantId::new("acme")?)
+///     .with_demand(Demand::of([(Resource::Connections, 25.0)])?);
+/// let a = registry.assign(&acme, StampId(1)).await?;
+/// assert_eq!(registry.assignment(acme.id()).await?.map(|x| x.stamp), Some(StampId(1)));
+/// // A stale epoch loses.
+/// let err = registry.compare_and_set(&acme.id, Epoch(a.epoch.0 - 1),
+///     AssignmentChange::move_to(StampId(1))).await.unwrap_err();
+/// assert!(matches!(err, Error::Conflict { .. }));
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait Registry: Debug + Send + Sync + 'static {
+    /// Registers a stamp (in `Provisioning`) or updates an existing stamp's spec, keeping its
+    /// state. Shrinking a limit below current usage fails with
+    /// [`Error::CapacityExceeded`].
+    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp>;
+
+    /// A stamp, if registered.
+    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>>;
+
+    /// Moves a stamp through its lifecycle ([`StampState::can_become`]); decommissioning a
+    /// stamp that still holds tenants fails with [`Error::InvalidInput`].
+    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp>;
+
+    /// Every stamp with its usage.
+    async fn fleet(&self) -> Result<Fleet>;
+
+    /// A tenant's assignment, if it has one.
+    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>>;
+
+    /// Assignments in tenant-id order, starting after `after`, at most `limit` (for warm-up and
+    /// audits).
+    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>>;
+
+    /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity atomically.
+    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment>;
+
+    /// Changes an assignment if its epoch is `expected`; the result has a new, larger epoch.
+    async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange)
+        -> Result<Assignment>;
+
+    /// Removes an assignment if its epoch is `expected`, releasing its capacity.
+    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()>;
+
+    /// A tenant's history, oldest first.
+    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>>;
+
+    /// Up to `limit` changes after `after`, in version order.
+    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch>;
+
+    /// The signal notified after every change becomes visible.
+    fn change_signal(&self) -> ChangeSignal;
+
+    /// Stores a new migration record (given in `Planned`, from
+    /// [`MigrationRecord::planned`]); assigns its id and revision 1. Fails with
+    /// [`Error::AlreadyExists`] while the tenant has a non-terminal migration.
+    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord>;
+
+    /// A migration record.
+    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>>;
+
+    /// Saves a record whose `revision` is the one last read; returns it with the next revision.
+    /// A stale revision fails with [`Error::Conflict`].
+    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord>;
+
+    /// Migration records, all or one tenant's, oldest first.
+    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>>;
+}
+
+/// Conveniences over any [`Registry`], with a blanket implementation.
+///
+/// ```
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// let stamp = registry.put_active_stamp(spec).await?;
+/// assert_eq!(stamp.state, StampState::Active);
+/// assert!(registry.require_assignment(&TenantId::new("nobody")?).await.is_err());
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait RegistryExt: Registry {
+    /// Registers a stamp and makes it `Active` in one call.
+    async fn put_active_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+        let id = spec.id;
+        let stamp = self.put_stamp(spec).await?;
+        if stamp.state == StampState::Active {
+            return Ok(stamp);
+        }
+        self.set_stamp_state(id, StampState::Active).await
+    }
+
+    /// A tenant's assignment, or [`Error::NotFound`].
+    async fn require_assignment(&self, tenant: &TenantId) -> Result<Assignment> {
+        self.assignment(tenant)
+            .await?
+            .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))
+    }
+
+    /// Every assignment, read page by page.
+    async fn all_assignments(&self) -> Result<Vec<Assignment>> {
+        let mut out: Vec<Assignment> = Vec::new();
+        loop {
+            let after = out.last().map(|a| a.tenant().clone());
+            let page = self.assignments(after.as_ref(), 1000).await?;
+            let done = page.len() < 1000;
+            out.extend(page);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl<R: Registry + ?Sized> RegistryExt for R {}
+
+macro_rules! forward_registry {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<R: Registry + ?Sized> Registry for $ty {
+            async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+                (**self).put_stamp(spec).await
+            }
+            async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
+                (**self).stamp(id).await
+            }
+            async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
+                (**self).set_stamp_state(id, state).await
+            }
+            async fn fleet(&self) -> Result<Fleet> {
+                (**self).fleet().await
+            }
+            async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
+                (**self).assignment(tenant).await
+            }
+            async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
+                (**self).assignments(after, limit).await
+            }
+            async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
+                (**self).assign(tenant, stamp).await
+            }
+            async fn compare_and_set(
+                &self,
+                tenant: &TenantId,
+                expected: Epoch,
+                change: AssignmentChange,
+            ) -> Result<Assignment> {
+                (**self).compare_and_set(tenant, expected, change).await
+            }
+            async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
+                (**self).unassign(tenant, expected).await
+            }
+            async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
+                (**self).history(tenant).await
+            }
+            async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
+                (**self).changes_since(after, limit).await
+            }
+            fn change_signal(&self) -> ChangeSignal {
+                (**self).change_signal()
+            }
+            async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
+                (**self).create_migration(record).await
+            }
+            async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
+                (**self).migration(id).await
+            }
+            async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+                (**self).save_migration(record).await
+            }
+            async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
+                (**self).migrations(tenant).await
+            }
+        }
+    };
+}
+
+forward_registry!(Arc<R>);
+forward_registry!(Box<R>);
+
+#[allow(dead_code)]
+fn _object_safe(_: &DynRegistry) {}
