@@ -629,3 +629,228 @@ proptest! {
         let _ = ShuffleSharding::new(n0, n1);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Provisioning signals from a live fleet.
+
+mod signals {
+    use super::*;
+    use stamps::{
+        Capacity, Demand, FakeClock, InMemoryRegistry, Region, Registry, RegistryExt, StampId, StampSpec, StampState,
+        TenantId, TenantSpec, Timestamp,
+    };
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn registry() -> InMemoryRegistry {
+        InMemoryRegistry::builder()
+            .clock(FakeClock::starting_at(Timestamp::from_millis(1_000_000)))
+            .build()
+    }
+
+    async fn stamp(
+        registry: &InMemoryRegistry,
+        id: u32,
+        region: &str,
+        capacity: Capacity,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new(region)?, capacity)?;
+        registry.put_active_stamp(spec).await?;
+        Ok(())
+    }
+
+    async fn fill(registry: &InMemoryRegistry, id: u32, from: u64, to: u64, demand: &Demand) -> TestResult {
+        for i in from..to {
+            let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).with_demand(demand.clone());
+            registry.assign(&tenant, StampId(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// The seed's stamp: the signal appears exactly at the alert threshold of calculation 4,
+    /// for the 2-hour lead time (111) and for the 2-day buffer (102).
+    #[tokio::test]
+    async fn the_signal_fires_at_the_seed_alert_threshold() -> TestResult {
+        for (lead, alert) in [(2 * HOUR, 111u64), (2 * DAY, 102)] {
+            let registry = registry();
+            stamp(
+                &registry,
+                1,
+                "us-east",
+                Capacity::new([(Resource::Tenants, 200.0)], 0.25)?,
+            )
+            .await?;
+            let policy = SignalPolicy::new(0.75, TenantsPerDay(5.0), lead);
+            for n in 0..=150u64 {
+                let fleet = registry.fleet().await?;
+                let report = provisioning_signals(&fleet, &policy)?;
+                assert_eq!(report.stamps[0].tenants, n);
+                assert_eq!(report.stamps[0].room, Some(112u64.saturating_sub(n)));
+                assert_eq!(!report.recommendations.is_empty(), n >= alert, "n = {n}, lead {lead:?}");
+                if let Some(rec) = report.recommendations.first() {
+                    let expected = if n >= 112 {
+                        ProvisionReason::TriggerReached
+                    } else {
+                        ProvisionReason::AlertThresholdReached {
+                            room: 112 - n,
+                            runway: Duration::from_secs_f64((112 - n) as f64 / 5.0 * 86_400.0),
+                        }
+                    };
+                    assert_eq!(rec.reason, expected);
+                    assert!(rec.deadline >= fleet.at);
+                }
+                fill(&registry, 1, n, n + 1, &Demand::default()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bottleneck_room_and_regions() -> TestResult {
+        let registry = registry();
+        let db = |limit| Capacity::new([(Resource::Connections, limit), (Resource::Tenants, 1_000.0)], 0.25);
+        // us-east: two stamps; the second has plenty of room, so the region needs nothing.
+        stamp(&registry, 1, "us-east", db(5_000.0)?).await?;
+        stamp(&registry, 2, "us-east", db(5_000.0)?).await?;
+        // eu-west: one stamp close to its trigger, one draining (its room does not count).
+        stamp(&registry, 3, "eu-west", db(5_000.0)?).await?;
+        stamp(&registry, 4, "eu-west", db(50_000.0)?).await?;
+        // ap-south: only a draining stamp.
+        stamp(&registry, 5, "ap-south", db(5_000.0)?).await?;
+        let demand = Demand::of([(Resource::Connections, 25.0)])?;
+        fill(&registry, 1, 0, 100, &demand).await?;
+        fill(&registry, 3, 0, 110, &demand).await?;
+        registry.set_stamp_state(StampId(4), StampState::Draining).await?;
+        registry.set_stamp_state(StampId(5), StampState::Draining).await?;
+
+        let policy = SignalPolicy::new(0.75, TenantsPerDay(5.0), 2 * DAY);
+        let fleet = registry.fleet().await?;
+        let report = provisioning_signals(&fleet, &policy)?;
+        let s1 = &report.stamps[0];
+        assert_eq!(s1.bottleneck, Some(Resource::Connections));
+        // 2,500 of 3,750 usable connections.
+        assert!((s1.utilization - 2_500.0 / 3_750.0).abs() < 1e-12);
+        // Trigger at 0.75 × 3,750 = 2,812.5 connections = 112.5 tenants of 25: room 12.
+        assert_eq!(s1.room, Some(12));
+        assert_eq!(s1.time_to_trigger, Some(Duration::from_secs_f64(12.0 / 5.0 * 86_400.0)));
+        // An empty stamp has no demand to extrapolate connections from; its tenant slots bound it.
+        assert_eq!(report.stamps[1].room, Some(562)); // ⌊0.75 × 750⌋
+        let regions: Vec<(&str, ProvisionReason)> = report
+            .recommendations
+            .iter()
+            .map(|r| (r.region.as_str(), r.reason))
+            .collect();
+        assert_eq!(
+            regions,
+            [
+                ("ap-south", ProvisionReason::NoAcceptingStamp),
+                (
+                    "eu-west",
+                    ProvisionReason::AlertThresholdReached {
+                        room: 2,
+                        runway: Duration::from_secs_f64(2.0 / 5.0 * 86_400.0)
+                    }
+                ),
+            ]
+        );
+        // eu-west: 2 tenants of room at 5 a day is 9.6 hours, less than the 2-day lead time:
+        // the deadline is now.
+        assert_eq!(report.recommendations[1].deadline, fleet.at);
+
+        // Zero growth in a region silences it; a provisioning stamp counts as room.
+        let quiet = policy
+            .clone()
+            .with_region_growth(Region::new("ap-south")?, TenantsPerDay(0.0));
+        let spec = StampSpec::new(StampId(6), "s6", Region::new("eu-west")?, db(5_000.0)?)?;
+        registry.put_stamp(spec).await?;
+        let report = provisioning_signals(&registry.fleet().await?, &quiet)?;
+        assert!(report.recommendations.is_empty(), "{:?}", report.recommendations);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_policy_input_names_the_argument() -> TestResult {
+        let registry = registry();
+        stamp(
+            &registry,
+            1,
+            "us-east",
+            Capacity::new([(Resource::Tenants, 10.0)], 0.0)?,
+        )
+        .await?;
+        let fleet = registry.fleet().await?;
+        let arg = |p: SignalPolicy| provisioning_signals(&fleet, &p).map(|_| ()).map_err(|e| e.argument());
+        assert_eq!(
+            arg(SignalPolicy::new(0.0, TenantsPerDay(1.0), HOUR)),
+            Err("trigger_utilization")
+        );
+        assert_eq!(
+            arg(SignalPolicy::new(f64::NAN, TenantsPerDay(1.0), HOUR)),
+            Err("trigger_utilization")
+        );
+        assert_eq!(
+            arg(SignalPolicy::new(0.75, TenantsPerDay(-1.0), HOUR)),
+            Err("default_growth")
+        );
+        assert_eq!(
+            arg(SignalPolicy::new(0.75, TenantsPerDay(1.0), HOUR)
+                .with_region_growth(Region::new("eu")?, TenantsPerDay(f64::INFINITY))),
+            Err("region_growth")
+        );
+        // An empty fleet is fine.
+        let empty = stamps::Fleet::default();
+        let report = provisioning_signals(&empty, &SignalPolicy::new(0.75, TenantsPerDay(1.0), HOUR))?;
+        assert!(report.stamps.is_empty() && report.recommendations.is_empty());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// For any single stamp, the signal appears exactly when the tenant count reaches
+        /// `provisioning_thresholds`' alert threshold.
+        #[test]
+        fn signals_agree_with_the_alert_threshold(
+            limit in 1..250u32,
+            headroom_pct in 0..60u32,
+            trigger in 0.05..=1.0f64,
+            growth in 0.1..50.0f64,
+            lead_minutes in 0..(5 * 24 * 60u64),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            runtime.block_on(async {
+                let registry = registry();
+                let capacity = Capacity::new([(Resource::Tenants, f64::from(limit))], f64::from(headroom_pct) / 100.0)
+                    .expect("valid");
+                stamp(&registry, 1, "us-east", capacity.clone()).await.expect("stamp");
+                let usable = capacity.soft_limit(&Resource::Tenants).map_or(0, |a| a.as_milli() / 1000);
+                let lead = Duration::from_secs(lead_minutes * 60);
+                let policy = SignalPolicy::new(trigger, TenantsPerDay(growth), lead);
+                let t = provisioning_thresholds(usable, trigger, TenantsPerDay(growth), lead).expect("valid");
+                for n in 0..=usable {
+                    let report = provisioning_signals(&registry.fleet().await.expect("fleet"), &policy).expect("valid");
+                    prop_assert_eq!(!report.recommendations.is_empty(), n >= t.alert, "n = {}, {:?}", n, t);
+                    fill(&registry, 1, n, n + 1, &Demand::default()).await.expect("fill");
+                }
+                Ok(())
+            })?;
+        }
+
+        #[test]
+        fn provisioning_signals_never_panic(trigger in any_f64(), growth in any_f64(), regional in any_f64(), lead in any_duration()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let fleet = runtime.block_on(async {
+                let registry = registry();
+                stamp(&registry, 1, "us-east", Capacity::new([(Resource::Tenants, 5.0), (Resource::Memory, 1.0)], 0.5).expect("valid"))
+                    .await.expect("stamp");
+                stamp(&registry, 2, "eu", Capacity::new([(Resource::Tenants, 0.001)], 0.999).expect("valid"))
+                    .await.expect("stamp");
+                fill(&registry, 1, 0, 3, &Demand::of([(Resource::Memory, 0.3)]).expect("valid")).await.expect("fill");
+                registry.fleet().await.expect("fleet")
+            });
+            let policy = SignalPolicy::new(trigger, TenantsPerDay(growth), lead)
+                .with_region_growth(Region::new("eu").expect("valid"), TenantsPerDay(regional));
+            let _ = provisioning_signals(&fleet, &policy);
+        }
+    }
+}

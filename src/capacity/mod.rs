@@ -80,6 +80,7 @@ mod fleet;
 mod num;
 mod provisioning;
 mod resilience;
+mod signals;
 mod sizing;
 mod units;
 
@@ -88,6 +89,9 @@ pub use error::CapacityError;
 pub use fleet::{apportion, regional_fleet, stamps_needed, RegionPlan, SHARE_TOLERANCE};
 pub use provisioning::{provisioning_thresholds, time_until, ProvisioningThresholds};
 pub use resilience::{binomial, fraction_affected, min_stamps_for_blast_radius, RestoreModel, ShuffleSharding};
+pub use signals::{
+    provisioning_signals, ProvisionNewStamp, ProvisionReason, ProvisioningReport, SignalPolicy, StampSignal,
+};
 pub use sizing::{
     peak_load, servers_needed, tenants_per_stamp, ResourceFit, ResourceLimit, ServerPlan, TenantCapacity,
 };
