@@ -733,8 +733,10 @@ mod signals {
         // Trigger at 0.75 × 3,750 = 2,812.5 connections = 112.5 tenants of 25: room 12.
         assert_eq!(s1.room, Some(12));
         assert_eq!(s1.time_to_trigger, Some(Duration::from_secs_f64(12.0 / 5.0 * 86_400.0)));
-        // An empty stamp has no demand to extrapolate connections from; its tenant slots bound it.
-        assert_eq!(report.stamps[1].room, Some(562)); // ⌊0.75 × 750⌋
+        // An empty stamp takes the fleet's 25 connections per tenant: 150 tenants, trigger 112.
+        assert_eq!(report.stamps[1].room, Some(112));
+        assert_eq!(report.stamps[1].bottleneck, Some(Resource::Connections));
+        assert_eq!(report.stamps[1].utilization, 0.0);
         let regions: Vec<(&str, ProvisionReason)> = report
             .recommendations
             .iter()

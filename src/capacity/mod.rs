@@ -32,7 +32,7 @@
 //! | Blast radius | [`min_stamps_for_blast_radius`], [`fraction_affected`] | `⌈1 / max_fraction⌉`; `failed / stamps` | stamps; fraction of tenants |
 //! | Recovery time | [`RestoreModel`] | `⌊(rto − overhead) × throughput / data_per_tenant⌋` | s × bytes/s ÷ bytes |
 //! | Shuffle sharding | [`ShuffleSharding`], [`binomial`] | `C(n, k)` exact; `1 / C(n, k)`; hypergeometric overlap | shards; probabilities |
-//! | Live signals | [`provisioning_signals`] | bottleneck utilization; `(trigger − load) / growth`; deadline = time to trigger − lead time | fraction; days; [`Duration`](std::time::Duration) |
+//! | Live signals | [`provisioning_signals`] | room = `⌊⌊soft_limit / demand⌋ × trigger⌋ − tenants`; time to trigger = `room / growth`; signal when `room ≤ ⌈growth × lead_time⌉`; deadline = `at + room / growth − lead_time` | tenants; [`Duration`](std::time::Duration); [`Timestamp`](crate::Timestamp) |
 //!
 //! # Rounding
 //!

@@ -99,8 +99,9 @@ pub struct StampSignal {
     pub state: StampState,
     /// Tenants served or reserved.
     pub tenants: u64,
-    /// The resource with the highest utilization of its soft limit; `None` for a stamp
-    /// without limits.
+    /// The resource that binds: the one leaving the least [`room`](Self::room), ties going to
+    /// the highest utilization of its soft limit (for a stamp whose tenants all look alike,
+    /// the two agree). `None` for a stamp without limits.
     pub bottleneck: Option<Resource>,
     /// Usage of the bottleneck over its soft limit (`limit × (1 − headroom)`); 0 without
     /// limits. 1.0 means placement considers the stamp full.
@@ -110,8 +111,9 @@ pub struct StampSignal {
     /// tenants, as [`tenants_per_stamp`](super::tenants_per_stamp) computes it, then the
     /// trigger as [`provisioning_thresholds`](super::provisioning_thresholds) does), at least
     /// 0, the smallest over resources. Demand per tenant is 1 for [`Resource::Tenants`] and the
-    /// stamp's average (usage / tenants) otherwise. `None` when nothing bounds the stamp: no
-    /// limits, or only resources that no tenant uses yet.
+    /// stamp's average (usage / tenants) otherwise, or the fleet's average for a stamp without
+    /// tenants. `None` when nothing bounds the stamp: no limits, or only resources that no
+    /// tenant uses.
     pub room: Option<u64>,
     /// Time until the trigger if the region's growth all landed on this stamp (as with
     /// fill-first placement): `room / growth`. `None` with zero growth or unbounded room.
@@ -166,11 +168,13 @@ pub struct ProvisioningReport {
 
 /// Reads provisioning signals off a fleet snapshot.
 ///
-/// For every stamp: its bottleneck (the resource with the highest usage over its soft
-/// limit), that utilization, its room before the trigger in whole tenants, and the time for
+/// For every stamp: its bottleneck (the resource leaving the least room before the trigger,
+/// which for alike tenants is the one with the highest usage over its soft limit), that
+/// resource's utilization, its room before the trigger in whole tenants, and the time for
 /// its region's growth to fill that room. Resources other than [`Resource::Tenants`] are
-/// converted to tenants with the stamp's average demand per tenant (usage / tenants), that
-/// is, new tenants are assumed to look like the current ones.
+/// converted to tenants with the stamp's average demand per tenant (usage / tenants; for an
+/// empty stamp, the fleet's average), that is, new tenants are assumed to look like the
+/// current ones.
 ///
 /// Then per region: `Active` and `Provisioning` stamps contribute their room (a stamp being
 /// provisioned is the answer to an earlier signal, so it silences the next one); `Draining`
@@ -235,12 +239,13 @@ pub fn provisioning_signals(fleet: &Fleet, policy: &SignalPolicy) -> Result<Prov
 
     // Per region: summed room of stamps taking tenants (None = unbounded), and whether any
     // stamp takes tenants at all.
+    let fleet_demand = fleet_average_demand(fleet);
     let mut regions: BTreeMap<&Region, (Option<u64>, bool)> = BTreeMap::new();
     let mut stamps = Vec::with_capacity(fleet.stamps.len());
     for load in &fleet.stamps {
         let region = &load.stamp.spec.region;
         let growth = policy.growth_for(region).0;
-        let signal = stamp_signal(load, trigger, growth);
+        let signal = stamp_signal(load, trigger, growth, &fleet_demand);
         let entry = regions.entry(region).or_insert((Some(0), false));
         if matches!(load.stamp.state, StampState::Active | StampState::Provisioning) {
             entry.1 = true;
@@ -293,39 +298,73 @@ fn days(d: f64) -> Duration {
     Duration::try_from_secs_f64(d * SECONDS_PER_DAY).unwrap_or(Duration::MAX)
 }
 
-fn stamp_signal(load: &StampLoad, trigger: f64, growth: f64) -> StampSignal {
+/// Average demand per tenant of every resource, in thousandths, over all stamps with tenants.
+fn fleet_average_demand(fleet: &Fleet) -> BTreeMap<&Resource, f64> {
+    let mut totals: BTreeMap<&Resource, (f64, f64)> = BTreeMap::new();
+    for load in &fleet.stamps {
+        let tenants = load.tenants();
+        if tenants == 0 {
+            continue;
+        }
+        for (resource, amount) in load.usage.iter() {
+            let entry = totals.entry(resource).or_insert((0.0, 0.0));
+            entry.0 += amount.as_milli() as f64;
+            entry.1 += tenants as f64;
+        }
+    }
+    totals
+        .into_iter()
+        .filter(|(_, (used, _))| *used > 0.0)
+        .map(|(resource, (used, tenants))| (resource, used / tenants))
+        .collect()
+}
+
+fn stamp_signal(load: &StampLoad, trigger: f64, growth: f64, fleet_demand: &BTreeMap<&Resource, f64>) -> StampSignal {
     let capacity = &load.stamp.spec.capacity;
     let tenants = load.tenants();
-    let mut bottleneck: Option<(&Resource, f64)> = None;
-    let mut room: Option<u64> = None;
+    // The binding resource: the smallest room, then the highest utilization, then the first
+    // in resource order. Resources without a room estimate bind only if none has one.
+    let mut bottleneck: Option<(&Resource, f64, Option<u64>)> = None;
     for (resource, limit) in capacity.limits().iter() {
         // Thousandths of a unit; a soft limit of zero counts as one thousandth so that the
         // ratio stays finite (the stamp is full either way).
         let soft = capacity.headroom().soft_limit(limit).as_milli().max(1) as f64;
         let used = load.usage.get(resource).as_milli() as f64;
         let utilization = used / soft;
-        if bottleneck.map_or(true, |(_, best)| utilization > best) {
-            bottleneck = Some((resource, utilization));
-        }
         let per_tenant = if *resource == Resource::Tenants {
-            1_000.0
-        } else if tenants > 0 && used > 0.0 {
-            used / tenants as f64
+            Some(1_000.0)
+        } else if tenants > 0 {
+            // None when this stamp's tenants do not use the resource.
+            (used > 0.0).then(|| used / tenants as f64)
         } else {
-            // No tenant uses it yet: no basis to say how fast it fills.
-            continue;
+            // An empty stamp: assume tenants like the fleet's, if any tenant uses it.
+            fleet_demand.get(resource).copied()
         };
         // As `tenants_per_stamp` then `provisioning_thresholds`: whole tenants that fit the
         // soft limit, then the trigger as a whole number of them. Both ratios are finite and
         // not NaN (soft, used and per_tenant are finite, per_tenant > 0); the fallbacks only
         // catch counts beyond u64.
-        let fit = num::floor_count("usage", soft / per_tenant).unwrap_or(u64::MAX);
-        let at_trigger = num::floor_count("usage", fit as f64 * trigger)
-            .unwrap_or(u64::MAX)
-            .min(fit);
-        let fits = at_trigger.saturating_sub(tenants);
-        room = Some(room.map_or(fits, |r| r.min(fits)));
+        let room = per_tenant.map(|per_tenant| {
+            let fit = num::floor_count("usage", soft / per_tenant).unwrap_or(u64::MAX);
+            let at_trigger = num::floor_count("usage", fit as f64 * trigger)
+                .unwrap_or(u64::MAX)
+                .min(fit);
+            at_trigger.saturating_sub(tenants)
+        });
+        let binds = match bottleneck {
+            None => true,
+            Some((_, best_utilization, best_room)) => match (room, best_room) {
+                (Some(r), Some(b)) => r < b || (r == b && utilization > best_utilization),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => utilization > best_utilization,
+            },
+        };
+        if binds {
+            bottleneck = Some((resource, utilization, room));
+        }
     }
+    let room = bottleneck.and_then(|(_, _, room)| room);
     let time_to_trigger = match room {
         Some(room) if growth > 0.0 => Some(days(room as f64 / growth)),
         _ => None,
@@ -335,8 +374,8 @@ fn stamp_signal(load: &StampLoad, trigger: f64, growth: f64) -> StampSignal {
         region: load.stamp.spec.region.clone(),
         state: load.stamp.state,
         tenants,
-        bottleneck: bottleneck.map(|(r, _)| r.clone()),
-        utilization: bottleneck.map_or(0.0, |(_, u)| u),
+        bottleneck: bottleneck.map(|(r, _, _)| r.clone()),
+        utilization: bottleneck.map_or(0.0, |(_, u, _)| u),
         room,
         time_to_trigger,
     }
