@@ -1,6 +1,7 @@
 //! A whole capacity plan from the seed guide's inputs: the five calculations of its "Math &
 //! Calculations" section, the Q4 sizing figures and the shuffle-sharding figures, printed as
-//! labelled tables.
+//! labelled tables; then provisioning signals read off a small live fleet held in an
+//! in-memory registry.
 //!
 //! ```text
 //! cargo run --example capacity_plan
@@ -14,12 +15,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use stamps::capacity::{
-    apportion, fleet_economics, fraction_affected, min_stamps_for_blast_radius, peak_load, provisioning_thresholds,
-    regional_fleet, servers_needed, stamps_needed, tenants_per_stamp, Bytes, BytesPerSecond, Headroom, LineItem, Money,
-    RequestsPerSecond, Resource, ResourceLimit, RestoreModel, RevenueTarget, ShuffleSharding, StampCost, TenantsPerDay,
+    apportion, fleet_economics, fraction_affected, min_stamps_for_blast_radius, peak_load, provisioning_signals,
+    provisioning_thresholds, regional_fleet, servers_needed, stamps_needed, tenants_per_stamp, Bytes, BytesPerSecond,
+    Headroom, LineItem, Money, ProvisionReason, RequestsPerSecond, Resource, ResourceLimit, RestoreModel,
+    RevenueTarget, ShuffleSharding, SignalPolicy, StampCost, TenantsPerDay,
+};
+use stamps::{
+    Capacity, Demand, InMemoryRegistry, Region, Registry, RegistryExt, StampId, StampSpec, StampState, TenantId,
+    TenantSpec,
 };
 
-/// The plan's inputs; [`Inputs::SEED`] holds the seed guide's figures.
+/// The plan's inputs; [`Inputs::seed`] holds the seed guide's figures.
 #[derive(Debug, Clone)]
 struct Inputs {
     db_connections: f64,
@@ -475,6 +481,98 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
             &format!("P(tenant loses any stamp | {failed} fail)"),
             &percent(shards.tenant_impact_probability(failed)?),
         ]);
+    }
+    t.print();
+
+    live_fleet_signals(inputs, &db, growth)
+}
+
+/// A small live fleet in an in-memory registry, read back as provisioning signals.
+fn live_fleet_signals(inputs: &Inputs, db: &ResourceLimit, growth: TenantsPerDay) -> Result<(), Box<dyn Error>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let fleet = runtime.block_on(async {
+        let registry = InMemoryRegistry::new();
+        let capacity = Capacity::new([(Resource::Connections, db.capacity)], inputs.headroom)?;
+        let demand = Demand::of([(Resource::Connections, db.per_tenant / db.pooling)])?;
+        // (stamp, region, state, tenants)
+        let layout = [
+            (1, "us-east", StampState::Active, 105),
+            (2, "us-east", StampState::Active, 40),
+            (3, "eu-west", StampState::Active, 111),
+            (4, "ap-south", StampState::Active, 112),
+            (5, "ap-south", StampState::Draining, 90),
+        ];
+        for (id, region, state, tenants) in layout {
+            let spec = StampSpec::new(
+                StampId(id),
+                format!("{region}-{id}"),
+                Region::new(region)?,
+                capacity.clone(),
+            )?;
+            registry.put_active_stamp(spec).await?;
+            for i in 0..tenants {
+                let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).with_demand(demand.clone());
+                registry.assign(&tenant, StampId(id)).await?;
+            }
+            if state != StampState::Active {
+                registry.set_stamp_state(StampId(id), state).await?;
+            }
+        }
+        registry.fleet().await
+    })?;
+
+    let policy = SignalPolicy::new(inputs.trigger_utilization, growth, inputs.lead_time);
+    let report = provisioning_signals(&fleet, &policy)?;
+    let mut t = Table::new(
+        format!(
+            "9. Live fleet signals (trigger {}, {growth} per region, lead time {})",
+            percent(inputs.trigger_utilization),
+            hours(inputs.lead_time)
+        ),
+        &[
+            "stamp",
+            "region",
+            "state",
+            "tenants",
+            "bottleneck",
+            "utilization",
+            "room",
+            "time to trigger",
+        ],
+    );
+    for s in &report.stamps {
+        t.row(&[
+            &s.stamp,
+            &s.region,
+            &s.state,
+            &s.tenants,
+            &s.bottleneck.as_ref().map_or("-".to_string(), |r| r.to_string()),
+            &percent(s.utilization),
+            &s.room.map_or("-".to_string(), |r| r.to_string()),
+            &s.time_to_trigger.map_or("never".to_string(), hours),
+        ]);
+    }
+    t.print();
+    let mut t = Table::new("9b. Recommendations", &["region", "action", "reason", "start by"]);
+    for rec in &report.recommendations {
+        let reason = match rec.reason {
+            ProvisionReason::TriggerReached => "trigger reached".to_string(),
+            ProvisionReason::AlertThresholdReached { room, runway } => {
+                format!("{room} tenant(s) of room, full in {}", hours(runway))
+            }
+            ProvisionReason::NoAcceptingStamp => "no stamp takes tenants".to_string(),
+            _ => "other".to_string(),
+        };
+        let start = rec.deadline.saturating_since(report.at);
+        let start = if start.is_zero() {
+            "now".to_string()
+        } else {
+            format!("in {}", hours(start))
+        };
+        t.row(&[&rec.region, &"ProvisionNewStamp", &reason, &start]);
+    }
+    if report.recommendations.is_empty() {
+        t.row(&[&"-", &"none", &"", &""]);
     }
     t.print();
     Ok(())

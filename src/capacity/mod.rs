@@ -44,8 +44,8 @@
 //! - allocations of money (cost per tenant) round **half up** to the cent;
 //! - apportionments use the **largest remainder**, so the parts add up to the total.
 //!
-//! Before rounding, a float result within one part in 10^9 of a whole number (relative,
-//! with an absolute floor of 10^-9 and a cap of 10^-3) is taken as that whole number. Decimal
+//! Before rounding, a float result within one part in 10^12 of a whole number (relative,
+//! with an absolute floor of 10^-12 and a cap of 10^-6) is taken as that whole number. Decimal
 //! inputs are not exact in binary floating point (`0.1 × 3 × 10` is `3.0000000000000004`),
 //! and without this a planner would lose a tenant, or buy a server, to representation error.
 //! The slack grows with the value, so rounding stays monotone: more capacity never yields

@@ -7,9 +7,9 @@ const U64_LIMIT: f64 = 18_446_744_073_709_551_616.0;
 
 /// How close (relative, with a floor of 1) a float must be to a whole number to be taken as
 /// that number before rounding. See the module docs, "Rounding".
-pub(crate) const SNAP_RELATIVE: f64 = 1e-9;
+pub(crate) const SNAP_RELATIVE: f64 = 1e-12;
 
-/// Slack around a whole number: `1e-9 * clamp(|x|, 1, 1e6)`, so at most `1e-3`, non-decreasing
+/// Slack around a whole number: `1e-12 * clamp(|x|, 1, 1e6)`, so at most `1e-6`, non-decreasing
 /// in `|x|` (which keeps the rounding functions monotone).
 fn snap(x: f64) -> f64 {
     SNAP_RELATIVE * x.abs().clamp(1.0, 1e6)
