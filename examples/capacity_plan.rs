@@ -220,6 +220,19 @@ fn group(n: u64) -> String {
     out
 }
 
+/// A quantity with thousands separators when it is whole, as is otherwise.
+fn qty(x: f64) -> String {
+    if x.fract() == 0.0 && (0.0..1e15).contains(&x) {
+        group(x as u64)
+    } else {
+        x.to_string()
+    }
+}
+
+fn rps(x: RequestsPerSecond) -> String {
+    format!("{} rps", qty(x.get()))
+}
+
 fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     let headroom = Headroom::from_fraction(inputs.headroom)?;
     let growth = TenantsPerDay(inputs.growth_per_day);
@@ -247,10 +260,10 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     for fit in &stamp.per_resource {
         t.row(&[
             &fit.resource,
-            &inputs.db_connections,
-            &inputs.connections_per_tenant,
+            &qty(inputs.db_connections),
+            &qty(inputs.connections_per_tenant),
             &format!("x{}", inputs.pooling),
-            &fit.usable,
+            &qty(fit.usable),
             &fit.tenants_without_headroom,
             &fit.tenants,
         ]);
@@ -274,9 +287,9 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     let servers = servers_needed(peak, RequestsPerSecond(inputs.rps_per_server), headroom)?;
     let mut t = Table::new("2. Application servers per stamp", &["figure", "value"]);
     t.row(&[&"tenants", &stamp.tenants])
-        .row(&[&"peak per tenant", &RequestsPerSecond(inputs.rps_per_tenant)])
-        .row(&[&"total peak load", &peak])
-        .row(&[&"capacity per server", &RequestsPerSecond(inputs.rps_per_server)])
+        .row(&[&"peak per tenant", &rps(RequestsPerSecond(inputs.rps_per_tenant))])
+        .row(&[&"total peak load", &rps(peak)])
+        .row(&[&"capacity per server", &rps(RequestsPerSecond(inputs.rps_per_server))])
         .row(&[&"servers at 100% utilization", &servers.at_full_utilization])
         .row(&[
             &format!("servers with {} headroom", percent(inputs.headroom)),
