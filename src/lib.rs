@@ -4,6 +4,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod error;
+pub mod integrations;
 pub mod model;
 pub mod registry;
 pub mod time;
