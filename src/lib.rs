@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod error;
+pub mod integrations;
 pub mod model;
 pub mod registry;
 pub mod time;

@@ -1,8 +1,8 @@
-//! The registry conformance suite: every [`Registry`] implementation, the crate's own and
+//! The registry conformance suite: every [`Registry`](crate::Registry) implementation, the crate's own and
 //! yours, runs the same list of cases.
 //!
 //! Each case is a `pub async fn` taking a fresh, empty registry as `&DynRegistry` and panicking
-//! (like `assert!`) when the registry breaks the [`Registry`] contract. [`CASES`] lists them
+//! (like `assert!`) when the registry breaks the [`Registry`](crate::Registry) contract. [`CASES`] lists them
 //! all with their names; [`run_all`] runs each against a new registry from your factory.
 //!
 //! Races run as many concurrent futures on one task: for a registry whose calls suspend on
