@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod capacity;
 pub mod error;
 pub mod health;
+pub mod integrations;
 pub mod model;
 pub mod registry;
 pub mod router;
