@@ -292,7 +292,7 @@ fn concurrent(c: &mut Criterion) {
                 let start = Instant::now();
                 let readers: Vec<_> = (0..threads)
                     .map(|t| {
-                        let (router, keys, seq) = (router.clone(), keys.clone(), seq.clone());
+                        let (router, seq) = (router.clone(), seq.clone());
                         std::thread::spawn(move || {
                             let mut i = t * 7919;
                             for _ in 0..per {
@@ -331,7 +331,7 @@ fn concurrent(c: &mut Criterion) {
                 let start = Instant::now();
                 let readers: Vec<_> = (0..threads)
                     .map(|t| {
-                        let (locked, keys, seq) = (locked.clone(), keys.clone(), seq.clone());
+                        let (locked, seq) = (locked.clone(), seq.clone());
                         std::thread::spawn(move || {
                             let mut i = t * 7919;
                             for _ in 0..per {

@@ -11,6 +11,9 @@ use super::{HealthReport, HealthSource};
 use crate::model::{HealthStatus, Stamp, StampId};
 use crate::time::{Clock, SystemClock};
 
+/// What each stamp was set to, with the reason.
+type Settings = HashMap<StampId, (HealthStatus, Option<Arc<str>>)>;
+
 /// A health source whose answers are set by hand: for tests and for operators who need a kill
 /// switch ("take stamp 7 out of rotation now"). Unset stamps are healthy. Clones share state.
 ///
@@ -32,7 +35,7 @@ use crate::time::{Clock, SystemClock};
 /// ```
 #[derive(Clone)]
 pub struct StaticHealth {
-    map: Arc<RwLock<HashMap<StampId, (HealthStatus, Option<Arc<str>>)>>>,
+    map: Arc<RwLock<Settings>>,
     clock: Arc<dyn Clock>,
 }
 

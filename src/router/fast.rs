@@ -331,3 +331,96 @@ impl FastTable {
         self.len.store(0, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::router::table::Key;
+
+    fn key(i: u8) -> Words {
+        match Key::parse(&format!("t{i}")) {
+            Ok(Key::Short(w)) => w,
+            _ => [0; 3],
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert(u8, u64),
+        Remove(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..40, 0u64..20).prop_map(|(k, e)| Op::Upsert(k, e)),
+            1 => (0u8..40).prop_map(Op::Remove),
+        ]
+    }
+
+    proptest! {
+        /// Model-based: without hitting the bound, the table answers like a map that keeps the
+        /// largest epoch; the length matches; removals and graves never hide other keys.
+        #[test]
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..200)) {
+            let seeds = Seeds::random();
+            let table = FastTable::new(64);
+            let mut model: HashMap<u8, u64> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Upsert(k, e) => {
+                        let data = SlotData { epoch: e, fetched: e, stamp: u32::from(k), meta: 0 };
+                        let w = key(k);
+                        let up = table.upsert(&w, seeds.hash(&w), data);
+                        let cur = model.get(&k).copied();
+                        match cur {
+                            Some(old) if old > e => prop_assert_eq!(up, Upsert::Kept),
+                            Some(_) => prop_assert_eq!(up, Upsert::Replaced),
+                            None => prop_assert_eq!(up, Upsert::Inserted { evicted: false }),
+                        }
+                        if cur.is_none_or_le(e) {
+                            model.insert(k, e);
+                        }
+                    }
+                    Op::Remove(k) => {
+                        let w = key(k);
+                        prop_assert_eq!(table.remove(&w, seeds.hash(&w)), model.remove(&k).is_some());
+                    }
+                }
+                prop_assert_eq!(table.len(), model.len());
+                for k in 0u8..40 {
+                    let w = key(k);
+                    let got = table.get(&w, seeds.hash(&w)).map(|d| (d.epoch, d.stamp));
+                    prop_assert_eq!(got, model.get(&k).map(|e| (*e, u32::from(k))));
+                }
+            }
+        }
+
+        /// At the bound, inserts evict: the table never holds more than `max_entries`, and the
+        /// newest insert is always found.
+        #[test]
+        fn bound_holds(keys in proptest::collection::vec(0u8..200, 1..300)) {
+            let seeds = Seeds::random();
+            let table = FastTable::new(16);
+            for (t, k) in keys.into_iter().enumerate() {
+                let w = key(k);
+                let data = SlotData { epoch: 1, fetched: t as u64, stamp: 1, meta: 0 };
+                table.upsert(&w, seeds.hash(&w), data);
+                prop_assert!(table.len() <= 16);
+                prop_assert!(table.get(&w, seeds.hash(&w)).is_some());
+            }
+        }
+    }
+
+    trait LeExt {
+        fn is_none_or_le(self, e: u64) -> bool;
+    }
+    impl LeExt for Option<u64> {
+        fn is_none_or_le(self, e: u64) -> bool {
+            self.map_or(true, |old| old <= e)
+        }
+    }
+}

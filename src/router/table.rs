@@ -452,7 +452,7 @@ impl Batch<'_> {
         let hash = self.table.hash(key);
         let ix = self.table.index(hash);
         let bound = self.table.per_shard;
-        let hasher = self.table.hasher.clone();
+        let hasher = self.table.hasher;
         self.shard(ix).upsert(&hasher, tenant, key, hash, data, mode, bound)
     }
 
@@ -472,6 +472,40 @@ impl Batch<'_> {
         for (ix, shard) in self.staged {
             if let Some(s) = self.table.shards.get(ix) {
                 s.store(Arc::new(shard));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9][a-z0-9._-]{0,30}",
+            "[a-zA-Z0-9._/ \\x00-]{0,30}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// The fast parser accepts exactly what `TenantId::validate` accepts, and keeps the text.
+        #[test]
+        fn parse_agrees_with_validate(text in id_text()) {
+            let parsed = Key::parse(&text);
+            prop_assert_eq!(parsed.is_ok(), TenantId::validate(&text).is_ok());
+            match parsed {
+                Ok(Key::Short(w)) => {
+                    prop_assert!(text.len() <= INLINE);
+                    prop_assert_eq!(words_text(&w), Some(text.clone()));
+                }
+                Ok(Key::Long(t)) => {
+                    prop_assert!(text.len() > INLINE);
+                    prop_assert_eq!(t, text.as_str());
+                }
+                Err(e) => prop_assert_eq!(Err(e), TenantId::validate(&text)),
             }
         }
     }
