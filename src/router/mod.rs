@@ -769,7 +769,6 @@ impl<R: Registry + ?Sized> Router<R> {
     /// ```
     pub async fn warm_up(&self) -> Result<usize, Error> {
         self.pin_cursor().await?;
-        self.load_stamps().await?;
         self.shared.warmed.store(true, Ordering::Release);
         self.load_all().await
     }
@@ -831,8 +830,9 @@ impl<R: Registry + ?Sized> Router<R> {
         Ok(fleet.stamps.len())
     }
 
-    /// Sets the cursor to the feed's head the first time the router follows the feed, and
-    /// invalidates whatever was cached before (those entries were loaded without the feed).
+    /// Sets the cursor to the feed's head the first time the router follows the feed, reads
+    /// the stamps' endpoints, and invalidates whatever was cached before (those entries were
+    /// loaded without the feed).
     async fn pin_cursor(&self) -> Result<(), Error> {
         let sh = &*self.shared;
         if sh.cursor_set.load(Ordering::Acquire) {
@@ -847,6 +847,8 @@ impl<R: Registry + ?Sized> Router<R> {
                 return Err(e);
             }
         };
+        // Stamp changes after `start` come through the feed; the rest from the fleet.
+        self.load_stamps().await?;
         sh.cursor.fetch_max(start, Ordering::AcqRel);
         sh.cursor_set.store(true, Ordering::Release);
         self.invalidate_all();
@@ -956,7 +958,9 @@ impl<R: Registry + ?Sized> Router<R> {
 
     /// Names a standby stamp for an active-active tenant: while the tenant's own stamp is
     /// unhealthy and failover is on ([`RouterBuilder::failover`]), routes go to the standby
-    /// (if it is healthy) with `failed_over_from` set. `None` removes the standby.
+    /// (if it is healthy) with `failed_over_from` set. `None` removes the standby. The
+    /// standby's endpoint is known once the router has read the stamps
+    /// ([`Router::load_stamps`], [`Router::warm_up`] or [`Router::sync`]).
     ///
     /// ```
     /// use stamps::health::HealthTable;

@@ -1,0 +1,393 @@
+//! Router behaviour: single-flight, TTL, negative cache, stale-if-error, change-feed
+//! invalidation, warm-up, the follower task and resynchronisation after feed truncation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{registry_with_stamps, tid, TestRegistry};
+use stamps::router::{RouteError, Router};
+use stamps::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hundred_concurrent_resolves_make_one_registry_call() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = TestRegistry::gated(inner, gate.clone());
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let router = router.clone();
+            tokio::spawn(async move { router.resolve("acme").await })
+        })
+        .collect();
+    // Let the callers pile up behind the held registry read, then release it.
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1_000);
+    for t in tasks {
+        let route = t.await.unwrap().unwrap();
+        assert_eq!((route.stamp, route.epoch), (StampId(1), a.epoch));
+        assert_eq!(route.endpoint, Some("https://s1.internal"));
+    }
+    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(router.stats().misses, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_hands_over_to_a_waiter() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = TestRegistry::gated(inner, gate.clone());
+    let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
+
+    let leader = {
+        let router = router.clone();
+        tokio::spawn(async move { router.resolve("acme").await })
+    };
+    while registry.assignment_calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiter = {
+        let router = router.clone();
+        tokio::spawn(async move { router.resolve("acme").await })
+    };
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    let _ = leader.await;
+    gate.add_permits(10);
+    let route = waiter.await.unwrap().unwrap();
+    assert_eq!(route.stamp, StampId(1));
+    assert_eq!(registry.assignment_calls(), 2);
+}
+
+#[tokio::test]
+async fn routes_expire_after_the_ttl() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let registry = TestRegistry::new(inner);
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    assert_eq!(router.config().ttl, Duration::from_secs(60));
+
+    router.resolve("acme").await.unwrap();
+    clock.advance(Duration::from_millis(59_999));
+    assert!(router.route("acme").is_ok());
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(router.route("acme"), Err(RouteError::Miss));
+    router.resolve("acme").await.unwrap();
+    assert_eq!(registry.assignment_calls(), 2);
+    let s = router.stats();
+    assert_eq!((s.hits, s.misses), (1, 3));
+}
+
+#[tokio::test]
+async fn unknown_tenants_are_cached_briefly_and_bounded() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    let registry = TestRegistry::new(inner.clone());
+    let router = Router::builder(registry.clone())
+        .clock(clock.clone())
+        .negative_ttl(Duration::from_secs(5))
+        .max_negative(100)
+        .build()
+        .unwrap();
+
+    assert_eq!(router.resolve("ghost").await, Err(RouteError::UnknownTenant));
+    assert_eq!(router.route("ghost"), Err(RouteError::UnknownTenant));
+    assert_eq!(router.resolve("ghost").await, Err(RouteError::UnknownTenant));
+    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(router.stats().negative_hits, 2);
+
+    // The tenant appears: the negative entry lives out its TTL, then the route is found.
+    inner.assign(&TenantSpec::new(tid("ghost")), StampId(1)).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(router.resolve("ghost").await.unwrap().stamp, StampId(1));
+
+    // A flood of random ids stays within the bound.
+    for i in 0..1_000 {
+        let _ = router.resolve(&format!("random-{i}")).await;
+    }
+    assert!(router.stats().evictions >= 800, "{:?}", router.stats());
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_flagged_routes_up_to_the_limit() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let registry = TestRegistry::new(inner);
+    let router = Router::builder(registry.clone())
+        .clock(clock.clone())
+        .stale_if_error(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    router.resolve("acme").await.unwrap();
+
+    registry.set_failing(true);
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(router.route("acme"), Err(RouteError::Miss)); // not known to be down yet
+    let stale = router.resolve("acme").await.unwrap();
+    assert!(stale.stale);
+    assert_eq!(stale.stamp, StampId(1));
+    // Now known to be down: the sync path serves stale too, flagged.
+    assert!(router.route("acme").unwrap().stale);
+    // An unknown tenant cannot be served at all.
+    assert_eq!(router.resolve("other").await, Err(RouteError::Unavailable));
+    // Past the maximum staleness: unavailable.
+    clock.advance(Duration::from_secs(240));
+    assert_eq!(router.resolve("acme").await, Err(RouteError::Unavailable));
+    // Recovery: fresh again.
+    registry.set_failing(false);
+    let fresh = router.resolve("acme").await.unwrap();
+    assert!(!fresh.stale);
+    let s = router.stats();
+    assert!(s.stale_serves >= 2 && s.registry_errors >= 3, "{s:?}");
+}
+
+#[tokio::test]
+async fn without_stale_if_error_a_down_registry_means_unavailable() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let registry = TestRegistry::new(inner);
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    router.resolve("acme").await.unwrap();
+    registry.set_failing(true);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(router.resolve("acme").await, Err(RouteError::Unavailable));
+}
+
+#[tokio::test]
+async fn change_events_replace_entries_at_once_and_never_go_back() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 3).await;
+    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    router.sync().await.unwrap();
+    router.resolve("acme").await.unwrap();
+
+    // Dual-write, then cutover: each change shows up as soon as it is applied.
+    let b = registry
+        .compare_and_set(a.tenant(), a.epoch, AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(2) }))
+        .await
+        .unwrap();
+    router.sync().await.unwrap();
+    let r = router.route("acme").unwrap();
+    assert_eq!((r.epoch, r.shadow(), r.shadow_endpoint), (b.epoch, Some(StampId(2)), Some("https://s2.internal")));
+    let until = clock.now() + Duration::from_secs(2);
+    let c = registry
+        .compare_and_set(a.tenant(), b.epoch, AssignmentChange::set_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until }))
+        .await
+        .unwrap();
+    router.sync().await.unwrap();
+    let r = router.route("acme").unwrap();
+    assert!(!r.writes_allowed());
+    assert_eq!(r.retry_after(clock.now()), Some(Duration::from_secs(2)));
+    let d = registry.compare_and_set(a.tenant(), c.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    router.sync().await.unwrap();
+    let r = router.route("acme").unwrap();
+    assert_eq!((r.stamp, r.epoch, r.mode, r.endpoint), (StampId(2), d.epoch, AssignmentMode::Serving, Some("https://s2.internal")));
+
+    // Replaying old changes does not bring an older epoch back.
+    let old = registry.changes_since(Version::ZERO, 100).await.unwrap();
+    router.apply_batch(&old.changes);
+    assert_eq!(router.route("acme").unwrap().epoch, d.epoch);
+
+    // Unassignment: the tenant becomes unknown.
+    registry.unassign(a.tenant(), d.epoch).await.unwrap();
+    router.sync().await.unwrap();
+    assert_eq!(router.route("acme"), Err(RouteError::UnknownTenant));
+    assert!(router.stats().invalidations >= 4);
+}
+
+#[tokio::test]
+async fn an_assignment_ends_a_negative_entry() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 1).await;
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    router.sync().await.unwrap();
+    assert_eq!(router.resolve("newco").await, Err(RouteError::UnknownTenant));
+    registry.assign(&TenantSpec::new(tid("newco")), StampId(1)).await.unwrap();
+    router.sync().await.unwrap();
+    assert_eq!(router.route("newco").unwrap().stamp, StampId(1));
+}
+
+#[tokio::test]
+async fn warm_up_loads_everything_and_tracks_new_tenants() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 2).await;
+    for i in 0..2_500 {
+        registry
+            .assign(&TenantSpec::new(tid(&format!("t{i}"))), StampId(1 + i % 2))
+            .await
+            .unwrap();
+    }
+    let long = "a-tenant-with-an-id-longer-than-twenty-four-bytes";
+    registry.assign(&TenantSpec::new(tid(long)), StampId(2)).await.unwrap();
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    assert_eq!(router.warm_up().await.unwrap(), 2_501);
+    assert_eq!(router.len(), 2_501);
+    for i in (0..2_500).step_by(97) {
+        assert_eq!(router.route(&format!("t{i}")).unwrap().stamp, StampId(1 + i % 2));
+    }
+    assert_eq!(router.route(long).unwrap().endpoint, Some("https://s2.internal"));
+    // A warmed router tracks tenants it never saw once their change is applied.
+    registry.assign(&TenantSpec::new(tid("fresh")), StampId(2)).await.unwrap();
+    router.sync().await.unwrap();
+    assert_eq!(router.route("fresh").unwrap().stamp, StampId(2));
+}
+
+#[tokio::test]
+async fn a_truncated_feed_invalidates_everything_and_resynchronises() {
+    let clock = FakeClock::new();
+    let registry = InMemoryRegistry::builder().clock(clock.clone()).change_retention(4).build();
+    let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0).unwrap();
+    for id in 1..=2 {
+        registry
+            .put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap.clone()).unwrap())
+            .await
+            .unwrap();
+    }
+    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    router.sync().await.unwrap();
+    router.resolve("acme").await.unwrap();
+    // More changes than the feed retains, among them a move of acme.
+    let moved = registry.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    for i in 0..10 {
+        registry.assign(&TenantSpec::new(tid(&format!("filler{i}"))), StampId(1)).await.unwrap();
+    }
+    router.sync().await.unwrap();
+    assert_eq!(router.route("acme"), Err(RouteError::Miss)); // invalidated, not stale
+    let r = router.resolve("acme").await.unwrap();
+    assert_eq!((r.stamp, r.epoch), (StampId(2), moved.epoch));
+}
+
+#[tokio::test]
+async fn unhealthy_stamp_fails_fast_and_others_are_unaffected() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 2).await;
+    registry.assign(&TenantSpec::new(tid("a1")), StampId(1)).await.unwrap();
+    registry.assign(&TenantSpec::new(tid("b2")), StampId(2)).await.unwrap();
+    let health = stamps::health::HealthTable::new();
+    let router = Router::builder(registry).clock(clock.clone()).health(health.clone()).build().unwrap();
+    router.resolve("a1").await.unwrap();
+    router.resolve("b2").await.unwrap();
+    let since = clock.now();
+    health.set(StampId(1), HealthStatus::Unhealthy, since, Some("db down"));
+    assert_eq!(router.route("a1"), Err(RouteError::StampUnavailable { stamp: StampId(1), since }));
+    assert_eq!(router.resolve("a1").await, Err(RouteError::StampUnavailable { stamp: StampId(1), since }));
+    assert_eq!(router.route("b2").unwrap().stamp, StampId(2));
+    // Degraded is still routable.
+    health.set(StampId(1), HealthStatus::Degraded, since, Some("slow"));
+    assert!(router.route("a1").is_ok());
+    assert_eq!(router.stats().stamp_unavailable, 2);
+}
+
+#[tokio::test]
+async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 3).await;
+    for t in ["pay", "shop"] {
+        registry.assign(&TenantSpec::new(tid(t)), StampId(1)).await.unwrap();
+    }
+    let health = stamps::health::HealthTable::new();
+    let off = Router::builder(registry.clone()).clock(clock.clone()).health(health.clone()).build().unwrap();
+    let on = Router::builder(registry).clock(clock.clone()).health(health.clone()).failover(true).build().unwrap();
+    for r in [&off, &on] {
+        r.resolve("pay").await.unwrap();
+        r.resolve("shop").await.unwrap();
+        r.set_standby("pay", Some(StampId(3))).unwrap();
+        r.load_stamps().await.unwrap();
+    }
+    health.set(StampId(1), HealthStatus::Unhealthy, clock.now(), None);
+    assert!(matches!(off.route("pay"), Err(RouteError::StampUnavailable { .. })));
+    let r = on.route("pay").unwrap();
+    assert_eq!((r.stamp, r.failed_over_from, r.endpoint), (StampId(3), Some(StampId(1)), Some("https://s3.internal")));
+    assert!(matches!(on.route("shop"), Err(RouteError::StampUnavailable { .. }))); // no standby
+    // An unhealthy standby is no escape.
+    health.set(StampId(3), HealthStatus::Unhealthy, clock.now(), None);
+    assert!(matches!(on.route("pay"), Err(RouteError::StampUnavailable { .. })));
+}
+
+#[tokio::test]
+async fn invalid_text_is_rejected_without_touching_the_registry() {
+    let clock = FakeClock::new();
+    let registry = TestRegistry::new(registry_with_stamps(&clock, 1).await);
+    let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
+    for bad in ["", "Acme", "../x", "a b", &"a".repeat(129), "-lead", "tab\t"] {
+        assert!(matches!(router.route(bad), Err(RouteError::InvalidTenant(_))), "{bad:?}");
+        assert!(matches!(router.resolve(bad).await, Err(RouteError::InvalidTenant(_))), "{bad:?}");
+    }
+    assert_eq!(registry.assignment_calls(), 0);
+}
+
+#[tokio::test]
+async fn the_size_bound_evicts() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 1).await;
+    let router = Router::builder(registry).clock(clock).max_entries(100).build().unwrap();
+    router
+        .preload((0..1_000).map(|i| (format!("t{i}"), StampId(1), Epoch(1), AssignmentMode::Serving)))
+        .unwrap();
+    assert!(router.len() <= 100, "{}", router.len());
+    assert!(router.route("t999").is_ok());
+    assert!(router.stats().evictions >= 900);
+}
+
+#[test]
+fn configuration_is_validated() {
+    let bad = [
+        RouterConfig::default().with_ttl(Duration::ZERO),
+        RouterConfig::default().with_negative_ttl(Duration::ZERO),
+        RouterConfig::default().with_max_entries(0),
+        RouterConfig::default().with_stale_if_error(Duration::from_secs(1)),
+        RouterConfig::default().with_tick(Duration::from_secs(3600)),
+    ];
+    for c in bad {
+        assert!(Router::builder(InMemoryRegistry::new()).config(c.clone()).build().is_err(), "{c:?}");
+    }
+    assert!(RouterConfig::default().validate().is_ok());
+}
+
+#[test]
+fn router_works_over_trait_objects() {
+    let shared: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
+    let a: Router<dyn Registry> = Router::from_arc(shared.clone());
+    let b: Router<Arc<dyn Registry>> = Router::new(shared);
+    a.preload([("x", StampId(1), Epoch(1), AssignmentMode::Serving)]).unwrap();
+    b.preload([("x", StampId(2), Epoch(1), AssignmentMode::Serving)]).unwrap();
+    assert_eq!(a.route("x").unwrap().stamp, StampId(1));
+    assert_eq!(b.route("x").unwrap().stamp, StampId(2));
+}
+
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn the_follower_applies_changes_without_being_asked() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 2).await;
+    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    router.warm_up().await.unwrap();
+    let follower = router.spawn_follower();
+    let moved = registry.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    // Wait (bounded) for the follower to apply it; no timing is asserted.
+    for _ in 0..10_000 {
+        if router.cursor() >= Version(moved.epoch.0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(router.route("acme").unwrap().epoch, moved.epoch);
+    drop(follower);
+}
