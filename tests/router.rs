@@ -36,7 +36,9 @@ async fn hundred_concurrent_resolves_make_one_registry_call() {
         assert_eq!(route.endpoint, Some("https://s1.internal"));
     }
     assert_eq!(registry.assignment_calls(), 1);
-    assert_eq!(router.stats().misses, 100);
+    let s = router.stats();
+    assert_eq!(s.misses + s.hits, 100, "{s:?}"); // late callers find it cached
+    assert!(s.misses >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,7 +61,7 @@ pub use stats::RouterStats;
 use self::fast::FastTable;
 use self::flight::{Flights, Join};
 use self::stats::{Counter, Stats};
-use self::table::{Key, Shard, SlotData, Table, Upsert, GEN_MASK, HAS_MODE, TOMBSTONE};
+use self::table::{Key, SlotData, Table, Upsert, GEN_MASK, HAS_MODE, TOMBSTONE};
 use crate::error::Error;
 use crate::health::HealthTable;
 use crate::model::{Assignment, AssignmentMode, Change, ChangeKind, Epoch, StampId, TenantId, TenantIdError, Version};
@@ -87,8 +87,10 @@ thread_local! {
     static STAMP_VIEWS: std::cell::RefCell<Vec<CachedView>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Modes of tenants whose slot has the `HAS_MODE` flag.
-type ModeMap = HashMap<Box<str>, AssignmentMode, foldhash::fast::RandomState>;
+/// Modes of tenants whose slot has the `HAS_MODE` flag, with the epoch they belong to (a
+/// reader uses the mode only if its epoch is the slot's, so it never pairs one write's
+/// epoch with another write's mode).
+type ModeMap = HashMap<Box<str>, (u64, AssignmentMode), foldhash::fast::RandomState>;
 
 /// Known stamps and their endpoints.
 #[derive(Default)]
@@ -1071,7 +1073,7 @@ impl<'a> Writes<'a> {
         data.meta &= !HAS_MODE;
         if mode != AssignmentMode::Serving {
             // The mode first, then the flag that sends readers to it.
-            sh.set_mode(tenant, Some(mode));
+            sh.set_mode(tenant, Some((data.epoch, mode)));
             data.meta |= HAS_MODE;
         }
         let up = sh.fast.upsert(&w, hash, data);
@@ -1200,21 +1202,71 @@ impl Shared {
         let now = self.now_ms();
         match key {
             Key::Short(ref k) => {
-                let w = *k;
-                if let Some(d) = self.fast.get(&w, self.fast_hash(&w)) {
-                    return self.answer(None, tenant, d, now, count);
+                if let Some((d, mode)) = self.fast_entry(tenant, k) {
+                    return self.answer(mode, tenant, d, now, count);
                 }
             }
             Key::Long(_) => {
-                let hash = self.table.hash(&key);
-                if let Some(shard) = self.table.load(self.table.index(hash)) {
-                    if let Some(d) = shard.get(&key, hash) {
-                        return self.answer(Some(&shard), tenant, d, now, count);
-                    }
+                if let Some((d, mode)) = self.long_entry(tenant, &key) {
+                    return self.answer(mode, tenant, d, now, count);
                 }
             }
         }
         self.negative_lookup(&key, now, count)
+    }
+
+    /// A consistent entry of the fast table: slot and mode of the same write. Only tenants in
+    /// dual-write or frozen mode look further than the slot; one that keeps racing writes to
+    /// that very tenant (a writer descheduled between the two stores) finally reads under the
+    /// writer lock, which no write holds for long.
+    #[inline]
+    fn fast_entry(&self, tenant: &str, w: &fast::Words) -> Option<(SlotData, AssignmentMode)> {
+        let hash = self.fast_hash(w);
+        let d = self.fast.get(w, hash)?;
+        if !d.has_mode() {
+            return Some((d, AssignmentMode::Serving));
+        }
+        self.fast_entry_with_mode(tenant, w, hash, d)
+    }
+
+    #[cold]
+    fn fast_entry_with_mode(
+        &self,
+        tenant: &str,
+        w: &fast::Words,
+        hash: u64,
+        mut d: SlotData,
+    ) -> Option<(SlotData, AssignmentMode)> {
+        for _ in 0..64 {
+            if !d.has_mode() {
+                return Some((d, AssignmentMode::Serving));
+            }
+            match self.modes.load().get(tenant) {
+                Some((epoch, mode)) if *epoch == d.epoch => return Some((d, *mode)),
+                _ => std::hint::spin_loop(),
+            }
+            d = self.fast.get(w, hash)?;
+        }
+        let _w = self.writer.lock();
+        let d = self.fast.get(w, hash)?;
+        let mode = match self.modes.load().get(tenant) {
+            Some((epoch, mode)) if d.has_mode() && *epoch == d.epoch => *mode,
+            _ => AssignmentMode::Serving,
+        };
+        Some((d, mode))
+    }
+
+    /// An entry of the long-id table (slot and mode come from one shard snapshot).
+    fn long_entry(&self, tenant: &str, key: &Key<'_>) -> Option<(SlotData, AssignmentMode)> {
+        let hash = self.table.hash(key);
+        let shard = self.table.load(self.table.index(hash))?;
+        let d = shard.get(key, hash)?;
+        let mode = if d.has_mode() {
+            shard.mode(tenant)
+        } else {
+            AssignmentMode::Serving
+        };
+        Some((d, mode))
     }
 
     #[inline]
@@ -1222,16 +1274,8 @@ impl Shared {
         self.fast_seeds.hash(w)
     }
 
-    /// The mode of an entry with `HAS_MODE` (from its shard for long ids).
-    fn mode_of(&self, shard: Option<&Shard>, tenant: &str) -> AssignmentMode {
-        match shard {
-            Some(s) => s.mode(tenant),
-            None => self.modes.load().get(tenant).copied().unwrap_or(AssignmentMode::Serving),
-        }
-    }
-
     /// Records (or clears) a fast-table tenant's mode (writer lock held).
-    fn set_mode(&self, tenant: &str, mode: Option<AssignmentMode>) {
+    fn set_mode(&self, tenant: &str, mode: Option<(u64, AssignmentMode)>) {
         let current = self.modes.load();
         if current.get(tenant).copied() == mode {
             return;
@@ -1272,7 +1316,7 @@ impl Shared {
     #[inline(always)]
     fn answer(
         &self,
-        shard: Option<&Shard>,
+        mode: AssignmentMode,
         tenant: &str,
         d: SlotData,
         now: u64,
@@ -1296,11 +1340,6 @@ impl Shared {
         } else {
             return Err(RouteError::Miss);
         };
-        let mode = if d.has_mode() {
-            self.mode_of(shard, tenant)
-        } else {
-            AssignmentMode::Serving
-        };
         let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, stale);
         if count {
             match r {
@@ -1322,24 +1361,12 @@ impl Shared {
 
     /// The route after a failed registry read: the cached entry, flagged stale, if allowed.
     fn stale_route(&self, tenant: &str, key: &Key<'_>, now: u64) -> Result<Route, RouteError> {
-        let (entry, shard) = match key {
-            Key::Short(k) => {
-                let w = *k;
-                (self.fast.get(&w, self.fast_hash(&w)), None)
-            }
-            Key::Long(_) => {
-                let hash = self.table.hash(key);
-                let shard = self.table.load(self.table.index(hash));
-                (shard.as_ref().and_then(|s| s.get(key, hash)), shard)
-            }
+        let entry = match key {
+            Key::Short(k) => self.fast_entry(tenant, k),
+            Key::Long(_) => self.long_entry(tenant, key),
         };
         match entry {
-            Some(d) if !d.is_tombstone() && self.may_serve_stale(d.fetched, now) => {
-                let mode = if d.has_mode() {
-                    self.mode_of(shard.as_deref().map(|s| &**s), tenant)
-                } else {
-                    AssignmentMode::Serving
-                };
+            Some((d, mode)) if !d.is_tombstone() && self.may_serve_stale(d.fetched, now) => {
                 let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, true);
                 if r.is_ok() {
                     self.stats.incr(Counter::StaleServe);
