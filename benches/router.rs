@@ -4,7 +4,8 @@
 //! cargo bench --bench router -- --warm-up-time 1 --measurement-time 3
 //! STAMPS_BENCH_SIZES=10000000 STAMPS_BENCH_SKIP_MOKA=1 cargo bench --bench router -- --warm-up-time 1 --measurement-time 3
 //! ```
-//! Sizes default to 10k and 1M tenants (`STAMPS_BENCH_SIZES` is a comma-separated list).
+//! Sizes default to 10k and 1M tenants (`STAMPS_BENCH_SIZES` is a comma-separated list;
+//! `STAMPS_BENCH_FLOOR_ONLY=1` measures only the router and the bare map, for 10M).
 //! Keys are 16-byte tenant ids; lookups follow a uniform or a Zipf (s = 1) mix. Bytes per
 //! entry are measured with a counting global allocator and printed as `memory:` lines.
 
@@ -179,6 +180,11 @@ fn lookups(c: &mut Criterion) {
                     black_box(map.get(&seq[i * 16..i * 16 + 16]).copied())
                 })
             });
+        }
+
+        if std::env::var("STAMPS_BENCH_FLOOR_ONLY").is_ok() {
+            g.finish();
+            continue;
         }
 
         // RwLock<HashMap>.

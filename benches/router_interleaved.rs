@@ -131,7 +131,10 @@ fn main() {
                 }
             }
             let (r, h) = (median(r), median(h));
-            print!("interleaved n={n} mix={mix}: router {r:.1} ns, std HashMap+foldhash {h:.1} ns, router/hashmap {:.2}", r / h);
+            print!(
+                "interleaved n={n} mix={mix}: router {r:.1} ns, std HashMap+foldhash {h:.1} ns, router/hashmap {:.2}",
+                r / h
+            );
             if !m.is_empty() {
                 let m = median(m);
                 print!(", moka {m:.1} ns, moka/router {:.1}", m / r);

@@ -17,8 +17,8 @@ pub mod time;
 pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
+pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
 pub use model::*;
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
-pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
 pub use router::{Route, RouteError, Router, RouterConfig, RouterStats};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};

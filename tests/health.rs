@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::{registry_with_stamps, tid};
 use proptest::prelude::*;
-use stamps::health::{AggregateHealth, HealthMonitor, HealthReport, HealthSource, HealthTable, Hysteresis, StaticHealth};
+use stamps::health::{
+    AggregateHealth, HealthMonitor, HealthReport, HealthSource, HealthTable, Hysteresis, StaticHealth,
+};
 use stamps::router::{RouteError, Router};
 use stamps::*;
 
@@ -114,10 +116,19 @@ async fn an_unhealthy_stamp_fails_only_its_own_tenants() {
         assert_eq!(router.route("b").is_err(), expect_down, "round {round}");
     }
     let since = clock.now();
-    assert_eq!(router.route("b"), Err(RouteError::StampUnavailable { stamp: StampId(2), since }));
+    assert_eq!(
+        router.route("b"),
+        Err(RouteError::StampUnavailable {
+            stamp: StampId(2),
+            since
+        })
+    );
     assert_eq!(router.route("a").unwrap().stamp, StampId(1));
     assert_eq!(router.route("c").unwrap().stamp, StampId(3));
-    assert_eq!(monitor.table().get(StampId(2)).unwrap().reason.as_deref(), Some("connection refused"));
+    assert_eq!(
+        monitor.table().get(StampId(2)).unwrap().reason.as_deref(),
+        Some("connection refused")
+    );
 
     // Recovery takes two good checks in a row; a relapse in between resets the count.
     probes.clear(StampId(2));
@@ -137,7 +148,13 @@ async fn aggregate_reports_the_worst_source() {
     let a = StaticHealth::new();
     let b = StaticHealth::new();
     let all = AggregateHealth::new().with(a.clone()).with(Arc::new(b.clone()));
-    let spec = StampSpec::new(StampId(4), "s4", Region::new("eu").unwrap(), Capacity::new([(Resource::Tenants, 1.0)], 0.0).unwrap()).unwrap();
+    let spec = StampSpec::new(
+        StampId(4),
+        "s4",
+        Region::new("eu").unwrap(),
+        Capacity::new([(Resource::Tenants, 1.0)], 0.0).unwrap(),
+    )
+    .unwrap();
     let stamp = Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO);
     assert_eq!(all.check(&stamp).await.status, HealthStatus::Healthy);
     b.set(StampId(4), HealthStatus::Degraded, "slow");
@@ -157,7 +174,11 @@ fn the_table_is_shared_and_readable_from_many_threads() {
         let table = table.clone();
         std::thread::spawn(move || {
             for i in 0..2_000u64 {
-                let status = if i % 2 == 0 { HealthStatus::Unhealthy } else { HealthStatus::Healthy };
+                let status = if i % 2 == 0 {
+                    HealthStatus::Unhealthy
+                } else {
+                    HealthStatus::Healthy
+                };
                 table.set(StampId((i % 8) as u32), status, Timestamp::from_millis(i), None);
             }
         })
@@ -182,7 +203,11 @@ fn the_table_is_shared_and_readable_from_many_threads() {
     // The last write for each stamp wins.
     for s in 0..8u32 {
         let last = (0..2_000u64).filter(|i| i % 8 == u64::from(s)).max().unwrap();
-        let want = if last % 2 == 0 { HealthStatus::Unhealthy } else { HealthStatus::Healthy };
+        let want = if last % 2 == 0 {
+            HealthStatus::Unhealthy
+        } else {
+            HealthStatus::Healthy
+        };
         assert_eq!(table.status(StampId(s)), want);
     }
     table.remove(StampId(0));

@@ -173,32 +173,60 @@ async fn without_stale_if_error_a_down_registry_means_unavailable() {
 async fn change_events_replace_entries_at_once_and_never_go_back() {
     let clock = FakeClock::new();
     let registry = registry_with_stamps(&clock, 3).await;
-    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let a = registry
+        .assign(&TenantSpec::new(tid("acme")), StampId(1))
+        .await
+        .unwrap();
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     router.sync().await.unwrap();
     router.resolve("acme").await.unwrap();
 
     // Dual-write, then cutover: each change shows up as soon as it is applied.
     let b = registry
-        .compare_and_set(a.tenant(), a.epoch, AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(2) }))
+        .compare_and_set(
+            a.tenant(),
+            a.epoch,
+            AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(2) }),
+        )
         .await
         .unwrap();
     router.sync().await.unwrap();
     let r = router.route("acme").unwrap();
-    assert_eq!((r.epoch, r.shadow(), r.shadow_endpoint), (b.epoch, Some(StampId(2)), Some("https://s2.internal")));
+    assert_eq!(
+        (r.epoch, r.shadow(), r.shadow_endpoint),
+        (b.epoch, Some(StampId(2)), Some("https://s2.internal"))
+    );
     let until = clock.now() + Duration::from_secs(2);
     let c = registry
-        .compare_and_set(a.tenant(), b.epoch, AssignmentChange::set_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until }))
+        .compare_and_set(
+            a.tenant(),
+            b.epoch,
+            AssignmentChange::set_mode(AssignmentMode::Frozen {
+                shadow: Some(StampId(2)),
+                until,
+            }),
+        )
         .await
         .unwrap();
     router.sync().await.unwrap();
     let r = router.route("acme").unwrap();
     assert!(!r.writes_allowed());
     assert_eq!(r.retry_after(clock.now()), Some(Duration::from_secs(2)));
-    let d = registry.compare_and_set(a.tenant(), c.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    let d = registry
+        .compare_and_set(a.tenant(), c.epoch, AssignmentChange::move_to(StampId(2)))
+        .await
+        .unwrap();
     router.sync().await.unwrap();
     let r = router.route("acme").unwrap();
-    assert_eq!((r.stamp, r.epoch, r.mode, r.endpoint), (StampId(2), d.epoch, AssignmentMode::Serving, Some("https://s2.internal")));
+    assert_eq!(
+        (r.stamp, r.epoch, r.mode, r.endpoint),
+        (
+            StampId(2),
+            d.epoch,
+            AssignmentMode::Serving,
+            Some("https://s2.internal")
+        )
+    );
 
     // Replaying old changes does not bring an older epoch back.
     let old = registry.changes_since(Version::ZERO, 100).await.unwrap();
@@ -219,7 +247,10 @@ async fn an_assignment_ends_a_negative_entry() {
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     router.sync().await.unwrap();
     assert_eq!(router.resolve("newco").await, Err(RouteError::UnknownTenant));
-    registry.assign(&TenantSpec::new(tid("newco")), StampId(1)).await.unwrap();
+    registry
+        .assign(&TenantSpec::new(tid("newco")), StampId(1))
+        .await
+        .unwrap();
     router.sync().await.unwrap();
     assert_eq!(router.route("newco").unwrap().stamp, StampId(1));
 }
@@ -244,7 +275,10 @@ async fn warm_up_loads_everything_and_tracks_new_tenants() {
     }
     assert_eq!(router.route(long).unwrap().endpoint, Some("https://s2.internal"));
     // A warmed router tracks tenants it never saw once their change is applied.
-    registry.assign(&TenantSpec::new(tid("fresh")), StampId(2)).await.unwrap();
+    registry
+        .assign(&TenantSpec::new(tid("fresh")), StampId(2))
+        .await
+        .unwrap();
     router.sync().await.unwrap();
     assert_eq!(router.route("fresh").unwrap().stamp, StampId(2));
 }
@@ -252,22 +286,36 @@ async fn warm_up_loads_everything_and_tracks_new_tenants() {
 #[tokio::test]
 async fn a_truncated_feed_invalidates_everything_and_resynchronises() {
     let clock = FakeClock::new();
-    let registry = InMemoryRegistry::builder().clock(clock.clone()).change_retention(4).build();
+    let registry = InMemoryRegistry::builder()
+        .clock(clock.clone())
+        .change_retention(4)
+        .build();
     let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0).unwrap();
     for id in 1..=2 {
         registry
-            .put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap.clone()).unwrap())
+            .put_active_stamp(
+                StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap.clone()).unwrap(),
+            )
             .await
             .unwrap();
     }
-    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let a = registry
+        .assign(&TenantSpec::new(tid("acme")), StampId(1))
+        .await
+        .unwrap();
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     router.sync().await.unwrap();
     router.resolve("acme").await.unwrap();
     // More changes than the feed retains, among them a move of acme.
-    let moved = registry.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    let moved = registry
+        .compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)))
+        .await
+        .unwrap();
     for i in 0..10 {
-        registry.assign(&TenantSpec::new(tid(&format!("filler{i}"))), StampId(1)).await.unwrap();
+        registry
+            .assign(&TenantSpec::new(tid(&format!("filler{i}"))), StampId(1))
+            .await
+            .unwrap();
     }
     router.sync().await.unwrap();
     assert_eq!(router.route("acme"), Err(RouteError::Miss)); // invalidated, not stale
@@ -282,13 +330,29 @@ async fn unhealthy_stamp_fails_fast_and_others_are_unaffected() {
     registry.assign(&TenantSpec::new(tid("a1")), StampId(1)).await.unwrap();
     registry.assign(&TenantSpec::new(tid("b2")), StampId(2)).await.unwrap();
     let health = stamps::health::HealthTable::new();
-    let router = Router::builder(registry).clock(clock.clone()).health(health.clone()).build().unwrap();
+    let router = Router::builder(registry)
+        .clock(clock.clone())
+        .health(health.clone())
+        .build()
+        .unwrap();
     router.resolve("a1").await.unwrap();
     router.resolve("b2").await.unwrap();
     let since = clock.now();
     health.set(StampId(1), HealthStatus::Unhealthy, since, Some("db down"));
-    assert_eq!(router.route("a1"), Err(RouteError::StampUnavailable { stamp: StampId(1), since }));
-    assert_eq!(router.resolve("a1").await, Err(RouteError::StampUnavailable { stamp: StampId(1), since }));
+    assert_eq!(
+        router.route("a1"),
+        Err(RouteError::StampUnavailable {
+            stamp: StampId(1),
+            since
+        })
+    );
+    assert_eq!(
+        router.resolve("a1").await,
+        Err(RouteError::StampUnavailable {
+            stamp: StampId(1),
+            since
+        })
+    );
     assert_eq!(router.route("b2").unwrap().stamp, StampId(2));
     // Degraded is still routable.
     health.set(StampId(1), HealthStatus::Degraded, since, Some("slow"));
@@ -304,8 +368,17 @@ async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
         registry.assign(&TenantSpec::new(tid(t)), StampId(1)).await.unwrap();
     }
     let health = stamps::health::HealthTable::new();
-    let off = Router::builder(registry.clone()).clock(clock.clone()).health(health.clone()).build().unwrap();
-    let on = Router::builder(registry).clock(clock.clone()).health(health.clone()).failover(true).build().unwrap();
+    let off = Router::builder(registry.clone())
+        .clock(clock.clone())
+        .health(health.clone())
+        .build()
+        .unwrap();
+    let on = Router::builder(registry)
+        .clock(clock.clone())
+        .health(health.clone())
+        .failover(true)
+        .build()
+        .unwrap();
     for r in [&off, &on] {
         r.resolve("pay").await.unwrap();
         r.resolve("shop").await.unwrap();
@@ -315,9 +388,12 @@ async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
     health.set(StampId(1), HealthStatus::Unhealthy, clock.now(), None);
     assert!(matches!(off.route("pay"), Err(RouteError::StampUnavailable { .. })));
     let r = on.route("pay").unwrap();
-    assert_eq!((r.stamp, r.failed_over_from, r.endpoint), (StampId(3), Some(StampId(1)), Some("https://s3.internal")));
+    assert_eq!(
+        (r.stamp, r.failed_over_from, r.endpoint),
+        (StampId(3), Some(StampId(1)), Some("https://s3.internal"))
+    );
     assert!(matches!(on.route("shop"), Err(RouteError::StampUnavailable { .. }))); // no standby
-    // An unhealthy standby is no escape.
+                                                                                   // An unhealthy standby is no escape.
     health.set(StampId(3), HealthStatus::Unhealthy, clock.now(), None);
     assert!(matches!(on.route("pay"), Err(RouteError::StampUnavailable { .. })));
 }
@@ -328,8 +404,14 @@ async fn invalid_text_is_rejected_without_touching_the_registry() {
     let registry = TestRegistry::new(registry_with_stamps(&clock, 1).await);
     let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
     for bad in ["", "Acme", "../x", "a b", &"a".repeat(129), "-lead", "tab\t"] {
-        assert!(matches!(router.route(bad), Err(RouteError::InvalidTenant(_))), "{bad:?}");
-        assert!(matches!(router.resolve(bad).await, Err(RouteError::InvalidTenant(_))), "{bad:?}");
+        assert!(
+            matches!(router.route(bad), Err(RouteError::InvalidTenant(_))),
+            "{bad:?}"
+        );
+        assert!(
+            matches!(router.resolve(bad).await, Err(RouteError::InvalidTenant(_))),
+            "{bad:?}"
+        );
     }
     assert_eq!(registry.assignment_calls(), 0);
 }
@@ -357,7 +439,13 @@ fn configuration_is_validated() {
         RouterConfig::default().with_tick(Duration::from_secs(3600)),
     ];
     for c in bad {
-        assert!(Router::builder(InMemoryRegistry::new()).config(c.clone()).build().is_err(), "{c:?}");
+        assert!(
+            Router::builder(InMemoryRegistry::new())
+                .config(c.clone())
+                .build()
+                .is_err(),
+            "{c:?}"
+        );
     }
     assert!(RouterConfig::default().validate().is_ok());
 }
@@ -367,8 +455,10 @@ fn router_works_over_trait_objects() {
     let shared: Arc<dyn Registry> = Arc::new(InMemoryRegistry::new());
     let a: Router<dyn Registry> = Router::from_arc(shared.clone());
     let b: Router<Arc<dyn Registry>> = Router::new(shared);
-    a.preload([("x", StampId(1), Epoch(1), AssignmentMode::Serving)]).unwrap();
-    b.preload([("x", StampId(2), Epoch(1), AssignmentMode::Serving)]).unwrap();
+    a.preload([("x", StampId(1), Epoch(1), AssignmentMode::Serving)])
+        .unwrap();
+    b.preload([("x", StampId(2), Epoch(1), AssignmentMode::Serving)])
+        .unwrap();
     assert_eq!(a.route("x").unwrap().stamp, StampId(1));
     assert_eq!(b.route("x").unwrap().stamp, StampId(2));
 }
@@ -378,11 +468,17 @@ fn router_works_over_trait_objects() {
 async fn the_follower_applies_changes_without_being_asked() {
     let clock = FakeClock::new();
     let registry = registry_with_stamps(&clock, 2).await;
-    let a = registry.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let a = registry
+        .assign(&TenantSpec::new(tid("acme")), StampId(1))
+        .await
+        .unwrap();
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     router.warm_up().await.unwrap();
     let follower = router.spawn_follower();
-    let moved = registry.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2))).await.unwrap();
+    let moved = registry
+        .compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)))
+        .await
+        .unwrap();
     // Wait (bounded) for the follower to apply it; no timing is asserted.
     for _ in 0..10_000 {
         if router.cursor() >= Version(moved.epoch.0) {

@@ -132,7 +132,9 @@ async fn newest_applied(inner: &InMemoryRegistry, pinned: Version, cursor: Versi
         .iter()
         .filter(|c| c.version <= cursor && c.tenant().is_some_and(|x| x.as_str() == name(t)))
         .map(|c| match &c.kind {
-            ChangeKind::Assignment { assignment: Some(a), .. } => a.epoch.0,
+            ChangeKind::Assignment {
+                assignment: Some(a), ..
+            } => a.epoch.0,
             _ => c.version.0,
         })
         .max()
@@ -166,7 +168,10 @@ async fn check(
     );
     if route.stale {
         prop_assert!(
-            registry.flags.last_call_failed.load(std::sync::atomic::Ordering::SeqCst),
+            registry
+                .flags
+                .last_call_failed
+                .load(std::sync::atomic::Ordering::SeqCst),
             "stale route while the registry answers"
         );
     } else {

@@ -38,7 +38,14 @@ fn mode_of(epoch: u64) -> AssignmentMode {
 
 fn change(i: u64, epoch: u64) -> Change {
     let spec = TenantSpec::new(TenantId::new(&tenant(i)).unwrap());
-    let a = Assignment::new(spec, stamp_of(epoch), Epoch(epoch), mode_of(epoch), Timestamp::ZERO, Timestamp::ZERO);
+    let a = Assignment::new(
+        spec,
+        stamp_of(epoch),
+        Epoch(epoch),
+        mode_of(epoch),
+        Timestamp::ZERO,
+        Timestamp::ZERO,
+    );
     Change::new(
         Version(epoch),
         Timestamp::ZERO,
@@ -74,7 +81,11 @@ fn stress(duration: Duration) {
                         Err(e) => panic!("tenant {}: {e:?}", names[i as usize]),
                     };
                     let e = route.epoch.0;
-                    assert!(e >= last[i as usize], "tenant {i}: epoch went back from {} to {e}", last[i as usize]);
+                    assert!(
+                        e >= last[i as usize],
+                        "tenant {i}: epoch went back from {} to {e}",
+                        last[i as usize]
+                    );
                     assert_eq!(route.stamp, stamp_of(e), "torn route {route:?}");
                     assert_eq!(route.mode, mode_of(e), "torn route {route:?}");
                     last[i as usize] = e;
@@ -106,12 +117,18 @@ fn stress(duration: Duration) {
         r.join().unwrap();
     }
     let reads = reads.load(Ordering::Relaxed);
-    assert!(reads > 10_000 && writes > 1_000, "too little happened: {reads} reads, {writes} writes");
+    assert!(
+        reads > 10_000 && writes > 1_000,
+        "too little happened: {reads} reads, {writes} writes"
+    );
 }
 
 #[test]
 fn two_readers_and_a_writer_never_see_an_epoch_go_back() {
-    let secs = std::env::var("STAMPS_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let secs = std::env::var("STAMPS_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     stress(Duration::from_secs(secs));
 }
 

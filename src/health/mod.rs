@@ -6,7 +6,7 @@
 //! - [`HealthMonitor`]: applies hysteresis like a load balancer (`fall` consecutive failures
 //!   mark a stamp unhealthy, `rise` consecutive successes recover it) and publishes into a
 //!   [`HealthTable`].
-//! - [`HealthTable`]: lock-free reads ([`HealthView`]); the router consults it on every route
+//! - [`HealthTable`]: lock-free reads ([`HealthView`](crate::HealthView)); the router consults it on every route
 //!   and fails fast with [`RouteError::StampUnavailable`](crate::router::RouteError) for
 //!   tenants of an unhealthy stamp, leaving every other stamp's tenants untouched.
 //!
@@ -42,7 +42,6 @@ pub use table::{HealthTable, StampHealth};
 
 use crate::model::{HealthStatus, Stamp, StampId};
 use crate::time::Timestamp;
-
 
 /// One observation of a stamp's health.
 ///

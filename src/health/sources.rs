@@ -41,7 +41,9 @@ pub struct StaticHealth {
 
 impl fmt::Debug for StaticHealth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticHealth").field("stamps", &*self.map.read()).finish()
+        f.debug_struct("StaticHealth")
+            .field("stamps", &*self.map.read())
+            .finish()
     }
 }
 

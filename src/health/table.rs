@@ -154,6 +154,10 @@ impl HealthTable {
 
 impl HealthView for HealthTable {
     fn status(&self, stamp: StampId) -> HealthStatus {
-        self.inner.map.load().get(&stamp).map_or(HealthStatus::Healthy, |h| h.status)
+        self.inner
+            .map
+            .load()
+            .get(&stamp)
+            .map_or(HealthStatus::Healthy, |h| h.status)
     }
 }

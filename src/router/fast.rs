@@ -138,14 +138,20 @@ impl FastTable {
     fn read(&self, slot: usize) -> Option<Read> {
         let base = slot * WORDS;
         let w = self.words.get(base..base + WORDS)?;
-        let [seq, k0, k1, k2, epoch, fetched, sm] = w else { return None };
+        let [seq, k0, k1, k2, epoch, fetched, sm] = w else {
+            return None;
+        };
         loop {
             let s1 = seq.load(Ordering::Acquire);
             if s1 & 1 == 1 {
                 std::hint::spin_loop();
                 continue;
             }
-            let key = [k0.load(Ordering::Relaxed), k1.load(Ordering::Relaxed), k2.load(Ordering::Relaxed)];
+            let key = [
+                k0.load(Ordering::Relaxed),
+                k1.load(Ordering::Relaxed),
+                k2.load(Ordering::Relaxed),
+            ];
             let e = epoch.load(Ordering::Relaxed);
             let f = fetched.load(Ordering::Relaxed);
             let x = sm.load(Ordering::Relaxed);
@@ -381,7 +387,7 @@ mod tests {
                             Some(_) => prop_assert_eq!(up, Upsert::Replaced),
                             None => prop_assert_eq!(up, Upsert::Inserted { evicted: false }),
                         }
-                        if cur.is_none_or_le(e) {
+                        if cur.map_or(true, |old| old <= e) {
                             model.insert(k, e);
                         }
                     }
@@ -412,15 +418,6 @@ mod tests {
                 prop_assert!(table.len() <= 16);
                 prop_assert!(table.get(&w, seeds.hash(&w)).is_some());
             }
-        }
-    }
-
-    trait LeExt {
-        fn is_none_or_le(self, e: u64) -> bool;
-    }
-    impl LeExt for Option<u64> {
-        fn is_none_or_le(self, e: u64) -> bool {
-            self.map_or(true, |old| old <= e)
         }
     }
 }

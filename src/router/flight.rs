@@ -67,7 +67,9 @@ pub(crate) struct Flights {
 
 impl std::fmt::Debug for Flights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flights").field("in_flight", &self.map.lock().len()).finish()
+        f.debug_struct("Flights")
+            .field("in_flight", &self.map.lock().len())
+            .finish()
     }
 }
 

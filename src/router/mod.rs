@@ -657,8 +657,7 @@ impl<R: Registry + ?Sized> Router<R> {
                     let text = tenant.as_str();
                     let Ok(key) = Key::parse(text) else { continue };
                     let was_negative = neg.remove(text, &key);
-                    let tracked =
-                        warmed || was_negative || b.get(&key).is_some() || sh.flights.contains(text);
+                    let tracked = warmed || was_negative || b.get(&key).is_some() || sh.flights.contains(text);
                     if !tracked {
                         continue;
                     }
@@ -1017,18 +1016,17 @@ impl<R: Registry + ?Sized> Router<R> {
         shared.tickers.fetch_add(1, Ordering::AcqRel);
         let guard = TickerGuard(shared.clone());
         let period = shared.config.tick;
-        let handle = std::thread::Builder::new().name("stamps-router-clock".into()).spawn(move || {
-            let _guard = guard;
-            while !stop2.load(Ordering::Acquire) {
-                _guard.0.tick();
-                std::thread::sleep(period);
-            }
-        });
+        let handle = std::thread::Builder::new()
+            .name("stamps-router-clock".into())
+            .spawn(move || {
+                let _guard = guard;
+                while !stop2.load(Ordering::Acquire) {
+                    _guard.0.tick();
+                    std::thread::sleep(period);
+                }
+            });
         match handle {
-            Ok(h) => Ok(ClockThread {
-                stop,
-                handle: Some(h),
-            }),
+            Ok(h) => Ok(ClockThread { stop, handle: Some(h) }),
             Err(e) => Err(e),
         }
     }
@@ -1391,9 +1389,8 @@ impl Shared {
                 return self.with_stamps(|stamps| self.fail_over(stamps, health, tenant, stamp, since, epoch, stale));
             }
         }
-        let (endpoint, shadow_endpoint) = self.with_stamps(|stamps| {
-            (stamps.endpoint(stamp), mode.shadow().and_then(|s| stamps.endpoint(s)))
-        });
+        let (endpoint, shadow_endpoint) =
+            self.with_stamps(|stamps| (stamps.endpoint(stamp), mode.shadow().and_then(|s| stamps.endpoint(s))));
         Ok(Route {
             stamp,
             endpoint,

@@ -95,7 +95,9 @@ impl<'a> Key<'a> {
     pub(crate) fn parse(tenant: &'a str) -> Result<Key<'a>, TenantIdError> {
         let bytes = tenant.as_bytes();
         let len = bytes.len();
-        let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let first_ok = bytes
+            .first()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if len <= INLINE && first_ok {
             let w = load_words(bytes);
             if valid_padded(&w, len) {
@@ -322,7 +324,11 @@ impl Shard {
 
     /// Evicts the entry loaded longest ago; returns whether one was evicted.
     fn evict_oldest(&mut self, hasher: &RandomState) -> bool {
-        let oldest_short = self.short.iter().min_by_key(|s| s.data.fetched).map(|s| (s.data.fetched, s.key));
+        let oldest_short = self
+            .short
+            .iter()
+            .min_by_key(|s| s.data.fetched)
+            .map(|s| (s.data.fetched, s.key));
         let oldest_long = self
             .long
             .iter()
@@ -366,7 +372,9 @@ impl Table {
     /// A table bounded to about `max_entries` entries.
     pub(crate) fn new(max_entries: usize, shards: Option<usize>) -> Table {
         let max_entries = max_entries.max(1);
-        let n = shards.unwrap_or_else(|| max_entries.div_ceil(PER_SHARD)).clamp(1, 1 << 20);
+        let n = shards
+            .unwrap_or_else(|| max_entries.div_ceil(PER_SHARD))
+            .clamp(1, 1 << 20);
         let per_shard = max_entries.div_ceil(n).max(1);
         Table {
             shards: (0..n).map(|_| ArcSwap::from_pointee(Shard::default())).collect(),
@@ -432,9 +440,13 @@ pub(crate) struct Batch<'t> {
 impl Batch<'_> {
     fn shard(&mut self, ix: usize) -> &mut Shard {
         let table = self.table;
-        self.staged
-            .entry(ix)
-            .or_insert_with(|| table.shards.get(ix).map(|s| Shard::clone(&s.load())).unwrap_or_default())
+        self.staged.entry(ix).or_insert_with(|| {
+            table
+                .shards
+                .get(ix)
+                .map(|s| Shard::clone(&s.load()))
+                .unwrap_or_default()
+        })
     }
 
     /// The entry for `tenant` as staged (or published).

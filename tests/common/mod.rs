@@ -92,7 +92,12 @@ impl Registry for TestRegistry {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         self.inner.assign(tenant, stamp).await
     }
-    async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange) -> Result<Assignment> {
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
         self.inner.compare_and_set(tenant, expected, change).await
     }
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
