@@ -66,6 +66,20 @@ fn time(mut f: impl FnMut(usize)) -> f64 {
     start.elapsed().as_nanos() as f64 / PER_ROUND as f64
 }
 
+/// Like [`time`], but each lookup's key depends on the previous lookup's result (through a
+/// zero the compiler cannot see), so lookups cannot overlap: per-lookup latency, as a router
+/// that does other work between requests sees it.
+fn latency(mut f: impl FnMut(usize) -> usize) -> f64 {
+    let zero = black_box(0usize);
+    let mut dep = 0usize;
+    let start = Instant::now();
+    for i in 0..PER_ROUND {
+        dep = f(((i + dep) & (SEQ - 1)) * 16) & zero;
+    }
+    black_box(dep);
+    start.elapsed().as_nanos() as f64 / PER_ROUND as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -140,6 +154,18 @@ fn main() {
                 print!(", moka {m:.1} ns, moka/router {:.1}", m / r);
             }
             println!();
+            let (mut rl, mut hl) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                rl.push(latency(|at| {
+                    router.route(&seq[at..at + 16]).map_or(1, |r| r.epoch.0 as usize)
+                }));
+                hl.push(latency(|at| map.get(&seq[at..at + 16]).map_or(1, |v| *v as usize)));
+            }
+            let (rl, hl) = (median(rl), median(hl));
+            println!(
+                "latency     n={n} mix={mix}: router {rl:.1} ns, std HashMap+foldhash {hl:.1} ns, router/hashmap {:.2}",
+                rl / hl
+            );
         }
     }
 }

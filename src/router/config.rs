@@ -20,9 +20,11 @@ use crate::error::{Error, InvalidInput};
 /// | `poll_interval` | 1 s | the follower re-reads the feed at least this often even without a signal |
 /// | `page_size` | 1,000 | assignments per page during warm-up |
 ///
-/// The table is split in shards of about 192 entries; each shard holds at most
-/// `⌈max_entries / shards⌉` entries and evicts the entry loaded longest ago when full, so the
-/// table starts evicting a little before `max_entries` in total.
+/// The table for tenant ids of up to 24 bytes is allocated when the router is built:
+/// `⌈max_entries × 4/3⌉` slots of 56 bytes (about 75 bytes per tenant at the bound). When it
+/// holds `max_entries` tenants, an insert evicts the entry loaded longest ago among the slots it
+/// probes. Longer ids live in a copy-on-write table of `shards` shards bounded to
+/// `max_entries / 16` (at least 1,024) entries; the negative cache works the same way.
 ///
 /// ```
 /// use stamps::router::RouterConfig;
@@ -43,7 +45,7 @@ pub struct RouterConfig {
     pub max_entries: usize,
     /// Bound of the negative cache.
     pub max_negative: usize,
-    /// Number of shards of the route table (default: `max_entries / 192`).
+    /// Number of shards of the long-id table (default: one per 192 entries of its bound).
     pub shards: Option<usize>,
     /// Maximum age of a route served stale while the registry is unreachable (`None`: off).
     pub stale_if_error: Option<Duration>,

@@ -134,7 +134,7 @@ impl FastTable {
     }
 
     /// A consistent read of `slot` (retries while a writer is inside it).
-    #[inline]
+    #[inline(always)]
     fn read(&self, slot: usize) -> Option<Read> {
         let base = slot * WORDS;
         let w = self.words.get(base..base + WORDS)?;
@@ -194,7 +194,7 @@ impl FastTable {
     }
 
     /// The entry for `key`, if present.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, key: &Words, hash: u64) -> Option<SlotData> {
         let mut i = self.home(hash);
         for _ in 0..self.slots {

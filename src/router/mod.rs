@@ -37,6 +37,9 @@
 //! # Ok(()) }
 //! ```
 
+#[doc = include_str!("../../docs/routing.md")]
+pub mod guide {}
+
 mod config;
 mod fast;
 mod flight;
@@ -190,9 +193,11 @@ struct Shared {
 /// # Costs
 /// - [`Router::route`] on a hit: no allocation, no lock, no write to memory another reader
 ///   writes (counters are striped per thread); see `docs/perf-router.md` for figures.
-/// - About 50 bytes per cached tenant in the table (ids up to 24 bytes are stored inline;
-///   longer ids cost one more allocation), plus table slack: see the performance notes.
-/// - [`Router::apply`] copies the shard it touches (about 192 entries) and publishes it.
+/// - Ids of up to 24 bytes are stored inline in 56-byte slots of a table allocated at build
+///   time for `max_entries` (about 75 bytes per tenant at the bound); longer ids cost an
+///   allocation each in a second table.
+/// - [`Router::apply`] updates slots in place under the writer lock (no copying); readers
+///   never wait for it.
 ///
 /// ```
 /// use stamps::router::{Router, RouterConfig};
@@ -1194,14 +1199,18 @@ impl Shared {
     }
 
     /// The table lookup behind `route`; `count` records hits and negative hits.
-    #[inline]
+    #[inline(always)]
     fn lookup(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
         let key = Key::parse(tenant)?;
         let now = self.now_ms();
         match key {
             Key::Short(ref k) => {
-                if let Some((d, mode)) = self.fast_entry(tenant, k) {
-                    return self.answer(mode, tenant, d, now, count);
+                let hash = self.fast_hash(k);
+                if let Some(d) = self.fast.get(k, hash) {
+                    if !d.has_mode() {
+                        return self.answer(AssignmentMode::Serving, tenant, d, now, count);
+                    }
+                    return self.answer_with_mode(tenant, k, hash, d, now, count);
                 }
             }
             Key::Long(_) => {
@@ -1217,7 +1226,7 @@ impl Shared {
     /// dual-write or frozen mode look further than the slot; one that keeps racing writes to
     /// that very tenant (a writer descheduled between the two stores) finally reads under the
     /// writer lock, which no write holds for long.
-    #[inline]
+    #[inline(always)]
     fn fast_entry(&self, tenant: &str, w: &fast::Words) -> Option<(SlotData, AssignmentMode)> {
         let hash = self.fast_hash(w);
         let d = self.fast.get(w, hash)?;
@@ -1225,6 +1234,24 @@ impl Shared {
             return Some((d, AssignmentMode::Serving));
         }
         self.fast_entry_with_mode(tenant, w, hash, d)
+    }
+
+    /// `lookup` for a tenant in dual-write or frozen mode.
+    #[cold]
+    #[inline(never)]
+    fn answer_with_mode(
+        &self,
+        tenant: &str,
+        w: &fast::Words,
+        hash: u64,
+        d: SlotData,
+        now: u64,
+        count: bool,
+    ) -> Result<Route, RouteError> {
+        match self.fast_entry_with_mode(tenant, w, hash, d) {
+            Some((d, mode)) => self.answer(mode, tenant, d, now, count),
+            None => Err(RouteError::Miss),
+        }
     }
 
     #[cold]
@@ -1404,7 +1431,7 @@ impl Shared {
 
     /// Runs `f` on this router's stamp view, from the thread's copy when it is current (no
     /// atomic read-modify-write on the way).
-    #[inline]
+    #[inline(always)]
     fn with_stamps<T>(&self, f: impl Fn(&StampView) -> T) -> T {
         let version = self.stamps_version.load(Ordering::Acquire);
         let cached = STAMP_VIEWS.try_with(|views| {

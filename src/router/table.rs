@@ -6,7 +6,8 @@
 //! slots hold tenant ids of up to [`INLINE`] bytes inline (no pointer chase). Writers are
 //! serialized by the router; each write clones the shards it touches, edits the clones and
 //! publishes them, so a reader always sees a whole shard as of one publish. Shards are small
-//! (about 150 entries at the configured bound), so a clone costs a few microseconds.
+//! (about 192 entries at the bound), so a clone costs a few microseconds. Only ids longer than
+//! 24 bytes and the negative cache live here; the rest is in [`super::fast`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
