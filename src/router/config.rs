@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use crate::error::{Error, InvalidInput};
 
+/// The largest `max_entries` accepted: the table is allocated when the router is built.
+///
+/// ```
+/// use stamps::router::{RouterConfig, MAX_ENTRIES};
+/// assert!(RouterConfig::default().with_max_entries(MAX_ENTRIES + 1).validate().is_err());
+/// ```
+pub const MAX_ENTRIES: usize = 1 << 30;
+
 /// How a [`Router`](super::Router) caches. Build with [`RouterConfig::default`] and the
 /// `with_*` methods, or through [`RouterBuilder`](super::RouterBuilder).
 ///
@@ -140,6 +148,12 @@ impl RouterConfig {
         }
         if self.max_entries == 0 || self.max_negative == 0 {
             return bad("max_entries", "bounds must be at least 1");
+        }
+        if self.max_entries > MAX_ENTRIES || self.max_negative > MAX_ENTRIES {
+            return bad(
+                "max_entries",
+                "bounds must be at most 2^30 (the table is allocated up front)",
+            );
         }
         if self.shards == Some(0) {
             return bad("shards", "must be at least 1");

@@ -57,7 +57,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
-pub use config::RouterConfig;
+pub use config::{RouterConfig, MAX_ENTRIES};
 pub use route::{Route, RouteError};
 pub use stats::RouterStats;
 
@@ -407,32 +407,76 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// The registry.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// assert_eq!(format!("{:?}", router.registry()).contains("InMemoryRegistry"), true);
+    /// ```
     pub fn registry(&self) -> &Arc<R> {
         &self.registry
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// assert_eq!(router.config().ttl, std::time::Duration::from_secs(60));
+    /// ```
     pub fn config(&self) -> &RouterConfig {
         &self.shared.config
     }
 
     /// The counters, read without locks.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// let _ = router.route("acme");
+    /// assert_eq!(router.stats().misses, 1);
+    /// ```
     pub fn stats(&self) -> RouterStats {
         self.shared.stats.snapshot()
     }
 
     /// Entries in the route table (positive entries and "unassigned" records; walks the
     /// shards, so not for the hot path).
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
+    /// assert_eq!(router.len(), 1);
+    /// # Ok::<(), TenantIdError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.shared.fast.len() + self.shared.table.len()
     }
 
     /// Whether the route table is empty.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// assert!(Router::new(InMemoryRegistry::new()).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The change-feed version applied so far.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// assert_eq!(router.cursor(), Version::ZERO);
+    /// ```
     pub fn cursor(&self) -> Version {
         Version(self.shared.cursor.load(Ordering::Acquire))
     }
@@ -822,6 +866,19 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// Reads every stamp's endpoint from the registry's fleet.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_endpoint("https://s1")).await?;
+    /// let router = Router::new(registry);
+    /// assert_eq!(router.load_stamps().await?, 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn load_stamps(&self) -> Result<usize, Error> {
         let fleet = match self.registry.fleet().await {
             Ok(f) => f,
@@ -920,6 +977,16 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// Forgets one tenant's entry (positive or negative); the next lookup is a miss.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
+    /// assert!(router.invalidate("acme")?);
+    /// assert_eq!(router.route("acme"), Err(stamps::router::RouteError::Miss));
+    /// # Ok::<(), TenantIdError>(())
+    /// ```
     pub fn invalidate(&self, tenant: &str) -> Result<bool, TenantIdError> {
         let sh = &*self.shared;
         let key = Key::parse(tenant)?;
@@ -939,6 +1006,16 @@ impl<R: Registry + ?Sized> Router<R> {
     /// Invalidates every entry in O(1): entries loaded before this call are misses from now
     /// on (they remain usable for stale-if-error). The memory is reclaimed as entries are
     /// replaced or evicted, or by [`Router::clear`].
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
+    /// router.invalidate_all();
+    /// assert_eq!(router.route("acme"), Err(stamps::router::RouteError::Miss));
+    /// # Ok::<(), TenantIdError>(())
+    /// ```
     pub fn invalidate_all(&self) {
         let sh = &*self.shared;
         let _w = sh.writer.lock();
@@ -948,6 +1025,16 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// Drops every entry, positive and negative.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
+    /// router.clear();
+    /// assert!(router.is_empty());
+    /// # Ok::<(), TenantIdError>(())
+    /// ```
     pub fn clear(&self) {
         let sh = &*self.shared;
         let _w = sh.writer.lock();
@@ -958,6 +1045,16 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// Sets (or clears) a stamp's endpoint by hand.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
+    /// router.set_endpoint(StampId(1), Some("10.0.0.7:443"));
+    /// assert_eq!(router.route("acme")?.endpoint, Some("10.0.0.7:443"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_endpoint(&self, stamp: StampId, endpoint: Option<&str>) {
         self.shared.set_stamp(stamp, endpoint);
     }
@@ -997,6 +1094,14 @@ impl<R: Registry + ?Sized> Router<R> {
 
     /// Refreshes the coarse clock from the router's clock. Tickers call this; hosts that run
     /// their own timer may too.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::builder(InMemoryRegistry::new()).clock(FakeClock::new()).build()?;
+    /// router.tick();
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
     pub fn tick(&self) {
         self.shared.tick();
     }
@@ -1113,6 +1218,14 @@ impl Drop for TickerGuard {
 }
 
 /// A thread keeping a router's coarse clock current; dropping it stops the thread.
+///
+/// ```
+/// use stamps::router::Router;
+/// let router = Router::new(stamps::InMemoryRegistry::new());
+/// let ticker = router.spawn_clock_thread()?;
+/// drop(ticker); // stops and joins the thread
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ClockThread {
     stop: Arc<AtomicBool>,
@@ -1557,6 +1670,15 @@ impl<R: Registry + ?Sized> Router<R> {
 }
 
 /// The follower's tasks; dropping the handle aborts them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let router = stamps::router::Router::new(stamps::InMemoryRegistry::new());
+/// let follower = router.spawn_follower();
+/// follower.abort();
+/// # }
+/// ```
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[derive(Debug)]
