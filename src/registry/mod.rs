@@ -7,6 +7,9 @@
 
 pub mod admission;
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 mod signal;
 
 use std::fmt::Debug;
@@ -15,6 +18,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PgConfig, PgRegistry};
 pub use signal::{ChangeSignal, Changed};
 
 use crate::error::{Error, Result, Subject};
