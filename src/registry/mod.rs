@@ -7,6 +7,7 @@
 
 pub mod admission;
 mod memory;
+pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
