@@ -197,6 +197,20 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
         }
     }
     let tx = client.transaction().await?;
+    match apply_missing(&tx, schema, &q).await {
+        Ok(applied_now) => {
+            tx.commit().await?;
+            Ok(applied_now)
+        }
+        Err(e) => {
+            // Release the table lock now rather than when the connection is next polled.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn apply_missing(tx: &tokio_postgres::Transaction<'_>, schema: &str, q: &str) -> Result<Vec<u32>, Fault> {
     tx.batch_execute(&format!("LOCK TABLE {q}.schema_migrations IN EXCLUSIVE MODE"))
         .await?;
     let rows = tx
@@ -214,7 +228,7 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
         if done.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        tx.batch_execute(&m.sql.replace("{schema}", &q)).await?;
+        tx.batch_execute(&m.sql.replace("{schema}", q)).await?;
         let version = i32::try_from(m.version).map_err(|_| super::fault::corrupt("migration version"))?;
         tx.execute(
             &format!("INSERT INTO {q}.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"),
@@ -223,7 +237,6 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
         .await?;
         applied_now.push(m.version);
     }
-    tx.commit().await?;
     Ok(applied_now)
 }
 
