@@ -599,3 +599,148 @@ async fn specs_round_trip_through_columns_and_the_feed() {
     assert_eq!(h.last().unwrap().actor.as_deref(), Some("ops"));
     assert_eq!(h.last().unwrap().mode, AssignmentMode::Frozen { shadow: None, until });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Model-based: random operation sequences against PgRegistry and InMemoryRegistry agree.
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        PutStamp { id: u32, tenants: u32, conns: u32 },
+        SetState { id: u32, state: StampState },
+        Assign { tenant: u8, stamp: u32, conns: u16 },
+        Move { tenant: u8, to: u32, stale: bool },
+        DualWrite { tenant: u8, shadow: u32 },
+        Freeze { tenant: u8 },
+        Resize { tenant: u8, conns: u16 },
+        Unassign { tenant: u8, stale: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let stamp = 1u32..=3;
+        let t = 0u8..5;
+        prop_oneof![
+            (stamp.clone(), 1u32..6, 10u32..200).prop_map(|(id, tenants, conns)| Op::PutStamp { id, tenants, conns }),
+            (stamp.clone(), prop::sample::select(StampState::ALL.to_vec()))
+                .prop_map(|(id, state)| Op::SetState { id, state }),
+            (t.clone(), stamp.clone(), 0u16..120).prop_map(|(tenant, stamp, conns)| Op::Assign { tenant, stamp, conns }),
+            (t.clone(), 1u32..=4, any::<bool>()).prop_map(|(tenant, to, stale)| Op::Move { tenant, to, stale }),
+            (t.clone(), stamp.clone()).prop_map(|(tenant, shadow)| Op::DualWrite { tenant, shadow }),
+            t.clone().prop_map(|tenant| Op::Freeze { tenant }),
+            (t.clone(), 0u16..150).prop_map(|(tenant, conns)| Op::Resize { tenant, conns }),
+            (t, any::<bool>()).prop_map(|(tenant, stale)| Op::Unassign { tenant, stale }),
+        ]
+    }
+
+    fn name(t: u8) -> TenantId {
+        TenantId::new(&format!("t{t}")).unwrap()
+    }
+
+    fn demand(conns: u16) -> Demand {
+        Demand::of([(Resource::Connections, f64::from(conns) + 0.5)]).unwrap()
+    }
+
+    /// Applies one operation; the outcome as text so both registries' results compare.
+    async fn apply(r: &DynRegistry, op: &Op) -> String {
+        let epoch = |a: Option<Assignment>, stale: bool| {
+            a.map(|a| if stale { Epoch(a.epoch.0.saturating_sub(1)) } else { a.epoch })
+                .unwrap_or(Epoch(1))
+        };
+        let out = match op.clone() {
+            Op::PutStamp { id, tenants, conns } => r
+                .put_stamp(stamp_spec(id, &[(Resource::Tenants, f64::from(tenants)), (Resource::Connections, f64::from(conns))]))
+                .await
+                .map(|s| format!("{s:?}")),
+            Op::SetState { id, state } => r.set_stamp_state(StampId(id), state).await.map(|s| format!("{s:?}")),
+            Op::Assign { tenant, stamp, conns } => r
+                .assign(&TenantSpec::new(name(tenant)).with_demand(demand(conns)), StampId(stamp))
+                .await
+                .map(|a| format!("{a:?}")),
+            Op::Move { tenant, to, stale } => {
+                let e = epoch(r.assignment(&name(tenant)).await.unwrap(), stale);
+                r.compare_and_set(&name(tenant), e, AssignmentChange::move_to(StampId(to)).by("model"))
+                    .await
+                    .map(|a| format!("{a:?}"))
+            }
+            Op::DualWrite { tenant, shadow } => {
+                let e = epoch(r.assignment(&name(tenant)).await.unwrap(), false);
+                r.compare_and_set(
+                    &name(tenant),
+                    e,
+                    AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(shadow) }),
+                )
+                .await
+                .map(|a| format!("{a:?}"))
+            }
+            Op::Freeze { tenant } => {
+                let current = r.assignment(&name(tenant)).await.unwrap();
+                let shadow = current.as_ref().and_then(|a| a.mode.shadow());
+                let e = epoch(current, false);
+                r.compare_and_set(
+                    &name(tenant),
+                    e,
+                    AssignmentChange::set_mode(AssignmentMode::Frozen {
+                        shadow,
+                        until: Timestamp::from_millis(1_767_225_600_000 + 30_000),
+                    }),
+                )
+                .await
+                .map(|a| format!("{a:?}"))
+            }
+            Op::Resize { tenant, conns } => {
+                let e = epoch(r.assignment(&name(tenant)).await.unwrap(), false);
+                r.compare_and_set(&name(tenant), e, AssignmentChange::resize(demand(conns)))
+                    .await
+                    .map(|a| format!("{a:?}"))
+            }
+            Op::Unassign { tenant, stale } => {
+                let e = epoch(r.assignment(&name(tenant)).await.unwrap(), stale);
+                r.unassign(&name(tenant), e).await.map(|()| "unassigned".to_string())
+            }
+        };
+        match out {
+            Ok(s) => s,
+            Err(e) => format!("error: {e:?}"),
+        }
+    }
+
+    async fn state(r: &DynRegistry) -> (Fleet, Vec<Assignment>, ChangeBatch, Vec<Vec<HistoryEntry>>) {
+        let mut fleet = r.fleet().await.unwrap();
+        fleet.at = Timestamp::ZERO;
+        let mut history = Vec::new();
+        for t in 0..5 {
+            history.push(r.history(&name(t)).await.unwrap());
+        }
+        (
+            fleet,
+            r.all_assignments().await.unwrap(),
+            r.changes_since(Version::ZERO, 100_000).await.unwrap(),
+            history,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+
+        /// Every operation has the same outcome (value or error) on both registries, and after
+        /// every step the fleet, the assignments, the whole change feed and the histories are
+        /// equal: the PostgreSQL registry implements the in-memory registry's semantics.
+        #[test]
+        fn pg_registry_agrees_with_the_in_memory_model(ops in prop::collection::vec(op(), 1..30)) {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let (pg, _guard) = fresh("model", |c| c).await;
+                let mem = InMemoryRegistry::builder().clock(FakeClock::new()).build();
+                for (i, op) in ops.iter().enumerate() {
+                    let a = apply(&pg, op).await;
+                    let b = apply(&mem, op).await;
+                    assert_eq!(a, b, "step {i}: {op:?}");
+                    assert_eq!(state(&pg).await, state(&mem).await, "state after step {i}: {op:?}");
+                }
+            });
+        }
+    }
+}

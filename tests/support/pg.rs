@@ -8,6 +8,8 @@
 //! - no PostgreSQL installed: the run fails saying how to install it or set `DATABASE_URL`.
 //!
 //! Never skips: under `CI=true` (and everywhere else) an unreachable server fails the run.
+//! `STAMPS_PG_THROWAWAY=1` (with `DATABASE_URL` unset) forces the throwaway server, to check
+//! the fresh-machine path on a machine whose server is running.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,7 +42,8 @@ fn resolve() -> String {
         return url;
     }
     let cfg: tokio_postgres::Config = DEFAULT_URL.parse().expect("default URL parses");
-    if answers(&cfg) {
+    let forced = std::env::var("STAMPS_PG_THROWAWAY").is_ok_and(|v| v == "1");
+    if !forced && answers(&cfg) {
         return DEFAULT_URL.to_string();
     }
     match start_throwaway() {
