@@ -85,11 +85,7 @@ async fn thirty_two_clients_race_for_the_last_slots() {
     }
     let mut registries = vec![first.clone()];
     for _ in 0..3 {
-        registries.push(
-            PgRegistry::connect(config(first.schema()).pool_size(8))
-                .await
-                .unwrap(),
-        );
+        registries.push(PgRegistry::connect(config(first.schema()).pool_size(8)).await.unwrap());
     }
     let barrier = Arc::new(tokio::sync::Barrier::new(32));
     let tasks: Vec<_> = (0..32)
@@ -128,7 +124,8 @@ async fn thirty_two_clients_race_for_the_last_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_put_stamp_of_a_new_id_all_succeed() {
     let (r, _guard) = fresh("putrace", |c| c.pool_size(8)).await;
-    let results = futures_util::future::join_all((0..8).map(|_| r.put_stamp(stamp_spec(7, &[(Resource::Tenants, 5.0)])))).await;
+    let results =
+        futures_util::future::join_all((0..8).map(|_| r.put_stamp(stamp_spec(7, &[(Resource::Tenants, 5.0)])))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(r.fleet().await.unwrap().stamps.len(), 1);
     assert_eq!(r.changes_since(Version::ZERO, 100).await.unwrap().changes.len(), 8);
@@ -205,7 +202,10 @@ async fn change_feed_poller_sees_every_change_once_in_order() {
     let versions: BTreeSet<u64> = seen.iter().map(|c| c.version.0).collect();
     assert_eq!(versions.len(), total, "each change exactly once");
     for (epoch, t) in &acked {
-        let c = seen.iter().find(|c| c.version.0 == *epoch).expect("acknowledged write in the feed");
+        let c = seen
+            .iter()
+            .find(|c| c.version.0 == *epoch)
+            .expect("acknowledged write in the feed");
         assert_eq!(c.tenant(), Some(t));
         match &c.kind {
             ChangeKind::Assignment {
@@ -252,7 +252,10 @@ async fn notify_wakes_other_processes_and_polling_is_the_fallback() {
     }
     let before_l = listener.change_signal().head();
     let before_p = poller.change_signal().head();
-    let stamp = writer.put_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)])).await.unwrap();
+    let stamp = writer
+        .put_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
     assert_eq!(stamp.state, StampState::Provisioning);
     let head = writer.head().await.unwrap();
     let woke = tokio::time::timeout(Duration::from_secs(30), listener.change_signal().changed(before_l)).await;
@@ -320,7 +323,9 @@ async fn snapshot(r: &PgRegistry) -> (Fleet, Vec<Assignment>, ChangeBatch, Vec<H
 async fn killed_connection_mid_transaction_leaves_no_partial_state() {
     let app = format!("stamps-kill-{}", std::process::id());
     let (r, _guard) = fresh("kill", |c| c.application_name(&app).pool_size(2)).await;
-    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)])).await.unwrap();
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)]))
+        .await
+        .unwrap();
     r.assign(&tenant("bystander"), StampId(1)).await.unwrap();
     let before = snapshot(&r).await;
 
@@ -360,7 +365,9 @@ async fn killed_connection_mid_transaction_leaves_no_partial_state() {
 async fn pool_recovers_after_its_connections_are_killed() {
     let app = format!("stamps-idle-{}", std::process::id());
     let (r, _guard) = fresh("idle", |c| c.application_name(&app).pool_size(3)).await;
-    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)])).await.unwrap();
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)]))
+        .await
+        .unwrap();
     let admin = raw_client().await;
     let killed: i64 = admin
         .query_one(
@@ -386,14 +393,19 @@ async fn pool_recovers_after_its_connections_are_killed() {
         }
     }
     assert!(ok.is_some(), "the pool recovered");
-    assert!(failures <= 3, "at most one failure per dead pooled connection, got {failures}");
+    assert!(
+        failures <= 3,
+        "at most one failure per dead pooled connection, got {failures}"
+    );
 }
 
 /// A statement timeout while the write waits: `Unavailable`, and nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statement_timeout_returns_unavailable_without_effect() {
     let (r, _guard) = fresh("timeout", |c| c.statement_timeout(Duration::from_millis(200))).await;
-    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)])).await.unwrap();
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)]))
+        .await
+        .unwrap();
     let before = snapshot(&r).await;
     let mut blocker = raw_client().await;
     let tx = blocker.transaction().await.unwrap();
@@ -412,7 +424,11 @@ async fn statement_timeout_returns_unavailable_without_effect() {
 /// An unreachable server is `Unavailable` at connect, not a panic or a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = PgConfig::from_url(&format!("postgres://postgres@127.0.0.1:{port}/x"))
         .unwrap()
         .connect_timeout(Duration::from_secs(2))
@@ -500,7 +516,10 @@ async fn edited_migration_is_refused() {
     let (r, _guard) = fresh("edited", |c| c).await;
     let c = raw_client().await;
     c.execute(
-        &format!("UPDATE \"{}\".schema_migrations SET checksum = 42 WHERE version = 1", r.schema()),
+        &format!(
+            "UPDATE \"{}\".schema_migrations SET checksum = 42 WHERE version = 1",
+            r.schema()
+        ),
         &[],
     )
     .await
@@ -527,7 +546,9 @@ async fn unmigrated_schema_says_to_migrate() {
 async fn schemas_isolate_fleets() {
     let (a, _ga) = fresh("iso_a", |c| c).await;
     let (b, _gb) = fresh("iso_b", |c| c).await;
-    a.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)])).await.unwrap();
+    a.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
     a.assign(&tenant("acme"), StampId(1)).await.unwrap();
     assert!(b.fleet().await.unwrap().stamps.is_empty());
     assert!(b.assignment(&TenantId::new("acme").unwrap()).await.unwrap().is_none());
@@ -538,7 +559,9 @@ async fn schemas_isolate_fleets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_table_is_append_only_in_the_database() {
     let (r, _guard) = fresh("append", |c| c).await;
-    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)])).await.unwrap();
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
     r.assign(&tenant("acme"), StampId(1)).await.unwrap();
     let c = raw_client().await;
     let s = r.schema();
@@ -548,7 +571,10 @@ async fn history_table_is_append_only_in_the_database() {
         format!("TRUNCATE \"{s}\".assignment_history"),
     ] {
         let err = c.batch_execute(&sql).await.unwrap_err();
-        assert!(err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"), "{sql}");
+        assert!(
+            err.to_string().contains("append-only") || format!("{err:?}").contains("append-only"),
+            "{sql}"
+        );
     }
     assert_eq!(r.history(&TenantId::new("acme").unwrap()).await.unwrap().len(), 1);
 }
@@ -566,7 +592,13 @@ async fn specs_round_trip_through_columns_and_the_feed() {
     let stamp = r.put_active_stamp(spec.clone()).await.unwrap();
     assert_eq!(stamp.spec, spec);
     let t = TenantSpec::new(TenantId::new("acme.eu-1_x").unwrap())
-        .with_demand(Demand::of([(Resource::Connections, 25.125), (Resource::Custom(Name::new("gpu").unwrap()), 2.0)]).unwrap())
+        .with_demand(
+            Demand::of([
+                (Resource::Connections, 25.125),
+                (Resource::Custom(Name::new("gpu").unwrap()), 2.0),
+            ])
+            .unwrap(),
+        )
         .with_region(Region::new("eu-west").unwrap())
         .with_residency(Residency::new("eu").unwrap())
         .with_tier(Tier::Dedicated)
@@ -626,7 +658,11 @@ mod model {
             (stamp.clone(), 1u32..6, 10u32..200).prop_map(|(id, tenants, conns)| Op::PutStamp { id, tenants, conns }),
             (stamp.clone(), prop::sample::select(StampState::ALL.to_vec()))
                 .prop_map(|(id, state)| Op::SetState { id, state }),
-            (t.clone(), stamp.clone(), 0u16..120).prop_map(|(tenant, stamp, conns)| Op::Assign { tenant, stamp, conns }),
+            (t.clone(), stamp.clone(), 0u16..120).prop_map(|(tenant, stamp, conns)| Op::Assign {
+                tenant,
+                stamp,
+                conns
+            }),
             (t.clone(), 1u32..=4, any::<bool>()).prop_map(|(tenant, to, stale)| Op::Move { tenant, to, stale }),
             (t.clone(), stamp.clone()).prop_map(|(tenant, shadow)| Op::DualWrite { tenant, shadow }),
             t.clone().prop_map(|tenant| Op::Freeze { tenant }),
@@ -646,17 +682,32 @@ mod model {
     /// Applies one operation; the outcome as text so both registries' results compare.
     async fn apply(r: &DynRegistry, op: &Op) -> String {
         let epoch = |a: Option<Assignment>, stale: bool| {
-            a.map(|a| if stale { Epoch(a.epoch.0.saturating_sub(1)) } else { a.epoch })
-                .unwrap_or(Epoch(1))
+            a.map(|a| {
+                if stale {
+                    Epoch(a.epoch.0.saturating_sub(1))
+                } else {
+                    a.epoch
+                }
+            })
+            .unwrap_or(Epoch(1))
         };
         let out = match op.clone() {
             Op::PutStamp { id, tenants, conns } => r
-                .put_stamp(stamp_spec(id, &[(Resource::Tenants, f64::from(tenants)), (Resource::Connections, f64::from(conns))]))
+                .put_stamp(stamp_spec(
+                    id,
+                    &[
+                        (Resource::Tenants, f64::from(tenants)),
+                        (Resource::Connections, f64::from(conns)),
+                    ],
+                ))
                 .await
                 .map(|s| format!("{s:?}")),
             Op::SetState { id, state } => r.set_stamp_state(StampId(id), state).await.map(|s| format!("{s:?}")),
             Op::Assign { tenant, stamp, conns } => r
-                .assign(&TenantSpec::new(name(tenant)).with_demand(demand(conns)), StampId(stamp))
+                .assign(
+                    &TenantSpec::new(name(tenant)).with_demand(demand(conns)),
+                    StampId(stamp),
+                )
                 .await
                 .map(|a| format!("{a:?}")),
             Op::Move { tenant, to, stale } => {
@@ -670,7 +721,9 @@ mod model {
                 r.compare_and_set(
                     &name(tenant),
                     e,
-                    AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(shadow) }),
+                    AssignmentChange::set_mode(AssignmentMode::DualWrite {
+                        shadow: StampId(shadow),
+                    }),
                 )
                 .await
                 .map(|a| format!("{a:?}"))

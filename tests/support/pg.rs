@@ -130,7 +130,8 @@ fn free_port() -> Result<u16, String> {
 }
 
 fn start_throwaway() -> Result<String, String> {
-    let bin = bin_dir().ok_or("initdb and pg_ctl were not found (no pg_config, no /usr/lib/postgresql/*/bin, not on PATH)")?;
+    let bin = bin_dir()
+        .ok_or("initdb and pg_ctl were not found (no pg_config, no /usr/lib/postgresql/*/bin, not on PATH)")?;
     let root = is_root();
     let dir = std::env::temp_dir().join(format!("stamps-pg-{}-{}", std::process::id(), free_port()?));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -181,7 +182,11 @@ fn start_throwaway() -> Result<String, String> {
             data.display()
         )
     } else {
-        format!("'{}' -D '{}' -m fast -w stop", bin.join("pg_ctl").display(), data.display())
+        format!(
+            "'{}' -D '{}' -m fast -w stop",
+            bin.join("pg_ctl").display(),
+            data.display()
+        )
     };
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{dir}'",
@@ -195,7 +200,10 @@ fn start_throwaway() -> Result<String, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the watchdog that stops the throwaway server: {e}"))?;
-    eprintln!("started a throwaway PostgreSQL server on 127.0.0.1:{port} in {}", dir.display());
+    eprintln!(
+        "started a throwaway PostgreSQL server on 127.0.0.1:{port} in {}",
+        dir.display()
+    );
     Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
 }
 
@@ -207,11 +215,7 @@ pub fn unique_schema(hint: &str) -> String {
         .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
         .take(20)
         .collect();
-    format!(
-        "t_{hint}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("t_{hint}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A plain driver connection for the tests' own SQL.

@@ -129,9 +129,14 @@ fn demand_of(f: &impl Fields, name: &str) -> Result<Demand, Fault> {
 fn capacity_of(f: &impl Fields) -> Result<Capacity, Fault> {
     let pairs = amount_pairs(req(f.json("limits_milli")?, "limits_milli")?, "limits_milli")?;
     let ppm = int_req(f, "headroom_ppm")?;
-    let cap = Capacity::new(pairs.iter().map(|(r, v)| (r.clone(), *v as f64 / 1000.0)), ppm as f64 / 1e6)
-        .map_err(|_| corrupt("limits_milli"))?;
-    let exact = pairs.iter().all(|(r, v)| cap.limit(r).map(Amount::as_milli) == Some(*v))
+    let cap = Capacity::new(
+        pairs.iter().map(|(r, v)| (r.clone(), *v as f64 / 1000.0)),
+        ppm as f64 / 1e6,
+    )
+    .map_err(|_| corrupt("limits_milli"))?;
+    let exact = pairs
+        .iter()
+        .all(|(r, v)| cap.limit(r).map(Amount::as_milli) == Some(*v))
         && i64::from(cap.headroom().as_ppm()) == ppm
         && cap.limits().len() == pairs.len();
     if !exact {
@@ -218,7 +223,10 @@ pub(crate) fn assignment(f: &impl Fields) -> Result<Assignment, Fault> {
     spec.region = region_of(f, "region")?;
     spec.residency = residency_of(f, "residency")?;
     spec.tier = tier_of(f)?;
-    spec.pin = f.int("pin_stamp_id")?.map(|p| stamp_of(p, "pin_stamp_id")).transpose()?;
+    spec.pin = f
+        .int("pin_stamp_id")?
+        .map(|p| stamp_of(p, "pin_stamp_id"))
+        .transpose()?;
     spec.labels = labels_of(f, "labels")?;
     Ok(Assignment::new(
         spec,
@@ -232,9 +240,8 @@ pub(crate) fn assignment(f: &impl Fields) -> Result<Assignment, Fault> {
 
 /// A history entry.
 pub(crate) fn history_entry(f: &impl Fields) -> Result<HistoryEntry, Fault> {
-    let opt_stamp = |name: &str| -> Result<Option<StampId>, Fault> {
-        f.int(name)?.map(|v| stamp_of(v, name)).transpose()
-    };
+    let opt_stamp =
+        |name: &str| -> Result<Option<StampId>, Fault> { f.int(name)?.map(|v| stamp_of(v, name)).transpose() };
     Ok(HistoryEntry::new(
         Version(u64_of(int_req(f, "version")?, "version")?),
         time_of(f, "at")?,

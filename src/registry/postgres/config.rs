@@ -268,7 +268,17 @@ mod tests {
         for ok in ["stamps", "_x", "a1_b2", &"a".repeat(48)] {
             assert!(validate_schema(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1a", "A", "a-b", "a b", "a\"b", "pg_catalog", "information_schema", &"a".repeat(49)] {
+        for bad in [
+            "",
+            "1a",
+            "A",
+            "a-b",
+            "a b",
+            "a\"b",
+            "pg_catalog",
+            "information_schema",
+            &"a".repeat(49),
+        ] {
             assert!(validate_schema(bad).is_err(), "{bad}");
         }
     }

@@ -6,6 +6,8 @@
 
 mod codec;
 mod config;
+#[doc = include_str!("../../../docs/postgres.md")]
+pub mod guide {}
 mod fault;
 mod schema;
 mod sql;
@@ -187,9 +189,12 @@ impl PgRegistry {
                 .map_err(Fault::into_error)?;
         }
         let signal = ChangeSignal::new();
-        let listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)> = config
-            .notify
-            .then(|| (Arc::new(TlsListen(tls)) as Arc<dyn Listen>, config.driver_config("listener")));
+        let listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)> = config.notify.then(|| {
+            (
+                Arc::new(TlsListen(tls)) as Arc<dyn Listen>,
+                config.driver_config("listener"),
+            )
+        });
         let watch = Watch {
             pool: pool.clone(),
             head_sql: sql.head.clone(),
@@ -260,6 +265,21 @@ impl PgRegistry {
         on_conn!(self, retry_unique = false, |c| async {
             let stmt = c.prepare_cached(&self.inner.sql.prune).await?;
             Ok(c.execute(&stmt, &[&through]).await?)
+        })
+    }
+
+    /// The floor the `postgres` bench compares [`Registry::assignment`] with: the same prepared
+    /// single-row `SELECT` by primary key on the same pool, reading one column and decoding
+    /// nothing else. Not part of the stable API.
+    #[doc(hidden)]
+    pub async fn bare_select_by_key(&self, tenant: &TenantId) -> Result<Option<i64>> {
+        on_conn!(self, retry_unique = false, |c| async {
+            let stmt = c.prepare_cached(&self.inner.sql.assignment_get).await?;
+            let row = c.query_opt(&stmt, &[&tenant.as_str()]).await?;
+            Ok(match row {
+                Some(r) => Some(r.try_get::<_, i64>(1)?),
+                None => None,
+            })
         })
     }
 
@@ -692,7 +712,9 @@ fn version_of(v: i64) -> Result<Version, Fault> {
 /// Checks that an assignment write wrote its change row at `head`, its history row and every
 /// stamp's usage.
 fn check_written(head: Version, rows: &[Row]) -> Result<(), Fault> {
-    let row = rows.first().ok_or_else(|| corrupt("assignments (write matched no row)"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("assignments (write matched no row)"))?;
     let version = version_of(row.try_get("version")?)?;
     let history: i64 = row.try_get("history_rows")?;
     if version != head || history != 1 {
@@ -838,7 +860,8 @@ impl Registry for PgRegistry {
         expected: Epoch,
         change: AssignmentChange,
     ) -> Result<Assignment> {
-        on_conn!(self, retry_unique = false, |c| self.cas_once(c, tenant, expected, &change))
+        on_conn!(self, retry_unique = false, |c| self
+            .cas_once(c, tenant, expected, &change))
     }
 
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {

@@ -125,7 +125,10 @@ async fn applied(client: &tokio_postgres::Client, schema: &str) -> Result<Vec<(u
     for r in rows {
         let v: i32 = r.try_get(0)?;
         let c: i64 = r.try_get(1)?;
-        out.push((u32::try_from(v).map_err(|_| super::fault::corrupt("schema_migrations.version"))?, c));
+        out.push((
+            u32::try_from(v).map_err(|_| super::fault::corrupt("schema_migrations.version"))?,
+            c,
+        ));
     }
     Ok(out)
 }
@@ -220,7 +223,10 @@ async fn apply_missing(tx: &tokio_postgres::Transaction<'_>, schema: &str, q: &s
     for r in rows {
         let v: i32 = r.try_get(0)?;
         let c: i64 = r.try_get(1)?;
-        done.push((u32::try_from(v).map_err(|_| super::fault::corrupt("schema_migrations.version"))?, c));
+        done.push((
+            u32::try_from(v).map_err(|_| super::fault::corrupt("schema_migrations.version"))?,
+            c,
+        ));
     }
     verify(schema, &done)?;
     let mut applied_now = Vec::new();

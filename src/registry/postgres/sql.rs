@@ -6,7 +6,8 @@ const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_ve
                           headroom_ppm, state, usage_milli, created_at, updated_at";
 const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
                                pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
-const HISTORY_COLS: &str = "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor";
+const HISTORY_COLS: &str =
+    "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor";
 const MIGRATION_COLS: &str = "id, tenant, source_id, destination_id, state, revision, data, created_at, updated_at";
 const TERMINAL: &str = "('completed', 'cancelled', 'rolled_back', 'failed')";
 
@@ -159,9 +160,7 @@ impl Sql {
                        (SELECT count(*) FROM hist) AS history_rows{notify_col}
                 FROM chg"
             ),
-            history: format!(
-                "SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"
-            ),
+            history: format!("SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"),
             changes: format!(
                 "SELECT f.head, c.version, c.at, c.kind, c.tenant, c.payload
                  FROM {s}.feed f
@@ -172,9 +171,7 @@ impl Sql {
                  WHERE f.id = 1
                  ORDER BY c.version"
             ),
-            prune: format!(
-                "DELETE FROM {s}.changes WHERE version <= $1 AND version < {head_expr}"
-            ),
+            prune: format!("DELETE FROM {s}.changes WHERE version <= $1 AND version < {head_expr}"),
             stamps_exist: format!("SELECT id FROM {s}.stamps WHERE id = ANY($1::bigint[])"),
             migration_insert: format!(
                 "INSERT INTO {s}.tenant_migrations (tenant, source_id, destination_id, state, revision, data,
