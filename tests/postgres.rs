@@ -421,6 +421,32 @@ async fn statement_timeout_returns_unavailable_without_effect() {
     assert_eq!(snapshot(&r).await, before);
 }
 
+/// A call cancelled while its transaction waits (its future dropped by a timeout): the
+/// connection it used is not handed to the next caller (who would queue behind the stuck
+/// statement), and nothing of the cancelled write becomes visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_call_does_not_leak_its_connection_or_partial_state() {
+    let (r, _guard) = fresh("cancel", |c| c.pool_size(1).statement_timeout(None)).await;
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 10.0)]))
+        .await
+        .unwrap();
+    let before = snapshot(&r).await;
+    let mut blocker = raw_client().await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute(&format!("SELECT head FROM \"{}\".feed FOR UPDATE", r.schema()))
+        .await
+        .unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), r.assign(&tenant("victim"), StampId(1))).await;
+    assert!(cancelled.is_err(), "the write waits for the counter and is cancelled");
+    // The only pooled connection was abandoned mid-transaction: a read must get a fresh one and
+    // answer while the blocker still holds the counter.
+    let fleet = tokio::time::timeout(Duration::from_secs(20), r.fleet()).await;
+    assert!(matches!(fleet, Ok(Ok(_))), "{fleet:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(snapshot(&r).await, before, "the cancelled write left nothing");
+    r.assign(&tenant("victim"), StampId(1)).await.unwrap();
+}
+
 /// An unreachable server is `Unavailable` at connect, not a panic or a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_unavailable() {

@@ -109,27 +109,65 @@ impl fmt::Debug for PgRegistry {
     }
 }
 
+/// A pooled connection that goes back to the pool only if the call using it finished. A call
+/// cancelled mid-flight (its future dropped, say by a timeout) may leave statements queued or a
+/// transaction open on the connection; such a connection is closed instead (the server then
+/// rolls the transaction back), so the next caller never inherits it.
+struct Lease {
+    obj: Option<Object>,
+    finished: bool,
+}
+
+impl Lease {
+    fn new(obj: Object) -> Self {
+        Lease {
+            obj: Some(obj),
+            finished: false,
+        }
+    }
+
+    fn conn(&mut self) -> Result<&mut Object, Fault> {
+        self.obj.as_mut().ok_or_else(|| corrupt("lease"))
+    }
+
+    /// Marks the call finished; `keep == false` closes the connection instead of pooling it.
+    fn finish(mut self, keep: bool) {
+        self.finished = keep;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take() {
+            if !self.finished {
+                drop(Object::take(obj));
+            }
+        }
+    }
+}
+
 /// Runs `$body` (an expression using `$c: &mut Object`, returning a future of
-/// `Result<_, Fault>`) on a pooled connection; drops broken connections from the pool and
-/// retries races the server detected.
+/// `Result<_, Fault>`) on a pooled connection; drops broken (or abandoned) connections from
+/// the pool and retries races the server detected.
 macro_rules! on_conn {
     ($self:ident, retry_unique = $retry_unique:expr, |$c:ident| $body:expr) => {{
         let mut attempt: u32 = 0;
         loop {
-            let mut obj = match $self.inner.pool.get().await {
-                Ok(o) => o,
+            let mut lease = match $self.inner.pool.get().await {
+                Ok(o) => Lease::new(o),
                 Err(e) => break Err(Fault::from(e).into_error()),
             };
-            let result: std::result::Result<_, Fault> = {
-                let $c: &mut Object = &mut obj;
-                $body.await
+            let result: std::result::Result<_, Fault> = match lease.conn() {
+                Ok($c) => $body.await,
+                Err(f) => Err(f),
             };
             match result {
-                Ok(v) => break Ok(v),
+                Ok(v) => {
+                    lease.finish(true);
+                    break Ok(v);
+                }
                 Err(fault) => {
-                    if fault.breaks_connection() {
-                        drop(Object::take(obj));
-                    }
+                    lease.finish(!fault.breaks_connection());
                     let race = fault.is_retryable_race()
                         || ($retry_unique && fault.code() == Some(&SqlState::UNIQUE_VIOLATION));
                     if race && attempt < $self.inner.max_retries {
