@@ -447,6 +447,66 @@ async fn cancelled_call_does_not_leak_its_connection_or_partial_state() {
     r.assign(&tenant("victim"), StampId(1)).await.unwrap();
 }
 
+/// Calls that fail on a rule (conflict, capacity, state, not found) or change nothing end
+/// their transaction: the pooled connection is kept (same backend) and never left idle in a
+/// transaction holding locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_end_their_transaction_and_keep_the_connection() {
+    let app = format!("stamps-refused-{}", std::process::id());
+    let (r, _guard) = fresh("refused", |c| c.application_name(&app).pool_size(1)).await;
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
+    r.put_active_stamp(stamp_spec(2, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
+    let a = r.assign(&tenant("a"), StampId(1)).await.unwrap();
+    let admin = raw_client().await;
+    let backends = || async {
+        admin
+            .query(
+                "SELECT pid, state FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get::<_, i32>(0), row.get::<_, String>(1)))
+            .collect::<Vec<_>>()
+    };
+    let before = backends().await;
+    assert_eq!(before.len(), 1);
+    let refusals = [
+        format!("{:?}", r.assign(&tenant("a"), StampId(2)).await),
+        format!("{:?}", r.assign(&tenant("b"), StampId(1)).await),
+        format!(
+            "{:?}",
+            r.compare_and_set(a.tenant(), Epoch(1), AssignmentChange::move_to(StampId(2)))
+                .await
+        ),
+        format!(
+            "{:?}",
+            r.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(9)))
+                .await
+        ),
+        format!("{:?}", r.unassign(&TenantId::new("nobody").unwrap(), Epoch(1)).await),
+        format!("{:?}", r.set_stamp_state(StampId(1), StampState::Provisioning).await),
+        format!("{:?}", r.set_stamp_state(StampId(1), StampState::Decommissioned).await),
+        format!("{:?}", r.put_stamp(stamp_spec(1, &[(Resource::Tenants, 0.5)])).await),
+    ];
+    for (i, refusal) in refusals.iter().enumerate() {
+        assert!(refusal.starts_with("Err("), "call {i} should be refused: {refusal}");
+    }
+    // A no-op state change succeeds without writing.
+    let head = r.head().await.unwrap();
+    r.set_stamp_state(StampId(1), StampState::Active).await.unwrap();
+    assert_eq!(r.head().await.unwrap(), head);
+    let after = backends().await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, before[0].0, "the same connection served every call");
+    assert_eq!(after[0].1, "idle", "no transaction left open");
+}
+
 /// An unreachable server is `Unavailable` at connect, not a panic or a hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_is_unavailable() {

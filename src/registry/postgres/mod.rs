@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use futures_util::future::try_join;
+use futures_util::future::{try_join, try_join3};
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -167,7 +167,13 @@ macro_rules! on_conn {
                     break Ok(v);
                 }
                 Err(fault) => {
-                    lease.finish(!fault.breaks_connection());
+                    // Leave no transaction open on a pooled connection (a warning when none is).
+                    let keep = !fault.breaks_connection()
+                        && match lease.conn() {
+                            Ok(c) => c.batch_execute("ROLLBACK").await.is_ok(),
+                            Err(_) => false,
+                        };
+                    lease.finish(keep);
                     let race = fault.is_retryable_race()
                         || ($retry_unique && fault.code() == Some(&SqlState::UNIQUE_VIOLATION));
                     if race && attempt < $self.inner.max_retries {
@@ -326,39 +332,84 @@ impl PgRegistry {
     }
 
     /// Locks and reads the given stamps (sorted, deduplicated) in the transaction.
-    async fn lock_stamps(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        ids: impl Iterator<Item = StampId>,
-    ) -> Result<Vec<StampLoad>, Fault> {
-        let mut ids: Vec<i64> = ids.map(|s| i64::from(s.0)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let stmt = tx.prepare_cached(&self.inner.sql.stamps_lock).await?;
-        let rows = tx.query(&stmt, &[&ids]).await?;
+    async fn lock_stamps(&self, c: &Object, ids: impl Iterator<Item = StampId>) -> Result<Vec<StampLoad>, Fault> {
+        let ids = stamp_ids(ids);
+        let stmt = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let rows = c.query(&stmt, &[&ids]).await?;
         rows.iter().map(codec::stamp_load).collect()
     }
 
-    /// Increments the feed counter and runs `write` right after it, pipelined in one round
-    /// trip; returns the new head and the write's rows. From here to commit the transaction
-    /// holds the counter row, which is what orders commits by version.
-    async fn bump_and_write(
+    /// Starts a transaction and locks the given stamps, in one round trip.
+    async fn begin_locking_stamps(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        c: &Object,
+        ids: impl Iterator<Item = StampId>,
+    ) -> Result<Vec<StampLoad>, Fault> {
+        let ids = stamp_ids(ids);
+        let stmt = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let ((), rows) = try_join(c.batch_execute("BEGIN"), c.query(&stmt, &[&ids])).await?;
+        rows.iter().map(codec::stamp_load).collect()
+    }
+
+    /// Starts a transaction and reads and locks a tenant's assignment, checking its epoch, in
+    /// one round trip.
+    async fn begin_locking_assignment(
+        &self,
+        c: &Object,
+        tenant: &TenantId,
+        expected: Epoch,
+    ) -> Result<Assignment, Fault> {
+        let stmt = c.prepare_cached(&self.inner.sql.assignment_lock).await?;
+        let ((), row) = try_join(c.batch_execute("BEGIN"), c.query_opt(&stmt, &[&tenant.as_str()])).await?;
+        let row = row.ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
+        let current = codec::assignment(&row)?;
+        if current.epoch != expected {
+            return Err(Error::Conflict {
+                kind: ConflictKind::Epoch,
+                expected: expected.0,
+                actual: current.epoch.0,
+            }
+            .into());
+        }
+        Ok(current)
+    }
+
+    /// Increments the feed counter, runs `write` and commits, pipelined in one round trip;
+    /// returns the new head and the write's rows. From the increment to the commit the
+    /// transaction holds the counter row, which is what orders commits by version; sending
+    /// the three together keeps that window to one round trip. If the increment or the write
+    /// fails, the server turns the `COMMIT` into a rollback and the call returns the error.
+    /// Every write statement fails (rather than writing nothing) when its target row is gone,
+    /// so a commit never records a version without its change row.
+    async fn bump_write_commit(
+        &self,
+        c: &Object,
         write: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(Version, Vec<Row>), Fault> {
-        let bump = tx.prepare_cached(&self.inner.sql.bump).await?;
-        let write = tx.prepare_cached(write).await?;
-        let (head, rows) = try_join(tx.query_one(&bump, &[]), tx.query(&write, params)).await?;
+        let bump = c.prepare_cached(&self.inner.sql.bump).await?;
+        let write = c.prepare_cached(write).await?;
+        let (head, rows, ()) = try_join3(
+            c.query_one(&bump, &[]),
+            c.query(&write, params),
+            c.batch_execute("COMMIT"),
+        )
+        .await?;
         Ok((version_of(head.try_get(0)?)?, rows))
     }
 
     async fn assign_once(&self, c: &mut Object, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment, Fault> {
         let now = self.now();
-        let tx = c.transaction().await?;
-        let get = tx.prepare_cached(&self.inner.sql.assignment_get).await?;
-        if let Some(row) = tx.query_opt(&get, &[&tenant.id.as_str()]).await? {
+        let get = c.prepare_cached(&self.inner.sql.assignment_get).await?;
+        let lock = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let ids = vec![i64::from(stamp.0)];
+        let ((), existing, stamps) = try_join3(
+            c.batch_execute("BEGIN"),
+            c.query_opt(&get, &[&tenant.id.as_str()]),
+            c.query(&lock, &[&ids]),
+        )
+        .await?;
+        if let Some(row) = existing {
             let current = codec::assignment(&row)?;
             return Err(Error::AlreadyAssigned {
                 tenant: tenant.id.clone(),
@@ -366,15 +417,15 @@ impl PgRegistry {
             }
             .into());
         }
-        let loads = self.lock_stamps(&tx, std::iter::once(stamp)).await?;
+        let loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
         let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
         admission::check(None, Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
         let usage = usage_after(&loads, None, Some(&new));
         let p = AssignmentParams::new(&new, now)?;
         let action = HistoryAction::Assigned.as_str();
         let (head, rows) = self
-            .bump_and_write(
-                &tx,
+            .bump_write_commit(
+                c,
                 &self.inner.sql.assign_write,
                 &[
                     &p.tenant,
@@ -396,9 +447,8 @@ impl PgRegistry {
                 ],
             )
             .await?;
-        check_written(head, &rows)?;
-        tx.commit().await?;
         self.inner.signal.notify(head);
+        check_written(head, &rows)?;
         let mut out = new;
         out.epoch = Epoch(head.0);
         Ok(out)
@@ -412,8 +462,7 @@ impl PgRegistry {
         change: &AssignmentChange,
     ) -> Result<Assignment, Fault> {
         let now = self.now();
-        let tx = c.transaction().await?;
-        let old = lock_assignment(&self.inner.sql, &tx, tenant, expected).await?;
+        let old = self.begin_locking_assignment(c, tenant, expected).await?;
         let mut new = old.clone();
         let action = match &change.action {
             ChangeAction::Move { to, mode } => {
@@ -434,7 +483,7 @@ impl PgRegistry {
             }
         };
         new.updated_at = now;
-        let loads = self.lock_stamps(&tx, old.stamps().chain(new.stamps())).await?;
+        let loads = self.lock_stamps(c, old.stamps().chain(new.stamps())).await?;
         admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
         let usage = usage_after(&loads, Some(&old), Some(&new));
         let p = AssignmentParams::new(&new, now)?;
@@ -442,8 +491,8 @@ impl PgRegistry {
         let from = Some(i64::from(old.stamp.0));
         let expected_param = big(expected.0, "expected")?;
         let (head, rows) = self
-            .bump_and_write(
-                &tx,
+            .bump_write_commit(
+                c,
                 &self.inner.sql.update_write,
                 &[
                     &p.tenant,
@@ -466,38 +515,34 @@ impl PgRegistry {
                 ],
             )
             .await?;
-        check_written(head, &rows)?;
-        tx.commit().await?;
         self.inner.signal.notify(head);
+        check_written(head, &rows)?;
         new.epoch = Epoch(head.0);
         Ok(new)
     }
 
     async fn unassign_once(&self, c: &mut Object, tenant: &TenantId, expected: Epoch) -> Result<(), Fault> {
         let now = self.now();
-        let tx = c.transaction().await?;
-        let old = lock_assignment(&self.inner.sql, &tx, tenant, expected).await?;
-        let loads = self.lock_stamps(&tx, old.stamps()).await?;
+        let old = self.begin_locking_assignment(c, tenant, expected).await?;
+        let loads = self.lock_stamps(c, old.stamps()).await?;
         let usage = usage_after(&loads, Some(&old), None);
         let at = millis(now)?;
         let expected_param = big(expected.0, "expected")?;
         let (head, rows) = self
-            .bump_and_write(
-                &tx,
+            .bump_write_commit(
+                c,
                 &self.inner.sql.unassign_write,
                 &[&tenant.as_str(), &expected_param, &usage, &at, &None::<String>],
             )
             .await?;
-        check_written(head, &rows)?;
-        tx.commit().await?;
         self.inner.signal.notify(head);
+        check_written(head, &rows)?;
         Ok(())
     }
 
     async fn put_stamp_once(&self, c: &mut Object, spec: &StampSpec) -> Result<Stamp, Fault> {
         let now = self.now();
-        let tx = c.transaction().await?;
-        let existing = self.lock_stamps(&tx, std::iter::once(spec.id)).await?;
+        let existing = self.begin_locking_stamps(c, std::iter::once(spec.id)).await?;
         let write = match existing.first() {
             Some(load) => {
                 for (r, used) in load.usage.iter() {
@@ -522,8 +567,8 @@ impl PgRegistry {
         let headroom = i64::from(spec.capacity.headroom().as_ppm());
         let at = millis(now)?;
         let (head, rows) = self
-            .bump_and_write(
-                &tx,
+            .bump_write_commit(
+                c,
                 write,
                 &[
                     &id,
@@ -540,20 +585,18 @@ impl PgRegistry {
                 ],
             )
             .await?;
-        let stamp = stamp_written(head, &rows)?;
-        tx.commit().await?;
         self.inner.signal.notify(head);
-        Ok(stamp)
+        stamp_written(head, &rows)
     }
 
     async fn set_state_once(&self, c: &mut Object, id: StampId, state: StampState) -> Result<Stamp, Fault> {
         let now = self.now();
-        let tx = c.transaction().await?;
-        let loads = self.lock_stamps(&tx, std::iter::once(id)).await?;
+        let loads = self.begin_locking_stamps(c, std::iter::once(id)).await?;
         let load = loads.first().ok_or(Error::NotFound(Subject::Stamp(id)))?;
         let current = load.stamp.state;
         current.transition(state)?;
         if current == state {
+            c.batch_execute("ROLLBACK").await?;
             return Ok(load.stamp.clone());
         }
         if state == StampState::Decommissioned && load.tenants() > 0 {
@@ -565,16 +608,14 @@ impl PgRegistry {
         }
         let at = millis(now)?;
         let (head, rows) = self
-            .bump_and_write(
-                &tx,
+            .bump_write_commit(
+                c,
                 &self.inner.sql.stamp_state,
                 &[&i64::from(id.0), &state.as_str(), &at],
             )
             .await?;
-        let stamp = stamp_written(head, &rows)?;
-        tx.commit().await?;
         self.inner.signal.notify(head);
-        Ok(stamp)
+        stamp_written(head, &rows)
     }
 
     async fn create_migration_once(&self, c: &mut Object, record: &MigrationRecord) -> Result<MigrationRecord, Fault> {
@@ -690,28 +731,11 @@ impl PgRegistry {
     }
 }
 
-/// Reads and locks a tenant's assignment, checking its epoch.
-async fn lock_assignment(
-    sql: &Sql,
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant: &TenantId,
-    expected: Epoch,
-) -> Result<Assignment, Fault> {
-    let stmt = tx.prepare_cached(&sql.assignment_lock).await?;
-    let row = tx
-        .query_opt(&stmt, &[&tenant.as_str()])
-        .await?
-        .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
-    let current = codec::assignment(&row)?;
-    if current.epoch != expected {
-        return Err(Error::Conflict {
-            kind: ConflictKind::Epoch,
-            expected: expected.0,
-            actual: current.epoch.0,
-        }
-        .into());
-    }
-    Ok(current)
+fn stamp_ids(ids: impl Iterator<Item = StampId>) -> Vec<i64> {
+    let mut ids: Vec<i64> = ids.map(|s| i64::from(s.0)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
 /// Usage of each locked stamp after replacing `old` with `new`, as `{stamp id: usage}`.

@@ -9,6 +9,10 @@ const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_
 const HISTORY_COLS: &str =
     "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor";
 const MIGRATION_COLS: &str = "id, tenant, source_id, destination_id, state, revision, data, created_at, updated_at";
+/// Makes a write statement fail (division by zero, SQLSTATE 22012) when it wrote no change
+/// row, for example because its target row vanished: with the `COMMIT` pipelined behind it,
+/// a write that matched nothing must abort rather than commit a version without a change.
+const GUARD: &str = "(SELECT 1 / (SELECT count(*)::int FROM chg) AS written) g";
 const TERMINAL: &str = "('completed', 'cancelled', 'rolled_back', 'failed')";
 
 /// Every statement the registry runs.
@@ -47,7 +51,7 @@ impl Sql {
         let channel = format!("stamps_{schema}");
         // NOTIFY is transactional: delivered at commit, in commit order. Only a wake-up.
         let notify_col = if notify {
-            format!(", pg_notify('{channel}', chg.version::text)::text AS notified")
+            format!(", pg_notify('{channel}', (SELECT max(version) FROM chg)::text)::text AS notified")
         } else {
             String::new()
         };
@@ -58,7 +62,8 @@ impl Sql {
                 SELECT {head_expr}, up.updated_at, 'stamp', NULL, up.id, to_jsonb(up) FROM up
                 RETURNING version
             )
-            SELECT up.*, chg.version{notify_col} FROM up, chg"
+            SELECT w.*, g.written{notify_col}
+            FROM {GUARD} LEFT JOIN (SELECT up.*, chg.version FROM up, chg) w ON true"
         );
         // Shared tail of an assignment write whose new row is `ins`: usage of the affected
         // stamps ($13, {stamp id: usage}), the history entry and the change row.
@@ -79,8 +84,8 @@ impl Sql {
                 RETURNING version
             )
             SELECT chg.version, (SELECT count(*) FROM usage_upd) AS stamps_updated,
-                   (SELECT count(*) FROM hist) AS history_rows{notify_col}
-            FROM chg"
+                   (SELECT count(*) FROM hist) AS history_rows, g.written{notify_col}
+            FROM {GUARD} LEFT JOIN chg ON true"
         );
         Sql {
             listen: format!("LISTEN \"{channel}\""),
@@ -157,8 +162,8 @@ impl Sql {
                     RETURNING version
                 )
                 SELECT chg.version, (SELECT count(*) FROM usage_upd) AS stamps_updated,
-                       (SELECT count(*) FROM hist) AS history_rows{notify_col}
-                FROM chg"
+                       (SELECT count(*) FROM hist) AS history_rows, g.written{notify_col}
+                FROM {GUARD} LEFT JOIN chg ON true"
             ),
             history: format!("SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"),
             changes: format!(
