@@ -5,7 +5,8 @@
 //! - `assignment`: `PgRegistry::assignment` on the same rows (decoding into the model);
 //! - `assign`: one capacity-checked assignment (a transaction: lock, check, counter, writes,
 //!   commit);
-//! - `assign_concurrent/N`: N assignments in flight at once from N tasks (throughput).
+//! - `assign_concurrent/N`: N tasks assigning at once, each on its own stamp (throughput; the
+//!   feed counter is the only shared row).
 //!
 //! ```text
 //! cargo bench --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
@@ -25,6 +26,7 @@ use stamps::registry::postgres::{PgConfig, PgRegistry};
 use stamps::*;
 
 const TENANTS: usize = 10_000;
+const STAMPS: u32 = 16;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -42,10 +44,11 @@ fn bench(c: &mut Criterion) {
             .pool_size(16);
         let r = PgRegistry::connect(cfg).await.expect("connect");
         r.migrate().await.expect("migrate");
-        let cap = Capacity::new([(Resource::Tenants, 100_000_000.0)], 0.0).expect("capacity");
-        r.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu").expect("region"), cap).expect("spec"))
-            .await
-            .expect("stamp");
+        for s in 1..=STAMPS {
+            let cap = Capacity::new([(Resource::Tenants, 100_000_000.0)], 0.0).expect("capacity");
+            let spec = StampSpec::new(StampId(s), format!("s{s}"), Region::new("eu").expect("region"), cap);
+            r.put_active_stamp(spec.expect("spec")).await.expect("stamp");
+        }
         for i in 0..TENANTS {
             let t = TenantSpec::new(TenantId::new(&format!("pre-{i:05}")).expect("id"))
                 .with_demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
@@ -105,12 +108,15 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let start = Instant::now();
                     let workers: Vec<_> = (0..tasks)
-                        .map(|_| {
+                        .map(|t| {
                             let r = registry.clone();
                             let fresh = fresh.clone();
+                            // Each task signs tenants up on its own stamp, as signups spread
+                            // over a fleet: only the feed counter is shared.
+                            let stamp = StampId(1 + (t as u32 % STAMPS));
                             tokio::spawn(async move {
                                 for _ in 0..iters {
-                                    r.assign(&fresh(), StampId(1)).await.expect("assign");
+                                    r.assign(&fresh(), stamp).await.expect("assign");
                                 }
                             })
                         })
