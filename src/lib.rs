@@ -4,6 +4,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod error;
+pub mod migration;
 pub mod model;
 pub mod registry;
 pub mod time;
@@ -13,6 +14,9 @@ pub mod time;
 pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
+pub use migration::{
+    DriverError, Fence, FenceToken, Migration, MigrationConfig, MigrationDriver, Migrator, StepOutcome, ValidationReport,
+};
 pub use model::*;
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};
