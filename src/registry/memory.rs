@@ -160,7 +160,6 @@ impl State {
     /// Applies an assignment write: admission, usage, history, change feed.
     fn write_assignment(
         &mut self,
-        tenant: &TenantId,
         old: Option<Assignment>,
         new: Option<Assignment>,
         action: HistoryAction,
@@ -169,6 +168,11 @@ impl State {
         retention: usize,
     ) -> Result<Option<Assignment>> {
         admission::check(old.as_ref(), new.as_ref(), |s| self.stamps.get(&s))?;
+        let tenant = match new.as_ref().or(old.as_ref()) {
+            Some(a) => a.tenant().clone(),
+            None => return Ok(None),
+        };
+        let tenant = &tenant;
         let version = self.head.next();
         let new = new.map(|mut a| {
             a.epoch = Epoch(version.0);
@@ -323,16 +327,8 @@ impl Registry for InMemoryRegistry {
                 });
             }
             let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
-            st.write_assignment(
-                &tenant.id,
-                None,
-                Some(new),
-                HistoryAction::Assigned,
-                None,
-                now,
-                retention,
-            )?
-            .ok_or_else(|| Error::unavailable("assignment vanished during write"))
+            st.write_assignment(None, Some(new), HistoryAction::Assigned, None, now, retention)?
+                .ok_or_else(|| Error::unavailable("assignment vanished during write"))
         })
     }
 
@@ -363,7 +359,7 @@ impl Registry for InMemoryRegistry {
                     HistoryAction::Resized
                 }
             };
-            st.write_assignment(tenant, Some(old), Some(new), action, change.actor, now, retention)?
+            st.write_assignment(Some(old), Some(new), action, change.actor, now, retention)?
                 .ok_or_else(|| Error::unavailable("assignment vanished during write"))
         })
     }
@@ -371,7 +367,7 @@ impl Registry for InMemoryRegistry {
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
-            st.write_assignment(tenant, Some(old), None, HistoryAction::Unassigned, None, now, retention)?;
+            st.write_assignment(Some(old), None, HistoryAction::Unassigned, None, now, retention)?;
             Ok(())
         })
     }

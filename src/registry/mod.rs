@@ -7,6 +7,7 @@
 
 pub mod admission;
 mod memory;
+pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 mod signal;
 
 use std::fmt::Debug;
