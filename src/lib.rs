@@ -15,7 +15,8 @@ pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
 pub use migration::{
-    DriverError, Fence, FenceToken, Migration, MigrationConfig, MigrationDriver, Migrator, StepOutcome, ValidationReport,
+    DriverError, Fence, FenceToken, Migration, MigrationConfig, MigrationDriver, Migrator, StepOutcome,
+    ValidationReport,
 };
 pub use model::*;
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};

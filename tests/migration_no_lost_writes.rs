@@ -67,7 +67,11 @@ async fn a_crash_at_every_registry_write_and_driver_call_resumes_without_loss() 
         let world = World::new(&format!("crash-{k}")).await;
         world.switch.crash_at(k);
         let (stop, acked, lost) = one(&world, None).await;
-        assert_eq!(world.switch.crashes.load(Ordering::SeqCst), 1, "crash point {k} was reached");
+        assert_eq!(
+            world.switch.crashes.load(Ordering::SeqCst),
+            1,
+            "crash point {k} was reached"
+        );
         assert_eq!(stop, Stop::Terminal(S::Completed), "crash point {k}");
         assert_eq!(lost, 0, "crash point {k} lost writes");
         totals.add(acked, lost);
@@ -134,7 +138,9 @@ async fn a_driver_failure_at_every_call_is_retried_or_rolled_back_without_loss()
             totals.add(acked, lost);
         }
     }
-    totals.report(&format!("driver failure at each of {calls} calls, retryable and permanent"));
+    totals.report(&format!(
+        "driver failure at each of {calls} calls, retryable and permanent"
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,17 +150,28 @@ async fn validation_mismatch_refuses_cutover_and_a_rollback_loses_nothing() {
     let world = World::new("mismatch").await;
     let writers = Writers::spawn(&world, WRITERS);
     let mut m = world.start().await;
-    assert_eq!(drive(&world, &mut m, &writers, Some(S::Validating)).await, Stop::Reached(S::Validating));
+    assert_eq!(
+        drive(&world, &mut m, &writers, Some(S::Validating)).await,
+        Stop::Reached(S::Validating)
+    );
     world.plane.corrupt(DST, &world.tenant, "phantom", "not on the source");
     let stop = drive(&world, &mut m, &writers, None).await;
-    assert!(matches!(stop, Stop::Blocked(ref r) if r.contains("MISMATCH") && r.contains("phantom")), "{stop:?}");
+    assert!(
+        matches!(stop, Stop::Blocked(ref r) if r.contains("MISMATCH") && r.contains("phantom")),
+        "{stop:?}"
+    );
     let a = world.registry.require_assignment(&world.tenant).await.unwrap();
     assert_eq!(a.stamp, SRC, "cutover refused");
     // Stepping again re-validates and stays blocked.
     assert!(matches!(m.step().await.unwrap(), StepOutcome::Blocked { .. }));
     assert_eq!(m.last_validation().map(|v| v.0), Some(false));
-    m.rollback("test-operator", "destination copy is corrupt").await.unwrap();
-    assert_eq!(drive(&world, &mut m, &writers, None).await, Stop::Terminal(S::RolledBack));
+    m.rollback("test-operator", "destination copy is corrupt")
+        .await
+        .unwrap();
+    assert_eq!(
+        drive(&world, &mut m, &writers, None).await,
+        Stop::Terminal(S::RolledBack)
+    );
     let acked = writers.stop().await;
     let lost = lost_writes(&world, &acked).await;
     assert_eq!(lost, 0);
@@ -165,30 +182,51 @@ async fn validation_mismatch_refuses_cutover_and_a_rollback_loses_nothing() {
     let world = World::new("mismatch-late").await;
     let writers = Writers::spawn(&world, WRITERS);
     let mut m = world.start().await;
-    assert_eq!(drive(&world, &mut m, &writers, Some(S::CutOver)).await, Stop::Reached(S::CutOver));
+    assert_eq!(
+        drive(&world, &mut m, &writers, Some(S::CutOver)).await,
+        Stop::Reached(S::CutOver)
+    );
     world.plane.corrupt(DST, &world.tenant, "late-phantom", "x");
     let stop = drive(&world, &mut m, &writers, None).await;
-    assert!(matches!(stop, Stop::Refused(ref r) if r.contains("under the freeze")), "{stop:?}");
+    assert!(
+        matches!(stop, Stop::Refused(ref r) if r.contains("under the freeze")),
+        "{stop:?}"
+    );
     assert_eq!(m.state(), S::Validating);
     let a = world.registry.require_assignment(&world.tenant).await.unwrap();
-    assert_eq!((a.stamp, a.mode), (SRC, stamps::AssignmentMode::DualWrite { shadow: DST }));
+    assert_eq!(
+        (a.stamp, a.mode),
+        (SRC, stamps::AssignmentMode::DualWrite { shadow: DST })
+    );
     m.cancel("test-operator", "giving up").await.unwrap();
-    assert_eq!(drive(&world, &mut m, &writers, None).await, Stop::Terminal(S::Cancelled));
+    assert_eq!(
+        drive(&world, &mut m, &writers, None).await,
+        Stop::Terminal(S::Cancelled)
+    );
     let acked = writers.stop().await;
     let lost = lost_writes(&world, &acked).await;
     assert_eq!(lost, 0);
-    assert_eq!(world.registry.require_assignment(&world.tenant).await.unwrap().stamp, SRC);
+    assert_eq!(
+        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+        SRC
+    );
     totals.add(acked.len(), lost);
 
     // Stale validation: too old by the time the cutover runs; refused, re-validated, completed.
     let world = World::new("stale").await;
     let writers = Writers::spawn(&world, WRITERS);
     let mut m = world.start().await;
-    assert_eq!(drive(&world, &mut m, &writers, Some(S::CutOver)).await, Stop::Reached(S::CutOver));
+    assert_eq!(
+        drive(&world, &mut m, &writers, Some(S::CutOver)).await,
+        Stop::Reached(S::CutOver)
+    );
     world.clock.advance(Duration::from_secs(601));
     let stop = drive(&world, &mut m, &writers, None).await;
     assert!(matches!(stop, Stop::Refused(ref r) if r.contains("old")), "{stop:?}");
-    assert_eq!(drive(&world, &mut m, &writers, None).await, Stop::Terminal(S::Completed));
+    assert_eq!(
+        drive(&world, &mut m, &writers, None).await,
+        Stop::Terminal(S::Completed)
+    );
     let acked = writers.stop().await;
     let lost = lost_writes(&world, &acked).await;
     assert_eq!(lost, 0);
@@ -223,7 +261,10 @@ async fn rollback_after_cutover_during_soak_loses_nothing() {
     let rec = world.registry.migrations(Some(&world.tenant)).await.unwrap().remove(0);
     assert_eq!(rec.data.get("rollback.from").map(String::as_str), Some("soaking"));
     assert!(rec.data["rollback.reason"].contains("error rate"));
-    assert_eq!(world.registry.require_assignment(&world.tenant).await.unwrap().stamp, SRC);
+    assert_eq!(
+        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+        SRC
+    );
     assert_eq!(lost, 0);
     totals.add(acked, lost);
 
@@ -231,17 +272,29 @@ async fn rollback_after_cutover_during_soak_loses_nothing() {
     let world = World::new("soak-manual").await;
     let writers = Writers::spawn(&world, WRITERS);
     let mut m = world.start().await;
-    assert_eq!(drive(&world, &mut m, &writers, Some(S::Soaking)).await, Stop::Reached(S::Soaking));
+    assert_eq!(
+        drive(&world, &mut m, &writers, Some(S::Soaking)).await,
+        Stop::Reached(S::Soaking)
+    );
     let a = world.registry.require_assignment(&world.tenant).await.unwrap();
     assert_eq!(a.stamp, DST, "cut over");
     let before = writers.acked.load(Ordering::SeqCst);
     writers.progress(200).await;
-    assert!(writers.acked.load(Ordering::SeqCst) > before, "writes served by the destination");
+    assert!(
+        writers.acked.load(Ordering::SeqCst) > before,
+        "writes served by the destination"
+    );
     m.rollback("test-operator", "customer reports slowness").await.unwrap();
-    assert_eq!(drive(&world, &mut m, &writers, None).await, Stop::Terminal(S::RolledBack));
+    assert_eq!(
+        drive(&world, &mut m, &writers, None).await,
+        Stop::Terminal(S::RolledBack)
+    );
     let acked = writers.stop().await;
     let lost = lost_writes(&world, &acked).await;
-    assert_eq!(world.registry.require_assignment(&world.tenant).await.unwrap().stamp, SRC);
+    assert_eq!(
+        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+        SRC
+    );
     assert!(!world.plane.holds(DST, &world.tenant));
     assert_eq!(lost, 0);
     totals.add(acked.len(), lost);

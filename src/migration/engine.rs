@@ -254,7 +254,9 @@ impl Migrator {
     /// with [`Error::AlreadyExists`] if another migration of the tenant is in progress.
     pub async fn start(&self, plan: &MigrationPlan, initiated_by: &str) -> Result<Migration> {
         if initiated_by.trim().is_empty() {
-            return Err(InvalidInput::new("initiated_by", "must name the person or tool starting the migration").into());
+            return Err(
+                InvalidInput::new("initiated_by", "must name the person or tool starting the migration").into(),
+            );
         }
         if !plan.is_feasible() {
             return Err(InvalidInput::new("plan", "has failed checks; print it to see which").into());
@@ -617,11 +619,18 @@ impl Migration {
     /// The permanent failure that stopped or rolled back the migration: state and error.
     pub fn failure(&self) -> Option<(&str, &str)> {
         let d = &self.record.data;
-        Some((d.get(keys::FAILURE_STATE)?.as_str(), d.get(keys::FAILURE_ERROR)?.as_str()))
+        Some((
+            d.get(keys::FAILURE_STATE)?.as_str(),
+            d.get(keys::FAILURE_ERROR)?.as_str(),
+        ))
     }
 
     fn attempt(&self) -> u32 {
-        self.record.data.get(keys::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0)
+        self.record
+            .data
+            .get(keys::ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
     }
 
     fn actor(&self) -> String {
@@ -721,9 +730,10 @@ impl Migration {
         let mut claim = self.record.clone();
         claim.data.insert(keys::ATTEMPT.into(), attempt.to_string());
         claim.data.insert(keys::LEASE_OWNER.into(), self.worker.clone());
-        claim
-            .data
-            .insert(keys::LEASE_UNTIL.into(), (now + self.migrator.config.lease).as_millis().to_string());
+        claim.data.insert(
+            keys::LEASE_UNTIL.into(),
+            (now + self.migrator.config.lease).as_millis().to_string(),
+        );
         self.save(claim, false).await?;
         let ctx = MigrationContext::new(
             self.record.id,
@@ -999,7 +1009,10 @@ impl Migration {
             return Err(self.unexpected(&a));
         }
         if self.migrator.registry.stamp(self.record.destination).await?.is_none() {
-            return Err(StepError::Unexpected(format!("{} is not registered", self.record.destination)));
+            return Err(StepError::Unexpected(format!(
+                "{} is not registered",
+                self.record.destination
+            )));
         }
         Ok(Next::To(S::Snapshotting, vec![]))
     }
@@ -1012,7 +1025,10 @@ impl Migration {
         let snap = self.migrator.driver.snapshot(ctx).await?;
         Ok(Next::To(
             S::Importing,
-            vec![(keys::SNAPSHOT_ID, snap.id), (keys::SNAPSHOT_ROWS, snap.rows.to_string())],
+            vec![
+                (keys::SNAPSHOT_ID, snap.id),
+                (keys::SNAPSHOT_ROWS, snap.rows.to_string()),
+            ],
         ))
     }
 
@@ -1188,7 +1204,9 @@ impl Migration {
     async fn work_clean_up(&self, ctx: &MigrationContext) -> Work {
         let mut a = self.assignment().await?;
         if self.dual_writing_reverse(&a) {
-            a = self.cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving)).await?;
+            a = self
+                .cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving))
+                .await?;
         } else if !(a.stamp == self.record.destination && a.mode == AssignmentMode::Serving) {
             return Err(self.unexpected(&a));
         }
@@ -1210,10 +1228,15 @@ impl Migration {
         let mut a = self.assignment().await?;
         if a.stamp == self.record.destination && a.mode.shadow() == Some(self.record.source) {
             a = self
-                .cas(&a, AssignmentChange::move_with_mode(self.record.source, AssignmentMode::Serving))
+                .cas(
+                    &a,
+                    AssignmentChange::move_with_mode(self.record.source, AssignmentMode::Serving),
+                )
                 .await?;
         } else if a.stamp == self.record.source && a.mode.shadow() == Some(self.record.destination) {
-            a = self.cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving)).await?;
+            a = self
+                .cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving))
+                .await?;
         } else if !self.on_source_serving(&a) {
             return Err(self.unexpected(&a));
         }

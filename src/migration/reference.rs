@@ -470,7 +470,13 @@ impl MigrationDriver for ReferenceDataPlane {
         self.merge_into(ctx.destination, &ctx.tenant, delta)
     }
 
-    async fn fence(&self, ctx: &MigrationContext, stamp: StampId, epoch: Epoch, holds: bool) -> Result<(), DriverError> {
+    async fn fence(
+        &self,
+        ctx: &MigrationContext,
+        stamp: StampId,
+        epoch: Epoch,
+        holds: bool,
+    ) -> Result<(), DriverError> {
         self.enter(DriverOp::Fence)?;
         self.driver_store(stamp)?.lock().fence.raise(&ctx.tenant, epoch, holds);
         Ok(())
@@ -498,9 +504,12 @@ impl MigrationDriver for ReferenceDataPlane {
         }
         mismatches.sort();
         mismatches.truncate(5);
-        Ok(ValidationReport::new(vec![
-            TableCheck::new("kv", s.summary(), d.summary()).with_mismatches(mismatches)
-        ]))
+        Ok(ValidationReport::new(vec![TableCheck::new(
+            "kv",
+            s.summary(),
+            d.summary(),
+        )
+        .with_mismatches(mismatches)]))
     }
 
     async fn cleanup_source(&self, ctx: &MigrationContext) -> Result<(), DriverError> {

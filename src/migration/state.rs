@@ -97,7 +97,9 @@ impl MigrationState {
     /// assert_eq!(S::Failed.next_states().count(), 0);
     /// ```
     pub fn next_states(self) -> impl Iterator<Item = MigrationState> {
-        MigrationState::ALL.into_iter().filter(move |n| self.can_transition_to(*n))
+        MigrationState::ALL
+            .into_iter()
+            .filter(move |n| self.can_transition_to(*n))
     }
 
     /// Whether the tenant may still be serving from the destination in this state (the
@@ -110,7 +112,10 @@ impl MigrationState {
     /// assert!(!S::DualWrite.may_serve_from_destination());
     /// ```
     pub fn may_serve_from_destination(self) -> bool {
-        matches!(self, S::CutOver | S::Soaking | S::CleaningUp | S::Completed | S::RollingBack)
+        matches!(
+            self,
+            S::CutOver | S::Soaking | S::CleaningUp | S::Completed | S::RollingBack
+        )
     }
 
     /// Whether a person may cancel the migration in this state (before cutover).
@@ -121,7 +126,10 @@ impl MigrationState {
     /// assert!(!S::Soaking.is_cancellable()); // use a rollback after cutover
     /// ```
     pub fn is_cancellable(self) -> bool {
-        matches!(self, S::Planned | S::Snapshotting | S::Importing | S::DualWrite | S::Validating)
+        matches!(
+            self,
+            S::Planned | S::Snapshotting | S::Importing | S::DualWrite | S::Validating
+        )
     }
 
     /// Whether a rollback may start in this state (from `Snapshotting` up to `Soaking`).

@@ -126,7 +126,12 @@ impl Registry for CrashRegistry {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         self.inner.assign(tenant, stamp).await
     }
-    async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange) -> Result<Assignment> {
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
         let r = self.inner.compare_and_set(tenant, expected, change).await;
         if self.switch.crash_now() {
             hang().await
@@ -363,7 +368,11 @@ impl Writers {
 /// number lost. Unique keys must hold their value; counter keys at least the last acked one.
 pub async fn lost_writes(world: &World, acked: &[(String, String)]) -> u64 {
     let a = world.registry.require_assignment(&world.tenant).await.unwrap();
-    assert_eq!(a.mode, AssignmentMode::Serving, "the migration must end with a plain serving assignment");
+    assert_eq!(
+        a.mode,
+        AssignmentMode::Serving,
+        "the migration must end with a plain serving assignment"
+    );
     let rows = world.plane.dump(a.stamp, &world.tenant);
     let mut last_counter: BTreeMap<&str, &str> = BTreeMap::new();
     let mut lost = 0;
@@ -419,7 +428,9 @@ pub async fn drive(world: &World, m: &mut Migration, writers: &Writers, until: O
         match crashed {
             None => {
                 // Crash: this worker is gone. Another resumes after its lease expires.
-                world.clock.advance(world.migrator.config().lease + Duration::from_secs(1));
+                world
+                    .clock
+                    .advance(world.migrator.config().lease + Duration::from_secs(1));
                 *m = world.migrator.load(m.id()).await.unwrap();
             }
             Some(Ok(StepOutcome::Waiting { .. })) => world.clock.advance(Duration::from_secs(1800)),
