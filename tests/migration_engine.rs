@@ -521,3 +521,37 @@ fn config_validation_rejects_nonsense() {
     let backoff = MigrationConfig::default().with_backoff(Duration::from_secs(2), Duration::from_secs(1));
     assert!(backoff.validate().is_err());
 }
+
+#[tokio::test]
+async fn a_dual_write_split_by_the_cutover_fence_is_copied_under_the_freeze() {
+    let world = World::new("split").await;
+    let mut m = world.start().await;
+    step_to(&mut m, &world, S::CutOver).await;
+    let route = world.registry.require_assignment(&world.tenant).await.unwrap();
+    assert_eq!(route.mode, AssignmentMode::DualWrite { shadow: DST });
+    // The first half of a dual-write: applied on the source under the dual-write epoch, its
+    // second half (to the destination) never made it before the cutover fenced it off.
+    let half = Assignment::new(
+        route.spec.clone(),
+        SRC,
+        route.epoch,
+        AssignmentMode::Serving,
+        route.assigned_at,
+        route.updated_at,
+    );
+    world.plane.write(&half, "split", "source only").unwrap();
+    assert_eq!(world.plane.get(DST, &world.tenant, "split"), None);
+    // The cutover drains, copies the leftover, validates equal data and moves.
+    assert_eq!(
+        m.step().await.unwrap(),
+        StepOutcome::Advanced {
+            from: S::CutOver,
+            to: S::Soaking
+        }
+    );
+    assert_eq!(
+        world.plane.get(DST, &world.tenant, "split").as_deref(),
+        Some("source only")
+    );
+    assert_eq!(m.last_validation().map(|v| v.0), Some(true));
+}

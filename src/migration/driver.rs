@@ -377,9 +377,12 @@ pub trait MigrationDriver: fmt::Debug + Send + Sync + 'static {
     async fn import(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError>;
 
     /// Copies to the destination what changed on the source since `snapshot`, merging by row
-    /// version. Called once dual-write is on and both stamps are fenced at the dual-write
-    /// epoch, so no write that bypasses the destination can still land on the source.
-    /// Idempotent.
+    /// version. Called twice: once dual-write is on and both stamps are fenced at the
+    /// dual-write epoch (so no write that bypasses the destination can still land on the
+    /// source), and again during the cutover freeze (to copy dual-writes that reached the
+    /// source but were fenced off the destination). The second call runs while the tenant's
+    /// writes are frozen: make it a delta (from a change-stream position, or rows newer than
+    /// the last copy), not a full copy. Idempotent.
     ///
     /// The default takes a fresh snapshot and imports it, which is correct (imports merge by
     /// version) but copies everything again; override it with a delta copy.

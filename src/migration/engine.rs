@@ -364,7 +364,7 @@ impl MigrationPlan {
             (
                 S::CutOver,
                 format!(
-                    "freeze writes (at most {:?}), drain through the fences, validate again{}, point {t} at {d} with reverse dual-write to {s}; refused if validation failed or is older than {:?}",
+                    "freeze writes (at most {:?}), drain through the fences, copy what is left, validate again{}, point {t} at {d} with reverse dual-write to {s}; refused if validation failed or is older than {:?}",
                     c.max_freeze,
                     if c.validate_under_freeze { "" } else { " (disabled)" },
                     c.max_validation_age
@@ -1140,7 +1140,13 @@ impl Migration {
         };
         let until = self.frozen_forward(&frozen).unwrap_or(Timestamp::ZERO);
         trace_event!(migration = %self.record.id, until = %until, "writes frozen");
+        // Drain: once both fences are raised no write routed by an older assignment can land;
+        // the catch-up then copies whatever the source has that the destination lacks (a
+        // dual-write that reached the source but was fenced off the destination, say), so the
+        // two sides are equal while frozen.
         self.fence_both(ctx, &frozen).await?;
+        let snap = self.snapshot_info()?;
+        self.migrator.driver.catch_up(ctx, &snap).await?;
         let mut updates = vec![];
         if cfg.validate_under_freeze {
             let report = self.migrator.driver.validate(ctx).await?;

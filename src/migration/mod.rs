@@ -14,7 +14,7 @@
 //! | `Snapshotting`, `Importing` | source, `Serving` | — |
 //! | `DualWrite` (+ catch-up copy) | source, `DualWrite { shadow: destination }` | both, at the new epoch |
 //! | `Validating` | unchanged | — |
-//! | `CutOver`: freeze, drain, final validation, move | destination, `DualWrite { shadow: source }` (reverse dual-write) | both, at the frozen epoch, then at the new epoch |
+//! | `CutOver`: freeze, drain, catch-up, final validation, move | destination, `DualWrite { shadow: source }` (reverse dual-write) | both, at the frozen epoch, then at the new epoch |
 //! | `Soaking` (host check) | unchanged | — |
 //! | `CleaningUp` (+ delete source data) | destination, `Serving` | source gives the tenant up |
 //! | `RollingBack` (+ delete destination data) | source, `Serving` | destination gives the tenant up |
@@ -24,8 +24,10 @@
 //! a writer routing by a stale cache is refused by the stamp ([`Fence`]) instead of writing
 //! where the tenant no longer lives. Because a write is acknowledged only after every stamp of
 //! its route admitted it, raising both fences is also the drain: after it, every write that
-//! can still be acknowledged under the old epoch is on both stamps. The freeze exists so that
-//! the final validation compares quiescent data.
+//! can still be acknowledged under the old epoch is on both stamps. A write that reached the
+//! source but was fenced off the destination was never acknowledged; the catch-up under the
+//! freeze copies it anyway, so that the final validation compares equal, quiescent data. The
+//! freeze exists for that copy and that comparison.
 //!
 //! # Steps, persistence and crashes
 //!

@@ -354,6 +354,20 @@ impl Writers {
         }
     }
 
+    /// Waits until the writers acknowledged `n` more writes (they must not be frozen); a
+    /// liveness guard fails the test after a minute instead of hanging it.
+    pub async fn must_progress(&self, n: u64) {
+        let start = self.acked.load(Ordering::SeqCst);
+        let wait = async {
+            while self.acked.load(Ordering::SeqCst) < start + n {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .expect("writers made no progress in a minute");
+    }
+
     pub async fn stop(self) -> Vec<(String, String)> {
         self.stop.store(true, Ordering::SeqCst);
         let mut all = Vec::new();
