@@ -13,7 +13,7 @@ use crate::model::{Assignment, Epoch, StampId, TenantId};
 /// use stamps::migration::FenceToken;
 /// use stamps::{Epoch, StampId, TenantId};
 /// let t = FenceToken::new(TenantId::new("acme")?, StampId(2), Epoch(9));
-/// assert_eq!(t.to_string(), "acme@stamp-2/e9");
+/// assert_eq!(t.to_string(), "acme@stamp-002/e9");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,6 +1,6 @@
 //! Tenant migration between stamps: the [`Migration`] state machine the library drives and
 //! persists, the [`MigrationDriver`] trait the host implements for its data plane, fencing at
-//! the stamp ([`FenceToken`], [`Fence`]) and an in-memory [`reference`] data plane.
+//! the stamp ([`FenceToken`], [`Fence`]) and an in-memory [`reference`](mod@reference) data plane.
 //!
 //! The sequence is the seed's: snapshot, import, dual-write, validate, cut over, soak, clean
 //! up, with rollback possible until cleanup starts, after cutover too. The runbook is
@@ -76,6 +76,9 @@
 //! assert_eq!(plane.get(StampId(1), &acme, "greeting"), None); // cleaned up
 //! # Ok(()) }
 //! ```
+
+#[doc = include_str!("../../docs/migrations.md")]
+pub mod runbook {}
 
 mod driver;
 mod engine;
