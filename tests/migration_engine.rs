@@ -557,3 +557,46 @@ async fn a_dual_write_split_by_the_cutover_fence_is_copied_under_the_freeze() {
     );
     assert_eq!(m.last_validation().map(|v| v.0), Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_two_threads_racing_for_every_step_never_both_win() {
+    let world = World::new("race-mt").await;
+    let id = world.start().await.id();
+    let mut rounds = 0;
+    loop {
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let (migrator, barrier) = (world.migrator.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let mut m = migrator.load(id).await.unwrap();
+                    barrier.wait().await;
+                    m.step().await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        let mut conflicts = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(StepOutcome::Advanced { .. } | StepOutcome::Waiting { .. }) => wins += 1,
+                Err(Error::Conflict { .. }) => conflicts += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((wins, conflicts), (1, 1), "round {rounds}");
+        rounds += 1;
+        let state = world.migrator.load(id).await.unwrap().state();
+        if state == S::Soaking {
+            world.clock.advance(Duration::from_secs(3 * 3600));
+        }
+        if state.is_terminal() {
+            break;
+        }
+    }
+    assert!(rounds >= 8, "one round per step of the forward path, saw {rounds}");
+    assert_eq!(
+        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+        DST
+    );
+}
