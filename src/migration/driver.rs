@@ -85,6 +85,11 @@ impl SnapshotInfo {
 }
 
 /// Whether retrying a failed driver call may help.
+///
+/// ```
+/// use stamps::migration::{DriverError, DriverErrorKind};
+/// assert_eq!(DriverError::permanent("disk full").kind(), DriverErrorKind::Permanent);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DriverErrorKind {
@@ -444,6 +449,12 @@ impl<D: MigrationDriver + ?Sized> MigrationDriver for Arc<D> {
 }
 
 /// A migration driver as a trait object.
+///
+/// ```
+/// use stamps::migration::{reference::ReferenceDataPlane, DynMigrationDriver};
+/// use std::sync::Arc;
+/// let _driver: Arc<DynMigrationDriver> = Arc::new(ReferenceDataPlane::new([]));
+/// ```
 pub type DynMigrationDriver = dyn MigrationDriver;
 
 #[allow(dead_code)]
@@ -530,6 +541,11 @@ impl SoakCheck for AlwaysHealthy {
 }
 
 /// A [`SoakCheck`] from a synchronous closure; see [`soak_check_fn`].
+///
+/// ```
+/// use stamps::migration::{soak_check_fn, FnSoakCheck, MigrationContext, SoakVerdict};
+/// let _c: FnSoakCheck<_> = soak_check_fn(|_: &MigrationContext| SoakVerdict::Healthy);
+/// ```
 #[derive(Clone)]
 pub struct FnSoakCheck<F>(F);
 

@@ -35,6 +35,13 @@ macro_rules! trace_event {
 
 /// Names of the fields the engine keeps in [`MigrationRecord::data`]. Driver-independent; read
 /// them in dashboards and audits, do not write them.
+///
+/// ```
+/// use stamps::migration::keys;
+/// use std::collections::BTreeMap;
+/// let data = BTreeMap::from([(keys::VALIDATION_PASSED.to_string(), "true".to_string())]);
+/// assert_eq!(data.get(keys::VALIDATION_PASSED).map(String::as_str), Some("true"));
+/// ```
 pub mod keys {
     /// Who started the migration (a person or tool, required by [`Migrator::start`](super::Migrator::start)).
     pub const INITIATED_BY: &str = "initiated_by";
@@ -252,6 +259,28 @@ impl Migrator {
     /// Fails with [`Error::InvalidInput`] if the plan is not feasible or `initiated_by` is
     /// empty, with [`Error::Conflict`] if the tenant's assignment changed since the plan, and
     /// with [`Error::AlreadyExists`] if another migration of the tenant is in progress.
+    ///
+    /// ```
+    /// # use stamps::migration::reference::ReferenceDataPlane;
+    /// # use stamps::migration::*;
+    /// # use stamps::*;
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let registry = Arc::new(InMemoryRegistry::new());
+    /// # for id in [1, 2] {
+    /// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+    /// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+    /// # }
+    /// # let t = TenantId::new("umbrella")?;
+    /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+    /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+    /// let plan = migrator.plan(&t, StampId(2)).await?;
+    /// let m = migrator.start(&plan, "carol (ticket OPS-1234)").await?;
+    /// assert_eq!(m.state(), MigrationState::Planned);
+    /// assert_eq!(m.record().data[keys::INITIATED_BY], "carol (ticket OPS-1234)");
+    /// # Ok(()) }
+    /// ```
     pub async fn start(&self, plan: &MigrationPlan, initiated_by: &str) -> Result<Migration> {
         if initiated_by.trim().is_empty() {
             return Err(
@@ -286,6 +315,29 @@ impl Migrator {
 
     /// Resumes a migration from its persisted record (after a crash, on another worker, from
     /// an admin endpoint).
+    ///
+    /// ```
+    /// # use stamps::migration::reference::ReferenceDataPlane;
+    /// # use stamps::migration::*;
+    /// # use stamps::*;
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let registry = Arc::new(InMemoryRegistry::new());
+    /// # for id in [1, 2] {
+    /// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+    /// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+    /// # }
+    /// # let t = TenantId::new("umbrella")?;
+    /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+    /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+    /// let id = migrator.start(&migrator.plan(&t, StampId(2)).await?, "dave").await?.id();
+    /// // ... the process restarts ...
+    /// let mut resumed = migrator.load(id).await?;
+    /// resumed.step().await?;
+    /// assert_eq!(resumed.state(), MigrationState::Snapshotting);
+    /// # Ok(()) }
+    /// ```
     pub async fn load(&self, id: MigrationId) -> Result<Migration> {
         let record = self
             .registry
@@ -306,6 +358,27 @@ impl Migrator {
 }
 
 /// One check of a [`MigrationPlan`].
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::migration::*;
+/// # use stamps::*;
+/// # use std::sync::Arc;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let registry = Arc::new(InMemoryRegistry::new());
+/// # for id in [1, 2] {
+/// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+/// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+/// # }
+/// # let t = TenantId::new("umbrella")?;
+/// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+/// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+/// let plan = migrator.plan(&t, StampId(1)).await?; // the stamp it is already on
+/// let failed: Vec<_> = plan.checks.iter().filter(|c| !c.ok).map(|c| c.what).collect();
+/// assert_eq!(failed, ["destination differs from the source"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PlanCheck {
@@ -325,6 +398,28 @@ impl PlanCheck {
 
 /// The dry run of a migration: the checks and the steps, printable with `{}`.
 /// Made by [`Migrator::plan`], consumed by [`Migrator::start`].
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::migration::*;
+/// # use stamps::*;
+/// # use std::sync::Arc;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let registry = Arc::new(InMemoryRegistry::new());
+/// # for id in [1, 2] {
+/// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+/// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+/// # }
+/// # let t = TenantId::new("umbrella")?;
+/// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+/// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+/// let plan = migrator.plan(&t, StampId(2)).await?;
+/// assert!(plan.is_feasible());
+/// assert_eq!(plan.steps().len(), 9);
+/// assert!(plan.to_string().starts_with("migration plan: tenant umbrella from stamp-001 to stamp-002"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MigrationPlan {
@@ -408,6 +503,14 @@ impl fmt::Display for MigrationPlan {
 }
 
 /// What one [`Migration::step`] did.
+///
+/// ```
+/// use stamps::migration::StepOutcome;
+/// use stamps::MigrationState as S;
+/// let o = StepOutcome::Advanced { from: S::Validating, to: S::CutOver };
+/// let step_again_now = matches!(o, StepOutcome::Advanced { to, .. } if !to.is_terminal());
+/// assert!(step_again_now);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StepOutcome {
@@ -455,7 +558,14 @@ pub enum StepOutcome {
     },
 }
 
-/// How [`Migration::run`] ended.
+/// How `Migration::run` (feature `tokio`) ended.
+///
+/// ```
+/// use stamps::migration::RunOutcome;
+/// use stamps::MigrationState as S;
+/// let o = RunOutcome::Blocked { state: S::Validating, reason: "validation failed".into() };
+/// assert!(!matches!(o, RunOutcome::Finished(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunOutcome {
@@ -795,6 +905,27 @@ impl Migration {
     /// `backoff_max`), at most `max_attempts` times in a row; the soak is re-checked every
     /// `soak_poll`. Stops with [`RunOutcome::Blocked`] on a failed validation or a refused
     /// cutover, and with the error on a `Conflict` (another worker is driving it).
+    ///
+    /// ```
+    /// # use stamps::migration::reference::ReferenceDataPlane;
+    /// # use stamps::migration::*;
+    /// # use stamps::*;
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let registry = Arc::new(InMemoryRegistry::new());
+    /// # for id in [1, 2] {
+    /// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+    /// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+    /// # }
+    /// # let t = TenantId::new("umbrella")?;
+    /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+    /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+    /// # let migrator = migrator.with_config(MigrationConfig::default().with_soak_window(std::time::Duration::ZERO))?;
+    /// let mut m = migrator.start(&migrator.plan(&t, StampId(2)).await?, "erin").await?;
+    /// assert_eq!(m.run().await?, RunOutcome::Finished(MigrationState::Completed));
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "tokio")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn run(&mut self) -> Result<RunOutcome> {
@@ -893,6 +1024,30 @@ impl Migration {
     /// next step points the tenant back at the source, serving, fences the destination off and
     /// deletes its copy. Returns the state persisted (`RollingBack`). Illegal states give
     /// [`Error::InvalidTransition`].
+    ///
+    /// ```
+    /// # use stamps::migration::reference::ReferenceDataPlane;
+    /// # use stamps::migration::*;
+    /// # use stamps::*;
+    /// # use std::sync::Arc;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let registry = Arc::new(InMemoryRegistry::new());
+    /// # for id in [1, 2] {
+    /// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
+    /// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
+    /// # }
+    /// # let t = TenantId::new("umbrella")?;
+    /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+    /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
+    /// let mut m = migrator.start(&migrator.plan(&t, StampId(2)).await?, "frank").await?;
+    /// for _ in 0..4 { m.step().await?; } // now dual-writing
+    /// assert_eq!(m.rollback("frank", "destination latency").await?, MigrationState::RollingBack);
+    /// m.step().await?;
+    /// assert_eq!(m.state(), MigrationState::RolledBack);
+    /// assert_eq!(registry.require_assignment(&t).await?.mode, AssignmentMode::Serving);
+    /// # Ok(()) }
+    /// ```
     pub async fn rollback(&mut self, by: &str, reason: &str) -> Result<MigrationState> {
         let state = self.record.state;
         state.transition(S::RollingBack)?;

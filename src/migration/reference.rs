@@ -119,6 +119,12 @@ struct StampStore {
 }
 
 /// The driver operations, for fault injection and call counts.
+///
+/// ```
+/// use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
+/// let plane = ReferenceDataPlane::new([]);
+/// assert!(DriverOp::ALL.iter().all(|op| plane.calls(*op) == 0));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum DriverOp {
@@ -154,6 +160,13 @@ impl DriverOp {
 /// Why a write was not acknowledged. The caller retries `Frozen` after `until` and `Fenced`
 /// after refreshing its route; neither write took effect on every stamp (it may have taken
 /// effect on some: unacknowledged writes may or may not be visible, as in any database).
+///
+/// ```
+/// use stamps::migration::reference::WriteError;
+/// use stamps::Timestamp;
+/// assert!(WriteError::Frozen { until: Timestamp::from_millis(5) }.is_retryable());
+/// assert!(!WriteError::UnknownStamp(stamps::StampId(9)).is_retryable());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
@@ -194,6 +207,17 @@ impl WriteError {
 }
 
 /// An acknowledged write.
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::*;
+/// let plane = ReferenceDataPlane::new([StampId(1)]);
+/// let a = Assignment::new(TenantSpec::new(TenantId::new("t")?), StampId(1), Epoch(2),
+///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+/// let ack = plane.write(&a, "k", "v")?;
+/// assert_eq!((ack.stamps, ack.version.epoch), (1, Epoch(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WriteAck {
@@ -213,6 +237,22 @@ struct Inner {
 }
 
 /// The in-memory reference data plane; see the [module docs](self). Clones share the data.
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = InMemoryRegistry::new();
+/// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+/// let t = TenantId::new("acme")?;
+/// registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+/// let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+/// plane.write_via(&registry, &t, "k", "v").await?;
+/// assert_eq!(plane.dump(StampId(1), &t).len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ReferenceDataPlane {
     inner: Arc<Inner>,
