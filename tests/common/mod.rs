@@ -99,7 +99,7 @@ async fn hang() -> ! {
 /// A registry whose migration writes and assignment compare-and-sets can crash.
 #[derive(Debug, Clone)]
 pub struct CrashRegistry {
-    pub inner: Arc<InMemoryRegistry>,
+    pub inner: Arc<DynRegistry>,
     pub switch: Arc<Switch>,
 }
 
@@ -222,7 +222,8 @@ impl MigrationDriver for CrashDriver {
 /// Two active stamps, one tenant on the source with seed rows, a data plane, switches.
 pub struct World {
     pub clock: FakeClock,
-    pub registry: Arc<InMemoryRegistry>,
+    /// Any registry: the scenarios run against every implementation handed to `World::on`.
+    pub registry: Arc<DynRegistry>,
     pub plane: ReferenceDataPlane,
     pub switch: Arc<Switch>,
     pub tenant: TenantId,
@@ -238,6 +239,11 @@ impl World {
     pub async fn with_config(tenant: &str, cfg: MigrationConfig) -> World {
         let clock = FakeClock::new();
         let registry = Arc::new(InMemoryRegistry::builder().clock(clock.clone()).build());
+        Self::on(registry, clock, tenant, cfg).await
+    }
+
+    /// A world on `registry` (empty of stamps 1 and 2 and of `tenant`).
+    pub async fn on(registry: Arc<DynRegistry>, clock: FakeClock, tenant: &str, cfg: MigrationConfig) -> World {
         for id in [SRC, DST] {
             let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0).unwrap();
             let spec = StampSpec::new(id, format!("s{}", id.0), Region::new("eu").unwrap(), cap).unwrap();
