@@ -252,3 +252,70 @@ proptest! {
         });
     }
 }
+
+#[derive(Debug, Clone)]
+enum FenceOp {
+    Raise { tenant: u8, epoch: u64, holds: bool },
+    Admit { tenant: u8, stamp: u32, epoch: u64 },
+}
+
+fn fence_op() -> impl Strategy<Value = FenceOp> {
+    prop_oneof![
+        (0u8..3, 0u64..20, any::<bool>()).prop_map(|(tenant, epoch, holds)| FenceOp::Raise { tenant, epoch, holds }),
+        (0u8..3, 1u32..3, 0u64..20).prop_map(|(tenant, stamp, epoch)| FenceOp::Admit { tenant, stamp, epoch }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The fence against a model: per tenant the newest epoch and whether the stamp holds it;
+    /// a token is admitted iff it is addressed here and newer, or equal while held; epochs
+    /// never go down.
+    #[test]
+    fn the_fence_matches_its_model(ops in proptest::collection::vec(fence_op(), 1..60)) {
+        use stamps::migration::{Fence, FenceRejection, FenceToken};
+        use stamps::{Epoch, StampId, TenantId};
+        let mut fence = Fence::new(StampId(1));
+        let mut model: std::collections::BTreeMap<u8, (u64, bool)> = Default::default();
+        let tid = |t: u8| TenantId::new(&format!("t{t}")).unwrap();
+        for op in ops {
+            match op {
+                FenceOp::Raise { tenant, epoch, holds } => {
+                    fence.raise(&tid(tenant), Epoch(epoch), holds);
+                    let e = model.entry(tenant).or_insert((epoch, holds));
+                    if epoch > e.0 {
+                        *e = (epoch, holds);
+                    } else if epoch == e.0 {
+                        e.1 = e.1 && holds;
+                    }
+                }
+                FenceOp::Admit { tenant, stamp, epoch } => {
+                    let token = FenceToken::new(tid(tenant), StampId(stamp), Epoch(epoch));
+                    let got = fence.admit(&token);
+                    let expected = if stamp != 1 {
+                        Err(FenceRejection::WrongStamp { this: StampId(1), token: StampId(stamp) })
+                    } else {
+                        match model.get(&tenant).copied() {
+                            None => Ok(()),
+                            Some((e, _)) if epoch > e => Ok(()),
+                            Some((e, true)) if epoch == e => Ok(()),
+                            Some((e, false)) if epoch == e => Err(FenceRejection::NotHeld { since: Epoch(e) }),
+                            Some((e, _)) => Err(FenceRejection::Stale { token: Epoch(epoch), current: Epoch(e) }),
+                        }
+                    };
+                    prop_assert_eq!(got, expected);
+                    if got.is_ok() {
+                        let e = model.entry(tenant).or_insert((epoch, true));
+                        if epoch > e.0 {
+                            *e = (epoch, true);
+                        }
+                    }
+                }
+            }
+            for (t, (e, h)) in &model {
+                prop_assert_eq!(fence.current(&tid(*t)), Some((Epoch(*e), *h)));
+            }
+        }
+    }
+}
