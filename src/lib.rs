@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod capacity;
 pub mod error;
+pub mod integrations;
 pub mod migration;
 pub mod model;
 pub mod registry;
