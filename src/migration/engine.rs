@@ -805,7 +805,8 @@ impl Migration {
     /// does its work through the driver and the registry, and persists the result.
     ///
     /// Errors are registry errors only: [`Error::Conflict`] when another worker claimed or
-    /// advanced the migration (reload to watch it; do not fight it), [`Error::Unavailable`]
+    /// advanced the migration, or holds a live lease on it (reload to watch it; do not fight
+    /// it; a crashed worker's lease expires after [`MigrationConfig::lease`]), [`Error::Unavailable`]
     /// when the registry could not be reached (step again later). Driver failures are
     /// outcomes: [`StepOutcome::Retry`] for retryable ones (until
     /// [`MigrationConfig::max_attempts`]), a transition to `RollingBack` (or `Failed` in

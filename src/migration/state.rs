@@ -102,22 +102,6 @@ impl MigrationState {
             .filter(move |n| self.can_transition_to(*n))
     }
 
-    /// Whether the tenant may still be serving from the destination in this state (the
-    /// assignment may have moved): `CutOver` (once the compare-and-set landed), `Soaking`,
-    /// `CleaningUp`, `Completed`, and a `RollingBack` that started after cutover.
-    ///
-    /// ```
-    /// use stamps::MigrationState as S;
-    /// assert!(S::Soaking.may_serve_from_destination());
-    /// assert!(!S::DualWrite.may_serve_from_destination());
-    /// ```
-    pub fn may_serve_from_destination(self) -> bool {
-        matches!(
-            self,
-            S::CutOver | S::Soaking | S::CleaningUp | S::Completed | S::RollingBack
-        )
-    }
-
     /// Whether a person may cancel the migration in this state (before cutover).
     ///
     /// ```
