@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod model;
+pub mod placement;
 pub mod registry;
 pub mod time;
 
@@ -14,5 +15,6 @@ pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
 pub use model::*;
+pub use placement::{FleetView, Placement, PlacementError, PlacementExt};
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};
