@@ -9,8 +9,8 @@ pub mod placement;
 pub mod registry;
 pub mod time;
 
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+#[cfg(any(feature = "test-util", feature = "proptest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "test-util", feature = "proptest"))))]
 pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};

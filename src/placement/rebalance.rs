@@ -159,9 +159,7 @@ pub fn plan_rebalance<P: Placement + ?Sized>(
     let mut done: Vec<bool> = vec![false; assignments.len()];
     let ids: Vec<StampId> = sim.stamps.iter().map(StampLoad::id).collect();
     for source in ids {
-        loop {
-            let Some(src) = sim.get(source) else { break };
-            let Some((worst, _)) = worst_over(src, target) else { break };
+        while let Some((worst, _)) = sim.get(source).and_then(|src| worst_over(src, target)) {
             let mut candidates: Vec<(usize, &Assignment)> = assignments
                 .iter()
                 .enumerate()

@@ -158,6 +158,7 @@ impl State {
     }
 
     /// Applies an assignment write: admission, usage, history, change feed.
+    #[allow(clippy::too_many_arguments)]
     fn write_assignment(
         &mut self,
         tenant: &TenantId,
