@@ -14,7 +14,7 @@ use crate::registry::Registry;
 /// use stamps::placement::AssignOptions;
 /// use stamps::{HealthStatus, StampId};
 /// let health = HashMap::from([(StampId(2), HealthStatus::Unhealthy)]);
-/// let opts = AssignOptions { max_attempts: 5, ..AssignOptions::default() }.with_health(&health);
+/// let opts = AssignOptions::default().max_attempts(5).with_health(&health);
 /// assert_eq!(opts.max_attempts, 5);
 /// ```
 #[derive(Clone, Copy)]
@@ -45,6 +45,14 @@ impl fmt::Debug for AssignOptions<'_> {
 }
 
 impl<'a> AssignOptions<'a> {
+    /// Sets the attempt limit (at least 1).
+    pub fn max_attempts(self, n: u32) -> Self {
+        AssignOptions {
+            max_attempts: n.max(1),
+            ..self
+        }
+    }
+
     /// Uses `health` for the decisions.
     pub fn with_health(self, health: &'a dyn HealthView) -> Self {
         AssignOptions { health, ..self }
@@ -204,6 +212,14 @@ where
         let stamp = match chosen {
             Ok(s) => s,
             Err(error) => {
+                // An assigned tenant is not "unplaceable": say what is really wrong.
+                if let Some(a) = registry.assignment(&tenant.id).await? {
+                    return Err(Error::AlreadyAssigned {
+                        tenant: tenant.id.clone(),
+                        stamp: a.stamp,
+                    }
+                    .into());
+                }
                 let provision = (error.needs_new_stamp() && tenant.pin.is_none()).then(|| ProvisionRequest::for_tenant(tenant));
                 return Err(PlaceAndAssignError::NoFit { error, provision });
             }
