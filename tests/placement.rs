@@ -87,7 +87,9 @@ fn error_says_why_nothing_fits() {
         S::new(3, "eu-central").used(72.0, 3),
         S::new(4, "us-east"),
     ]);
-    let err = policies::least_loaded().place(&eu(tenant("a", 5.0)), &FleetView::new(&f)).unwrap_err();
+    let err = policies::least_loaded()
+        .place(&eu(tenant("a", 5.0)), &FleetView::new(&f))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "no stamp fits the tenant: 3 stamps in residency eu, all above 75% connections"
@@ -95,7 +97,10 @@ fn error_says_why_nothing_fits() {
     let nofit = err.no_fit().unwrap();
     assert_eq!(nofit.rejected_by(FilterKind::Residency), 1);
     assert_eq!(nofit.rejected_by(FilterKind::Headroom), 3);
-    assert_eq!(nofit.headroom_resource().map(|(r, _)| r.clone()), Some(Resource::Connections));
+    assert_eq!(
+        nofit.headroom_resource().map(|(r, _)| r.clone()),
+        Some(Resource::Connections)
+    );
     assert!(err.needs_new_stamp());
 }
 
@@ -109,7 +114,9 @@ fn error_lists_mixed_reasons() {
     ]);
     let health = HashMap::from([(StampId(3), HealthStatus::Unhealthy)]);
     let view = FleetView::new(&f).with_health(&health);
-    let err = policies::least_loaded().place(&eu(tenant("a", 5.0)), &view).unwrap_err();
+    let err = policies::least_loaded()
+        .place(&eu(tenant("a", 5.0)), &view)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "no stamp fits the tenant: 4 stamps in residency eu: 1 of another tier or a dedicated stamp already in use, \
@@ -131,7 +138,11 @@ fn pinned_tenant_goes_to_its_stamp_or_nowhere() {
         S::new(3, "eu-west"),
     ]);
     let view = FleetView::new(&f);
-    for p in [policies::least_loaded(), policies::bin_packing(), policies::rendezvous()] {
+    for p in [
+        policies::least_loaded(),
+        policies::bin_packing(),
+        policies::rendezvous(),
+    ] {
         assert_eq!(p.place(&tenant("a", 1.0).with_pin(StampId(3)), &view), Ok(StampId(3)));
         let err = p.place(&tenant("a", 5.0).with_pin(StampId(2)), &view).unwrap_err();
         assert_eq!(
@@ -162,9 +173,15 @@ fn dedicated_and_shared_tiers_never_mix() {
     ]);
     let view = FleetView::new(&f);
     let p = policies::dedicated_for_enterprise();
-    assert_eq!(p.place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &view), Ok(StampId(2)));
+    assert_eq!(
+        p.place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &view),
+        Ok(StampId(2))
+    );
     assert_eq!(p.place(&tenant("small", 1.0), &view), Ok(StampId(3)));
-    let full = fleet(vec![S::new(1, "eu-west").tier(Tier::Dedicated).used(0.0, 1), S::new(3, "eu-west")]);
+    let full = fleet(vec![
+        S::new(1, "eu-west").tier(Tier::Dedicated).used(0.0, 1),
+        S::new(3, "eu-west"),
+    ]);
     let err = p
         .place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &FleetView::new(&full))
         .unwrap_err();
@@ -202,7 +219,11 @@ fn scorers_choose_as_documented_and_ties_are_deterministic() {
 
 #[test]
 fn region_filters_and_preferences() {
-    let f = fleet(vec![S::new(1, "eu-west").used(74.0, 1), S::new(2, "eu-central"), S::new(3, "us-east")]);
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(74.0, 1),
+        S::new(2, "eu-central"),
+        S::new(3, "us-east"),
+    ]);
     let view = FleetView::new(&f);
     let t = tenant("a", 5.0).with_region(Region::new("eu-west").unwrap());
     // Hard: only eu-west, which is full.
@@ -233,7 +254,10 @@ fn affinity_labels() {
     let t = tenant("a", 1.0).with_label("affinity/az", "z");
     let err = p.place(&t, &view).unwrap_err();
     assert!(err.to_string().contains("affinity"), "{err}");
-    assert_eq!(Pipeline::new().filter(RequireLabel::new("az", "c")).place(&t, &view), Ok(StampId(3)));
+    assert_eq!(
+        Pipeline::new().filter(RequireLabel::new("az", "c")).place(&t, &view),
+        Ok(StampId(3))
+    );
 }
 
 #[test]
@@ -244,9 +268,17 @@ fn filter_combinator_holds_even_when_the_inner_policy_ignores_the_view() {
     // Ignores FleetView::stamps and always picks stamp 2.
     let rogue = from_fn(|_, _| Ok(StampId(2)));
     let p = rogue.filter(odd);
-    assert!(matches!(p.place(&tenant("a", 1.0), &view), Err(PlacementError::Policy { .. })));
+    assert!(matches!(
+        p.place(&tenant("a", 1.0), &view),
+        Err(PlacementError::Policy { .. })
+    ));
     // A well-behaved closure sees only the filtered stamps.
-    let polite = from_fn(|_, f| f.stamps().last().map(|s| s.id()).ok_or(PlacementError::Policy { reason: "none" }));
+    let polite = from_fn(|_, f| {
+        f.stamps()
+            .last()
+            .map(|s| s.id())
+            .ok_or(PlacementError::Policy { reason: "none" })
+    });
     assert_eq!(polite.filter(odd).place(&tenant("a", 1.0), &view), Ok(StampId(1)));
     // Nested filters compose.
     let none = polite.filter(odd).filter(|_: &TenantSpec, s: &StampLoad| s.id().0 == 2);
@@ -272,8 +304,16 @@ fn explain_prints_a_table_an_operator_can_read() {
     assert_eq!(e.rows.len(), 4);
     assert!(matches!(&e.row(StampId(1)).unwrap().verdict,
         Verdict::Rejected { kind: FilterKind::Headroom, detail, .. } if detail == "connections: 74 used + 5 wanted > 75 (75% of 100)"));
-    assert!(matches!(&e.row(StampId(4)).unwrap().verdict, Verdict::Rejected { kind: FilterKind::Residency, .. }));
-    assert!(matches!(&e.row(StampId(3)).unwrap().verdict, Verdict::Eligible { score, .. } if (*score - 0.85).abs() < 1e-9));
+    assert!(matches!(
+        &e.row(StampId(4)).unwrap().verdict,
+        Verdict::Rejected {
+            kind: FilterKind::Residency,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&e.row(StampId(3)).unwrap().verdict, Verdict::Eligible { score, .. } if (*score - 0.85).abs() < 1e-9)
+    );
     let table = e.to_string();
     assert!(table.starts_with("tenant acme -> stamp-003\n"), "{table}");
     assert!(table.contains("* stamp-003"), "{table}");
@@ -295,7 +335,11 @@ fn explain_prints_a_table_an_operator_can_read() {
     let e = policies::least_loaded()
         .prefer(InRegion)
         .explain(&t.clone().with_region(Region::new("eu-west").unwrap()), &view);
-    assert!(e.notes.iter().any(|n| n.contains("preference `region` not met")), "{:?}", e.notes);
+    assert!(
+        e.notes.iter().any(|n| n.contains("preference `region` not met")),
+        "{:?}",
+        e.notes
+    );
 }
 
 #[test]
@@ -309,7 +353,10 @@ fn dry_run_fills_a_simulated_fleet_without_a_registry() {
     assert_eq!(run.distribution(), BTreeMap::from([(StampId(1), 7), (StampId(2), 7)]));
     assert_eq!(f.stamps[0].tenants(), 0, "the input fleet is untouched");
     let text = run.to_string();
-    assert!(text.starts_with("dry run: 20 tenants, 14 placed, 6 not placed"), "{text}");
+    assert!(
+        text.starts_with("dry run: 20 tenants, 14 placed, 6 not placed"),
+        "{text}"
+    );
 }
 
 async fn registry_with(stamps: &[(u32, &str, f64)]) -> InMemoryRegistry {
@@ -342,9 +389,14 @@ async fn place_and_assign_reports_a_full_fleet_with_a_provision_signal() {
     assert!(err.to_string().contains("; provision a shared stamp"), "{err}");
     // Already assigned is the registry's error, not a placement one.
     let again = place_and_assign(&r, &p, &tenant("a", 0.0)).await.unwrap_err();
-    assert!(matches!(again, PlaceAndAssignError::Registry(Error::AlreadyAssigned { .. })));
+    assert!(matches!(
+        again,
+        PlaceAndAssignError::Registry(Error::AlreadyAssigned { .. })
+    ));
     // A pinned tenant that does not fit gets no provisioning signal.
-    let pinned = place_and_assign(&r, &p, &tenant("c", 0.0).with_pin(StampId(1))).await.unwrap_err();
+    let pinned = place_and_assign(&r, &p, &tenant("c", 0.0).with_pin(StampId(1)))
+        .await
+        .unwrap_err();
     assert!(pinned.provision().is_none());
 }
 
@@ -399,7 +451,9 @@ async fn rebalance_proposes_moves_that_honour_constraints() {
     for (name, c) in [("a", 30.0), ("b", 20.0), ("c", 20.0), ("d", 10.0)] {
         r.assign(&eu(tenant(name, c)), StampId(1)).await.unwrap();
     }
-    r.assign(&eu(tenant("pinned", 10.0)).with_pin(StampId(1)), StampId(1)).await.unwrap();
+    r.assign(&eu(tenant("pinned", 10.0)).with_pin(StampId(1)), StampId(1))
+        .await
+        .unwrap();
     // Stamp 2 at 40%.
     r.assign(&eu(tenant("e", 40.0)), StampId(2)).await.unwrap();
     let fleet = r.fleet().await.unwrap();
@@ -407,7 +461,10 @@ async fn rebalance_proposes_moves_that_honour_constraints() {
     let plan = plan_rebalance(&FleetView::new(&fleet), &all, 0.7, &policies::least_loaded()).unwrap();
     // One move of the biggest tenant brings stamp 1 from 90% to 60%, onto stamp 2 (eu, shared).
     assert_eq!(plan.moves.len(), 1, "{plan}");
-    assert_eq!((plan.moves[0].tenant.as_str(), plan.moves[0].from, plan.moves[0].to), ("a", StampId(1), StampId(2)));
+    assert_eq!(
+        (plan.moves[0].tenant.as_str(), plan.moves[0].from, plan.moves[0].to),
+        ("a", StampId(1), StampId(2))
+    );
     assert!(plan.unresolved.is_empty());
     for l in &plan.after.stamps {
         assert!(l.utilization(&Resource::Connections).unwrap() <= 0.7, "{}", plan.after);

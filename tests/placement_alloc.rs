@@ -57,7 +57,11 @@ fn fleet(n: u32) -> Fleet {
             if i % 20 == 0 {
                 spec = spec.with_tier(Tier::Dedicated);
             }
-            let state = if i % 17 == 0 { StampState::Draining } else { StampState::Active };
+            let state = if i % 17 == 0 {
+                StampState::Draining
+            } else {
+                StampState::Active
+            };
             let mut usage = Amounts::default();
             if i % 20 != 0 {
                 let d = Demand::of([(Resource::Connections, f64::from((i * 37) % 3700))]).unwrap();
@@ -88,11 +92,23 @@ fn policies_under_test() -> Vec<(&'static str, BoxPlacement)> {
                 .boxed(),
         ),
         ("prefer", policies::least_loaded().prefer(InRegion).boxed()),
-        ("or_else", policies::geographic().or_else(policies::least_loaded()).boxed()),
-        ("either", Either::<Pipeline, Pipeline>::Right(policies::bin_packing()).boxed()),
+        (
+            "or_else",
+            policies::geographic().or_else(policies::least_loaded()).boxed(),
+        ),
+        (
+            "either",
+            Either::<Pipeline, Pipeline>::Right(policies::bin_packing()).boxed(),
+        ),
         (
             "closure",
-            from_fn(|_, f| f.stamps().next().map(|s| s.id()).ok_or(PlacementError::Policy { reason: "none" })).boxed(),
+            from_fn(|_, f| {
+                f.stamps()
+                    .next()
+                    .map(|s| s.id())
+                    .ok_or(PlacementError::Policy { reason: "none" })
+            })
+            .boxed(),
         ),
     ]
 }
@@ -112,7 +128,9 @@ fn a_decision_over_1000_stamps_allocates_nothing() {
         .with_demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
     let dedicated = fits.clone().with_tier(Tier::Dedicated);
     let pinned = fits.clone().with_pin(StampId(2));
-    let too_big = fits.clone().with_demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
+    let too_big = fits
+        .clone()
+        .with_demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
     let pinned_full = too_big.clone().with_pin(StampId(2));
     let nowhere = fits.clone().with_residency(Residency::new("ap").unwrap());
     for (name, p) in policies_under_test() {

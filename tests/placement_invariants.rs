@@ -92,8 +92,12 @@ fn pipeline_without_scorers_and_with_options() {
 
 #[test]
 fn combinator_filter() {
-    let only_a = named("az-a", |_: &TenantSpec, s: &StampLoad| s.stamp.spec.labels.get("az").map(String::as_str) == Some("a"));
-    let only_a2 = named("az-a", |_: &TenantSpec, s: &StampLoad| s.stamp.spec.labels.get("az").map(String::as_str) == Some("a"));
+    let only_a = named("az-a", |_: &TenantSpec, s: &StampLoad| {
+        s.stamp.spec.labels.get("az").map(String::as_str) == Some("a")
+    });
+    let only_a2 = named("az-a", |_: &TenantSpec, s: &StampLoad| {
+        s.stamp.spec.labels.get("az").map(String::as_str) == Some("a")
+    });
     // Through the combinator (on a boxed policy, so the pipeline's own `filter` is not used).
     let p = policies::least_loaded().boxed().filter(only_a);
     inv().constraint(only_a2).check(&p).unwrap();
@@ -108,7 +112,11 @@ fn combinator_prefer() {
 #[test]
 fn combinator_or_else() {
     check(&policies::geographic().or_else(policies::least_loaded()));
-    check(&policies::least_loaded().filter(InRegion).or_else(policies::rendezvous()));
+    check(
+        &policies::least_loaded()
+            .filter(InRegion)
+            .or_else(policies::rendezvous()),
+    );
 }
 
 #[test]
@@ -146,7 +154,11 @@ fn the_checker_catches_a_careless_policy() {
     let lazy = from_fn(|_, _| Err(stamps::placement::PlacementError::Policy { reason: "lazy" }));
     let err = PlacementInvariants::new().cases(200).check(&lazy).unwrap_err();
     assert!(err.message.contains("eligible and has room"), "{err}");
-    assert!(PlacementInvariants::new().cases(200).allow_failure().check(&lazy).is_ok());
+    assert!(PlacementInvariants::new()
+        .cases(200)
+        .allow_failure()
+        .check(&lazy)
+        .is_ok());
 }
 
 fn all_builtins() -> Vec<(&'static str, BoxPlacement)> {

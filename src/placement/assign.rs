@@ -166,7 +166,11 @@ impl PlaceAndAssignError {
 /// assert!(err.provision().is_some()); // the fleet is full: provision a stamp
 /// # Ok(()) }
 /// ```
-pub async fn place_and_assign<R, P>(registry: &R, policy: &P, tenant: &TenantSpec) -> Result<Assignment, PlaceAndAssignError>
+pub async fn place_and_assign<R, P>(
+    registry: &R,
+    policy: &P,
+    tenant: &TenantSpec,
+) -> Result<Assignment, PlaceAndAssignError>
 where
     R: Registry + ?Sized,
     P: Placement + ?Sized,
@@ -220,7 +224,8 @@ where
                     }
                     .into());
                 }
-                let provision = (error.needs_new_stamp() && tenant.pin.is_none()).then(|| ProvisionRequest::for_tenant(tenant));
+                let provision =
+                    (error.needs_new_stamp() && tenant.pin.is_none()).then(|| ProvisionRequest::for_tenant(tenant));
                 return Err(PlaceAndAssignError::NoFit { error, provision });
             }
         };

@@ -184,8 +184,10 @@ impl<P: Placement, F: StampFilter> Placement for Prefer<P, F> {
                     Ok(_) => "the inner policy ignored it".to_string(),
                 };
                 let mut e = self.inner.explain(tenant, fleet);
-                e.notes
-                    .push(format!("preference `{}` not met ({why}); placed without it", self.filter.name()));
+                e.notes.push(format!(
+                    "preference `{}` not met ({why}); tried again without it",
+                    self.filter.name()
+                ));
                 e
             }
         }
@@ -219,8 +221,10 @@ impl<A: Placement, B: Placement> Placement for Fallback<A, B> {
             Ok(_) => first,
             Err(err) => {
                 let mut e = self.fallback.explain(tenant, fleet);
-                e.notes
-                    .insert(0, format!("primary policy found no stamp ({err}); the fallback decided"));
+                e.notes.insert(
+                    0,
+                    format!("primary policy found no stamp ({err}); the fallback decided"),
+                );
                 e
             }
         }

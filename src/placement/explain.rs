@@ -114,7 +114,11 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
         FilterKind::Tier => format!("stamp tier {} is not the tenant's {}", spec.tier, tenant.tier),
         FilterKind::State => format!("stamp is {}", load.stamp.state),
         FilterKind::Health => format!("stamp is {}", fleet.health(load.id())),
-        FilterKind::Region => format!("stamp region {} is not the tenant's {}", spec.region, opt(&tenant.region)),
+        FilterKind::Region => format!(
+            "stamp region {} is not the tenant's {}",
+            spec.region,
+            opt(&tenant.region)
+        ),
         FilterKind::Headroom => match r.resource {
             Some(res) => {
                 let usage = load.usage.get(res);
@@ -205,7 +209,7 @@ impl fmt::Display for Explanation {
         }
         writeln!(
             f,
-            "  {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<10} {:>8}  detail",
+            "  {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  detail",
             "stamp", "region", "state", "health", "tenants", "util", "verdict", "score"
         )?;
         for r in &self.rows {
@@ -231,7 +235,7 @@ impl fmt::Display for Explanation {
             };
             writeln!(
                 f,
-                "{mark} {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<10} {:>8}  {}",
+                "{mark} {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  {}",
                 r.stamp.to_string(),
                 r.region.as_str(),
                 r.state.as_str(),

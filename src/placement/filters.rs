@@ -48,8 +48,7 @@ pub trait StampFilter: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// `Ok` if `load` is eligible for `tenant`.
-    fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, fleet: &FleetView<'_>)
-        -> Result<(), Rejection<'s>>;
+    fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, fleet: &FleetView<'_>) -> Result<(), Rejection<'s>>;
 }
 
 impl<F> StampFilter for F

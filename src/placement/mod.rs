@@ -76,14 +76,14 @@ pub use assign::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAn
 pub use combinators::{BoxPlacement, Either, Fallback, Filter, PlacementExt, Prefer};
 pub use explain::{dry_run, DryRun, Explanation, StampVerdict, Verdict};
 pub use filters::{
-    named, Named, Active, Affinity, AntiAffinity, FitsHeadroom, Healthy, InRegion, Pinned, RequireLabel, ResidencyMatch, StampFilter,
-    TierMatch, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX,
+    named, Active, Affinity, AntiAffinity, FitsHeadroom, Healthy, InRegion, Named, Pinned, RequireLabel,
+    ResidencyMatch, StampFilter, TierMatch, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX,
 };
 pub use rebalance::{plan_rebalance, Move, RebalancePlan};
 pub use scorers::{BinPacking, LeastLoaded, MostAvailable, RegionProximity, Rendezvous, Scorer, Weighted};
 
 use crate::model::{
-    AllHealthy, Fleet, HealthStatus, HealthView, Headroom as HeadroomFraction, Residency, Resource, StampId, StampLoad,
+    AllHealthy, Fleet, Headroom as HeadroomFraction, HealthStatus, HealthView, Residency, Resource, StampId, StampLoad,
     TenantSpec, Tier,
 };
 
@@ -673,7 +673,8 @@ pub enum TieBreak {
 /// A filter → score → select pipeline: the built-in policy type.
 ///
 /// Filters run in this order: the pin (only the pinned stamp is looked at), residency, tier,
-/// state, health, the filters you add (in the order added), and headroom last. A stamp counts
+/// state, health, the filters of enclosing combinators (`filter`, `prefer`), the filters you
+/// add (in the order added), and headroom last. A stamp counts
 /// once in a [`NoFit`], under the first filter that rejects it. Eligible stamps are scored by
 /// the weighted sum of the scorers; the highest total wins; ties go by [`TieBreak`]. A score
 /// that is NaN counts as the lowest possible.
@@ -762,7 +763,6 @@ impl Pipeline {
         load: &'s StampLoad,
         fleet: &FleetView<'_>,
     ) -> Result<(), Rejection<'s>> {
-        fleet.admits(load)?;
         if let Some(pin) = tenant.pin {
             if pin != load.id() {
                 return Err(Rejection::new(FilterKind::Pin));
@@ -772,6 +772,7 @@ impl Pipeline {
         self.tier.check(tenant, load, fleet)?;
         self.active.check(tenant, load, fleet)?;
         self.healthy.check(tenant, load, fleet)?;
+        fleet.admits(load)?;
         for f in &self.filters {
             f.check(tenant, load, fleet)?;
         }
@@ -799,7 +800,10 @@ impl Pipeline {
             std::cmp::Ordering::Equal => match self.tie_break {
                 TieBreak::LowestId => a.1 < b.1,
                 TieBreak::Rendezvous => {
-                    let (ha, hb) = (scorers::rendezvous_hash(tenant, a.1), scorers::rendezvous_hash(tenant, b.1));
+                    let (ha, hb) = (
+                        scorers::rendezvous_hash(tenant, a.1),
+                        scorers::rendezvous_hash(tenant, b.1),
+                    );
                     ha > hb || (ha == hb && a.1 < b.1)
                 }
             },
@@ -855,3 +859,7 @@ impl Placement for Pipeline {
     }
 }
 
+/// The guide `docs/placement.md`, compiled and run as doctests.
+#[cfg(all(doctest, feature = "proptest"))]
+#[doc = include_str!("../../docs/placement.md")]
+pub struct PlacementGuide;

@@ -47,7 +47,14 @@ impl fmt::Display for RebalancePlan {
             self.unresolved.len()
         )?;
         for m in &self.moves {
-            writeln!(f, "  move {:<24} {} -> {}  (epoch {})", m.tenant.as_str(), m.from, m.to, m.epoch.0)?;
+            writeln!(
+                f,
+                "  move {:<24} {} -> {}  (epoch {})",
+                m.tenant.as_str(),
+                m.from,
+                m.to,
+                m.epoch.0
+            )?;
         }
         for s in &self.unresolved {
             writeln!(f, "  unresolved: {s}")?;

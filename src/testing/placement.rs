@@ -74,7 +74,14 @@ struct StampParams {
 fn stamp_params() -> impl Strategy<Value = StampParams> {
     (
         (0..REGIONS.len(), 0..5u8, 0..10u8, 0..AZS.len(), 0..9u8),
-        (50..5000u32, proptest::option::weighted(0.5, 1..100u32), 0..4u8, fill(), 0..120u32, 0..10u8),
+        (
+            50..5000u32,
+            proptest::option::weighted(0.5, 1..100u32),
+            0..4u8,
+            fill(),
+            0..120u32,
+            0..10u8,
+        ),
     )
         .prop_map(
             |(
@@ -98,7 +105,10 @@ fn stamp_params() -> impl Strategy<Value = StampParams> {
 
 fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)> {
     let region = region(p.region)?;
-    let headroom = [0.0, 0.1, 0.25, 0.3].get(usize::from(p.headroom_roll)).copied().unwrap_or(0.25);
+    let headroom = [0.0, 0.1, 0.25, 0.3]
+        .get(usize::from(p.headroom_roll))
+        .copied()
+        .unwrap_or(0.25);
     let mut limits = vec![(Resource::Connections, f64::from(p.connections))];
     if let Some(t) = p.tenant_limit {
         limits.push((Resource::Tenants, f64::from(t)));
@@ -245,7 +255,10 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
                 }
                 let mut labels = Labels::new();
                 if let Some(a) = aff {
-                    labels.insert(format!("{AFFINITY_PREFIX}az"), AZS.get(a).copied().unwrap_or("a").to_string());
+                    labels.insert(
+                        format!("{AFFINITY_PREFIX}az"),
+                        AZS.get(a).copied().unwrap_or("a").to_string(),
+                    );
                 }
                 if let Some(a) = anti {
                     labels.insert(
@@ -392,7 +405,10 @@ impl fmt::Debug for PlacementInvariants {
         f.debug_struct("PlacementInvariants")
             .field("cases", &self.cases)
             .field("max_stamps", &self.max_stamps)
-            .field("constraints", &self.constraints.iter().map(|c| c.name()).collect::<Vec<_>>())
+            .field(
+                "constraints",
+                &self.constraints.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            )
             .field("liveness", &self.liveness)
             .finish()
     }
@@ -468,7 +484,9 @@ impl PlacementInvariants {
         let copy = s.fleet.clone();
         let third = policy.place(&s.tenant, &FleetView::new(&copy).with_health(&s.health));
         if out != third {
-            return Err(format!("not deterministic across equal snapshots: {out:?} then {third:?}"));
+            return Err(format!(
+                "not deterministic across equal snapshots: {out:?} then {third:?}"
+            ));
         }
         match &out {
             Ok(id) => {
@@ -487,10 +505,7 @@ impl PlacementInvariants {
                         .iter()
                         .find(|l| self.violation(&s.tenant, l, &view).is_none())
                     {
-                        return Err(format!(
-                            "failed ({e}) although {} is eligible and has room",
-                            ok.id()
-                        ));
+                        return Err(format!("failed ({e}) although {} is eligible and has room", ok.id()));
                     }
                 }
                 if e.to_string().is_empty() {
@@ -505,9 +520,9 @@ impl PlacementInvariants {
     pub fn check<P: Placement + ?Sized>(&self, policy: &P) -> Result<(), InvariantViolation> {
         let config = Config {
             cases: self.cases,
-            failure_persistence: self
-                .persist
-                .map(|p| Box::new(FileFailurePersistence::Direct(p)) as Box<dyn proptest::test_runner::FailurePersistence>),
+            failure_persistence: self.persist.map(|p| {
+                Box::new(FileFailurePersistence::Direct(p)) as Box<dyn proptest::test_runner::FailurePersistence>
+            }),
             ..Config::default()
         };
         let mut runner = TestRunner::new(config);
