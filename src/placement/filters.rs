@@ -1,7 +1,7 @@
 //! Filters: hard constraints that remove ineligible stamps.
 
 use super::{FilterKind, FleetView, Rejection};
-use crate::model::{StampLoad, TenantSpec, Tier};
+use crate::model::{Amount, StampLoad, TenantSpec, Tier};
 
 /// Tenant label prefix for affinity: a tenant label `affinity/KEY = VALUE` requires the stamp
 /// to carry the label `KEY = VALUE` (see [`Affinity`]).
@@ -281,7 +281,16 @@ impl StampFilter for FitsHeadroom {
         "headroom"
     }
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
-        load.fits_with_headroom(&tenant.demand).map_err(Rejection::headroom)
+        // The same rule as `StampLoad::fits_with_headroom`, in one merge pass.
+        let headroom = load.stamp.spec.capacity.headroom();
+        super::try_each_limit(load, &tenant.demand, |r, limit, used, wanted| {
+            let after = used.checked_add(wanted).unwrap_or(Amount::from_milli(u64::MAX));
+            if after > super::soft_limit(headroom, limit) {
+                Err(Rejection::headroom(r))
+            } else {
+                Ok(())
+            }
+        })
     }
 }
 

@@ -83,8 +83,8 @@ pub use rebalance::{plan_rebalance, Move, RebalancePlan};
 pub use scorers::{BinPacking, LeastLoaded, MostAvailable, RegionProximity, Rendezvous, Scorer, Weighted};
 
 use crate::model::{
-    AllHealthy, Fleet, Headroom as HeadroomFraction, HealthStatus, HealthView, Residency, Resource, StampId, StampLoad,
-    TenantSpec, Tier,
+    AllHealthy, Amount, Fleet, Headroom as HeadroomFraction, HealthStatus, HealthView, Residency, Resource, StampId,
+    StampLoad, TenantSpec, Tier,
 };
 
 /// A placement policy: picks the stamp a new tenant should go to.
@@ -187,6 +187,67 @@ impl<P: Placement + ?Sized> Placement for std::sync::Arc<P> {
 
 #[allow(dead_code)]
 fn _object_safe(_: &dyn Placement, _: &dyn StampFilter, _: &dyn Scorer) {}
+
+/// Calls `f(resource, hard limit, usage, tenant's demand incl. its slot)` for each limited
+/// resource of `load`, in resource order, stopping at the first `Err`. One merge pass over the
+/// three sorted lists instead of a binary search per lookup: this is the decision's inner loop.
+#[inline]
+pub(crate) fn try_each_limit<'s, E>(
+    load: &'s StampLoad,
+    demand: &crate::model::Demand,
+    mut f: impl FnMut(&'s Resource, Amount, Amount, Amount) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut usage = load.usage.iter().peekable();
+    let mut wants = demand.iter().peekable();
+    for (r, limit) in load.stamp.spec.capacity.limits().iter() {
+        let mut used = Amount::ZERO;
+        while let Some((ur, ua)) = usage.peek() {
+            match (*ur).cmp(r) {
+                std::cmp::Ordering::Less => {
+                    usage.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    used = *ua;
+                    usage.next();
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        let wanted = if *r == Resource::Tenants {
+            Amount::units(1)
+        } else {
+            let mut w = Amount::ZERO;
+            while let Some((dr, da)) = wants.peek() {
+                match (*dr).cmp(r) {
+                    std::cmp::Ordering::Less => {
+                        wants.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        w = *da;
+                        wants.next();
+                        break;
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+            w
+        };
+        f(r, limit, used, wanted)?;
+    }
+    Ok(())
+}
+
+/// `limit × (1 − headroom)` rounded down, as [`HeadroomFraction::soft_limit`], without the
+/// 128-bit division when the product fits in 64 bits.
+#[inline]
+pub(crate) fn soft_limit(headroom: HeadroomFraction, limit: Amount) -> Amount {
+    let keep = u64::from(1_000_000 - headroom.as_ppm());
+    match limit.as_milli().checked_mul(keep) {
+        Some(p) => Amount::from_milli(p / 1_000_000),
+        None => headroom.soft_limit(limit),
+    }
+}
 
 /// A restriction an enclosing combinator puts on the stamps a policy may choose.
 pub(crate) trait Mask: Send + Sync {

@@ -45,27 +45,29 @@ where
     }
 }
 
-/// Utilization of `resource` (limited to `limit`) after adding the tenant.
-fn util_after(tenant: &TenantSpec, load: &StampLoad, resource: &Resource, limit: Amount) -> f64 {
-    let after = load
-        .usage
-        .get(resource)
-        .checked_add(tenant.demand.get_with_slot(resource))
-        .unwrap_or(Amount::from_milli(u64::MAX));
+fn ratio(used: Amount, wanted: Amount, limit: Amount) -> f64 {
+    let after = used.checked_add(wanted).unwrap_or(Amount::from_milli(u64::MAX));
     after.as_milli() as f64 / limit.as_milli().max(1) as f64
 }
 
 /// Utilization after placement on `resource`, or on the bottleneck (the highest) when `None`.
 /// Zero for a stamp without limits.
 fn utilization(tenant: &TenantSpec, load: &StampLoad, resource: Option<&Resource>) -> f64 {
-    let cap = &load.stamp.spec.capacity;
     match resource {
-        Some(r) => cap.limit(r).map_or(0.0, |l| util_after(tenant, load, r, l)),
-        None => cap
-            .limits()
-            .iter()
-            .map(|(r, l)| util_after(tenant, load, r, l))
-            .fold(0.0, f64::max),
+        Some(r) => load
+            .stamp
+            .spec
+            .capacity
+            .limit(r)
+            .map_or(0.0, |l| ratio(load.usage.get(r), tenant.demand.get_with_slot(r), l)),
+        None => {
+            let mut max = 0.0f64;
+            let _ = super::try_each_limit(load, &tenant.demand, |_, limit, used, wanted| {
+                max = max.max(ratio(used, wanted, limit));
+                Ok::<(), ()>(())
+            });
+            max
+        }
     }
 }
 
@@ -196,18 +198,18 @@ impl Scorer for MostAvailable {
                     .unwrap_or(Amount::from_milli(u64::MAX));
                 soft.as_milli() as f64 / 1000.0 - used.as_milli() as f64 / 1000.0
             }
-            None => cap
-                .limits()
-                .iter()
-                .filter_map(|(r, limit)| {
-                    let d = tenant.demand.get_with_slot(r);
-                    if d.is_zero() {
-                        return None;
+            None => {
+                let headroom = cap.headroom();
+                let mut room = f64::INFINITY;
+                let _ = super::try_each_limit(load, &tenant.demand, |_, limit, used, wanted| {
+                    if !wanted.is_zero() {
+                        let free = super::soft_limit(headroom, limit).saturating_sub(used);
+                        room = room.min((free.as_milli() / wanted.as_milli()) as f64);
                     }
-                    let free = cap.headroom().soft_limit(limit).saturating_sub(load.usage.get(r));
-                    Some((free.as_milli() / d.as_milli()) as f64)
-                })
-                .fold(f64::INFINITY, f64::min),
+                    Ok::<(), ()>(())
+                });
+                room
+            }
         }
     }
 }
