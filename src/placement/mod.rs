@@ -669,7 +669,7 @@ pub enum PlacementError {
     #[error("no stamp fits the tenant: {0}")]
     NoEligibleStamp(NoFit),
     /// The tenant is pinned to a stamp that is not in the fleet (or that a combinator excludes).
-    #[error("the tenant is pinned to {stamp}, which is not in the fleet; fix or remove the pin")]
+    #[error("the tenant is pinned to {stamp}, which is not in the fleet or is excluded by the policy; fix or remove the pin")]
     PinnedStampMissing {
         /// The pinned stamp.
         stamp: StampId,
