@@ -109,6 +109,19 @@ impl fmt::Display for ProvisionRequest {
 }
 
 /// Why [`place_and_assign`] did not assign the tenant.
+///
+/// ```
+/// use stamps::placement::PlaceAndAssignError;
+/// fn next_step(e: &PlaceAndAssignError) -> &'static str {
+///     match e {
+///         PlaceAndAssignError::NoFit { provision: Some(_), .. } => "provision a stamp",
+///         PlaceAndAssignError::NoFit { .. } => "fix the pin, health or policy",
+///         PlaceAndAssignError::LostRaces { .. } => "retry later",
+///         _ => "check the registry",
+///     }
+/// }
+/// # let _ = next_step;
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlaceAndAssignError {

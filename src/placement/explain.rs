@@ -8,6 +8,19 @@ use crate::model::{Fleet, HealthStatus, Region, StampId, StampLoad, StampState, 
 use crate::registry::admission;
 
 /// What happened to one stamp in a decision.
+///
+/// ```
+/// use stamps::placement::{FilterKind, Verdict};
+/// fn why(v: &Verdict) -> String {
+///     match v {
+///         Verdict::Rejected { kind: FilterKind::Headroom, detail, .. } => format!("full: {detail}"),
+///         Verdict::Rejected { filter, .. } => format!("rejected by {filter}"),
+///         Verdict::Eligible { score, .. } => format!("eligible, score {score:.3}"),
+///         _ => "no detail".to_string(),
+///     }
+/// }
+/// assert_eq!(why(&Verdict::Unexplained), "no detail");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Verdict {
@@ -32,6 +45,20 @@ pub enum Verdict {
 }
 
 /// One stamp's row in an [`Explanation`].
+///
+/// ```
+/// use stamps::placement::{policies, FleetView, Placement};
+/// use stamps::*;
+/// # let s = |id: u32, st: StampState| -> stamps::Result<StampLoad> { Ok(StampLoad::new(Stamp::new(
+/// #     StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu-west")?,
+/// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?, st, Timestamp::ZERO, Timestamp::ZERO),
+/// #     Amounts::default())) };
+/// let fleet = Fleet::new(vec![s(1, StampState::Active)?], Version(1), Timestamp::ZERO);
+/// let e = policies::least_loaded().explain(&TenantSpec::new(TenantId::new("a")?), &FleetView::new(&fleet));
+/// let row = e.row(StampId(1)).unwrap();
+/// assert_eq!((row.state, row.health, row.tenants), (StampState::Active, HealthStatus::Healthy, 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct StampVerdict {

@@ -69,6 +69,13 @@ where
 }
 
 /// A closure filter with a name (returned by [`named`]).
+///
+/// ```
+/// use stamps::placement::{named, Named, StampFilter};
+/// use stamps::{StampLoad, TenantSpec};
+/// let f: Named<_> = named("ring-1", |_: &TenantSpec, s: &StampLoad| s.stamp.spec.version.is_some());
+/// assert_eq!(f.name(), "ring-1");
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Named<F> {
     name: &'static str,

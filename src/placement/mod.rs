@@ -818,6 +818,22 @@ impl Pipeline {
     }
 
     /// Runs every filter on one stamp: `Ok` if eligible, else the first rejection.
+    ///
+    /// ```
+    /// use stamps::placement::{FilterKind, FleetView, Pipeline};
+    /// use stamps::*;
+    /// # let s = |id: u32, st: StampState| -> stamps::Result<StampLoad> { Ok(StampLoad::new(Stamp::new(
+    /// #     StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu-west")?,
+    /// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?, st, Timestamp::ZERO, Timestamp::ZERO),
+    /// #     Amounts::default())) };
+    /// let fleet = Fleet::default();
+    /// let view = FleetView::new(&fleet);
+    /// let t = TenantSpec::new(TenantId::new("a")?);
+    /// let draining = s(1, StampState::Draining)?;
+    /// assert_eq!(Pipeline::new().check(&t, &draining, &view).unwrap_err().kind, FilterKind::State);
+    /// assert!(Pipeline::new().check(&t, &s(2, StampState::Active)?, &view).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn check<'s>(
         &self,
         tenant: &TenantSpec,
@@ -841,6 +857,20 @@ impl Pipeline {
     }
 
     /// The weighted score of an eligible stamp (NaN becomes negative infinity).
+    ///
+    /// ```
+    /// use stamps::placement::{FleetView, Pipeline};
+    /// use stamps::*;
+    /// # let s = |id: u32, st: StampState| -> stamps::Result<StampLoad> { Ok(StampLoad::new(Stamp::new(
+    /// #     StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu-west")?,
+    /// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?, st, Timestamp::ZERO, Timestamp::ZERO),
+    /// #     Amounts::default())) };
+    /// let fleet = Fleet::default();
+    /// let t = TenantSpec::new(TenantId::new("a")?);
+    /// let p = Pipeline::new().score(|_: &TenantSpec, s: &StampLoad| f64::from(s.id().0), 2.0);
+    /// assert_eq!(p.total_score(&t, &s(3, StampState::Active)?, &FleetView::new(&fleet)), 6.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn total_score(&self, tenant: &TenantSpec, load: &StampLoad, fleet: &FleetView<'_>) -> f64 {
         let s = self.scorers.score(tenant, load, fleet);
         if s.is_nan() {

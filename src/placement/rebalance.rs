@@ -7,7 +7,14 @@ use crate::error::{Error, InvalidInput};
 use crate::model::{Amount, Assignment, Epoch, Fleet, Resource, StampId, StampLoad, TenantId, TenantSpec, Tier};
 use crate::registry::admission;
 
-/// One proposed tenant move.
+/// One proposed tenant move (see [`plan_rebalance`] for a full example).
+///
+/// ```
+/// # use stamps::placement::Move;
+/// fn review(m: &Move) -> String {
+///     format!("{} {} -> {} (fenced at epoch {})", m.tenant, m.from, m.to, m.epoch.0)
+/// }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Move {
@@ -24,6 +31,16 @@ pub struct Move {
 
 /// A list of proposed moves, for a person to review and then feed to migrations. Planning
 /// changes nothing (the seed's red flag 3: never migrate automatically).
+///
+/// ```
+/// use stamps::placement::{plan_rebalance, policies, FleetView};
+/// use stamps::*;
+/// let fleet = Fleet::default();
+/// let plan = plan_rebalance(&FleetView::new(&fleet), &[], 0.7, &policies::least_loaded())?;
+/// assert!(plan.moves.is_empty() && plan.unresolved.is_empty());
+/// assert_eq!(plan.to_string(), "rebalance to 70%: 0 move(s), 0 stamp(s) left above target\n");
+/// # Ok::<(), stamps::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RebalancePlan {

@@ -275,6 +275,17 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
 }
 
 /// One placement problem: a fleet, its health and a tenant.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use stamps::placement::policies;
+/// use stamps::testing::{PlacementInvariants, Scenario};
+/// use stamps::*;
+/// // Replay a case by hand (say, one a failure report printed).
+/// let s = Scenario::new(Fleet::default(), BTreeMap::new(), TenantSpec::new(TenantId::new("a")?));
+/// PlacementInvariants::new().check_scenario(&policies::least_loaded(), &s)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Scenario {
@@ -318,6 +329,14 @@ pub fn scenario(max_stamps: usize) -> impl Strategy<Value = Scenario> {
 }
 
 /// A broken invariant, with the smallest failing scenario proptest found.
+///
+/// ```
+/// use stamps::placement::{from_fn, PlacementError};
+/// use stamps::testing::PlacementInvariants;
+/// let never = from_fn(|_, _| Err(PlacementError::Policy { reason: "never" }));
+/// let v = PlacementInvariants::new().cases(50).check(&never).unwrap_err();
+/// assert!(v.to_string().contains("eligible and has room"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct InvariantViolation {
     /// What broke, with the scenario.
