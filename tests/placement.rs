@@ -487,3 +487,12 @@ async fn rebalance_proposes_moves_that_honour_constraints() {
         ));
     }
 }
+
+#[test]
+fn placement_errors_are_small_values() {
+    // Returned by value on the rejection path: a few words, no heap (see placement_alloc).
+    let size = std::mem::size_of::<PlacementError>();
+    assert!(size <= 112, "PlacementError is {size} bytes");
+    assert!(std::mem::size_of::<Result<StampId, PlacementError>>() <= 112);
+    assert!(std::mem::size_of::<FleetView<'_>>() <= 48);
+}

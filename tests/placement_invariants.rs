@@ -374,3 +374,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The pipeline's one-pass headroom check agrees with `StampLoad::fits_with_headroom`,
+    /// including which resource does not fit.
+    #[test]
+    fn headroom_filter_agrees_with_the_model(
+        load in stamps::testing::placement::stamp(StampId(1)),
+        t in tenant(1),
+    ) {
+        use stamps::placement::{FitsHeadroom, FleetView, StampFilter};
+        let fleet = Fleet::default();
+        let view = FleetView::new(&fleet);
+        let ours = FitsHeadroom.check(&t, &load, &view).map_err(|r| r.resource.cloned());
+        let model = load.fits_with_headroom(&t.demand).map_err(|r| Some(r.clone()));
+        prop_assert_eq!(ours, model);
+    }
+}

@@ -498,11 +498,11 @@ impl<'s> Rejection<'s> {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NoFit {
-    considered: u32,
     counts: [u32; FilterKind::COUNT],
     residency: Option<Residency>,
     dedicated: bool,
-    headroom: Option<(Resource, HeadroomFraction)>,
+    headroom_resource: Option<Resource>,
+    headroom: HeadroomFraction,
     custom: Option<&'static str>,
 }
 
@@ -516,14 +516,14 @@ impl NoFit {
     }
 
     pub(crate) fn record(&mut self, r: &Rejection<'_>, load: &StampLoad) {
-        self.considered = self.considered.saturating_add(1);
         if let Some(c) = self.counts.get_mut(r.kind.index()) {
             *c = c.saturating_add(1);
         }
         match r.kind {
-            FilterKind::Headroom if self.headroom.is_none() => {
+            FilterKind::Headroom if self.headroom_resource.is_none() => {
                 if let Some(res) = r.resource {
-                    self.headroom = Some((res.clone(), load.stamp.spec.capacity.headroom()));
+                    self.headroom_resource = Some(res.clone());
+                    self.headroom = load.stamp.spec.capacity.headroom();
                 }
             }
             FilterKind::Custom if self.custom.is_none() => self.custom = Some(r.name),
@@ -533,7 +533,7 @@ impl NoFit {
 
     /// Stamps looked at.
     pub fn considered(&self) -> u32 {
-        self.considered
+        self.counts.iter().fold(0u32, |a, c| a.saturating_add(*c))
     }
 
     /// Stamps rejected by filters of `kind`.
@@ -543,7 +543,7 @@ impl NoFit {
 
     /// The first resource that did not fit under headroom, with that stamp's headroom.
     pub fn headroom_resource(&self) -> Option<(&Resource, HeadroomFraction)> {
-        self.headroom.as_ref().map(|(r, h)| (r, *h))
+        self.headroom_resource.as_ref().map(|r| (r, self.headroom))
     }
 
     /// Whether adding a stamp matching the tenant would let it be placed: every stamp in the
@@ -579,8 +579,9 @@ impl NoFit {
     }
 
     fn write_reason(&self, f: &mut fmt::Formatter<'_>, kind: FilterKind) -> fmt::Result {
-        match (kind, &self.headroom, self.custom) {
-            (FilterKind::Headroom, Some((res, h)), _) => {
+        match (kind, &self.headroom_resource, self.custom) {
+            (FilterKind::Headroom, Some(res), _) => {
+                let h = self.headroom;
                 let keep = 1_000_000 - h.as_ppm();
                 if keep % 10_000 == 0 {
                     write!(f, "above {}% {res}", keep / 10_000)
@@ -598,7 +599,7 @@ impl NoFit {
 impl fmt::Display for NoFit {
     /// For example `3 stamps in residency eu, all above 75% connections`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut scope = self.considered;
+        let mut scope = self.considered();
         let plural = |n: u32| if n == 1 { "stamp" } else { "stamps" };
         match &self.residency {
             Some(r) => {
