@@ -496,3 +496,22 @@ fn placement_errors_are_small_values() {
     assert!(std::mem::size_of::<Result<StampId, PlacementError>>() <= 112);
     assert!(std::mem::size_of::<FleetView<'_>>() <= 48);
 }
+
+#[tokio::test]
+async fn plain_closures_are_policies() {
+    let r = registry_with(&[(1, "eu-west", 5.0), (2, "eu-west", 5.0)]).await;
+    // No helper: an annotated closure is a Placement.
+    let last = |_: &TenantSpec, f: &FleetView<'_>| -> Result<StampId, PlacementError> {
+        f.stamps()
+            .last()
+            .map(|s| s.id())
+            .ok_or(PlacementError::Policy { reason: "empty" })
+    };
+    let a = place_and_assign(&r, &last, &tenant("a", 0.0)).await.unwrap();
+    assert_eq!(a.stamp, StampId(2));
+    let boxed: BoxPlacement = Box::new(last);
+    assert_eq!(
+        boxed.place(&tenant("b", 0.0), &FleetView::new(&r.fleet().await.unwrap())),
+        Ok(StampId(2))
+    );
+}
