@@ -8,11 +8,12 @@ pub mod error;
 pub mod integrations;
 pub mod migration;
 pub mod model;
+pub mod placement;
 pub mod registry;
 pub mod time;
 
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+#[cfg(any(feature = "test-util", feature = "proptest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "test-util", feature = "proptest"))))]
 pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
@@ -21,5 +22,6 @@ pub use migration::{
     ValidationReport,
 };
 pub use model::*;
+pub use placement::{FleetView, Placement, PlacementError, PlacementExt};
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};
