@@ -23,7 +23,7 @@ pub const DEFAULT_CHANGE_RETENTION: usize = 1_000_000;
 ///
 /// Every write takes the write lock for its whole check-and-apply, so it is linearizable with
 /// respect to capacity and epochs; reads take the read lock. The change feed keeps the last
-/// `DEFAULT_CHANGE_RETENTION` changes (configurable); a follower that falls further behind
+/// [`DEFAULT_CHANGE_RETENTION`] changes (configurable); a follower that falls further behind
 /// gets [`Error::ChangeFeedTruncated`] and resynchronises. Clones share the same registry.
 ///
 /// Use it for tests, single-process deployments and as a read-through model; use `PgRegistry`
@@ -158,7 +158,6 @@ impl State {
     }
 
     /// Applies an assignment write: admission, usage, history, change feed.
-    #[allow(clippy::too_many_arguments)]
     fn write_assignment(
         &mut self,
         old: Option<Assignment>,
