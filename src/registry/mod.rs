@@ -143,6 +143,14 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
 /// Conveniences over any [`Registry`], with a blanket implementation.
 ///
+/// # Contract
+/// Every method is built only from [`Registry`] calls, so it inherits their guarantees (and is
+/// not atomic across calls: `put_active_stamp` is two writes).
+///
+/// # Implementing
+/// Do not: the blanket implementation covers every `Registry`, `dyn Registry` included.
+///
+/// # Example
 /// ```
 /// use stamps::*;
 /// # #[tokio::main(flavor = "current_thread")]
