@@ -67,6 +67,27 @@ async fn conformance_suite_passes_each_case_in_its_own_schema() {
     assert_eq!(guards.lock().len(), CASES.len(), "one schema per case");
 }
 
+/// The configuration for engines without `LISTEN/NOTIFY` passes the whole suite too: followers
+/// are woken by polling only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_passes_without_notify() {
+    let guards = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let g = guards.clone();
+    run_all(move || {
+        let g = g.clone();
+        async move {
+            let (registry, guard) = fresh("conf_poll", |c| {
+                c.pool_size(8).notify(false).poll_interval(Duration::from_millis(50))
+            })
+            .await;
+            g.lock().push(guard);
+            Arc::new(registry) as Arc<DynRegistry>
+        }
+    })
+    .await;
+    assert_eq!(guards.lock().len(), CASES.len());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Races.
 
