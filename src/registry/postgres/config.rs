@@ -9,6 +9,11 @@ use crate::error::{InvalidInput, Result};
 use crate::time::{Clock, SystemClock};
 
 /// The default schema (namespace) holding the registry's objects.
+///
+/// ```
+/// use stamps::registry::postgres::{PgConfig, DEFAULT_SCHEMA};
+/// assert_eq!(PgConfig::new().schema_name(), DEFAULT_SCHEMA);
+/// ```
 pub const DEFAULT_SCHEMA: &str = "stamps";
 
 /// Settings for [`PgRegistry`](super::PgRegistry): where the server is, which schema holds the

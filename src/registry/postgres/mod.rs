@@ -1,17 +1,18 @@
 //! The PostgreSQL registry (feature `postgres`): durable, race-free, with an ordered change
 //! feed and a versioned schema.
 //!
-//! See [`PgRegistry`] and the guide in `docs/postgres.md` (schema, isolation, sizing, backups
-//! and distributed Postgres-compatible engines).
+//! See [`PgRegistry`] and the [`guide`] (`docs/postgres.md`: schema, isolation, sizing,
+//! backups and distributed Postgres-compatible engines).
 
 mod codec;
 mod config;
-#[doc = include_str!("../../../docs/postgres.md")]
-pub mod guide {}
 mod fault;
 mod schema;
 mod sql;
 mod watch;
+
+#[doc = include_str!("../../../docs/postgres.md")]
+pub mod guide {}
 
 use std::fmt;
 use std::sync::Arc;
@@ -265,6 +266,15 @@ impl PgRegistry {
     /// the versions applied (empty when it was up to date, so running it twice is a no-op).
     /// Concurrent callers apply each migration once. A schema at a newer version than this
     /// build knows is refused with [`SchemaError::TooNew`] inside [`Error::Backend`].
+    ///
+    /// ```no_run
+    /// # use stamps::registry::postgres::{PgConfig, PgRegistry, SCHEMA_VERSION};
+    /// # async fn demo(registry: PgRegistry) -> stamps::Result<()> {
+    /// let applied = registry.migrate().await?; // [1] on a new schema
+    /// assert!(registry.migrate().await?.is_empty()); // up to date: nothing to do
+    /// assert_eq!(registry.schema_version().await?, Some(SCHEMA_VERSION));
+    /// # let _ = applied; Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<Vec<u32>> {
         let mut conn = self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?;
         let client: &mut tokio_postgres::Client = &mut conn;

@@ -24,6 +24,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// The newest schema version this build of the crate knows.
+///
+/// ```
+/// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
+/// ```
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Why the registry refuses a database schema. Returned inside
