@@ -3,6 +3,7 @@
 //!
 //! Run: `cargo run --example quickstart`
 
+use stamps::placement::{place_and_assign, policies};
 use stamps::*;
 
 #[tokio::main(flavor = "current_thread")]
@@ -25,6 +26,7 @@ async fn main() -> Result<()> {
     }
 
     // 1,000 tenants, one in three with EU residency; each needs 5 connections and 2 rps.
+    let policy = policies::least_loaded();
     let mut placed = 0;
     let mut rejected = 0;
     for i in 0..1000 {
@@ -35,27 +37,15 @@ async fn main() -> Result<()> {
                 (Resource::Connections, 5.0),
                 (Resource::RequestsPerSecond, 2.0),
             ])?);
-        // Least loaded on the bottleneck resource, among active stamps of the tenant's residency
-        // with room under headroom.
-        let fleet = registry.fleet().await?;
-        let choice = fleet
-            .stamps
-            .iter()
-            .filter(|l| l.stamp.state.accepts_tenants())
-            .filter(|l| l.stamp.spec.residency == tenant.residency)
-            .filter(|l| l.fits_with_headroom(&tenant.demand).is_ok())
-            .min_by(|a, b| {
-                let ua = a.bottleneck().map_or(0.0, |(_, u)| u);
-                let ub = b.bottleneck().map_or(0.0, |(_, u)| u);
-                ua.total_cmp(&ub).then(a.id().cmp(&b.id()))
-            })
-            .map(StampLoad::id);
-        match choice {
-            Some(stamp) => {
-                registry.assign(&tenant, stamp).await?;
-                placed += 1;
+        // Least loaded on the bottleneck resource, among active, healthy stamps of the tenant's
+        // residency with room under headroom; the registry re-checks capacity atomically and
+        // place_and_assign re-places on a lost race.
+        match place_and_assign(&registry, &policy, &tenant).await {
+            Ok(_) => placed += 1,
+            Err(e) => {
+                rejected += 1;
+                println!("{}: {e}", tenant.id);
             }
-            None => rejected += 1,
         }
     }
     println!("placed {placed} tenants, {rejected} found no stamp with room\n");

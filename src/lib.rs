@@ -7,18 +7,25 @@ pub mod capacity;
 pub mod error;
 pub mod health;
 pub mod integrations;
+pub mod migration;
 pub mod model;
+pub mod placement;
 pub mod registry;
 pub mod router;
 pub mod time;
 
-#[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+#[cfg(any(feature = "test-util", feature = "proptest"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "test-util", feature = "proptest"))))]
 pub mod testing;
 
 pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
 pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
+pub use migration::{
+    DriverError, Fence, FenceToken, Migration, MigrationConfig, MigrationDriver, Migrator, StepOutcome,
+    ValidationReport,
+};
 pub use model::*;
+pub use placement::{FleetView, Placement, PlacementError, PlacementExt};
 pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
 pub use router::{Route, RouteError, Router, RouterConfig, RouterStats};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};

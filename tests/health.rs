@@ -1,12 +1,12 @@
 //! Health: hysteresis with a fake clock (as a model-based property test and by example), the
 //! lock-free table, the router failing fast for an unhealthy stamp only, and the sources.
 
-mod common;
+mod router_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{registry_with_stamps, tid};
+use router_common::{registry_with_stamps, tid};
 use proptest::prelude::*;
 use stamps::health::{
     AggregateHealth, HealthMonitor, HealthReport, HealthSource, HealthTable, Hysteresis, StaticHealth,

@@ -1,12 +1,12 @@
 //! Router behaviour: single-flight, TTL, negative cache, stale-if-error, change-feed
 //! invalidation, warm-up, the follower task and resynchronisation after feed truncation.
 
-mod common;
+mod router_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{registry_with_stamps, tid, TestRegistry};
+use router_common::{registry_with_stamps, tid, TestRegistry};
 use stamps::router::{RouteError, Router};
 use stamps::*;
 

@@ -7,12 +7,12 @@
 //! - no fresh (non-stale) route is served past its TTL;
 //! - stale routes appear only while the registry is failing the router's calls.
 
-mod common;
+mod router_common;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{registry_with_stamps, tid, TestRegistry};
+use router_common::{registry_with_stamps, tid, TestRegistry};
 use proptest::prelude::*;
 use stamps::router::{Route, RouteError, Router};
 use stamps::*;

@@ -8,6 +8,9 @@
 pub mod admission;
 mod memory;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 mod signal;
 
 use std::fmt::Debug;
@@ -16,6 +19,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::InMemoryRegistry;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PgConfig, PgRegistry};
 pub use signal::{ChangeSignal, Changed};
 
 use crate::error::{Error, Result, Subject};

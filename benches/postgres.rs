@@ -1,0 +1,142 @@
+//! `PgRegistry` against a real server, in one criterion group with its floor:
+//!
+//! - `bare_select_pk`: one prepared single-row `SELECT` by primary key on the registry's own
+//!   pool (checkout + round trip, no decoding): what a hand-written lookup costs at best;
+//! - `assignment`: `PgRegistry::assignment` on the same rows (decoding into the model);
+//! - `assign`: one capacity-checked assignment (a transaction: lock, check, counter, writes,
+//!   commit);
+//! - `assign_concurrent/N`: N tasks assigning at once, each on its own stamp (throughput; the
+//!   feed counter is the only shared row).
+//!
+//! ```text
+//! cargo bench --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
+//! ```
+//! Uses `DATABASE_URL`, else the local default server, else a throwaway server (see
+//! `tests/support/pg.rs`).
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use stamps::registry::postgres::{PgConfig, PgRegistry};
+use stamps::*;
+
+const TENANTS: usize = 10_000;
+const STAMPS: u32 = 16;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let schema = pg::unique_schema("bench");
+    let _guard = pg::SchemaGuard(schema.clone());
+    let registry = rt.block_on(async {
+        let cfg = PgConfig::from_url(pg::database_url())
+            .expect("url")
+            .schema(&schema)
+            .expect("schema")
+            .pool_size(16);
+        let r = PgRegistry::connect(cfg).await.expect("connect");
+        r.migrate().await.expect("migrate");
+        for s in 1..=STAMPS {
+            let cap = Capacity::new([(Resource::Tenants, 100_000_000.0)], 0.0).expect("capacity");
+            let spec = StampSpec::new(StampId(s), format!("s{s}"), Region::new("eu").expect("region"), cap);
+            r.put_active_stamp(spec.expect("spec")).await.expect("stamp");
+        }
+        for i in 0..TENANTS {
+            let t = TenantSpec::new(TenantId::new(&format!("pre-{i:05}")).expect("id"))
+                .with_demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
+            r.assign(&t, StampId(1)).await.expect("prefill");
+        }
+        r
+    });
+    let ids: Vec<TenantId> = (0..TENANTS)
+        .map(|i| TenantId::new(&format!("pre-{:05}", (i * 7919) % TENANTS)).expect("id"))
+        .collect();
+
+    let mut g = c.benchmark_group("postgres");
+    g.bench_function("bare_select_pk", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let stamp = registry.bare_select_by_key(&ids[i % TENANTS]).await.expect("select");
+                    assert!(stamp.is_some());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.bench_function("assignment", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let a = registry.assignment(&ids[i % TENANTS]).await.expect("lookup");
+                    assert!(a.is_some());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    let fresh = {
+        let next = next.clone();
+        move || TenantSpec::new(TenantId::new(&format!("new-{}", next.fetch_add(1, Ordering::Relaxed))).expect("id"))
+    };
+    g.bench_function("assign", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    registry.assign(&fresh(), StampId(1)).await.expect("assign");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    for tasks in [1usize, 4, 16] {
+        g.throughput(Throughput::Elements(tasks as u64));
+        g.bench_with_input(BenchmarkId::new("assign_concurrent", tasks), &tasks, |b, &tasks| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let workers: Vec<_> = (0..tasks)
+                        .map(|t| {
+                            let r = registry.clone();
+                            let fresh = fresh.clone();
+                            // Each task signs tenants up on its own stamp, as signups spread
+                            // over a fleet: only the feed counter is shared.
+                            let stamp = StampId(1 + (t as u32 % STAMPS));
+                            tokio::spawn(async move {
+                                for _ in 0..iters {
+                                    r.assign(&fresh(), stamp).await.expect("assign");
+                                }
+                            })
+                        })
+                        .collect();
+                    for w in workers {
+                        w.await.expect("worker");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+    drop(registry);
+    drop(rt);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

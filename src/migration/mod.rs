@@ -1,0 +1,221 @@
+//! Tenant migration between stamps: the [`Migration`] state machine the library drives and
+//! persists, the [`MigrationDriver`] trait the host implements for its data plane, fencing at
+//! the stamp ([`FenceToken`], [`Fence`]) and an in-memory [`reference`](mod@reference) data plane.
+//!
+//! The sequence is the seed's: snapshot, import, dual-write, validate, cut over, soak, clean
+//! up, with rollback possible until cleanup starts, after cutover too. The runbook is
+//! `docs/migrations.md`.
+//!
+//! # How the assignment changes
+//!
+//! | state (its work) | assignment afterwards | fences raised |
+//! | --- | --- | --- |
+//! | `Planned` (checks) | source, `Serving` | — |
+//! | `Snapshotting`, `Importing` | source, `Serving` | — |
+//! | `DualWrite` (+ catch-up copy) | source, `DualWrite { shadow: destination }` | both, at the new epoch |
+//! | `Validating` | unchanged | — |
+//! | `CutOver`: freeze, drain, catch-up, final validation, move | destination, `DualWrite { shadow: source }` (reverse dual-write) | both, at the frozen epoch, then at the new epoch |
+//! | `Soaking` (host check) | unchanged | — |
+//! | `CleaningUp` (+ delete source data) | destination, `Serving` | source gives the tenant up |
+//! | `RollingBack` (+ delete destination data) | source, `Serving` | destination gives the tenant up |
+//!
+//! Every assignment change is a compare-and-set on the epoch read just before; every epoch is
+//! pushed to both stamps' fences through [`MigrationDriver::fence`] before the step counts, so
+//! a writer routing by a stale cache is refused by the stamp ([`Fence`]) instead of writing
+//! where the tenant no longer lives. Because a write is acknowledged only after every stamp of
+//! its route admitted it, raising both fences is also the drain: after it, every write that
+//! can still be acknowledged under the old epoch is on both stamps. A write that reached the
+//! source but was fenced off the destination was never acknowledged; the catch-up under the
+//! freeze copies it anyway, so that the final validation compares equal, quiescent data. The
+//! freeze exists for that copy and that comparison.
+//!
+//! # Steps, persistence and crashes
+//!
+//! [`Migration::step`] does exactly one state's work:
+//! 1. **claim**: saves the record with a lease (owner, expiry) and the attempt number; the
+//!    registry's revision check makes a second worker fail here with
+//!    [`Error::Conflict`](crate::Error::Conflict), before any effect;
+//! 2. **work**: the state's idempotent effects (driver calls, assignment compare-and-sets);
+//! 3. **commit**: saves the next state (again revision-checked). Only now does the work count.
+//!
+//! A crash between 2 and 3 leaves the record in the old state; [`Migrator::load`] (after the
+//! lease expires) resumes, and the work is done again, which idempotency makes harmless.
+//!
+//! # Example
+//! ```
+//! use stamps::migration::reference::ReferenceDataPlane;
+//! use stamps::migration::{MigrationConfig, Migrator};
+//! use stamps::*;
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let clock = FakeClock::new();
+//! let registry = Arc::new(InMemoryRegistry::builder().clock(clock.clone()).build());
+//! for id in [1, 2] {
+//!     let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0)?;
+//!     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?, cap)?).await?;
+//! }
+//! let acme = TenantId::new("acme")?;
+//! registry.assign(&TenantSpec::new(acme.clone()), StampId(1)).await?;
+//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+//! plane.write_via(registry.as_ref(), &acme, "greeting", "hello").await?;
+//!
+//! let migrator = Migrator::new(registry.clone(), Arc::new(plane.clone()))
+//!     .with_clock(clock.clone())
+//!     .with_config(MigrationConfig::default().with_soak_window(Duration::ZERO))?;
+//! let plan = migrator.plan(&acme, StampId(2)).await?;
+//! println!("{plan}"); // the dry run
+//! let mut migration = migrator.start(&plan, "alice@example.com").await?;
+//! while !migration.state().is_terminal() {
+//!     migration.step().await?;
+//! }
+//! assert_eq!(migration.state(), MigrationState::Completed);
+//! assert_eq!(registry.require_assignment(&acme).await?.stamp, StampId(2));
+//! assert_eq!(plane.get(StampId(2), &acme, "greeting").as_deref(), Some("hello"));
+//! assert_eq!(plane.get(StampId(1), &acme, "greeting"), None); // cleaned up
+//! # Ok(()) }
+//! ```
+
+#[doc = include_str!("../../docs/migrations.md")]
+pub mod runbook {}
+
+mod driver;
+mod engine;
+mod fence;
+pub mod reference;
+mod state;
+
+use std::time::Duration;
+
+pub use driver::{
+    soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
+    MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
+};
+pub use engine::{keys, Migration, MigrationPlan, Migrator, PlanCheck, RunOutcome, StepOutcome};
+pub use fence::{Fence, FenceRejection, FenceToken};
+
+use crate::error::{InvalidInput, Result};
+
+/// Tunables of the migration engine. Defaults follow the seed: validation must be fresher than
+/// 10 minutes, writes freeze for at most 5 seconds at cutover, the soak lasts 24 hours.
+///
+/// ```
+/// use stamps::migration::MigrationConfig;
+/// use std::time::Duration;
+/// let c = MigrationConfig::default()
+///     .with_soak_window(Duration::from_secs(48 * 3600))
+///     .with_max_freeze(Duration::from_secs(2));
+/// assert!(c.validate().is_ok());
+/// assert!(MigrationConfig::default().with_max_attempts(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MigrationConfig {
+    /// Longest write freeze at cutover; a cutover that would freeze longer is refused and
+    /// unfrozen.
+    pub max_freeze: Duration,
+    /// Oldest validation that still allows cutover.
+    pub max_validation_age: Duration,
+    /// Validate again during the freeze, on quiescent data (default on).
+    pub validate_under_freeze: bool,
+    /// How long to watch the tenant on the destination before deleting the source copy.
+    pub soak_window: Duration,
+    /// How often [`Migration::run`] re-checks during the soak.
+    pub soak_poll: Duration,
+    /// Longest a step may take under [`Migration::run`].
+    pub step_timeout: Duration,
+    /// How long a worker's claim on a step keeps other workers (and cancel/rollback) out. Must
+    /// be at least `step_timeout`.
+    pub lease: Duration,
+    /// Attempts per state for retryable failures before they count as permanent.
+    pub max_attempts: u32,
+    /// First retry delay under [`Migration::run`]; doubles per attempt.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            max_freeze: Duration::from_secs(5),
+            max_validation_age: Duration::from_secs(600),
+            validate_under_freeze: true,
+            soak_window: Duration::from_secs(24 * 3600),
+            soak_poll: Duration::from_secs(60),
+            step_timeout: Duration::from_secs(300),
+            lease: Duration::from_secs(600),
+            max_attempts: 5,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MigrationConfig {
+    /// Sets [`max_freeze`](Self::max_freeze).
+    pub fn with_max_freeze(mut self, d: Duration) -> Self {
+        self.max_freeze = d;
+        self
+    }
+    /// Sets [`max_validation_age`](Self::max_validation_age).
+    pub fn with_max_validation_age(mut self, d: Duration) -> Self {
+        self.max_validation_age = d;
+        self
+    }
+    /// Sets [`validate_under_freeze`](Self::validate_under_freeze).
+    pub fn with_validate_under_freeze(mut self, on: bool) -> Self {
+        self.validate_under_freeze = on;
+        self
+    }
+    /// Sets [`soak_window`](Self::soak_window).
+    pub fn with_soak_window(mut self, d: Duration) -> Self {
+        self.soak_window = d;
+        self
+    }
+    /// Sets [`soak_poll`](Self::soak_poll).
+    pub fn with_soak_poll(mut self, d: Duration) -> Self {
+        self.soak_poll = d;
+        self
+    }
+    /// Sets [`step_timeout`](Self::step_timeout).
+    pub fn with_step_timeout(mut self, d: Duration) -> Self {
+        self.step_timeout = d;
+        self
+    }
+    /// Sets [`lease`](Self::lease).
+    pub fn with_lease(mut self, d: Duration) -> Self {
+        self.lease = d;
+        self
+    }
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n;
+        self
+    }
+    /// Sets the retry backoff (initial and maximum delay).
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+        self
+    }
+
+    /// Checks the settings: at least one attempt, a lease no shorter than the step timeout,
+    /// a non-zero freeze, and `backoff_initial <= backoff_max`.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 {
+            return Err(InvalidInput::new("max_attempts", "must be at least 1").into());
+        }
+        if self.lease < self.step_timeout {
+            return Err(InvalidInput::new("lease", "must be at least the step timeout").into());
+        }
+        if self.max_freeze.is_zero() {
+            return Err(InvalidInput::new("max_freeze", "must be greater than zero").into());
+        }
+        if self.backoff_initial > self.backoff_max {
+            return Err(InvalidInput::new("backoff_initial", "must not exceed backoff_max").into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,568 @@
+//! A reference data plane: an in-memory, multi-stamp, per-tenant key-value store that
+//! implements [`MigrationDriver`] for real and has a write path that honours assignment modes
+//! and fence tokens.
+//!
+//! It is the crate's proof that migrations lose no acknowledged write (the tests drive it
+//! with concurrent writers, crashes and injected failures), and a model for your own driver:
+//!
+//! * every row carries a [`RowVersion`] `(epoch, sequence)`: the epoch of the assignment the
+//!   write was routed by, then a per-stamp sequence. Rows merge last-writer-wins **by
+//!   version**, so import, catch-up and dual-writes may arrive in any order;
+//! * each stamp keeps a [`Fence`] under the same lock as its rows: a write is admitted and
+//!   applied in one critical section, so raising the fence is also the drain;
+//! * a write is acknowledged only when every stamp of its route applied it (the serving stamp
+//!   first, then the shadow);
+//! * validation compares row counts and checksums at a consistent point: writers hold a
+//!   per-tenant gate shared while they write to both stamps, and validation takes it
+//!   exclusively for the comparison (your database would use a snapshot at a replication
+//!   position instead).
+//!
+//! Fault injection ([`ReferenceDataPlane::fail_next`], [`ReferenceDataPlane::corrupt`]) lets
+//! tests exercise the engine's retries, rollbacks and cutover refusals.
+//!
+//! ```
+//! use stamps::migration::reference::{ReferenceDataPlane, WriteError};
+//! use stamps::*;
+//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+//! let spec = TenantSpec::new(TenantId::new("acme")?);
+//! let route = Assignment::new(spec.clone(), StampId(1), Epoch(3),
+//!     AssignmentMode::DualWrite { shadow: StampId(2) }, Timestamp::ZERO, Timestamp::ZERO);
+//! plane.write(&route, "k", "v1")?;
+//! assert_eq!(plane.get(StampId(2), &spec.id, "k").as_deref(), Some("v1")); // dual-written
+//! let frozen = Assignment::new(spec, StampId(1), Epoch(4),
+//!     AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(9) },
+//!     Timestamp::ZERO, Timestamp::ZERO);
+//! assert!(matches!(plane.write(&frozen, "k", "v2"), Err(WriteError::Frozen { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+
+use super::driver::{
+    DriverError, MigrationContext, MigrationDriver, SideSummary, SnapshotInfo, TableCheck, ValidationReport,
+};
+use super::fence::{Fence, FenceRejection, FenceToken};
+use crate::error::Error;
+use crate::model::{Assignment, AssignmentMode, Epoch, MigrationState, StampId, TenantId};
+use crate::registry::Registry;
+use crate::time::Timestamp;
+
+/// The version of a row: the epoch its write was routed by, then a sequence number assigned
+/// by the stamp that served the write. Ordered by epoch first, so a write routed by a newer
+/// assignment always wins over one routed by an older assignment.
+///
+/// ```
+/// use stamps::migration::reference::RowVersion;
+/// use stamps::Epoch;
+/// assert!(RowVersion::new(Epoch(5), 1) > RowVersion::new(Epoch(4), 900));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct RowVersion {
+    /// The assignment epoch of the write.
+    pub epoch: Epoch,
+    /// The serving stamp's sequence number for the tenant.
+    pub seq: u64,
+}
+
+impl RowVersion {
+    /// A version.
+    pub const fn new(epoch: Epoch, seq: u64) -> Self {
+        RowVersion { epoch, seq }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    value: String,
+    version: RowVersion,
+}
+
+#[derive(Debug, Default)]
+struct TenantRows {
+    rows: BTreeMap<String, Row>,
+    seq: u64,
+}
+
+impl TenantRows {
+    /// Last-writer-wins by version; returns whether the row changed.
+    fn merge(&mut self, key: &str, row: Row) -> bool {
+        match self.rows.get(key) {
+            Some(existing) if existing.version >= row.version => false,
+            _ => {
+                self.rows.insert(key.to_string(), row);
+                true
+            }
+        }
+    }
+
+    fn summary(&self) -> SideSummary {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (k, r) in &self.rows {
+            for b in k.bytes().chain([0]).chain(r.value.bytes()).chain([0]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        SideSummary::new(self.rows.len() as u64, h)
+    }
+}
+
+#[derive(Debug)]
+struct StampStore {
+    fence: Fence,
+    tenants: HashMap<TenantId, TenantRows>,
+}
+
+/// The driver operations, for fault injection and call counts.
+///
+/// ```
+/// use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
+/// let plane = ReferenceDataPlane::new([]);
+/// assert!(DriverOp::ALL.iter().all(|op| plane.calls(*op) == 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DriverOp {
+    /// [`MigrationDriver::snapshot`].
+    Snapshot,
+    /// [`MigrationDriver::import`].
+    Import,
+    /// [`MigrationDriver::catch_up`].
+    CatchUp,
+    /// [`MigrationDriver::fence`].
+    Fence,
+    /// [`MigrationDriver::validate`].
+    Validate,
+    /// [`MigrationDriver::cleanup_source`].
+    CleanupSource,
+    /// [`MigrationDriver::rollback`].
+    Rollback,
+}
+
+impl DriverOp {
+    /// Every operation.
+    pub const ALL: [DriverOp; 7] = [
+        DriverOp::Snapshot,
+        DriverOp::Import,
+        DriverOp::CatchUp,
+        DriverOp::Fence,
+        DriverOp::Validate,
+        DriverOp::CleanupSource,
+        DriverOp::Rollback,
+    ];
+}
+
+/// Why a write was not acknowledged. The caller retries `Frozen` after `until` and `Fenced`
+/// after refreshing its route; neither write took effect on every stamp (it may have taken
+/// effect on some: unacknowledged writes may or may not be visible, as in any database).
+///
+/// ```
+/// use stamps::migration::reference::WriteError;
+/// use stamps::Timestamp;
+/// assert!(WriteError::Frozen { until: Timestamp::from_millis(5) }.is_retryable());
+/// assert!(!WriteError::UnknownStamp(stamps::StampId(9)).is_retryable());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The tenant is frozen for a cutover.
+    #[error("tenant is frozen for a cutover until {until}; retry then")]
+    Frozen {
+        /// When to retry at the latest.
+        until: Timestamp,
+    },
+    /// A stamp refused the write's fence token.
+    #[error("{stamp} refused the write: {rejection}")]
+    Fenced {
+        /// The stamp.
+        stamp: StampId,
+        /// Why.
+        rejection: FenceRejection,
+    },
+    /// The route names a stamp this data plane does not have.
+    #[error("{0} is not part of this data plane")]
+    UnknownStamp(StampId),
+    /// The tenant has no assignment.
+    #[error("tenant {0} has no assignment")]
+    NotAssigned(TenantId),
+    /// Resolving the route failed.
+    #[error("route lookup failed: {0}")]
+    Registry(#[from] Error),
+}
+
+impl WriteError {
+    /// Whether the write may succeed if retried with a fresh route.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Frozen { .. } | WriteError::Fenced { .. } => true,
+            WriteError::Registry(e) => e.is_retryable(),
+            WriteError::UnknownStamp(_) | WriteError::NotAssigned(_) => false,
+        }
+    }
+}
+
+/// An acknowledged write.
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::*;
+/// let plane = ReferenceDataPlane::new([StampId(1)]);
+/// let a = Assignment::new(TenantSpec::new(TenantId::new("t")?), StampId(1), Epoch(2),
+///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+/// let ack = plane.write(&a, "k", "v")?;
+/// assert_eq!((ack.stamps, ack.version.epoch), (1, Epoch(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteAck {
+    /// The row version it got.
+    pub version: RowVersion,
+    /// How many stamps applied it (2 in dual-write).
+    pub stamps: usize,
+}
+
+struct Inner {
+    stamps: BTreeMap<StampId, Mutex<StampStore>>,
+    gates: Mutex<HashMap<TenantId, Arc<RwLock<()>>>>,
+    snapshots: Mutex<HashMap<String, Vec<(String, Row)>>>,
+    next_snapshot: Mutex<u64>,
+    faults: Mutex<HashMap<DriverOp, VecDeque<DriverError>>>,
+    calls: Mutex<HashMap<DriverOp, u64>>,
+}
+
+/// The in-memory reference data plane; see the [module docs](self). Clones share the data.
+///
+/// ```
+/// # use stamps::migration::reference::ReferenceDataPlane;
+/// # use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = InMemoryRegistry::new();
+/// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+/// let t = TenantId::new("acme")?;
+/// registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
+/// let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+/// plane.write_via(&registry, &t, "k", "v").await?;
+/// assert_eq!(plane.dump(StampId(1), &t).len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReferenceDataPlane {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for ReferenceDataPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReferenceDataPlane")
+            .field("stamps", &self.inner.stamps.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ReferenceDataPlane {
+    /// A data plane with these stamps, all empty.
+    pub fn new(stamps: impl IntoIterator<Item = StampId>) -> Self {
+        let stamps = stamps
+            .into_iter()
+            .map(|s| {
+                (
+                    s,
+                    Mutex::new(StampStore {
+                        fence: Fence::new(s),
+                        tenants: HashMap::new(),
+                    }),
+                )
+            })
+            .collect();
+        ReferenceDataPlane {
+            inner: Arc::new(Inner {
+                stamps,
+                gates: Mutex::new(HashMap::new()),
+                snapshots: Mutex::new(HashMap::new()),
+                next_snapshot: Mutex::new(0),
+                faults: Mutex::new(HashMap::new()),
+                calls: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn store(&self, stamp: StampId) -> Result<&Mutex<StampStore>, WriteError> {
+        self.inner.stamps.get(&stamp).ok_or(WriteError::UnknownStamp(stamp))
+    }
+
+    fn gate(&self, tenant: &TenantId) -> Arc<RwLock<()>> {
+        self.inner.gates.lock().entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Writes `key = value` for the route's tenant, routed by `route` (a fresh assignment from
+    /// the registry, or whatever a router has cached): refused while frozen; otherwise applied
+    /// on the serving stamp, then on the shadow, each after its fence admitted the token.
+    pub fn write(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
+        if let AssignmentMode::Frozen { until, .. } = route.mode {
+            return Err(WriteError::Frozen { until });
+        }
+        let tenant = route.tenant();
+        let gate = self.gate(tenant);
+        let _shared = gate.read();
+        let mut version = None;
+        let mut applied = 0;
+        for token in FenceToken::for_write(route) {
+            let store = self.store(token.stamp)?;
+            let mut st = store.lock();
+            st.fence.admit(&token).map_err(|rejection| WriteError::Fenced {
+                stamp: token.stamp,
+                rejection,
+            })?;
+            let rows = st.tenants.entry(tenant.clone()).or_default();
+            let v = match version {
+                Some(v) => v,
+                None => {
+                    rows.seq += 1;
+                    let v = RowVersion::new(route.epoch, rows.seq);
+                    version = Some(v);
+                    v
+                }
+            };
+            rows.merge(
+                key,
+                Row {
+                    value: value.to_string(),
+                    version: v,
+                },
+            );
+            applied += 1;
+        }
+        Ok(WriteAck {
+            version: version.unwrap_or_default(),
+            stamps: applied,
+        })
+    }
+
+    /// Resolves the tenant's current assignment from `registry`, then [`write`](Self::write)s.
+    pub async fn write_via(
+        &self,
+        registry: &dyn Registry,
+        tenant: &TenantId,
+        key: &str,
+        value: &str,
+    ) -> Result<WriteAck, WriteError> {
+        let route = registry
+            .assignment(tenant)
+            .await?
+            .ok_or_else(|| WriteError::NotAssigned(tenant.clone()))?;
+        self.write(&route, key, value)
+    }
+
+    /// Reads `key` from the route's serving stamp.
+    pub fn read(&self, route: &Assignment, key: &str) -> Option<String> {
+        self.get(route.stamp, route.tenant(), key)
+    }
+
+    /// The value of `key` for `tenant` on `stamp`, if any.
+    pub fn get(&self, stamp: StampId, tenant: &TenantId, key: &str) -> Option<String> {
+        let store = self.inner.stamps.get(&stamp)?;
+        let st = store.lock();
+        st.tenants.get(tenant)?.rows.get(key).map(|r| r.value.clone())
+    }
+
+    /// Every row of `tenant` on `stamp`.
+    pub fn dump(&self, stamp: StampId, tenant: &TenantId) -> BTreeMap<String, String> {
+        let Some(store) = self.inner.stamps.get(&stamp) else {
+            return BTreeMap::new();
+        };
+        let st = store.lock();
+        st.tenants
+            .get(tenant)
+            .map(|t| t.rows.iter().map(|(k, r)| (k.clone(), r.value.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether `stamp` holds any row of `tenant`.
+    pub fn holds(&self, stamp: StampId, tenant: &TenantId) -> bool {
+        self.inner
+            .stamps
+            .get(&stamp)
+            .is_some_and(|s| s.lock().tenants.get(tenant).is_some_and(|t| !t.rows.is_empty()))
+    }
+
+    /// The fence state of `tenant` on `stamp`: newest epoch and whether the stamp holds it.
+    pub fn fence_state(&self, stamp: StampId, tenant: &TenantId) -> Option<(Epoch, bool)> {
+        self.inner.stamps.get(&stamp)?.lock().fence.current(tenant)
+    }
+
+    /// Test hook: makes the next call of `op` fail with `error` (queued; one per call).
+    pub fn fail_next(&self, op: DriverOp, error: DriverError) {
+        self.inner.faults.lock().entry(op).or_default().push_back(error);
+    }
+
+    /// Test hook: writes a row on `stamp` bypassing routes and fences, with a version no write
+    /// can beat, so validation reports a mismatch until it is removed.
+    pub fn corrupt(&self, stamp: StampId, tenant: &TenantId, key: &str, value: &str) {
+        if let Some(store) = self.inner.stamps.get(&stamp) {
+            let mut st = store.lock();
+            st.tenants.entry(tenant.clone()).or_default().rows.insert(
+                key.to_string(),
+                Row {
+                    value: value.to_string(),
+                    version: RowVersion::new(Epoch(u64::MAX), u64::MAX),
+                },
+            );
+        }
+    }
+
+    /// How many times `op` was called.
+    pub fn calls(&self, op: DriverOp) -> u64 {
+        self.inner.calls.lock().get(&op).copied().unwrap_or(0)
+    }
+
+    /// Counts the call and returns an injected failure, if one is queued.
+    fn enter(&self, op: DriverOp) -> Result<(), DriverError> {
+        *self.inner.calls.lock().entry(op).or_default() += 1;
+        match self.inner.faults.lock().get_mut(&op).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn driver_store(&self, stamp: StampId) -> Result<&Mutex<StampStore>, DriverError> {
+        self.inner
+            .stamps
+            .get(&stamp)
+            .ok_or_else(|| DriverError::permanent(format!("{stamp} is not part of this data plane")))
+    }
+
+    fn merge_into(&self, stamp: StampId, tenant: &TenantId, rows: Vec<(String, Row)>) -> Result<(), DriverError> {
+        let mut st = self.driver_store(stamp)?.lock();
+        let dest = st.tenants.entry(tenant.clone()).or_default();
+        for (k, r) in rows {
+            dest.merge(&k, r);
+        }
+        Ok(())
+    }
+
+    fn snapshot_rows(&self, id: &str) -> Result<Vec<(String, Row)>, DriverError> {
+        self.inner
+            .snapshots
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| DriverError::permanent(format!("snapshot {id} does not exist")))
+    }
+}
+
+#[async_trait]
+impl MigrationDriver for ReferenceDataPlane {
+    async fn snapshot(&self, ctx: &MigrationContext) -> Result<SnapshotInfo, DriverError> {
+        self.enter(DriverOp::Snapshot)?;
+        let rows: Vec<(String, Row)> = {
+            let st = self.driver_store(ctx.source)?.lock();
+            st.tenants
+                .get(&ctx.tenant)
+                .map(|t| t.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect())
+                .unwrap_or_default()
+        };
+        let n = {
+            let mut next = self.inner.next_snapshot.lock();
+            *next += 1;
+            *next
+        };
+        let id = format!("{}/snapshot-{n}", ctx.id);
+        let count = rows.len() as u64;
+        self.inner.snapshots.lock().insert(id.clone(), rows);
+        Ok(SnapshotInfo::new(id, count))
+    }
+
+    async fn import(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError> {
+        self.enter(DriverOp::Import)?;
+        let rows = self.snapshot_rows(&snapshot.id)?;
+        self.merge_into(ctx.destination, &ctx.tenant, rows)
+    }
+
+    /// Copies the rows whose version is newer than the snapshot's newest row.
+    async fn catch_up(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError> {
+        self.enter(DriverOp::CatchUp)?;
+        let high_water = self
+            .snapshot_rows(&snapshot.id)?
+            .iter()
+            .map(|(_, r)| r.version)
+            .max()
+            .unwrap_or_default();
+        let delta: Vec<(String, Row)> = {
+            let st = self.driver_store(ctx.source)?.lock();
+            st.tenants
+                .get(&ctx.tenant)
+                .map(|t| {
+                    t.rows
+                        .iter()
+                        .filter(|(_, r)| r.version > high_water)
+                        .map(|(k, r)| (k.clone(), r.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        self.merge_into(ctx.destination, &ctx.tenant, delta)
+    }
+
+    async fn fence(
+        &self,
+        ctx: &MigrationContext,
+        stamp: StampId,
+        epoch: Epoch,
+        holds: bool,
+    ) -> Result<(), DriverError> {
+        self.enter(DriverOp::Fence)?;
+        self.driver_store(stamp)?.lock().fence.raise(&ctx.tenant, epoch, holds);
+        Ok(())
+    }
+
+    async fn validate(&self, ctx: &MigrationContext) -> Result<ValidationReport, DriverError> {
+        self.enter(DriverOp::Validate)?;
+        let gate = self.gate(&ctx.tenant);
+        let _exclusive = gate.write();
+        let src = self.driver_store(ctx.source)?.lock();
+        let dst = self.driver_store(ctx.destination)?.lock();
+        let empty = TenantRows::default();
+        let s = src.tenants.get(&ctx.tenant).unwrap_or(&empty);
+        let d = dst.tenants.get(&ctx.tenant).unwrap_or(&empty);
+        let mut mismatches: Vec<String> = Vec::new();
+        for (k, r) in &s.rows {
+            if d.rows.get(k).map(|x| &x.value) != Some(&r.value) {
+                mismatches.push(k.clone());
+            }
+        }
+        for k in d.rows.keys() {
+            if !s.rows.contains_key(k) {
+                mismatches.push(k.clone());
+            }
+        }
+        mismatches.sort();
+        mismatches.truncate(5);
+        Ok(ValidationReport::new(vec![TableCheck::new(
+            "kv",
+            s.summary(),
+            d.summary(),
+        )
+        .with_mismatches(mismatches)]))
+    }
+
+    async fn cleanup_source(&self, ctx: &MigrationContext) -> Result<(), DriverError> {
+        self.enter(DriverOp::CleanupSource)?;
+        self.driver_store(ctx.source)?.lock().tenants.remove(&ctx.tenant);
+        Ok(())
+    }
+
+    async fn rollback(&self, ctx: &MigrationContext, _from: MigrationState) -> Result<(), DriverError> {
+        self.enter(DriverOp::Rollback)?;
+        self.driver_store(ctx.destination)?.lock().tenants.remove(&ctx.tenant);
+        let prefix = format!("{}/", ctx.id);
+        self.inner.snapshots.lock().retain(|k, _| !k.starts_with(&prefix));
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! Scorers: rank eligible stamps (higher is better).
+
+use std::fmt;
+
+use super::FleetView;
+use crate::model::{Amount, Region, Resource, StampId, StampLoad, TenantSpec};
+
+/// Ranks an eligible stamp for a tenant: higher is better.
+///
+/// # Contract
+/// `score` is pure, sync and allocation-free, and finite for every eligible stamp unless
+/// documented (a NaN total counts as the lowest score). The built-in scorers return values in
+/// `[0, 1]`, except [`MostAvailable`], which returns free units; weigh accordingly.
+///
+/// # Implementing
+/// Closures `Fn(&TenantSpec, &StampLoad) -> f64` implement it (named `"score"`); implement the
+/// trait to name the scorer in explanations or to read the health view.
+///
+/// # Example
+/// ```
+/// use stamps::placement::{LeastLoaded, Pipeline};
+/// use stamps::{StampLoad, TenantSpec};
+/// // Prefer newer stamps a little, mostly by load.
+/// let newer = |_: &TenantSpec, s: &StampLoad| f64::from(s.id().0) / 1000.0;
+/// let p = Pipeline::new().score(LeastLoaded::bottleneck(), 1.0).score(newer, 0.1);
+/// # let _ = p;
+/// ```
+pub trait Scorer: Send + Sync {
+    /// The scorer's name, for explanations.
+    fn name(&self) -> &'static str;
+
+    /// The score of `load` for `tenant`; higher is better.
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, fleet: &FleetView<'_>) -> f64;
+}
+
+impl<F> Scorer for F
+where
+    F: Fn(&TenantSpec, &StampLoad) -> f64 + Send + Sync,
+{
+    fn name(&self) -> &'static str {
+        "score"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        self(tenant, load)
+    }
+}
+
+fn ratio(used: Amount, wanted: Amount, limit: Amount) -> f64 {
+    let after = used.checked_add(wanted).unwrap_or(Amount::from_milli(u64::MAX));
+    after.as_milli() as f64 / limit.as_milli().max(1) as f64
+}
+
+/// Utilization after placement on `resource`, or on the bottleneck (the highest) when `None`.
+/// Zero for a stamp without limits.
+fn utilization(tenant: &TenantSpec, load: &StampLoad, resource: Option<&Resource>) -> f64 {
+    match resource {
+        Some(r) => load
+            .stamp
+            .spec
+            .capacity
+            .limit(r)
+            .map_or(0.0, |l| ratio(load.usage.get(r), tenant.demand.get_with_slot(r), l)),
+        None => {
+            let mut max = 0.0f64;
+            let _ = super::try_each_limit(load, &tenant.demand, |_, limit, used, wanted| {
+                max = max.max(ratio(used, wanted, limit));
+                Ok::<(), ()>(())
+            });
+            max
+        }
+    }
+}
+
+/// Least loaded: `1 − utilization` after placing the tenant, on one resource or on the
+/// stamp's bottleneck (its most utilized resource). Spreads tenants evenly.
+///
+/// ```
+/// use stamps::placement::{LeastLoaded, Pipeline};
+/// use stamps::Resource;
+/// let by_connections = Pipeline::new().score(LeastLoaded::on(Resource::Connections), 1.0);
+/// let by_bottleneck = Pipeline::new().score(LeastLoaded::bottleneck(), 1.0);
+/// # let _ = (by_connections, by_bottleneck);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeastLoaded {
+    resource: Option<Resource>,
+}
+
+impl LeastLoaded {
+    /// On the bottleneck resource of each stamp.
+    pub fn bottleneck() -> LeastLoaded {
+        LeastLoaded { resource: None }
+    }
+
+    /// On one resource (stamps without a limit on it score 1).
+    pub fn on(resource: Resource) -> LeastLoaded {
+        LeastLoaded {
+            resource: Some(resource),
+        }
+    }
+}
+
+impl Scorer for LeastLoaded {
+    fn name(&self) -> &'static str {
+        "least-loaded"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        1.0 - utilization(tenant, load, self.resource.as_ref())
+    }
+}
+
+/// Bin packing: utilization after placing the tenant (bottleneck or one resource), so the
+/// fullest stamp that still fits wins. Fills stamps one by one, for cost.
+///
+/// ```
+/// use stamps::placement::{BinPacking, Pipeline};
+/// let p = Pipeline::new().score(BinPacking::bottleneck(), 1.0);
+/// # let _ = p;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BinPacking {
+    resource: Option<Resource>,
+}
+
+impl BinPacking {
+    /// On the bottleneck resource of each stamp.
+    pub fn bottleneck() -> BinPacking {
+        BinPacking { resource: None }
+    }
+
+    /// On one resource.
+    pub fn on(resource: Resource) -> BinPacking {
+        BinPacking {
+            resource: Some(resource),
+        }
+    }
+}
+
+impl Scorer for BinPacking {
+    fn name(&self) -> &'static str {
+        "bin-packing"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        utilization(tenant, load, self.resource.as_ref())
+    }
+}
+
+/// Most available capacity (the seed's "the stamp with the most available capacity").
+/// Absolute, so a big stamp beats a small one at the same utilization:
+///
+/// - [`MostAvailable::room`] (the default): how many more tenants with this tenant's demand
+///   fit under headroom (the fewest over the limited resources the tenant uses); `+∞` when
+///   nothing limits it;
+/// - [`MostAvailable::on`]: the units of one resource left under its soft limit after placing
+///   the tenant; `+∞` for stamps without a limit on it.
+///
+/// ```
+/// use stamps::placement::{MostAvailable, Pipeline};
+/// use stamps::Resource;
+/// let by_room = Pipeline::new().score(MostAvailable::room(), 1.0);
+/// let by_connections = Pipeline::new().score(MostAvailable::on(Resource::Connections), 1.0);
+/// # let _ = (by_room, by_connections);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MostAvailable {
+    resource: Option<Resource>,
+}
+
+impl MostAvailable {
+    /// Room for more tenants like this one.
+    pub fn room() -> MostAvailable {
+        MostAvailable { resource: None }
+    }
+
+    /// Units of one resource left.
+    pub fn on(resource: Resource) -> MostAvailable {
+        MostAvailable {
+            resource: Some(resource),
+        }
+    }
+}
+
+impl Scorer for MostAvailable {
+    fn name(&self) -> &'static str {
+        "most-available"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        let cap = &load.stamp.spec.capacity;
+        match &self.resource {
+            Some(r) => {
+                let Some(soft) = cap.soft_limit(r) else {
+                    return f64::INFINITY;
+                };
+                let used = load
+                    .usage
+                    .get(r)
+                    .checked_add(tenant.demand.get_with_slot(r))
+                    .unwrap_or(Amount::from_milli(u64::MAX));
+                soft.as_milli() as f64 / 1000.0 - used.as_milli() as f64 / 1000.0
+            }
+            None => {
+                let headroom = cap.headroom();
+                let mut room = f64::INFINITY;
+                let _ = super::try_each_limit(load, &tenant.demand, |_, limit, used, wanted| {
+                    if !wanted.is_zero() {
+                        let free = super::soft_limit(headroom, limit).saturating_sub(used);
+                        room = room.min((free.as_milli() / wanted.as_milli()) as f64);
+                    }
+                    Ok::<(), ()>(())
+                });
+                room
+            }
+        }
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The rendezvous (highest-random-weight) hash of a tenant on a stamp: FNV-1a of the tenant id
+/// mixed with the stamp id by splitmix64. Fixed across processes, platforms and releases.
+pub(crate) fn rendezvous_hash(tenant: &TenantSpec, stamp: StampId) -> u64 {
+    let mut h = FNV_OFFSET;
+    for b in tenant.id.as_str().bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    splitmix(h ^ splitmix(u64::from(stamp.0)))
+}
+
+/// Rendezvous hashing: a pseudo-random score in `[0, 1)` from the tenant id and the stamp id,
+/// the same in every process. A tenant's choice among the same eligible stamps never changes,
+/// and adding or removing a stamp moves only the tenants that hash highest to it.
+///
+/// ```
+/// use stamps::placement::{Pipeline, Rendezvous};
+/// let p = Pipeline::new().score(Rendezvous, 1.0);
+/// # let _ = p;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rendezvous;
+
+impl Scorer for Rendezvous {
+    fn name(&self) -> &'static str {
+        "rendezvous"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        (rendezvous_hash(tenant, load.id()) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Region proximity: 1 in the tenant's region, 0.5 in the same area (the region name up to its
+/// first `-`: `eu-west` and `eu-central`), 0 elsewhere or when the tenant has no region. Or a
+/// distance function of your own.
+///
+/// ```
+/// use stamps::placement::{LeastLoaded, Pipeline, RegionProximity};
+/// use stamps::Region;
+/// let hybrid = Pipeline::new()
+///     .score(RegionProximity::default(), 10.0)
+///     .score(LeastLoaded::bottleneck(), 1.0);
+/// let custom = RegionProximity::with(|tenant: &Region, stamp: &Region| {
+///     if tenant == stamp { 1.0 } else { 0.0 }
+/// });
+/// # let _ = (hybrid, custom);
+/// ```
+#[derive(Clone, Copy, Default)]
+pub struct RegionProximity {
+    closeness: Option<fn(&Region, &Region) -> f64>,
+}
+
+impl fmt::Debug for RegionProximity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionProximity")
+            .field("custom", &self.closeness.is_some())
+            .finish()
+    }
+}
+
+impl RegionProximity {
+    /// Uses `closeness(tenant_region, stamp_region)` (higher is closer).
+    pub fn with(closeness: fn(&Region, &Region) -> f64) -> RegionProximity {
+        RegionProximity {
+            closeness: Some(closeness),
+        }
+    }
+
+    fn default_closeness(t: &Region, s: &Region) -> f64 {
+        if t == s {
+            return 1.0;
+        }
+        fn area(r: &Region) -> &str {
+            let s = r.as_str();
+            s.split('-').next().unwrap_or(s)
+        }
+        if area(t) == area(s) {
+            0.5
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Scorer for RegionProximity {
+    fn name(&self) -> &'static str {
+        "region-proximity"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        let Some(t) = &tenant.region else { return 0.0 };
+        let f = self.closeness.unwrap_or(Self::default_closeness);
+        f(t, &load.stamp.spec.region)
+    }
+}
+
+/// A weighted sum of scorers. [`Pipeline::score`](super::Pipeline::score) builds one; use it
+/// directly to nest a combination as one scorer.
+///
+/// ```
+/// use stamps::placement::{LeastLoaded, Rendezvous, Scorer, Weighted};
+/// let w = Weighted::new().with(LeastLoaded::bottleneck(), 1.0).with(Rendezvous, 0.01);
+/// assert_eq!(w.len(), 2);
+/// assert_eq!(w.name(), "weighted");
+/// ```
+#[derive(Default)]
+pub struct Weighted {
+    parts: Vec<(Box<dyn Scorer>, f64)>,
+}
+
+impl fmt::Debug for Weighted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.parts.iter().map(|(s, w)| (s.name(), *w)))
+            .finish()
+    }
+}
+
+impl Weighted {
+    /// No scorers (every stamp scores 0).
+    pub fn new() -> Weighted {
+        Weighted { parts: Vec::new() }
+    }
+
+    /// Adds `scorer` with `weight`.
+    pub fn with(mut self, scorer: impl Scorer + 'static, weight: f64) -> Weighted {
+        self.parts.push((Box::new(scorer), weight));
+        self
+    }
+
+    /// Number of scorers.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Whether there is no scorer.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Each scorer's name, weight and (unweighted) score for `load`.
+    pub fn parts<'a>(
+        &'a self,
+        tenant: &'a TenantSpec,
+        load: &'a StampLoad,
+        fleet: &'a FleetView<'_>,
+    ) -> impl Iterator<Item = (&'static str, f64, f64)> + 'a {
+        self.parts
+            .iter()
+            .map(move |(s, w)| (s.name(), *w, s.score(tenant, load, fleet)))
+    }
+}
+
+impl Scorer for Weighted {
+    fn name(&self) -> &'static str {
+        "weighted"
+    }
+    fn score(&self, tenant: &TenantSpec, load: &StampLoad, fleet: &FleetView<'_>) -> f64 {
+        self.parts
+            .iter()
+            .filter(|(_, w)| *w != 0.0)
+            .map(|(s, w)| {
+                let x = s.score(tenant, load, fleet) * w;
+                if x.is_nan() {
+                    f64::NEG_INFINITY
+                } else {
+                    x
+                }
+            })
+            .sum()
+    }
+}

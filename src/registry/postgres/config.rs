@@ -1,0 +1,304 @@
+//! Connection and behaviour settings for [`PgRegistry`](super::PgRegistry).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{InvalidInput, Result};
+use crate::time::{Clock, SystemClock};
+
+/// The default schema (namespace) holding the registry's objects.
+///
+/// ```
+/// use stamps::registry::postgres::{PgConfig, DEFAULT_SCHEMA};
+/// assert_eq!(PgConfig::new().schema_name(), DEFAULT_SCHEMA);
+/// ```
+pub const DEFAULT_SCHEMA: &str = "stamps";
+
+/// Settings for [`PgRegistry`](super::PgRegistry): where the server is, which schema holds the
+/// registry, pool size, timeouts and how followers are woken up.
+///
+/// Build it from a URL or key/value connection string (the libpq formats), or field by field.
+/// The password is never printed by `Debug`.
+///
+/// ```
+/// use stamps::registry::postgres::PgConfig;
+/// use std::time::Duration;
+/// let cfg = PgConfig::from_url("postgres://app@db.internal:5432/fleet")?
+///     .schema("eu_fleet")?
+///     .pool_size(16)
+///     .statement_timeout(Duration::from_secs(2));
+/// assert_eq!(cfg.schema_name(), "eu_fleet");
+///
+/// let same = PgConfig::new().host("db.internal").port(5432).user("app").dbname("fleet");
+/// assert!(!format!("{same:?}").contains("secret"));
+/// assert!(PgConfig::new().schema("Bad-Name").is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct PgConfig {
+    pub(crate) pg: tokio_postgres::Config,
+    pub(crate) schema: String,
+    pub(crate) pool_size: usize,
+    pub(crate) statement_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) pool_wait_timeout: Duration,
+    pub(crate) notify: bool,
+    pub(crate) poll_interval: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) application_name: String,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("hosts", &self.pg.get_hosts())
+            .field("ports", &self.pg.get_ports())
+            .field("user", &self.pg.get_user())
+            .field("dbname", &self.pg.get_dbname())
+            .field("password", &self.pg.get_password().map(|_| "<redacted>"))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("pool_wait_timeout", &self.pool_wait_timeout)
+            .field("notify", &self.notify)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_retries", &self.max_retries)
+            .field("application_name", &self.application_name)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PgConfig {
+    /// Settings with no server named yet (libpq defaults apply: `localhost:5432`) and the
+    /// defaults below: schema `stamps`, 8 pooled connections, a 5 s statement timeout, a 5 s
+    /// connect timeout, a 5 s wait for a free connection, `LISTEN/NOTIFY` wake-ups with a 1 s
+    /// polling fallback, 8 retries on serialization failures and deadlocks, the system clock.
+    pub fn new() -> Self {
+        PgConfig {
+            pg: tokio_postgres::Config::new(),
+            schema: DEFAULT_SCHEMA.to_string(),
+            pool_size: 8,
+            statement_timeout: Some(Duration::from_secs(5)),
+            connect_timeout: Duration::from_secs(5),
+            pool_wait_timeout: Duration::from_secs(5),
+            notify: true,
+            poll_interval: Duration::from_secs(1),
+            max_retries: 8,
+            application_name: "stamps".to_string(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Settings from a connection URL (`postgres://user:pass@host:port/db?options`) or a
+    /// key/value string (`host=... user=... dbname=...`), with the defaults of
+    /// [`PgConfig::new`] for everything else.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let pg = tokio_postgres::Config::from_str(url).map_err(|_| {
+            InvalidInput::new(
+                "url",
+                "is not a PostgreSQL connection string (postgres://user@host:port/db or host=... dbname=...)",
+            )
+        })?;
+        Ok(PgConfig { pg, ..Self::new() })
+    }
+
+    /// The server's host name, IP address or Unix socket directory (may be given several times
+    /// for failover).
+    pub fn host(mut self, host: &str) -> Self {
+        self.pg.host(host);
+        self
+    }
+
+    /// The server's port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.pg.port(port);
+        self
+    }
+
+    /// The user to connect as.
+    pub fn user(mut self, user: &str) -> Self {
+        self.pg.user(user);
+        self
+    }
+
+    /// The password.
+    pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.pg.password(password);
+        self
+    }
+
+    /// The database.
+    pub fn dbname(mut self, dbname: &str) -> Self {
+        self.pg.dbname(dbname);
+        self
+    }
+
+    /// The schema (namespace) holding every table, index and function of the registry, so
+    /// several fleets (and tests) can share one database. 1 to 48 bytes of `a-z`, `0-9` and
+    /// `_`, starting with a letter or `_`; not `pg_*` or `information_schema`.
+    pub fn schema(mut self, schema: &str) -> Result<Self> {
+        validate_schema(schema)?;
+        self.schema = schema.to_string();
+        Ok(self)
+    }
+
+    /// The schema name in use.
+    pub fn schema_name(&self) -> &str {
+        &self.schema
+    }
+
+    /// Pooled connections (at least 1). The change listener uses one more connection.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// Server-side `statement_timeout` for every statement of the registry's connections;
+    /// `None` leaves the server's setting. A statement that times out rolls its transaction
+    /// back and the call returns [`Error::Unavailable`](crate::Error::Unavailable).
+    pub fn statement_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.statement_timeout = timeout.into();
+        self
+    }
+
+    /// How long to wait for a new connection to be established.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a call waits for a free pooled connection before returning
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    pub fn pool_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_wait_timeout = timeout;
+        self
+    }
+
+    /// Whether writes send `NOTIFY` and a listener connection `LISTEN`s, to wake
+    /// [`ChangeSignal`](crate::ChangeSignal) followers at once (default `true`). Turn it off on
+    /// engines without `LISTEN/NOTIFY` (CockroachDB, YugabyteDB, Spanner); followers are then
+    /// woken by polling every [`poll_interval`](Self::poll_interval).
+    pub fn notify(mut self, enabled: bool) -> Self {
+        self.notify = enabled;
+        self
+    }
+
+    /// How often the background task reads the change-feed head to wake followers when no
+    /// notification arrives (default 1 s). Correctness never depends on it: followers read
+    /// the feed by version.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many times a write is retried after a serialization failure or a deadlock before the
+    /// call returns [`Error::Unavailable`](crate::Error::Unavailable) (default 8).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// The `application_name` the registry's connections report in `pg_stat_activity`
+    /// (default `stamps`).
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.application_name = name.to_string();
+        self
+    }
+
+    /// The clock for stored timestamps (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The driver configuration with the registry's session settings applied.
+    pub(crate) fn driver_config(&self, suffix: &str) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        pg.connect_timeout(self.connect_timeout);
+        let name = if suffix.is_empty() {
+            self.application_name.clone()
+        } else {
+            format!("{}-{suffix}", self.application_name)
+        };
+        pg.application_name(&name);
+        if let Some(t) = self.statement_timeout {
+            let ms = t.as_millis().max(1);
+            let mut options = pg.get_options().map(str::to_string).unwrap_or_default();
+            if !options.is_empty() {
+                options.push(' ');
+            }
+            options.push_str(&format!("-c statement_timeout={ms}"));
+            pg.options(&options);
+        }
+        pg
+    }
+}
+
+/// Checks a schema name: safe to quote into SQL and to derive a `NOTIFY` channel name from.
+pub(crate) fn validate_schema(schema: &str) -> Result<(), InvalidInput> {
+    const REASON: &str =
+        "must be 1 to 48 bytes of a-z 0-9 _ starting with a letter or _, and not pg_* or information_schema";
+    let ok = !schema.is_empty()
+        && schema.len() <= 48
+        && schema
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()))
+        && !schema.starts_with("pg_")
+        && schema != "information_schema";
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::new("schema", REASON))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names() {
+        for ok in ["stamps", "_x", "a1_b2", &"a".repeat(48)] {
+            assert!(validate_schema(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "A",
+            "a-b",
+            "a b",
+            "a\"b",
+            "pg_catalog",
+            "information_schema",
+            &"a".repeat(49),
+        ] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn url_and_timeout_options() {
+        let cfg = PgConfig::from_url("postgres://u:secret@127.0.0.1:6543/db?options=-c%20search_path%3Dx")
+            .unwrap()
+            .statement_timeout(Duration::from_millis(250));
+        let pg = cfg.driver_config("listener");
+        assert_eq!(pg.get_ports(), &[6543]);
+        assert_eq!(pg.get_application_name(), Some("stamps-listener"));
+        let options = pg.get_options().unwrap();
+        assert!(options.contains("search_path") && options.ends_with("-c statement_timeout=250"));
+        assert!(!format!("{cfg:?}").contains("secret"));
+        assert!(PgConfig::from_url("not a url ://").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! Mapping driver and pool failures to the crate's [`Error`] variants.
+
+use std::fmt;
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+use crate::error::Error;
+
+/// A database error reported by PostgreSQL, as the source of [`Error::Backend`]: the SQLSTATE
+/// code and the server's message, without the driver's types.
+///
+/// ```
+/// use stamps::registry::postgres::DatabaseError;
+/// let e = DatabaseError::new("42501", "permission denied for schema stamps");
+/// assert_eq!(e.code(), "42501");
+/// assert!(e.to_string().contains("permission denied"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseError {
+    code: String,
+    message: String,
+}
+
+impl DatabaseError {
+    /// An error with a SQLSTATE code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        DatabaseError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The five-character SQLSTATE code (empty when the failure did not come from the server).
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The server's (or driver's) message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.code.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} (SQLSTATE {})", self.message, self.code)
+        }
+    }
+}
+
+impl std::error::Error for DatabaseError {}
+
+/// Why a step of a registry call failed, before mapping to [`Error`].
+#[derive(Debug)]
+pub(crate) enum Fault {
+    /// The driver reported an error.
+    Db(tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    Pool(PoolError),
+    /// A crate error decided by the registry's own logic (conflict, capacity, not found...).
+    Crate(Error),
+}
+
+impl From<tokio_postgres::Error> for Fault {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fault::Db(e)
+    }
+}
+
+impl From<PoolError> for Fault {
+    fn from(e: PoolError) -> Self {
+        Fault::Pool(e)
+    }
+}
+
+impl From<Error> for Fault {
+    fn from(e: Error) -> Self {
+        Fault::Crate(e)
+    }
+}
+
+impl From<crate::error::InvalidInput> for Fault {
+    fn from(e: crate::error::InvalidInput) -> Self {
+        Fault::Crate(e.into())
+    }
+}
+
+impl Fault {
+    /// The SQLSTATE of a database error.
+    pub(crate) fn code(&self) -> Option<&SqlState> {
+        match self {
+            Fault::Db(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// Whether the transaction lost a race the server detected (serialization failure,
+    /// deadlock) and the whole call can be retried as it is.
+    pub(crate) fn is_retryable_race(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        )
+    }
+
+    /// Whether the connection this happened on must not be reused.
+    pub(crate) fn breaks_connection(&self) -> bool {
+        match self {
+            Fault::Db(e) => {
+                e.is_closed()
+                    || e.code().map_or(true, |c| {
+                        let c = c.code();
+                        c.starts_with("08") || c.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// Maps to the crate's error.
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Fault::Crate(e) => e,
+            Fault::Pool(e) => match e {
+                PoolError::Backend(db) => map_db(db),
+                PoolError::Timeout(t) => Error::unavailable(format!(
+                    "no PostgreSQL connection within the configured timeout ({t:?}); the server may be down or the pool too small"
+                )),
+                PoolError::Closed => Error::unavailable("the PostgreSQL connection pool is closed"),
+                PoolError::NoRuntimeSpecified => Error::backend(DatabaseError::new("", "the pool has no runtime")),
+                PoolError::PostCreateHook(h) => Error::unavailable(format!("connection setup failed: {h}")),
+            },
+            Fault::Db(e) => map_db(e),
+        }
+    }
+}
+
+/// Maps a driver error: connection loss, shutdown, timeouts, lack of resources and races that
+/// outlived the retries are `Unavailable` (nothing happened; retry); the rest is `Backend`.
+pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // No server error: the connection broke, or an I/O or protocol failure.
+        return Error::unavailable(format!("PostgreSQL connection failed: {e}"));
+    };
+    let code = db.code().code();
+    let message = db.message();
+    let unavailable = code.starts_with("08") // connection exception
+        || code.starts_with("57") // operator intervention: admin shutdown, query canceled (statement timeout)
+        || code.starts_with("53") // insufficient resources: too many connections, disk full
+        || code == SqlState::LOCK_NOT_AVAILABLE.code()
+        || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+        || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+        || code == SqlState::READ_ONLY_SQL_TRANSACTION.code();
+    if unavailable {
+        return Error::unavailable(format!("PostgreSQL: {message} (SQLSTATE {code})"));
+    }
+    if code == SqlState::UNDEFINED_TABLE.code() || code == SqlState::INVALID_SCHEMA_NAME.code() {
+        return Error::backend(DatabaseError::new(
+            code,
+            format!("{message}; the registry schema is missing or not migrated: call PgRegistry::migrate()"),
+        ));
+    }
+    Error::backend(DatabaseError::new(code, message))
+}
+
+/// A corrupt or foreign value read from the database.
+pub(crate) fn corrupt(what: &str) -> Fault {
+    Fault::Crate(Error::backend(DatabaseError::new(
+        "XX001",
+        format!("unexpected value in the registry's {what} column; was the row written by another program?"),
+    )))
+}

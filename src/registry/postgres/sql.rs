@@ -1,0 +1,203 @@
+//! The registry's SQL, with the schema name quoted in once at construction.
+
+use super::schema::quoted;
+
+const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
+                          headroom_ppm, state, usage_milli, created_at, updated_at";
+const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
+                               pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
+const HISTORY_COLS: &str =
+    "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor";
+const MIGRATION_COLS: &str = "id, tenant, source_id, destination_id, state, revision, data, created_at, updated_at";
+/// Makes a write statement fail (division by zero, SQLSTATE 22012) when it wrote no change
+/// row, for example because its target row vanished: with the `COMMIT` pipelined behind it,
+/// a write that matched nothing must abort rather than commit a version without a change.
+const GUARD: &str = "(SELECT 1 / (SELECT count(*)::int FROM chg) AS written) g";
+const TERMINAL: &str = "('completed', 'cancelled', 'rolled_back', 'failed')";
+
+/// Every statement the registry runs.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) channel: String,
+    pub(crate) listen: String,
+    pub(crate) head: String,
+    pub(crate) bump: String,
+    pub(crate) stamp_get: String,
+    pub(crate) stamps_lock: String,
+    pub(crate) fleet: String,
+    pub(crate) stamp_insert: String,
+    pub(crate) stamp_update: String,
+    pub(crate) stamp_state: String,
+    pub(crate) assignment_get: String,
+    pub(crate) assignment_lock: String,
+    pub(crate) assignments_page: String,
+    pub(crate) assign_write: String,
+    pub(crate) update_write: String,
+    pub(crate) unassign_write: String,
+    pub(crate) history: String,
+    pub(crate) changes: String,
+    pub(crate) prune: String,
+    pub(crate) stamps_exist: String,
+    pub(crate) migration_insert: String,
+    pub(crate) migration_active: String,
+    pub(crate) migration_get: String,
+    pub(crate) migration_save: String,
+    pub(crate) migrations: String,
+}
+
+impl Sql {
+    pub(crate) fn new(schema: &str, notify: bool) -> Sql {
+        let s = quoted(schema);
+        let channel = format!("stamps_{schema}");
+        // NOTIFY is transactional: delivered at commit, in commit order. Only a wake-up.
+        let notify_col = if notify {
+            format!(", pg_notify('{channel}', (SELECT max(version) FROM chg)::text)::text AS notified")
+        } else {
+            String::new()
+        };
+        let head_expr = format!("(SELECT head FROM {s}.feed WHERE id = 1)");
+        let stamp_change = format!(
+            "chg AS (
+                INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
+                SELECT {head_expr}, up.updated_at, 'stamp', NULL, up.id, to_jsonb(up) FROM up
+                RETURNING version
+            )
+            SELECT w.*, g.written{notify_col}
+            FROM {GUARD} LEFT JOIN (SELECT up.*, chg.version FROM up, chg) w ON true"
+        );
+        // Shared tail of an assignment write whose new row is `ins`: usage of the affected
+        // stamps ($13, {stamp id: usage}), the history entry and the change row.
+        let assignment_tail = format!(
+            "usage_upd AS (
+                UPDATE {s}.stamps st SET usage_milli = u.value
+                FROM jsonb_each($13::jsonb) u WHERE st.id = u.key::bigint
+                RETURNING st.id
+            ), hist AS (
+                INSERT INTO {s}.assignment_history ({HISTORY_COLS})
+                SELECT ins.epoch, ins.tenant, $12, $14, $15, ins.stamp_id, ins.epoch, ins.mode, ins.shadow_id,
+                       ins.frozen_until, $16
+                FROM ins
+                RETURNING version
+            ), chg AS (
+                INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
+                SELECT ins.epoch, $12, 'assignment', ins.tenant, NULL, to_jsonb(ins) FROM ins
+                RETURNING version
+            )
+            SELECT chg.version, (SELECT count(*) FROM usage_upd) AS stamps_updated,
+                   (SELECT count(*) FROM hist) AS history_rows, g.written{notify_col}
+            FROM {GUARD} LEFT JOIN chg ON true"
+        );
+        Sql {
+            listen: format!("LISTEN \"{channel}\""),
+            head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
+            bump: format!("UPDATE {s}.feed SET head = head + 1 WHERE id = 1 RETURNING head"),
+            stamp_get: format!("SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = $1"),
+            // Ordered, so concurrent writers lock stamps in the same order (no deadlocks).
+            // NO KEY UPDATE: blocks other writers of the row but not foreign-key checks.
+            stamps_lock: format!(
+                "SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+            ),
+            fleet: format!(
+                "SELECT f.head, st.id, st.name, st.region, st.residency, st.tier, st.labels, st.deployed_version,
+                        st.endpoint, st.limits_milli, st.headroom_ppm, st.state, st.usage_milli, st.created_at,
+                        st.updated_at
+                 FROM {s}.feed f LEFT JOIN {s}.stamps st ON true WHERE f.id = 1 ORDER BY st.id"
+            ),
+            stamp_insert: format!(
+                "WITH up AS (
+                    INSERT INTO {s}.stamps ({STAMP_COLS})
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', '{{}}', $11, $11)
+                    RETURNING *
+                ), {stamp_change}"
+            ),
+            stamp_update: format!(
+                "WITH up AS (
+                    UPDATE {s}.stamps SET name = $2, region = $3, residency = $4, tier = $5, labels = $6,
+                        deployed_version = $7, endpoint = $8, limits_milli = $9, headroom_ppm = $10, updated_at = $11
+                    WHERE id = $1
+                    RETURNING *
+                ), {stamp_change}"
+            ),
+            stamp_state: format!(
+                "WITH up AS (
+                    UPDATE {s}.stamps SET state = $2, updated_at = $3 WHERE id = $1 RETURNING *
+                ), {stamp_change}"
+            ),
+            assignment_get: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1"),
+            assignment_lock: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1 FOR UPDATE"),
+            assignments_page: format!(
+                "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2"
+            ),
+            assign_write: format!(
+                "WITH ins AS (
+                    INSERT INTO {s}.assignments ({ASSIGNMENT_COLS})
+                    VALUES ($1, $2, {head_expr}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                    RETURNING *
+                ), {assignment_tail}"
+            ),
+            update_write: format!(
+                "WITH ins AS (
+                    UPDATE {s}.assignments SET stamp_id = $2, epoch = {head_expr}, mode = $3, shadow_id = $4,
+                        frozen_until = $5, region = $6, residency = $7, tier = $8, pin_stamp_id = $9,
+                        demand_milli = $10, labels = $11, updated_at = $12
+                    WHERE tenant = $1 AND epoch = $17
+                    RETURNING *
+                ), {assignment_tail}"
+            ),
+            unassign_write: format!(
+                "WITH del AS (
+                    DELETE FROM {s}.assignments WHERE tenant = $1 AND epoch = $2 RETURNING tenant, stamp_id
+                ), usage_upd AS (
+                    UPDATE {s}.stamps st SET usage_milli = u.value
+                    FROM jsonb_each($3::jsonb) u WHERE st.id = u.key::bigint
+                    RETURNING st.id
+                ), hist AS (
+                    INSERT INTO {s}.assignment_history ({HISTORY_COLS})
+                    SELECT f.head, del.tenant, $4, 'unassigned', del.stamp_id, NULL, f.head, 'serving', NULL, NULL, $5
+                    FROM del, {s}.feed f WHERE f.id = 1
+                    RETURNING version
+                ), chg AS (
+                    INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
+                    SELECT f.head, $4, 'assignment', del.tenant, NULL, NULL FROM del, {s}.feed f WHERE f.id = 1
+                    RETURNING version
+                )
+                SELECT chg.version, (SELECT count(*) FROM usage_upd) AS stamps_updated,
+                       (SELECT count(*) FROM hist) AS history_rows, g.written{notify_col}
+                FROM {GUARD} LEFT JOIN chg ON true"
+            ),
+            history: format!("SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"),
+            changes: format!(
+                "SELECT f.head, c.version, c.at, c.kind, c.tenant, c.payload
+                 FROM {s}.feed f
+                 LEFT JOIN LATERAL (
+                     SELECT version, at, kind, tenant, payload FROM {s}.changes
+                     WHERE version > $1 ORDER BY version LIMIT $2
+                 ) c ON true
+                 WHERE f.id = 1
+                 ORDER BY c.version"
+            ),
+            prune: format!("DELETE FROM {s}.changes WHERE version <= $1 AND version < {head_expr}"),
+            stamps_exist: format!("SELECT id FROM {s}.stamps WHERE id = ANY($1::bigint[])"),
+            migration_insert: format!(
+                "INSERT INTO {s}.tenant_migrations (tenant, source_id, destination_id, state, revision, data,
+                                                    created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, $6)
+                 RETURNING {MIGRATION_COLS}"
+            ),
+            migration_active: format!(
+                "SELECT id FROM {s}.tenant_migrations WHERE tenant = $1 AND state NOT IN {TERMINAL}"
+            ),
+            migration_get: format!("SELECT {MIGRATION_COLS} FROM {s}.tenant_migrations WHERE id = $1"),
+            migration_save: format!(
+                "UPDATE {s}.tenant_migrations SET state = $2, data = $3, revision = revision + 1, updated_at = $4
+                 WHERE id = $1 AND revision = $5 AND tenant = $6 AND source_id = $7 AND destination_id = $8
+                 RETURNING {MIGRATION_COLS}"
+            ),
+            migrations: format!(
+                "SELECT {MIGRATION_COLS} FROM {s}.tenant_migrations
+                 WHERE $1::text IS NULL OR tenant = $1 ORDER BY id"
+            ),
+            channel,
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! Placement behaviour: error messages, pins, explanations, combinators, dry runs,
+//! place_and_assign (including concurrent races) and the rebalance planner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use stamps::placement::*;
+use stamps::*;
+
+struct S {
+    id: u32,
+    region: &'static str,
+    residency: Option<&'static str>,
+    tier: Tier,
+    state: StampState,
+    connections: f64,
+    used: f64,
+    tenants: u32,
+    headroom: f64,
+}
+
+impl S {
+    fn new(id: u32, region: &'static str) -> S {
+        S {
+            id,
+            region,
+            residency: Some(&region[..2]),
+            tier: Tier::Shared,
+            state: StampState::Active,
+            connections: 100.0,
+            used: 0.0,
+            tenants: 0,
+            headroom: 0.25,
+        }
+    }
+    fn used(mut self, used: f64, tenants: u32) -> S {
+        self.used = used;
+        self.tenants = tenants;
+        self
+    }
+    fn tier(mut self, t: Tier) -> S {
+        self.tier = t;
+        self
+    }
+    fn state(mut self, s: StampState) -> S {
+        self.state = s;
+        self
+    }
+    fn build(self) -> StampLoad {
+        let mut spec = StampSpec::new(
+            StampId(self.id),
+            format!("s{}", self.id),
+            Region::new(self.region).unwrap(),
+            Capacity::new([(Resource::Connections, self.connections)], self.headroom).unwrap(),
+        )
+        .unwrap()
+        .with_tier(self.tier);
+        if let Some(r) = self.residency {
+            spec = spec.with_residency(Residency::new(r).unwrap());
+        }
+        let mut usage = Amounts::default();
+        for i in 0..self.tenants {
+            let per = if i == 0 { self.used } else { 0.0 };
+            registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, per)]).unwrap(), true);
+        }
+        StampLoad::new(Stamp::new(spec, self.state, Timestamp::ZERO, Timestamp::ZERO), usage)
+    }
+}
+
+fn fleet(stamps: Vec<S>) -> Fleet {
+    Fleet::new(stamps.into_iter().map(S::build).collect(), Version(1), Timestamp::ZERO)
+}
+
+fn tenant(id: &str, conns: f64) -> TenantSpec {
+    TenantSpec::new(TenantId::new(id).unwrap()).with_demand(Demand::of([(Resource::Connections, conns)]).unwrap())
+}
+
+fn eu(t: TenantSpec) -> TenantSpec {
+    t.with_residency(Residency::new("eu").unwrap())
+}
+
+#[test]
+fn error_says_why_nothing_fits() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(71.0, 3),
+        S::new(2, "eu-west").used(74.0, 3),
+        S::new(3, "eu-central").used(72.0, 3),
+        S::new(4, "us-east"),
+    ]);
+    let err = policies::least_loaded()
+        .place(&eu(tenant("a", 5.0)), &FleetView::new(&f))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no stamp fits the tenant: 3 stamps in residency eu, all above 75% connections"
+    );
+    let nofit = err.no_fit().unwrap();
+    assert_eq!(nofit.rejected_by(FilterKind::Residency), 1);
+    assert_eq!(nofit.rejected_by(FilterKind::Headroom), 3);
+    assert_eq!(
+        nofit.headroom_resource().map(|(r, _)| r.clone()),
+        Some(Resource::Connections)
+    );
+    assert!(err.needs_new_stamp());
+}
+
+#[test]
+fn error_lists_mixed_reasons() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(74.0, 3),
+        S::new(2, "eu-west").state(StampState::Draining),
+        S::new(3, "eu-west"),
+        S::new(4, "eu-west").tier(Tier::Dedicated).used(0.0, 1),
+    ]);
+    let health = HashMap::from([(StampId(3), HealthStatus::Unhealthy)]);
+    let view = FleetView::new(&f).with_health(&health);
+    let err = policies::least_loaded()
+        .place(&eu(tenant("a", 5.0)), &view)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no stamp fits the tenant: 4 stamps in residency eu: 1 of another tier or a dedicated stamp already in use, \
+         1 not active, 1 unhealthy, 1 above 75% connections"
+    );
+    // Unhealthy and draining stamps are not "full": provisioning is not the answer.
+    assert!(!err.needs_new_stamp());
+    assert!(matches!(
+        policies::least_loaded().place(&tenant("a", 1.0), &FleetView::new(&Fleet::default())),
+        Err(PlacementError::NoStamps)
+    ));
+}
+
+#[test]
+fn pinned_tenant_goes_to_its_stamp_or_nowhere() {
+    let f = fleet(vec![
+        S::new(1, "eu-west"),
+        S::new(2, "eu-west").used(74.0, 1),
+        S::new(3, "eu-west"),
+    ]);
+    let view = FleetView::new(&f);
+    for p in [
+        policies::least_loaded(),
+        policies::bin_packing(),
+        policies::rendezvous(),
+    ] {
+        assert_eq!(p.place(&tenant("a", 1.0).with_pin(StampId(3)), &view), Ok(StampId(3)));
+        let err = p.place(&tenant("a", 5.0).with_pin(StampId(2)), &view).unwrap_err();
+        assert_eq!(
+            err,
+            PlacementError::PinnedStampRejected {
+                stamp: StampId(2),
+                kind: FilterKind::Headroom,
+                resource: Some(Resource::Connections)
+            }
+        );
+        assert!(!err.needs_new_stamp());
+        assert_eq!(
+            p.place(&tenant("a", 1.0).with_pin(StampId(9)), &view),
+            Err(PlacementError::PinnedStampMissing { stamp: StampId(9) })
+        );
+    }
+    // A fallback cannot move a pinned tenant either: every policy honours the pin.
+    let p = policies::least_loaded().or_else(policies::rendezvous());
+    assert!(p.place(&tenant("a", 5.0).with_pin(StampId(2)), &view).is_err());
+}
+
+#[test]
+fn dedicated_and_shared_tiers_never_mix() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").tier(Tier::Dedicated).used(0.0, 1),
+        S::new(2, "eu-west").tier(Tier::Dedicated),
+        S::new(3, "eu-west"),
+    ]);
+    let view = FleetView::new(&f);
+    let p = policies::dedicated_for_enterprise();
+    assert_eq!(
+        p.place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &view),
+        Ok(StampId(2))
+    );
+    assert_eq!(p.place(&tenant("small", 1.0), &view), Ok(StampId(3)));
+    let full = fleet(vec![
+        S::new(1, "eu-west").tier(Tier::Dedicated).used(0.0, 1),
+        S::new(3, "eu-west"),
+    ]);
+    let err = p
+        .place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &FleetView::new(&full))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no stamp fits the tenant: 2 stamps, all not an empty dedicated stamp"
+    );
+    assert!(err.needs_new_stamp());
+}
+
+#[test]
+fn scorers_choose_as_documented_and_ties_are_deterministic() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(50.0, 2),
+        S::new(2, "eu-west").used(10.0, 2),
+        S::new(3, "eu-west").used(10.0, 2),
+    ]);
+    let view = FleetView::new(&f);
+    let t = tenant("acme", 1.0);
+    assert_eq!(policies::least_loaded().place(&t, &view), Ok(StampId(2))); // tie 2/3: lowest id
+    assert_eq!(policies::bin_packing().place(&t, &view), Ok(StampId(1)));
+    let r = policies::least_loaded().tie_break(TieBreak::Rendezvous);
+    let first = r.place(&t, &view).unwrap();
+    assert!(first == StampId(2) || first == StampId(3));
+    for _ in 0..10 {
+        assert_eq!(r.place(&t, &view), Ok(first));
+    }
+    // Rendezvous spreads tenants over equal stamps.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        seen.insert(r.place(&tenant(&format!("t{i}"), 1.0), &view).unwrap());
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[test]
+fn region_filters_and_preferences() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(74.0, 1),
+        S::new(2, "eu-central"),
+        S::new(3, "us-east"),
+    ]);
+    let view = FleetView::new(&f);
+    let t = tenant("a", 5.0).with_region(Region::new("eu-west").unwrap());
+    // Hard: only eu-west, which is full.
+    let err = policies::geographic().place(&t, &view).unwrap_err();
+    assert!(err.to_string().contains("outside the tenant's region"), "{err}");
+    // Soft: the nearest region with room.
+    assert_eq!(policies::hybrid().place(&t, &view), Ok(StampId(2)));
+    assert_eq!(policies::nearest().place(&t, &view), Ok(StampId(2)));
+    // Fallback: geographic, else anywhere.
+    let p = policies::geographic().or_else(policies::least_loaded());
+    assert_eq!(p.place(&t, &view), Ok(StampId(2)));
+}
+
+#[test]
+fn affinity_labels() {
+    let mk = |id: u32, az: &str| {
+        let mut l = S::new(id, "eu-west").build();
+        l.stamp.spec.labels.insert("az".into(), az.into());
+        l
+    };
+    let f = Fleet::new(vec![mk(1, "a"), mk(2, "b"), mk(3, "c")], Version(1), Timestamp::ZERO);
+    let view = FleetView::new(&f);
+    let p = policies::dedicated_for_enterprise();
+    let t = tenant("a", 1.0).with_label("affinity/az", "b");
+    assert_eq!(p.place(&t, &view), Ok(StampId(2)));
+    let t = tenant("a", 1.0).with_label("anti-affinity/az", "a");
+    assert_eq!(p.place(&t, &view), Ok(StampId(2)));
+    let t = tenant("a", 1.0).with_label("affinity/az", "z");
+    let err = p.place(&t, &view).unwrap_err();
+    assert!(err.to_string().contains("affinity"), "{err}");
+    assert_eq!(
+        Pipeline::new().filter(RequireLabel::new("az", "c")).place(&t, &view),
+        Ok(StampId(3))
+    );
+}
+
+#[test]
+fn filter_combinator_holds_even_when_the_inner_policy_ignores_the_view() {
+    let f = fleet(vec![S::new(1, "eu-west"), S::new(2, "eu-west")]);
+    let view = FleetView::new(&f);
+    let odd = |_: &TenantSpec, s: &StampLoad| s.id().0 % 2 == 1;
+    // Ignores FleetView::stamps and always picks stamp 2.
+    let rogue = from_fn(|_, _| Ok(StampId(2)));
+    let p = rogue.filter(odd);
+    assert!(matches!(
+        p.place(&tenant("a", 1.0), &view),
+        Err(PlacementError::Policy { .. })
+    ));
+    // A well-behaved closure sees only the filtered stamps.
+    let polite = from_fn(|_, f| {
+        f.stamps()
+            .last()
+            .map(|s| s.id())
+            .ok_or(PlacementError::Policy { reason: "none" })
+    });
+    assert_eq!(polite.filter(odd).place(&tenant("a", 1.0), &view), Ok(StampId(1)));
+    // Nested filters compose.
+    let none = polite.filter(odd).filter(|_: &TenantSpec, s: &StampLoad| s.id().0 == 2);
+    assert!(none.place(&tenant("a", 1.0), &view).is_err());
+    // Prefer falls back when the preference cannot be met.
+    let pref = policies::least_loaded().prefer(|_: &TenantSpec, s: &StampLoad| s.id().0 == 7);
+    assert_eq!(pref.place(&tenant("a", 1.0), &view), Ok(StampId(1)));
+}
+
+#[test]
+fn explain_prints_a_table_an_operator_can_read() {
+    let f = fleet(vec![
+        S::new(1, "eu-west").used(74.0, 2),
+        S::new(2, "eu-west").state(StampState::Draining),
+        S::new(3, "eu-central").used(10.0, 1),
+        S::new(4, "us-east"),
+    ]);
+    let health = BTreeMap::from([(StampId(3), HealthStatus::Degraded)]);
+    let view = FleetView::new(&f).with_health(&health);
+    let t = eu(tenant("acme", 5.0));
+    let e = policies::least_loaded().explain(&t, &view);
+    assert_eq!(e.outcome, Ok(StampId(3)));
+    assert_eq!(e.rows.len(), 4);
+    assert!(matches!(&e.row(StampId(1)).unwrap().verdict,
+        Verdict::Rejected { kind: FilterKind::Headroom, detail, .. } if detail == "connections: 74 used + 5 wanted > 75 (75% of 100)"));
+    assert!(matches!(
+        &e.row(StampId(4)).unwrap().verdict,
+        Verdict::Rejected {
+            kind: FilterKind::Residency,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&e.row(StampId(3)).unwrap().verdict, Verdict::Eligible { score, .. } if (*score - 0.85).abs() < 1e-9)
+    );
+    let table = e.to_string();
+    assert!(table.starts_with("tenant acme -> stamp-003\n"), "{table}");
+    assert!(table.contains("* stamp-003"), "{table}");
+    assert!(table.contains("x state"), "{table}");
+    assert!(table.contains("stamp is draining"), "{table}");
+    assert!(table.contains("least-loaded 0.850×1"), "{table}");
+
+    // Combinators add notes; a rejected tenant's explanation carries the reason.
+    let e = policies::geographic()
+        .or_else(policies::least_loaded())
+        .explain(&eu(tenant("big", 70.0)), &view);
+    assert!(e.outcome.is_err());
+    assert!(e.to_string().contains("not placed: no stamp fits"), "{e}");
+    assert!(e.notes[0].starts_with("primary policy found no stamp"), "{:?}", e.notes);
+
+    // Closures explain only their outcome.
+    let e = from_fn(|_, _| Ok(StampId(4))).explain(&t, &view);
+    assert!(e.rows.iter().all(|r| r.verdict == Verdict::Unexplained));
+    let e = policies::least_loaded()
+        .prefer(InRegion)
+        .explain(&t.clone().with_region(Region::new("eu-west").unwrap()), &view);
+    assert!(
+        e.notes.iter().any(|n| n.contains("preference `region` not met")),
+        "{:?}",
+        e.notes
+    );
+}
+
+#[test]
+fn dry_run_fills_a_simulated_fleet_without_a_registry() {
+    let f = fleet(vec![S::new(1, "eu-west"), S::new(2, "eu-west")]);
+    let tenants: Vec<_> = (0..20).map(|i| tenant(&format!("t{i}"), 10.0)).collect();
+    let run = dry_run(&policies::least_loaded(), &tenants, &FleetView::new(&f));
+    // 75 connections under headroom, 10 each: 7 per stamp.
+    assert_eq!(run.placed(), 14);
+    assert_eq!(run.failed(), 6);
+    assert_eq!(run.distribution(), BTreeMap::from([(StampId(1), 7), (StampId(2), 7)]));
+    assert_eq!(f.stamps[0].tenants(), 0, "the input fleet is untouched");
+    let text = run.to_string();
+    assert!(
+        text.starts_with("dry run: 20 tenants, 14 placed, 6 not placed"),
+        "{text}"
+    );
+}
+
+async fn registry_with(stamps: &[(u32, &str, f64)]) -> InMemoryRegistry {
+    let r = InMemoryRegistry::new();
+    for (id, region, tenants) in stamps {
+        let spec = StampSpec::new(
+            StampId(*id),
+            format!("s{id}"),
+            Region::new(region).unwrap(),
+            Capacity::new([(Resource::Tenants, *tenants)], 0.0).unwrap(),
+        )
+        .unwrap();
+        r.put_active_stamp(spec).await.unwrap();
+    }
+    r
+}
+
+#[tokio::test]
+async fn place_and_assign_reports_a_full_fleet_with_a_provision_signal() {
+    let r = registry_with(&[(1, "eu-west", 1.0)]).await;
+    let p = policies::least_loaded();
+    let a = place_and_assign(&r, &p, &tenant("a", 0.0)).await.unwrap();
+    assert_eq!(a.stamp, StampId(1));
+    let err = place_and_assign(&r, &p, &tenant("b", 0.0).with_region(Region::new("eu-west").unwrap()))
+        .await
+        .unwrap_err();
+    let prov = err.provision().unwrap();
+    assert_eq!(prov.tier, Tier::Shared);
+    assert_eq!(prov.to_string(), "provision a shared stamp in region eu-west");
+    assert!(err.to_string().contains("; provision a shared stamp"), "{err}");
+    // Already assigned is the registry's error, not a placement one.
+    let again = place_and_assign(&r, &p, &tenant("a", 0.0)).await.unwrap_err();
+    assert!(matches!(
+        again,
+        PlaceAndAssignError::Registry(Error::AlreadyAssigned { .. })
+    ));
+    // A pinned tenant that does not fit gets no provisioning signal.
+    let pinned = place_and_assign(&r, &p, &tenant("c", 0.0).with_pin(StampId(1)))
+        .await
+        .unwrap_err();
+    assert!(pinned.provision().is_none());
+}
+
+/// Eight tasks race for eight slots on four stamps. Each decision reads a snapshot in which
+/// the least-loaded stamp is the same for everyone, so assignments collide; retries re-read
+/// the fleet, and with one attempt per competitor every tenant lands. No stamp is overbooked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn place_and_assign_retries_lost_races() {
+    for round in 0..20 {
+        let r = Arc::new(registry_with(&[(1, "eu", 2.0), (2, "eu", 2.0), (3, "eu", 2.0), (4, "eu", 2.0)]).await);
+        let p = Arc::new(policies::least_loaded());
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (r, p) = (r.clone(), p.clone());
+            tasks.push(tokio::spawn(async move {
+                let opts = AssignOptions::default().max_attempts(8);
+                place_and_assign_with(&*r, &*p, &tenant(&format!("r{round}-t{i}"), 0.0), opts).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let fleet = r.fleet().await.unwrap();
+        for l in &fleet.stamps {
+            assert_eq!(l.tenants(), 2, "round {round}: {fleet}");
+        }
+        // The ninth finds the fleet full.
+        let err = place_and_assign(&*r, &*p, &tenant("late", 0.0)).await.unwrap_err();
+        assert!(err.provision().is_some());
+    }
+}
+
+#[tokio::test]
+async fn rebalance_proposes_moves_that_honour_constraints() {
+    let r = InMemoryRegistry::new();
+    let spec = |id: u32, res: &str, tier: Tier| {
+        StampSpec::new(
+            StampId(id),
+            format!("s{id}"),
+            Region::new(&format!("{res}-west")).unwrap(),
+            Capacity::new([(Resource::Connections, 100.0)], 0.0).unwrap(),
+        )
+        .unwrap()
+        .with_residency(Residency::new(res).unwrap())
+        .with_tier(tier)
+    };
+    r.put_active_stamp(spec(1, "eu", Tier::Shared)).await.unwrap();
+    r.put_active_stamp(spec(2, "eu", Tier::Shared)).await.unwrap();
+    r.put_active_stamp(spec(3, "us", Tier::Shared)).await.unwrap();
+    r.put_active_stamp(spec(4, "eu", Tier::Dedicated)).await.unwrap();
+    // Stamp 1 at 90%: 30 + 20 + 20 + 10 + 10 (pinned).
+    for (name, c) in [("a", 30.0), ("b", 20.0), ("c", 20.0), ("d", 10.0)] {
+        r.assign(&eu(tenant(name, c)), StampId(1)).await.unwrap();
+    }
+    r.assign(&eu(tenant("pinned", 10.0)).with_pin(StampId(1)), StampId(1))
+        .await
+        .unwrap();
+    // Stamp 2 at 40%.
+    r.assign(&eu(tenant("e", 40.0)), StampId(2)).await.unwrap();
+    let fleet = r.fleet().await.unwrap();
+    let all = r.all_assignments().await.unwrap();
+    let plan = plan_rebalance(&FleetView::new(&fleet), &all, 0.7, &policies::least_loaded()).unwrap();
+    // One move of the biggest tenant brings stamp 1 from 90% to 60%, onto stamp 2 (eu, shared).
+    assert_eq!(plan.moves.len(), 1, "{plan}");
+    assert_eq!(
+        (plan.moves[0].tenant.as_str(), plan.moves[0].from, plan.moves[0].to),
+        ("a", StampId(1), StampId(2))
+    );
+    assert!(plan.unresolved.is_empty());
+    for l in &plan.after.stamps {
+        assert!(l.utilization(&Resource::Connections).unwrap() <= 0.7, "{}", plan.after);
+    }
+    assert!(plan.to_string().contains("move a"), "{plan}");
+    // Nothing changed in the registry.
+    assert_eq!(r.fleet().await.unwrap(), fleet);
+
+    // A target nothing can meet: stamp 2 would exceed it; us and dedicated stamps are off limits.
+    let plan = plan_rebalance(&FleetView::new(&fleet), &all, 0.35, &policies::least_loaded()).unwrap();
+    assert!(plan.unresolved.contains(&StampId(1)), "{plan}");
+    for m in &plan.moves {
+        assert_ne!(m.tenant.as_str(), "pinned");
+        assert!(m.to != StampId(3) && m.to != StampId(4), "{plan}");
+    }
+    for bad in [0.0, -1.0, 1.5, f64::NAN] {
+        assert!(matches!(
+            plan_rebalance(&FleetView::new(&fleet), &all, bad, &policies::least_loaded()),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}
+
+#[test]
+fn placement_errors_are_small_values() {
+    // Returned by value on the rejection path: a few words, no heap (see placement_alloc).
+    let size = std::mem::size_of::<PlacementError>();
+    assert!(size <= 112, "PlacementError is {size} bytes");
+    assert!(std::mem::size_of::<Result<StampId, PlacementError>>() <= 112);
+    assert!(std::mem::size_of::<FleetView<'_>>() <= 48);
+}
+
+#[tokio::test]
+async fn plain_closures_are_policies() {
+    let r = registry_with(&[(1, "eu-west", 5.0), (2, "eu-west", 5.0)]).await;
+    // No helper: an annotated closure is a Placement.
+    let last = |_: &TenantSpec, f: &FleetView<'_>| -> Result<StampId, PlacementError> {
+        f.stamps()
+            .last()
+            .map(|s| s.id())
+            .ok_or(PlacementError::Policy { reason: "empty" })
+    };
+    let a = place_and_assign(&r, &last, &tenant("a", 0.0)).await.unwrap();
+    assert_eq!(a.stamp, StampId(2));
+    let boxed: BoxPlacement = Box::new(last);
+    assert_eq!(
+        boxed.place(&tenant("b", 0.0), &FleetView::new(&r.fleet().await.unwrap())),
+        Ok(StampId(2))
+    );
+}
+
+/// A registry that lets another writer win the race: before each of the first `steals`
+/// `assign` calls, a rival tenant takes the room on the stamp being assigned.
+#[derive(Debug)]
+struct Racy {
+    inner: InMemoryRegistry,
+    steals: std::sync::atomic::AtomicU32,
+    rivals: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Registry for Racy {
+    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+        self.inner.put_stamp(spec).await
+    }
+    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
+        self.inner.stamp(id).await
+    }
+    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
+        self.inner.set_stamp_state(id, state).await
+    }
+    async fn fleet(&self) -> Result<Fleet> {
+        self.inner.fleet().await
+    }
+    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
+        self.inner.assignment(tenant).await
+    }
+    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
+        self.inner.assignments(after, limit).await
+    }
+    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.steals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            let n = self.rivals.fetch_add(1, SeqCst);
+            self.inner.assign(&tenant_rival(n), stamp).await?;
+        }
+        self.inner.assign(tenant, stamp).await
+    }
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
+        self.inner.compare_and_set(tenant, expected, change).await
+    }
+    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
+        self.inner.unassign(tenant, expected).await
+    }
+    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
+        self.inner.history(tenant).await
+    }
+    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
+        self.inner.changes_since(after, limit).await
+    }
+    fn change_signal(&self) -> ChangeSignal {
+        self.inner.change_signal()
+    }
+    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
+        self.inner.create_migration(record).await
+    }
+    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
+        self.inner.migration(id).await
+    }
+    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+        self.inner.save_migration(record).await
+    }
+    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
+        self.inner.migrations(tenant).await
+    }
+}
+
+fn tenant_rival(n: u32) -> TenantSpec {
+    tenant(&format!("rival-{n}"), 0.0)
+}
+
+#[tokio::test]
+async fn a_lost_race_is_retried_on_a_fresh_fleet() {
+    // Three stamps with one slot each. The first two attempts lose their stamp to a rival;
+    // the third re-reads the fleet, sees the last free stamp, and wins.
+    let racy = Racy {
+        inner: registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0), (3, "eu", 1.0)]).await,
+        steals: 2.into(),
+        rivals: 0.into(),
+    };
+    let a = place_and_assign(&racy, &policies::least_loaded(), &tenant("mine", 0.0))
+        .await
+        .unwrap();
+    assert_eq!(a.stamp, StampId(3));
+    assert_eq!(
+        racy.inner.history(&TenantId::new("mine").unwrap()).await.unwrap().len(),
+        1
+    );
+
+    // Losing every attempt ends in LostRaces after the bound, with the registry's refusal.
+    let opts = AssignOptions::default().max_attempts(2);
+    let full = Racy {
+        inner: registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0)]).await,
+        steals: 100.into(),
+        rivals: 0.into(),
+    };
+    let err = place_and_assign_with(&full, &policies::least_loaded(), &tenant("mine", 0.0), opts)
+        .await
+        .unwrap_err();
+    match err {
+        PlaceAndAssignError::LostRaces { attempts, last } => {
+            assert_eq!(attempts, 2);
+            assert!(matches!(last, Error::CapacityExceeded { .. }), "{last}");
+        }
+        other => panic!("expected LostRaces, got {other}"),
+    }
+    // Two attempts, two rivals placed, and nothing for the loser.
+    assert_eq!(full.inner.fleet().await.unwrap().tenants(), 2);
+    assert!(full
+        .inner
+        .assignment(&TenantId::new("mine").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -1,0 +1,158 @@
+//! Zero allocations per placement decision over 1,000 stamps, for every built-in policy and
+//! combinator, on the success path and on the rejection path. A counting global allocator
+//! counts this thread's allocations.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use stamps::placement::*;
+use stamps::*;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.with(|c| c.set(c.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let before = ALLOCS.with(Cell::get);
+    let out = f();
+    (ALLOCS.with(Cell::get) - before, out)
+}
+
+/// 1,000 stamps in 4 regions, residencies eu/us, 5% dedicated, some draining, varied load.
+fn fleet(n: u32) -> Fleet {
+    let regions = ["eu-west", "eu-central", "us-east", "us-west"];
+    let stamps = (1..=n)
+        .map(|i| {
+            let region = regions[(i % 4) as usize];
+            let mut spec = StampSpec::new(
+                StampId(i),
+                format!("s{i}"),
+                Region::new(region).unwrap(),
+                Capacity::new([(Resource::Connections, 5000.0), (Resource::Tenants, 200.0)], 0.25).unwrap(),
+            )
+            .unwrap()
+            .with_residency(Residency::new(&region[..2]).unwrap())
+            .with_label("az", ["a", "b", "c"][(i % 3) as usize]);
+            if i % 20 == 0 {
+                spec = spec.with_tier(Tier::Dedicated);
+            }
+            let state = if i % 17 == 0 {
+                StampState::Draining
+            } else {
+                StampState::Active
+            };
+            let mut usage = Amounts::default();
+            if i % 20 != 0 {
+                let d = Demand::of([(Resource::Connections, f64::from((i * 37) % 3700))]).unwrap();
+                registry::admission::add(&mut usage, &d, true);
+            }
+            StampLoad::new(Stamp::new(spec, state, Timestamp::ZERO, Timestamp::ZERO), usage)
+        })
+        .collect();
+    Fleet::new(stamps, Version(1), Timestamp::ZERO)
+}
+
+fn policies_under_test() -> Vec<(&'static str, BoxPlacement)> {
+    vec![
+        ("least_loaded", policies::least_loaded().boxed()),
+        ("most_available", policies::most_available().boxed()),
+        ("bin_packing", policies::bin_packing().boxed()),
+        ("rendezvous", policies::rendezvous().boxed()),
+        ("geographic", policies::geographic().boxed()),
+        ("tenant_based", policies::tenant_based().boxed()),
+        ("hybrid", policies::hybrid().boxed()),
+        ("dedicated_for_enterprise", policies::dedicated_for_enterprise().boxed()),
+        ("nearest", policies::nearest().boxed()),
+        (
+            "filter",
+            policies::least_loaded()
+                .boxed()
+                .filter(|_: &TenantSpec, s: &StampLoad| s.id().0 % 2 == 0)
+                .boxed(),
+        ),
+        ("prefer", policies::least_loaded().prefer(InRegion).boxed()),
+        (
+            "or_else",
+            policies::geographic().or_else(policies::least_loaded()).boxed(),
+        ),
+        (
+            "either",
+            Either::<Pipeline, Pipeline>::Right(policies::bin_packing()).boxed(),
+        ),
+        (
+            "closure",
+            from_fn(|_, f| {
+                f.stamps()
+                    .next()
+                    .map(|s| s.id())
+                    .ok_or(PlacementError::Policy { reason: "none" })
+            })
+            .boxed(),
+        ),
+    ]
+}
+
+#[test]
+fn a_decision_over_1000_stamps_allocates_nothing() {
+    let f = fleet(1000);
+    let health: HashMap<StampId, HealthStatus> = (1..=1000)
+        .filter(|i| i % 13 == 0)
+        .map(|i| (StampId(i), HealthStatus::Unhealthy))
+        .collect();
+    let view = FleetView::new(&f).with_health(&health);
+    let fits = TenantSpec::new(TenantId::new("acme").unwrap())
+        .with_residency(Residency::new("eu").unwrap())
+        .with_region(Region::new("eu-central").unwrap())
+        .with_label("affinity/az", "b")
+        .with_demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
+    let dedicated = fits.clone().with_tier(Tier::Dedicated);
+    let pinned = fits.clone().with_pin(StampId(2));
+    let too_big = fits
+        .clone()
+        .with_demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
+    let pinned_full = too_big.clone().with_pin(StampId(2));
+    let nowhere = fits.clone().with_residency(Residency::new("ap").unwrap());
+    for (name, p) in policies_under_test() {
+        // Warm up (lazy statics, first-touch paths), then count.
+        let _ = p.place(&fits, &view);
+        for t in [&fits, &dedicated, &pinned, &too_big, &pinned_full, &nowhere] {
+            let (n, out) = allocations(|| p.place(t, &view));
+            assert_eq!(n, 0, "{name} allocated {n} times placing {} ({out:?})", t.id);
+        }
+        // The success path really succeeded and the rejection path really rejected.
+        assert!(p.place(&fits, &view).is_ok(), "{name}");
+        assert!(p.place(&too_big, &view).is_err() || name == "closure", "{name}");
+    }
+}
+
+#[test]
+fn explain_allocates_and_that_is_fine_but_place_matches_it() {
+    let f = fleet(100);
+    let view = FleetView::new(&f);
+    let t = TenantSpec::new(TenantId::new("acme").unwrap());
+    let p = policies::least_loaded();
+    let (n, e) = allocations(|| p.explain(&t, &view));
+    assert!(n > 0);
+    assert_eq!(e.outcome, p.place(&t, &view));
+}
