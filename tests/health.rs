@@ -6,8 +6,8 @@ mod router_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use router_common::{registry_with_stamps, tid};
 use proptest::prelude::*;
+use router_common::{registry_with_stamps, tid};
 use stamps::health::{
     AggregateHealth, HealthMonitor, HealthReport, HealthSource, HealthTable, Hysteresis, StaticHealth,
 };

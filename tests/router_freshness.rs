@@ -12,8 +12,8 @@ mod router_common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use router_common::{registry_with_stamps, tid, TestRegistry};
 use proptest::prelude::*;
+use router_common::{registry_with_stamps, tid, TestRegistry};
 use stamps::router::{Route, RouteError, Router};
 use stamps::*;
 
