@@ -192,7 +192,7 @@ struct Shared {
 ///
 /// # Costs
 /// - [`Router::route`] on a hit: no allocation, no lock, no write to memory another reader
-///   writes (counters are striped per thread); see `docs/perf-router.md` for figures.
+///   writes (counters are striped per thread); see `docs/performance.md` for figures.
 /// - Ids of up to 24 bytes are stored inline in 56-byte slots of a table allocated at build
 ///   time for `max_entries` (about 75 bytes per tenant at the bound); longer ids cost an
 ///   allocation each in a second table.
