@@ -37,3 +37,8 @@ async fn rollback_before_cutover_from_every_state_loses_nothing() {
 async fn rollback_after_cutover_during_soak_loses_nothing() {
     scenarios::rollback_after_cutover_during_soak_loses_nothing(&Backend::memory()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_acknowledgement_at_every_registry_write_is_stepped_through() {
+    scenarios::a_lost_acknowledgement_at_every_registry_write_is_stepped_through(&Backend::memory()).await;
+}

@@ -43,6 +43,9 @@ pub struct Switch {
     fault_countdown: AtomicI64,
     fault_retryable: AtomicBool,
     driver_calls: AtomicU64,
+    registry_writes: AtomicU64,
+    lost_ack_countdown: AtomicI64,
+    pub lost_acks: AtomicU64,
     tripped: Notify,
     pub crashes: AtomicU64,
     pub faults: AtomicU64,
@@ -53,6 +56,7 @@ impl Switch {
         Arc::new(Switch {
             crash_countdown: AtomicI64::new(-1),
             fault_countdown: AtomicI64::new(-1),
+            lost_ack_countdown: AtomicI64::new(-1),
             ..Default::default()
         })
     }
@@ -62,6 +66,23 @@ impl Switch {
     pub fn fault_at(&self, n: u64, retryable: bool) {
         self.fault_retryable.store(retryable, Ordering::SeqCst);
         self.fault_countdown.store(n as i64, Ordering::SeqCst);
+    }
+    /// The `n`-th registry write from now takes effect but answers `Unavailable`, as a
+    /// database does when the connection breaks after the commit.
+    pub fn lose_ack_at(&self, n: u64) {
+        self.lost_ack_countdown.store(n as i64, Ordering::SeqCst);
+    }
+    pub fn registry_writes(&self) -> u64 {
+        self.registry_writes.load(Ordering::SeqCst)
+    }
+    /// After a registry write took effect: whether to lose its acknowledgement.
+    fn lose_ack_now(&self) -> bool {
+        self.registry_writes.fetch_add(1, Ordering::SeqCst);
+        if self.lost_ack_countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.lost_acks.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -142,6 +163,9 @@ impl Registry for CrashRegistry {
         if self.switch.crash_now() {
             hang().await
         }
+        if self.switch.lose_ack_now() {
+            return Err(Error::unavailable("injected: connection lost after the commit"));
+        }
         r
     }
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
@@ -166,6 +190,9 @@ impl Registry for CrashRegistry {
         let r = self.inner.save_migration(record).await;
         if self.switch.crash_now() {
             hang().await
+        }
+        if self.switch.lose_ack_now() {
+            return Err(Error::unavailable("injected: connection lost after the commit"));
         }
         r
     }

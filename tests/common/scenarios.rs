@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::*;
 use stamps::migration::reference::WriteError;
+use stamps::migration::StepOutcome;
 use stamps::MigrationState as S;
 
 /// One migration with live writers; returns (final stop, acked, lost).
@@ -94,6 +95,91 @@ pub async fn a_crash_at_every_registry_write_and_driver_call_resumes_without_los
     b.report(
         &totals,
         &format!("crash at each of {points} points, rollback after cutover"),
+    );
+}
+
+/// Steps `m` to its end as `Migration::step` tells hosts to: an `Unavailable` is stepped again.
+/// Returns the stop and how many steps answered `Unavailable`.
+pub async fn step_through_unavailable(world: &World, m: &mut Migration, writers: &Writers) -> (Stop, u32) {
+    let mut unavailable = 0;
+    for _ in 0..500 {
+        if m.state().is_terminal() {
+            return (Stop::Terminal(m.state()), unavailable);
+        }
+        writers.progress(10).await;
+        match m.step().await {
+            Ok(StepOutcome::Waiting { .. }) => world.clock.advance(Duration::from_secs(1800)),
+            Ok(StepOutcome::Blocked { reason, .. }) => return (Stop::Blocked(reason), unavailable),
+            Ok(StepOutcome::Refused { reason }) => return (Stop::Refused(reason), unavailable),
+            Ok(_) => {}
+            Err(e @ Error::Unavailable { .. }) => {
+                unavailable += 1;
+                assert!(unavailable <= 3, "unavailable again and again: {e}");
+            }
+            Err(e) => panic!("step failed: {e} in {:?}", m.record()),
+        }
+    }
+    panic!("migration does not converge: {:?}", m.record());
+}
+
+/// A registry write that took effect but answered `Unavailable` (on a database: the
+/// connection broke after the commit). Stepping again, as the docs say, must re-read the
+/// record rather than act on a stale one: at each registry write of a migration in turn, it
+/// still completes without loss; and a cancel or rollback after one acts on the fresh record.
+pub async fn a_lost_acknowledgement_at_every_registry_write_is_stepped_through(b: &Backend) {
+    let probe = b.world("ack-probe").await;
+    let writers = Writers::start(&probe);
+    let mut m = probe.start().await;
+    let (stop, _) = step_through_unavailable(&probe, &mut m, &writers).await;
+    writers.stop().await;
+    assert_eq!(stop, Stop::Terminal(S::Completed));
+    let points = probe.switch.registry_writes();
+    assert!(points >= 15, "expected at least 15 registry writes, saw {points}");
+    let mut totals = Totals::default();
+    for k in 1..=points {
+        let world = b.world(&format!("ack-{k}")).await;
+        let writers = Writers::start(&world);
+        writers.progress(20).await;
+        let mut m = world.start().await;
+        world.switch.lose_ack_at(k);
+        let (stop, unavailable) = step_through_unavailable(&world, &mut m, &writers).await;
+        assert_eq!(world.switch.lost_acks.load(Ordering::SeqCst), 1, "write {k} reached");
+        assert_eq!(stop, Stop::Terminal(S::Completed), "lost acknowledgement at write {k}");
+        assert!(unavailable <= 1, "write {k}");
+        let acked = writers.stop().await;
+        let lost = lost_writes(&world, &acked).await;
+        assert_eq!(lost, 0, "lost acknowledgement at write {k} lost writes");
+        assert_eq!(
+            world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+            DST
+        );
+        totals.add(acked.len(), lost);
+    }
+    b.report(
+        &totals,
+        &format!("lost acknowledgement at each of {points} registry writes"),
+    );
+
+    // A rollback right after a claim whose acknowledgement was lost: it acts on the record as
+    // saved (this worker's lease), not the one it had.
+    let world = b.world("ack-rollback").await;
+    let mut m = world.start().await;
+    step_to(&mut m, &world, S::DualWrite).await;
+    world.switch.lose_ack_at(1);
+    assert!(matches!(m.step().await, Err(Error::Unavailable { .. })));
+    assert_eq!(
+        m.rollback("test-operator", "after a lost acknowledgement")
+            .await
+            .unwrap(),
+        S::RollingBack
+    );
+    let writers = Writers::start(&world);
+    let (stop, _) = step_through_unavailable(&world, &mut m, &writers).await;
+    writers.stop().await;
+    assert_eq!(stop, Stop::Terminal(S::RolledBack));
+    assert_eq!(
+        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
+        SRC
     );
 }
 
