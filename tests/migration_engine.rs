@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use stamps::migration::reference::{DriverOp, ReferenceDataPlane, WriteError};
+use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
 use stamps::migration::*;
 use stamps::{MigrationState as S, *};
 

@@ -258,6 +258,9 @@ pub type Keep = Box<dyn Any + Send + Sync>;
 /// A fresh registry for one world, and what must live as long as it.
 pub type Fresh = Pin<Box<dyn Future<Output = (Arc<DynRegistry>, Option<Keep>)> + Send>>;
 
+/// Makes a fresh registry for a world: `(hint, clock)`, the hint unique per world.
+pub type MakeRegistry = dyn Fn(&str, FakeClock) -> Fresh + Send + Sync;
+
 /// How writer tasks are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
@@ -280,7 +283,7 @@ pub struct Backend {
     /// Writer tasks per scenario.
     pub writers: usize,
     pub pace: Pace,
-    fresh: Arc<dyn Fn(&str, FakeClock) -> Fresh + Send + Sync>,
+    fresh: Arc<MakeRegistry>,
 }
 
 impl Backend {
