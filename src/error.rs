@@ -154,8 +154,13 @@ pub enum Error {
         /// The oldest version still held.
         oldest: u64,
     },
-    /// The backend cannot be reached or timed out; the operation did not take effect and may
-    /// be retried.
+    /// The backend cannot be reached or timed out; the operation may be retried.
+    ///
+    /// Usually it did not take effect. A networked registry cannot always know: when the
+    /// connection breaks after a write's commit was sent (`PgRegistry`), the write may have
+    /// committed with its acknowledgement lost. Re-read before retrying a write whose
+    /// precondition it would change (a revision or epoch compare-and-set then reports
+    /// `Conflict` against your own write); the migration engine does this itself.
     #[error("registry unavailable: {reason}; retry later")]
     Unavailable {
         /// What happened.

@@ -12,122 +12,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
-use stamps::migration::reference::{DriverOp, ReferenceDataPlane, WriteError};
+use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
 use stamps::migration::*;
 use stamps::{MigrationState as S, *};
 
-async fn step_to(m: &mut Migration, world: &World, state: S) {
-    for _ in 0..50 {
-        if m.state() == state {
-            return;
-        }
-        match m.step().await.unwrap() {
-            StepOutcome::Waiting { .. } => world.clock.advance(Duration::from_secs(1800)),
-            StepOutcome::Advanced { .. } => {}
-            other => panic!("unexpected outcome {other:?}"),
-        }
-    }
-    panic!("never reached {state}");
-}
-
 #[tokio::test]
 async fn a_stale_router_cannot_write_to_the_old_stamp_after_cutover() {
-    let world = World::new("acme").await;
-    let serving_route = world.registry.require_assignment(&world.tenant).await.unwrap();
-    let mut m = world.start().await;
-    step_to(&mut m, &world, S::Validating).await;
-    let dual_write_route = world.registry.require_assignment(&world.tenant).await.unwrap();
-    assert_eq!(dual_write_route.mode, AssignmentMode::DualWrite { shadow: DST });
-    // A router that cached the pre-migration route is refused once dual-write fenced the source.
-    let err = world.plane.write(&serving_route, "k", "stale").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            WriteError::Fenced {
-                stamp: SRC,
-                rejection: FenceRejection::Stale { .. }
-            }
-        ),
-        "{err}"
-    );
-    world.plane.write(&dual_write_route, "k", "v1").unwrap();
-
-    step_to(&mut m, &world, S::Soaking).await;
-    let reverse = world.registry.require_assignment(&world.tenant).await.unwrap();
-    assert_eq!(
-        (reverse.stamp, reverse.mode),
-        (DST, AssignmentMode::DualWrite { shadow: SRC })
-    );
-    // The router still holding the dual-write route writes "to the source": refused there.
-    let err = world.plane.write(&dual_write_route, "k", "lost?").unwrap_err();
-    assert!(
-        matches!(err, WriteError::Fenced { stamp: SRC, rejection: FenceRejection::Stale { token, current } }
-            if token == dual_write_route.epoch && current == reverse.epoch),
-        "{err}"
-    );
-    assert_eq!(world.plane.get(SRC, &world.tenant, "k").as_deref(), Some("v1"));
-    assert_eq!(world.plane.get(DST, &world.tenant, "k").as_deref(), Some("v1"));
-    // A fresh route writes to both (reverse dual-write).
-    world.plane.write(&reverse, "k", "v2").unwrap();
-    assert_eq!(world.plane.get(SRC, &world.tenant, "k").as_deref(), Some("v2"));
-
-    step_to(&mut m, &world, S::Completed).await;
-    let done = world.registry.require_assignment(&world.tenant).await.unwrap();
-    assert_eq!(done.mode, AssignmentMode::Serving);
-    // After cleanup the source has given the tenant up: even a route naming the source at the
-    // newest epoch is refused (a token forged or mis-built for the old stamp).
-    let forged = FenceToken::new(world.tenant.clone(), SRC, done.epoch);
-    assert_eq!(world.plane.fence_state(SRC, &world.tenant), Some((done.epoch, false)));
-    for stale in [&serving_route, &dual_write_route, &reverse] {
-        let err = world.plane.write(stale, "k", "stale").unwrap_err();
-        assert!(matches!(err, WriteError::Fenced { .. }), "{err}");
-    }
-    let mut fence = Fence::new(SRC);
-    fence.raise(&world.tenant, done.epoch, false);
-    assert_eq!(fence.admit(&forged), Err(FenceRejection::NotHeld { since: done.epoch }));
-    assert_eq!(world.plane.get(DST, &world.tenant, "k").as_deref(), Some("v2"));
-    assert!(!world.plane.holds(SRC, &world.tenant));
+    scenarios::a_stale_router_cannot_write_to_the_old_stamp_after_cutover(&Backend::memory()).await;
 }
 
 #[tokio::test]
 async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effect() {
-    let world = World::new("race").await;
-    let m = world.start().await;
-    let id = m.id();
-    for _ in 0..4 {
-        // Both load the same revision and step at once.
-        let mut a = world.migrator.load(id).await.unwrap();
-        let mut b = world.migrator.load(id).await.unwrap();
-        let calls_before = world.switch.driver_calls();
-        let (ra, rb) = tokio::join!(a.step(), b.step());
-        let conflicts = [&ra, &rb]
-            .iter()
-            .filter(|r| matches!(r, Err(Error::Conflict { .. })))
-            .count();
-        let wins = [&ra, &rb]
-            .iter()
-            .filter(|r| matches!(r, Ok(StepOutcome::Advanced { .. })))
-            .count();
-        assert_eq!((wins, conflicts), (1, 1), "{ra:?} {rb:?}");
-        // Only the winner's step reached the driver (at most the calls of one state's work).
-        assert!(world.switch.driver_calls() - calls_before <= 3);
-    }
-    // A worker that loads while another holds a live lease is refused too.
-    let mut holder = world.migrator.load(id).await.unwrap();
-    let snapshot = world.registry.migration(id).await.unwrap().unwrap();
-    let mut claimed = snapshot.clone();
-    claimed.data.insert(keys::LEASE_OWNER.into(), "someone-else#1".into());
-    let lease_until = world.clock.now() + Duration::from_secs(30);
-    claimed
-        .data
-        .insert(keys::LEASE_UNTIL.into(), lease_until.as_millis().to_string());
-    world.registry.save_migration(&claimed).await.unwrap();
-    holder.reload().await.unwrap();
-    assert!(matches!(holder.step().await, Err(Error::Conflict { .. })));
-    assert!(matches!(holder.rollback("op", "x").await, Err(Error::Conflict { .. })));
-    // Once the lease expires, the migration can be resumed by anyone.
-    world.clock.advance(Duration::from_secs(31));
-    assert!(matches!(holder.step().await, Ok(StepOutcome::Advanced { .. })));
+    scenarios::two_workers_racing_one_wins_the_other_gets_conflict_before_any_effect(&Backend::memory()).await;
 }
 
 #[tokio::test]
@@ -560,43 +456,5 @@ async fn a_dual_write_split_by_the_cutover_fence_is_copied_under_the_freeze() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_on_two_threads_racing_for_every_step_never_both_win() {
-    let world = World::new("race-mt").await;
-    let id = world.start().await.id();
-    let mut rounds = 0;
-    loop {
-        let barrier = Arc::new(tokio::sync::Barrier::new(2));
-        let tasks: Vec<_> = (0..2)
-            .map(|_| {
-                let (migrator, barrier) = (world.migrator.clone(), barrier.clone());
-                tokio::spawn(async move {
-                    let mut m = migrator.load(id).await.unwrap();
-                    barrier.wait().await;
-                    m.step().await
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        let mut conflicts = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                Ok(StepOutcome::Advanced { .. } | StepOutcome::Waiting { .. }) => wins += 1,
-                Err(Error::Conflict { .. }) => conflicts += 1,
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!((wins, conflicts), (1, 1), "round {rounds}");
-        rounds += 1;
-        let state = world.migrator.load(id).await.unwrap().state();
-        if state == S::Soaking {
-            world.clock.advance(Duration::from_secs(3 * 3600));
-        }
-        if state.is_terminal() {
-            break;
-        }
-    }
-    assert!(rounds >= 8, "one round per step of the forward path, saw {rounds}");
-    assert_eq!(
-        world.registry.require_assignment(&world.tenant).await.unwrap().stamp,
-        DST
-    );
+    scenarios::workers_on_two_threads_racing_for_every_step_never_both_win(&Backend::memory()).await;
 }

@@ -353,6 +353,7 @@ impl Migrator {
             migrator: self.clone(),
             worker: format!("{}#{n}", self.worker),
             record,
+            unsure: false,
         }
     }
 }
@@ -668,6 +669,10 @@ pub struct Migration {
     migrator: Migrator,
     worker: String,
     record: MigrationRecord,
+    /// A save of `record` failed without a definite answer (`Unavailable`, `Backend`): on a
+    /// networked registry the write may have committed with its acknowledgement lost, so
+    /// `record` may be stale. The next step, cancel or rollback re-reads it first.
+    unsure: bool,
 }
 
 impl fmt::Debug for Migration {
@@ -715,6 +720,19 @@ impl Migration {
             .migration(self.record.id)
             .await?
             .ok_or(Error::NotFound(Subject::Migration(self.record.id)))?;
+        self.unsure = false;
+        Ok(())
+    }
+
+    /// Re-reads the record if the last save may have taken effect unacknowledged.
+    async fn settle(&mut self) -> Result<()> {
+        if self.unsure {
+            self.reload().await?;
+            trace_event!(
+                migration = %self.record.id, state = %self.record.state, revision = self.record.revision,
+                "record re-read after an unacknowledged save"
+            );
+        }
         Ok(())
     }
 
@@ -768,8 +786,17 @@ impl Migration {
             record.data.remove(keys::LEASE_OWNER);
             record.data.remove(keys::LEASE_UNTIL);
         }
-        self.record = self.migrator.registry.save_migration(&record).await?;
-        Ok(())
+        match self.migrator.registry.save_migration(&record).await {
+            Ok(saved) => {
+                self.record = saved;
+                Ok(())
+            }
+            Err(e) => {
+                // A rejection is definite (nothing was written); a lost connection is not.
+                self.unsure = matches!(e, Error::Unavailable { .. } | Error::Backend { .. });
+                Err(e)
+            }
+        }
     }
 
     /// Persists a transition to `next` with `updates`, releasing the lease and resetting the
@@ -807,7 +834,11 @@ impl Migration {
     /// Errors are registry errors only: [`Error::Conflict`] when another worker claimed or
     /// advanced the migration, or holds a live lease on it (reload to watch it; do not fight
     /// it; a crashed worker's lease expires after [`MigrationConfig::lease`]), [`Error::Unavailable`]
-    /// when the registry could not be reached (step again later). Driver failures are
+    /// when the registry could not be reached (step again later). A save that failed without
+    /// a definite answer (`Unavailable` or `Backend`: on a database, the connection may have
+    /// broken after the commit, so the write may have taken effect) makes the next `step`,
+    /// [`cancel`](Self::cancel) or [`rollback`](Self::rollback) re-read the record first,
+    /// so stepping again is always safe. Driver failures are
     /// outcomes: [`StepOutcome::Retry`] for retryable ones (until
     /// [`MigrationConfig::max_attempts`]), a transition to `RollingBack` (or `Failed` in
     /// `CleaningUp`/`RollingBack`) for permanent ones, with the failure recorded.
@@ -831,6 +862,7 @@ impl Migration {
     }
 
     async fn step_inner(&mut self) -> Result<StepOutcome> {
+        self.settle().await?;
         let state = self.record.state;
         if state.is_terminal() {
             return Ok(StepOutcome::Finished { state });
@@ -994,6 +1026,7 @@ impl Migration {
     /// [`rollback`](Self::rollback); the result is [`Error::InvalidTransition`].
     /// Returns the state persisted. Revision-checked like a step.
     pub async fn cancel(&mut self, by: &str, reason: &str) -> Result<MigrationState> {
+        self.settle().await?;
         let state = self.record.state;
         if !state.is_cancellable() {
             return Err(Error::InvalidTransition {
@@ -1050,6 +1083,7 @@ impl Migration {
     /// # Ok(()) }
     /// ```
     pub async fn rollback(&mut self, by: &str, reason: &str) -> Result<MigrationState> {
+        self.settle().await?;
         let state = self.record.state;
         state.transition(S::RollingBack)?;
         self.check_lease(self.migrator.clock.now())?;

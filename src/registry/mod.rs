@@ -56,7 +56,9 @@ pub type DynRegistry = dyn Registry;
 /// - **Migration records** are saved with optimistic concurrency on `revision`; at most one
 ///   non-terminal migration exists per tenant.
 /// - Failures are mapped to [`Error`] variants; a call that fails has no effect
-///   (`Unavailable` means "did not happen, retry").
+///   (`Unavailable` means "retry"), except that a networked implementation may answer
+///   `Unavailable` for a write whose commit was sent before the connection broke: its outcome
+///   is then unknown, and callers re-read before retrying (see [`Error::Unavailable`]).
 ///
 /// # Implementing
 /// Keep each write in one transaction (or under one lock): read the assignment, run

@@ -1,10 +1,16 @@
-//! Shared harness for the migration tests: a two-stamp world, writer tasks, and wrappers that
-//! inject crashes and driver failures at the N-th call.
+//! Shared harness for the migration tests: a two-stamp world on any registry ([`Backend`]),
+//! writer tasks, and wrappers that inject crashes and driver failures at the N-th call. The
+//! scenarios themselves are in [`scenarios`], run by every backend's test binary.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +18,7 @@ use async_trait::async_trait;
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::*;
 use stamps::*;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify, Semaphore};
 
 pub const SRC: StampId = StampId(1);
 pub const DST: StampId = StampId(2);
@@ -37,6 +43,9 @@ pub struct Switch {
     fault_countdown: AtomicI64,
     fault_retryable: AtomicBool,
     driver_calls: AtomicU64,
+    registry_writes: AtomicU64,
+    lost_ack_countdown: AtomicI64,
+    pub lost_acks: AtomicU64,
     tripped: Notify,
     pub crashes: AtomicU64,
     pub faults: AtomicU64,
@@ -47,6 +56,7 @@ impl Switch {
         Arc::new(Switch {
             crash_countdown: AtomicI64::new(-1),
             fault_countdown: AtomicI64::new(-1),
+            lost_ack_countdown: AtomicI64::new(-1),
             ..Default::default()
         })
     }
@@ -56,6 +66,23 @@ impl Switch {
     pub fn fault_at(&self, n: u64, retryable: bool) {
         self.fault_retryable.store(retryable, Ordering::SeqCst);
         self.fault_countdown.store(n as i64, Ordering::SeqCst);
+    }
+    /// The `n`-th registry write from now takes effect but answers `Unavailable`, as a
+    /// database does when the connection breaks after the commit.
+    pub fn lose_ack_at(&self, n: u64) {
+        self.lost_ack_countdown.store(n as i64, Ordering::SeqCst);
+    }
+    pub fn registry_writes(&self) -> u64 {
+        self.registry_writes.load(Ordering::SeqCst)
+    }
+    /// After a registry write took effect: whether to lose its acknowledgement.
+    fn lose_ack_now(&self) -> bool {
+        self.registry_writes.fetch_add(1, Ordering::SeqCst);
+        if self.lost_ack_countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.lost_acks.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        false
     }
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
@@ -136,6 +163,9 @@ impl Registry for CrashRegistry {
         if self.switch.crash_now() {
             hang().await
         }
+        if self.switch.lose_ack_now() {
+            return Err(Error::unavailable("injected: connection lost after the commit"));
+        }
         r
     }
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
@@ -160,6 +190,9 @@ impl Registry for CrashRegistry {
         let r = self.inner.save_migration(record).await;
         if self.switch.crash_now() {
             hang().await
+        }
+        if self.switch.lose_ack_now() {
+            return Err(Error::unavailable("injected: connection lost after the commit"));
         }
         r
     }
@@ -219,6 +252,88 @@ impl MigrationDriver for CrashDriver {
     }
 }
 
+/// Something a world keeps alive until it is dropped (a database schema guard, say).
+pub type Keep = Box<dyn Any + Send + Sync>;
+
+/// A fresh registry for one world, and what must live as long as it.
+pub type Fresh = Pin<Box<dyn Future<Output = (Arc<DynRegistry>, Option<Keep>)> + Send>>;
+
+/// Makes a fresh registry for a world: `(hint, clock)`, the hint unique per world.
+pub type MakeRegistry = dyn Fn(&str, FakeClock) -> Fresh + Send + Sync;
+
+/// How writer tasks are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Free-running: write as fast as the registry answers, retry refused writes at once. For
+    /// the in-memory registry, where a route lookup costs nanoseconds.
+    Free,
+    /// Budgeted: each acknowledged write takes a permit from a budget that
+    /// [`Writers::progress`] tops up to twice what it waits for (so about as many writes again
+    /// overlap the next step), and a refused write waits for the registry's change signal
+    /// before it retries. For a database registry, where each route lookup is a query and
+    /// free-running writers would load the server instead of the migration.
+    Budget,
+}
+
+/// Where the scenarios' worlds live: each world gets a fresh registry from the backend.
+#[derive(Clone)]
+pub struct Backend {
+    /// Put before the totals' names ("" for the in-memory registry).
+    pub label: &'static str,
+    /// Writer tasks per scenario.
+    pub writers: usize,
+    pub pace: Pace,
+    fresh: Arc<MakeRegistry>,
+}
+
+impl Backend {
+    /// The in-memory registry, free-running writers (the original scenarios).
+    pub fn memory() -> Backend {
+        Backend::new("", 3, Pace::Free, |_, clock| {
+            Box::pin(async move {
+                let registry = Arc::new(InMemoryRegistry::builder().clock(clock).build()) as Arc<DynRegistry>;
+                (registry, None)
+            })
+        })
+    }
+
+    /// A backend making a registry per world with `fresh(hint, clock)`.
+    pub fn new(
+        label: &'static str,
+        writers: usize,
+        pace: Pace,
+        fresh: impl Fn(&str, FakeClock) -> Fresh + Send + Sync + 'static,
+    ) -> Backend {
+        Backend {
+            label,
+            writers,
+            pace,
+            fresh: Arc::new(fresh),
+        }
+    }
+
+    /// A world on a fresh registry of this backend.
+    pub async fn world(&self, tenant: &str) -> World {
+        self.world_with_config(tenant, config()).await
+    }
+
+    /// A world on a fresh registry of this backend, with `cfg`.
+    pub async fn world_with_config(&self, tenant: &str, cfg: MigrationConfig) -> World {
+        let clock = FakeClock::new();
+        let (registry, keep) = (self.fresh)(tenant, clock.clone()).await;
+        let mut world = World::on(registry, clock, tenant, cfg).await;
+        world.pace = self.pace;
+        world.writers = self.writers;
+        world.keep = keep;
+        world
+    }
+
+    /// Prints `totals` under `name`, labelled with the backend.
+    pub fn report(&self, totals: &Totals, name: &str) {
+        totals.report(&format!("{}{name}", self.label));
+    }
+}
+
 /// Two active stamps, one tenant on the source with seed rows, a data plane, switches.
 pub struct World {
     pub clock: FakeClock,
@@ -229,6 +344,11 @@ pub struct World {
     pub tenant: TenantId,
     pub unhealthy: Arc<AtomicBool>,
     pub migrator: Migrator,
+    /// How [`Writers::start`] paces its writers, and how many it starts.
+    pub pace: Pace,
+    pub writers: usize,
+    /// Dropped last, after the registry (a schema guard drops the schema).
+    keep: Option<Keep>,
 }
 
 impl World {
@@ -237,9 +357,7 @@ impl World {
     }
 
     pub async fn with_config(tenant: &str, cfg: MigrationConfig) -> World {
-        let clock = FakeClock::new();
-        let registry = Arc::new(InMemoryRegistry::builder().clock(clock.clone()).build());
-        Self::on(registry, clock, tenant, cfg).await
+        Backend::memory().world_with_config(tenant, cfg).await
     }
 
     /// A world on `registry` (empty of stamps 1 and 2 and of `tenant`).
@@ -288,6 +406,9 @@ impl World {
             tenant,
             unhealthy,
             migrator,
+            pace: Pace::Free,
+            writers: 3,
+            keep: None,
         }
     }
 
@@ -299,64 +420,187 @@ impl World {
 }
 
 /// Concurrent writer tasks writing unique keys (and one overwritten counter key each) through
-/// the registry's current route, retrying frozen and fenced writes.
+/// the registry's current route, retrying frozen and fenced writes; paced as the world says.
 pub struct Writers {
     stop: Arc<AtomicBool>,
+    stopped: watch::Sender<bool>,
     pub acked: Arc<AtomicU64>,
+    pace: Pace,
+    writers: usize,
+    /// [`Pace::Budget`]: one permit per acknowledged write.
+    budget: Arc<Semaphore>,
+    /// [`Pace::Budget`]: writers waiting for the registry to change before a retry.
+    waiting: Arc<AtomicUsize>,
+    /// Notified on every acknowledged write and every writer that starts waiting.
+    event: Arc<Notify>,
     handles: Vec<tokio::task::JoinHandle<Vec<(String, String)>>>,
 }
 
-impl Writers {
-    pub fn spawn(world: &World, n: usize) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let handles = (0..n)
-            .map(|w| {
-                let (stop, acked) = (stop.clone(), acked.clone());
-                let (registry, plane, tenant) = (world.registry.clone(), world.plane.clone(), world.tenant.clone());
-                tokio::spawn(async move {
-                    let mut done = Vec::new();
-                    let mut seq: u64 = 0;
-                    'writes: while !stop.load(Ordering::SeqCst) {
-                        seq += 1;
-                        for (key, value) in [
-                            (format!("w{w}-{seq:06}"), format!("value-{w}-{seq}")),
-                            (format!("w{w}-counter"), format!("{seq:06}")),
-                        ] {
-                            loop {
-                                match plane.write_via(registry.as_ref(), &tenant, &key, &value).await {
-                                    Ok(_) => {
-                                        acked.fetch_add(1, Ordering::SeqCst);
-                                        done.push((key, value));
-                                        break;
+/// One writer task: a write waits for a permit (budgeted), a refused write for a change.
+struct Writer {
+    w: usize,
+    stop: Arc<AtomicBool>,
+    stopped: watch::Receiver<bool>,
+    acked: Arc<AtomicU64>,
+    pace: Pace,
+    budget: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    event: Arc<Notify>,
+    registry: Arc<DynRegistry>,
+    plane: ReferenceDataPlane,
+    tenant: TenantId,
+}
+
+impl Writer {
+    async fn run(mut self) -> Vec<(String, String)> {
+        let w = self.w;
+        let signal = self.registry.change_signal();
+        let mut done = Vec::new();
+        let mut seq: u64 = 0;
+        'writes: while !self.stop.load(Ordering::SeqCst) {
+            seq += 1;
+            for (key, value) in [
+                (format!("w{w}-{seq:06}"), format!("value-{w}-{seq}")),
+                (format!("w{w}-counter"), format!("{seq:06}")),
+            ] {
+                let permit = match self.pace {
+                    Pace::Free => None,
+                    // Closed when the writers stop.
+                    Pace::Budget => match self.budget.acquire().await {
+                        Ok(p) => Some(p),
+                        Err(_) => break 'writes,
+                    },
+                };
+                loop {
+                    // Read before the route: a change after it wakes the retry below.
+                    let seen = signal.head();
+                    match self
+                        .plane
+                        .write_via(self.registry.as_ref(), &self.tenant, &key, &value)
+                        .await
+                    {
+                        Ok(_) => {
+                            if let Some(p) = permit {
+                                p.forget();
+                            }
+                            self.acked.fetch_add(1, Ordering::SeqCst);
+                            self.event.notify_waiters();
+                            done.push((key, value));
+                            break;
+                        }
+                        Err(e) if e.is_retryable() => {
+                            if self.stop.load(Ordering::SeqCst) {
+                                break 'writes;
+                            }
+                            match self.pace {
+                                Pace::Free => tokio::task::yield_now().await,
+                                Pace::Budget => {
+                                    // A frozen or fenced route changes only by a registry
+                                    // write; the timeout is a liveness net for a missed wake-up.
+                                    self.waiting.fetch_add(1, Ordering::SeqCst);
+                                    self.event.notify_waiters();
+                                    tokio::select! {
+                                        _ = signal.changed(seen) => {}
+                                        _ = self.stopped.changed() => {}
+                                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                                     }
-                                    Err(e) if e.is_retryable() => {
-                                        if stop.load(Ordering::SeqCst) {
-                                            break 'writes;
-                                        }
-                                        tokio::task::yield_now().await;
-                                    }
-                                    Err(e) => panic!("write failed: {e}"),
+                                    self.waiting.fetch_sub(1, Ordering::SeqCst);
                                 }
                             }
                         }
-                        tokio::task::yield_now().await;
+                        Err(e) => panic!("write failed: {e}"),
                     }
-                    done
-                })
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        done
+    }
+}
+
+impl Writers {
+    /// The world's number of writers, paced as the world says.
+    pub fn start(world: &World) -> Writers {
+        Self::spawn(world, world.writers)
+    }
+
+    pub fn spawn(world: &World, n: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stopped, stopped_rx) = watch::channel(false);
+        let acked = Arc::new(AtomicU64::new(0));
+        let budget = Arc::new(Semaphore::new(0));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let event = Arc::new(Notify::new());
+        let handles = (0..n)
+            .map(|w| {
+                let writer = Writer {
+                    w,
+                    stop: stop.clone(),
+                    stopped: stopped_rx.clone(),
+                    acked: acked.clone(),
+                    pace: world.pace,
+                    budget: budget.clone(),
+                    waiting: waiting.clone(),
+                    event: event.clone(),
+                    registry: world.registry.clone(),
+                    plane: world.plane.clone(),
+                    tenant: world.tenant.clone(),
+                };
+                tokio::spawn(writer.run())
             })
             .collect();
-        Writers { stop, acked, handles }
+        Writers {
+            stop,
+            stopped,
+            acked,
+            pace: world.pace,
+            writers: n,
+            budget,
+            waiting,
+            event,
+            handles,
+        }
+    }
+
+    /// Waits (without spinning) until `done` holds; it is re-checked at every writer event.
+    async fn until(&self, done: impl Fn() -> bool) {
+        loop {
+            let event = self.event.notified();
+            tokio::pin!(event);
+            event.as_mut().enable();
+            if done() {
+                return;
+            }
+            event.await;
+        }
     }
 
     /// Lets the writers make some progress (bounded: they may be frozen).
     pub async fn progress(&self, n: u64) {
         let start = self.acked.load(Ordering::SeqCst);
-        for _ in 0..20_000 {
-            if self.acked.load(Ordering::SeqCst) >= start + n {
-                return;
+        match self.pace {
+            Pace::Free => {
+                for _ in 0..20_000 {
+                    if self.acked.load(Ordering::SeqCst) >= start + n {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
             }
-            tokio::task::yield_now().await;
+            Pace::Budget => {
+                let top_up = usize::try_from(2 * n).unwrap_or(usize::MAX);
+                let have = self.budget.available_permits();
+                if have < top_up {
+                    self.budget.add_permits(top_up - have);
+                }
+                // Until `n` more are acknowledged, or every writer waits for a change (frozen
+                // or fenced: only the next step can unblock them); bounded either way.
+                let wait = self.until(|| {
+                    self.acked.load(Ordering::SeqCst) >= start + n
+                        || self.waiting.load(Ordering::SeqCst) >= self.writers
+                });
+                let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+            }
         }
     }
 
@@ -364,18 +608,28 @@ impl Writers {
     /// liveness guard fails the test after a minute instead of hanging it.
     pub async fn must_progress(&self, n: u64) {
         let start = self.acked.load(Ordering::SeqCst);
-        let wait = async {
-            while self.acked.load(Ordering::SeqCst) < start + n {
-                tokio::task::yield_now().await;
+        let reached = || self.acked.load(Ordering::SeqCst) >= start + n;
+        let made = match self.pace {
+            Pace::Free => {
+                let wait = async {
+                    while !reached() {
+                        tokio::task::yield_now().await;
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(60), wait).await
+            }
+            Pace::Budget => {
+                self.budget.add_permits(usize::try_from(n).unwrap_or(usize::MAX));
+                tokio::time::timeout(Duration::from_secs(60), self.until(reached)).await
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), wait)
-            .await
-            .expect("writers made no progress in a minute");
+        made.expect("writers made no progress in a minute");
     }
 
     pub async fn stop(self) -> Vec<(String, String)> {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stopped.send(true);
+        self.budget.close();
         let mut all = Vec::new();
         for h in self.handles {
             all.extend(h.await.unwrap());
@@ -414,6 +668,21 @@ pub async fn lost_writes(world: &World, acked: &[(String, String)]) -> u64 {
         }
     }
     lost
+}
+
+/// Steps `m` (no writers, no crashes) until it reaches `state`, through the soak on the fake clock.
+pub async fn step_to(m: &mut Migration, world: &World, state: MigrationState) {
+    for _ in 0..50 {
+        if m.state() == state {
+            return;
+        }
+        match m.step().await.unwrap() {
+            StepOutcome::Waiting { .. } => world.clock.advance(Duration::from_secs(1800)),
+            StepOutcome::Advanced { .. } => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    panic!("never reached {state}");
 }
 
 /// What stopped `drive`.

@@ -140,7 +140,8 @@ impl Fault {
 }
 
 /// Maps a driver error: connection loss, shutdown, timeouts, lack of resources and races that
-/// outlived the retries are `Unavailable` (nothing happened; retry); the rest is `Backend`.
+/// outlived the retries are `Unavailable` (retry; a connection lost after the `COMMIT` was
+/// sent leaves the write's outcome unknown, see `Error::Unavailable`); the rest is `Backend`.
 pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         // No server error: the connection broke, or an I/O or protocol failure.
