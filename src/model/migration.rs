@@ -162,4 +162,25 @@ impl MigrationRecord {
             updated_at: Timestamp::ZERO,
         }
     }
+
+    /// Checks a record handed to
+    /// [`Registry::create_migration`](crate::Registry::create_migration): it is `Planned` and
+    /// moves between two different stamps. Every registry calls this first.
+    ///
+    /// ```
+    /// use stamps::{MigrationRecord, StampId, TenantId};
+    /// let t = TenantId::new("acme")?;
+    /// assert!(MigrationRecord::planned(t.clone(), StampId(1), StampId(2)).check_new().is_ok());
+    /// assert!(MigrationRecord::planned(t, StampId(1), StampId(1)).check_new().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn check_new(&self) -> Result<(), crate::Error> {
+        if self.state != MigrationState::Planned {
+            return Err(crate::InvalidInput::new("state", "a new migration must be in the planned state").into());
+        }
+        if self.source == self.destination {
+            return Err(crate::InvalidInput::new("destination", "must differ from the source stamp").into());
+        }
+        Ok(())
+    }
 }

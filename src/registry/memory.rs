@@ -11,8 +11,8 @@ use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
-    StampState, TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
+    TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -398,12 +398,7 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        if record.state != MigrationState::Planned {
-            return Err(InvalidInput::new("state", "a new migration must be in the planned state").into());
-        }
-        if record.source == record.destination {
-            return Err(InvalidInput::new("destination", "must differ from the source stamp").into());
-        }
+        record.check_new()?;
         let now = self.inner.clock.now();
         let mut st = self.inner.state.write();
         for s in [record.source, record.destination] {

@@ -39,8 +39,8 @@ use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
-    StampState, TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
+    TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -980,12 +980,7 @@ impl Registry for PgRegistry {
     }
 
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        if record.state != MigrationState::Planned {
-            return Err(InvalidInput::new("state", "a new migration must be in the planned state").into());
-        }
-        if record.source == record.destination {
-            return Err(InvalidInput::new("destination", "must differ from the source stamp").into());
-        }
+        record.check_new()?;
         on_conn!(self, retry_unique = false, |c| self.create_migration_once(c, &record))
     }
 
