@@ -3,13 +3,13 @@
 //! scatter-gather admin endpoint. Everything listens on loopback.
 //!
 //! ```text
-//!   client ──HTTP──▶ router (axum)            ──hyper──▶ stamp 1 (axum, own key-value data)
-//!                    · tenant from Host or      ──hyper──▶ stamp 2
-//!                      x-tenant-id              ──hyper──▶ stamp 3
-//!                    · stamps::router::Router     ▲
-//!                    · health monitor ───probes───┘ GET /healthz
-//!                    · /admin/migrations (Migrator, this data plane as MigrationDriver)
-//!                    · /admin/tenants (scatter-gather over healthy stamps)
+//!   client ──HTTP──▶ router (axum)                  ──hyper──▶ stamp 1 (axum, own key-value data)
+//!                    · tenant: x-tenant-id, or the   ──hyper──▶ stamp 2
+//!                      Host subdomain copied into it ──hyper──▶ stamp 3
+//!                    · RouteLayer (stamps::router::Router)  ▲
+//!                    · HealthMonitor + HttpHealthSource ────┘ GET /healthz
+//!                    · POST /admin/migrations (Migrator; the stamps' data plane is the driver)
+//!                    · GET /admin/tenants (scatter-gather over healthy stamps)
 //! ```
 //!
 //! * Each stamp keeps its own data: a per-tenant key-value store whose rows carry a version
@@ -17,17 +17,19 @@
 //!   lock. Every write carries the epoch of the route it was sent by (`x-stamp-epoch`), and the
 //!   stamp admits it through the fence before applying it, so a router with a stale route
 //!   cannot write after a cutover: it gets 409, refreshes the route and retries.
-//! * The router honours the route's mode: in dual-write it writes the serving stamp first, then
-//!   the shadow (with the same row version), and acknowledges only when both applied; while the
-//!   tenant is frozen for a cutover, writes get 503 with `Retry-After`.
+//! * [`RouteLayer`] resolves each request's route (400 bad tenant, 404 unknown tenant, 503 with
+//!   `Retry-After` for an unhealthy stamp or a write during a cutover freeze); the handlers
+//!   proxy with hyper. In dual-write the router writes the serving stamp first, then the shadow
+//!   (with the same row version), and acknowledges only when both applied.
 //! * The stamps' data plane implements [`MigrationDriver`], so `POST /admin/migrations` runs the
 //!   library's migration engine against the live stamps while traffic flows.
 //!
-//! Run it: `cargo run --example http_router --features tokio` (prints URLs and curl commands;
-//! Ctrl-C stops it), or `cargo run --example http_router --features tokio -- --self-test`, which
-//! starts everything, sends traffic, migrates a tenant under load, takes a stamp out through its
-//! health endpoint, checks that only that stamp's tenants get 503 and that every acknowledged
-//! write is readable, prints a summary and exits 0 only if every check held.
+//! Run it: `cargo run --example http_router --features tokio,tower,http-health` (prints URLs and
+//! curl commands; Ctrl-C stops it), or add `-- --self-test`: it starts everything, sends
+//! traffic, migrates a tenant under load through the admin endpoint, takes a stamp out through
+//! its health endpoint, checks that only that stamp's tenants get 503 and that every
+//! acknowledged write is readable, prints a summary and exits 0 only if every check held
+//! (within an overall 45 s timeout).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::{Path, Request, State};
+use axum::http::header::HOST;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -51,9 +54,11 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use stamps::health::{HealthMonitor, HealthReport, HealthSource, Hysteresis};
+use stamps::health::{HealthMonitor, Hysteresis};
+use stamps::integrations::http_health::HttpHealthSource;
 use stamps::integrations::scatter::{scatter_gather, ScatterOptions, StampOutcome};
-use stamps::integrations::TenantSource;
+use stamps::integrations::tower::{ResolvedRoute, RouteLayer, ERROR_HEADER};
+use stamps::integrations::{tenant_from_host, TenantSource};
 use stamps::migration::{
     DriverError, Fence, FenceToken, MigrationConfig, MigrationContext, MigrationDriver, Migrator, SideSummary,
     SnapshotInfo, StepOutcome, TableCheck, ValidationReport,
@@ -70,8 +75,8 @@ pub const EPOCH_HEADER: &str = "x-stamp-epoch";
 pub const VERSION_HEADER: &str = "x-row-version";
 /// The header naming the stamp that served a request.
 pub const SERVED_BY_HEADER: &str = "x-served-by";
-/// Why the router answered 503 (`frozen`, `unhealthy`, `fenced`, `registry`).
-pub const REASON_HEADER: &str = "x-stamps-reason";
+/// The header naming the tenant (the host subdomain is copied into it when absent).
+pub const TENANT_HEADER: &str = "x-tenant-id";
 /// Largest accepted value.
 const MAX_BODY: usize = 64 * 1024;
 /// Longest wait for one upstream request.
@@ -244,9 +249,15 @@ async fn stamp_put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     else {
-        return text(StatusCode::BAD_REQUEST, format!("writes need a numeric {EPOCH_HEADER} header"));
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("writes need a numeric {EPOCH_HEADER} header"),
+        );
     };
-    let given = match headers.get(VERSION_HEADER).map(|v| v.to_str().ok().and_then(Version::parse)) {
+    let given = match headers
+        .get(VERSION_HEADER)
+        .map(|v| v.to_str().ok().and_then(Version::parse))
+    {
         None => None,
         Some(Some(v)) if v.epoch == epoch => Some(v),
         Some(_) => return text(StatusCode::BAD_REQUEST, format!("malformed {VERSION_HEADER} header")),
@@ -382,7 +393,13 @@ impl MigrationDriver for StampsDataPlane {
         self.merge_into(ctx.destination, &ctx.tenant, delta)
     }
 
-    async fn fence(&self, ctx: &MigrationContext, stamp: StampId, epoch: Epoch, holds: bool) -> Result<(), DriverError> {
+    async fn fence(
+        &self,
+        ctx: &MigrationContext,
+        stamp: StampId,
+        epoch: Epoch,
+        holds: bool,
+    ) -> Result<(), DriverError> {
         self.node(stamp)?.store.lock().fence.raise(&ctx.tenant, epoch, holds);
         Ok(())
     }
@@ -396,7 +413,11 @@ impl MigrationDriver for StampsDataPlane {
         let g1 = first.store.lock();
         let g2 = (first.id != second.id).then(|| second.store.lock());
         let side = |id: StampId| {
-            let st = if id == first.id { &*g1 } else { g2.as_deref().unwrap_or(&*g1) };
+            let st = if id == first.id {
+                &*g1
+            } else {
+                g2.as_deref().unwrap_or(&*g1)
+            };
             st.tenants.get(&ctx.tenant)
         };
         let empty = TenantRows::default();
@@ -433,38 +454,6 @@ impl MigrationDriver for StampsDataPlane {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Health: probe each stamp's /healthz.
-// ---------------------------------------------------------------------------------------------
-
-/// Probes `<endpoint>/healthz`: 2xx is healthy; another status, a timeout or a connection
-/// error is unhealthy.
-#[derive(Debug, Clone)]
-pub struct HealthzProbe {
-    client: HttpClient,
-    timeout: Duration,
-}
-
-#[async_trait]
-impl HealthSource for HealthzProbe {
-    async fn check(&self, stamp: &Stamp) -> HealthReport {
-        let now = SystemClock.now();
-        let Some(endpoint) = stamp.spec.endpoint.as_deref() else {
-            return HealthReport::unhealthy(stamp.id(), "no endpoint to probe", now);
-        };
-        let req = match hyper::Request::get(format!("{endpoint}/healthz")).body(Full::new(Bytes::new())) {
-            Ok(r) => r,
-            Err(_) => return HealthReport::unhealthy(stamp.id(), "bad endpoint", now),
-        };
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => HealthReport::healthy(stamp.id(), now),
-            Ok(Ok(resp)) => HealthReport::unhealthy(stamp.id(), &format!("healthz answered {}", resp.status()), now),
-            Ok(Err(e)) => HealthReport::unhealthy(stamp.id(), &format!("healthz failed: {e}"), now),
-            Err(_) => HealthReport::unhealthy(stamp.id(), "healthz timed out", now),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The router: tenant resolution, proxying, admin endpoints.
 // ---------------------------------------------------------------------------------------------
 
@@ -484,17 +473,14 @@ struct Job {
 pub struct Gateway {
     router: Arc<Router<InMemoryRegistry>>,
     registry: InMemoryRegistry,
-    monitor: Arc<HealthMonitor<HealthzProbe>>,
+    monitor: Arc<HealthMonitor<HttpHealthSource>>,
     migrator: Migrator,
     client: HttpClient,
     jobs: Mutex<BTreeMap<u64, Job>>,
-}
-
-/// The tenant and route of a request, put in its extensions by [`resolve_tenant`].
-#[derive(Debug, Clone)]
-struct Resolved {
-    tenant: TenantId,
-    route: Route,
+    /// Writes acknowledged by two stamps (dual-write during a migration).
+    dual_writes: AtomicU64,
+    /// Writes a stamp refused by its fence, retried on a refreshed route.
+    fence_refreshes: AtomicU64,
 }
 
 fn unavailable(reason: &'static str, retry_after: Duration, body: impl Into<String>) -> Response {
@@ -503,7 +489,7 @@ fn unavailable(reason: &'static str, retry_after: Duration, body: impl Into<Stri
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert("retry-after", v);
     }
-    r.headers_mut().insert(REASON_HEADER, HeaderValue::from_static(reason));
+    r.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static(reason));
     r
 }
 
@@ -511,47 +497,33 @@ fn route_error(e: RouteError) -> Response {
     match e {
         RouteError::InvalidTenant(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
         RouteError::UnknownTenant => text(StatusCode::NOT_FOUND, e.to_string()),
-        RouteError::StampUnavailable { .. } => unavailable("unhealthy", Duration::from_secs(5), e.to_string()),
-        _ => unavailable("registry", Duration::from_secs(1), e.to_string()),
+        RouteError::StampUnavailable { .. } => unavailable("stamp-unavailable", Duration::from_secs(5), e.to_string()),
+        _ => unavailable("registry-unavailable", Duration::from_secs(1), e.to_string()),
     }
 }
 
-fn is_write(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// Takes the tenant from `x-tenant-id` or else the Host subdomain, resolves its route (the
-/// router's sync hot path on a hit) and puts both in the request extensions; answers 400, 404
-/// or 503 (with `Retry-After`) when it cannot.
-async fn resolve_tenant(State(gw): State<Arc<Gateway>>, mut req: Request, next: Next) -> Response {
-    let header = req.headers().get("x-tenant-id").map(|v| v.as_bytes().to_vec());
-    let host = req.headers().get("host").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let tenant = match header {
-        Some(h) => TenantSource::header().extract(None, Some(&h), req.uri().path()),
-        None => TenantSource::Subdomain {
-            base_domain: BASE_DOMAIN.to_string(),
+/// The `RouteLayer` reads the tenant from one source (`x-tenant-id` here). To accept the Host
+/// subdomain too, this middleware runs in front of it: a request without the header gets it from
+/// its Host (`acme.stamps.localhost` → `acme`); a Host that is not a tenant subdomain is 400.
+async fn tenant_from_host_header(mut req: Request, next: Next) -> Response {
+    if req.headers().contains_key(TENANT_HEADER) {
+        return next.run(req).await;
+    }
+    let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match tenant_from_host(host, BASE_DOMAIN) {
+        Ok(tenant) => {
+            if let Ok(v) = HeaderValue::from_str(tenant.as_str()) {
+                req.headers_mut().insert(TENANT_HEADER, v);
+            }
+            next.run(req).await
         }
-        .extract(host.as_deref(), None, req.uri().path()),
-    };
-    let tenant = match tenant {
-        Ok(t) => t,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
-    };
-    let route = match gw.router.route(tenant.as_str()) {
-        Ok(r) => r,
-        Err(RouteError::Miss) => match gw.router.resolve(tenant.as_str()).await {
-            Ok(r) => r,
-            Err(e) => return route_error(e),
-        },
-        Err(e) => return route_error(e),
-    };
-    if is_write(req.method()) {
-        if let Some(wait) = route.retry_after(SystemClock.now()) {
-            return unavailable("frozen", wait, "tenant is frozen for a cutover; retry");
+        Err(e) => {
+            let mut r = text(StatusCode::BAD_REQUEST, e.to_string());
+            r.headers_mut()
+                .insert(ERROR_HEADER, HeaderValue::from_static("invalid-tenant"));
+            r
         }
     }
-    req.extensions_mut().insert(Resolved { tenant, route });
-    next.run(req).await
 }
 
 /// Sends one request to a stamp and returns its status, headers and body.
@@ -596,14 +568,26 @@ fn kv_uri(endpoint: &str, tenant: &TenantId, key: &str) -> String {
 
 /// `GET /kv/{key}`: read from the serving stamp.
 async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
-    let Some(Resolved { tenant, route }) = req.extensions().get::<Resolved>().cloned() else {
+    let Some(ResolvedRoute { tenant, route }) = req.extensions().get::<ResolvedRoute>().cloned() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "route missing");
     };
     let Some(endpoint) = route.endpoint else {
-        return unavailable("registry", Duration::from_secs(1), "stamp endpoint unknown");
+        return unavailable(
+            "stamp-endpoint-unknown",
+            Duration::from_secs(1),
+            "stamp endpoint unknown",
+        );
     };
     let epoch = [(EPOCH_HEADER, route.epoch.0.to_string())];
-    match upstream(&gw.client, Method::GET, kv_uri(endpoint, &tenant, &key), &epoch, Bytes::new()).await {
+    match upstream(
+        &gw.client,
+        Method::GET,
+        kv_uri(endpoint, &tenant, &key),
+        &epoch,
+        Bytes::new(),
+    )
+    .await
+    {
         Ok((status, headers, body)) => relay(status, &headers, body),
         Err(e) => text(StatusCode::BAD_GATEWAY, e),
     }
@@ -613,7 +597,7 @@ async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req:
 /// row version; acknowledge only when every stamp of the route applied it. A fence rejection
 /// means the route is stale: refresh it and retry (bounded).
 async fn proxy_put(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
-    let Some(Resolved { tenant, mut route }) = req.extensions().get::<Resolved>().cloned() else {
+    let Some(ResolvedRoute { tenant, mut route }) = req.extensions().get::<ResolvedRoute>().cloned() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "route missing");
     };
     let value = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
@@ -624,6 +608,7 @@ async fn proxy_put(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req:
         match write_once(&gw, &tenant, &route, &key, &value).await {
             WriteResult::Done(r) => return r,
             WriteResult::Fenced => {
+                gw.fence_refreshes.fetch_add(1, Ordering::Relaxed);
                 // The stamp knows a newer epoch than our route: refresh and retry.
                 let _ = gw.router.invalidate(tenant.as_str());
                 route = match gw.router.resolve(tenant.as_str()).await {
@@ -631,7 +616,7 @@ async fn proxy_put(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req:
                     Err(e) => return route_error(e),
                 };
                 if let Some(wait) = route.retry_after(SystemClock.now()) {
-                    return unavailable("frozen", wait, "tenant is frozen for a cutover; retry");
+                    return unavailable("tenant-frozen", wait, "tenant is frozen for a cutover; retry");
                 }
             }
         }
@@ -646,7 +631,11 @@ enum WriteResult {
 
 async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, value: &Bytes) -> WriteResult {
     let Some(endpoint) = route.endpoint else {
-        return WriteResult::Done(unavailable("registry", Duration::from_secs(1), "stamp endpoint unknown"));
+        return WriteResult::Done(unavailable(
+            "stamp-endpoint-unknown",
+            Duration::from_secs(1),
+            "stamp endpoint unknown",
+        ));
     };
     let epoch = route.epoch.0.to_string();
     let primary = upstream(
@@ -667,7 +656,11 @@ async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, v
     if status != StatusCode::OK {
         return WriteResult::Done(relay(status, &headers, body));
     }
-    let Some(shadow) = route.mode.shadow().filter(|_| matches!(route.mode, AssignmentMode::DualWrite { .. })) else {
+    let Some(shadow) = route
+        .mode
+        .shadow()
+        .filter(|_| matches!(route.mode, AssignmentMode::DualWrite { .. }))
+    else {
         return WriteResult::Done(relay(status, &headers, body));
     };
     let Some(shadow_endpoint) = route.shadow_endpoint else {
@@ -691,7 +684,10 @@ async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, v
     )
     .await;
     match second {
-        Ok((StatusCode::OK, _, _)) => WriteResult::Done(relay(status, &headers, body)),
+        Ok((StatusCode::OK, _, _)) => {
+            gw.dual_writes.fetch_add(1, Ordering::Relaxed);
+            WriteResult::Done(relay(status, &headers, body))
+        }
         Ok((StatusCode::CONFLICT, _, _)) => WriteResult::Fenced,
         Ok((s, h, b)) => WriteResult::Done(relay(s, &h, b)),
         Err(e) => WriteResult::Done(text(StatusCode::BAD_GATEWAY, e)),
@@ -702,7 +698,10 @@ async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, v
 /// (a person starts it: the record says "admin-api"), and drives it in the background.
 async fn admin_start_migration(State(gw): State<Arc<Gateway>>, Json(body): Json<Value>) -> Response {
     let (Some(tenant), Some(to)) = (body["tenant"].as_str(), body["to"].as_u64()) else {
-        return text(StatusCode::BAD_REQUEST, r#"expected {"tenant": "...", "to": <stamp number>}"#);
+        return text(
+            StatusCode::BAD_REQUEST,
+            r#"expected {"tenant": "...", "to": <stamp number>}"#,
+        );
     };
     let Ok(to) = u32::try_from(to).map(StampId) else {
         return text(StatusCode::BAD_REQUEST, "stamp number out of range");
@@ -816,7 +815,7 @@ async fn admin_migration(State(gw): State<Arc<Gateway>>, Path(id): Path<u64>) ->
 async fn admin_tenants(State(gw): State<Arc<Gateway>>) -> Response {
     let fleet = match gw.registry.fleet().await {
         Ok(f) => f,
-        Err(e) => return unavailable("registry", Duration::from_secs(1), e.to_string()),
+        Err(e) => return unavailable("registry-unavailable", Duration::from_secs(1), e.to_string()),
     };
     let stamps: Vec<Stamp> = fleet.stamps.into_iter().map(|l| l.stamp).collect();
     let options = ScatterOptions::default()
@@ -858,9 +857,11 @@ async fn admin_tenants(State(gw): State<Arc<Gateway>>) -> Response {
 
 /// Starts the router on an ephemeral loopback port.
 pub async fn start_router(gw: Arc<Gateway>) -> std::io::Result<SocketAddr> {
+    let route_layer = RouteLayer::new(gw.router.clone(), TenantSource::header());
     let tenant_routes = axum::Router::new()
         .route("/kv/{key}", get(proxy_get).put(proxy_put))
-        .route_layer(axum::middleware::from_fn_with_state(gw.clone(), resolve_tenant));
+        .route_layer(route_layer)
+        .route_layer(axum::middleware::from_fn(tenant_from_host_header));
     let admin = axum::Router::new()
         .route("/admin/migrations", post(admin_start_migration))
         .route("/admin/migrations/{id}", get(admin_migration))
@@ -919,12 +920,9 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
 
     let client = http_client();
     let monitor = Arc::new(
-        HealthMonitor::builder(HealthzProbe {
-            client: client.clone(),
-            timeout: Duration::from_millis(500),
-        })
-        .hysteresis(Hysteresis::new(2, 2)?)
-        .build(),
+        HealthMonitor::builder(HttpHealthSource::new().timeout(Duration::from_millis(500)))
+            .hysteresis(Hysteresis::new(2, 2)?)
+            .build(),
     );
     let router = Router::builder(registry.clone())
         .ttl(Duration::from_secs(60))
@@ -949,6 +947,8 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
         migrator,
         client,
         jobs: Mutex::new(BTreeMap::new()),
+        dual_writes: AtomicU64::new(0),
+        fence_refreshes: AtomicU64::new(0),
     });
     let router_addr = start_router(gateway.clone()).await?;
     Ok(System {
@@ -996,13 +996,7 @@ struct Reply {
 }
 
 impl TestClient {
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Bytes,
-    ) -> Result<Reply, String> {
+    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, String> {
         let mut b = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -1028,15 +1022,20 @@ impl TestClient {
     }
 
     async fn get(&self, tenant: &str, key: &str) -> Result<Reply, String> {
-        self.send(Method::GET, &format!("/kv/{key}"), &[("x-tenant-id", tenant)], Bytes::new())
-            .await
+        self.send(
+            Method::GET,
+            &format!("/kv/{key}"),
+            &[(TENANT_HEADER, tenant)],
+            Bytes::new(),
+        )
+        .await
     }
 
     async fn put(&self, tenant: &str, key: &str, value: &str) -> Result<Reply, String> {
         self.send(
             Method::PUT,
             &format!("/kv/{key}"),
-            &[("x-tenant-id", tenant)],
+            &[(TENANT_HEADER, tenant)],
             Bytes::copy_from_slice(value.as_bytes()),
         )
         .await
@@ -1048,7 +1047,8 @@ impl TestClient {
             None => (&[], Bytes::new()),
         };
         let r = self.send(method, path, headers, bytes).await?;
-        let v = serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into()));
+        let v =
+            serde_json::from_slice(&r.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.body).into()));
         Ok((r.status, v))
     }
 }
@@ -1116,8 +1116,8 @@ async fn load_worker(
                     break;
                 }
                 Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    let reason = r.headers.get(REASON_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    if reason == "frozen" {
+                    let reason = r.headers.get(ERROR_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if reason == "tenant-frozen" {
                         report.frozen_retries += 1;
                     } else {
                         report.other_retries += 1;
@@ -1125,7 +1125,11 @@ async fn load_worker(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Ok(r) => {
-                    report.errors.push(format!("{tenant} {key}: {} {}", r.status, String::from_utf8_lossy(&r.body)));
+                    report.errors.push(format!(
+                        "{tenant} {key}: {} {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    ));
                     break;
                 }
                 Err(e) => {
@@ -1177,14 +1181,29 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
     let home = sys.home(&first).await?.stamp;
     let host = format!("{first}.{BASE_DOMAIN}");
     let put = client
-        .send(Method::PUT, "/kv/hello", &[("host", host.as_str())], Bytes::from_static(b"world"))
+        .send(
+            Method::PUT,
+            "/kv/hello",
+            &[("host", host.as_str())],
+            Bytes::from_static(b"world"),
+        )
         .await?;
     let got = client.get(first.as_str(), "hello").await?;
-    let served = got.headers.get(SERVED_BY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let served = got
+        .headers
+        .get(SERVED_BY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     checks.check(
         "routes by Host subdomain and by x-tenant-id",
-        put.status == StatusCode::OK && got.status == StatusCode::OK && got.body == "world" && served == home.0.to_string(),
-        format!("PUT via {host}: {}, GET via header: {} {:?} from stamp {served} (home {home})", put.status, got.status, got.body),
+        put.status == StatusCode::OK
+            && got.status == StatusCode::OK
+            && got.body == "world"
+            && served == home.0.to_string(),
+        format!(
+            "PUT via {host}: {}, GET via header: {} {:?} from stamp {served} (home {home})",
+            put.status, got.status, got.body
+        ),
     );
     let unknown = client.get("nobody-here", "k").await?;
     let bad = client.get("Not A Tenant!", "k").await?;
@@ -1193,8 +1212,13 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
         .await?;
     checks.check(
         "unknown tenant 404, malformed tenant 400",
-        unknown.status == StatusCode::NOT_FOUND && bad.status == StatusCode::BAD_REQUEST && foreign.status == StatusCode::BAD_REQUEST,
-        format!("unknown: {}, bad id: {}, foreign host: {}", unknown.status, bad.status, foreign.status),
+        unknown.status == StatusCode::NOT_FOUND
+            && bad.status == StatusCode::BAD_REQUEST
+            && foreign.status == StatusCode::BAD_REQUEST,
+        format!(
+            "unknown: {}, bad id: {}, foreign host: {}",
+            unknown.status, bad.status, foreign.status
+        ),
     );
 
     // 2. Traffic, and a migration of a tenant under load through the admin endpoint.
@@ -1272,11 +1296,13 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
         ),
     );
     let hot_acked = load.acked.iter().filter(|(t, _, _)| t == hot.as_str()).count();
+    let dual = sys.gateway.dual_writes.load(Ordering::Relaxed);
+    let refreshed = sys.gateway.fence_refreshes.load(Ordering::Relaxed);
     checks.check(
-        "traffic flowed during the migration; every write was eventually acknowledged",
-        load.errors.is_empty() && load.unacked == 0 && hot_acked > 0 && load.acked.len() > 100,
+        "traffic flowed during the migration (dual-writes acknowledged by both stamps); every write was eventually acknowledged",
+        load.errors.is_empty() && load.unacked == 0 && hot_acked > 0 && dual > 0,
         format!(
-            "{} requests, {} acknowledged writes ({hot_acked} to {hot}), {} retries on the cutover freeze, {} other retries, {} unacknowledged, errors: {:?}",
+            "{} requests, {} acknowledged writes ({hot_acked} to {hot}, {dual} dual-written), {refreshed} fence refusals retried on a fresh route, {} retries on the cutover freeze, {} other retries, {} unacknowledged, errors: {:?}",
             load.requests,
             load.acked.len(),
             load.frozen_retries,
@@ -1337,7 +1363,12 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
     checks.check(
         "every acknowledged write is readable afterwards",
         lost.is_empty() && !load.acked.is_empty(),
-        format!("{} acknowledged, {} missing {:?}", load.acked.len(), lost.len(), lost.iter().take(3).collect::<Vec<_>>()),
+        format!(
+            "{} acknowledged, {} missing {:?}",
+            load.acked.len(),
+            lost.len(),
+            lost.iter().take(3).collect::<Vec<_>>()
+        ),
     );
     let source_copy = sys
         .nodes
@@ -1372,24 +1403,34 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
 
     // 6. One stamp goes unhealthy: only its tenants get 503.
     let sick = StampId(3);
-    let probe_key = |t: &TenantId| load.acked.iter().find(|(x, _, _)| x == t.as_str()).map(|(_, k, _)| k.clone());
+    let probe_key = |t: &TenantId| {
+        load.acked
+            .iter()
+            .find(|(x, _, _)| x == t.as_str())
+            .map(|(_, k, _)| k.clone())
+    };
     let mut homes = Vec::new();
     for t in &sys.tenants {
-        homes.push((t.clone(), sys.home(t).await?.stamp, probe_key(t).unwrap_or_else(|| "none".into())));
+        homes.push((
+            t.clone(),
+            sys.home(t).await?.stamp,
+            probe_key(t).unwrap_or_else(|| "none".into()),
+        ));
     }
     if let Some(node) = sys.nodes.get(&sick) {
         node.set_healthy(false);
     }
-    let sick_tenant = homes.iter().find(|(_, s, _)| *s == sick).map(|(t, _, k)| (t.clone(), k.clone()));
+    let sick_tenant = homes
+        .iter()
+        .find(|(_, s, _)| *s == sick)
+        .map(|(t, _, k)| (t.clone(), k.clone()));
     let marked = match &sick_tenant {
-        Some((t, k)) => {
-            wait_for(Duration::from_secs(5), || {
-                let c = client.clone();
-                let (t, k) = (t.clone(), k.clone());
-                async move { matches!(c.get(t.as_str(), &k).await, Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE) }
-            })
-            .await
-        }
+        Some((t, k)) => wait_for(Duration::from_secs(5), || {
+            let c = client.clone();
+            let (t, k) = (t.clone(), k.clone());
+            async move { matches!(c.get(t.as_str(), &k).await, Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE) }
+        })
+        .await,
         None => false,
     };
     let mut wrong = Vec::new();
@@ -1439,7 +1480,11 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
         }
         None => false,
     };
-    checks.check("the stamp recovers after healthy probes", recovered, format!("{sick} back in rotation: {recovered}"));
+    checks.check(
+        "the stamp recovers after healthy probes",
+        recovered,
+        format!("{sick} back in rotation: {recovered}"),
+    );
 
     let stats = sys.gateway.router.stats();
     println!(
@@ -1462,7 +1507,10 @@ async fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
         println!("{id}: {e}");
     }
     let t = sys.tenants.first().map(|t| t.to_string()).unwrap_or_default();
-    println!("\ntenants: {}", sys.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "));
+    println!(
+        "\ntenants: {}",
+        sys.tenants.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+    );
     println!("\ntry:");
     println!("  curl -X PUT -H 'x-tenant-id: {t}' --data hello http://{r}/kv/greeting");
     println!("  curl -H 'Host: {t}.{BASE_DOMAIN}' http://{r}/kv/greeting");
