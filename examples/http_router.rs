@@ -527,7 +527,7 @@ async fn tenant_from_host_header(mut req: Request, next: Next) -> Response {
 }
 
 /// Sends one request to a stamp and returns its status, headers and body.
-async fn upstream(
+pub async fn upstream(
     client: &HttpClient,
     method: Method,
     uri: String,
@@ -552,7 +552,8 @@ async fn upstream(
     Ok((parts.status, parts.headers, bytes))
 }
 
-fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+/// The stamp's answer as the router's response (status, body, stamp headers).
+pub fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     let mut r = (status, body).into_response();
     for name in [SERVED_BY_HEADER, VERSION_HEADER] {
         if let Some(v) = headers.get(name) {
@@ -974,6 +975,11 @@ impl System {
     /// The stamp serving `tenant` now, from the registry.
     pub async fn home(&self, tenant: &TenantId) -> Result<Assignment, Error> {
         self.gateway.registry.require_assignment(tenant).await
+    }
+
+    /// The router's counters.
+    pub fn router_stats(&self) -> stamps::router::RouterStats {
+        self.gateway.router.stats()
     }
 }
 
