@@ -42,7 +42,15 @@ struct Plain {
 
 async fn plain_get(State(p): State<Plain>, Path(key): Path<String>) -> Response {
     let uri = format!("{}/kv/{key}", p.base);
-    match upstream(&p.client, hyper::Method::GET, uri, &[(EPOCH_HEADER, p.epoch.clone())], Bytes::new()).await {
+    match upstream(
+        &p.client,
+        hyper::Method::GET,
+        uri,
+        &[(EPOCH_HEADER, p.epoch.clone())],
+        Bytes::new(),
+    )
+    .await
+    {
         Ok((status, headers, body)) => relay(status, &headers, body),
         Err(e) => Response::new(axum::body::Body::from(e)),
     }
