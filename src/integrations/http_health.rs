@@ -171,7 +171,8 @@ impl HttpHealthSource {
         }
         let base = endpoint.trim_end_matches('/');
         let text = format!("{base}{}", self.path);
-        text.parse::<Uri>().map_err(|e| format!("endpoint {endpoint:?} is not a valid URL: {e}"))
+        text.parse::<Uri>()
+            .map_err(|e| format!("endpoint {endpoint:?} is not a valid URL: {e}"))
     }
 
     async fn probe(&self, uri: Uri) -> Result<u16, String> {
@@ -236,8 +237,14 @@ mod tests {
     #[test]
     fn uri_joins_endpoint_and_path_and_refuses_other_schemes() {
         let s = HttpHealthSource::new().path("ready");
-        assert_eq!(s.uri("http://10.0.0.1:8080/").map(|u| u.to_string()).as_deref(), Ok("http://10.0.0.1:8080/ready"));
-        assert_eq!(s.uri("HTTP://h/base").map(|u| u.to_string()).as_deref(), Ok("http://h/base/ready"));
+        assert_eq!(
+            s.uri("http://10.0.0.1:8080/").map(|u| u.to_string()).as_deref(),
+            Ok("http://10.0.0.1:8080/ready")
+        );
+        assert_eq!(
+            s.uri("HTTP://h/base").map(|u| u.to_string()).as_deref(),
+            Ok("http://h/base/ready")
+        );
         assert!(s.uri("https://h").is_err_and(|e| e.contains("plain http only")));
         assert!(s.uri("h:80").is_err_and(|e| e.contains("not an http:// URL")));
         assert!(s.uri("http://bad host").is_err_and(|e| e.contains("not a valid URL")));

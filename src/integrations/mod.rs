@@ -10,6 +10,9 @@
 //! | [`http_health`]: `HttpHealthSource`, probing stamps over HTTP/1 | `http-health` |
 
 mod extract;
+#[cfg(feature = "http-health")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http-health")))]
+pub mod http_health;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod scatter;
@@ -19,8 +22,5 @@ pub mod token;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
-#[cfg(feature = "http-health")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http-health")))]
-pub mod http_health;
 
 pub use extract::{tenant_from_header, tenant_from_host, tenant_from_path, ExtractError, TenantSource};

@@ -153,7 +153,10 @@ impl Reject {
         let mut res = Response::new(B::default());
         *res.status_mut() = self.status;
         let headers = res.headers_mut();
-        headers.insert(HeaderName::from_static(ERROR_HEADER), HeaderValue::from_static(self.reason));
+        headers.insert(
+            HeaderName::from_static(ERROR_HEADER),
+            HeaderValue::from_static(self.reason),
+        );
         if let Some(secs) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -277,7 +280,9 @@ impl<R: Registry + ?Sized> Shared<R> {
         #[cfg(feature = "token")]
         if let Some((tokens, header)) = &self.tokens {
             if let Some(value) = req.headers().get(*header) {
-                return self.decide_token(tokens, value.as_bytes(), tenant, req.method()).map(Some);
+                return self
+                    .decide_token(tokens, value.as_bytes(), tenant, req.method())
+                    .map(Some);
             }
         }
         match self.router.route(tenant.as_str()) {
