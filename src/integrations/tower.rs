@@ -101,6 +101,10 @@ use crate::router::{Route, RouteError, Router};
 use super::token::{RoutingTokens, TokenError};
 
 /// The header carrying the layer's rejection reason.
+///
+/// ```
+/// assert_eq!(stamps::integrations::tower::ERROR_HEADER, "x-stamps-error");
+/// ```
 pub const ERROR_HEADER: &str = "x-stamps-error";
 
 /// What the layer puts in the request extensions before calling the inner service: the tenant
@@ -353,6 +357,16 @@ impl<R: Registry + ?Sized> fmt::Debug for RouteLayer<R> {
 
 impl<R: Registry + ?Sized> RouteLayer<R> {
     /// Routes through `router`, taking the tenant from `source`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header());
+    /// assert!(layer.router().is_empty());
+    /// ```
     pub fn new(router: Arc<Router<R>>, source: TenantSource) -> Self {
         RouteLayer {
             shared: Arc::new(Shared {
@@ -367,6 +381,18 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
 
     /// The `Retry-After` for an unhealthy stamp or an unreachable registry (default 5 s;
     /// rounded up to whole seconds, at least 1).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header())
+    ///     .unavailable_retry_after(Duration::from_millis(2_500)); // answers `Retry-After: 3`
+    /// # let _ = layer;
+    /// ```
     pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
         Arc::make_mut(&mut self.shared).unavailable_retry = after;
         self
@@ -397,6 +423,17 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     }
 
     /// The router.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let router = Arc::new(Router::new(InMemoryRegistry::new()));
+    /// let layer = RouteLayer::new(router.clone(), TenantSource::header());
+    /// assert!(Arc::ptr_eq(layer.router(), &router));
+    /// ```
     pub fn router(&self) -> &Arc<Router<R>> {
         &self.shared.router
     }
@@ -507,6 +544,23 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`RouteService`]: the inner service's future on a router hit
     /// (not boxed), a ready rejection, or a boxed resolve-then-call on a miss.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// use tower::{service_fn, Layer, Service};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let inner = service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let mut svc = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header()).layer(inner);
+    /// let future = svc.call(http::Request::new(())); // no tenant header: a ready 400
+    /// assert_eq!(future.await.map(|r| r.status().as_u16()), Ok(400));
+    /// # }
+    /// ```
     pub struct RouteFuture<F, ResB, E> {
         #[pin]
         state: State<F, ResB, E>,
