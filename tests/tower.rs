@@ -139,6 +139,37 @@ async fn a_miss_resolves_once_then_hits() {
     assert_eq!(f.registry.assignment_calls(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_through_the_layer_make_one_registry_read() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 2).await;
+    let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(2)).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = TestRegistry::gated(inner, gate.clone());
+    let router = Arc::new(Router::builder(registry.clone()).clock(clock).build().unwrap());
+    let svc = RouteLayer::new(router, TenantSource::header()).layer(echo());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { svc.oneshot(get("acme")).await.unwrap() })
+        })
+        .collect();
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(1_000);
+    for t in tasks {
+        let res = t.await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(
+            res.body().starts_with(&format!("2/{}/acme", a.epoch.0)),
+            "{}",
+            res.body()
+        );
+    }
+    assert_eq!(registry.assignment_calls(), 1);
+}
+
 #[tokio::test]
 async fn tenant_sources_subdomain_header_and_path() {
     let f = fixture().await;

@@ -27,11 +27,14 @@
 //!
 //! # Costs
 //! On a router hit the layer does no registry I/O and takes no lock; the response future is
-//! the inner service's future in an enum (not boxed). What it allocates per request: the
-//! [`TenantId`] (one shared allocation) and the extension entry (`http::Extensions` boxes each
-//! value, and allocates its map on the first insert if the request has none). A miss awaits
-//! [`Router::resolve`] (single-flight registry read) in a boxed future. With a routing token,
-//! verification decodes the token (two small buffers) and reads no registry.
+//! the inner service's future in an enum (not boxed). What it allocates per request is what
+//! the request carries: the [`TenantId`] (one shared allocation) and the extension entry
+//! (`http::Extensions` boxes each value) — two allocations per hit for a request that already
+//! has extensions, as hyper's do (`tests/tower_alloc.rs` counts them against the same work by
+//! hand); a request without any extension also gets its extension map allocated by `http`. A
+//! miss awaits [`Router::resolve`] (concurrent misses for one tenant share one registry read)
+//! in a boxed future. With a routing token, verification decodes the token (two small
+//! buffers) and reads no registry.
 //!
 //! # Routing tokens
 //! With the `token` feature and [`RouteLayer::with_tokens`], a request carrying the token
