@@ -494,6 +494,14 @@ mod tokens {
             send(&svc, with_token("acme", Method::GET, &t)).await.body(),
             "2/11/acme/serving/http://s2"
         );
+        // The configured header name is matched case-insensitively.
+        let upper = RouteLayer::new(f.router.clone(), TenantSource::header())
+            .with_tokens(tokens(&f.clock), "X-Stamps-Token")
+            .layer(echo());
+        assert_eq!(
+            send(&upper, with_token("acme", Method::GET, &t)).await.body(),
+            "2/11/acme/serving/http://s2"
+        );
         assert_eq!(f.registry.assignment_calls(), 0);
     }
 
