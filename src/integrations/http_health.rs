@@ -22,7 +22,7 @@
 //! internal `http://` health endpoint.
 //!
 //! # Example
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use stamps::health::{HealthMonitor, Hysteresis};
@@ -106,6 +106,11 @@ impl Default for HttpHealthSource {
 
 impl HttpHealthSource {
     /// A probe with the defaults. Needs a Tokio runtime when it checks, not when it is built.
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// assert_eq!(HttpHealthSource::new().probe_timeout(), std::time::Duration::from_secs(2));
+    /// ```
     pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.enforce_http(true);
@@ -124,6 +129,11 @@ impl HttpHealthSource {
     }
 
     /// Probes `path` under each endpoint (a missing leading `/` is added).
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// assert_eq!(HttpHealthSource::new().path("ready").probe_path(), "/ready");
+    /// ```
     pub fn path(mut self, path: &str) -> Self {
         self.path = if path.starts_with('/') {
             Arc::from(path)
@@ -134,17 +144,45 @@ impl HttpHealthSource {
     }
 
     /// The probed path.
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// assert_eq!(HttpHealthSource::new().probe_path(), "/healthz");
+    /// ```
     pub fn probe_path(&self) -> &str {
         &self.path
     }
 
     /// Bounds each probe (connect, request, response head) by `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// let s = HttpHealthSource::new().timeout(Duration::from_millis(300));
+    /// assert_eq!(s.probe_timeout(), Duration::from_millis(300));
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// The per-probe timeout.
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// assert_eq!(HttpHealthSource::new().probe_timeout().as_secs(), 2);
+    /// ```
+    pub fn probe_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Also treats `status` as degraded (429 always is).
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// let s = HttpHealthSource::new().degraded_status(503);
+    /// assert!(format!("{s:?}").contains("[429, 503]"));
+    /// ```
     pub fn degraded_status(mut self, status: u16) -> Self {
         if !self.degraded.contains(&status) {
             self.degraded.push(status);
@@ -153,6 +191,13 @@ impl HttpHealthSource {
     }
 
     /// Stamps reports with `clock` (default: the system clock).
+    ///
+    /// ```
+    /// use stamps::integrations::http_health::HttpHealthSource;
+    /// use stamps::FakeClock;
+    /// let s = HttpHealthSource::new().clock(FakeClock::new());
+    /// # let _ = s;
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self

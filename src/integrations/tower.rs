@@ -27,11 +27,14 @@
 //!
 //! # Costs
 //! On a router hit the layer does no registry I/O and takes no lock; the response future is
-//! the inner service's future in an enum (not boxed). What it allocates per request: the
-//! [`TenantId`] (one shared allocation) and the extension entry (`http::Extensions` boxes each
-//! value, and allocates its map on the first insert if the request has none). A miss awaits
-//! [`Router::resolve`] (single-flight registry read) in a boxed future. With a routing token,
-//! verification decodes the token (two small buffers) and reads no registry.
+//! the inner service's future in an enum (not boxed). What it allocates per request is what
+//! the request carries: the [`TenantId`] (one shared allocation) and the extension entry
+//! (`http::Extensions` boxes each value) — two allocations per hit for a request that already
+//! has extensions, as hyper's do (`tests/tower_alloc.rs` counts them against the same work by
+//! hand); a request without any extension also gets its extension map allocated by `http`. A
+//! miss awaits [`Router::resolve`] (concurrent misses for one tenant share one registry read)
+//! in a boxed future. With a routing token, verification decodes the token (two small
+//! buffers) and reads no registry.
 //!
 //! # Routing tokens
 //! With the `token` feature and [`RouteLayer::with_tokens`], a request carrying the token
@@ -101,6 +104,10 @@ use crate::router::{Route, RouteError, Router};
 use super::token::{RoutingTokens, TokenError};
 
 /// The header carrying the layer's rejection reason.
+///
+/// ```
+/// assert_eq!(stamps::integrations::tower::ERROR_HEADER, "x-stamps-error");
+/// ```
 pub const ERROR_HEADER: &str = "x-stamps-error";
 
 /// What the layer puts in the request extensions before calling the inner service: the tenant
@@ -353,6 +360,16 @@ impl<R: Registry + ?Sized> fmt::Debug for RouteLayer<R> {
 
 impl<R: Registry + ?Sized> RouteLayer<R> {
     /// Routes through `router`, taking the tenant from `source`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header());
+    /// assert!(layer.router().is_empty());
+    /// ```
     pub fn new(router: Arc<Router<R>>, source: TenantSource) -> Self {
         RouteLayer {
             shared: Arc::new(Shared {
@@ -367,6 +384,18 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
 
     /// The `Retry-After` for an unhealthy stamp or an unreachable registry (default 5 s;
     /// rounded up to whole seconds, at least 1).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header())
+    ///     .unavailable_retry_after(Duration::from_millis(2_500)); // answers `Retry-After: 3`
+    /// # let _ = layer;
+    /// ```
     pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
         Arc::make_mut(&mut self.shared).unavailable_retry = after;
         self
@@ -397,6 +426,17 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     }
 
     /// The router.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let router = Arc::new(Router::new(InMemoryRegistry::new()));
+    /// let layer = RouteLayer::new(router.clone(), TenantSource::header());
+    /// assert!(Arc::ptr_eq(layer.router(), &router));
+    /// ```
     pub fn router(&self) -> &Arc<Router<R>> {
         &self.shared.router
     }
@@ -507,6 +547,23 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`RouteService`]: the inner service's future on a router hit
     /// (not boxed), a ready rejection, or a boxed resolve-then-call on a miss.
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// use tower::{service_fn, Layer, Service};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let inner = service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(())) });
+    /// let mut svc = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header()).layer(inner);
+    /// let future = svc.call(http::Request::new(())); // no tenant header: a ready 400
+    /// assert_eq!(future.await.map(|r| r.status().as_u16()), Ok(400));
+    /// # }
+    /// ```
     pub struct RouteFuture<F, ResB, E> {
         #[pin]
         state: State<F, ResB, E>,
