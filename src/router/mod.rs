@@ -1059,6 +1059,55 @@ impl<R: Registry + ?Sized> Router<R> {
         self.shared.set_stamp(stamp, endpoint);
     }
 
+    /// The endpoint the router knows for `stamp` (from [`Router::load_stamps`],
+    /// [`Router::warm_up`], [`Router::sync`] or [`Router::set_endpoint`]); `None` if the stamp
+    /// is unknown or declares none. Reads the router's stamp view: no registry I/O, no
+    /// allocation. Hosts that route by something other than the route table (a signed routing
+    /// token, say) take the endpoint from here.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let router = Router::new(InMemoryRegistry::new());
+    /// assert_eq!(router.stamp_endpoint(StampId(4)), None);
+    /// router.set_endpoint(StampId(4), Some("http://10.0.0.4:8080"));
+    /// assert_eq!(router.stamp_endpoint(StampId(4)), Some("http://10.0.0.4:8080"));
+    /// ```
+    pub fn stamp_endpoint(&self, stamp: StampId) -> Option<&'static str> {
+        self.shared.with_stamps(|v| v.endpoint(stamp))
+    }
+
+    /// The health table the router consults, if one was configured
+    /// ([`RouterBuilder::health`]).
+    ///
+    /// ```
+    /// use stamps::health::HealthTable;
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// assert!(Router::new(InMemoryRegistry::new()).health().is_none());
+    /// let router = Router::builder(InMemoryRegistry::new()).health(HealthTable::new()).build()?;
+    /// assert!(router.health().is_some());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn health(&self) -> Option<&HealthTable> {
+        self.shared.health.as_ref()
+    }
+
+    /// The current time on the router's clock ([`RouterBuilder::clock`]): hosts compute
+    /// `Retry-After` from it so a [`FakeClock`](crate::FakeClock) drives them too.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// use stamps::*;
+    /// let clock = FakeClock::starting_at(Timestamp::from_millis(5_000));
+    /// let router = Router::builder(InMemoryRegistry::new()).clock(clock).build()?;
+    /// assert_eq!(router.now(), Timestamp::from_millis(5_000));
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn now(&self) -> crate::Timestamp {
+        self.shared.clock.now()
+    }
+
     /// Names a standby stamp for an active-active tenant: while the tenant's own stamp is
     /// unhealthy and failover is on ([`RouterBuilder::failover`]), routes go to the standby
     /// (if it is healthy) with `failed_over_from` set. `None` removes the standby. The
