@@ -244,7 +244,8 @@ impl<S: HealthSource> HealthMonitor<S> {
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl<S: HealthSource> HealthMonitor<S> {
     /// Spawns a task that reads the registry's fleet and checks every stamp each `interval`
-    /// (a failed fleet read skips that round). Dropping or aborting the handle stops it.
+    /// (a failed fleet read skips that round). Abort the returned handle to stop it; dropping the
+    /// handle detaches the task, which then runs until the runtime shuts down.
     ///
     /// ```
     /// use std::sync::Arc;
