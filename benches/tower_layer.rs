@@ -41,10 +41,19 @@ fn request(tenant: &str) -> Request<()> {
 }
 
 fn bench(c: &mut Criterion) {
-    let router = Arc::new(Router::builder(InMemoryRegistry::new()).max_entries(100_000).build().unwrap());
+    let router = Arc::new(
+        Router::builder(InMemoryRegistry::new())
+            .max_entries(100_000)
+            .build()
+            .unwrap(),
+    );
     let tenants: Vec<String> = (0..10_000).map(|i| format!("tenant-{i:09}")).collect();
     router
-        .preload(tenants.iter().map(|t| (t.as_str(), StampId(1), Epoch(1), AssignmentMode::Serving)))
+        .preload(
+            tenants
+                .iter()
+                .map(|t| (t.as_str(), StampId(1), Epoch(1), AssignmentMode::Serving)),
+        )
         .unwrap();
     router.set_endpoint(StampId(1), Some("http://s1"));
     let inner = service_fn(|req: Request<()>| {
@@ -75,7 +84,11 @@ fn bench(c: &mut Criterion) {
                 request(&tenants[i])
             },
             |mut req| {
-                let raw = req.headers().get("x-tenant-id").map(|v| v.as_bytes()).unwrap_or_default();
+                let raw = req
+                    .headers()
+                    .get("x-tenant-id")
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default();
                 let tenant = TenantId::from_bytes(raw).unwrap();
                 let route = router.route(tenant.as_str()).unwrap();
                 req.extensions_mut().insert(ResolvedRoute { tenant, route });
