@@ -566,8 +566,14 @@ impl<R: Registry + ?Sized> Router<R> {
     async fn load(&self, tenant: &str) -> Result<Route, RouteError> {
         let sh = &*self.shared;
         let id = TenantId::new(tenant)?;
-        let read = self.registry.assignment(&id).await;
         let key = Key::parse(tenant)?;
+        // The entry as it was before the read: if the feed moves it while the read is in
+        // flight, the read may predate that change and must not undo it.
+        let before = {
+            let _w = sh.writer.lock();
+            Writes::new(sh).get(&key).map(|d| d.epoch)
+        };
+        let read = self.registry.assignment(&id).await;
         match read {
             Ok(Some(a)) => {
                 sh.mark_up();
@@ -596,6 +602,10 @@ impl<R: Registry + ?Sized> Router<R> {
                     let _w = sh.writer.lock();
                     let mut b = Writes::new(sh);
                     match b.get(&key) {
+                        // The feed changed this entry while the read was in flight, so the
+                        // read may predate that change: keep the entry (a later unassignment
+                        // reaches it through the feed too).
+                        Some(old) if Some(old.epoch) != before => {}
                         Some(old) if !old.is_tombstone() => {
                             // Unassigned since we cached it: record that, above the old epoch
                             // (a re-assignment always gets a larger epoch than the unassign).
