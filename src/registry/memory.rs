@@ -379,13 +379,15 @@ impl Registry for InMemoryRegistry {
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
         let st = self.inner.state.read();
         if let Some(first) = st.changes.front() {
-            if after.0 + 1 < first.version.0 {
+            // `after` comes from the caller: a cursor at u64::MAX must not overflow.
+            let wanted = after.0.saturating_add(1);
+            if wanted < first.version.0 {
                 return Err(Error::ChangeFeedTruncated {
                     requested: after,
                     oldest: first.version.0,
                 });
             }
-            let skip = usize::try_from((after.0 + 1).saturating_sub(first.version.0)).unwrap_or(usize::MAX);
+            let skip = usize::try_from(wanted.saturating_sub(first.version.0)).unwrap_or(usize::MAX);
             let changes = st.changes.iter().skip(skip).take(limit).cloned().collect();
             Ok(ChangeBatch::new(changes, st.head))
         } else {
