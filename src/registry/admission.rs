@@ -146,7 +146,9 @@ pub fn change(old: &Assignment, action: &ChangeAction) -> Result<(Assignment, Hi
 /// let spec = |n: f64| StampSpec::new(StampId(1), "s1", Region::new("us")?,
 ///     Capacity::new([(Resource::Tenants, n)], 0.0)?);
 /// let mut usage = Amounts::default();
-/// usage.set(Resource::Tenants, Amount::units(3));
+/// for _ in 0..3 {
+///     admission::add(&mut usage, &Demand::default(), true); // three tenants
+/// }
 /// let load = StampLoad::new(Stamp::new(spec(10.0)?, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage);
 /// assert!(admission::check_respec(&load, &spec(3.0)?).is_ok());
 /// assert!(matches!(admission::check_respec(&load, &spec(2.0)?), Err(Error::CapacityExceeded { .. })));
