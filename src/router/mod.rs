@@ -1102,15 +1102,26 @@ impl<R: Registry + ?Sized> Router<R> {
         Ok(())
     }
 
-    /// Refreshes the coarse clock from the router's clock. Tickers call this; hosts that run
-    /// their own timer may too.
+    /// Refreshes the coarse clock from the router's clock. The tickers
+    /// ([`spawn_clock_thread`](Self::spawn_clock_thread), [`spawn_follower`](Self::spawn_follower))
+    /// call this; `route` reads the coarse clock only while one of them runs, and reads the
+    /// router's clock itself otherwise, so a call without a ticker changes nothing but is
+    /// harmless. TTLs hold either way.
     ///
     /// ```
-    /// use stamps::router::Router;
+    /// use std::time::Duration;
+    /// use stamps::router::{RouteError, Router};
     /// use stamps::*;
-    /// let router = Router::builder(InMemoryRegistry::new()).clock(FakeClock::new()).build()?;
+    /// let clock = FakeClock::new();
+    /// let router = Router::builder(InMemoryRegistry::new()).clock(clock.clone())
+    ///     .ttl(Duration::from_secs(30)).build()?;
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
     /// router.tick();
-    /// # Ok::<(), stamps::Error>(())
+    /// assert_eq!(router.route("acme")?.stamp, StampId(1));
+    /// clock.advance(Duration::from_secs(31));
+    /// router.tick();
+    /// assert_eq!(router.route("acme"), Err(RouteError::Miss)); // past its TTL
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn tick(&self) {
         self.shared.tick();
