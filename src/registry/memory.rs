@@ -415,6 +415,9 @@ impl Registry for InMemoryRegistry {
                 InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
             );
         }
+        if current.state != record.state {
+            current.state.transition(record.state)?;
+        }
         let mut next = record.clone();
         next.revision = current.revision + 1;
         next.created_at = current.created_at;

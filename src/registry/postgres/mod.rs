@@ -39,8 +39,8 @@ use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
-    TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
+    StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -657,6 +657,12 @@ impl PgRegistry {
         let revision = big(record.revision, "revision")?;
         let now = millis(self.now())?;
         let data = data_json(&record.data);
+        // The states the record may be in for this save to be a legal transition.
+        let from: Vec<&str> = MigrationState::ALL
+            .into_iter()
+            .filter(|s| s.can_transition_to(record.state))
+            .map(MigrationState::as_str)
+            .collect();
         let save = c.prepare_cached(&sql.migration_save).await?;
         let res = c
             .query_opt(
@@ -670,6 +676,7 @@ impl PgRegistry {
                     &record.tenant.as_str(),
                     &i64::from(record.source.0),
                     &i64::from(record.destination.0),
+                    &from,
                 ],
             )
             .await;
@@ -700,7 +707,19 @@ impl PgRegistry {
             }
             .into());
         }
-        Err(InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into())
+        if current.tenant != record.tenant
+            || current.source != record.source
+            || current.destination != record.destination
+        {
+            return Err(
+                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
+            );
+        }
+        // Revision and identity match: the state transition is what the update refused.
+        match current.state.transition(record.state) {
+            Err(e) => Err(e.into()),
+            Ok(_) => Err(Error::unavailable("the migration record changed while it was saved; re-read it").into()),
+        }
     }
 }
 
