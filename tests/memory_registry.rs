@@ -221,3 +221,26 @@ fn threads_racing_compare_and_set_have_one_winner_per_epoch() {
 fn rt_block<T>(f: impl std::future::Future<Output = T>) -> T {
     rt().block_on(f)
 }
+
+/// A cursor past the head (up to `u64::MAX`, which the caller controls) reads an empty batch;
+/// it neither panics nor reports a truncated feed.
+#[test]
+fn a_cursor_past_the_head_reads_nothing_even_at_the_largest_version() {
+    let reg = InMemoryRegistry::builder().change_retention(2).build();
+    let spec = StampSpec::new(
+        StampId(1),
+        "s1",
+        Region::new("eu").unwrap(),
+        Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap(),
+    )
+    .unwrap();
+    rt_block(reg.put_active_stamp(spec)).unwrap();
+    rt_block(reg.assign(&TenantSpec::new(name(0)), StampId(1))).unwrap();
+    let head = rt_block(reg.changes_since(Version::ZERO, 0)).unwrap_err();
+    assert!(matches!(head, Error::ChangeFeedTruncated { .. }), "{head:?}");
+    for after in [Version(3), Version(1_000), Version(u64::MAX - 1), Version(u64::MAX)] {
+        let batch = rt_block(reg.changes_since(after, 10)).unwrap();
+        assert!(batch.changes.is_empty(), "{after}: {batch:?}");
+        assert_eq!(batch.head, Version(3));
+    }
+}

@@ -489,3 +489,33 @@ async fn the_follower_applies_changes_without_being_asked() {
     assert_eq!(router.route("acme").unwrap().epoch, moved.epoch);
     drop(follower);
 }
+
+/// A miss whose registry read predates an assignment must not undo that assignment once the
+/// router has applied its change event (freshness: never older than an applied change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_predates_an_applied_assignment_does_not_undo_it() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 1).await;
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let registry = TestRegistry::held_after_read(inner.clone(), hold.clone());
+    let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
+
+    let miss = {
+        let router = router.clone();
+        tokio::spawn(async move { router.resolve("acme").await })
+    };
+    // The read has seen "not assigned"; the answer is held back.
+    while registry.reads_done() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let batch = inner.changes_since(Version::ZERO, 1_000).await.unwrap();
+    router.apply_batch(&batch.changes);
+    assert_eq!(router.route("acme").unwrap().epoch, a.epoch);
+
+    hold.add_permits(1);
+    let answered = miss.await.unwrap().unwrap();
+    assert_eq!((answered.stamp, answered.epoch), (StampId(1), a.epoch));
+    let route = router.route("acme").unwrap();
+    assert_eq!((route.stamp, route.epoch), (StampId(1), a.epoch));
+}

@@ -177,10 +177,21 @@ impl fmt::Display for Amount {
 
 /// A set of (resource, amount) pairs, sorted by resource, without duplicates. The shared
 /// representation of [`Demand`], capacity limits and usage.
+///
+/// With `serde`, deserialization checks what the constructors check: a resource named twice
+/// is an error, and pairs in any order are sorted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Amounts(Vec<(Resource, Amount)>);
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Amounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<(Resource, Amount)>::deserialize(d)?;
+        Amounts::from_pairs("amounts", pairs).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Amounts {
     fn build(
@@ -196,6 +207,11 @@ impl Amounts {
             }
             v.push((r, a));
         }
+        Self::from_pairs(field, v)
+    }
+
+    /// Sorts `v` by resource; a resource named twice is an error.
+    fn from_pairs(field: &'static str, mut v: Vec<(Resource, Amount)>) -> Result<Amounts, InvalidInput> {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         if v.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(InvalidInput::new(field, "names a resource twice"));
@@ -257,21 +273,32 @@ impl Amounts {
 /// # Ok::<(), stamps::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Demand(Amounts);
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Demand {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Demand::checked(Amounts::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Demand {
     /// A demand from (resource, amount) pairs. Amounts must be finite and non-negative; a
     /// resource may appear once; [`Resource::Tenants`] may not appear (it is always one).
     pub fn of(items: impl IntoIterator<Item = (Resource, f64)>) -> Result<Demand, crate::Error> {
-        let a = Amounts::build("demand", items, false)?;
+        Ok(Self::checked(Amounts::build("demand", items, false)?)?)
+    }
+
+    /// `a` as a demand, unless it names [`Resource::Tenants`] (admission counts one slot per
+    /// tenant; a demand naming more would be charged but not checked).
+    fn checked(a: Amounts) -> Result<Demand, InvalidInput> {
         if a.contains(&Resource::Tenants) {
             return Err(InvalidInput::new(
                 "demand",
                 "must not name the tenants resource; every tenant uses exactly one slot",
-            )
-            .into());
+            ));
         }
         Ok(Demand(a))
     }
@@ -308,9 +335,26 @@ impl Demand {
 /// # Ok::<(), stamps::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Headroom(u32);
+
+/// Parts per million in a whole.
+const PPM: u32 = 1_000_000;
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Headroom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ppm = u32::deserialize(d)?;
+        if ppm >= PPM {
+            return Err(serde::de::Error::custom(InvalidInput::new(
+                "headroom",
+                "must be below 1,000,000 parts per million",
+            )));
+        }
+        Ok(Headroom(ppm))
+    }
+}
 
 impl Headroom {
     /// No headroom: placement may fill stamps to their hard limits.
@@ -340,7 +384,7 @@ impl Headroom {
 
     /// `limit × (1 − headroom)`, rounded down to a thousandth.
     pub fn soft_limit(self, limit: Amount) -> Amount {
-        let keep = u128::from(1_000_000 - self.0);
+        let keep = u128::from(PPM.saturating_sub(self.0));
         let v = u128::from(limit.as_milli()) * keep / 1_000_000;
         Amount::from_milli(u64::try_from(v).unwrap_or(u64::MAX))
     }
@@ -360,11 +404,38 @@ impl Headroom {
 /// assert!(Capacity::new([(Resource::Connections, f64::NAN)], 0.25).is_err());
 /// # Ok::<(), stamps::Error>(())
 /// ```
+///
+/// With `serde`, deserialization checks what [`Capacity::new`] checks (limits greater than
+/// zero, each resource once, headroom below one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "CapacityRepr"))]
 pub struct Capacity {
     limits: Amounts,
     headroom: Headroom,
+}
+
+/// [`Capacity`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct CapacityRepr {
+    limits: Amounts,
+    headroom: Headroom,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<CapacityRepr> for Capacity {
+    type Error = InvalidInput;
+
+    fn try_from(r: CapacityRepr) -> Result<Capacity, InvalidInput> {
+        if r.limits.iter().any(|(_, a)| a.is_zero()) {
+            return Err(InvalidInput::new("capacity", "must be greater than zero"));
+        }
+        Ok(Capacity {
+            limits: r.limits,
+            headroom: r.headroom,
+        })
+    }
 }
 
 impl Capacity {

@@ -75,11 +75,22 @@ fn utilization(tenant: &TenantSpec, load: &StampLoad, resource: Option<&Resource
 /// stamp's bottleneck (its most utilized resource). Spreads tenants evenly.
 ///
 /// ```
-/// use stamps::placement::{LeastLoaded, Pipeline};
-/// use stamps::Resource;
-/// let by_connections = Pipeline::new().score(LeastLoaded::on(Resource::Connections), 1.0);
+/// use stamps::placement::{FleetView, LeastLoaded, Pipeline, Placement};
+/// use stamps::*;
+/// # let load = |id: u32, tenants: u32| -> stamps::Result<StampLoad> {
+/// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+/// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// #     let mut usage = Amounts::default();
+/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
+/// # };
+/// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10
+/// let t = TenantSpec::new(TenantId::new("acme")?);
 /// let by_bottleneck = Pipeline::new().score(LeastLoaded::bottleneck(), 1.0);
-/// # let _ = (by_connections, by_bottleneck);
+/// assert_eq!(by_bottleneck.place(&t, &FleetView::new(&fleet))?, StampId(2)); // the emptier one
+/// let by_tenants = Pipeline::new().score(LeastLoaded::on(Resource::Tenants), 1.0);
+/// assert_eq!(by_tenants.place(&t, &FleetView::new(&fleet))?, StampId(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LeastLoaded {
@@ -113,9 +124,20 @@ impl Scorer for LeastLoaded {
 /// fullest stamp that still fits wins. Fills stamps one by one, for cost.
 ///
 /// ```
-/// use stamps::placement::{BinPacking, Pipeline};
+/// use stamps::placement::{BinPacking, FleetView, Pipeline, Placement};
+/// use stamps::*;
+/// # let load = |id: u32, tenants: u32| -> stamps::Result<StampLoad> {
+/// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+/// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// #     let mut usage = Amounts::default();
+/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
+/// # };
+/// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10
+/// let t = TenantSpec::new(TenantId::new("acme")?);
 /// let p = Pipeline::new().score(BinPacking::bottleneck(), 1.0);
-/// # let _ = p;
+/// assert_eq!(p.place(&t, &FleetView::new(&fleet))?, StampId(1)); // the fuller one
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BinPacking {
@@ -239,9 +261,27 @@ pub(crate) fn rendezvous_hash(tenant: &TenantSpec, stamp: StampId) -> u64 {
 /// and adding or removing a stamp moves only the tenants that hash highest to it.
 ///
 /// ```
-/// use stamps::placement::{Pipeline, Rendezvous};
+/// use stamps::placement::{FleetView, Pipeline, Placement, Rendezvous, Scorer};
+/// use stamps::*;
+/// # let load = |id: u32, tenants: u32| -> stamps::Result<StampLoad> {
+/// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+/// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// #     let mut usage = Amounts::default();
+/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
+/// # };
+/// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10
+/// let t = TenantSpec::new(TenantId::new("acme")?);
+/// let view = FleetView::new(&fleet);
 /// let p = Pipeline::new().score(Rendezvous, 1.0);
-/// # let _ = p;
+/// // The stamp whose hash with the tenant is highest, whatever the load.
+/// let best = fleet.stamps.iter()
+///     .max_by(|a, b| Rendezvous.score(&t, a, &view).total_cmp(&Rendezvous.score(&t, b, &view)))
+///     .map(StampLoad::id);
+/// assert_eq!(Some(p.place(&t, &view)?), best);
+/// let s = Rendezvous.score(&t, &fleet.stamps[0], &view);
+/// assert!((0.0..1.0).contains(&s));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rendezvous;

@@ -24,7 +24,10 @@
 //! ```
 
 use crate::error::{Error, InvalidInput, Result, Subject};
-use crate::model::{Amount, Amounts, Assignment, Demand, Resource, StampId, StampLoad};
+use crate::model::{
+    Amount, Amounts, Assignment, ChangeAction, Demand, HistoryAction, Resource, StampId, StampLoad, StampSpec,
+    StampState,
+};
 
 /// Checks that replacing `old` with `new` keeps every stamp within its hard limits, that every
 /// stamp newly taking the tenant exists and is `Active`, and that the assignment is well formed
@@ -94,4 +97,104 @@ pub fn add(usage: &mut Amounts, demand: &Demand, plus: bool) {
         };
         usage.set(r.clone(), next);
     }
+}
+
+/// The assignment a compare-and-set turns `old` into, and the history action it records. The
+/// caller sets the epoch and timestamps, then runs [`check`].
+///
+/// A move to the stamp already serving the tenant is [`Error::InvalidInput`].
+///
+/// ```
+/// use stamps::registry::admission;
+/// use stamps::*;
+/// let a = Assignment::new(TenantSpec::new(TenantId::new("a")?), StampId(1), Epoch(1),
+///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+/// let (moved, action) = admission::change(&a, &ChangeAction::Move { to: StampId(2), mode: AssignmentMode::Serving })?;
+/// assert_eq!((moved.stamp, action), (StampId(2), HistoryAction::Moved));
+/// assert!(admission::change(&a, &ChangeAction::Move { to: StampId(1), mode: AssignmentMode::Serving }).is_err());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn change(old: &Assignment, action: &ChangeAction) -> Result<(Assignment, HistoryAction)> {
+    let mut new = old.clone();
+    let action = match action {
+        ChangeAction::Move { to, mode } => {
+            if *to == old.stamp {
+                return Err(InvalidInput::new("to", "is the stamp already serving the tenant").into());
+            }
+            new.stamp = *to;
+            new.mode = *mode;
+            HistoryAction::Moved
+        }
+        ChangeAction::SetMode(mode) => {
+            new.mode = *mode;
+            HistoryAction::ModeChanged
+        }
+        ChangeAction::Resize(demand) => {
+            new.spec.demand = demand.clone();
+            HistoryAction::Resized
+        }
+    };
+    Ok((new, action))
+}
+
+/// Checks a new spec for a registered stamp: no hard limit may fall below the stamp's current
+/// usage ([`Error::CapacityExceeded`]).
+///
+/// ```
+/// use stamps::registry::admission;
+/// use stamps::*;
+/// let spec = |n: f64| StampSpec::new(StampId(1), "s1", Region::new("us")?,
+///     Capacity::new([(Resource::Tenants, n)], 0.0)?);
+/// let mut usage = Amounts::default();
+/// for _ in 0..3 {
+///     admission::add(&mut usage, &Demand::default(), true); // three tenants
+/// }
+/// let load = StampLoad::new(Stamp::new(spec(10.0)?, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage);
+/// assert!(admission::check_respec(&load, &spec(3.0)?).is_ok());
+/// assert!(matches!(admission::check_respec(&load, &spec(2.0)?), Err(Error::CapacityExceeded { .. })));
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn check_respec(load: &StampLoad, spec: &StampSpec) -> Result<()> {
+    for (r, used) in load.usage.iter() {
+        if let Some(limit) = spec.capacity.limit(r) {
+            if used > limit {
+                return Err(Error::CapacityExceeded {
+                    stamp: spec.id,
+                    resource: r.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a stamp state change: the transition must be legal ([`StampState::can_become`]) and a
+/// stamp that still holds tenants cannot be decommissioned ([`Error::InvalidInput`]). Returns
+/// whether the state actually changes (`false`: nothing to write).
+///
+/// ```
+/// use stamps::registry::admission;
+/// use stamps::*;
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("us")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// let load = StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO),
+///     Amounts::default());
+/// assert!(admission::check_state_change(&load, StampState::Draining)?);
+/// assert!(!admission::check_state_change(&load, StampState::Active)?);
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn check_state_change(load: &StampLoad, state: StampState) -> Result<bool> {
+    let current = load.stamp.state;
+    current.transition(state)?;
+    if current == state {
+        return Ok(false);
+    }
+    if state == StampState::Decommissioned && load.tenants() > 0 {
+        return Err(InvalidInput::new(
+            "state",
+            "cannot decommission a stamp that still holds tenants; migrate them first",
+        )
+        .into());
+    }
+    Ok(true)
 }

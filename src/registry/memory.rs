@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
-    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
     HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
     TenantId, TenantSpec, Version,
 };
@@ -236,16 +236,7 @@ impl Registry for InMemoryRegistry {
         self.write(|st, now, retention| {
             let stamp = match st.stamps.get_mut(&spec.id) {
                 Some(load) => {
-                    for (r, used) in load.usage.iter() {
-                        if let Some(limit) = spec.capacity.limit(r) {
-                            if used > limit {
-                                return Err(Error::CapacityExceeded {
-                                    stamp: spec.id,
-                                    resource: r.clone(),
-                                });
-                            }
-                        }
-                    }
+                    admission::check_respec(load, &spec)?;
                     load.stamp.spec = spec;
                     load.stamp.updated_at = now;
                     load.stamp.clone()
@@ -269,17 +260,8 @@ impl Registry for InMemoryRegistry {
     async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
         self.write(|st, now, retention| {
             let load = st.stamps.get_mut(&id).ok_or(Error::NotFound(Subject::Stamp(id)))?;
-            let current = load.stamp.state;
-            current.transition(state)?;
-            if current == state {
+            if !admission::check_state_change(load, state)? {
                 return Ok(load.stamp.clone());
-            }
-            if state == StampState::Decommissioned && load.tenants() > 0 {
-                return Err(InvalidInput::new(
-                    "state",
-                    "cannot decommission a stamp that still holds tenants; migrate them first",
-                )
-                .into());
             }
             load.stamp.state = state;
             load.stamp.updated_at = now;
@@ -340,25 +322,7 @@ impl Registry for InMemoryRegistry {
     ) -> Result<Assignment> {
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
-            let mut new = old.clone();
-            let action = match change.action {
-                ChangeAction::Move { to, mode } => {
-                    if to == old.stamp {
-                        return Err(InvalidInput::new("to", "is the stamp already serving the tenant").into());
-                    }
-                    new.stamp = to;
-                    new.mode = mode;
-                    HistoryAction::Moved
-                }
-                ChangeAction::SetMode(mode) => {
-                    new.mode = mode;
-                    HistoryAction::ModeChanged
-                }
-                ChangeAction::Resize(demand) => {
-                    new.spec.demand = demand;
-                    HistoryAction::Resized
-                }
-            };
+            let (new, action) = admission::change(&old, &change.action)?;
             st.write_assignment(Some(old), Some(new), action, change.actor, now, retention)?
                 .ok_or_else(|| Error::unavailable("assignment vanished during write"))
         })
@@ -379,13 +343,15 @@ impl Registry for InMemoryRegistry {
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
         let st = self.inner.state.read();
         if let Some(first) = st.changes.front() {
-            if after.0 + 1 < first.version.0 {
+            // `after` comes from the caller: a cursor at u64::MAX must not overflow.
+            let wanted = after.0.saturating_add(1);
+            if wanted < first.version.0 {
                 return Err(Error::ChangeFeedTruncated {
                     requested: after,
                     oldest: first.version.0,
                 });
             }
-            let skip = usize::try_from((after.0 + 1).saturating_sub(first.version.0)).unwrap_or(usize::MAX);
+            let skip = usize::try_from(wanted.saturating_sub(first.version.0)).unwrap_or(usize::MAX);
             let changes = st.changes.iter().skip(skip).take(limit).cloned().collect();
             Ok(ChangeBatch::new(changes, st.head))
         } else {
@@ -448,6 +414,9 @@ impl Registry for InMemoryRegistry {
             return Err(
                 InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
             );
+        }
+        if current.state != record.state {
+            current.state.transition(record.state)?;
         }
         let mut next = record.clone();
         next.revision = current.revision + 1;

@@ -53,8 +53,8 @@ pub type DynRegistry = dyn Registry;
 ///   visible after a larger one has been returned. [`Registry::change_signal`] is notified
 ///   after the change is visible.
 /// - **History**: every assignment write appends a [`HistoryEntry`]; entries are never changed.
-/// - **Migration records** are saved with optimistic concurrency on `revision`; at most one
-///   non-terminal migration exists per tenant.
+/// - **Migration records** are saved with optimistic concurrency on `revision`, and only along
+///   legal state transitions; at most one non-terminal migration exists per tenant.
 /// - Failures are mapped to [`Error`] variants; a call that fails has no effect
 ///   (`Unavailable` means "retry"), except that a networked implementation may answer
 ///   `Unavailable` for a write whose commit was sent before the connection broke: its outcome
@@ -136,7 +136,9 @@ pub trait Registry: Debug + Send + Sync + 'static {
     async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>>;
 
     /// Saves a record whose `revision` is the one last read; returns it with the next revision.
-    /// A stale revision fails with [`Error::Conflict`].
+    /// A stale revision fails with [`Error::Conflict`]; a state change that is not a legal
+    /// transition ([`MigrationState::can_transition_to`](crate::MigrationState::can_transition_to))
+    /// fails with [`Error::InvalidTransition`] (keeping the state is always allowed).
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord>;
 
     /// Migration records, all or one tenant's, oldest first.

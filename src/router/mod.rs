@@ -566,8 +566,14 @@ impl<R: Registry + ?Sized> Router<R> {
     async fn load(&self, tenant: &str) -> Result<Route, RouteError> {
         let sh = &*self.shared;
         let id = TenantId::new(tenant)?;
-        let read = self.registry.assignment(&id).await;
         let key = Key::parse(tenant)?;
+        // The entry as it was before the read: if the feed moves it while the read is in
+        // flight, the read may predate that change and must not undo it.
+        let before = {
+            let _w = sh.writer.lock();
+            Writes::new(sh).get(&key).map(|d| d.epoch)
+        };
+        let read = self.registry.assignment(&id).await;
         match read {
             Ok(Some(a)) => {
                 sh.mark_up();
@@ -596,6 +602,10 @@ impl<R: Registry + ?Sized> Router<R> {
                     let _w = sh.writer.lock();
                     let mut b = Writes::new(sh);
                     match b.get(&key) {
+                        // The feed changed this entry while the read was in flight, so the
+                        // read may predate that change: keep the entry (a later unassignment
+                        // reaches it through the feed too).
+                        Some(old) if Some(old.epoch) != before => {}
                         Some(old) if !old.is_tombstone() => {
                             // Unassigned since we cached it: record that, above the old epoch
                             // (a re-assignment always gets a larger epoch than the unassign).
@@ -1141,15 +1151,26 @@ impl<R: Registry + ?Sized> Router<R> {
         Ok(())
     }
 
-    /// Refreshes the coarse clock from the router's clock. Tickers call this; hosts that run
-    /// their own timer may too.
+    /// Refreshes the coarse clock from the router's clock. The tickers
+    /// ([`spawn_clock_thread`](Self::spawn_clock_thread), [`spawn_follower`](Self::spawn_follower))
+    /// call this; `route` reads the coarse clock only while one of them runs, and reads the
+    /// router's clock itself otherwise, so a call without a ticker changes nothing but is
+    /// harmless. TTLs hold either way.
     ///
     /// ```
-    /// use stamps::router::Router;
+    /// use std::time::Duration;
+    /// use stamps::router::{RouteError, Router};
     /// use stamps::*;
-    /// let router = Router::builder(InMemoryRegistry::new()).clock(FakeClock::new()).build()?;
+    /// let clock = FakeClock::new();
+    /// let router = Router::builder(InMemoryRegistry::new()).clock(clock.clone())
+    ///     .ttl(Duration::from_secs(30)).build()?;
+    /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
     /// router.tick();
-    /// # Ok::<(), stamps::Error>(())
+    /// assert_eq!(router.route("acme")?.stamp, StampId(1));
+    /// clock.advance(Duration::from_secs(31));
+    /// router.tick();
+    /// assert_eq!(router.route("acme"), Err(RouteError::Miss)); // past its TTL
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn tick(&self) {
         self.shared.tick();

@@ -80,6 +80,7 @@ cases!(
     migration_records_round_trip,
     migration_revision_is_compare_and_set,
     one_active_migration_per_tenant,
+    migration_states_only_move_forward,
     invalid_migrations_are_refused,
     race_for_last_slots_admits_exactly_the_free_number,
     race_of_compare_and_set_has_one_winner,
@@ -1009,6 +1010,55 @@ pub async fn one_active_migration_per_tenant(r: &DynRegistry) {
         .await
         .expect("after the first ended");
     assert_eq!(r.migrations(None).await.expect("list").len(), 3);
+}
+
+/// A save moves the record's state only along a legal transition (or keeps it); a finished
+/// migration cannot be reopened, so it cannot become a second active one either.
+pub async fn migration_states_only_move_forward(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let m = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
+        .await
+        .expect("create");
+    let mut skip = m.clone();
+    skip.state = MigrationState::CutOver;
+    let err = r.save_migration(&skip).await.expect_err("planned to cut-over");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
+    let mut same = m.clone();
+    same.data.insert("note".into(), "kept".into());
+    let m = r.save_migration(&same).await.expect("same state, new data");
+    let mut done = m.clone();
+    done.state = MigrationState::Cancelled;
+    let done = r.save_migration(&done).await.expect("cancel");
+    let next = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(2), StampId(1)))
+        .await
+        .expect("after the first ended");
+    for state in [
+        MigrationState::Planned,
+        MigrationState::Snapshotting,
+        MigrationState::Completed,
+    ] {
+        let mut reopen = done.clone();
+        reopen.state = state;
+        let err = r
+            .save_migration(&reopen)
+            .await
+            .expect_err("reopen a cancelled migration");
+        assert!(matches!(err, Error::InvalidTransition { .. }), "{state}: {err:?}");
+    }
+    let read = r.migration(done.id).await.expect("read").expect("present");
+    assert_eq!(read, done);
+    let active: Vec<_> = r
+        .migrations(Some(&tid("a")))
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|x| !x.state.is_terminal())
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(active, vec![next.id]);
 }
 
 /// Same source and destination, unknown stamps, and non-planned records are refused.

@@ -1,5 +1,5 @@
 //! A registry wrapper for router tests: counts `assignment` calls, can fail every call on
-//! demand, and can hold `assignment` calls until released.
+//! demand, and can hold `assignment` calls until released (before or after they read).
 
 #![allow(dead_code)]
 
@@ -14,6 +14,7 @@ pub struct Flags {
     pub assignment_calls: AtomicUsize,
     pub failing: AtomicBool,
     pub last_call_failed: AtomicBool,
+    pub reads_done: AtomicUsize,
 }
 
 #[derive(Debug, Clone)]
@@ -21,6 +22,9 @@ pub struct TestRegistry {
     pub inner: InMemoryRegistry,
     pub flags: Arc<Flags>,
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// Holds `assignment` calls after they read the inner registry, so a test can change the
+    /// registry between the read and the answer.
+    pub hold_after_read: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl TestRegistry {
@@ -29,6 +33,7 @@ impl TestRegistry {
             inner,
             flags: Arc::default(),
             gate: None,
+            hold_after_read: None,
         }
     }
 
@@ -37,7 +42,21 @@ impl TestRegistry {
             inner,
             flags: Arc::default(),
             gate: Some(gate),
+            hold_after_read: None,
         }
+    }
+
+    pub fn held_after_read(inner: InMemoryRegistry, hold: Arc<tokio::sync::Semaphore>) -> Self {
+        TestRegistry {
+            inner,
+            flags: Arc::default(),
+            gate: None,
+            hold_after_read: Some(hold),
+        }
+    }
+
+    pub fn reads_done(&self) -> usize {
+        self.flags.reads_done.load(Ordering::SeqCst)
     }
 
     pub fn set_failing(&self, on: bool) {
@@ -83,7 +102,12 @@ impl Registry for TestRegistry {
             let _permit = gate.acquire().await;
         }
         self.check()?;
-        self.inner.assignment(tenant).await
+        let read = self.inner.assignment(tenant).await;
+        self.flags.reads_done.fetch_add(1, Ordering::SeqCst);
+        if let Some(hold) = &self.hold_after_read {
+            let _permit = hold.acquire().await;
+        }
+        read
     }
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
         self.check()?;

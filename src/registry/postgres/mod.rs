@@ -38,9 +38,9 @@ use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
 use super::{admission, ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
 use crate::model::{
-    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeAction, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
-    TenantId, TenantSpec, Version,
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,
+    StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -473,25 +473,7 @@ impl PgRegistry {
     ) -> Result<Assignment, Fault> {
         let now = self.now();
         let old = self.begin_locking_assignment(c, tenant, expected).await?;
-        let mut new = old.clone();
-        let action = match &change.action {
-            ChangeAction::Move { to, mode } => {
-                if *to == old.stamp {
-                    return Err(InvalidInput::new("to", "is the stamp already serving the tenant").into());
-                }
-                new.stamp = *to;
-                new.mode = *mode;
-                HistoryAction::Moved
-            }
-            ChangeAction::SetMode(mode) => {
-                new.mode = *mode;
-                HistoryAction::ModeChanged
-            }
-            ChangeAction::Resize(demand) => {
-                new.spec.demand = demand.clone();
-                HistoryAction::Resized
-            }
-        };
+        let (mut new, action) = admission::change(&old, &change.action)?;
         new.updated_at = now;
         let loads = self.lock_stamps(c, old.stamps().chain(new.stamps())).await?;
         admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
@@ -555,17 +537,7 @@ impl PgRegistry {
         let existing = self.begin_locking_stamps(c, std::iter::once(spec.id)).await?;
         let write = match existing.first() {
             Some(load) => {
-                for (r, used) in load.usage.iter() {
-                    if let Some(limit) = spec.capacity.limit(r) {
-                        if used > limit {
-                            return Err(Error::CapacityExceeded {
-                                stamp: spec.id,
-                                resource: r.clone(),
-                            }
-                            .into());
-                        }
-                    }
-                }
+                admission::check_respec(load, spec)?;
                 &self.inner.sql.stamp_update
             }
             None => &self.inner.sql.stamp_insert,
@@ -603,18 +575,9 @@ impl PgRegistry {
         let now = self.now();
         let loads = self.begin_locking_stamps(c, std::iter::once(id)).await?;
         let load = loads.first().ok_or(Error::NotFound(Subject::Stamp(id)))?;
-        let current = load.stamp.state;
-        current.transition(state)?;
-        if current == state {
+        if !admission::check_state_change(load, state)? {
             c.batch_execute("ROLLBACK").await?;
             return Ok(load.stamp.clone());
-        }
-        if state == StampState::Decommissioned && load.tenants() > 0 {
-            return Err(InvalidInput::new(
-                "state",
-                "cannot decommission a stamp that still holds tenants; migrate them first",
-            )
-            .into());
         }
         let at = millis(now)?;
         let (head, rows) = self
@@ -694,6 +657,12 @@ impl PgRegistry {
         let revision = big(record.revision, "revision")?;
         let now = millis(self.now())?;
         let data = data_json(&record.data);
+        // The states the record may be in for this save to be a legal transition.
+        let from: Vec<&str> = MigrationState::ALL
+            .into_iter()
+            .filter(|s| s.can_transition_to(record.state))
+            .map(MigrationState::as_str)
+            .collect();
         let save = c.prepare_cached(&sql.migration_save).await?;
         let res = c
             .query_opt(
@@ -707,6 +676,7 @@ impl PgRegistry {
                     &record.tenant.as_str(),
                     &i64::from(record.source.0),
                     &i64::from(record.destination.0),
+                    &from,
                 ],
             )
             .await;
@@ -737,7 +707,19 @@ impl PgRegistry {
             }
             .into());
         }
-        Err(InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into())
+        if current.tenant != record.tenant
+            || current.source != record.source
+            || current.destination != record.destination
+        {
+            return Err(
+                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
+            );
+        }
+        // Revision and identity match: the state transition is what the update refused.
+        match current.state.transition(record.state) {
+            Err(e) => Err(e.into()),
+            Ok(_) => Err(Error::unavailable("the migration record changed while it was saved; re-read it").into()),
+        }
     }
 }
 

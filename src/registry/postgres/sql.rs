@@ -191,6 +191,7 @@ impl Sql {
             migration_save: format!(
                 "UPDATE {s}.tenant_migrations SET state = $2, data = $3, revision = revision + 1, updated_at = $4
                  WHERE id = $1 AND revision = $5 AND tenant = $6 AND source_id = $7 AND destination_id = $8
+                   AND (state = $2 OR state = ANY($9))
                  RETURNING {MIGRATION_COLS}"
             ),
             migrations: format!(
