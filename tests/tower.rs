@@ -237,6 +237,74 @@ async fn tenant_sources_subdomain_header_and_path() {
 }
 
 #[tokio::test]
+async fn host_and_uri_authority_that_name_different_tenants_are_400() {
+    let f = fixture().await;
+    f.router
+        .preload([
+            ("acme", StampId(1), Epoch(4), AssignmentMode::Serving),
+            ("evil", StampId(2), Epoch(4), AssignmentMode::Serving),
+        ])
+        .unwrap();
+    let sub = RouteLayer::new(
+        f.router.clone(),
+        TenantSource::Subdomain {
+            base_domain: "app.example".into(),
+        },
+    )
+    .layer(echo());
+    // Absolute-form (or HTTP/2 `:authority`) naming one tenant, Host naming another: a proxy
+    // behind the layer that forwards by the URI would send the request to the wrong tenant.
+    let req = Request::get("http://evil.app.example/orders")
+        .header("host", "acme.app.example")
+        .body(String::new())
+        .unwrap();
+    let res = send(&sub, req).await;
+    assert_eq!(
+        (res.status(), reason(&res)),
+        (StatusCode::BAD_REQUEST, "invalid-tenant")
+    );
+    // The same tenant in both (case and port aside) is routed.
+    let req = Request::get("http://ACME.app.example:443/orders")
+        .header("host", "acme.app.example")
+        .body(String::new())
+        .unwrap();
+    assert_eq!(send(&sub, req).await.status(), StatusCode::OK);
+    // Two Host headers are ambiguous (RFC 9112 section 3.2: answer 400).
+    let req = Request::get("/orders")
+        .header("host", "acme.app.example")
+        .header("host", "evil.app.example")
+        .body(String::new())
+        .unwrap();
+    let res = send(&sub, req).await;
+    assert_eq!(
+        (res.status(), reason(&res)),
+        (StatusCode::BAD_REQUEST, "invalid-tenant")
+    );
+}
+
+#[tokio::test]
+async fn two_tenant_headers_are_400_not_the_first_one() {
+    let f = fixture().await;
+    f.router
+        .preload([
+            ("acme", StampId(1), Epoch(4), AssignmentMode::Serving),
+            ("evil", StampId(2), Epoch(4), AssignmentMode::Serving),
+        ])
+        .unwrap();
+    let svc = RouteLayer::new(f.router.clone(), TenantSource::header()).layer(echo());
+    let req = Request::get("/orders")
+        .header("x-tenant-id", "acme")
+        .header("x-tenant-id", "evil")
+        .body(String::new())
+        .unwrap();
+    let res = send(&svc, req).await;
+    assert_eq!(
+        (res.status(), reason(&res)),
+        (StatusCode::BAD_REQUEST, "invalid-tenant")
+    );
+}
+
+#[tokio::test]
 async fn unknown_tenant_is_404_and_cached() {
     let f = fixture().await;
     let svc = RouteLayer::new(f.router.clone(), TenantSource::header()).layer(echo());

@@ -41,6 +41,11 @@ pub enum ExtractError {
     /// The candidate is not a valid tenant id.
     #[error("invalid tenant id: {0}")]
     InvalidTenant(#[from] TenantIdError),
+    /// The request names its tenant more than once and the names may disagree: two Host or
+    /// tenant headers, or a Host header and a URI authority naming different tenants (the
+    /// `tower` layer checks this; the functions here take one value).
+    #[error("the request names its tenant ambiguously (repeated header, or Host and URI authority disagree)")]
+    Ambiguous,
 }
 
 impl ExtractError {

@@ -12,7 +12,7 @@
 //! | status | `x-stamps-error` | when |
 //! | --- | --- | --- |
 //! | 400 | `missing-tenant` | no host, header or path segment to read the tenant from |
-//! | 400 | `invalid-tenant` | the tenant text is not a valid [`TenantId`] or the host is malformed ([`ExtractError`], [`RouteError::InvalidTenant`]) |
+//! | 400 | `invalid-tenant` | the tenant text is not a valid [`TenantId`], the host is malformed, or the request names its tenant ambiguously: two Host or tenant headers, or a Host header and a URI authority naming different tenants ([`ExtractError`], [`RouteError::InvalidTenant`]) |
 //! | 404 | `unknown-tenant` | no stamp serves the tenant ([`RouteError::UnknownTenant`]) |
 //! | 503 + `Retry-After` | `stamp-unavailable` | the tenant's stamp is unhealthy ([`RouteError::StampUnavailable`]) |
 //! | 503 + `Retry-After` | `registry-unavailable` | the registry is unreachable and no route is known ([`RouteError::Unavailable`]) |
@@ -184,6 +184,16 @@ fn extract_reject(e: ExtractError) -> Reject {
     }
 }
 
+/// The value of a header that must appear at most once.
+fn single<K: http::header::AsHeaderName>(headers: &http::HeaderMap, name: K) -> Result<Option<&[u8]>, ExtractError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ExtractError::Ambiguous);
+    }
+    Ok(first.map(HeaderValue::as_bytes))
+}
+
 #[cfg(feature = "token")]
 fn token_reject(e: TokenError) -> Reject {
     match e {
@@ -235,27 +245,38 @@ impl<R: Registry + ?Sized> fmt::Debug for Shared<R> {
 }
 
 impl<R: Registry + ?Sized> Shared<R> {
+    /// Takes the tenant from the request. The tenant must be named once: two Host headers, two
+    /// tenant headers, or a Host header and a URI authority (absolute-form, HTTP/2
+    /// `:authority`) naming different tenants are [`ExtractError::Ambiguous`] — a service or
+    /// proxy behind the layer that reads the other one would otherwise act for another tenant
+    /// than the one routed.
     fn extract<B>(&self, req: &Request<B>) -> Result<TenantId, ExtractError> {
-        let host = match &self.source {
+        let path = req.uri().path();
+        match &self.source {
             TenantSource::Subdomain { .. } => {
-                let raw = match req.headers().get(HOST) {
-                    Some(v) => Some(v.as_bytes()),
-                    None => req.uri().authority().map(|a| a.as_str().as_bytes()),
-                };
-                match raw {
-                    // Non-UTF-8 bytes are not a host name; report them as non-ASCII.
-                    Some(b) => Some(std::str::from_utf8(b).map_err(|_| ExtractError::NonAsciiHost)?),
-                    None => None,
+                // Non-UTF-8 bytes are not a host name; report them as non-ASCII.
+                let host = single(req.headers(), HOST)?
+                    .map(|b| std::str::from_utf8(b).map_err(|_| ExtractError::NonAsciiHost))
+                    .transpose()?;
+                // `host()` leaves out any userinfo and the port.
+                let authority = req.uri().authority().map(http::uri::Authority::host);
+                match (host, authority) {
+                    (Some(h), Some(a)) => {
+                        let tenant = self.source.extract(Some(h), None, path)?;
+                        if self.source.extract(Some(a), None, path)? != tenant {
+                            return Err(ExtractError::Ambiguous);
+                        }
+                        Ok(tenant)
+                    }
+                    (h, a) => self.source.extract(h.or(a), None, path),
                 }
             }
-            _ => None,
-        };
-        let header = self
-            .source
-            .header_name()
-            .and_then(|name| req.headers().get(name))
-            .map(HeaderValue::as_bytes);
-        self.source.extract(host, header, req.uri().path())
+            TenantSource::Header { name } => {
+                let header = single(req.headers(), name.as_str())?;
+                self.source.extract(None, header, path)
+            }
+            _ => self.source.extract(None, None, path),
+        }
     }
 
     /// Maps a router error to the answer.
