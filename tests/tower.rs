@@ -304,6 +304,26 @@ async fn two_tenant_headers_are_400_not_the_first_one() {
     );
 }
 
+/// A registry that never answers: with a resolve timeout, a miss is a 503, not a hung request.
+#[cfg(feature = "tokio")]
+#[tokio::test(start_paused = true)]
+async fn a_miss_on_a_hanging_registry_is_503_after_the_resolve_timeout() {
+    let clock = FakeClock::starting_at(Timestamp::from_millis(1_000_000));
+    let inner = registry_with_stamps(&clock, 3).await;
+    let registry = TestRegistry::gated(inner, Arc::new(tokio::sync::Semaphore::new(0)));
+    let router = Arc::new(Router::builder(registry.clone()).clock(clock.clone()).build().unwrap());
+    let svc = RouteLayer::new(router, TenantSource::header())
+        .resolve_timeout(Duration::from_secs(2))
+        .unavailable_retry_after(Duration::from_secs(7))
+        .layer(echo());
+    let res = send(&svc, get("tenant-0")).await;
+    assert_eq!(
+        (res.status(), reason(&res), retry_after(&res)),
+        (StatusCode::SERVICE_UNAVAILABLE, "registry-unavailable", Some("7"))
+    );
+    assert_eq!(registry.assignment_calls(), 1);
+}
+
 #[tokio::test]
 async fn unknown_tenant_is_404_and_cached() {
     let f = fixture().await;

@@ -15,7 +15,7 @@
 //! | 400 | `invalid-tenant` | the tenant text is not a valid [`TenantId`], the host is malformed, or the request names its tenant ambiguously: two Host or tenant headers, or a Host header and a URI authority naming different tenants ([`ExtractError`], [`RouteError::InvalidTenant`]) |
 //! | 404 | `unknown-tenant` | no stamp serves the tenant ([`RouteError::UnknownTenant`]) |
 //! | 503 + `Retry-After` | `stamp-unavailable` | the tenant's stamp is unhealthy ([`RouteError::StampUnavailable`]) |
-//! | 503 + `Retry-After` | `registry-unavailable` | the registry is unreachable and no route is known ([`RouteError::Unavailable`]) |
+//! | 503 + `Retry-After` | `registry-unavailable` | the registry is unreachable and no route is known ([`RouteError::Unavailable`]), or (feature `tokio`) it did not answer within [`RouteLayer::resolve_timeout`] |
 //! | 503 + `Retry-After` | `tenant-frozen` | a write (any method but `GET`, `HEAD`, `OPTIONS`) to a tenant whose route is frozen for a cutover; reads pass |
 //! | 400 | `malformed-token` | (feature `token`) the routing token is not a token |
 //! | 401 | `bad-token-signature`, `unknown-token-key`, `expired-token` | (feature `token`) the token is forged or altered, signed with a key not held, or expired |
@@ -33,7 +33,8 @@
 //! has extensions, as hyper's do (`tests/tower_alloc.rs` counts them against the same work by
 //! hand); a request without any extension also gets its extension map allocated by `http`. A
 //! miss awaits [`Router::resolve`] (concurrent misses for one tenant share one registry read)
-//! in a boxed future. With a routing token, verification decodes the token (two small
+//! in a boxed future, for as long as the registry takes unless a resolve timeout is set
+//! (`RouteLayer::resolve_timeout`, feature `tokio`). With a routing token, verification decodes the token (two small
 //! buffers) and reads no registry.
 //!
 //! # Routing tokens
@@ -216,6 +217,8 @@ struct Shared<R: Registry + ?Sized> {
     router: Arc<Router<R>>,
     source: TenantSource,
     unavailable_retry: Duration,
+    #[cfg(feature = "tokio")]
+    resolve_timeout: Option<Duration>,
     #[cfg(feature = "token")]
     tokens: Option<(RoutingTokens, &'static str)>,
 }
@@ -226,6 +229,8 @@ impl<R: Registry + ?Sized> Clone for Shared<R> {
             router: self.router.clone(),
             source: self.source.clone(),
             unavailable_retry: self.unavailable_retry,
+            #[cfg(feature = "tokio")]
+            resolve_timeout: self.resolve_timeout,
             #[cfg(feature = "token")]
             tokens: self.tokens.clone(),
         }
@@ -238,6 +243,8 @@ impl<R: Registry + ?Sized> fmt::Debug for Shared<R> {
         d.field("router", &self.router)
             .field("source", &self.source)
             .field("unavailable_retry", &self.unavailable_retry);
+        #[cfg(feature = "tokio")]
+        d.field("resolve_timeout", &self.resolve_timeout);
         #[cfg(feature = "token")]
         d.field("token_header", &self.tokens.as_ref().map(|(_, h)| *h));
         d.finish()
@@ -277,6 +284,18 @@ impl<R: Registry + ?Sized> Shared<R> {
             }
             _ => self.source.extract(None, None, path),
         }
+    }
+
+    /// Resolves a router miss, within the resolve timeout if one is set.
+    async fn resolve(&self, tenant: &str) -> Result<Route, RouteError> {
+        #[cfg(feature = "tokio")]
+        if let Some(limit) = self.resolve_timeout {
+            return match tokio::time::timeout(limit, self.router.resolve(tenant)).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => Err(RouteError::Unavailable),
+            };
+        }
+        self.router.resolve(tenant).await
     }
 
     /// Maps a router error to the answer.
@@ -397,6 +416,8 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
                 router,
                 source,
                 unavailable_retry: Duration::from_secs(5),
+                #[cfg(feature = "tokio")]
+                resolve_timeout: None,
                 #[cfg(feature = "token")]
                 tokens: None,
             }),
@@ -419,6 +440,30 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     /// ```
     pub fn unavailable_retry_after(mut self, after: Duration) -> Self {
         Arc::make_mut(&mut self.shared).unavailable_retry = after;
+        self
+    }
+
+    /// Bounds how long a router miss waits for the registry: past `limit` the request is
+    /// answered 503 `registry-unavailable` with `Retry-After` (as for an unreachable registry).
+    /// Without it (the default) a miss waits as long as the registry takes to answer or fail, so
+    /// a registry that hangs holds the request until an outer timeout. Needs a tokio runtime
+    /// (the timer is tokio's).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use stamps::integrations::tower::RouteLayer;
+    /// use stamps::integrations::TenantSource;
+    /// use stamps::router::Router;
+    /// use stamps::InMemoryRegistry;
+    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header())
+    ///     .resolve_timeout(Duration::from_secs(2));
+    /// # let _ = layer;
+    /// ```
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+    pub fn resolve_timeout(mut self, limit: Duration) -> Self {
+        Arc::make_mut(&mut self.shared).resolve_timeout = Some(limit);
         self
     }
 
@@ -547,7 +592,7 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let shared = self.shared.clone();
                 RouteFuture::boxed(Box::pin(async move {
-                    let outcome = shared.router.resolve(tenant.as_str()).await;
+                    let outcome = shared.resolve(tenant.as_str()).await;
                     let decided = match outcome {
                         Ok(route) => shared.admit(route, req.method()),
                         Err(e) => Err(shared.route_error(e)),
