@@ -563,12 +563,33 @@ pub fn relay(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     r
 }
 
+/// The stamp URL of a key. The key arrives percent-decoded (axum's `Path`), so it is encoded
+/// again as one path segment: a key holding `/`, `?`, `#` or `%` must not become other path
+/// segments or a query at the stamp (`a%3Fb` stored as `a`, `..%2F..%2Fother%2Fkv%2Fx` read
+/// from another tenant behind a path-normalizing proxy).
 fn kv_uri(endpoint: &str, tenant: &TenantId, key: &str) -> String {
-    format!("{endpoint}/t/{tenant}/kv/{key}")
+    let mut uri = format!("{endpoint}/t/{tenant}/kv/");
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// Refuses the dot segments `.` and `..` as keys: a stamp or proxy that normalizes the path
+/// would resolve them out of the tenant's prefix.
+fn key_rejected(key: &str) -> Option<Response> {
+    matches!(key, "." | "..").then(|| text(StatusCode::BAD_REQUEST, "key must not be `.` or `..`"))
 }
 
 /// `GET /kv/{key}`: read from the serving stamp.
 async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
+    if let Some(r) = key_rejected(&key) {
+        return r;
+    }
     let Some(ResolvedRoute { tenant, route }) = req.extensions().get::<ResolvedRoute>().cloned() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "route missing");
     };
@@ -598,6 +619,9 @@ async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req:
 /// row version; acknowledge only when every stamp of the route applied it. A fence rejection
 /// means the route is stale: refresh it and retry (bounded).
 async fn proxy_put(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
+    if let Some(r) = key_rejected(&key) {
+        return r;
+    }
     let Some(ResolvedRoute { tenant, mut route }) = req.extensions().get::<ResolvedRoute>().cloned() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "route missing");
     };
@@ -1224,6 +1248,36 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
         format!(
             "unknown: {}, bad id: {}, foreign host: {}",
             unknown.status, bad.status, foreign.status
+        ),
+    );
+
+    // Keys are one path segment at the stamp too: an encoded `?` or `/` in a key does not
+    // become a query or other segments upstream, and dot segments are refused.
+    let odd = client.put(first.as_str(), "q%3Fx", "odd").await?;
+    let odd_back = client.get(first.as_str(), "q%3Fx").await?;
+    let truncated = client.get(first.as_str(), "q").await?;
+    let slashed = client.put(first.as_str(), "a%2Fb", "slashed").await?;
+    let slashed_back = client.get(first.as_str(), "a%2Fb").await?;
+    let dots = client.get(first.as_str(), "%2E%2E").await?;
+    checks.check(
+        "keys with encoded ?, / and dot segments stay inside the tenant's key",
+        odd.status == StatusCode::OK
+            && odd_back.status == StatusCode::OK
+            && odd_back.body == "odd"
+            && truncated.body != "odd"
+            && slashed.status == StatusCode::OK
+            && slashed_back.body == "slashed"
+            && dots.status == StatusCode::BAD_REQUEST,
+        format!(
+            "PUT q?x: {}, GET q?x: {} {:?}, GET q: {} {:?}, PUT a/b: {}, GET a/b: {:?}, GET ..: {}",
+            odd.status,
+            odd_back.status,
+            odd_back.body,
+            truncated.status,
+            truncated.body,
+            slashed.status,
+            slashed_back.body,
+            dots.status
         ),
     );
 
