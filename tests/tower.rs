@@ -594,6 +594,26 @@ mod tokens {
     }
 
     #[tokio::test]
+    async fn two_token_headers_are_400_not_the_first_one() {
+        let f = fixture().await;
+        let svc = layer(&f).layer(echo());
+        let first = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(2), Epoch(11), Duration::from_secs(60))
+            .unwrap();
+        let second = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(3), Epoch(12), Duration::from_secs(60))
+            .unwrap();
+        let mut req = with_token("acme", Method::GET, &first);
+        req.headers_mut().append("x-stamps-token", second.parse().unwrap());
+        let res = send(&svc, req).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::BAD_REQUEST, "malformed-token")
+        );
+        assert_eq!(f.registry.assignment_calls(), 0);
+    }
+
+    #[tokio::test]
     async fn a_stale_token_falls_back_to_the_routers_route() {
         let f = fixture().await;
         // The tenant moved to stamp 3 at epoch 20; the client still holds an epoch-10 token for stamp 1.

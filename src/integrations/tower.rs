@@ -17,7 +17,7 @@
 //! | 503 + `Retry-After` | `stamp-unavailable` | the tenant's stamp is unhealthy ([`RouteError::StampUnavailable`]) |
 //! | 503 + `Retry-After` | `registry-unavailable` | the registry is unreachable and no route is known ([`RouteError::Unavailable`]), or (feature `tokio`) it did not answer within [`RouteLayer::resolve_timeout`] |
 //! | 503 + `Retry-After` | `tenant-frozen` | a write (any method but `GET`, `HEAD`, `OPTIONS`) to a tenant whose route is frozen for a cutover; reads pass |
-//! | 400 | `malformed-token` | (feature `token`) the routing token is not a token |
+//! | 400 | `malformed-token` | (feature `token`) the routing token is not a token, or the request carries two |
 //! | 401 | `bad-token-signature`, `unknown-token-key`, `expired-token` | (feature `token`) the token is forged or altered, signed with a key not held, or expired |
 //! | 400 | `token-tenant-mismatch` | (feature `token`) the token names another tenant than the request |
 //!
@@ -326,10 +326,12 @@ impl<R: Registry + ?Sized> Shared<R> {
     fn decide_sync<B>(&self, tenant: &TenantId, req: &Request<B>) -> Result<Option<Route>, Reject> {
         #[cfg(feature = "token")]
         if let Some((tokens, header)) = &self.tokens {
-            if let Some(value) = req.headers().get(*header) {
-                return self
-                    .decide_token(tokens, value.as_bytes(), tenant, req.method())
-                    .map(Some);
+            // Two tokens are ambiguous (a stamp reading the other one would act on another
+            // assignment than the one routed): refused as malformed.
+            let token =
+                single(req.headers(), *header).map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "malformed-token"))?;
+            if let Some(value) = token {
+                return self.decide_token(tokens, value, tenant, req.method()).map(Some);
             }
         }
         match self.router.route(tenant.as_str()) {
