@@ -282,6 +282,71 @@ async fn host_and_uri_authority_that_name_different_tenants_are_400() {
     );
 }
 
+/// Whatever Host header and URI authority a request carries, the layer routes only a tenant
+/// that every one of them names; when they name different tenants it answers 400.
+#[test]
+fn host_and_authority_never_route_a_tenant_one_of_them_does_not_name() {
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = Arc::new(Router::builder(InMemoryRegistry::new()).build().unwrap());
+    router
+        .preload([
+            ("acme", StampId(1), Epoch(1), AssignmentMode::Serving),
+            ("beta", StampId(2), Epoch(1), AssignmentMode::Serving),
+        ])
+        .unwrap();
+    let svc = RouteLayer::new(
+        router,
+        TenantSource::Subdomain {
+            base_domain: "app.example".into(),
+        },
+    )
+    .layer(echo());
+    let host = || {
+        (
+            prop_oneof![Just("acme"), Just("ACME"), Just("beta"), Just("gamma")],
+            prop_oneof![Just(""), Just(":443"), Just(":8080")],
+        )
+            .prop_map(|(label, port)| format!("{label}.app.example{port}"))
+    };
+    let strategy = (proptest::option::of(host()), proptest::option::of(host()));
+    let mut runner = TestRunner::new(Config::with_cases(256));
+    runner
+        .run(&strategy, |(header, authority)| {
+            let uri = match &authority {
+                Some(a) => format!("http://{a}/orders"),
+                None => "/orders".to_string(),
+            };
+            let mut req = Request::get(uri).body(String::new()).unwrap();
+            if let Some(h) = &header {
+                req.headers_mut().insert("host", h.parse().unwrap());
+            }
+            let res = rt.block_on(send(&svc, req));
+            let label = |h: &Option<String>| {
+                h.as_deref()
+                    .and_then(|h| h.split('.').next())
+                    .map(str::to_ascii_lowercase)
+            };
+            let named: Vec<String> = [label(&header), label(&authority)].into_iter().flatten().collect();
+            let disagree = named.windows(2).any(|w| w[0] != w[1]);
+            match res.status().as_u16() {
+                200 => {
+                    let routed = res.body().split('/').nth(2).unwrap_or_default().to_string();
+                    prop_assert!(!disagree);
+                    prop_assert!(named.iter().all(|n| *n == routed), "routed {} for {:?}", routed, named);
+                }
+                400 => prop_assert!(disagree || named.is_empty(), "400 for {:?}", named),
+                404 => prop_assert!(!disagree && named.iter().all(|n| n == "gamma")),
+                s => prop_assert!(false, "status {}", s),
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 #[tokio::test]
 async fn two_tenant_headers_are_400_not_the_first_one() {
     let f = fixture().await;
