@@ -134,7 +134,9 @@ fn arg(name: &str, default: f64) -> f64 {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        // Negative, NaN or infinite values would panic in `Duration::from_secs_f64`.
+        .filter(|v| v.is_finite() && *v >= 0.0)
         .unwrap_or(default)
 }
 
