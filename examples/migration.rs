@@ -53,8 +53,15 @@ fn spawn_writer(
 }
 
 /// Steps a migration to its end, printing every transition, letting writers run in between.
-async fn drive(mut m: Migration, clock: &FakeClock, writes: &AtomicU64) -> Result<MigrationState, Error> {
-    loop {
+/// Gives up after `MAX_STEPS` steps, so a migration that never ends fails the run (and CI)
+/// instead of hanging it.
+async fn drive(
+    mut m: Migration,
+    clock: &FakeClock,
+    writes: &AtomicU64,
+) -> Result<MigrationState, Box<dyn std::error::Error>> {
+    const MAX_STEPS: usize = 1_000;
+    for _ in 0..MAX_STEPS {
         let before = writes.load(Ordering::SeqCst);
         for _ in 0..10_000 {
             if writes.load(Ordering::SeqCst) >= before + 50 {
@@ -90,6 +97,7 @@ async fn drive(mut m: Migration, clock: &FakeClock, writes: &AtomicU64) -> Resul
             other => println!("  {}: {other:?}", m.id()),
         }
     }
+    Err(format!("{} did not end within {MAX_STEPS} steps (state {})", m.id(), m.state()).into())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
