@@ -503,6 +503,24 @@ mod tests {
         ]
     }
 
+    /// Every ASCII byte and a few non-ASCII characters, at every position of ids of every
+    /// inline length (and just past it): the word-wise byte-class check agrees with
+    /// `TenantId::validate`.
+    #[test]
+    fn parse_agrees_with_validate_for_every_byte_at_every_position() {
+        let others = ['é', 'ÿ', '\u{80}', '\u{7ff}', '😀'];
+        for len in 1..=INLINE + 1 {
+            for pos in 0..len {
+                let ascii = (0u8..128).map(char::from);
+                for c in ascii.chain(others) {
+                    let mut text: String = "a".repeat(len);
+                    text.replace_range(pos..pos + 1, c.encode_utf8(&mut [0; 4]));
+                    assert_eq!(Key::parse(&text).is_ok(), TenantId::validate(&text).is_ok(), "{text:?}");
+                }
+            }
+        }
+    }
+
     proptest! {
         /// The fast parser accepts exactly what `TenantId::validate` accepts, and keeps the text.
         #[test]
