@@ -2,20 +2,35 @@
 //! words with a sequence lock per slot.
 //!
 //! A slot is seven `AtomicU64` words (56 bytes): sequence, the zero-padded tenant id (three
-//! words), epoch, fetch time, and stamp + flags. A lookup hashes the id, goes to its home slot
-//! and probes linearly; at the load this table is sized for (at most 3/4 at the size bound)
-//! that is usually one or two adjacent cache lines. Readers only **load**: they read the
+//! words), epoch, fetch time, and stamp + flags. Readers only **load**: they read the
 //! sequence, the words, then the sequence again, and retry if a writer was in between (the
 //! seqlock pattern with all-atomic data, so it is data-race free and needs no `unsafe`).
 //! Nothing a reader does writes memory, so reader threads never contend.
 //!
-//! Writers are serialized by the router's writer lock and update slots in place: no copying,
-//! so a change is visible as soon as `apply` returns. Deletions leave a "grave" that keeps
-//! probe chains intact; inserts reuse graves. When the table holds `max_entries`, an insert
-//! evicts the entry loaded longest ago among the slots of its own probe chain and takes that
-//! slot (so no chain is ever broken).
+//! Two probe layouts, chosen by size when the table is built:
 //!
-//! The memory is allocated once, at build time: `⌈max_entries × 4/3⌉ × 56` bytes.
+//! - **Tagged** (up to [`TAGGED_MAX_SLOTS`] slots, about three million entries): slots come in
+//!   groups of eight, and a separate array holds one tag byte per slot (empty, grave, or seven
+//!   bits of the key's hash), a word per group. A lookup loads its home group's tag word,
+//!   finds the slots whose tag matches with a few word operations (no branch per slot) and
+//!   reads the matching slot: almost always one tag word and one slot, with predictable
+//!   branches. The tag array (one byte per slot) stays in the CPU caches at these sizes.
+//! - **Linear** (larger tables): plain linear probing from the home slot. Beyond a few
+//!   megabytes the tag array no longer stays cached, and a second memory access per lookup
+//!   costs more than the probing it saves.
+//!
+//! In both, the probe trusts only the slot's words (tags are hints), and a chain ends at its
+//! first empty slot.
+//!
+//! Writers are serialized by the router's writer lock and update slots in place: no copying,
+//! so a change is visible as soon as `apply` returns. An insert takes the first free slot of
+//! its chain; deletions leave a "grave" that keeps chains intact, and inserts reuse graves, so
+//! an entry never moves while it is present. When the table holds `max_entries`, an insert
+//! evicts the entry loaded longest ago among the slots of its own chain and takes that slot
+//! (so no chain is ever broken).
+//!
+//! The memory is allocated once, at build time: `⌈max_entries × 4/3⌉` slots rounded up to a
+//! whole group, 56 bytes each, plus one tag byte per slot in the tagged layout.
 
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 
@@ -27,6 +42,17 @@ const KEY: usize = 1;
 const EPOCH: usize = 4;
 const FETCHED: usize = 5;
 const STAMP_META: usize = 6;
+
+/// Slots per group (one tag word).
+const GROUP: usize = 8;
+/// The largest table with a tag array (4 MiB of tags), measured on 2-core x86-64 machines
+/// with 1 MiB of L2 per core: at 1.5 million slots the tagged layout answers about 10%
+/// faster than linear probing; at 15 million, 30% slower.
+pub(crate) const TAGGED_MAX_SLOTS: usize = 4 << 20;
+/// Tag of a slot never used since the table was built or cleared.
+const EMPTY_TAG: u8 = 0;
+/// Tag of a deleted entry's slot.
+const GRAVE_TAG: u8 = 1;
 
 /// `meta` bit of a slot whose entry was deleted (probing continues past it).
 pub(crate) const GRAVE: u32 = 1 << 29;
@@ -65,6 +91,21 @@ impl Seeds {
     }
 }
 
+/// The tag of a live entry: the hash's low seven bits with the high bit set (so it is never
+/// [`EMPTY_TAG`] or [`GRAVE_TAG`]); the group comes from the hash's high bits.
+#[inline(always)]
+fn tag_of(hash: u64) -> u8 {
+    0x80 | (hash as u8 & 0x7f)
+}
+
+/// The high bit of every byte of `x` that is zero, and no other bit (exact: no false
+/// positives, unlike the shorter has-zero-byte trick).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
 /// Key equality on scalars (an array `==` may go through the stack as a vector compare and
 /// stall on store forwarding).
 #[inline(always)]
@@ -93,7 +134,13 @@ pub(crate) use super::table::Upsert;
 
 pub(crate) struct FastTable {
     words: Box<[AtomicU64]>,
+    /// Tagged layout: one word per group, byte `j` the tag of the group's slot `j`. Empty in
+    /// the linear layout.
+    tags: Box<[AtomicU64]>,
+    /// Which layout (fixed at build time).
+    tagged: bool,
     slots: usize,
+    groups: usize,
     max_entries: usize,
     len: AtomicUsize,
 }
@@ -109,11 +156,31 @@ impl std::fmt::Debug for FastTable {
 
 impl FastTable {
     pub(crate) fn new(max_entries: usize) -> FastTable {
+        FastTable::with_layout(max_entries, Self::tagged_for(max_entries))
+    }
+
+    /// Whether a table for `max_entries` uses the tagged layout.
+    fn tagged_for(max_entries: usize) -> bool {
+        max_entries.max(1).saturating_mul(4).div_ceil(3) <= TAGGED_MAX_SLOTS
+    }
+
+    /// A table in the given layout (tests use both at every size).
+    pub(crate) fn with_layout(max_entries: usize, tagged: bool) -> FastTable {
         let max_entries = max_entries.max(1);
-        let slots = max_entries.saturating_mul(4).div_ceil(3).clamp(4, u32::MAX as usize);
+        let groups = max_entries
+            .saturating_mul(4)
+            .div_ceil(3)
+            .div_ceil(GROUP)
+            .clamp(1, u32::MAX as usize / GROUP);
+        let slots = groups * GROUP;
         FastTable {
             words: (0..slots * WORDS).map(|_| AtomicU64::new(0)).collect(),
+            tags: (0..if tagged { groups } else { 0 })
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            tagged,
             slots,
+            groups,
             max_entries: max_entries.min(slots - 1),
             len: AtomicUsize::new(0),
         }
@@ -123,9 +190,25 @@ impl FastTable {
         self.len.load(Ordering::Relaxed)
     }
 
-    #[inline]
+    /// The key's home group (tagged layout).
+    #[inline(always)]
     fn home(&self, hash: u64) -> usize {
+        (((hash >> 32) * self.groups as u64) >> 32) as usize
+    }
+
+    /// The key's home slot (linear layout).
+    #[inline(always)]
+    fn home_slot(&self, hash: u64) -> usize {
         (((hash >> 32) * self.slots as u64) >> 32) as usize
+    }
+
+    #[inline(always)]
+    fn next_group(&self, g: usize) -> usize {
+        if g + 1 == self.groups {
+            0
+        } else {
+            g + 1
+        }
     }
 
     #[inline]
@@ -170,8 +253,18 @@ impl FastTable {
         }
     }
 
-    /// Writes a slot (writer lock held).
-    fn write(&self, slot: usize, key: Words, data: SlotData) {
+    /// Sets `slot`'s tag (writer lock held). Published after the slot's words, so a reader
+    /// that sees the tag finds the words (and one that does not is concurrent with the write).
+    fn set_tag(&self, slot: usize, tag: u8) {
+        if let Some(w) = self.tags.get(slot / GROUP) {
+            let shift = (slot % GROUP) * 8;
+            let v = w.load(Ordering::Relaxed);
+            w.store((v & !(0xff << shift)) | (u64::from(tag) << shift), Ordering::Release);
+        }
+    }
+
+    /// Writes a slot and its tag (writer lock held).
+    fn write(&self, slot: usize, key: Words, data: SlotData, tag: u8) {
         let Some(seq) = self.word(slot, SEQ) else { return };
         let s = seq.load(Ordering::Relaxed);
         seq.store(s.wrapping_add(1), Ordering::Relaxed);
@@ -191,19 +284,72 @@ impl FastTable {
             w.store(u64::from(data.stamp) | (u64::from(data.meta) << 32), Ordering::Relaxed);
         }
         seq.store(s.wrapping_add(2), Ordering::Release);
+        self.set_tag(slot, tag);
     }
 
     /// The entry for `key`, if present.
     #[inline(always)]
     pub(crate) fn get(&self, key: &Words, hash: u64) -> Option<SlotData> {
-        let mut i = self.home(hash);
-        for _ in 0..self.slots {
-            let r = self.read(i)?;
-            if same(&r.key, key) {
-                return Some(r.data);
+        if self.tagged {
+            self.get_tagged(key, hash)
+        } else {
+            self.get_linear(key, hash)
+        }
+    }
+
+    /// Tagged lookup. Per group: one tag-word load, a word-wise match of the key's tag, and a
+    /// consistent read of each matching slot (almost always exactly one). The chain ends at the
+    /// first group with an empty slot. A tag that is out of date (a writer is inserting or
+    /// deleting right now) can only make the lookup miss an entry written concurrently with it.
+    #[inline(always)]
+    fn get_tagged(&self, key: &Words, hash: u64) -> Option<SlotData> {
+        let want = u64::from(tag_of(hash)) * 0x0101_0101_0101_0101;
+        let mut g = self.home(hash);
+        for _ in 0..self.groups {
+            let tags = self.tags.get(g)?.load(Ordering::Acquire);
+            let mut hits = zero_bytes(tags ^ want);
+            while hits != 0 {
+                let slot = g * GROUP + (hits.trailing_zeros() / 8) as usize;
+                let r = self.read(slot)?;
+                if same(&r.key, key) {
+                    return Some(r.data);
+                }
+                hits &= hits - 1;
             }
-            if r.is_empty() {
+            if zero_bytes(tags) != 0 {
                 return None;
+            }
+            g = self.next_group(g);
+        }
+        None
+    }
+
+    /// Linear lookup. The probe compares only key words, without the sequence check; the slot
+    /// that matches (and a slot that looks free, which may end the chain) is then read
+    /// consistently. This is sound because an entry never moves while it is present, so a
+    /// torn read of another key's slot can at worst look like that other key, and a torn read
+    /// of a slot being rewritten for `key` itself shows `key`'s unchanged words.
+    #[inline(always)]
+    fn get_linear(&self, key: &Words, hash: u64) -> Option<SlotData> {
+        let mut i = self.home_slot(hash);
+        for _ in 0..self.slots {
+            let base = i * WORDS;
+            let [k0, k1, k2] = self.words.get(base + KEY..base + KEY + 3)? else {
+                return None;
+            };
+            let k = [
+                k0.load(Ordering::Relaxed),
+                k1.load(Ordering::Relaxed),
+                k2.load(Ordering::Relaxed),
+            ];
+            if same(&k, key) || k[0] == 0 {
+                let r = self.read(i)?;
+                if same(&r.key, key) {
+                    return Some(r.data);
+                }
+                if r.is_empty() {
+                    return None;
+                }
             }
             i += 1;
             if i == self.slots {
@@ -213,14 +359,25 @@ impl FastTable {
         None
     }
 
+    /// The slots of `hash`'s chain in probe order, from its home (whole groups in the tagged
+    /// layout, so the chain's first empty slot may be followed by more empty ones). The caller
+    /// stops at the first empty slot.
+    fn chain(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let start = if self.tagged {
+            self.home(hash) * GROUP
+        } else {
+            self.home_slot(hash)
+        };
+        (start..self.slots).chain(0..start)
+    }
+
     /// Finds the slot holding `key`, or where to put it: `(Some(slot), _)` when present, else
-    /// `(None, free)` with the first grave or the empty slot ending the chain, and the chain's
+    /// `(None, free)` with the chain's first free slot (grave or empty), and the chain's
     /// occupied slot loaded longest ago (eviction victim).
     fn locate(&self, key: &Words, hash: u64) -> (Option<usize>, Option<usize>, Option<(usize, u64)>) {
-        let mut i = self.home(hash);
         let mut free = None;
         let mut oldest: Option<(usize, u64)> = None;
-        for _ in 0..self.slots {
+        for i in self.chain(hash) {
             let Some(r) = self.read(i) else { break };
             if same(&r.key, key) {
                 return (Some(i), free, oldest);
@@ -239,10 +396,6 @@ impl FastTable {
                     oldest = Some((i, r.data.fetched));
                 }
             }
-            i += 1;
-            if i == self.slots {
-                i = 0;
-            }
         }
         (None, free, oldest)
     }
@@ -250,19 +403,20 @@ impl FastTable {
     /// Inserts or replaces `key`'s entry unless the table holds a larger epoch (writer lock
     /// held).
     pub(crate) fn upsert(&self, key: &Words, hash: u64, data: SlotData) -> Upsert {
+        let tag = tag_of(hash);
         let (found, free, oldest) = self.locate(key, hash);
         if let Some(slot) = found {
             return match self.read(slot) {
                 Some(old) if old.data.epoch > data.epoch => Upsert::Kept,
                 _ => {
-                    self.write(slot, *key, data);
+                    self.write(slot, *key, data, tag);
                     Upsert::Replaced
                 }
             };
         }
         if self.len() >= self.max_entries {
             if let Some((victim, _)) = oldest {
-                self.write(victim, *key, data);
+                self.write(victim, *key, data, tag);
                 return Upsert::Inserted { evicted: true };
             }
         }
@@ -271,7 +425,7 @@ impl FastTable {
                 // At the bound with nothing to evict in this chain: evict the next entry after
                 // the free slot instead (leaving a grave keeps its own chain intact).
                 let evicted = self.len() >= self.max_entries && self.evict_after(slot);
-                self.write(slot, *key, data);
+                self.write(slot, *key, data, tag);
                 if !evicted {
                     self.len.fetch_add(1, Ordering::Relaxed);
                 }
@@ -279,7 +433,7 @@ impl FastTable {
             }
             None => match oldest {
                 Some((victim, _)) => {
-                    self.write(victim, *key, data);
+                    self.write(victim, *key, data, tag);
                     Upsert::Inserted { evicted: true }
                 }
                 None => Upsert::Kept,
@@ -297,7 +451,7 @@ impl FastTable {
             }
             if let Some(r) = self.read(i) {
                 if !r.is_empty() && !r.is_grave() {
-                    self.write(i, [0; 3], GRAVE_DATA);
+                    self.write(i, [0; 3], GRAVE_DATA, GRAVE_TAG);
                     return true;
                 }
             }
@@ -310,7 +464,7 @@ impl FastTable {
         let (found, _, _) = self.locate(key, hash);
         match found {
             Some(slot) => {
-                self.write(slot, [0; 3], GRAVE_DATA);
+                self.write(slot, [0; 3], GRAVE_DATA, GRAVE_TAG);
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 true
             }
@@ -331,8 +485,12 @@ impl FastTable {
                         stamp: 0,
                         meta: 0,
                     },
+                    EMPTY_TAG,
                 );
             }
+        }
+        for t in self.tags.iter() {
+            t.store(0, Ordering::Release);
         }
         self.len.store(0, Ordering::Relaxed);
     }
@@ -371,9 +529,9 @@ mod tests {
         /// Model-based: without hitting the bound, the table answers like a map that keeps the
         /// largest epoch; the length matches; removals and graves never hide other keys.
         #[test]
-        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..200)) {
+        fn behaves_like_a_map(ops in proptest::collection::vec(op(), 1..200), tagged in any::<bool>()) {
             let seeds = Seeds::random();
-            let table = FastTable::new(64);
+            let table = FastTable::with_layout(64, tagged);
             let mut model: HashMap<u8, u64> = HashMap::new();
             for op in ops {
                 match op {
@@ -405,12 +563,51 @@ mod tests {
             }
         }
 
+        /// The same with hashes from a tiny set, so that keys share home groups and tags:
+        /// chains run over several groups, several slots of a group match a tag, and graves
+        /// sit in the middle of chains.
+        #[test]
+        fn behaves_like_a_map_under_collisions(
+            ops in proptest::collection::vec(op(), 1..300),
+            spread in 1u64..4,
+            tagged in any::<bool>(),
+        ) {
+            let hash = |k: u8| (u64::from(k) % spread).wrapping_mul(0x9e37_79b9_7f4a_7c15) & !0x7f;
+            let table = FastTable::with_layout(48, tagged);
+            let mut model: HashMap<u8, u64> = HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Upsert(k, e) => {
+                        let data = SlotData { epoch: e, fetched: e, stamp: u32::from(k), meta: 0 };
+                        let up = table.upsert(&key(k), hash(k), data);
+                        let cur = model.get(&k).copied();
+                        match cur {
+                            Some(old) if old > e => prop_assert_eq!(up, Upsert::Kept),
+                            Some(_) => prop_assert_eq!(up, Upsert::Replaced),
+                            None => prop_assert_eq!(up, Upsert::Inserted { evicted: false }),
+                        }
+                        if cur.map_or(true, |old| old <= e) {
+                            model.insert(k, e);
+                        }
+                    }
+                    Op::Remove(k) => {
+                        prop_assert_eq!(table.remove(&key(k), hash(k)), model.remove(&k).is_some());
+                    }
+                }
+                prop_assert_eq!(table.len(), model.len());
+                for k in 0u8..40 {
+                    let got = table.get(&key(k), hash(k)).map(|d| (d.epoch, d.stamp));
+                    prop_assert_eq!(got, model.get(&k).map(|e| (*e, u32::from(k))));
+                }
+            }
+        }
+
         /// At the bound, inserts evict: the table never holds more than `max_entries`, and the
         /// newest insert is always found.
         #[test]
-        fn bound_holds(keys in proptest::collection::vec(0u8..200, 1..300)) {
+        fn bound_holds(keys in proptest::collection::vec(0u8..200, 1..300), tagged in any::<bool>()) {
             let seeds = Seeds::random();
-            let table = FastTable::new(16);
+            let table = FastTable::with_layout(16, tagged);
             for (t, k) in keys.into_iter().enumerate() {
                 let w = key(k);
                 let data = SlotData { epoch: 1, fetched: t as u64, stamp: 1, meta: 0 };
@@ -419,5 +616,71 @@ mod tests {
                 prop_assert!(table.get(&w, seeds.hash(&w)).is_some());
             }
         }
+    }
+
+    /// `zero_bytes` flags exactly the zero bytes, for every byte value at every position.
+    #[test]
+    fn zero_bytes_is_exact() {
+        for pos in 0..8 {
+            for b in 0u64..256 {
+                for fill in [0u64, 1, 0x7f, 0x80, 0xff] {
+                    let mut x = 0u64;
+                    for i in 0..8 {
+                        let byte = if i == pos { b } else { fill };
+                        x |= byte << (8 * i);
+                    }
+                    let want = (0..8)
+                        .filter(|i| (x >> (8 * i)) & 0xff == 0)
+                        .fold(0u64, |m, i| m | (0x80 << (8 * i)));
+                    assert_eq!(zero_bytes(x), want, "{x:#018x}");
+                }
+            }
+        }
+    }
+
+    /// After `clear`, nothing is found, and the table fills again to its bound.
+    #[test]
+    fn clear_empties_slots_and_tags() {
+        for tagged in [false, true] {
+            clear_empties(tagged);
+        }
+    }
+
+    fn clear_empties(tagged: bool) {
+        let seeds = Seeds::random();
+        let table = FastTable::with_layout(30, tagged);
+        let data = SlotData {
+            epoch: 1,
+            fetched: 1,
+            stamp: 1,
+            meta: 0,
+        };
+        for k in 0..30 {
+            let w = key(k);
+            table.upsert(&w, seeds.hash(&w), data);
+        }
+        table.clear();
+        assert_eq!(table.len(), 0);
+        assert!(table.tags.iter().all(|t| t.load(Ordering::Relaxed) == 0));
+        for k in 0..30 {
+            let w = key(k);
+            assert_eq!(table.get(&w, seeds.hash(&w)), None);
+            assert_eq!(
+                table.upsert(&w, seeds.hash(&w), data),
+                Upsert::Inserted { evicted: false }
+            );
+        }
+        assert_eq!(table.len(), 30);
+    }
+
+    /// The layout follows the size: tagged up to `TAGGED_MAX_SLOTS` slots.
+    #[test]
+    fn layout_follows_size() {
+        assert!(FastTable::new(1_000).tagged);
+        assert!(FastTable::tagged_for(1_000_000));
+        assert!(FastTable::tagged_for(TAGGED_MAX_SLOTS * 3 / 4));
+        assert!(!FastTable::tagged_for(TAGGED_MAX_SLOTS));
+        assert!(!FastTable::tagged_for(10_000_000));
+        assert!(!FastTable::with_layout(1_000, false).tagged);
     }
 }

@@ -77,6 +77,10 @@ fn millis(d: Duration) -> u64 {
 
 static NEXT_ROUTER_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Stamps with ids below this have their endpoint in `Shared::endpoints` (4 KiB per router);
+/// larger ids are found in the stamp view.
+const DENSE_STAMPS: u32 = 1024;
+
 /// A thread's copy of one router's stamp view.
 struct CachedView {
     router: u64,
@@ -172,6 +176,11 @@ struct Shared {
     stamps: ArcSwap<StampView>,
     /// Bumped after every store to `stamps`; readers keep a per-thread copy of the view.
     stamps_version: AtomicU64,
+    /// Endpoint handles ([`intern::Handle`]) of stamps with ids below [`DENSE_STAMPS`],
+    /// indexed by stamp id: the route path reads an endpoint with two plain loads and no
+    /// branch that depends on which stamp it is (a mispredicted branch there would discard
+    /// the work the CPU had started on the next request while this one waits for memory).
+    endpoints: Box<[AtomicU32]>,
     /// Identifies this router in the per-thread caches.
     id: u64,
     health: Option<HealthTable>,
@@ -349,6 +358,7 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
             down_since: AtomicU64::new(0),
             stamps: ArcSwap::from_pointee(StampView::default()),
             stamps_version: AtomicU64::new(0),
+            endpoints: (0..DENSE_STAMPS).map(|_| AtomicU32::new(0)).collect(),
             id: NEXT_ROUTER_ID.fetch_add(1, Ordering::Relaxed),
             health: self.health,
             standby: RwLock::new(HashMap::new()),
@@ -507,11 +517,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// ```
     #[inline]
     pub fn route(&self, tenant: &str) -> Result<Route, RouteError> {
-        let r = self.shared.lookup(tenant, true);
-        if let Err(RouteError::Miss) = r {
-            self.shared.stats.incr(Counter::Miss);
-        }
-        r
+        self.shared.lookup(tenant, true)
     }
 
     /// Routes a tenant, reading the registry on a miss.
@@ -1084,7 +1090,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// assert_eq!(router.stamp_endpoint(StampId(4)), Some("http://10.0.0.4:8080"));
     /// ```
     pub fn stamp_endpoint(&self, stamp: StampId) -> Option<&'static str> {
-        self.shared.with_stamps(|v| v.endpoint(stamp))
+        self.shared.endpoint(stamp)
     }
 
     /// The health table the router consults, if one was configured
@@ -1357,7 +1363,10 @@ impl Shared {
     }
 
     fn set_stamp(&self, stamp: StampId, endpoint: Option<&str>) {
-        let endpoint = endpoint.map(intern::intern);
+        let (handle, endpoint) = match endpoint.map(intern::intern) {
+            Some((h, text)) => (h, Some(text)),
+            None => (0, None),
+        };
         let current = self.stamps.load();
         if current.map.get(&stamp) == Some(&endpoint) {
             return;
@@ -1368,6 +1377,9 @@ impl Shared {
         next.insert(stamp, endpoint);
         self.stamps.store(Arc::new(StampView::from_map(next)));
         self.stamps_version.fetch_add(1, Ordering::AcqRel);
+        if let Some(word) = self.endpoints.get(stamp.0 as usize) {
+            word.store(handle, Ordering::Release);
+        }
     }
 
     fn remove_stamp(&self, stamp: StampId) {
@@ -1378,31 +1390,108 @@ impl Shared {
             next.remove(&stamp);
             self.stamps.store(Arc::new(StampView::from_map(next)));
             self.stamps_version.fetch_add(1, Ordering::AcqRel);
+            if let Some(word) = self.endpoints.get(stamp.0 as usize) {
+                word.store(0, Ordering::Release);
+            }
         }
     }
 
+    /// The endpoint of `stamp` (`None` if unknown or without one), without locks,
+    /// thread-locals or allocation.
+    #[inline(always)]
+    fn endpoint(&self, stamp: StampId) -> Option<&'static str> {
+        match self.endpoints.get(stamp.0 as usize) {
+            Some(word) => intern::resolve(word.load(Ordering::Acquire)),
+            None => self.sparse_endpoint(stamp),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn sparse_endpoint(&self, stamp: StampId) -> Option<&'static str> {
+        self.with_stamps(|v| v.endpoint(stamp))
+    }
+
     /// The table lookup behind `route`; `count` records hits and negative hits.
+    ///
+    /// The hit path for ids of up to 24 bytes does not validate the text: only a valid id can
+    /// equal a key the table holds (see [`table::inline_words`]). Everything else, including
+    /// every invalid id, goes through [`Shared::lookup_slow`], which validates in full.
+    ///
+    /// `count` records the outcome in the counters (hit, miss, negative hit, stale serve,
+    /// stamp unavailable).
     #[inline(always)]
     fn lookup(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
-        let key = Key::parse(tenant)?;
-        let now = self.now_ms();
-        match key {
-            Key::Short(ref k) => {
-                let hash = self.fast_hash(k);
-                if let Some(d) = self.fast.get(k, hash) {
-                    if !d.has_mode() {
-                        return self.answer(AssignmentMode::Serving, tenant, d, now, count);
-                    }
-                    return self.answer_with_mode(tenant, k, hash, d, now, count);
+        if let Some(k) = table::inline_words(tenant) {
+            let hash = self.fast_hash(&k);
+            if let Some(d) = self.fast.get(&k, hash) {
+                let now = self.now_ms();
+                // A fresh serving entry of the current generation (no flag set): the hot case,
+                // decided with one comparison of `meta` and one of the time.
+                if d.meta == self.generation.load(Ordering::Relaxed) && now < d.fetched.saturating_add(self.ttl_ms) {
+                    return self.serve(tenant, d, count);
                 }
-            }
-            Key::Long(_) => {
-                if let Some((d, mode)) = self.long_entry(tenant, &key) {
-                    return self.answer(mode, tenant, d, now, count);
-                }
+                return self.answer_fast_slow(tenant, &k, hash, d, now, count);
             }
         }
-        self.negative_lookup(&key, now, count)
+        self.lookup_slow(tenant, count)
+    }
+
+    /// A fresh, serving route from `d`, counted as a hit.
+    #[inline(always)]
+    fn serve(&self, tenant: &str, d: SlotData, count: bool) -> Result<Route, RouteError> {
+        let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), AssignmentMode::Serving, false);
+        if count {
+            match r {
+                Ok(_) => self.stats.incr(Counter::Hit),
+                Err(_) => self.stats.incr(Counter::StampUnavailable),
+            }
+        }
+        r
+    }
+
+    /// `lookup` for a fast-table entry that is not a fresh serving one: a tombstone, a mode,
+    /// an expired entry, or an entry of an older generation.
+    #[inline(never)]
+    fn answer_fast_slow(
+        &self,
+        tenant: &str,
+        k: &fast::Words,
+        hash: u64,
+        d: SlotData,
+        now: u64,
+        count: bool,
+    ) -> Result<Route, RouteError> {
+        let r = if d.has_mode() {
+            self.answer_with_mode(tenant, k, hash, d, now, count)
+        } else {
+            self.answer(AssignmentMode::Serving, tenant, d, now, count)
+        };
+        self.count_miss(&r, count);
+        r
+    }
+
+    /// `lookup` for long ids, ids the fast table does not hold, and invalid text.
+    #[inline(never)]
+    fn lookup_slow(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
+        let key = Key::parse(tenant)?;
+        let now = self.now_ms();
+        let r = match key {
+            Key::Long(_) => match self.long_entry(tenant, &key) {
+                Some((d, mode)) => self.answer(mode, tenant, d, now, count),
+                None => self.negative_lookup(&key, now, count),
+            },
+            Key::Short(_) => self.negative_lookup(&key, now, count),
+        };
+        self.count_miss(&r, count);
+        r
+    }
+
+    #[inline]
+    fn count_miss(&self, r: &Result<Route, RouteError>, count: bool) {
+        if count && matches!(r, Err(RouteError::Miss)) {
+            self.stats.incr(Counter::Miss);
+        }
     }
 
     /// A consistent entry of the fast table: slot and mode of the same write. Only tenants in
@@ -1599,8 +1688,11 @@ impl Shared {
                 return self.with_stamps(|stamps| self.fail_over(stamps, health, tenant, stamp, since, epoch, stale));
             }
         }
-        let (endpoint, shadow_endpoint) =
-            self.with_stamps(|stamps| (stamps.endpoint(stamp), mode.shadow().and_then(|s| stamps.endpoint(s))));
+        let endpoint = self.endpoint(stamp);
+        let shadow_endpoint = match mode {
+            AssignmentMode::Serving => None,
+            _ => mode.shadow().and_then(|s| self.endpoint(s)),
+        };
         Ok(Route {
             stamp,
             endpoint,

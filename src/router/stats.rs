@@ -55,19 +55,54 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         if self.0 < STRIPES {
+            // Anything this thread still counts (from other thread-local destructors) goes to
+            // the shared stripe: the index may be handed to a new thread now.
+            let _ = STRIPE.try_with(|s| s.set(STRIPES));
             FREE_STRIPES.lock().push(self.0);
         }
     }
 }
 
+/// Not yet assigned (the thread has not counted anything yet).
+const UNSET: usize = usize::MAX;
+
 thread_local! {
-    static STRIPE: Owned = Owned::acquire();
+    /// The thread's stripe index: a `const` thread-local without destructor, so reading it is
+    /// one load (no lazy-initialization or destructor state to check on the hot path).
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(UNSET) };
+    /// Owns the stripe and returns it when the thread exits.
+    static OWNER: std::cell::RefCell<Option<Owned>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The calling thread's stripe: below `STRIPES` it is owned by this thread alone.
-#[inline]
+#[inline(always)]
 fn stripe_index() -> usize {
-    STRIPE.try_with(|s| s.0).unwrap_or(STRIPES)
+    match STRIPE.try_with(std::cell::Cell::get) {
+        Ok(UNSET) => assign_stripe(),
+        Ok(i) => i,
+        Err(_) => STRIPES,
+    }
+}
+
+/// Takes a stripe for the calling thread (first count on this thread).
+#[cold]
+#[inline(never)]
+fn assign_stripe() -> usize {
+    let owned = Owned::acquire();
+    let i = owned.0;
+    // If the owner cannot be stored (the thread is exiting), count on the shared stripe.
+    let kept = OWNER
+        .try_with(|o| match o.try_borrow_mut() {
+            Ok(mut o) => {
+                *o = Some(owned);
+                true
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    let i = if kept { i } else { STRIPES };
+    let _ = STRIPE.try_with(|s| s.set(i));
+    i
 }
 
 impl Default for Stats {

@@ -88,6 +88,21 @@ pub(crate) enum Key<'a> {
     Long(&'a str),
 }
 
+/// The padded words of `tenant` when it could be an inline id held by a table: 1 to
+/// [`INLINE`] bytes, the last one not NUL. This is not validation, and needs none: tables only
+/// hold validated ids, and if `tenant`'s words equal a held id's, `tenant` **is** that id. The
+/// words agree on the id's bytes and are zero past them, so `tenant` is the id followed by
+/// NUL bytes only; its last byte is not NUL, so there are none. A lookup that finds nothing
+/// validates the text in full ([`Key::parse`]) to tell "unknown" from "invalid".
+#[inline(always)]
+pub(crate) fn inline_words(tenant: &str) -> Option<Words> {
+    let bytes = tenant.as_bytes();
+    match bytes.last() {
+        Some(&last) if last != 0 && bytes.len() <= INLINE => Some(load_words(bytes)),
+        _ => None,
+    }
+}
+
 impl<'a> Key<'a> {
     /// Validates `tenant` (never allocating) and makes its key: the same rules as
     /// [`TenantId::validate`], checked with a byte-class table in the same pass that copies
