@@ -12,7 +12,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -245,6 +245,25 @@ fn lookups(c: &mut Criterion) {
     }
 }
 
+/// A sample's lookups, handed out to the reader threads in chunks, so that a reader the
+/// scheduler pauses (for the writer, the clock thread or the harness: two cores here) does
+/// not leave the others idle at the end of the sample: throughput is total work over wall
+/// time, not the slowest thread's share.
+struct Work(AtomicI64);
+
+impl Work {
+    const CHUNK: i64 = 4096;
+
+    fn new(iters: u64) -> Work {
+        Work(AtomicI64::new(i64::try_from(iters).unwrap_or(i64::MAX)))
+    }
+
+    fn take(&self) -> Option<i64> {
+        let left = self.0.fetch_sub(Self::CHUNK, Ordering::Relaxed);
+        (left > 0).then(|| left.min(Self::CHUNK))
+    }
+}
+
 /// Lookups per second from `threads` readers while a writer applies 1,000 changes/s.
 fn concurrent(c: &mut Criterion) {
     let n = sizes().into_iter().max().unwrap_or(1_000_000);
@@ -294,16 +313,18 @@ fn concurrent(c: &mut Criterion) {
                         }
                     })
                 };
-                let per = (iters as usize / threads).max(1);
+                let work = Arc::new(Work::new(iters));
                 let start = Instant::now();
                 let readers: Vec<_> = (0..threads)
                     .map(|t| {
-                        let (router, seq) = (router.clone(), seq.clone());
+                        let (router, seq, work) = (router.clone(), seq.clone(), work.clone());
                         std::thread::spawn(move || {
                             let mut i = t * 7919;
-                            for _ in 0..per {
-                                i = (i + 1) & (SEQ - 1);
-                                black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok());
+                            while let Some(n) = work.take() {
+                                for _ in 0..n {
+                                    i = (i + 1) & (SEQ - 1);
+                                    black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok());
+                                }
                             }
                         })
                     })
@@ -333,16 +354,18 @@ fn concurrent(c: &mut Criterion) {
                         }
                     })
                 };
-                let per = (iters as usize / threads).max(1);
+                let work = Arc::new(Work::new(iters));
                 let start = Instant::now();
                 let readers: Vec<_> = (0..threads)
                     .map(|t| {
-                        let (locked, seq) = (locked.clone(), seq.clone());
+                        let (locked, seq, work) = (locked.clone(), seq.clone(), work.clone());
                         std::thread::spawn(move || {
                             let mut i = t * 7919;
-                            for _ in 0..per {
-                                i = (i + 1) & (SEQ - 1);
-                                black_box(locked.read().get(&seq[i * 16..i * 16 + 16]).copied());
+                            while let Some(n) = work.take() {
+                                for _ in 0..n {
+                                    i = (i + 1) & (SEQ - 1);
+                                    black_box(locked.read().get(&seq[i * 16..i * 16 + 16]).copied());
+                                }
                             }
                         })
                     })

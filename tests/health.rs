@@ -235,3 +235,68 @@ async fn the_monitor_task_checks_the_fleet_periodically() {
     assert_eq!(monitor.table().status(StampId(2)), HealthStatus::Healthy);
     task.abort();
 }
+
+/// Counts checks per stamp and reports a fixed status.
+#[derive(Debug, Default)]
+struct CountingSource {
+    checks: parking_lot::Mutex<std::collections::HashMap<StampId, usize>>,
+}
+
+#[async_trait::async_trait]
+impl HealthSource for CountingSource {
+    async fn check(&self, stamp: &Stamp) -> HealthReport {
+        *self.checks.lock().entry(stamp.id()).or_default() += 1;
+        HealthReport::unhealthy(stamp.id(), "down", Timestamp::ZERO)
+    }
+}
+
+#[tokio::test]
+async fn decommissioned_and_removed_stamps_are_forgotten() {
+    let clock = FakeClock::new();
+    let registry = Arc::new(registry_with_stamps(&clock, 3).await);
+    let source = Arc::new(CountingSource::default());
+    let monitor = HealthMonitor::builder(source.clone())
+        .hysteresis(Hysteresis::new(1, 1).unwrap())
+        .clock(clock.clone())
+        .build();
+    monitor.check_fleet(&registry.fleet().await.unwrap()).await;
+    for s in 1..=3 {
+        assert_eq!(
+            monitor.table().unavailable_since(StampId(s)),
+            Some(clock.now()),
+            "stamp {s}"
+        );
+    }
+
+    // Stamp 2 is retired: its unhealthy entry goes, and it is not probed any more.
+    registry
+        .set_stamp_state(StampId(2), StampState::Draining)
+        .await
+        .unwrap();
+    registry
+        .set_stamp_state(StampId(2), StampState::Decommissioned)
+        .await
+        .unwrap();
+    monitor.check_fleet(&registry.fleet().await.unwrap()).await;
+    monitor.check_fleet(&registry.fleet().await.unwrap()).await;
+    assert_eq!(monitor.table().get(StampId(2)), None);
+    let checks = source.checks.lock().clone();
+    assert_eq!(
+        (checks[&StampId(1)], checks[&StampId(2)], checks[&StampId(3)]),
+        (3, 1, 3)
+    );
+
+    // A fleet snapshot without stamp 3 (a registry that dropped it) forgets it too; stamp 1 stays.
+    let mut fleet = registry.fleet().await.unwrap();
+    fleet.stamps.retain(|l| l.stamp.id() != StampId(3));
+    monitor.check_fleet(&fleet).await;
+    assert_eq!(monitor.table().get(StampId(3)), None);
+    assert!(monitor.table().unavailable_since(StampId(1)).is_some());
+
+    // Forgetting is explicit too, and a new report starts the stamp afresh.
+    assert!(monitor.forget(StampId(1)));
+    assert!(!monitor.forget(StampId(1)));
+    assert_eq!(monitor.table().get(StampId(1)), None);
+    monitor.observe(&HealthReport::unhealthy(StampId(1), "down again", clock.now()));
+    assert!(monitor.table().unavailable_since(StampId(1)).is_some());
+}

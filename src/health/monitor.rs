@@ -1,6 +1,6 @@
 //! The health monitor: hysteresis between sources and the table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::{HealthReport, HealthSource, HealthTable, StampHealth};
 use crate::error::{Error, InvalidInput};
-use crate::model::{Fleet, HealthStatus, Stamp, StampId};
+use crate::model::{Fleet, HealthStatus, Stamp, StampId, StampState};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// How many consecutive reports it takes to change a stamp's availability, as load balancers
@@ -226,12 +226,77 @@ impl<S: HealthSource> HealthMonitor<S> {
         }
     }
 
-    /// Checks every stamp of a fleet snapshot once.
+    /// Checks every stamp of a fleet snapshot once, except decommissioned ones. Stamps the
+    /// monitor was tracking that are no longer in the fleet, or are now decommissioned, are
+    /// [forgotten](HealthMonitor::forget) first: a retired stamp neither keeps its last status
+    /// in the table nor costs a probe each round.
+    ///
+    /// ```
+    /// use stamps::health::{HealthMonitor, StaticHealth};
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// let probes = StaticHealth::new();
+    /// let monitor = HealthMonitor::new(probes.clone());
+    /// probes.set(StampId(1), HealthStatus::Degraded, "slow disk");
+    /// monitor.check_fleet(&registry.fleet().await?).await;
+    /// assert_eq!(monitor.table().get(StampId(1)).map(|h| h.status), Some(HealthStatus::Degraded));
+    ///
+    /// registry.set_stamp_state(StampId(1), StampState::Draining).await?;
+    /// registry.set_stamp_state(StampId(1), StampState::Decommissioned).await?;
+    /// monitor.check_fleet(&registry.fleet().await?).await;
+    /// assert_eq!(monitor.table().get(StampId(1)), None);
+    /// # Ok(()) }
+    /// ```
     pub async fn check_fleet(&self, fleet: &Fleet) {
-        for load in &fleet.stamps {
+        let live = |s: &Stamp| s.state != StampState::Decommissioned;
+        let keep: HashSet<StampId> = fleet
+            .stamps
+            .iter()
+            .filter(|l| live(&l.stamp))
+            .map(|l| l.stamp.id())
+            .collect();
+        let gone: Vec<StampId> = self
+            .tracks
+            .lock()
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for stamp in gone {
+            self.forget(stamp);
+        }
+        for load in fleet.stamps.iter().filter(|l| live(&l.stamp)) {
             let report = self.source.check(&load.stamp).await;
             self.observe(&report);
         }
+    }
+
+    /// Stops tracking `stamp` and removes its entry from the table (routes to it are no longer
+    /// refused for health). Returns whether the monitor was tracking it. A later report about
+    /// the stamp starts it afresh, as if never seen.
+    ///
+    /// ```
+    /// use stamps::health::{HealthMonitor, HealthReport, StaticHealth};
+    /// use stamps::{StampId, Timestamp};
+    /// let monitor = HealthMonitor::new(StaticHealth::new());
+    /// monitor.observe(&HealthReport::healthy(StampId(3), Timestamp::ZERO));
+    /// assert!(monitor.table().get(StampId(3)).is_some());
+    /// assert!(monitor.forget(StampId(3)));
+    /// assert!(monitor.table().get(StampId(3)).is_none());
+    /// assert!(!monitor.forget(StampId(3)));
+    /// ```
+    pub fn forget(&self, stamp: StampId) -> bool {
+        let mut tracks = self.tracks.lock();
+        let known = tracks.remove(&stamp).is_some();
+        if known {
+            // Under the tracks lock, so a concurrent `observe` cannot publish in between.
+            self.table.remove(stamp);
+        }
+        known
     }
 
     /// When the stamp's current published status began, if it was ever published.

@@ -29,9 +29,9 @@ pub const MAX_ENTRIES: usize = 1 << 30;
 /// | `page_size` | 1,000 | assignments per page during warm-up |
 ///
 /// The table for tenant ids of up to 24 bytes is allocated when the router is built:
-/// `⌈max_entries × 4/3⌉` slots of 56 bytes (about 75 bytes per tenant at the bound). When it
-/// holds `max_entries` tenants, an insert evicts the entry loaded longest ago among the slots it
-/// probes. Longer ids live in a copy-on-write table of `shards` shards bounded to
+/// `⌈max_entries × 4/3⌉` slots of 56 bytes, plus a tag byte per slot up to about three
+/// million entries (about 76 bytes per tenant at the bound). When it holds `max_entries`
+/// tenants, an insert evicts the entry loaded longest ago among the slots it probes. Longer ids live in a copy-on-write table of `shards` shards bounded to
 /// `max_entries / 16` (at least 1,024) entries; the negative cache works the same way.
 ///
 /// ```

@@ -1,9 +1,11 @@
 //! The routing hot path: tenant → [`Route`] from a local table.
 //!
-//! [`Router::route`] is sync and allocation-free for a cached tenant: it validates the tenant
-//! text in place, hashes it, loads one shard of a copy-on-write table (touching no cache line
-//! another reader writes), checks the entry's TTL against a coarse clock and its generation
+//! [`Router::route`] is sync and allocation-free for a cached tenant: it hashes the tenant
+//! text, finds its slot in an open-addressing table of atomic words (readers only load memory,
+//! so they never contend), checks the entry's TTL against a coarse clock and its generation
 //! against a global one, consults the lock-free [`HealthTable`], and returns a `Copy` route.
+//! Text that is not a cached id is validated in full (a hit needs no validation: only a valid
+//! id can equal a cached one), so bad text always gets [`RouteError::InvalidTenant`].
 //! On [`RouteError::Miss`] the host awaits [`Router::resolve`], which reads the registry once
 //! per tenant however many requests wait (single-flight) and caches the answer, including
 //! "unknown tenant" in a separate, bounded negative cache.
@@ -99,6 +101,74 @@ thread_local! {
 /// epoch with another write's mode).
 type ModeMap = HashMap<Box<str>, (u64, AssignmentMode), foldhash::fast::RandomState>;
 
+/// Shards of the mode map: a change copies one shard, so moving many tenants at once (a bulk
+/// migration puts each in dual-write, then frozen, then back to serving) costs a 64th of a
+/// copy of the map per change instead of a whole one.
+const MODE_SHARDS: usize = 64;
+
+/// The mode map, sharded by tenant id.
+struct Modes {
+    shards: Box<[ArcSwap<ModeMap>]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Modes {
+    fn new() -> Modes {
+        Modes {
+            shards: (0..MODE_SHARDS)
+                .map(|_| ArcSwap::from_pointee(ModeMap::default()))
+                .collect(),
+            hasher: foldhash::fast::FixedState::with_seed(0x6d6f_6465),
+        }
+    }
+
+    fn shard(&self, tenant: &str) -> Option<&ArcSwap<ModeMap>> {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(tenant);
+        self.shards.get((h % MODE_SHARDS as u64) as usize)
+    }
+
+    /// The mode recorded for `tenant`, with the epoch it belongs to.
+    fn get(&self, tenant: &str) -> Option<(u64, AssignmentMode)> {
+        self.shard(tenant)?.load().get(tenant).copied()
+    }
+
+    /// Records or clears `tenant`'s mode (writer lock held).
+    fn set(&self, tenant: &str, mode: Option<(u64, AssignmentMode)>) {
+        let Some(shard) = self.shard(tenant) else { return };
+        let current = shard.load();
+        if current.get(tenant).copied() == mode {
+            return;
+        }
+        let mut next = ModeMap::clone(&current);
+        match mode {
+            Some(m) => {
+                next.insert(Box::from(tenant), m);
+            }
+            None => {
+                next.remove(tenant);
+            }
+        }
+        shard.store(Arc::new(next));
+    }
+
+    /// Forgets every mode (writer lock held).
+    fn clear(&self) {
+        for shard in self.shards.iter() {
+            if !shard.load().is_empty() {
+                shard.store(Arc::new(ModeMap::default()));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Modes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n: usize = self.shards.iter().map(|s| s.load().len()).sum();
+        f.debug_struct("Modes").field("tenants", &n).finish()
+    }
+}
+
 /// Known stamps and their endpoints.
 #[derive(Default)]
 struct StampView {
@@ -157,7 +227,7 @@ struct Shared {
     fast: FastTable,
     fast_seeds: fast::Seeds,
     /// Modes of fast-table tenants that are not simply serving.
-    modes: ArcSwap<ModeMap>,
+    modes: Modes,
     /// Longer tenant ids.
     table: Table,
     negative: Table,
@@ -174,7 +244,8 @@ struct Shared {
     /// When the registry was first seen failing since it last answered (0: it answers).
     down_since: AtomicU64,
     stamps: ArcSwap<StampView>,
-    /// Bumped after every store to `stamps`; readers keep a per-thread copy of the view.
+    /// Bumped after every store to `stamps`; cold paths (stamp ids of 1,024 and above,
+    /// failover) keep a per-thread copy of the view.
     stamps_version: AtomicU64,
     /// Endpoint handles ([`intern::Handle`]) of stamps with ids below [`DENSE_STAMPS`],
     /// indexed by stamp id: the route path reads an endpoint with two plain loads and no
@@ -344,7 +415,7 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
         let shared = Shared {
             fast: FastTable::new(c.max_entries),
             fast_seeds: fast::Seeds::random(),
-            modes: ArcSwap::from_pointee(ModeMap::default()),
+            modes: Modes::new(),
             table: Table::new(c.max_entries.div_ceil(16).max(1024), c.shards),
             negative: Table::new(c.max_negative, None),
             ttl_ms: millis(c.ttl),
@@ -493,8 +564,9 @@ impl<R: Registry + ?Sized> Router<R> {
 
     /// Routes a tenant from the local table: sync, allocation-free, lock-free.
     ///
-    /// `tenant` is untrusted text (a subdomain, a header); it is validated in place, like
-    /// [`TenantId::validate`]. Answers:
+    /// `tenant` is untrusted text (a subdomain, a header): only text equal to a cached id is
+    /// answered from the table, and anything else is validated like [`TenantId::validate`]
+    /// before it is looked up further. Answers:
     /// - `Ok(route)` for a fresh entry, or a stale one (`route.stale`) while the registry is
     ///   unreachable and stale-if-error allows;
     /// - [`RouteError::Miss`] when the tenant is not cached or expired: await
@@ -1055,7 +1127,7 @@ impl<R: Registry + ?Sized> Router<R> {
         let sh = &*self.shared;
         let _w = sh.writer.lock();
         sh.fast.clear();
-        sh.modes.store(Arc::new(ModeMap::default()));
+        sh.modes.clear();
         sh.table.clear();
         sh.negative.clear();
     }
@@ -1538,16 +1610,16 @@ impl Shared {
             if !d.has_mode() {
                 return Some((d, AssignmentMode::Serving));
             }
-            match self.modes.load().get(tenant) {
-                Some((epoch, mode)) if *epoch == d.epoch => return Some((d, *mode)),
+            match self.modes.get(tenant) {
+                Some((epoch, mode)) if epoch == d.epoch => return Some((d, mode)),
                 _ => std::hint::spin_loop(),
             }
             d = self.fast.get(w, hash)?;
         }
         let _w = self.writer.lock();
         let d = self.fast.get(w, hash)?;
-        let mode = match self.modes.load().get(tenant) {
-            Some((epoch, mode)) if d.has_mode() && *epoch == d.epoch => *mode,
+        let mode = match self.modes.get(tenant) {
+            Some((epoch, mode)) if d.has_mode() && epoch == d.epoch => mode,
             _ => AssignmentMode::Serving,
         };
         Some((d, mode))
@@ -1573,20 +1645,7 @@ impl Shared {
 
     /// Records (or clears) a fast-table tenant's mode (writer lock held).
     fn set_mode(&self, tenant: &str, mode: Option<(u64, AssignmentMode)>) {
-        let current = self.modes.load();
-        if current.get(tenant).copied() == mode {
-            return;
-        }
-        let mut next = ModeMap::clone(&current);
-        match mode {
-            Some(m) => {
-                next.insert(Box::from(tenant), m);
-            }
-            None => {
-                next.remove(tenant);
-            }
-        }
-        self.modes.store(Arc::new(next));
+        self.modes.set(tenant, mode);
     }
 
     #[cold]
