@@ -64,7 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Routers follow the change feed by version; the move is the newest change.
-    let batch = registry.changes_since(Version(moved.epoch.0 - 1), 10).await?;
+    let batch = registry
+        .changes_since(Version(moved.epoch.0.saturating_sub(1)), 10)
+        .await?;
     for change in &batch.changes {
         println!(
             "change {} at {}: tenant {:?}",

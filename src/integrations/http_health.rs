@@ -212,12 +212,12 @@ impl HttpHealthSource {
                 .to_string());
         }
         if !lower.starts_with("http://") {
-            return Err(format!("endpoint {endpoint:?} is not an http:// URL"));
+            return Err(format!("endpoint {} is not an http:// URL", redacted(endpoint)));
         }
         let base = endpoint.trim_end_matches('/');
         let text = format!("{base}{}", self.path);
         text.parse::<Uri>()
-            .map_err(|e| format!("endpoint {endpoint:?} is not a valid URL: {e}"))
+            .map_err(|e| format!("endpoint {} is not a valid URL: {e}", redacted(endpoint)))
     }
 
     async fn probe(&self, uri: Uri) -> Result<u16, String> {
@@ -275,9 +275,46 @@ impl HealthSource for HttpHealthSource {
     }
 }
 
+/// An endpoint as health reasons show it: credentials (`user:password@`) replaced by `***`,
+/// at most 100 characters, quoted. Reasons end up in the health table, logs and dashboards.
+fn redacted(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.find("://") {
+        Some(i) => endpoint.split_at(i + 3),
+        None => ("", endpoint),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let shown: String = format!("{scheme}{host}{tail}").chars().take(100).collect();
+    format!("{shown:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_never_show_credentials() {
+        let s = HttpHealthSource::new();
+        for endpoint in [
+            "ftp://admin:s3cret@h/x",
+            "http://admin:s3cret@bad host/",
+            "admin:s3cret@h",
+            "http://a:b@c:s3cret@bad host",
+            "gopher://s3cret@h?q=1#f",
+        ] {
+            let reason = s.uri(endpoint).err().unwrap_or_default();
+            assert!(!reason.is_empty(), "{endpoint}");
+            assert!(!reason.contains("s3cret"), "{reason}");
+        }
+        assert_eq!(redacted("ftp://u:p@h:21/path"), "\"ftp://***@h:21/path\"");
+        assert_eq!(redacted("h:80"), "\"h:80\"");
+        assert_eq!(redacted(&"x".repeat(300)).len(), 102);
+        assert_eq!(redacted("é@ü"), "\"***@ü\"");
+    }
 
     #[test]
     fn uri_joins_endpoint_and_path_and_refuses_other_schemes() {
