@@ -519,3 +519,44 @@ async fn a_read_that_predates_an_applied_assignment_does_not_undo_it() {
     let route = router.route("acme").unwrap();
     assert_eq!((route.stamp, route.epoch), (StampId(1), a.epoch));
 }
+
+/// Invalidating tenant after tenant makes the route table rebuild itself (graves are
+/// reclaimed); every entry that was not invalidated keeps its epoch, stamp and mode through
+/// the rebuilds.
+#[test]
+fn invalidation_churn_keeps_every_other_entry() {
+    let router = Router::builder(InMemoryRegistry::new())
+        .max_entries(2_000)
+        .build()
+        .unwrap();
+    let name = |i: u32| format!("churn-{i:05}");
+    let mode = |i: u32| {
+        if i % 10 == 0 {
+            AssignmentMode::DualWrite { shadow: StampId(99) }
+        } else {
+            AssignmentMode::Serving
+        }
+    };
+    let put = |i: u32| {
+        router
+            .preload([(name(i).as_str(), StampId(i % 7), Epoch(u64::from(i) + 1), mode(i))])
+            .unwrap();
+    };
+    for i in 0..1_000 {
+        put(i);
+    }
+    // Replace the oldest tenant with a new one, 20,000 times: far more graves than slots.
+    for i in 1_000..21_000 {
+        assert!(router.invalidate(&name(i - 1_000)).unwrap(), "{i}");
+        put(i);
+    }
+    for i in 20_000..21_000 {
+        let r = router.route(&name(i)).unwrap();
+        assert_eq!(
+            (r.stamp, r.epoch, r.mode),
+            (StampId(i % 7), Epoch(u64::from(i) + 1), mode(i))
+        );
+    }
+    assert_eq!(router.route(&name(19_999)), Err(RouteError::Miss));
+    assert_eq!(router.len(), 1_000);
+}

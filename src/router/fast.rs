@@ -143,6 +143,8 @@ pub(crate) struct FastTable {
     groups: usize,
     max_entries: usize,
     len: AtomicUsize,
+    /// Slots holding a grave (writer-side bookkeeping).
+    graves: AtomicUsize,
 }
 
 impl std::fmt::Debug for FastTable {
@@ -183,6 +185,7 @@ impl FastTable {
             groups,
             max_entries: max_entries.min(slots - 1),
             len: AtomicUsize::new(0),
+            graves: AtomicUsize::new(0),
         }
     }
 
@@ -425,6 +428,9 @@ impl FastTable {
                 // At the bound with nothing to evict in this chain: evict the next entry after
                 // the free slot instead (leaving a grave keeps its own chain intact).
                 let evicted = self.len() >= self.max_entries && self.evict_after(slot);
+                if self.read(slot).is_some_and(|r| r.is_grave()) {
+                    self.graves.fetch_sub(1, Ordering::Relaxed);
+                }
                 self.write(slot, *key, data, tag);
                 if !evicted {
                     self.len.fetch_add(1, Ordering::Relaxed);
@@ -452,6 +458,7 @@ impl FastTable {
             if let Some(r) = self.read(i) {
                 if !r.is_empty() && !r.is_grave() {
                     self.write(i, [0; 3], GRAVE_DATA, GRAVE_TAG);
+                    self.graves.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
             }
@@ -466,6 +473,7 @@ impl FastTable {
             Some(slot) => {
                 self.write(slot, [0; 3], GRAVE_DATA, GRAVE_TAG);
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                self.graves.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -493,6 +501,34 @@ impl FastTable {
             t.store(0, Ordering::Release);
         }
         self.len.store(0, Ordering::Relaxed);
+        self.graves.store(0, Ordering::Relaxed);
+    }
+
+    /// Slots holding a grave.
+    pub(crate) fn graves(&self) -> usize {
+        self.graves.load(Ordering::Relaxed)
+    }
+
+    /// Rebuilds the table when graves fill more than a quarter of it (writer lock held);
+    /// returns whether it did. Graves are never reclaimed otherwise, so a router whose host
+    /// invalidates tenant after tenant would end with no empty slot, and a lookup of an
+    /// uncached id would probe the whole table. The rebuild re-inserts the live entries
+    /// (`hash` must be the hash they were inserted with); lookups during it may miss entries
+    /// that are being moved, which only costs them a registry read.
+    pub(crate) fn rebuild_if_full_of_graves(&self, hash: impl Fn(&Words) -> u64) -> bool {
+        if self.graves() <= self.slots / 4 {
+            return false;
+        }
+        let live: Vec<(Words, SlotData)> = (0..self.slots)
+            .filter_map(|i| self.read(i))
+            .filter(|r| !r.is_empty() && !r.is_grave())
+            .map(|r| (r.key, r.data))
+            .collect();
+        self.clear();
+        for (key, data) in live {
+            self.upsert(&key, hash(&key), data);
+        }
+        true
     }
 }
 
@@ -554,6 +590,8 @@ mod tests {
                         prop_assert_eq!(table.remove(&w, seeds.hash(&w)), model.remove(&k).is_some());
                     }
                 }
+                table.rebuild_if_full_of_graves(|w| seeds.hash(w));
+                prop_assert!(table.graves() <= table.slots / 4);
                 prop_assert_eq!(table.len(), model.len());
                 for k in 0u8..40 {
                     let w = key(k);
@@ -571,6 +609,7 @@ mod tests {
             ops in proptest::collection::vec(op(), 1..300),
             spread in 1u64..4,
             tagged in any::<bool>(),
+            with_rebuild in any::<bool>(),
         ) {
             let hash = |k: u8| (u64::from(k) % spread).wrapping_mul(0x9e37_79b9_7f4a_7c15) & !0x7f;
             let table = FastTable::with_layout(48, tagged);
@@ -593,6 +632,10 @@ mod tests {
                     Op::Remove(k) => {
                         prop_assert_eq!(table.remove(&key(k), hash(k)), model.remove(&k).is_some());
                     }
+                }
+                if with_rebuild {
+                    let by_key: HashMap<Words, u64> = (0u8..40).map(|k| (key(k), hash(k))).collect();
+                    table.rebuild_if_full_of_graves(|w| by_key.get(w).copied().unwrap_or(0));
                 }
                 prop_assert_eq!(table.len(), model.len());
                 for k in 0u8..40 {
@@ -682,5 +725,47 @@ mod tests {
         assert!(!FastTable::tagged_for(TAGGED_MAX_SLOTS));
         assert!(!FastTable::tagged_for(10_000_000));
         assert!(!FastTable::with_layout(1_000, false).tagged);
+    }
+
+    /// Invalidation churn (insert a new key, remove an old one, forever) keeps free slots:
+    /// graves are reclaimed by rebuilds, so a lookup of an absent key stays short.
+    #[test]
+    fn churn_does_not_fill_the_table_with_graves() {
+        for tagged in [false, true] {
+            let seeds = Seeds::random();
+            let table = FastTable::with_layout(1_000, tagged);
+            let data = SlotData {
+                epoch: 1,
+                fetched: 1,
+                stamp: 1,
+                meta: 0,
+            };
+            let w = |i: u32| match Key::parse(&format!("churn-{i}")) {
+                Ok(Key::Short(w)) => w,
+                _ => [0; 3],
+            };
+            let mut rebuilds = 0;
+            for i in 0..20_000u32 {
+                let k = w(i);
+                table.upsert(&k, seeds.hash(&k), data);
+                if i >= 500 {
+                    let old = w(i - 500);
+                    assert!(table.remove(&old, seeds.hash(&old)));
+                    if table.rebuild_if_full_of_graves(|w| seeds.hash(w)) {
+                        rebuilds += 1;
+                    }
+                }
+                assert!(table.graves() <= table.slots / 4);
+            }
+            assert!(rebuilds > 0, "tagged {tagged}");
+            assert_eq!(table.len(), 500);
+            for i in 19_500..20_000 {
+                assert!(table.get(&w(i), seeds.hash(&w(i))).is_some());
+            }
+            let empty = (0..table.slots)
+                .filter(|&i| table.read(i).is_some_and(|r| r.is_empty()))
+                .count();
+            assert!(empty >= table.slots / 2, "{empty} of {}", table.slots);
+        }
     }
 }

@@ -1347,6 +1347,7 @@ impl<'a> Writes<'a> {
         let removed = self.sh.fast.remove(&w, self.sh.fast_hash(&w));
         if removed {
             self.sh.set_mode(tenant, None);
+            self.sh.fast.rebuild_if_full_of_graves(|w| self.sh.fast_hash(w));
         }
         removed
     }
