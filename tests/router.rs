@@ -560,3 +560,95 @@ fn invalidation_churn_keeps_every_other_entry() {
     assert_eq!(router.route(&name(19_999)), Err(RouteError::Miss));
     assert_eq!(router.len(), 1_000);
 }
+
+/// `route` counts exactly one outcome per call on every path, for inline and long ids;
+/// invalid text counts nothing.
+#[test]
+fn route_counts_each_outcome_once() {
+    let clock = FakeClock::new();
+    let router = Router::builder(InMemoryRegistry::new())
+        .max_entries(1_000)
+        .clock(clock.clone())
+        .build()
+        .expect("config");
+    let long = "l".repeat(40);
+    router
+        .preload([
+            ("acme", StampId(1), Epoch(1), AssignmentMode::Serving),
+            (long.as_str(), StampId(2), Epoch(1), AssignmentMode::Serving),
+            (
+                "dual",
+                StampId(1),
+                Epoch(1),
+                AssignmentMode::DualWrite { shadow: StampId(2) },
+            ),
+        ])
+        .expect("ids");
+    let base = router.stats();
+    // Hits: inline, long, with mode.
+    assert!(router.route("acme").is_ok());
+    assert!(router.route(&long).is_ok());
+    assert!(router.route("dual").is_ok());
+    // Misses: unknown inline, unknown long.
+    assert_eq!(router.route("nobody"), Err(RouteError::Miss));
+    assert_eq!(router.route(&"m".repeat(30)), Err(RouteError::Miss));
+    // Invalid text: nothing counted.
+    assert!(matches!(router.route("ACME"), Err(RouteError::InvalidTenant(_))));
+    assert!(matches!(router.route("acme\0"), Err(RouteError::InvalidTenant(_))));
+    assert!(matches!(router.route(""), Err(RouteError::InvalidTenant(_))));
+    let s = router.stats();
+    assert_eq!(
+        (
+            s.hits - base.hits,
+            s.misses - base.misses,
+            s.negative_hits - base.negative_hits
+        ),
+        (3, 2, 0),
+        "{s:?}"
+    );
+    // Expired: misses (counted once each).
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(router.route("acme"), Err(RouteError::Miss));
+    assert_eq!(router.route(&long), Err(RouteError::Miss));
+    assert_eq!(router.route("dual"), Err(RouteError::Miss));
+    let s2 = router.stats();
+    assert_eq!((s2.hits - s.hits, s2.misses - s.misses), (0, 3), "{s2:?}");
+}
+
+/// Route endpoints follow `set_endpoint` for dense (below 1,024) and sparse stamp ids.
+#[test]
+fn endpoints_follow_updates_dense_and_sparse() {
+    let router = Router::builder(InMemoryRegistry::new())
+        .max_entries(1_000)
+        .build()
+        .expect("config");
+    for id in [0u32, 3, 1023, 1024, 5000, u32::MAX] {
+        let s = StampId(id);
+        let t = format!("t{id}");
+        router
+            .preload([(
+                t.as_str(),
+                s,
+                Epoch(1),
+                AssignmentMode::DualWrite { shadow: StampId(7) },
+            )])
+            .expect("id");
+        assert_eq!(router.route(&t).expect("hit").endpoint, None);
+        router.set_endpoint(s, Some("http://a"));
+        router.set_endpoint(StampId(7), Some("http://shadow"));
+        let r = router.route(&t).expect("hit");
+        assert_eq!(
+            (r.endpoint, r.shadow_endpoint),
+            (Some("http://a"), Some("http://shadow")),
+            "{id}"
+        );
+        assert_eq!(router.stamp_endpoint(s), Some("http://a"));
+        router.set_endpoint(s, Some("http://b"));
+        assert_eq!(router.route(&t).expect("hit").endpoint, Some("http://b"));
+        router.set_endpoint(s, None);
+        assert_eq!(router.route(&t).expect("hit").endpoint, None, "{id}");
+        assert_eq!(router.stamp_endpoint(s), None);
+        router.set_endpoint(s, Some("http://a"));
+        assert_eq!(router.route(&t).expect("hit").endpoint, Some("http://a"));
+    }
+}

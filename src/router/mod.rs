@@ -651,6 +651,14 @@ impl<R: Registry + ?Sized> Router<R> {
             let _w = sh.writer.lock();
             Writes::new(sh).get(&key).map(|d| d.epoch)
         };
+        if before.is_some() {
+            // The miss may have come while a writer held the table (a rebuild moves entries):
+            // if the entry is usable now, no registry read is needed.
+            match sh.lookup(tenant, false) {
+                Err(RouteError::Miss) => {}
+                other => return other,
+            }
+        }
         let read = self.registry.assignment(&id).await;
         match read {
             Ok(Some(a)) => {
@@ -1335,6 +1343,10 @@ impl<'a> Writes<'a> {
         let up = sh.fast.upsert(&w, hash, data);
         if mode == AssignmentMode::Serving && old.is_some_and(|o| o.has_mode()) {
             sh.set_mode(tenant, None);
+        }
+        if let Upsert::Inserted { evicted: true } = up {
+            // Evictions at the bound may leave graves too.
+            sh.fast.rebuild_if_full_of_graves(|w| sh.fast_hash(w));
         }
         up
     }
