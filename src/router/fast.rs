@@ -872,7 +872,6 @@ mod tests {
         let writer = {
             let (table, stop) = (table.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut e = 1u64;
                 for round in 0..20_000u64 {
                     for k in 16u8..56 {
                         if (u64::from(k) + round) % 3 == 0 {
@@ -887,10 +886,9 @@ mod tests {
                             table.upsert(&key(k), hash(k), d);
                         }
                     }
-                    e += 1;
                     let d = SlotData {
-                        epoch: e,
-                        fetched: e,
+                        epoch: round + 2,
+                        fetched: round + 2,
                         stamp: 200,
                         meta: 0,
                     };
