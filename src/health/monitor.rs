@@ -283,7 +283,7 @@ impl<S: HealthSource> HealthMonitor<S> {
     /// use stamps::health::{HealthMonitor, HealthReport, StaticHealth};
     /// use stamps::{StampId, Timestamp};
     /// let monitor = HealthMonitor::new(StaticHealth::new());
-    /// monitor.observe(&HealthReport::healthy(StampId(3), Timestamp::ZERO));
+    /// monitor.observe(&HealthReport::degraded(StampId(3), "slow disk", Timestamp::ZERO));
     /// assert!(monitor.table().get(StampId(3)).is_some());
     /// assert!(monitor.forget(StampId(3)));
     /// assert!(monitor.table().get(StampId(3)).is_none());
