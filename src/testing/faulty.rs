@@ -1,0 +1,648 @@
+//! [`FaultyRegistry`]: a [`Registry`] wrapper that injects outages, holds calls and counts
+//! them, for testing routers, gateways and control planes against a registry that fails.
+//!
+//! The wrapper forwards every call to the inner registry. On top of that, a test can:
+//! - make the registry **unavailable** ([`FaultyRegistry::set_unavailable`]): calls fail with
+//!   [`Error::Unavailable`] until it is turned off again;
+//! - **fail the next `n` calls** ([`FaultyRegistry::fail_next`]), then recover by itself;
+//! - **restrict** both to some methods ([`FaultyRegistry::fail_only`], a predicate over
+//!   [`Call`]): reads only, say, or only [`Call::ChangesSince`];
+//! - **hold** calls on a [`tokio::sync::Semaphore`] ([`FaultyRegistry::hold`]) to pile
+//!   callers up behind a slow registry and release them when the test chooses;
+//! - **count** calls per method ([`FaultyRegistry::calls`], [`FaultyRegistry::total_calls`]).
+//!
+//! Clones share all of this state (and the inner registry), so a test keeps one clone and
+//! hands another to the code under test.
+//!
+//! # Contract
+//! - With no fault set (the state after [`FaultyRegistry::new`]) the wrapper is transparent:
+//!   every argument reaches the inner registry unchanged and every result (value or error)
+//!   comes back unchanged, so it satisfies the [`Registry`] contract exactly when the inner
+//!   registry does (the crate's tests run the conformance suite through it).
+//! - An injected failure is returned **before** the inner registry is called, so it has no
+//!   effect, as the contract requires of a failed call. (It does not simulate the "commit sent,
+//!   acknowledgement lost" case of a networked registry.)
+//! - [`Registry::change_signal`] is always forwarded: it returns the inner registry's signal,
+//!   is never failed, held or counted (it is synchronous and infallible), so a router's
+//!   follower is woken by every write to the inner registry, also while `changes_since`
+//!   calls are failing.
+//! - Order on every call: count it; if the filter selects it, wait at the hold semaphore (if
+//!   any); then, if it is selected, fail it when the registry is unavailable or when the
+//!   `fail_next` budget is not spent (taking one from the budget); otherwise forward it.
+//!
+//! # Example
+//! ```
+//! use stamps::testing::{Call, FaultyRegistry};
+//! use stamps::*;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stamps::Result<()> {
+//! let registry = FaultyRegistry::new(InMemoryRegistry::new());
+//! registry.fail_next(1);
+//! let err = registry.fleet().await.unwrap_err();
+//! assert!(matches!(err, Error::Unavailable { .. }));
+//! assert!(registry.fleet().await?.stamps.is_empty()); // recovered
+//! assert_eq!(registry.calls(Call::Fleet), 2);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
+    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+};
+use crate::registry::{ChangeSignal, Registry};
+
+/// A [`Registry`] method that [`FaultyRegistry`] counts and can fail or hold.
+///
+/// One variant per fallible method of the trait; [`Registry::change_signal`] has none (it is
+/// always forwarded). New variants may be added with new trait methods.
+///
+/// ```
+/// use stamps::testing::Call;
+/// assert_eq!(Call::ChangesSince.name(), "changes_since");
+/// assert!(Call::Assignment.is_read() && !Call::Assign.is_read());
+/// assert_eq!(Call::ALL.len(), 15);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Call {
+    /// [`Registry::put_stamp`].
+    PutStamp,
+    /// [`Registry::stamp`].
+    Stamp,
+    /// [`Registry::set_stamp_state`].
+    SetStampState,
+    /// [`Registry::fleet`].
+    Fleet,
+    /// [`Registry::assignment`].
+    Assignment,
+    /// [`Registry::assignments`].
+    Assignments,
+    /// [`Registry::assign`].
+    Assign,
+    /// [`Registry::compare_and_set`].
+    CompareAndSet,
+    /// [`Registry::unassign`].
+    Unassign,
+    /// [`Registry::history`].
+    History,
+    /// [`Registry::changes_since`].
+    ChangesSince,
+    /// [`Registry::create_migration`].
+    CreateMigration,
+    /// [`Registry::migration`].
+    Migration,
+    /// [`Registry::save_migration`].
+    SaveMigration,
+    /// [`Registry::migrations`].
+    Migrations,
+}
+
+impl Call {
+    /// Every variant, in declaration order.
+    ///
+    /// ```
+    /// use stamps::testing::Call;
+    /// assert!(Call::ALL.contains(&Call::Unassign));
+    /// ```
+    pub const ALL: [Call; 15] = [
+        Call::PutStamp,
+        Call::Stamp,
+        Call::SetStampState,
+        Call::Fleet,
+        Call::Assignment,
+        Call::Assignments,
+        Call::Assign,
+        Call::CompareAndSet,
+        Call::Unassign,
+        Call::History,
+        Call::ChangesSince,
+        Call::CreateMigration,
+        Call::Migration,
+        Call::SaveMigration,
+        Call::Migrations,
+    ];
+
+    /// The method's name, as in the trait (`"compare_and_set"`).
+    ///
+    /// ```
+    /// use stamps::testing::Call;
+    /// assert_eq!(Call::CompareAndSet.name(), "compare_and_set");
+    /// assert_eq!(Call::CompareAndSet.to_string(), "compare_and_set");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Call::PutStamp => "put_stamp",
+            Call::Stamp => "stamp",
+            Call::SetStampState => "set_stamp_state",
+            Call::Fleet => "fleet",
+            Call::Assignment => "assignment",
+            Call::Assignments => "assignments",
+            Call::Assign => "assign",
+            Call::CompareAndSet => "compare_and_set",
+            Call::Unassign => "unassign",
+            Call::History => "history",
+            Call::ChangesSince => "changes_since",
+            Call::CreateMigration => "create_migration",
+            Call::Migration => "migration",
+            Call::SaveMigration => "save_migration",
+            Call::Migrations => "migrations",
+        }
+    }
+
+    /// Whether the method only reads (`stamp`, `fleet`, `assignment`, `assignments`,
+    /// `history`, `changes_since`, `migration`, `migrations`); the others write.
+    ///
+    /// ```
+    /// use stamps::testing::Call;
+    /// assert!(Call::Fleet.is_read());
+    /// assert!(!Call::SaveMigration.is_read());
+    /// ```
+    pub const fn is_read(self) -> bool {
+        matches!(
+            self,
+            Call::Stamp
+                | Call::Fleet
+                | Call::Assignment
+                | Call::Assignments
+                | Call::History
+                | Call::ChangesSince
+                | Call::Migration
+                | Call::Migrations
+        )
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+type Filter = Arc<dyn Fn(Call) -> bool + Send + Sync>;
+
+struct State {
+    unavailable: AtomicBool,
+    fail_next: AtomicUsize,
+    filter: RwLock<Option<Filter>>,
+    gate: RwLock<Option<Arc<Semaphore>>>,
+    counts: [AtomicUsize; Call::ALL.len()],
+    injected: AtomicUsize,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("unavailable", &self.unavailable.load(Ordering::SeqCst))
+            .field("fail_next", &self.fail_next.load(Ordering::SeqCst))
+            .field("filtered", &self.filter.read().is_some())
+            .field("held", &self.gate.read().is_some())
+            .field(
+                "total_calls",
+                &self.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum::<usize>(),
+            )
+            .field("injected_failures", &self.injected.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// A [`Registry`] wrapper for tests: forwards every call to `R`, and can fail calls with
+/// [`Error::Unavailable`], hold them on a semaphore, and count them per [`Call`].
+///
+/// See the [module docs](self) for the contract (what is forwarded unchanged, and in which
+/// order faults apply). Clones share the fault state, the counters and the inner registry.
+///
+/// # Example
+/// A router keeps serving a known tenant, flagged stale, while the registry is down:
+/// ```
+/// use std::time::Duration;
+/// use stamps::router::Router;
+/// use stamps::testing::FaultyRegistry;
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let clock = FakeClock::new();
+/// let inner = InMemoryRegistry::builder().clock(clock.clone()).build();
+/// inner.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_endpoint("https://s1")).await?;
+/// inner.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
+///
+/// let registry = FaultyRegistry::new(inner);
+/// let router = Router::builder(registry.clone())
+///     .clock(clock.clone())
+///     .stale_if_error(Duration::from_secs(300))
+///     .build()?;
+/// router.resolve("acme").await?;
+///
+/// registry.set_unavailable(true);
+/// clock.advance(Duration::from_secs(61)); // past the TTL
+/// assert!(router.resolve("acme").await?.stale);
+/// // Recovery: once a registry call succeeds (the follower's `sync`), routes are fresh again.
+/// registry.set_unavailable(false);
+/// router.sync().await?;
+/// assert!(!router.resolve("acme").await?.stale);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct FaultyRegistry<R: Registry> {
+    inner: Arc<R>,
+    state: Arc<State>,
+}
+
+impl<R: Registry> Clone for FaultyRegistry<R> {
+    fn clone(&self) -> Self {
+        FaultyRegistry {
+            inner: self.inner.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<R: Registry> FaultyRegistry<R> {
+    /// Wraps `inner` with no fault set: every call is forwarded (and counted).
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// assert_eq!(registry.assignment(&TenantId::new("acme")?).await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn new(inner: R) -> Self {
+        FaultyRegistry {
+            inner: Arc::new(inner),
+            state: Arc::new(State {
+                unavailable: AtomicBool::new(false),
+                fail_next: AtomicUsize::new(0),
+                filter: RwLock::new(None),
+                gate: RwLock::new(None),
+                counts: Default::default(),
+                injected: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The wrapped registry. Calls made on it directly bypass the faults and the counters
+    /// (useful to set up or change state while the wrapper is "down").
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.set_unavailable(true);
+    /// assert!(registry.inner().fleet().await.is_ok());
+    /// assert_eq!(registry.total_calls(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// Turns the outage on or off: while on, every call the filter selects
+    /// ([`fail_only`](Self::fail_only); all calls by default) fails with
+    /// [`Error::Unavailable`] without reaching the inner registry. It does not spend the
+    /// [`fail_next`](Self::fail_next) budget.
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.set_unavailable(true);
+    /// assert!(registry.fleet().await.unwrap_err().is_retryable());
+    /// registry.set_unavailable(false);
+    /// assert!(registry.fleet().await.is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn set_unavailable(&self, on: bool) {
+        self.state.unavailable.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether the outage of [`set_unavailable`](Self::set_unavailable) is on.
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::InMemoryRegistry;
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// assert!(!registry.is_unavailable());
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        self.state.unavailable.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next `n` calls that the filter selects fail with [`Error::Unavailable`]; the
+    /// ones after succeed again. Replaces any budget left (`fail_next(0)` cancels it).
+    /// Concurrent calls each take one from the budget, so exactly `n` fail.
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.fail_next(2);
+    /// assert!(registry.fleet().await.is_err());
+    /// assert!(registry.stamp(StampId(1)).await.is_err());
+    /// assert!(registry.fleet().await.is_ok());
+    /// assert_eq!(registry.injected_failures(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_next(&self, n: usize) {
+        self.state.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Selects which calls the faults apply to: [`set_unavailable`](Self::set_unavailable),
+    /// [`fail_next`](Self::fail_next) and [`hold`](Self::hold) affect only the calls for which
+    /// `filter` returns `true`; the others are always forwarded at once (and still counted).
+    /// Replaces the previous filter; [`fail_all`](Self::fail_all) restores the default (every
+    /// call).
+    ///
+    /// ```
+    /// use stamps::testing::{Call, FaultyRegistry};
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.fail_only(|call| call == Call::ChangesSince); // the feed is down, lookups work
+    /// registry.set_unavailable(true);
+    /// assert!(registry.changes_since(Version(0), 10).await.is_err());
+    /// assert!(registry.fleet().await.is_ok());
+    /// registry.fail_only(Call::is_read); // now every read fails, writes go through
+    /// assert!(registry.fleet().await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_only(&self, filter: impl Fn(Call) -> bool + Send + Sync + 'static) {
+        *self.state.filter.write() = Some(Arc::new(filter));
+    }
+
+    /// Removes the filter of [`fail_only`](Self::fail_only): faults apply to every call again.
+    ///
+    /// ```
+    /// use stamps::testing::{Call, FaultyRegistry};
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.fail_only(|call| call == Call::Assign);
+    /// registry.set_unavailable(true);
+    /// assert!(registry.fleet().await.is_ok());
+    /// registry.fail_all();
+    /// assert!(registry.fleet().await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_all(&self) {
+        *self.state.filter.write() = None;
+    }
+
+    /// Holds the calls the filter selects on `gate`: each waits for a permit before it goes
+    /// on (to the fault check, then the inner registry) and keeps it until the inner call
+    /// returns. `Semaphore::new(0)` holds every call until the test adds permits; with
+    /// `k` permits at most `k` selected calls are in flight at once. If the semaphore is
+    /// closed, waiting calls fail with [`Error::Unavailable`]. Replaces any previous gate;
+    /// calls already waiting on it keep waiting on it.
+    ///
+    /// (Available whenever `test-util` is, which enables `tokio`.)
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::testing::{Call, FaultyRegistry};
+    /// use stamps::*;
+    /// use tokio::sync::Semaphore;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// let gate = Arc::new(Semaphore::new(0));
+    /// registry.hold(gate.clone());
+    /// let held = tokio::spawn({
+    ///     let registry = registry.clone();
+    ///     async move { registry.fleet().await }
+    /// });
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(registry.calls(Call::Fleet), 1); // counted, but waiting
+    /// assert!(!held.is_finished());
+    /// gate.add_permits(1);
+    /// assert!(held.await.unwrap().is_ok());
+    /// registry.release_hold();
+    /// # Ok(()) }
+    /// ```
+    pub fn hold(&self, gate: Arc<Semaphore>) {
+        *self.state.gate.write() = Some(gate);
+    }
+
+    /// Removes the gate of [`hold`](Self::hold) for calls made from now on; calls already
+    /// waiting keep waiting for a permit of the old semaphore (add permits or close it).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.hold(Arc::new(tokio::sync::Semaphore::new(0)));
+    /// registry.release_hold();
+    /// assert!(registry.fleet().await.is_ok()); // not held
+    /// # Ok(()) }
+    /// ```
+    pub fn release_hold(&self) {
+        *self.state.gate.write() = None;
+    }
+
+    /// How many times `call` was made on the wrapper, failed or held ones included.
+    ///
+    /// ```
+    /// use stamps::testing::{Call, FaultyRegistry};
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.stamp(StampId(7)).await?;
+    /// assert_eq!(registry.calls(Call::Stamp), 1);
+    /// assert_eq!(registry.calls(Call::Fleet), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn calls(&self, call: Call) -> usize {
+        self.state.counts[call.index()].load(Ordering::SeqCst)
+    }
+
+    /// How many calls were made on the wrapper, all methods together (not counting
+    /// [`Registry::change_signal`]).
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.fleet().await?;
+    /// registry.migrations(None).await?;
+    /// let _ = registry.change_signal();
+    /// assert_eq!(registry.total_calls(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn total_calls(&self) -> usize {
+        self.state.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+    }
+
+    /// How many calls failed with an injected [`Error::Unavailable`] (not counting errors the
+    /// inner registry returned).
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.set_stamp_state(StampId(9), StampState::Active).await.unwrap_err(); // NotFound
+    /// assert_eq!(registry.injected_failures(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn injected_failures(&self) -> usize {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+
+    /// Sets every counter ([`calls`](Self::calls), [`injected_failures`](Self::injected_failures))
+    /// back to zero; the faults stay as they are.
+    ///
+    /// ```
+    /// use stamps::testing::FaultyRegistry;
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    /// registry.fleet().await?;
+    /// registry.reset_counts();
+    /// assert_eq!(registry.total_calls(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn reset_counts(&self) {
+        for c in &self.state.counts {
+            c.store(0, Ordering::SeqCst);
+        }
+        self.state.injected.store(0, Ordering::SeqCst);
+    }
+
+    /// Counts `call`, waits at the gate and injects a failure, in that order (for the calls
+    /// the filter selects). The permit, if any, is held until the inner call returns.
+    async fn enter(&self, call: Call) -> Result<Option<OwnedSemaphorePermit>> {
+        let st = &*self.state;
+        st.counts[call.index()].fetch_add(1, Ordering::SeqCst);
+        let filter = st.filter.read().clone();
+        if !filter.map_or(true, |f| f(call)) {
+            return Ok(None);
+        }
+        let gate = st.gate.read().clone();
+        let permit = match gate {
+            Some(gate) => match gate.acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return Err(self.injected(call, "its hold semaphore was closed")),
+            },
+            None => None,
+        };
+        if st.unavailable.load(Ordering::SeqCst) {
+            return Err(self.injected(call, "it is set unavailable"));
+        }
+        if st
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(self.injected(call, "fail_next"));
+        }
+        Ok(permit)
+    }
+
+    fn injected(&self, call: Call, why: &str) -> Error {
+        self.state.injected.fetch_add(1, Ordering::SeqCst);
+        Error::unavailable(format!("FaultyRegistry failed `{call}` ({why})"))
+    }
+}
+
+#[async_trait]
+impl<R: Registry> Registry for FaultyRegistry<R> {
+    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+        let _permit = self.enter(Call::PutStamp).await?;
+        self.inner.put_stamp(spec).await
+    }
+    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
+        let _permit = self.enter(Call::Stamp).await?;
+        self.inner.stamp(id).await
+    }
+    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
+        let _permit = self.enter(Call::SetStampState).await?;
+        self.inner.set_stamp_state(id, state).await
+    }
+    async fn fleet(&self) -> Result<Fleet> {
+        let _permit = self.enter(Call::Fleet).await?;
+        self.inner.fleet().await
+    }
+    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
+        let _permit = self.enter(Call::Assignment).await?;
+        self.inner.assignment(tenant).await
+    }
+    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
+        let _permit = self.enter(Call::Assignments).await?;
+        self.inner.assignments(after, limit).await
+    }
+    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
+        let _permit = self.enter(Call::Assign).await?;
+        self.inner.assign(tenant, stamp).await
+    }
+    async fn compare_and_set(
+        &self,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    ) -> Result<Assignment> {
+        let _permit = self.enter(Call::CompareAndSet).await?;
+        self.inner.compare_and_set(tenant, expected, change).await
+    }
+    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
+        let _permit = self.enter(Call::Unassign).await?;
+        self.inner.unassign(tenant, expected).await
+    }
+    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
+        let _permit = self.enter(Call::History).await?;
+        self.inner.history(tenant).await
+    }
+    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
+        let _permit = self.enter(Call::ChangesSince).await?;
+        self.inner.changes_since(after, limit).await
+    }
+    fn change_signal(&self) -> ChangeSignal {
+        self.inner.change_signal()
+    }
+    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
+        let _permit = self.enter(Call::CreateMigration).await?;
+        self.inner.create_migration(record).await
+    }
+    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
+        let _permit = self.enter(Call::Migration).await?;
+        self.inner.migration(id).await
+    }
+    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+        let _permit = self.enter(Call::SaveMigration).await?;
+        self.inner.save_migration(record).await
+    }
+    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
+        let _permit = self.enter(Call::Migrations).await?;
+        self.inner.migrations(tenant).await
+    }
+}
