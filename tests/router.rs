@@ -652,3 +652,54 @@ fn endpoints_follow_updates_dense_and_sparse() {
         assert_eq!(router.route(&t).expect("hit").endpoint, Some("http://a"));
     }
 }
+
+/// While routes are served stale, `resolve` tries the registry again at most once per
+/// `poll_interval`, so a recovered registry is noticed without the follower task, and a down
+/// one is not flooded.
+#[tokio::test]
+async fn resolve_revalidates_stale_routes_once_per_poll_interval() {
+    let clock = FakeClock::new();
+    let inner = registry_with_stamps(&clock, 2).await;
+    inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
+    let registry = TestRegistry::new(inner.clone());
+    let mut config = stamps::router::RouterConfig::default();
+    config.poll_interval = Duration::from_secs(5);
+    let router = Router::builder(registry.clone())
+        .config(config)
+        .clock(clock.clone())
+        .stale_if_error(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    router.resolve("acme").await.unwrap();
+
+    registry.set_failing(true);
+    clock.advance(Duration::from_secs(61));
+    assert!(router.resolve("acme").await.unwrap().stale); // the failed read marks it down
+    let calls = registry.assignment_calls();
+    // Within one poll interval: at most one more registry read, however many callers.
+    for _ in 0..20 {
+        assert!(router.resolve("acme").await.unwrap().stale);
+    }
+    assert!(
+        registry.assignment_calls() <= calls + 1,
+        "{} > {}",
+        registry.assignment_calls(),
+        calls + 1
+    );
+    let calls = registry.assignment_calls();
+
+    // The registry comes back, and the tenant moved meanwhile: after the interval, the next
+    // resolve reads it and serves the fresh route.
+    registry.set_failing(false);
+    let a = inner.assignment(&tid("acme")).await.unwrap().unwrap();
+    let moved = inner
+        .compare_and_set(&tid("acme"), a.epoch, AssignmentChange::move_to(StampId(2)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    let fresh = router.resolve("acme").await.unwrap();
+    assert!(!fresh.stale);
+    assert_eq!((fresh.stamp, fresh.epoch), (StampId(2), moved.epoch));
+    assert_eq!(registry.assignment_calls(), calls + 1);
+    assert!(!router.route("acme").unwrap().stale);
+}

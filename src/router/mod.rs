@@ -243,6 +243,9 @@ struct Shared {
     generation: AtomicU32,
     /// When the registry was first seen failing since it last answered (0: it answers).
     down_since: AtomicU64,
+    /// While the registry is down: when `resolve` may next try it for a tenant served stale
+    /// (clock ms), so a recovered registry is noticed without a flood of reads while it is not.
+    retry_at: AtomicU64,
     stamps: ArcSwap<StampView>,
     /// Bumped after every store to `stamps`; cold paths (stamp ids of 1,024 and above,
     /// failover) keep a per-thread copy of the view.
@@ -427,6 +430,7 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
             tickers: AtomicUsize::new(0),
             generation: AtomicU32::new(0),
             down_since: AtomicU64::new(0),
+            retry_at: AtomicU64::new(0),
             stamps: ArcSwap::from_pointee(StampView::default()),
             stamps_version: AtomicU64::new(0),
             endpoints: (0..DENSE_STAMPS).map(|_| AtomicU32::new(0)).collect(),
@@ -597,7 +601,10 @@ impl<R: Registry + ?Sized> Router<R> {
     /// Concurrent calls for one uncached tenant make one registry call (single-flight); the
     /// others wait for its answer. A tenant without an assignment is remembered in the
     /// negative cache for the negative TTL. When the registry fails, the last known route is
-    /// served flagged stale if stale-if-error allows, else [`RouteError::Unavailable`].
+    /// served flagged stale if stale-if-error allows, else [`RouteError::Unavailable`]. While
+    /// routes are served stale, `resolve` tries the registry again at most once per
+    /// `poll_interval` (one caller does, the others get the stale route at once), so a
+    /// recovered registry is noticed even without the follower task.
     /// Cancel-safe: if the caller that performs the read is dropped, a waiter takes over.
     ///
     /// ```
@@ -615,10 +622,11 @@ impl<R: Registry + ?Sized> Router<R> {
     /// # Ok(()) }
     /// ```
     pub async fn resolve(&self, tenant: &str) -> Result<Route, RouteError> {
-        match self.route(tenant) {
-            Err(RouteError::Miss) => {}
+        let revalidate = match self.route(tenant) {
+            Err(RouteError::Miss) => false,
+            Ok(route) if route.stale && self.shared.may_retry_registry() => true,
             other => return other,
-        }
+        };
         loop {
             match self.shared.flights.join(tenant) {
                 Join::Lead(leader) => {
@@ -626,6 +634,7 @@ impl<R: Registry + ?Sized> Router<R> {
                     // map, so a caller that leads now sees its answer here.
                     let outcome = match self.shared.lookup(tenant, false) {
                         Err(RouteError::Miss) => self.load(tenant).await,
+                        Ok(route) if revalidate && route.stale => self.load(tenant).await,
                         other => other,
                     };
                     leader.finish(outcome);
@@ -653,10 +662,12 @@ impl<R: Registry + ?Sized> Router<R> {
         };
         if before.is_some() {
             // The miss may have come while a writer held the table (a rebuild moves entries):
-            // if the entry is usable now, no registry read is needed.
+            // if the entry is usable now, no registry read is needed. A stale route is not: the
+            // read is what revalidates it.
             match sh.lookup(tenant, false) {
-                Err(RouteError::Miss) => {}
-                other => return other,
+                Ok(route) if !route.stale => return Ok(route),
+                Ok(_) | Err(RouteError::Miss) => {}
+                Err(e) => return Err(e),
             }
         }
         let read = self.registry.assignment(&id).await;
@@ -1422,6 +1433,25 @@ impl Shared {
         if self.down_since.load(Ordering::Relaxed) != 0 {
             self.down_since.store(0, Ordering::Release);
         }
+    }
+
+    /// Whether a `resolve` that got a stale route may try the registry now (at most once per
+    /// `poll_interval` across all tenants).
+    fn may_retry_registry(&self) -> bool {
+        let now = self.clock.now().as_millis();
+        let at = self.retry_at.load(Ordering::Acquire);
+        if now < at {
+            return false;
+        }
+        let every = u64::try_from(self.config.poll_interval.as_millis()).unwrap_or(u64::MAX);
+        self.retry_at
+            .compare_exchange(
+                at,
+                now.saturating_add(every.max(1)),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     fn mark_down(&self, now: u64) {

@@ -249,9 +249,8 @@ impl fmt::Debug for State {
 /// registry.set_unavailable(true);
 /// clock.advance(Duration::from_secs(61)); // past the TTL
 /// assert!(router.resolve("acme").await?.stale);
-/// // Recovery: once a registry call succeeds (the follower's `sync`), routes are fresh again.
+/// // Recovery: `resolve` tries the registry again (at most once per `poll_interval`).
 /// registry.set_unavailable(false);
-/// router.sync().await?;
 /// assert!(!router.resolve("acme").await?.stale);
 /// # Ok(()) }
 /// ```
