@@ -264,6 +264,52 @@ impl Work {
     }
 }
 
+/// Runs `iters` lookups of the ids in `seq` on `threads` reader threads (chunks handed out by
+/// [`Work`]) while a writer thread calls `write` once per millisecond; returns the readers'
+/// wall time.
+fn read_while_writing(
+    threads: usize,
+    iters: u64,
+    seq: &Arc<String>,
+    lookup: impl Fn(&str) + Clone + Send + 'static,
+    mut write: impl FnMut(&mut Rng) + Send + 'static,
+) -> Duration {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut r = Rng(7);
+            while !stop.load(Ordering::Relaxed) {
+                write(&mut r);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let work = Arc::new(Work::new(iters));
+    let start = Instant::now();
+    let readers: Vec<_> = (0..threads)
+        .map(|t| {
+            let (seq, work, lookup) = (seq.clone(), work.clone(), lookup.clone());
+            std::thread::spawn(move || {
+                let mut i = t * 7919;
+                while let Some(n) = work.take() {
+                    for _ in 0..n {
+                        i = (i + 1) & (SEQ - 1);
+                        lookup(&seq[i * 16..i * 16 + 16]);
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    elapsed
+}
+
 /// Lookups per second from `threads` readers while a writer applies 1,000 changes/s.
 fn concurrent(c: &mut Criterion) {
     let n = sizes().into_iter().max().unwrap_or(1_000_000);
@@ -282,101 +328,59 @@ fn concurrent(c: &mut Criterion) {
     for threads in [1usize, 2] {
         g.bench_function(BenchmarkId::new("stamps::Router::route", threads), |b| {
             b.iter_custom(|iters| {
-                let stop = Arc::new(AtomicBool::new(false));
-                let writer = {
-                    let (router, keys, stop) = (router.clone(), keys.clone(), stop.clone());
-                    std::thread::spawn(move || {
-                        let mut v = 1_000_000u64;
-                        let mut r = Rng(7);
-                        while !stop.load(Ordering::Relaxed) {
-                            v += 1;
-                            let k = &keys[(r.next() % keys.len() as u64) as usize];
-                            let spec = TenantSpec::new(TenantId::new(k).unwrap());
-                            let a = Assignment::new(
-                                spec,
-                                StampId((v % 64) as u32),
-                                Epoch(v),
-                                AssignmentMode::Serving,
-                                Timestamp::ZERO,
-                                Timestamp::ZERO,
-                            );
-                            let change = Change::new(
-                                Version(v),
-                                Timestamp::ZERO,
-                                ChangeKind::Assignment {
-                                    tenant: a.tenant().clone(),
-                                    assignment: Some(Box::new(a)),
-                                },
-                            );
-                            router.apply(&change);
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    })
-                };
-                let work = Arc::new(Work::new(iters));
-                let start = Instant::now();
-                let readers: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let (router, seq, work) = (router.clone(), seq.clone(), work.clone());
-                        std::thread::spawn(move || {
-                            let mut i = t * 7919;
-                            while let Some(n) = work.take() {
-                                for _ in 0..n {
-                                    i = (i + 1) & (SEQ - 1);
-                                    black_box(router.route(&seq[i * 16..i * 16 + 16]).is_ok());
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                for r in readers {
-                    r.join().unwrap();
-                }
-                let elapsed = start.elapsed();
-                stop.store(true, Ordering::Relaxed);
-                writer.join().unwrap();
-                elapsed
+                let reader = router.clone();
+                let (router, keys) = (router.clone(), keys.clone());
+                let mut v = 1_000_000u64;
+                read_while_writing(
+                    threads,
+                    iters,
+                    &seq,
+                    move |id| {
+                        black_box(reader.route(id).is_ok());
+                    },
+                    move |r| {
+                        v += 1;
+                        let k = &keys[(r.next() % keys.len() as u64) as usize];
+                        let spec = TenantSpec::new(TenantId::new(k).unwrap());
+                        let a = Assignment::new(
+                            spec,
+                            StampId((v % 64) as u32),
+                            Epoch(v),
+                            AssignmentMode::Serving,
+                            Timestamp::ZERO,
+                            Timestamp::ZERO,
+                        );
+                        let change = Change::new(
+                            Version(v),
+                            Timestamp::ZERO,
+                            ChangeKind::Assignment {
+                                tenant: a.tenant().clone(),
+                                assignment: Some(Box::new(a)),
+                            },
+                        );
+                        router.apply(&change);
+                    },
+                )
             })
         });
         g.bench_function(BenchmarkId::new("parking_lot::RwLock<HashMap>", threads), |b| {
             b.iter_custom(|iters| {
-                let stop = Arc::new(AtomicBool::new(false));
-                let writer = {
-                    let (locked, keys, stop) = (locked.clone(), keys.clone(), stop.clone());
-                    std::thread::spawn(move || {
-                        let mut r = Rng(7);
-                        while !stop.load(Ordering::Relaxed) {
-                            let k = &keys[(r.next() % keys.len() as u64) as usize];
-                            if let Some(v) = locked.write().get_mut(k.as_str()) {
-                                *v += 1;
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
+                let reader = locked.clone();
+                let (locked, keys) = (locked.clone(), keys.clone());
+                read_while_writing(
+                    threads,
+                    iters,
+                    &seq,
+                    move |id| {
+                        black_box(reader.read().get(id).copied());
+                    },
+                    move |r| {
+                        let k = &keys[(r.next() % keys.len() as u64) as usize];
+                        if let Some(v) = locked.write().get_mut(k.as_str()) {
+                            *v += 1;
                         }
-                    })
-                };
-                let work = Arc::new(Work::new(iters));
-                let start = Instant::now();
-                let readers: Vec<_> = (0..threads)
-                    .map(|t| {
-                        let (locked, seq, work) = (locked.clone(), seq.clone(), work.clone());
-                        std::thread::spawn(move || {
-                            let mut i = t * 7919;
-                            while let Some(n) = work.take() {
-                                for _ in 0..n {
-                                    i = (i + 1) & (SEQ - 1);
-                                    black_box(locked.read().get(&seq[i * 16..i * 16 + 16]).copied());
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                for r in readers {
-                    r.join().unwrap();
-                }
-                let elapsed = start.elapsed();
-                stop.store(true, Ordering::Relaxed);
-                writer.join().unwrap();
-                elapsed
+                    },
+                )
             })
         });
     }
