@@ -9,6 +9,9 @@
 //! Keys are 16-byte tenant ids; lookups follow a uniform or a Zipf (s = 1) mix. Bytes per
 //! entry are measured with a counting global allocator and printed as `memory:` lines.
 
+#[path = "support/keys.rs"]
+mod keys;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keys::{key, text, uniform, zipf, Rng, SEQ};
 use parking_lot::RwLock;
 use stamps::router::Router;
 use stamps::{
@@ -51,56 +55,6 @@ fn live() -> isize {
 }
 
 type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
-
-fn key(i: usize) -> String {
-    format!("tenant-{i:09}") // 16 bytes
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-const SEQ: usize = 1 << 20;
-
-/// The lookup sequence as one buffer of 16-byte ids: request text is in cache when a router
-/// sees it, so the benchmark does not charge a miss for reading the id itself.
-fn text(ix: Vec<u32>) -> String {
-    ix.iter().map(|&i| format!("tenant-{i:09}")).collect()
-}
-
-fn uniform(n: usize) -> Vec<u32> {
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..SEQ).map(|_| (r.next() % n as u64) as u32).collect()
-}
-
-/// Zipf (s = 1) ranks, scattered over the key space by a multiplicative permutation.
-fn zipf(n: usize) -> Vec<u32> {
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for k in 1..=n {
-        acc += 1.0 / k as f64;
-        cdf.push(acc);
-    }
-    let total = acc;
-    let mut r = Rng(0x2545_f491_4f6c_dd1d);
-    (0..SEQ)
-        .map(|_| {
-            let u = r.unit() * total;
-            let rank = cdf.partition_point(|c| *c < u).min(n - 1);
-            ((rank as u64 * 2_654_435_761) % n as u64) as u32
-        })
-        .collect()
-}
 
 fn sizes() -> Vec<usize> {
     std::env::var("STAMPS_BENCH_SIZES")

@@ -7,56 +7,21 @@
 //! STAMPS_BENCH_SIZES=10000000 STAMPS_BENCH_SKIP_MOKA=1 cargo bench --bench router_interleaved
 //! ```
 
+#[path = "support/keys.rs"]
+mod keys;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use keys::{key, text, uniform, zipf, SEQ};
 use stamps::router::Router;
 use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
 
 type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-const SEQ: usize = 1 << 20;
 const ROUNDS: usize = 15;
 const PER_ROUND: usize = 1 << 20;
-
-/// The lookup sequence as one buffer of 16-byte ids: request text is in cache when a router
-/// sees it, so the benchmark does not charge a miss for reading the id itself.
-fn text(ix: Vec<u32>) -> String {
-    ix.iter().map(|&i| format!("tenant-{i:09}")).collect()
-}
-
-fn uniform(n: usize) -> Vec<u32> {
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
-    (0..SEQ).map(|_| (r.next() % n as u64) as u32).collect()
-}
-
-fn zipf(n: usize) -> Vec<u32> {
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for k in 1..=n {
-        acc += 1.0 / k as f64;
-        cdf.push(acc);
-    }
-    let mut r = Rng(0x2545_f491_4f6c_dd1d);
-    (0..SEQ)
-        .map(|_| {
-            let u = (r.next() >> 11) as f64 / (1u64 << 53) as f64 * acc;
-            let rank = cdf.partition_point(|c| *c < u).min(n - 1);
-            ((rank as u64 * 2_654_435_761) % n as u64) as u32
-        })
-        .collect()
-}
 
 fn time(mut f: impl FnMut(usize)) -> f64 {
     let start = Instant::now();
@@ -96,7 +61,7 @@ fn main() {
         .unwrap_or_else(|| vec![1_000_000]);
     let skip_moka = std::env::var("STAMPS_BENCH_SKIP_MOKA").is_ok();
     for n in sizes {
-        let keys: Vec<String> = (0..n).map(|i| format!("tenant-{i:09}")).collect();
+        let keys: Vec<String> = (0..n).map(key).collect();
         let router = Router::builder(InMemoryRegistry::new())
             .max_entries(n + n / 10)
             .ttl(Duration::from_secs(3600))
