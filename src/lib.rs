@@ -5,6 +5,7 @@
 
 pub mod capacity;
 pub mod error;
+pub mod hash;
 pub mod health;
 pub mod integrations;
 pub mod migration;

@@ -236,9 +236,6 @@ impl Scorer for MostAvailable {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -249,10 +246,7 @@ fn splitmix(mut z: u64) -> u64 {
 /// The rendezvous (highest-random-weight) hash of a tenant on a stamp: FNV-1a of the tenant id
 /// mixed with the stamp id by splitmix64. Fixed across processes, platforms and releases.
 pub(crate) fn rendezvous_hash(tenant: &TenantSpec, stamp: StampId) -> u64 {
-    let mut h = FNV_OFFSET;
-    for b in tenant.id.as_str().bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-    }
+    let h = crate::hash::fnv1a_64(tenant.id.as_str().as_bytes());
     splitmix(h ^ splitmix(u64::from(stamp.0)))
 }
 

@@ -92,12 +92,7 @@ impl From<SchemaError> for Fault {
 
 /// FNV-1a over the migration's SQL: a stable fingerprint recorded with each applied migration.
 pub(crate) fn checksum(sql: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in sql.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    crate::hash::fnv1a_64(sql.as_bytes()) as i64
 }
 
 /// Quotes a validated schema name.
