@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{Demand, StampId, TenantId, TenantSpec};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 /// A position in the registry's change feed. Every write gets the next version; versions only
 /// grow.

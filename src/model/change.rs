@@ -1,7 +1,7 @@
 //! The change feed.
 
 use super::{Assignment, Stamp, TenantId, Version};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 /// One entry of the registry's change feed.
 #[derive(Debug, Clone, PartialEq, Eq)]

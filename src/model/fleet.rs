@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::{Amount, Amounts, Demand, Resource, Stamp, StampId, Version};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 /// One stamp in a [`Fleet`] snapshot, with what its tenants use.
 ///

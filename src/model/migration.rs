@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{StampId, TenantId};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 /// A migration's identifier, assigned by the registry.
 ///
@@ -174,12 +174,12 @@ impl MigrationRecord {
     /// assert!(MigrationRecord::planned(t, StampId(1), StampId(1)).check_new().is_err());
     /// # Ok::<(), stamps::Error>(())
     /// ```
-    pub fn check_new(&self) -> Result<(), crate::Error> {
+    pub fn check_new(&self) -> Result<(), super::error::Error> {
         if self.state != MigrationState::Planned {
-            return Err(crate::InvalidInput::new("state", "a new migration must be in the planned state").into());
+            return Err(super::error::InvalidInput::new("state", "a new migration must be in the planned state").into());
         }
         if self.source == self.destination {
-            return Err(crate::InvalidInput::new("destination", "must differ from the source stamp").into());
+            return Err(super::error::InvalidInput::new("destination", "must differ from the source stamp").into());
         }
         Ok(())
     }

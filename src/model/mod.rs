@@ -4,6 +4,7 @@
 
 mod assignment;
 mod change;
+pub(crate) mod error;
 mod fleet;
 mod health;
 mod migration;

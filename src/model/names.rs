@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::error::InvalidInput;
+use super::error::InvalidInput;
 
 /// Longest name accepted for regions, residencies, tiers and custom resources.
 pub const NAME_MAX_LEN: usize = 64;
@@ -47,7 +47,7 @@ macro_rules! name_type {
 
         impl $name {
             /// Validates and makes a name.
-            pub fn new(text: &str) -> Result<Self, crate::Error> {
+            pub fn new(text: &str) -> Result<Self, super::error::Error> {
                 validate_name($field, text)?;
                 Ok($name(Arc::from(text)))
             }
@@ -71,7 +71,7 @@ macro_rules! name_type {
         }
 
         impl std::str::FromStr for $name {
-            type Err = crate::Error;
+            type Err = super::error::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 $name::new(s)
             }

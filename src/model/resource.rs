@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::Name;
-use crate::error::InvalidInput;
+use super::error::InvalidInput;
 
 /// A resource a stamp has a limited amount of and tenants consume.
 ///
@@ -56,7 +56,7 @@ impl Resource {
     /// assert_eq!(Resource::parse("rps")?, Resource::RequestsPerSecond);
     /// # Ok::<(), stamps::Error>(())
     /// ```
-    pub fn parse(name: &str) -> Result<Resource, crate::Error> {
+    pub fn parse(name: &str) -> Result<Resource, super::error::Error> {
         Ok(match name {
             "tenants" => Resource::Tenants,
             "connections" => Resource::Connections,
@@ -113,7 +113,7 @@ impl Amount {
 
     /// An amount from a float, rounded to the nearest thousandth. NaN, infinities, negative
     /// values and values above [`AMOUNT_MAX_UNITS`] are rejected.
-    pub fn from_f64(value: f64) -> Result<Amount, crate::Error> {
+    pub fn from_f64(value: f64) -> Result<Amount, super::error::Error> {
         Self::checked_f64("amount", value).map_err(Into::into)
     }
 
@@ -287,7 +287,7 @@ impl<'de> serde::Deserialize<'de> for Demand {
 impl Demand {
     /// A demand from (resource, amount) pairs. Amounts must be finite and non-negative; a
     /// resource may appear once; [`Resource::Tenants`] may not appear (it is always one).
-    pub fn of(items: impl IntoIterator<Item = (Resource, f64)>) -> Result<Demand, crate::Error> {
+    pub fn of(items: impl IntoIterator<Item = (Resource, f64)>) -> Result<Demand, super::error::Error> {
         Ok(Self::checked(Amounts::build("demand", items, false)?)?)
     }
 
@@ -361,7 +361,7 @@ impl Headroom {
     pub const NONE: Headroom = Headroom(0);
 
     /// A headroom from a fraction in `[0, 1)`, rounded to parts per million.
-    pub fn from_fraction(fraction: f64) -> Result<Headroom, crate::Error> {
+    pub fn from_fraction(fraction: f64) -> Result<Headroom, super::error::Error> {
         if !fraction.is_finite() || !(0.0..1.0).contains(&fraction) {
             return Err(InvalidInput::new("headroom", "must be a fraction in [0, 1), such as 0.25").into());
         }
@@ -440,7 +440,7 @@ impl TryFrom<CapacityRepr> for Capacity {
 
 impl Capacity {
     /// A capacity from (resource, limit) pairs and a headroom fraction.
-    pub fn new(limits: impl IntoIterator<Item = (Resource, f64)>, headroom: f64) -> Result<Capacity, crate::Error> {
+    pub fn new(limits: impl IntoIterator<Item = (Resource, f64)>, headroom: f64) -> Result<Capacity, super::error::Error> {
         let limits = Amounts::build("capacity", limits, true)?;
         Ok(Capacity {
             limits,

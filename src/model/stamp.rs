@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{Capacity, Name, Region, Residency};
-use crate::error::{Error, InvalidInput};
-use crate::Timestamp;
+use super::error::{Error, InvalidInput};
+use crate::time::Timestamp;
 
 /// Free-form key/value labels on stamps and tenants.
 pub type Labels = BTreeMap<String, String>;

@@ -1,0 +1,194 @@
+//! The crate's error type.
+//!
+//! One `#[non_exhaustive]` enum with meaning-based variants that every registry backend maps
+//! its failures to; backend error types never appear in public signatures.
+
+use std::fmt;
+
+use super::{MigrationId, Resource, StampId, StampState, TenantId, TenantIdError};
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a missing or duplicate thing is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Subject {
+    /// A stamp.
+    Stamp(StampId),
+    /// A tenant's assignment.
+    Tenant(TenantId),
+    /// A migration record.
+    Migration(MigrationId),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Stamp(s) => write!(f, "stamp {s}"),
+            Subject::Tenant(t) => write!(f, "tenant {t}"),
+            Subject::Migration(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// What a [`Error::Conflict`] compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// An assignment's epoch.
+    Epoch,
+    /// A migration record's revision.
+    Revision,
+}
+
+impl fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConflictKind::Epoch => "epoch",
+            ConflictKind::Revision => "revision",
+        })
+    }
+}
+
+/// An argument that failed validation: which one, and why.
+///
+/// ```
+/// use stamps::{Capacity, Error, Resource};
+/// let err = Capacity::new([(Resource::Connections, f64::NAN)], 0.25).unwrap_err();
+/// assert!(matches!(err, Error::InvalidInput(ref i) if i.field == "capacity"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvalidInput {
+    /// The argument or field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl InvalidInput {
+    /// A validation failure.
+    pub const fn new(field: &'static str, reason: &'static str) -> Self {
+        InvalidInput { field, reason }
+    }
+}
+
+impl fmt::Display for InvalidInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidInput {}
+
+/// Errors of registries and of the operations built on them.
+///
+/// Match on the variant to decide what to do: `Conflict` means re-read and retry,
+/// `Unavailable` means retry later (or serve stale), `CapacityExceeded` and `NotAccepting` mean
+/// place elsewhere, the rest are caller errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stamp, tenant or migration does not exist.
+    #[error("{0} not found; check the id, or create it first")]
+    NotFound(Subject),
+    /// The tenant already has an assignment; move it with `compare_and_set` instead.
+    #[error("tenant {tenant} is already assigned to {stamp}; use compare_and_set to move it")]
+    AlreadyAssigned {
+        /// The tenant.
+        tenant: TenantId,
+        /// Where it is.
+        stamp: StampId,
+    },
+    /// The thing exists already (a migration for a tenant that has one in progress, say).
+    #[error("{0} already exists or is in progress; finish or cancel it first")]
+    AlreadyExists(Subject),
+    /// Admitting the tenant would take the stamp past its hard limit of `resource`.
+    #[error("{stamp} has no room: {resource} would exceed its hard limit; place the tenant on another stamp or add capacity")]
+    CapacityExceeded {
+        /// The stamp.
+        stamp: StampId,
+        /// The resource that does not fit.
+        resource: Resource,
+    },
+    /// The stamp is not accepting tenants in its current state.
+    #[error("{stamp} is {state} and accepts no new tenants; choose an active stamp")]
+    NotAccepting {
+        /// The stamp.
+        stamp: StampId,
+        /// Its state.
+        state: StampState,
+    },
+    /// A compare-and-set lost: the caller's view is stale.
+    #[error("{kind} conflict: expected {expected}, found {actual}; re-read and retry")]
+    Conflict {
+        /// What was compared.
+        kind: ConflictKind,
+        /// What the caller expected.
+        expected: u64,
+        /// What the registry holds.
+        actual: u64,
+    },
+    /// An argument is invalid.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] InvalidInput),
+    /// A tenant id is invalid.
+    #[error("invalid tenant id: {0}")]
+    InvalidTenantId(#[from] TenantIdError),
+    /// The requested state transition is not legal.
+    #[error("illegal {what} transition from {from} to {to}")]
+    InvalidTransition {
+        /// What changes state.
+        what: &'static str,
+        /// Current state.
+        from: &'static str,
+        /// Requested state.
+        to: &'static str,
+    },
+    /// The change feed no longer holds changes this old; resynchronise from a full snapshot.
+    #[error("the change feed starts after {requested}: the oldest retained change is v{oldest}; reload all assignments and follow from the head")]
+    ChangeFeedTruncated {
+        /// The version asked for.
+        requested: super::Version,
+        /// The oldest version still held.
+        oldest: u64,
+    },
+    /// The backend cannot be reached or timed out; the operation may be retried.
+    ///
+    /// Usually it did not take effect. A networked registry cannot always know: when the
+    /// connection breaks after a write's commit was sent (`PgRegistry`), the write may have
+    /// committed with its acknowledgement lost. Re-read before retrying a write whose
+    /// precondition it would change (a revision or epoch compare-and-set then reports
+    /// `Conflict` against your own write); the migration engine does this itself.
+    #[error("registry unavailable: {reason}; retry later")]
+    Unavailable {
+        /// What happened.
+        reason: String,
+    },
+    /// Any other backend failure.
+    #[error("registry backend error: {source}")]
+    Backend {
+        /// The underlying error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same call may succeed (`Unavailable` and `Conflict`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Conflict { .. })
+    }
+
+    /// An `Unavailable` error.
+    pub fn unavailable(reason: impl Into<String>) -> Error {
+        Error::Unavailable { reason: reason.into() }
+    }
+
+    /// A `Backend` error wrapping `source`.
+    pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Backend {
+            source: Box::new(source),
+        }
+    }
+}
