@@ -915,7 +915,7 @@ pub struct System {
     pub gateway: Arc<Gateway>,
     /// The tenants, in creation order.
     pub tenants: Vec<TenantId>,
-    _tasks: Vec<tokio::task::JoinHandle<()>>,
+    _health: stamps::health::HealthTask,
     _follower: stamps::router::Follower,
 }
 
@@ -982,17 +982,9 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
         router_addr,
         gateway,
         tenants,
-        _tasks: vec![health_task],
+        _health: health_task,
         _follower: follower,
     })
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        for t in &self._tasks {
-            t.abort();
-        }
-    }
 }
 
 impl System {

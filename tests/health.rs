@@ -233,7 +233,28 @@ async fn the_monitor_task_checks_the_fleet_periodically() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     assert_eq!(monitor.table().status(StampId(1)), HealthStatus::Unhealthy);
     assert_eq!(monitor.table().status(StampId(2)), HealthStatus::Healthy);
-    task.abort();
+    task.stop();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_monitor_task_stops_the_checks_and_detach_keeps_them() {
+    let clock = FakeClock::new();
+    let registry = Arc::new(registry_with_stamps(&clock, 1).await);
+    let source = Arc::new(CountingSource::default());
+    let monitor = Arc::new(HealthMonitor::builder(source.clone()).clock(clock.clone()).build());
+    let checks = || source.checks.lock().get(&StampId(1)).copied().unwrap_or(0);
+
+    let task = monitor.clone().spawn(registry.clone(), Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let while_held = checks();
+    assert!(while_held >= 2, "the task checks while its handle lives ({while_held} checks)");
+    drop(task);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(checks(), while_held, "no check after the handle was dropped");
+
+    monitor.clone().spawn(registry, Duration::from_secs(10)).detach();
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(checks() >= while_held + 2, "a detached task keeps checking ({} checks)", checks());
 }
 
 /// Counts checks per stamp and reports a fixed status.

@@ -309,8 +309,11 @@ impl<S: HealthSource> HealthMonitor<S> {
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl<S: HealthSource> HealthMonitor<S> {
     /// Spawns a task that reads the registry's fleet and checks every stamp each `interval`
-    /// (a failed fleet read skips that round). Abort the returned handle to stop it; dropping the
-    /// handle detaches the task, which then runs until the runtime shuts down.
+    /// (a failed fleet read skips that round).
+    ///
+    /// Like every `spawn*` in this crate, it returns a handle that owns the work: **dropping the
+    /// [`HealthTask`] stops the checks** (the task is aborted); call [`HealthTask::detach`] to
+    /// leave them running until the runtime shuts down.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -321,20 +324,70 @@ impl<S: HealthSource> HealthMonitor<S> {
     /// # async fn main() {
     /// let monitor = Arc::new(HealthMonitor::new(StaticHealth::new()));
     /// let task = monitor.clone().spawn(Arc::new(InMemoryRegistry::new()), Duration::from_secs(5));
-    /// task.abort();
+    /// // ... serve; the checks run while `task` lives.
+    /// drop(task); // stops them
     /// # }
     /// ```
-    pub fn spawn<R>(self: Arc<Self>, registry: Arc<R>, interval: std::time::Duration) -> tokio::task::JoinHandle<()>
+    pub fn spawn<R>(self: Arc<Self>, registry: Arc<R>, interval: std::time::Duration) -> HealthTask
     where
-        R: crate::Registry + ?Sized,
+        R: crate::registry::Registry + ?Sized,
     {
-        tokio::spawn(async move {
-            loop {
-                if let Ok(fleet) = registry.fleet().await {
-                    self.check_fleet(&fleet).await;
+        HealthTask {
+            handle: Some(tokio::spawn(async move {
+                loop {
+                    if let Ok(fleet) = registry.fleet().await {
+                        self.check_fleet(&fleet).await;
+                    }
+                    tokio::time::sleep(interval).await;
                 }
-                tokio::time::sleep(interval).await;
-            }
-        })
+            })),
+        }
+    }
+}
+
+/// The periodic health checks started by [`HealthMonitor::spawn`]. Dropping it stops them;
+/// [`detach`](HealthTask::detach) keeps them running until the runtime shuts down.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use stamps::health::{HealthMonitor, StaticHealth};
+/// use stamps::InMemoryRegistry;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let monitor = Arc::new(HealthMonitor::new(StaticHealth::new()));
+/// monitor.clone().spawn(Arc::new(InMemoryRegistry::new()), Duration::from_secs(5)).detach();
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[derive(Debug)]
+#[must_use = "dropping a HealthTask stops the health checks; call .detach() to keep them running"]
+pub struct HealthTask {
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[cfg(feature = "tokio")]
+impl HealthTask {
+    /// Leaves the checks running until the runtime shuts down.
+    pub fn detach(mut self) {
+        self.handle.take();
+    }
+
+    /// Stops the checks (the same as dropping the handle).
+    pub fn stop(self) {}
+
+    /// Whether the task has ended (it only ends when stopped or when its runtime shuts down).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().map_or(true, |h| h.is_finished())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Drop for HealthTask {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
     }
 }

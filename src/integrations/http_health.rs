@@ -36,7 +36,7 @@
 //!     .degraded_status(503); // this fleet answers 503 when shedding load
 //! let monitor = Arc::new(HealthMonitor::builder(source).hysteresis(Hysteresis::new(3, 2)?).build());
 //! let task = monitor.clone().spawn(Arc::new(InMemoryRegistry::new()), Duration::from_secs(5));
-//! # task.abort();
+//! # drop(task); // stops the checks
 //! # Ok(()) }
 //! ```
 
