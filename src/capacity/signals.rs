@@ -7,7 +7,7 @@ use super::num;
 use super::units::SECONDS_PER_DAY;
 use super::{CapacityError, TenantsPerDay};
 use crate::model::{Fleet, Region, Resource, StampId, StampLoad, StampState};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 /// What [`provisioning_signals`] measures against: the trigger utilization, the provisioning
 /// lead time, and how fast each region gains tenants.

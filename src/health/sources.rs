@@ -154,6 +154,6 @@ impl HealthSource for AggregateHealth {
                 worst = Some(r);
             }
         }
-        worst.unwrap_or_else(|| HealthReport::healthy(stamp.id(), crate::Timestamp::ZERO))
+        worst.unwrap_or_else(|| HealthReport::healthy(stamp.id(), crate::time::Timestamp::ZERO))
     }
 }

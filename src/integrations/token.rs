@@ -164,7 +164,7 @@ impl fmt::Debug for TokenKeys {
     }
 }
 
-fn check_key(secret: &[u8]) -> Result<(), crate::Error> {
+fn check_key(secret: &[u8]) -> Result<(), crate::error::Error> {
     if secret.len() < MIN_KEY_LEN {
         return Err(InvalidInput::new("key", "must be at least 32 bytes of secret material").into());
     }
@@ -173,7 +173,7 @@ fn check_key(secret: &[u8]) -> Result<(), crate::Error> {
 
 impl TokenKeys {
     /// A key set with one key, used for signing.
-    pub fn new(id: KeyId, secret: Vec<u8>) -> Result<TokenKeys, crate::Error> {
+    pub fn new(id: KeyId, secret: Vec<u8>) -> Result<TokenKeys, crate::error::Error> {
         check_key(&secret)?;
         Ok(TokenKeys {
             keys: vec![(id, Arc::from(secret))],
@@ -182,7 +182,7 @@ impl TokenKeys {
     }
 
     /// Adds (or replaces) a verification key.
-    pub fn add(&mut self, id: KeyId, secret: Vec<u8>) -> Result<(), crate::Error> {
+    pub fn add(&mut self, id: KeyId, secret: Vec<u8>) -> Result<(), crate::error::Error> {
         check_key(&secret)?;
         self.keys.retain(|(k, _)| *k != id);
         self.keys.push((id, Arc::from(secret)));
@@ -190,7 +190,7 @@ impl TokenKeys {
     }
 
     /// Chooses the signing key among the held keys.
-    pub fn sign_with(&mut self, id: KeyId) -> Result<(), crate::Error> {
+    pub fn sign_with(&mut self, id: KeyId) -> Result<(), crate::error::Error> {
         if !self.keys.iter().any(|(k, _)| *k == id) {
             return Err(InvalidInput::new("key id", "is not in the key set; add it first").into());
         }
@@ -246,7 +246,7 @@ impl RoutingTokens {
         stamp: StampId,
         epoch: Epoch,
         ttl: Duration,
-    ) -> Result<String, crate::Error> {
+    ) -> Result<String, crate::error::Error> {
         let secret = self
             .keys
             .get(self.keys.signing)
@@ -262,7 +262,7 @@ impl RoutingTokens {
         payload.extend_from_slice(&expires.as_millis().to_be_bytes());
         payload.push(tenant_len);
         payload.extend_from_slice(tenant_bytes);
-        let mut mac = HmacSha256::new_from_slice(secret).map_err(crate::Error::backend)?;
+        let mut mac = HmacSha256::new_from_slice(secret).map_err(crate::error::Error::backend)?;
         mac.update(&payload);
         let tag = mac.finalize().into_bytes();
         let mut out = URL_SAFE_NO_PAD.encode(&payload);
