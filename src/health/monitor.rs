@@ -69,7 +69,7 @@ struct Track {
 ///
 /// Drive it from anywhere: [`HealthMonitor::observe`] takes one report (push-style sources),
 /// [`HealthMonitor::check_stamps`] checks a list, and with the `tokio` feature
-/// [`HealthMonitor::spawn`] checks the registry's fleet periodically.
+/// `HealthMonitor::spawn` checks the registry's fleet periodically.
 ///
 /// ```
 /// use stamps::health::{HealthMonitor, HealthReport, Hysteresis, StaticHealth};

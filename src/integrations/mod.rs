@@ -1,13 +1,15 @@
 //! Host integration: taking the tenant from a request, signed routing tokens, a `tower` layer,
 //! an HTTP health probe, and scatter-gather over the fleet.
 //!
+//! The feature-gated modules are listed by name, since a module is only there with its feature.
+//!
 //! | item | feature |
 //! | --- | --- |
 //! | [`tenant_from_host`], [`tenant_from_header`], [`tenant_from_path`], [`TenantSource`] | always |
-//! | [`token`]: HMAC-SHA256 routing tokens | `token` |
-//! | [`scatter`]: scatter-gather with limits and timeouts | `tokio` |
-//! | [`tower`]: `RouteLayer`, routing `http` requests (axum, hyper 1) | `tower` (routing tokens in the layer: `tower` + `token`) |
-//! | [`http_health`]: `HttpHealthSource`, probing stamps over HTTP/1 | `http-health` |
+//! | `token`: HMAC-SHA256 routing tokens | `token` |
+//! | `scatter`: scatter-gather with limits and timeouts | `tokio` |
+//! | `tower`: `RouteLayer`, routing `http` requests (axum, hyper 1) | `tower` (routing tokens in the layer: `tower` + `token`) |
+//! | `http_health`: `HttpHealthSource`, probing stamps over HTTP/1 | `http-health` |
 
 mod extract;
 #[cfg(feature = "http-health")]
