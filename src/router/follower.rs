@@ -7,7 +7,6 @@ use super::clock::TickerGuard;
 use super::Router;
 use crate::registry::Registry;
 
-#[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 impl<R: Registry + ?Sized> Router<R> {
     /// Spawns the change-feed follower on the current tokio runtime: it calls
@@ -76,14 +75,12 @@ impl<R: Registry + ?Sized> Router<R> {
 /// follower.abort();
 /// # }
 /// ```
-#[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 #[derive(Debug)]
 pub struct Follower {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-#[cfg(feature = "tokio")]
 impl Follower {
     /// Stops the follower (the same as dropping the handle).
     pub fn abort(self) {
@@ -91,7 +88,6 @@ impl Follower {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl Drop for Follower {
     fn drop(&mut self) {
         for t in &self.tasks {
