@@ -52,14 +52,19 @@ impl<R: Registry + ?Sized> Router<R> {
 
     /// Starts a plain thread that keeps the coarse clock current (every `tick`), so `route`
     /// reads one atomic instead of the clock. Without a ticker, `route` reads the clock
-    /// directly (correct, a little slower). Dropping the handle stops the thread.
+    /// directly (correct, a little slower).
+    ///
+    /// As with every `spawn*` in this crate, the returned handle is `#[must_use]`: dropping the
+    /// [`ClockThread`] stops the work (the thread is told to exit and joined), and
+    /// [`ClockThread::detach`] leaves the thread running for the rest of the program.
     ///
     /// ```
     /// use stamps::router::Router;
     /// use stamps::InMemoryRegistry;
     /// let router = Router::new(InMemoryRegistry::new());
     /// let ticker = router.spawn_clock_thread()?;
-    /// drop(ticker);
+    /// drop(ticker); // stops the thread
+    /// router.spawn_clock_thread()?.detach(); // ticks for the rest of the program
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn spawn_clock_thread(&self) -> std::io::Result<ClockThread> {
@@ -95,7 +100,9 @@ impl Drop for TickerGuard {
     }
 }
 
-/// A thread keeping a router's coarse clock current; dropping it stops the thread.
+/// A thread keeping a router's coarse clock current, from [`Router::spawn_clock_thread`].
+/// Dropping the handle stops the thread (it is told to exit and joined, which takes up to one
+/// tick); [`ClockThread::detach`] leaves it running for the rest of the program.
 ///
 /// ```
 /// use stamps::router::Router;
@@ -105,15 +112,33 @@ impl Drop for TickerGuard {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the clock thread; call `detach` to keep it running"]
 pub struct ClockThread {
     stop: Arc<AtomicBool>,
+    /// `None` once detached.
     handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClockThread {
+    /// Leaves the thread running for the rest of the program (it keeps the router's shared
+    /// state alive); nothing can stop it afterwards.
+    ///
+    /// ```
+    /// use stamps::router::Router;
+    /// let router = Router::new(stamps::InMemoryRegistry::new());
+    /// router.spawn_clock_thread()?.detach();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn detach(mut self) {
+        // Dropping a `JoinHandle` detaches the thread; `Drop` then has nothing to stop.
+        self.handle = None;
+    }
 }
 
 impl Drop for ClockThread {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
         if let Some(h) = self.handle.take() {
+            self.stop.store(true, Ordering::Release);
             let _ = h.join();
         }
     }
@@ -133,5 +158,55 @@ impl Shared {
 
     pub(super) fn tick(&self) {
         self.coarse.fetch_max(self.clock.now().as_millis(), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    use crate::router::Router;
+    use crate::time::Clock;
+    use crate::{FakeClock, InMemoryRegistry};
+
+    /// Waits (bounded) until `done` holds.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done()
+    }
+
+    /// Dropping the handle stops the thread (the coarse clock no longer follows the router's
+    /// clock); after `detach` the thread keeps ticking.
+    #[test]
+    fn dropping_the_clock_thread_stops_it_and_detach_keeps_it() -> std::io::Result<()> {
+        let clock = FakeClock::new();
+        let router = Router::builder(InMemoryRegistry::new())
+            .clock(clock.clone())
+            .build()
+            .map_err(std::io::Error::other)?;
+        let coarse = || router.shared.coarse.load(Ordering::Relaxed);
+        let now = || clock.now().as_millis();
+
+        let ticker = router.spawn_clock_thread()?;
+        clock.advance(Duration::from_secs(1));
+        assert!(eventually(|| coarse() == now()), "a running thread ticks");
+        drop(ticker);
+        assert_eq!(router.shared.tickers.load(Ordering::Acquire), 0);
+        clock.advance(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(coarse() < now(), "a dropped thread no longer ticks");
+
+        router.spawn_clock_thread()?.detach();
+        clock.advance(Duration::from_secs(1));
+        assert!(eventually(|| coarse() == now()), "a detached thread keeps ticking");
+        assert_eq!(router.shared.tickers.load(Ordering::Acquire), 1);
+        Ok(())
     }
 }
