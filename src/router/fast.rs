@@ -31,6 +31,10 @@
 //!
 //! The memory is allocated once, at build time: `⌈max_entries × 4/3⌉` slots rounded up to a
 //! whole group, 56 bytes each, plus one tag byte per slot in the tagged layout.
+//!
+//! This file holds the layout (constants, hash seeds, the table's geometry); `slots` the
+//! sequence-locked read and write of one slot, `probe` the lookups, `write` the writer's
+//! operations (insert, evict, remove, clear, rebuild).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 

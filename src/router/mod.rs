@@ -42,6 +42,14 @@
 #[doc = include_str!("../../docs/routing.md")]
 pub mod guide {}
 
+// The modules in the order a tenant id meets them: `lookup` (the hit path, `Router::route`)
+// reads `fast` (ids of up to 24 bytes) or `table` (longer ids and the negative cache), then
+// `modes` for tenants in dual-write or frozen mode, `endpoints` for the stamp's endpoint, and
+// `failover` when the stamp is unhealthy. On a miss, `resolve` (`Router::resolve`) joins the
+// tenant's single `flight`, reads the registry and stores the answer through `writes`. `feed`
+// applies the change feed through `writes` too; `clock` keeps the coarse time that `lookup`
+// reads; `follower` runs `feed` and the clock on tokio. `shared` holds the state all of them
+// share and `builder` makes it.
 mod builder;
 mod clock;
 mod config;
