@@ -1,7 +1,7 @@
 //! Routing overhead over HTTP on loopback: the same `GET` sent straight to a stamp server, through
 //! a plain proxy that forwards to that stamp without routing (the same hyper client and
 //! forwarding code: the cost of the extra hop alone), and through the router of
-//! `examples/http_router.rs` (tower `RouteLayer` on a warm router, so a cache hit, then the
+//! `examples/http_router/` (tower `RouteLayer` on a warm router, so a cache hit, then the
 //! proxy hop), measured in one run.
 //!
 //! * Latency: one keep-alive connection, one request at a time; the two paths alternate in
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-#[path = "../examples/http_router.rs"]
+#[path = "../examples/http_router/main.rs"]
 #[allow(dead_code)]
 mod http_router;
 
