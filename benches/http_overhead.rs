@@ -29,7 +29,8 @@ mod http_router;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use http_router::{http_client, relay, start_system, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
+use http_router::http::{http_client, relay, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
+use http_router::system::start_system;
 
 /// The plain proxy: forwards `GET /kv/{key}` to one fixed stamp and tenant, with no tenant
 /// extraction and no route lookup.
@@ -265,7 +266,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-impl http_router::System {
+impl http_router::system::System {
     fn gateway_router_misses(&self) -> u64 {
         self.router_stats().misses
     }
