@@ -16,8 +16,6 @@ use stamps::*;
 
 #[path = "../examples/http_router/admin.rs"]
 pub mod admin;
-#[path = "../examples/http_router/data_plane.rs"]
-pub mod data_plane;
 #[path = "../examples/http_router/http.rs"]
 pub mod http;
 #[path = "../examples/http_router/proxy.rs"]
@@ -451,11 +449,7 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
             lost.iter().take(3).collect::<Vec<_>>()
         ),
     );
-    let source_copy = sys
-        .nodes
-        .get(&before.stamp)
-        .map(|n| n.store.lock().tenants.contains_key(&hot))
-        .unwrap_or(true);
+    let source_copy = sys.plane.holds(before.stamp, &hot);
     checks.check(
         "the source copy was cleaned up",
         !source_copy,

@@ -3,7 +3,7 @@
 //! scatter-gather admin endpoint. Everything listens on loopback.
 //!
 //! ```text
-//!   client ──HTTP──▶ router (axum)                  ──hyper──▶ stamp 1 (axum, own key-value data)
+//!   client ──HTTP──▶ router (axum)                  ──hyper──▶ stamp 1 (axum, its key-value data)
 //!                    · tenant: x-tenant-id, or the   ──hyper──▶ stamp 2
 //!                      Host subdomain copied into it ──hyper──▶ stamp 3
 //!                    · RouteLayer (stamps::router::Router)  ▲
@@ -12,17 +12,24 @@
 //!                    · GET /admin/tenants (scatter-gather over healthy stamps)
 //! ```
 //!
-//! * Each stamp keeps its own data: a per-tenant key-value store whose rows carry a version
-//!   `(epoch, sequence)` and merge last-writer-wins by version, and a [`Fence`] under the same
-//!   lock. Every write carries the epoch of the route it was sent by (`x-stamp-epoch`), and the
-//!   stamp admits it through the fence before applying it, so a router with a stale route
-//!   cannot write after a cutover: it gets 409, refreshes the route and retries.
+//! * The stamps' data is the library's reference data plane ([`ReferenceDataPlane`]), each
+//!   stamp server reading and writing only its own share: a per-tenant key-value store (UTF-8
+//!   values) whose rows carry a version `(epoch, sequence)` and merge last-writer-wins by
+//!   version, and a [`Fence`] under the same lock. Every write carries the epoch of the route
+//!   it was sent by (`x-stamp-epoch`), and the stamp admits it through the fence before
+//!   applying it, so a router with a stale route cannot write after a cutover: it gets 409,
+//!   refreshes the route and retries.
 //! * [`RouteLayer`] resolves each request's route (400 bad tenant, 404 unknown tenant, 503 with
 //!   `Retry-After` for an unhealthy stamp or a write during a cutover freeze); the handlers
 //!   proxy with hyper. In dual-write the router writes the serving stamp first, then the shadow
 //!   (with the same row version), and acknowledges only when both applied.
-//! * The stamps' data plane implements [`MigrationDriver`], so `POST /admin/migrations` runs the
+//! * The data plane implements [`MigrationDriver`], so `POST /admin/migrations` runs the
 //!   library's migration engine against the live stamps while traffic flows.
+//!
+//! [`ReferenceDataPlane`]: stamps::migration::reference::ReferenceDataPlane
+//! [`Fence`]: stamps::migration::Fence
+//! [`RouteLayer`]: stamps::integrations::tower::RouteLayer
+//! [`MigrationDriver`]: stamps::migration::MigrationDriver
 //!
 //! Run it: `cargo run --example http_router --features tokio,tower,http-health` (prints URLs and
 //! curl commands; Ctrl-C stops it). `tests/http_router.rs` runs it end to end: it starts
@@ -31,7 +38,6 @@
 //! that every acknowledged write is readable (within an overall 45 s timeout).
 
 pub mod admin;
-pub mod data_plane;
 pub mod http;
 pub mod proxy;
 pub mod stamp;

@@ -1,7 +1,7 @@
-//! The stamps: each an axum server over its own per-tenant key-value store, admitting every
-//! write through its fence.
+//! The stamps: each an axum server over its share of the library's reference data plane
+//! ([`ReferenceDataPlane`]): a per-tenant key-value store whose rows carry a version
+//! `(epoch, sequence)` and whose writes the stamp's fence admits.
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,95 +12,39 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
-use stamps::migration::{Fence, FenceToken, SideSummary};
+use stamps::migration::reference::{ReferenceDataPlane, RowVersion, WriteError};
+use stamps::migration::FenceToken;
 use stamps::{Epoch, StampId, TenantId};
 
 use super::http::{text, EPOCH_HEADER, SERVED_BY_HEADER, VERSION_HEADER};
 
-/// A row version: the epoch of the route the write came by, then the serving stamp's sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Version {
-    epoch: u64,
-    seq: u64,
+/// A row version as the `x-row-version` header carries it: `epoch.seq`.
+fn version_text(v: RowVersion) -> String {
+    format!("{}.{}", v.epoch.0, v.seq)
 }
 
-impl Version {
-    fn parse(text: &str) -> Option<Version> {
-        let (e, s) = text.split_once('.')?;
-        Some(Version {
-            epoch: e.parse().ok()?,
-            seq: s.parse().ok()?,
-        })
-    }
+/// Parses an `x-row-version` header: `(epoch, seq)`.
+fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let (e, s) = text.split_once('.')?;
+    Some((e.parse().ok()?, s.parse().ok()?))
 }
 
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.epoch, self.seq)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Row {
-    pub(crate) value: Bytes,
-    pub(crate) version: Version,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct TenantRows {
-    pub(crate) rows: BTreeMap<String, Row>,
-    seq: u64,
-}
-
-impl TenantRows {
-    /// Last-writer-wins by version.
-    pub(crate) fn merge(&mut self, key: &str, row: Row) {
-        match self.rows.get(key) {
-            Some(existing) if existing.version >= row.version => {}
-            _ => {
-                self.rows.insert(key.to_string(), row);
-            }
-        }
-    }
-
-    pub(crate) fn summary(&self) -> SideSummary {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (k, r) in &self.rows {
-            for b in k.bytes().chain([0]).chain(r.value.iter().copied()).chain([0]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        SideSummary::new(self.rows.len() as u64, h)
-    }
-}
-
-/// One stamp's data: the fence and the rows under one lock, so admitting a write and applying it
-/// is one critical section (and raising the fence is also the drain).
-#[derive(Debug)]
-pub(crate) struct Store {
-    pub(crate) fence: Fence,
-    pub(crate) tenants: HashMap<TenantId, TenantRows>,
-}
-
-/// One stamp server's state.
+/// One stamp server's state: its id, the data plane holding its rows and fence (shared by all
+/// stamps here, as they run in one process; each stamp touches only its own share), and
+/// whether `/healthz` answers 200.
 #[derive(Debug)]
 pub struct StampNode {
     pub(crate) id: StampId,
-    pub(crate) store: Mutex<Store>,
+    pub(crate) plane: ReferenceDataPlane,
     healthy: AtomicBool,
 }
 
 impl StampNode {
-    fn new(id: StampId) -> Self {
+    fn new(id: StampId, plane: ReferenceDataPlane) -> Self {
         StampNode {
             id,
-            store: Mutex::new(Store {
-                fence: Fence::new(id),
-                tenants: HashMap::new(),
-            }),
+            plane,
             healthy: AtomicBool::new(true),
         }
     }
@@ -135,14 +79,10 @@ async fn stamp_get(State(node): State<Arc<StampNode>>, Path((tenant, key)): Path
     let Ok(tenant) = TenantId::new(&tenant) else {
         return text(StatusCode::BAD_REQUEST, "invalid tenant id");
     };
-    let found = {
-        let st = node.store.lock();
-        st.tenants.get(&tenant).and_then(|t| t.rows.get(&key)).cloned()
-    };
-    let r = match found {
-        Some(row) => {
-            let mut r = (StatusCode::OK, row.value).into_response();
-            if let Ok(v) = HeaderValue::from_str(&row.version.to_string()) {
+    let r = match node.plane.row(node.id, &tenant, &key) {
+        Some((value, version)) => {
+            let mut r = (StatusCode::OK, value).into_response();
+            if let Ok(v) = HeaderValue::from_str(&version_text(version)) {
                 r.headers_mut().insert(VERSION_HEADER, v);
             }
             r
@@ -171,30 +111,27 @@ async fn stamp_put(
             format!("writes need a numeric {EPOCH_HEADER} header"),
         );
     };
-    let given = match headers
+    let seq = match headers
         .get(VERSION_HEADER)
-        .map(|v| v.to_str().ok().and_then(Version::parse))
+        .map(|v| v.to_str().ok().and_then(parse_version))
     {
         None => None,
-        Some(Some(v)) if v.epoch == epoch => Some(v),
+        Some(Some((e, seq))) if e == epoch => Some(seq),
         Some(_) => return text(StatusCode::BAD_REQUEST, format!("malformed {VERSION_HEADER} header")),
     };
-    let token = FenceToken::new(tenant.clone(), node.id, Epoch(epoch));
-    let version = {
-        let mut st = node.store.lock();
-        if let Err(rejection) = st.fence.admit(&token) {
-            return served_by(&node, text(StatusCode::CONFLICT, rejection.to_string()));
+    let Ok(value) = std::str::from_utf8(&value) else {
+        return text(StatusCode::BAD_REQUEST, "values must be UTF-8 text");
+    };
+    let token = FenceToken::new(tenant, node.id, Epoch(epoch));
+    let version = match node.plane.apply(&token, &key, value, seq) {
+        Ok(version) => version,
+        Err(WriteError::Fenced { rejection, .. }) => {
+            return served_by(&node, text(StatusCode::CONFLICT, rejection.to_string()))
         }
-        let rows = st.tenants.entry(tenant).or_default();
-        let version = given.unwrap_or_else(|| {
-            rows.seq += 1;
-            Version { epoch, seq: rows.seq }
-        });
-        rows.merge(&key, Row { value, version });
-        version
+        Err(e) => return served_by(&node, text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let mut r = text(StatusCode::OK, "stored");
-    if let Ok(v) = HeaderValue::from_str(&version.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&version_text(version)) {
         r.headers_mut().insert(VERSION_HEADER, v);
     }
     served_by(&node, r)
@@ -202,15 +139,15 @@ async fn stamp_put(
 
 /// How many tenants (with at least one row) and rows the stamp holds: the scatter-gather target.
 async fn stamp_tenants(State(node): State<Arc<StampNode>>) -> Json<Value> {
-    let st = node.store.lock();
-    let tenants = st.tenants.values().filter(|t| !t.rows.is_empty()).count();
-    let rows: usize = st.tenants.values().map(|t| t.rows.len()).sum();
+    let counts = node.plane.row_counts(node.id);
+    let tenants = counts.len();
+    let rows: usize = counts.values().sum();
     Json(json!({ "stamp": node.id.0, "tenants": tenants, "rows": rows }))
 }
 
-/// Starts one stamp server on an ephemeral loopback port.
-pub async fn start_stamp(id: StampId) -> std::io::Result<(SocketAddr, Arc<StampNode>)> {
-    let node = Arc::new(StampNode::new(id));
+/// Starts the server of stamp `id` (one of `plane`'s stamps) on an ephemeral loopback port.
+pub async fn start_stamp(id: StampId, plane: ReferenceDataPlane) -> std::io::Result<(SocketAddr, Arc<StampNode>)> {
+    let node = Arc::new(StampNode::new(id, plane));
     let app = axum::Router::new()
         .route("/healthz", get(stamp_healthz))
         .route("/t/{tenant}/kv/{key}", get(stamp_get).put(stamp_put))

@@ -13,13 +13,13 @@ use stamps::health::{HealthMonitor, Hysteresis};
 use stamps::integrations::http_health::HttpHealthSource;
 use stamps::integrations::tower::RouteLayer;
 use stamps::integrations::TenantSource;
+use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::{MigrationConfig, Migrator};
 use stamps::placement::{place_and_assign, policies};
 use stamps::router::Router;
 use stamps::*;
 
 use super::admin::{admin_migration, admin_start_migration, admin_tenants, Job};
-use super::data_plane::StampsDataPlane;
 use super::http::{http_client, HttpClient};
 use super::proxy::{proxy_get, tenant_from_host_header};
 use super::stamp::{start_stamp, StampNode};
@@ -67,6 +67,9 @@ pub async fn start_router(gw: Arc<Gateway>) -> std::io::Result<SocketAddr> {
 pub struct System {
     /// The stamp servers' state, by id.
     pub nodes: BTreeMap<StampId, Arc<StampNode>>,
+    /// The stamps' data: the library's reference data plane, which the stamp servers write and
+    /// the migrator drives.
+    pub plane: ReferenceDataPlane,
     /// Stamp endpoints (`http://127.0.0.1:port`), by id.
     pub endpoints: BTreeMap<StampId, String>,
     /// The router's address.
@@ -83,10 +86,11 @@ pub struct System {
 /// router with a change-feed follower and a health monitor probing every `probe_every`.
 pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<System, Box<dyn std::error::Error>> {
     let registry = InMemoryRegistry::new();
+    let plane = ReferenceDataPlane::new((1..=3).map(StampId));
     let mut nodes = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     for id in 1..=3 {
-        let (addr, node) = start_stamp(StampId(id)).await?;
+        let (addr, node) = start_stamp(StampId(id), plane.clone()).await?;
         let endpoint = format!("http://{addr}");
         let cap = Capacity::new([(Resource::Tenants, 1000.0)], 0.1)?;
         let spec = StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?
@@ -118,8 +122,7 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
     let follower = router.spawn_follower();
     let health_task = monitor.clone().spawn(Arc::new(registry.clone()), probe_every);
 
-    let plane = Arc::new(StampsDataPlane::new(nodes.values().cloned()));
-    let migrator = Migrator::new(Arc::new(registry.clone()), plane).with_config(
+    let migrator = Migrator::new(Arc::new(registry.clone()), Arc::new(plane.clone())).with_config(
         MigrationConfig::default()
             .with_soak_window(Duration::from_millis(300))
             .with_soak_poll(Duration::from_millis(50))
@@ -138,6 +141,7 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
     let router_addr = start_router(gateway.clone()).await?;
     Ok(System {
         nodes,
+        plane,
         endpoints,
         router_addr,
         gateway,
