@@ -29,8 +29,8 @@ mod http_router;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use http_router::http::{http_client, relay, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
 use http_router::system::start_system;
+use http_router::wire::{http_client, relay, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
 
 /// The plain proxy: forwards `GET /kv/{key}` to one fixed stamp and tenant, with no tenant
 /// extraction and no route lookup.

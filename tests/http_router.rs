@@ -16,19 +16,19 @@ use stamps::*;
 
 #[path = "../examples/http_router/admin.rs"]
 pub mod admin;
-#[path = "../examples/http_router/http.rs"]
-pub mod http;
 #[path = "../examples/http_router/proxy.rs"]
 pub mod proxy;
 #[path = "../examples/http_router/stamp.rs"]
 pub mod stamp;
 #[path = "../examples/http_router/system.rs"]
 pub mod system;
+#[path = "../examples/http_router/wire.rs"]
+pub mod wire;
 #[path = "../examples/http_router/write.rs"]
 pub mod write;
 
-use http::{http_client, HttpClient, BASE_DOMAIN, EPOCH_HEADER, SERVED_BY_HEADER, TENANT_HEADER};
 use system::start_system;
+use wire::{http_client, HttpClient, BASE_DOMAIN, EPOCH_HEADER, SERVED_BY_HEADER, TENANT_HEADER};
 
 /// A client of the router, for the self-test.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use stamps::integrations::scatter::{scatter_gather, ScatterOptions, StampOutcome
 use stamps::migration::{Migration, StepOutcome};
 use stamps::*;
 
-use super::http::{text, unavailable, upstream};
 use super::system::Gateway;
+use super::wire::{text, unavailable, upstream};
 
 /// A migration started through the admin endpoint, as the runner last saw it.
 #[derive(Debug, Clone)]

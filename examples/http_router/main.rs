@@ -38,17 +38,17 @@
 //! that every acknowledged write is readable (within an overall 45 s timeout).
 
 pub mod admin;
-pub mod http;
 pub mod proxy;
 pub mod stamp;
 pub mod system;
+pub mod wire;
 pub mod write;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use http::BASE_DOMAIN;
 use system::start_system;
+use wire::BASE_DOMAIN;
 
 async fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
     let sys = start_system(6, Duration::from_secs(1)).await?;

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use stamps::integrations::tenant_from_host;
 use stamps::integrations::tower::{ResolvedRoute, ERROR_HEADER};
 
-use super::http::{kv_uri, relay, text, unavailable, upstream, BASE_DOMAIN, EPOCH_HEADER, TENANT_HEADER};
 use super::system::Gateway;
+use super::wire::{kv_uri, relay, text, unavailable, upstream, BASE_DOMAIN, EPOCH_HEADER, TENANT_HEADER};
 
 /// The `RouteLayer` reads the tenant from one source (`x-tenant-id` here). To accept the Host
 /// subdomain too, this middleware runs in front of it: a request without the header gets it from

@@ -17,7 +17,7 @@ use stamps::migration::reference::{ReferenceDataPlane, RowVersion, WriteError};
 use stamps::migration::FenceToken;
 use stamps::{Epoch, StampId, TenantId};
 
-use super::http::{text, EPOCH_HEADER, SERVED_BY_HEADER, VERSION_HEADER};
+use super::wire::{text, EPOCH_HEADER, SERVED_BY_HEADER, VERSION_HEADER};
 
 /// A row version as the `x-row-version` header carries it: `epoch.seq`.
 fn version_text(v: RowVersion) -> String {

@@ -20,9 +20,9 @@ use stamps::router::Router;
 use stamps::*;
 
 use super::admin::{admin_migration, admin_start_migration, admin_tenants, Job};
-use super::http::{http_client, HttpClient};
 use super::proxy::{proxy_get, tenant_from_host_header};
 use super::stamp::{start_stamp, StampNode};
+use super::wire::{http_client, HttpClient};
 use super::write::proxy_put;
 
 /// Everything the router's handlers share.

@@ -13,9 +13,9 @@ use stamps::integrations::tower::ResolvedRoute;
 use stamps::router::{Route, RouteError};
 use stamps::{AssignmentMode, Clock, SystemClock, TenantId};
 
-use super::http::{kv_uri, relay, text, unavailable, upstream, EPOCH_HEADER, MAX_BODY, VERSION_HEADER};
 use super::proxy::key_rejected;
 use super::system::Gateway;
+use super::wire::{kv_uri, relay, text, unavailable, upstream, EPOCH_HEADER, MAX_BODY, VERSION_HEADER};
 
 fn route_error(e: RouteError) -> Response {
     match e {

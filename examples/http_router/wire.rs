@@ -1,4 +1,4 @@
-//! The HTTP between the router and the stamps: the header names, the keep-alive client, one
+//! The HTTP between the router and the stamps (the wire): the header names, the keep-alive client, one
 //! upstream request, relaying a stamp's answer, a key's stamp URL, and the plain-text and 503
 //! answers both sides give.
 
