@@ -1,5 +1,6 @@
-//! The router's tenant-facing front: the Host-to-tenant middleware in front of the
-//! `RouteLayer`, the key checks, and the read proxy (`GET /kv/{key}`). Writes are in `write`.
+//! The router's tenant-facing front: the tenant routes (`/kv/{key}` behind the `RouteLayer`
+//! and a Host-to-tenant middleware), the key checks, and the read proxy (`GET`). Writes are in
+//! `write`. Self-contained apart from `http`, so the HTTP overhead bench routes through it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,31 @@ use axum::http::header::HOST;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::routing::MethodRouter;
 use bytes::Bytes;
 use stamps::integrations::tenant_from_host;
-use stamps::integrations::tower::{ResolvedRoute, ERROR_HEADER};
+use stamps::integrations::tower::{ResolvedRoute, RouteLayer, ERROR_HEADER};
+use stamps::integrations::TenantSource;
+use stamps::router::Router;
+use stamps::InMemoryRegistry;
 
-use super::system::Gateway;
-use super::wire::{kv_uri, relay, text, unavailable, upstream, BASE_DOMAIN, EPOCH_HEADER, TENANT_HEADER};
+use super::wire::{kv_uri, relay, text, unavailable, upstream, HttpClient, BASE_DOMAIN, EPOCH_HEADER, TENANT_HEADER};
+
+/// What the tenant routes need from the router's state: the client that reaches the stamps.
+pub trait Upstreams: Clone + Send + Sync + 'static {
+    /// The client for requests to the stamps.
+    fn client(&self) -> &HttpClient;
+}
+
+/// The tenant routes: `/kv/{key}` answering `GET` with the read proxy and the other methods
+/// with `kv`, behind the `RouteLayer` (tenant from `x-tenant-id`) and, in front of it, the
+/// middleware that copies a Host subdomain into that header.
+pub fn tenant_routes<S: Upstreams>(router: Arc<Router<InMemoryRegistry>>, kv: MethodRouter<S>) -> axum::Router<S> {
+    axum::Router::new()
+        .route("/kv/{key}", kv.get(proxy_get::<S>))
+        .route_layer(RouteLayer::new(router, TenantSource::header()))
+        .route_layer(axum::middleware::from_fn(tenant_from_host_header))
+}
 
 /// The `RouteLayer` reads the tenant from one source (`x-tenant-id` here). To accept the Host
 /// subdomain too, this middleware runs in front of it: a request without the header gets it from
@@ -47,7 +67,7 @@ pub(crate) fn key_rejected(key: &str) -> Option<Response> {
 }
 
 /// `GET /kv/{key}`: read from the serving stamp.
-pub(crate) async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
+pub(crate) async fn proxy_get<S: Upstreams>(State(gw): State<S>, Path(key): Path<String>, req: Request) -> Response {
     if let Some(r) = key_rejected(&key) {
         return r;
     }
@@ -63,7 +83,7 @@ pub(crate) async fn proxy_get(State(gw): State<Arc<Gateway>>, Path(key): Path<St
     };
     let epoch = [(EPOCH_HEADER, route.epoch.0.to_string())];
     match upstream(
-        &gw.client,
+        gw.client(),
         Method::GET,
         kv_uri(endpoint, &tenant, &key),
         &epoch,

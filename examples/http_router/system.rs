@@ -7,12 +7,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use parking_lot::Mutex;
 use stamps::health::{HealthMonitor, Hysteresis};
 use stamps::integrations::http_health::HttpHealthSource;
-use stamps::integrations::tower::RouteLayer;
-use stamps::integrations::TenantSource;
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::{MigrationConfig, Migrator};
 use stamps::placement::{place_and_assign, policies};
@@ -20,7 +18,7 @@ use stamps::router::Router;
 use stamps::*;
 
 use super::admin::{admin_migration, admin_start_migration, admin_tenants, Job};
-use super::proxy::{proxy_get, tenant_from_host_header};
+use super::proxy::{tenant_routes, Upstreams};
 use super::stamp::{start_stamp, StampNode};
 use super::wire::{http_client, HttpClient};
 use super::write::proxy_put;
@@ -40,13 +38,15 @@ pub struct Gateway {
     pub(crate) fence_refreshes: AtomicU64,
 }
 
+impl Upstreams for Arc<Gateway> {
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
 /// Starts the router on an ephemeral loopback port.
 pub async fn start_router(gw: Arc<Gateway>) -> std::io::Result<SocketAddr> {
-    let route_layer = RouteLayer::new(gw.router.clone(), TenantSource::header());
-    let tenant_routes = axum::Router::new()
-        .route("/kv/{key}", get(proxy_get).put(proxy_put))
-        .route_layer(route_layer)
-        .route_layer(axum::middleware::from_fn(tenant_from_host_header));
+    let tenant_routes = tenant_routes(gw.router.clone(), put(proxy_put));
     let admin = axum::Router::new()
         .route("/admin/migrations", post(admin_start_migration))
         .route("/admin/migrations/{id}", get(admin_migration))

@@ -1,6 +1,6 @@
-//! The HTTP between the router and the stamps (the wire): the header names, the keep-alive client, one
-//! upstream request, relaying a stamp's answer, a key's stamp URL, and the plain-text and 503
-//! answers both sides give.
+//! The wire between the router and the stamps: the header names, the keep-alive HTTP client,
+//! one upstream request, relaying a stamp's answer, a key's stamp URL, and the plain-text and
+//! 503 answers both sides give.
 
 use std::time::Duration;
 
@@ -29,13 +29,10 @@ pub const SERVED_BY_HEADER: &str = "x-served-by";
 /// The header naming the tenant (the host subdomain is copied into it when absent).
 pub const TENANT_HEADER: &str = "x-tenant-id";
 
-/// Largest accepted value.
-pub(crate) const MAX_BODY: usize = 64 * 1024;
-
 /// Longest wait for one upstream request.
 pub(crate) const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The HTTP client used for proxying, probing and the self-test.
+/// The HTTP client used for proxying, probing and the end-to-end test.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A keep-alive HTTP/1 client.

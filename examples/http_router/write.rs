@@ -15,7 +15,10 @@ use stamps::{AssignmentMode, Clock, SystemClock, TenantId};
 
 use super::proxy::key_rejected;
 use super::system::Gateway;
-use super::wire::{kv_uri, relay, text, unavailable, upstream, EPOCH_HEADER, MAX_BODY, VERSION_HEADER};
+use super::wire::{kv_uri, relay, text, unavailable, upstream, EPOCH_HEADER, VERSION_HEADER};
+
+/// Largest accepted value.
+const MAX_BODY: usize = 64 * 1024;
 
 fn route_error(e: RouteError) -> Response {
     match e {
