@@ -32,12 +32,16 @@
 //! [`MigrationDriver`]: stamps::migration::MigrationDriver
 //!
 //! Run it: `cargo run --example http_router --features tokio,tower,http-health` (prints URLs and
-//! curl commands; Ctrl-C stops it). `tests/http_router.rs` runs it end to end: it starts
+//! curl commands; Ctrl-C stops it), or add `-- --demo`: it sends one request of each kind
+//! (a write, a read by Host, a migration through the admin endpoint, scatter-gather), prints
+//! the answers and exits, 0 if each was the expected one (within 30 s). `tests/http_router.rs`
+//! runs it end to end: it starts
 //! everything, sends traffic, migrates a tenant under load through the admin endpoint, takes a
 //! stamp out through its health endpoint, and checks that only that stamp's tenants get 503 and
 //! that every acknowledged write is readable (within an overall 45 s timeout).
 
 pub mod admin;
+pub mod demo;
 pub mod proxy;
 pub mod stamp;
 pub mod system;
@@ -74,6 +78,7 @@ async fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    let demo = std::env::args().any(|a| a == "--demo");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,11 +91,26 @@ fn main() -> ExitCode {
         }
     };
     let code = rt.block_on(async {
-        match serve_forever().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        if demo {
+            match tokio::time::timeout(Duration::from_secs(30), demo::demo()).await {
+                Ok(Ok(true)) => ExitCode::SUCCESS,
+                Ok(Ok(false)) => ExitCode::FAILURE,
+                Ok(Err(e)) => {
+                    eprintln!("demo error: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(_) => {
+                    eprintln!("demo timed out after 30 s");
+                    ExitCode::FAILURE
+                }
+            }
+        } else {
+            match serve_forever().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
     });
