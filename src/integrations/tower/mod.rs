@@ -94,6 +94,14 @@
 //! [`RouteError::Unavailable`]: crate::router::RouteError::Unavailable
 //! [`TenantSource`]: crate::integrations::TenantSource
 //! [`ExtractError`]: crate::integrations::ExtractError
+// The two setters exist only with their features; without them the links go to the type.
+#![cfg_attr(
+    feature = "tokio",
+    doc = "[`RouteLayer::resolve_timeout`]: RouteLayer::resolve_timeout"
+)]
+#![cfg_attr(not(feature = "tokio"), doc = "[`RouteLayer::resolve_timeout`]: RouteLayer")]
+#![cfg_attr(feature = "token", doc = "[`RouteLayer::with_tokens`]: RouteLayer::with_tokens")]
+#![cfg_attr(not(feature = "token"), doc = "[`RouteLayer::with_tokens`]: RouteLayer")]
 
 mod decide;
 mod future;
