@@ -1,6 +1,7 @@
 //! The HTTP router example end to end (`examples/http_router/`): three stamp servers, the
 //! router with its `RouteLayer`, health probing, fencing, a live migration through the admin
-//! endpoint under load, and scatter-gather, all on loopback.
+//! endpoint under load, and scatter-gather, all on loopback. The example's modules (all but
+//! `main.rs` and `demo.rs`) are included as they are.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +31,7 @@ pub mod write;
 use system::start_system;
 use wire::{http_client, HttpClient, BASE_DOMAIN, EPOCH_HEADER, SERVED_BY_HEADER, TENANT_HEADER};
 
-/// A client of the router, for the self-test.
+/// A client of the router, for the checks.
 #[derive(Debug, Clone)]
 struct TestClient {
     client: HttpClient,
@@ -211,7 +212,8 @@ where
     false
 }
 
-async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
+/// Starts the system and runs every check against it, printing each; `Ok(true)` if all held.
+async fn run_checks() -> Result<bool, Box<dyn std::error::Error>> {
     let started = Instant::now();
     let sys = start_system(12, Duration::from_millis(50)).await?;
     let client = TestClient {
@@ -563,7 +565,7 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
 
     let stats = sys.gateway.router.stats();
     println!(
-        "\nrouter: {} hits, {} misses, {} refused (unhealthy stamp); self-test took {:.1?}",
+        "\nrouter: {} hits, {} misses, {} refused (unhealthy stamp); the run took {:.1?}",
         stats.hits,
         stats.misses,
         stats.stamp_unavailable,
@@ -579,7 +581,7 @@ async fn self_test() -> Result<bool, Box<dyn std::error::Error>> {
 /// fencing, scatter-gather, and an unhealthy stamp taken out and back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_router_end_to_end() -> Result<(), Box<dyn std::error::Error>> {
-    let passed = tokio::time::timeout(Duration::from_secs(45), self_test())
+    let passed = tokio::time::timeout(Duration::from_secs(45), run_checks())
         .await
         .map_err(|_| "the end-to-end run timed out after 45 s")??;
     assert!(passed, "some checks failed (see the FAIL lines above)");
