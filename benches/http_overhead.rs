@@ -1,8 +1,9 @@
 //! Routing overhead over HTTP on loopback: the same `GET` sent straight to a stamp server, through
 //! a plain proxy that forwards to that stamp without routing (the same hyper client and
-//! forwarding code: the cost of the extra hop alone), and through the router of
-//! `examples/http_router.rs` (tower `RouteLayer` on a warm router, so a cache hit, then the
-//! proxy hop), measured in one run.
+//! forwarding code: the cost of the extra hop alone), and through the tenant routes of
+//! `examples/http_router/` (its Host middleware, tower `RouteLayer` on a warm router, so a
+//! cache hit, then its read proxy), measured in one run. The bench starts the stamps and the
+//! router as the example does, from the example's `wire`, `stamp` and `proxy` modules.
 //!
 //! * Latency: one keep-alive connection, one request at a time; the two paths alternate in
 //!   blocks so drift (CPU frequency, other processes) hits both alike. Percentiles per path.
@@ -16,20 +17,114 @@
 //! trip through two servers would measure the harness as much as the router, and percentiles
 //! are what the figure needs.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-
-#[path = "../examples/http_router.rs"]
-#[allow(dead_code)]
-mod http_router;
-
 use axum::extract::{Path, State};
 use axum::response::Response;
-use http_router::{http_client, relay, start_system, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
+use axum::routing::MethodRouter;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use stamps::health::{HealthMonitor, Hysteresis};
+use stamps::integrations::http_health::HttpHealthSource;
+use stamps::migration::reference::ReferenceDataPlane;
+use stamps::migration::FenceToken;
+use stamps::placement::{place_and_assign, policies};
+use stamps::router::{Follower, Router};
+use stamps::*;
+
+#[path = "../examples/http_router/proxy.rs"]
+pub mod proxy;
+#[path = "../examples/http_router/stamp.rs"]
+pub mod stamp;
+#[path = "../examples/http_router/wire.rs"]
+pub mod wire;
+
+use proxy::{tenant_routes, Upstreams};
+use wire::{http_client, relay, upstream, HttpClient, EPOCH_HEADER, TENANT_HEADER};
+
+/// The routed path's state: what the example's read proxy needs.
+struct Front {
+    client: HttpClient,
+}
+
+impl Upstreams for Arc<Front> {
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+}
+
+/// The stamps and the router, started as the example starts them: three stamp servers over one
+/// reference data plane, `tenant_count` tenants placed least-loaded, and the example's tenant
+/// routes on a warm router with a change-feed follower and a health monitor probing every
+/// `probe_every`.
+struct Setup {
+    registry: InMemoryRegistry,
+    router: Arc<Router<InMemoryRegistry>>,
+    plane: ReferenceDataPlane,
+    endpoints: BTreeMap<StampId, String>,
+    tenants: Vec<TenantId>,
+    router_addr: SocketAddr,
+    _health: stamps::health::HealthTask,
+    _follower: Follower,
+}
+
+async fn start(tenant_count: usize, probe_every: Duration) -> Result<Setup, Box<dyn std::error::Error>> {
+    let registry = InMemoryRegistry::new();
+    let plane = ReferenceDataPlane::new((1..=3).map(StampId));
+    let mut endpoints = BTreeMap::new();
+    for id in 1..=3 {
+        let (addr, _node) = stamp::start_stamp(StampId(id), plane.clone()).await?;
+        let endpoint = format!("http://{addr}");
+        let cap = Capacity::new([(Resource::Tenants, 1000.0)], 0.1)?;
+        let spec = StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?
+            .with_endpoint(endpoint.clone());
+        registry.put_active_stamp(spec).await?;
+        endpoints.insert(StampId(id), endpoint);
+    }
+    let policy = policies::least_loaded();
+    let mut tenants = Vec::new();
+    for i in 0..tenant_count {
+        let spec = TenantSpec::new(TenantId::new(&format!("tenant-{i:02}"))?);
+        place_and_assign(&registry, &policy, &spec).await?;
+        tenants.push(spec.id);
+    }
+    let monitor = Arc::new(
+        HealthMonitor::builder(HttpHealthSource::new().timeout(Duration::from_millis(500)))
+            .hysteresis(Hysteresis::new(2, 2)?)
+            .build(),
+    );
+    let router = Router::builder(registry.clone())
+        .ttl(Duration::from_secs(60))
+        .health(monitor.table().clone())
+        .build()?;
+    router.load_stamps().await?;
+    router.warm_up().await?;
+    let follower = router.spawn_follower();
+    let health_task = monitor.clone().spawn(Arc::new(registry.clone()), probe_every);
+    let router = Arc::new(router);
+
+    let front = Arc::new(Front { client: http_client() });
+    let app = tenant_routes(router.clone(), MethodRouter::new()).with_state(front);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let router_addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(Setup {
+        registry,
+        router,
+        plane,
+        endpoints,
+        tenants,
+        router_addr,
+        _health: health_task,
+        _follower: follower,
+    })
+}
 
 /// The plain proxy: forwards `GET /kv/{key}` to one fixed stamp and tenant, with no tenant
 /// extraction and no route lookup.
@@ -146,20 +241,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let secs = arg("--seconds", 3.0);
     let concurrency = arg("--concurrency", 8.0) as usize;
 
-    let sys = start_system(12, Duration::from_secs(1)).await?;
+    let sys = start(12, Duration::from_secs(1)).await?;
     let tenant = sys.tenants.first().ok_or("no tenants")?.clone();
-    let home = sys.home(&tenant).await?;
+    let home = sys.registry.require_assignment(&tenant).await?;
     let endpoint = sys.endpoints.get(&home.stamp).ok_or("no endpoint")?.clone();
     let client = http_client();
 
-    // One row to read, written through the router.
-    let put = hyper::Request::put(format!("http://{}/kv/bench", sys.router_addr))
-        .header(TENANT_HEADER, tenant.as_str())
-        .body(Full::new(Bytes::from_static(b"0123456789abcdef0123456789abcdef")))?;
-    let status = client.request(put).await?.status();
-    if status != hyper::StatusCode::OK {
-        return Err(format!("seeding the row failed: {status}").into());
-    }
+    // One row to read, written on the tenant's stamp.
+    let token = FenceToken::new(tenant.clone(), home.stamp, home.epoch);
+    sys.plane
+        .apply(&token, "bench", "0123456789abcdef0123456789abcdef", None)?;
 
     let direct = Target {
         uri: format!("{endpoint}/t/{tenant}/kv/bench"),
@@ -186,7 +277,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             send(&client, t).await?;
         }
     }
-    let misses_before = sys.gateway_router_misses();
+    let misses_before = sys.router.stats().misses;
 
     let paths = [&direct, &plain, &routed];
     let mut lat: [Vec<Duration>; 3] = Default::default();
@@ -206,7 +297,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     for l in &mut lat {
         l.sort_unstable();
     }
-    let misses_after = sys.gateway_router_misses();
+    let misses_after = sys.router.stats().misses;
 
     // Throughput in alternating windows too, so a burst of outside load hits every path alike.
     let rounds = 6usize;
@@ -263,12 +354,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         tp_routed / tp_plain
     );
     Ok(())
-}
-
-impl http_router::System {
-    fn gateway_router_misses(&self) -> u64 {
-        self.router_stats().misses
-    }
 }
 
 fn main() {

@@ -345,6 +345,61 @@ impl ReferenceDataPlane {
         })
     }
 
+    /// Applies one write on one stamp, as that stamp's own write endpoint would: the stamp's
+    /// fence admits `token` (tenant, stamp, epoch) and the row is merged in the same critical
+    /// section. With `seq` `None` the stamp gives the row the next version for the token's
+    /// epoch (the serving stamp); a shadow is given the serving stamp's sequence number, so
+    /// both copies carry the same version. The version's epoch is always the token's.
+    ///
+    /// [`write`](Self::write) applies a write on every stamp of a route in one call. A host
+    /// that sends each stamp its own request (a router proxying to stamp servers) calls
+    /// `apply` once per stamp instead, so a validation may see a dual-write applied on one
+    /// stamp only and report a mismatch: validate again.
+    ///
+    /// ```
+    /// use stamps::migration::reference::{ReferenceDataPlane, RowVersion, WriteError};
+    /// use stamps::migration::FenceToken;
+    /// use stamps::*;
+    /// let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+    /// let acme = TenantId::new("acme")?;
+    /// let serving = FenceToken::new(acme.clone(), StampId(1), Epoch(3));
+    /// let v = plane.apply(&serving, "k", "v1", None)?;
+    /// assert_eq!(v, RowVersion::new(Epoch(3), 1));
+    /// let shadow = FenceToken::new(acme.clone(), StampId(2), Epoch(3));
+    /// assert_eq!(plane.apply(&shadow, "k", "v1", Some(v.seq))?, v);
+    /// assert_eq!(plane.row(StampId(2), &acme, "k"), Some(("v1".to_string(), v)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply(
+        &self,
+        token: &FenceToken,
+        key: &str,
+        value: &str,
+        seq: Option<u64>,
+    ) -> Result<RowVersion, WriteError> {
+        let gate = self.gate(&token.tenant);
+        let _shared = gate.read();
+        let mut st = self.store(token.stamp)?.lock();
+        st.fence.admit(token).map_err(|rejection| WriteError::Fenced {
+            stamp: token.stamp,
+            rejection,
+        })?;
+        let rows = st.tenants.entry(token.tenant.clone()).or_default();
+        let seq = seq.unwrap_or_else(|| {
+            rows.seq += 1;
+            rows.seq
+        });
+        let version = RowVersion::new(token.epoch, seq);
+        rows.merge(
+            key,
+            Row {
+                value: value.to_string(),
+                version,
+            },
+        );
+        Ok(version)
+    }
+
     /// Resolves the tenant's current assignment from `registry`, then [`write`](Self::write)s.
     pub async fn write_via(
         &self,
@@ -370,6 +425,54 @@ impl ReferenceDataPlane {
         let store = self.inner.stamps.get(&stamp)?;
         let st = store.lock();
         st.tenants.get(tenant)?.rows.get(key).map(|r| r.value.clone())
+    }
+
+    /// The value of `key` for `tenant` on `stamp` with its version, if any.
+    ///
+    /// ```
+    /// # use stamps::migration::reference::{ReferenceDataPlane, RowVersion};
+    /// # use stamps::*;
+    /// let plane = ReferenceDataPlane::new([StampId(1)]);
+    /// let a = Assignment::new(TenantSpec::new(TenantId::new("t")?), StampId(1), Epoch(2),
+    ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+    /// plane.write(&a, "k", "v")?;
+    /// assert_eq!(plane.row(StampId(1), a.tenant(), "k"), Some(("v".into(), RowVersion::new(Epoch(2), 1))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn row(&self, stamp: StampId, tenant: &TenantId, key: &str) -> Option<(String, RowVersion)> {
+        let store = self.inner.stamps.get(&stamp)?;
+        let st = store.lock();
+        st.tenants
+            .get(tenant)?
+            .rows
+            .get(key)
+            .map(|r| (r.value.clone(), r.version))
+    }
+
+    /// The tenants holding at least one row on `stamp`, with how many rows each holds.
+    ///
+    /// ```
+    /// # use stamps::migration::reference::ReferenceDataPlane;
+    /// # use stamps::*;
+    /// let plane = ReferenceDataPlane::new([StampId(1)]);
+    /// let a = Assignment::new(TenantSpec::new(TenantId::new("t")?), StampId(1), Epoch(2),
+    ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+    /// plane.write(&a, "k1", "v")?;
+    /// plane.write(&a, "k2", "v")?;
+    /// assert_eq!(plane.row_counts(StampId(1)).get(a.tenant()), Some(&2));
+    /// assert!(plane.row_counts(StampId(9)).is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn row_counts(&self, stamp: StampId) -> BTreeMap<TenantId, usize> {
+        let Some(store) = self.inner.stamps.get(&stamp) else {
+            return BTreeMap::new();
+        };
+        let st = store.lock();
+        st.tenants
+            .iter()
+            .filter(|(_, t)| !t.rows.is_empty())
+            .map(|(id, t)| (id.clone(), t.rows.len()))
+            .collect()
     }
 
     /// Every row of `tenant` on `stamp`.
