@@ -81,7 +81,7 @@
 pub mod runbook {}
 
 mod driver;
-mod engine;
+mod worker;
 mod fence;
 pub mod reference;
 mod state;
@@ -92,7 +92,7 @@ pub use driver::{
     soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
     MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
 };
-pub use engine::{keys, Migration, MigrationPlan, Migrator, PlanCheck, RunOutcome, StepOutcome};
+pub use worker::{keys, Migration, MigrationPlan, Migrator, PlanCheck, RunOutcome, StepOutcome};
 pub use fence::{Fence, FenceRejection, FenceToken};
 
 use crate::error::{InvalidInput, Result};
