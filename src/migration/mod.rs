@@ -80,11 +80,25 @@
 #[doc = include_str!("../../docs/migrations.md")]
 pub mod runbook {}
 
+/// Emits a `tracing` event when the `tracing` feature is on; nothing otherwise.
+macro_rules! trace_event {
+    ($($t:tt)*) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::info!($($t)*);
+        }
+    };
+}
+
 mod driver;
-mod worker;
 mod fence;
+pub mod keys;
+mod migrator;
+mod plan;
 pub mod reference;
 mod state;
+mod steps;
+mod worker;
 
 use std::time::Duration;
 
@@ -92,8 +106,10 @@ pub use driver::{
     soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
     MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
 };
-pub use worker::{keys, Migration, MigrationPlan, Migrator, PlanCheck, RunOutcome, StepOutcome};
 pub use fence::{Fence, FenceRejection, FenceToken};
+pub use migrator::Migrator;
+pub use plan::{MigrationPlan, PlanCheck};
+pub use worker::{Migration, RunOutcome, StepOutcome};
 
 use crate::error::{InvalidInput, Result};
 
