@@ -61,7 +61,7 @@ impl S {
         let mut usage = Amounts::default();
         for i in 0..self.tenants {
             let per = if i == 0 { self.used } else { 0.0 };
-            registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, per)]).unwrap(), true);
+            model::admission::add(&mut usage, &Demand::of([(Resource::Connections, per)]).unwrap(), true);
         }
         StampLoad::new(Stamp::new(spec, self.state, Timestamp::ZERO, Timestamp::ZERO), usage)
     }

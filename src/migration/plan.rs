@@ -5,8 +5,8 @@ use std::fmt;
 
 use super::{MigrationConfig, Migrator};
 use crate::error::{Error, Result, Subject};
+use crate::model::admission;
 use crate::model::{AssignmentMode, Epoch, MigrationId, MigrationState, StampId, StampState, TenantId};
-use crate::registry::admission;
 
 use MigrationState as S;
 

@@ -2,6 +2,7 @@
 //! and migration records. Every type is `Debug + Clone`; with the `serde` feature they
 //! serialize too.
 
+pub mod admission;
 mod assignment;
 mod change;
 mod fleet;

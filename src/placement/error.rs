@@ -296,7 +296,7 @@ impl fmt::Display for NoFit {
 ///     Capacity::new([(Resource::Connections, 100.0)], 0.25)?)?
 ///     .with_residency(Residency::new("eu")?);
 /// let mut usage = Amounts::default();
-/// registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, 70.0)])?, true);
+/// model::admission::add(&mut usage, &Demand::of([(Resource::Connections, 70.0)])?, true);
 /// let fleet = Fleet::new(vec![StampLoad::new(
 ///     Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage)],
 ///     Version(1), Timestamp::ZERO);

@@ -35,7 +35,7 @@
 //! #         Capacity::new([(Resource::Connections, 5000.0)], 0.25)?)?
 //! #         .with_residency(Residency::new(residency)?);
 //! #     let mut usage = Amounts::default();
-//! #     registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true);
+//! #     model::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true);
 //! #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
 //! # }
 //! let fleet = Fleet::new(vec![

@@ -27,7 +27,7 @@ macro_rules! policy_example {
             "#         Capacity::new([(Resource::Connections, 100.0)], 0.25)?)?\n",
             "#         .with_residency(Residency::new(&region[..2])?).with_tier(tier);\n",
             "#     let mut usage = Amounts::default();\n",
-            "#     if used > 0.0 { registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true); }\n",
+            "#     if used > 0.0 { model::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true); }\n",
             "#     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))\n",
             "# };\n",
             "# let fleet = Fleet::new(vec![mk(1, \"eu-west\", Tier::Shared, 50.0)?, mk(2, \"eu-central\", Tier::Shared, 10.0)?,\n",

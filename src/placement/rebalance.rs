@@ -4,8 +4,8 @@ use std::fmt;
 
 use super::{FleetView, Mask, Placement, Rejection};
 use crate::error::{Error, InvalidInput};
+use crate::model::admission;
 use crate::model::{Amount, Assignment, Epoch, Fleet, Resource, StampId, StampLoad, TenantId, TenantSpec, Tier};
-use crate::registry::admission;
 
 /// One proposed tenant move (see [`plan_rebalance`] for a full example).
 ///

@@ -5,7 +5,6 @@
 //! (feature `postgres`) is the durable one. The conformance suite in `stamps::testing`
 //! (feature `test-util`) checks any implementation, yours included.
 
-pub mod admission;
 mod memory;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 #[cfg(feature = "postgres")]
@@ -62,7 +61,7 @@ pub type DynRegistry = dyn Registry;
 ///
 /// # Implementing
 /// Keep each write in one transaction (or under one lock): read the assignment, run
-/// [`admission::check`], write the assignment, usage, history row and change row, bump the
+/// [`admission::check`](crate::model::admission::check), write the assignment, usage, history row and change row, bump the
 /// version, commit, then notify the signal. Take the epoch from the change version. Run
 /// `stamps::testing::conformance::run_all` against your implementation.
 ///
