@@ -96,7 +96,6 @@ pub mod keys;
 mod migrator;
 mod plan;
 pub mod reference;
-mod state;
 mod steps;
 mod worker;
 

@@ -8,6 +8,7 @@ mod change;
 mod fleet;
 mod health;
 mod migration;
+mod migration_transitions;
 pub(crate) mod names;
 mod resource;
 mod stamp;
