@@ -63,7 +63,8 @@ use stamps::migration::{
     DriverError, Fence, FenceToken, MigrationConfig, MigrationContext, MigrationDriver, Migrator, SideSummary,
     SnapshotInfo, StepOutcome, TableCheck, ValidationReport,
 };
-use stamps::placement::{place_and_assign, policies};
+use stamps::placement::policies;
+use stamps::registry::place_and_assign;
 use stamps::router::{Route, RouteError, Router};
 use stamps::*;
 

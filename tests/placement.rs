@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use stamps::placement::*;
+use stamps::registry::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError};
 use stamps::*;
 
 struct S {

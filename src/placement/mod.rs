@@ -17,8 +17,9 @@
 //! Combinators ([`PlacementExt`]) wrap any policy: `filter`, `prefer`, `or_else`, [`Either`]
 //! and `boxed`. [`Placement::explain`] says, for each stamp, which filter rejected it or what it
 //! scored; [`dry_run`] places a list of tenants on a simulated copy of the fleet;
-//! [`place_and_assign`] places and assigns through a [`Registry`](crate::Registry), retrying
-//! lost races; [`plan_rebalance`] proposes moves for a person to review.
+//! [`plan_rebalance`] proposes moves for a person to review. Placing and then assigning through
+//! a [`Registry`](crate::Registry), retrying lost races, is `stamps::registry::place_and_assign`,
+//! beside the registry: this module reads snapshots and does no I/O.
 //!
 //! # Cost
 //! A decision reads the snapshot and allocates nothing, on success and on rejection (a test
@@ -62,7 +63,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod assign;
 mod combinators;
 mod error;
 mod explain;
@@ -74,7 +74,6 @@ mod scorers;
 
 use std::fmt;
 
-pub use assign::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
 pub use combinators::{BoxPlacement, Either, Fallback, Filter, PlacementExt, Prefer};
 pub use error::{FilterKind, NoFit, PlacementError, Rejection};
 pub use explain::{dry_run, DryRun, Explanation, StampVerdict, Verdict};

@@ -6,6 +6,7 @@
 //! (feature `test-util`) checks any implementation, yours included.
 
 mod memory;
+mod place;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::InMemoryRegistry;
+pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgConfig, PgRegistry};
