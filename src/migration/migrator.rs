@@ -17,7 +17,7 @@ static NEXT_WORKER: AtomicU64 = AtomicU64::new(1);
 /// Starts, plans and resumes migrations: the registry, the host's driver, the clock, the soak
 /// check and the configuration, shared by every [`Migration`] it hands out. Cheap to clone.
 ///
-/// Migrations are started by people (the seed's red flag 3): the library has no automatic
+/// Migrations are started by people, never automatically: the library has no automatic
 /// trigger, [`Migrator::start`] requires the name of whoever starts it, and
 /// [`Migrator::plan`] is the dry run.
 ///

@@ -2,9 +2,9 @@
 //! persists, the [`MigrationDriver`] trait the host implements for its data plane, fencing at
 //! the stamp ([`FenceToken`], [`Fence`]) and an in-memory [`reference`](mod@reference) data plane.
 //!
-//! The sequence is the seed's: snapshot, import, dual-write, validate, cut over, soak, clean
-//! up, with rollback possible until cleanup starts, after cutover too. The runbook is
-//! `docs/migrations.md`.
+//! The sequence is the one the guide "Deployment Stamps for Availability: Multi-Region Guide"
+//! describes: snapshot, import, dual-write, validate, cut over, soak, clean up, with rollback
+//! possible until cleanup starts, after cutover too. The runbook is `docs/migrations.md`.
 //!
 //! # How the assignment changes
 //!
@@ -112,7 +112,7 @@ pub use worker::{Migration, RunOutcome, StepOutcome};
 
 use crate::error::{InvalidInput, Result};
 
-/// Tunables of the migration engine. Defaults follow the seed: validation must be fresher than
+/// Tunables of the migration engine. The defaults: validation must be fresher than
 /// 10 minutes, writes freeze for at most 5 seconds at cutover, the soak lasts 24 hours.
 ///
 /// ```

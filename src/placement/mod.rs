@@ -18,8 +18,8 @@
 //! and `boxed`. [`Placement::explain`] says, for each stamp, which filter rejected it or what it
 //! scored; [`dry_run`] places a list of tenants on a simulated copy of the fleet;
 //! [`plan_rebalance`] proposes moves for a person to review. Placing and then assigning through
-//! a [`Registry`](crate::Registry), retrying lost races, is `stamps::registry::place_and_assign`,
-//! beside the registry: this module reads snapshots and does no I/O.
+//! a registry, retrying lost races, is `stamps::registry::place_and_assign`, beside the
+//! registry: this module reads snapshots and does no I/O.
 //!
 //! # Cost
 //! A decision reads the snapshot and allocates nothing, on success and on rejection (a test

@@ -1,4 +1,5 @@
-//! Built-in policies: each a few lines over [`Pipeline`], the seed's variants included.
+//! Built-in policies: each a few lines over [`Pipeline`], covering the usual stamp layouts
+//! (most available capacity, geographic, tenant-based, hybrid, dedicated for enterprise).
 //!
 //! Every policy here enforces the hard constraints of [`Pipeline::new`] (pin, residency, tier,
 //! state, health, headroom) and is checked by `stamps::testing::check_placement_invariants`
@@ -55,7 +56,7 @@ pub fn least_loaded() -> Pipeline {
 }
 
 /// The stamp with the most available capacity: room for the most tenants like this one under
-/// headroom (the seed's simplest approach). Ties go to the lowest id.
+/// headroom (the simplest approach). Ties go to the lowest id.
 #[doc = policy_example!("most_available()", ".with_demand(Demand::of([(Resource::Connections, 5.0)])?)", "3")]
 pub fn most_available() -> Pipeline {
     Pipeline::new().score(MostAvailable::room(), 1.0)

@@ -30,7 +30,7 @@ pub struct Move {
 }
 
 /// A list of proposed moves, for a person to review and then feed to migrations. Planning
-/// changes nothing (the seed's red flag 3: never migrate automatically).
+/// changes nothing: tenants are never migrated automatically.
 ///
 /// ```
 /// use stamps::placement::{plan_rebalance, policies, FleetView};

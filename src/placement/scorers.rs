@@ -167,7 +167,7 @@ impl Scorer for BinPacking {
     }
 }
 
-/// Most available capacity (the seed's "the stamp with the most available capacity").
+/// Most available capacity: prefers the stamp with the most room left.
 /// Absolute, so a big stamp beats a small one at the same utilization:
 ///
 /// - [`MostAvailable::room`] (the default): how many more tenants with this tenant's demand
