@@ -111,7 +111,7 @@ impl Migrator {
 
     /// Starts a planned migration on behalf of `initiated_by` (a person or tool, recorded in
     /// the migration record). Creates the record in `Planned`; nothing else happens until
-    /// [`Migration::step`] or [`Migration::run`].
+    /// [`Migration::step`] or `Migration::run` (feature `tokio`).
     ///
     /// Fails with [`Error::InvalidInput`] if the plan is not feasible or `initiated_by` is
     /// empty, with [`Error::Conflict`] if the tenant's assignment changed since the plan, and

@@ -136,16 +136,16 @@ pub struct MigrationConfig {
     pub validate_under_freeze: bool,
     /// How long to watch the tenant on the destination before deleting the source copy.
     pub soak_window: Duration,
-    /// How often [`Migration::run`] re-checks during the soak.
+    /// How often `Migration::run` re-checks during the soak.
     pub soak_poll: Duration,
-    /// Longest a step may take under [`Migration::run`].
+    /// Longest a step may take under `Migration::run`.
     pub step_timeout: Duration,
     /// How long a worker's claim on a step keeps other workers (and cancel/rollback) out. Must
     /// be at least `step_timeout`.
     pub lease: Duration,
     /// Attempts per state for retryable failures before they count as permanent.
     pub max_attempts: u32,
-    /// First retry delay under [`Migration::run`]; doubles per attempt.
+    /// First retry delay under `Migration::run`; doubles per attempt.
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
