@@ -34,7 +34,7 @@ fn fleet(n: u32) -> Fleet {
             let mut usage = Amounts::default();
             if i % 20 != 0 {
                 let d = Demand::of([(Resource::Connections, f64::from((i * 37) % 3700))]).unwrap();
-                registry::admission::add(&mut usage, &d, true);
+                model::admission::add(&mut usage, &d, true);
             }
             StampLoad::new(Stamp::new(spec, state, Timestamp::ZERO, Timestamp::ZERO), usage)
         })

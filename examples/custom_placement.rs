@@ -4,7 +4,8 @@
 //!
 //! `cargo run --example custom_placement`
 
-use stamps::placement::{place_and_assign, InRegion, LeastLoaded, Pipeline, PlaceAndAssignError, PlacementExt};
+use stamps::placement::{InRegion, LeastLoaded, Pipeline, PlacementExt};
+use stamps::registry::{place_and_assign, PlaceAndAssignError};
 use stamps::*;
 
 /// A small deterministic generator, so every run prints the same thing.

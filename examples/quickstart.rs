@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --example quickstart`
 
-use stamps::placement::{place_and_assign, policies};
+use stamps::placement::policies;
+use stamps::registry::place_and_assign;
 use stamps::*;
 
 #[tokio::main(flavor = "current_thread")]

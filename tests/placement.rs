@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use stamps::placement::*;
+use stamps::registry::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError};
 use stamps::*;
 
 struct S {
@@ -61,7 +62,7 @@ impl S {
         let mut usage = Amounts::default();
         for i in 0..self.tenants {
             let per = if i == 0 { self.used } else { 0.0 };
-            registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, per)]).unwrap(), true);
+            model::admission::add(&mut usage, &Demand::of([(Resource::Connections, per)]).unwrap(), true);
         }
         StampLoad::new(Stamp::new(spec, self.state, Timestamp::ZERO, Timestamp::ZERO), usage)
     }

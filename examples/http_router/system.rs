@@ -13,7 +13,8 @@ use stamps::health::{HealthMonitor, Hysteresis};
 use stamps::integrations::http_health::HttpHealthSource;
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::{MigrationConfig, Migrator};
-use stamps::placement::{place_and_assign, policies};
+use stamps::placement::policies;
+use stamps::registry::place_and_assign;
 use stamps::router::Router;
 use stamps::*;
 

@@ -495,7 +495,7 @@ impl SoakVerdict {
 /// # Contract
 /// Read-only and quick; called once per [`Migration::step`](super::Migration::step) in
 /// `Soaking`, so as often as the host steps (or [`MigrationConfig::soak_poll`](super::MigrationConfig::soak_poll)
-/// under [`Migration::run`](super::Migration::run)). Must not panic.
+/// under `Migration::run`). Must not panic.
 ///
 /// # Implementing
 /// Compare the tenant's metrics on the destination with its baseline on the source. Closures

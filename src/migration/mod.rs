@@ -2,9 +2,9 @@
 //! persists, the [`MigrationDriver`] trait the host implements for its data plane, fencing at
 //! the stamp ([`FenceToken`], [`Fence`]) and an in-memory [`reference`](mod@reference) data plane.
 //!
-//! The sequence is the seed's: snapshot, import, dual-write, validate, cut over, soak, clean
-//! up, with rollback possible until cleanup starts, after cutover too. The runbook is
-//! `docs/migrations.md`.
+//! The sequence is the one the guide "Deployment Stamps for Availability: Multi-Region Guide"
+//! describes: snapshot, import, dual-write, validate, cut over, soak, clean up, with rollback
+//! possible until cleanup starts, after cutover too. The runbook is `docs/migrations.md`.
 //!
 //! # How the assignment changes
 //!
@@ -80,11 +80,24 @@
 #[doc = include_str!("../../docs/migrations.md")]
 pub mod runbook {}
 
+/// Emits a `tracing` event when the `tracing` feature is on; nothing otherwise.
+macro_rules! trace_event {
+    ($($t:tt)*) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::info!($($t)*);
+        }
+    };
+}
+
 mod driver;
-mod engine;
 mod fence;
+pub mod keys;
+mod migrator;
+mod plan;
 pub mod reference;
-mod state;
+mod steps;
+mod worker;
 
 use std::time::Duration;
 
@@ -92,12 +105,14 @@ pub use driver::{
     soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
     MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
 };
-pub use engine::{keys, Migration, MigrationPlan, Migrator, PlanCheck, RunOutcome, StepOutcome};
 pub use fence::{Fence, FenceRejection, FenceToken};
+pub use migrator::Migrator;
+pub use plan::{MigrationPlan, PlanCheck};
+pub use worker::{Migration, RunOutcome, StepOutcome};
 
 use crate::error::{InvalidInput, Result};
 
-/// Tunables of the migration engine. Defaults follow the seed: validation must be fresher than
+/// Tunables of the migration engine. The defaults: validation must be fresher than
 /// 10 minutes, writes freeze for at most 5 seconds at cutover, the soak lasts 24 hours.
 ///
 /// ```
@@ -121,16 +136,16 @@ pub struct MigrationConfig {
     pub validate_under_freeze: bool,
     /// How long to watch the tenant on the destination before deleting the source copy.
     pub soak_window: Duration,
-    /// How often [`Migration::run`] re-checks during the soak.
+    /// How often `Migration::run` re-checks during the soak.
     pub soak_poll: Duration,
-    /// Longest a step may take under [`Migration::run`].
+    /// Longest a step may take under `Migration::run`.
     pub step_timeout: Duration,
     /// How long a worker's claim on a step keeps other workers (and cancel/rollback) out. Must
     /// be at least `step_timeout`.
     pub lease: Duration,
     /// Attempts per state for retryable failures before they count as permanent.
     pub max_attempts: u32,
-    /// First retry delay under [`Migration::run`]; doubles per attempt.
+    /// First retry delay under `Migration::run`; doubles per attempt.
     pub backoff_initial: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,

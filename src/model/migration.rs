@@ -23,8 +23,9 @@ impl fmt::Display for MigrationId {
     }
 }
 
-/// The states of a tenant migration (the seed's sequence plus the exits). The legal
-/// transitions are enforced by the migration state machine; the registry stores any state.
+/// The states of a tenant migration (the forward sequence plus the exits). The legal
+/// transitions are those of [`MigrationState::can_transition_to`]; a registry refuses to save
+/// any other change of state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]

@@ -2,12 +2,14 @@
 //! and migration records. Every type is `Debug + Clone`; with the `serde` feature they
 //! serialize too.
 
+pub mod admission;
 mod assignment;
 mod change;
 pub(crate) mod error;
 mod fleet;
 mod health;
 mod migration;
+mod migration_transitions;
 pub(crate) mod names;
 mod resource;
 mod stamp;

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{FilterKind, FleetView, Pipeline, Placement, PlacementError, Rejection};
+use crate::model::admission;
 use crate::model::{Fleet, HealthStatus, Region, StampId, StampLoad, StampState, TenantId, TenantSpec, Tier};
-use crate::registry::admission;
 
 /// What happened to one stamp in a decision.
 ///

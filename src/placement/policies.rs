@@ -1,4 +1,5 @@
-//! Built-in policies: each a few lines over [`Pipeline`], the seed's variants included.
+//! Built-in policies: each a few lines over [`Pipeline`], covering the usual stamp layouts
+//! (most available capacity, geographic, tenant-based, hybrid, dedicated for enterprise).
 //!
 //! Every policy here enforces the hard constraints of [`Pipeline::new`] (pin, residency, tier,
 //! state, health, headroom) and is checked by `stamps::testing::check_placement_invariants`
@@ -27,7 +28,7 @@ macro_rules! policy_example {
             "#         Capacity::new([(Resource::Connections, 100.0)], 0.25)?)?\n",
             "#         .with_residency(Residency::new(&region[..2])?).with_tier(tier);\n",
             "#     let mut usage = Amounts::default();\n",
-            "#     if used > 0.0 { registry::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true); }\n",
+            "#     if used > 0.0 { model::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true); }\n",
             "#     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))\n",
             "# };\n",
             "# let fleet = Fleet::new(vec![mk(1, \"eu-west\", Tier::Shared, 50.0)?, mk(2, \"eu-central\", Tier::Shared, 10.0)?,\n",
@@ -55,7 +56,7 @@ pub fn least_loaded() -> Pipeline {
 }
 
 /// The stamp with the most available capacity: room for the most tenants like this one under
-/// headroom (the seed's simplest approach). Ties go to the lowest id.
+/// headroom (the simplest approach). Ties go to the lowest id.
 #[doc = policy_example!("most_available()", ".with_demand(Demand::of([(Resource::Connections, 5.0)])?)", "3")]
 pub fn most_available() -> Pipeline {
     Pipeline::new().score(MostAvailable::room(), 1.0)

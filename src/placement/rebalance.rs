@@ -4,8 +4,8 @@ use std::fmt;
 
 use super::{FleetView, Mask, Placement, Rejection};
 use crate::error::{Error, InvalidInput};
+use crate::model::admission;
 use crate::model::{Amount, Assignment, Epoch, Fleet, Resource, StampId, StampLoad, TenantId, TenantSpec, Tier};
-use crate::registry::admission;
 
 /// One proposed tenant move (see [`plan_rebalance`] for a full example).
 ///
@@ -30,7 +30,7 @@ pub struct Move {
 }
 
 /// A list of proposed moves, for a person to review and then feed to migrations. Planning
-/// changes nothing (the seed's red flag 3: never migrate automatically).
+/// changes nothing: tenants are never migrated automatically.
 ///
 /// ```
 /// use stamps::placement::{plan_rebalance, policies, FleetView};

@@ -81,7 +81,7 @@ fn utilization(tenant: &TenantSpec, load: &StampLoad, resource: Option<&Resource
 /// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
 /// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
 /// #     let mut usage = Amounts::default();
-/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     for _ in 0..tenants { stamps::model::admission::add(&mut usage, &Demand::default(), true); }
 /// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
 /// # };
 /// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10
@@ -130,7 +130,7 @@ impl Scorer for LeastLoaded {
 /// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
 /// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
 /// #     let mut usage = Amounts::default();
-/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     for _ in 0..tenants { stamps::model::admission::add(&mut usage, &Demand::default(), true); }
 /// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
 /// # };
 /// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10
@@ -167,7 +167,7 @@ impl Scorer for BinPacking {
     }
 }
 
-/// Most available capacity (the seed's "the stamp with the most available capacity").
+/// Most available capacity: prefers the stamp with the most room left.
 /// Absolute, so a big stamp beats a small one at the same utilization:
 ///
 /// - [`MostAvailable::room`] (the default): how many more tenants with this tenant's demand
@@ -261,7 +261,7 @@ pub(crate) fn rendezvous_hash(tenant: &TenantSpec, stamp: StampId) -> u64 {
 /// #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
 /// #         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
 /// #     let mut usage = Amounts::default();
-/// #     for _ in 0..tenants { stamps::registry::admission::add(&mut usage, &Demand::default(), true); }
+/// #     for _ in 0..tenants { stamps::model::admission::add(&mut usage, &Demand::default(), true); }
 /// #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
 /// # };
 /// let fleet = Fleet::new(vec![load(1, 6)?, load(2, 2)?], Version(1), Timestamp::ZERO); // 6 and 2 of 10

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{admission, ChangeSignal, Registry};
+use super::{ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
+use crate::model::admission;
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
     HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,

@@ -5,8 +5,8 @@
 //! (feature `postgres`) is the durable one. The conformance suite in `stamps::testing`
 //! (feature `test-util`) checks any implementation, yours included.
 
-pub mod admission;
 mod memory;
+mod place;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::InMemoryRegistry;
+pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PgConfig, PgRegistry};
@@ -62,7 +63,7 @@ pub type DynRegistry = dyn Registry;
 ///
 /// # Implementing
 /// Keep each write in one transaction (or under one lock): read the assignment, run
-/// [`admission::check`], write the assignment, usage, history row and change row, bump the
+/// [`admission::check`](crate::model::admission::check), write the assignment, usage, history row and change row, bump the
 /// version, commit, then notify the signal. Take the epoch from the change version. Run
 /// `stamps::testing::conformance::run_all` against your implementation.
 ///

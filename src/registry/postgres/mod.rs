@@ -35,8 +35,9 @@ use self::codec::{amounts_json, big, millis, mode_params};
 use self::fault::{corrupt, Fault};
 use self::sql::Sql;
 use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
-use super::{admission, ChangeSignal, Registry};
+use super::{ChangeSignal, Registry};
 use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
+use crate::model::admission;
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
     HistoryAction, HistoryEntry, MigrationId, MigrationRecord, MigrationState, Stamp, StampId, StampLoad, StampSpec,

@@ -10,7 +10,7 @@
 //! same rules.
 //!
 //! ```
-//! use stamps::registry::admission;
+//! use stamps::model::admission;
 //! use stamps::*;
 //! let spec = StampSpec::new(StampId(1), "s1", Region::new("us")?,
 //!     Capacity::new([(Resource::Tenants, 1.0)], 0.0)?)?;
@@ -105,7 +105,7 @@ pub fn add(usage: &mut Amounts, demand: &Demand, plus: bool) {
 /// A move to the stamp already serving the tenant is [`Error::InvalidInput`].
 ///
 /// ```
-/// use stamps::registry::admission;
+/// use stamps::model::admission;
 /// use stamps::*;
 /// let a = Assignment::new(TenantSpec::new(TenantId::new("a")?), StampId(1), Epoch(1),
 ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
@@ -141,7 +141,7 @@ pub fn change(old: &Assignment, action: &ChangeAction) -> Result<(Assignment, Hi
 /// usage ([`Error::CapacityExceeded`]).
 ///
 /// ```
-/// use stamps::registry::admission;
+/// use stamps::model::admission;
 /// use stamps::*;
 /// let spec = |n: f64| StampSpec::new(StampId(1), "s1", Region::new("us")?,
 ///     Capacity::new([(Resource::Tenants, n)], 0.0)?);
@@ -173,7 +173,7 @@ pub fn check_respec(load: &StampLoad, spec: &StampSpec) -> Result<()> {
 /// whether the state actually changes (`false`: nothing to write).
 ///
 /// ```
-/// use stamps::registry::admission;
+/// use stamps::model::admission;
 /// use stamps::*;
 /// let spec = StampSpec::new(StampId(1), "s1", Region::new("us")?,
 ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;

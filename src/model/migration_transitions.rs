@@ -12,7 +12,7 @@
 //!                             RolledBack  Failed ◄──────────────── (from every non-terminal state) ────┘
 //! ```
 //!
-//! * Forward: each state to the next one of the seed's sequence.
+//! * Forward: each state to the next one of the sequence above.
 //! * `CutOver → Validating`: a refused cutover (validation failed under the freeze, was stale,
 //!   or the freeze overran its bound); the tenant stays on the source in dual-write.
 //! * `Planned → Cancelled`: nothing was done yet. Later, a cancel goes through `RollingBack`

@@ -2,16 +2,16 @@
 
 use std::fmt;
 
-use super::{FleetView, Placement, PlacementError};
+use super::Registry;
 use crate::error::{Error, Subject};
 use crate::model::{AllHealthy, Assignment, Demand, HealthView, Region, Residency, TenantSpec, Tier};
-use crate::registry::Registry;
+use crate::placement::{FleetView, Placement, PlacementError};
 
 /// Options for [`place_and_assign_with`].
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use stamps::placement::AssignOptions;
+/// use stamps::registry::AssignOptions;
 /// use stamps::{HealthStatus, StampId};
 /// let health = HashMap::from([(StampId(2), HealthStatus::Unhealthy)]);
 /// let opts = AssignOptions::default().max_attempts(5).with_health(&health);
@@ -63,7 +63,7 @@ impl<'a> AssignOptions<'a> {
 /// provisioning (the library provisions nothing).
 ///
 /// ```
-/// use stamps::placement::ProvisionRequest;
+/// use stamps::registry::ProvisionRequest;
 /// use stamps::*;
 /// let t = TenantSpec::new(TenantId::new("acme")?).with_residency(Residency::new("eu")?);
 /// let p = ProvisionRequest::for_tenant(&t);
@@ -111,7 +111,7 @@ impl fmt::Display for ProvisionRequest {
 /// Why [`place_and_assign`] did not assign the tenant.
 ///
 /// ```
-/// use stamps::placement::PlaceAndAssignError;
+/// use stamps::registry::PlaceAndAssignError;
 /// fn next_step(e: &PlaceAndAssignError) -> &'static str {
 ///     match e {
 ///         PlaceAndAssignError::NoFit { provision: Some(_), .. } => "provision a stamp",
@@ -164,7 +164,8 @@ impl PlaceAndAssignError {
 /// are taken as healthy; see [`place_and_assign_with`].
 ///
 /// ```
-/// use stamps::placement::{place_and_assign, policies, PlaceAndAssignError};
+/// use stamps::placement::policies;
+/// use stamps::registry::{place_and_assign, PlaceAndAssignError};
 /// use stamps::*;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -195,7 +196,8 @@ where
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use stamps::placement::{place_and_assign_with, policies, AssignOptions};
+/// use stamps::placement::policies;
+/// use stamps::registry::{place_and_assign_with, AssignOptions};
 /// use stamps::*;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

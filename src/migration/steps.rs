@@ -1,0 +1,408 @@
+//! The work of each migration state: the idempotent driver calls and assignment
+//! compare-and-sets a step does before [`Migration::step`] persists the next state.
+
+use std::fmt;
+
+use super::driver::{DriverError, MigrationContext, SnapshotInfo, SoakVerdict, ValidationReport};
+use super::worker::parse_ms;
+use super::{keys, Migration};
+use crate::error::Error;
+use crate::model::{Assignment, AssignmentChange, AssignmentMode, MigrationState};
+use crate::time::Timestamp;
+
+use MigrationState as S;
+
+/// What a state's work decided.
+pub(super) enum Next {
+    To(MigrationState, Vec<(&'static str, String)>),
+    Wait(Timestamp, Vec<(&'static str, String)>),
+    Block(String, Vec<(&'static str, String)>),
+    Refuse(String, Vec<(&'static str, String)>),
+}
+
+/// Why a state's work stopped.
+pub(super) enum StepError {
+    Driver(DriverError),
+    Registry(Error),
+    /// The world is not as the migration left it (someone moved the tenant by hand): stop for
+    /// a person without touching anything.
+    Unexpected(String),
+}
+
+impl From<DriverError> for StepError {
+    fn from(e: DriverError) -> Self {
+        StepError::Driver(e)
+    }
+}
+
+impl From<Error> for StepError {
+    fn from(e: Error) -> Self {
+        StepError::Registry(e)
+    }
+}
+
+impl StepError {
+    pub(super) fn is_retryable(&self) -> bool {
+        match self {
+            StepError::Driver(e) => e.is_retryable(),
+            StepError::Registry(e) => e.is_retryable(),
+            StepError::Unexpected(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepError::Driver(e) => e.fmt(f),
+            StepError::Registry(e) => e.fmt(f),
+            StepError::Unexpected(s) => write!(f, "unexpected assignment: {s}"),
+        }
+    }
+}
+
+pub(super) type Work = std::result::Result<Next, StepError>;
+
+impl Migration {
+    pub(super) async fn work(&self, ctx: &MigrationContext) -> Work {
+        match ctx.state {
+            S::Planned => self.work_planned().await,
+            S::Snapshotting => self.work_snapshot(ctx).await,
+            S::Importing => self.work_import(ctx).await,
+            S::DualWrite => self.work_dual_write(ctx).await,
+            S::Validating => self.work_validate(ctx).await,
+            S::CutOver => self.work_cut_over(ctx).await,
+            S::Soaking => self.work_soak(ctx).await,
+            S::CleaningUp => self.work_clean_up(ctx).await,
+            S::RollingBack => self.work_roll_back(ctx).await,
+            S::Completed | S::Cancelled | S::RolledBack | S::Failed => {
+                Err(StepError::Unexpected(format!("{} is terminal", ctx.state)))
+            }
+        }
+    }
+
+    async fn assignment(&self) -> std::result::Result<Assignment, StepError> {
+        self.migrator
+            .registry
+            .assignment(&self.record.tenant)
+            .await?
+            .ok_or_else(|| StepError::Unexpected(format!("{} has no assignment", self.record.tenant)))
+    }
+
+    async fn cas(&self, a: &Assignment, change: AssignmentChange) -> std::result::Result<Assignment, StepError> {
+        let next = self
+            .migrator
+            .registry
+            .compare_and_set(&self.record.tenant, a.epoch, change.by(self.actor()))
+            .await?;
+        trace_event!(
+            migration = %self.record.id, tenant = %self.record.tenant, stamp = %next.stamp,
+            mode = %next.mode, epoch = %next.epoch, "assignment changed"
+        );
+        Ok(next)
+    }
+
+    /// Raises both stamps' fences to the assignment's epoch (the drain).
+    async fn fence_both(&self, ctx: &MigrationContext, a: &Assignment) -> std::result::Result<(), StepError> {
+        for stamp in [self.record.source, self.record.destination] {
+            let holds = a.stamps().any(|s| s == stamp);
+            self.migrator.driver.fence(ctx, stamp, a.epoch, holds).await?;
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, a: &Assignment) -> StepError {
+        StepError::Unexpected(format!(
+            "{} is on {} ({}) which {} in state {} does not expect",
+            self.record.tenant, a.stamp, a.mode, self.record.id, self.record.state
+        ))
+    }
+
+    fn snapshot_info(&self) -> std::result::Result<SnapshotInfo, StepError> {
+        let d = &self.record.data;
+        let id = d
+            .get(keys::SNAPSHOT_ID)
+            .ok_or_else(|| StepError::Unexpected("no snapshot recorded".into()))?;
+        let rows = d.get(keys::SNAPSHOT_ROWS).and_then(|r| r.parse().ok()).unwrap_or(0);
+        Ok(SnapshotInfo::new(id.clone(), rows))
+    }
+
+    fn on_source_serving(&self, a: &Assignment) -> bool {
+        a.stamp == self.record.source && a.mode == AssignmentMode::Serving
+    }
+
+    fn dual_writing_forward(&self, a: &Assignment) -> bool {
+        a.stamp == self.record.source
+            && a.mode
+                == AssignmentMode::DualWrite {
+                    shadow: self.record.destination,
+                }
+    }
+
+    fn frozen_forward(&self, a: &Assignment) -> Option<Timestamp> {
+        match a.mode {
+            AssignmentMode::Frozen { shadow, until }
+                if a.stamp == self.record.source && shadow == Some(self.record.destination) =>
+            {
+                Some(until)
+            }
+            _ => None,
+        }
+    }
+
+    fn dual_writing_reverse(&self, a: &Assignment) -> bool {
+        a.stamp == self.record.destination
+            && a.mode
+                == AssignmentMode::DualWrite {
+                    shadow: self.record.source,
+                }
+    }
+
+    async fn work_planned(&self) -> Work {
+        let a = self.assignment().await?;
+        if !self.on_source_serving(&a) {
+            return Err(self.unexpected(&a));
+        }
+        if self.migrator.registry.stamp(self.record.destination).await?.is_none() {
+            return Err(StepError::Unexpected(format!(
+                "{} is not registered",
+                self.record.destination
+            )));
+        }
+        Ok(Next::To(S::Snapshotting, vec![]))
+    }
+
+    async fn work_snapshot(&self, ctx: &MigrationContext) -> Work {
+        let a = self.assignment().await?;
+        if !self.on_source_serving(&a) {
+            return Err(self.unexpected(&a));
+        }
+        let snap = self.migrator.driver.snapshot(ctx).await?;
+        Ok(Next::To(
+            S::Importing,
+            vec![
+                (keys::SNAPSHOT_ID, snap.id),
+                (keys::SNAPSHOT_ROWS, snap.rows.to_string()),
+            ],
+        ))
+    }
+
+    async fn work_import(&self, ctx: &MigrationContext) -> Work {
+        let a = self.assignment().await?;
+        if !self.on_source_serving(&a) {
+            return Err(self.unexpected(&a));
+        }
+        let snap = self.snapshot_info()?;
+        self.migrator.driver.import(ctx, &snap).await?;
+        Ok(Next::To(S::DualWrite, vec![]))
+    }
+
+    async fn work_dual_write(&self, ctx: &MigrationContext) -> Work {
+        let mut a = self.assignment().await?;
+        if self.on_source_serving(&a) {
+            let mode = AssignmentMode::DualWrite {
+                shadow: self.record.destination,
+            };
+            a = self.cas(&a, AssignmentChange::set_mode(mode)).await?;
+        } else if !self.dual_writing_forward(&a) {
+            return Err(self.unexpected(&a));
+        }
+        self.fence_both(ctx, &a).await?;
+        let snap = self.snapshot_info()?;
+        self.migrator.driver.catch_up(ctx, &snap).await?;
+        Ok(Next::To(S::Validating, vec![]))
+    }
+
+    fn validation_updates(&self, report: &ValidationReport, at: Timestamp) -> Vec<(&'static str, String)> {
+        vec![
+            (keys::VALIDATION_PASSED, report.passed().to_string()),
+            (keys::VALIDATION_AT, at.as_millis().to_string()),
+            (keys::VALIDATION_SUMMARY, report.summary()),
+        ]
+    }
+
+    async fn work_validate(&self, ctx: &MigrationContext) -> Work {
+        let a = self.assignment().await?;
+        if !self.dual_writing_forward(&a) {
+            return Err(self.unexpected(&a));
+        }
+        let report = self.migrator.driver.validate(ctx).await?;
+        let updates = self.validation_updates(&report, self.migrator.clock.now());
+        if report.passed() {
+            Ok(Next::To(S::CutOver, updates))
+        } else {
+            Ok(Next::Block(format!("validation failed: {}", report.summary()), updates))
+        }
+    }
+
+    /// Back to plain dual-write on the source after a refused cutover.
+    async fn unfreeze(&self, ctx: &MigrationContext, a: &Assignment) -> std::result::Result<(), StepError> {
+        if self.frozen_forward(a).is_some() {
+            let mode = AssignmentMode::DualWrite {
+                shadow: self.record.destination,
+            };
+            let b = self.cas(a, AssignmentChange::set_mode(mode)).await?;
+            self.fence_both(ctx, &b).await?;
+        }
+        Ok(())
+    }
+
+    async fn work_cut_over(&self, ctx: &MigrationContext) -> Work {
+        let clock = &self.migrator.clock;
+        let cfg = &self.migrator.config;
+        let a = self.assignment().await?;
+        if self.dual_writing_reverse(&a) {
+            // The move landed before a crash: finish the step.
+            self.fence_both(ctx, &a).await?;
+            return Ok(Next::To(
+                S::Soaking,
+                vec![
+                    (keys::SOAK_STARTED_AT, clock.now().as_millis().to_string()),
+                    (keys::CUTOVER_EPOCH, a.epoch.0.to_string()),
+                ],
+            ));
+        }
+        if !self.dual_writing_forward(&a) && self.frozen_forward(&a).is_none() {
+            return Err(self.unexpected(&a));
+        }
+        // Freshness of the validation that let us here.
+        let d = &self.record.data;
+        let passed = d.get(keys::VALIDATION_PASSED).is_some_and(|p| p == "true");
+        let age = parse_ms(d, keys::VALIDATION_AT).map(|at| clock.now().saturating_since(at));
+        let refusal = match age {
+            _ if !passed => Some("the last validation did not pass".to_string()),
+            None => Some("no validation recorded".to_string()),
+            Some(age) if age > cfg.max_validation_age => Some(format!(
+                "the last validation is {age:?} old, more than the allowed {:?}",
+                cfg.max_validation_age
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = refusal {
+            self.unfreeze(ctx, &a).await?;
+            return Ok(Next::Refuse(reason, vec![]));
+        }
+        // Freeze (bounded), then drain through the fences.
+        let frozen = if self.frozen_forward(&a).is_some() {
+            a
+        } else {
+            let until = clock.now() + cfg.max_freeze;
+            let mode = AssignmentMode::Frozen {
+                shadow: Some(self.record.destination),
+                until,
+            };
+            self.cas(&a, AssignmentChange::set_mode(mode)).await?
+        };
+        let until = self.frozen_forward(&frozen).unwrap_or(Timestamp::ZERO);
+        trace_event!(migration = %self.record.id, until = %until, "writes frozen");
+        // Drain: once both fences are raised no write routed by an older assignment can land;
+        // the catch-up then copies whatever the source has that the destination lacks (a
+        // dual-write that reached the source but was fenced off the destination, say), so the
+        // two sides are equal while frozen.
+        self.fence_both(ctx, &frozen).await?;
+        let snap = self.snapshot_info()?;
+        self.migrator.driver.catch_up(ctx, &snap).await?;
+        let mut updates = vec![];
+        if cfg.validate_under_freeze {
+            let report = self.migrator.driver.validate(ctx).await?;
+            updates = self.validation_updates(&report, clock.now());
+            if !report.passed() {
+                self.unfreeze(ctx, &frozen).await?;
+                return Ok(Next::Refuse(
+                    format!("validation under the freeze failed: {}", report.summary()),
+                    updates,
+                ));
+            }
+        }
+        if clock.now() > until {
+            self.unfreeze(ctx, &frozen).await?;
+            return Ok(Next::Refuse(
+                format!("the freeze would overrun its bound of {:?}", cfg.max_freeze),
+                updates,
+            ));
+        }
+        let mode = AssignmentMode::DualWrite {
+            shadow: self.record.source,
+        };
+        let moved = self
+            .cas(&frozen, AssignmentChange::move_with_mode(self.record.destination, mode))
+            .await?;
+        self.fence_both(ctx, &moved).await?;
+        updates.push((keys::SOAK_STARTED_AT, clock.now().as_millis().to_string()));
+        updates.push((keys::CUTOVER_EPOCH, moved.epoch.0.to_string()));
+        Ok(Next::To(S::Soaking, updates))
+    }
+
+    async fn work_soak(&self, ctx: &MigrationContext) -> Work {
+        let a = self.assignment().await?;
+        if !self.dual_writing_reverse(&a) {
+            return Err(self.unexpected(&a));
+        }
+        let now = self.migrator.clock.now();
+        let started = parse_ms(&self.record.data, keys::SOAK_STARTED_AT).unwrap_or(now);
+        match self.migrator.soak.check(ctx).await {
+            SoakVerdict::Unhealthy(reason) => Ok(Next::To(
+                S::RollingBack,
+                vec![
+                    (keys::ROLLBACK_FROM, S::Soaking.as_str().to_string()),
+                    (keys::ROLLBACK_OUTCOME, S::RolledBack.as_str().to_string()),
+                    (keys::ROLLBACK_REASON, format!("soak check: {reason}")),
+                    (keys::SOAK_LAST_CHECK, now.as_millis().to_string()),
+                ],
+            )),
+            SoakVerdict::Healthy => {
+                let ends = started + self.migrator.config.soak_window;
+                let updates = vec![(keys::SOAK_LAST_CHECK, now.as_millis().to_string())];
+                if now >= ends {
+                    Ok(Next::To(S::CleaningUp, updates))
+                } else {
+                    Ok(Next::Wait(ends, updates))
+                }
+            }
+        }
+    }
+
+    async fn work_clean_up(&self, ctx: &MigrationContext) -> Work {
+        let mut a = self.assignment().await?;
+        if self.dual_writing_reverse(&a) {
+            a = self
+                .cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving))
+                .await?;
+        } else if !(a.stamp == self.record.destination && a.mode == AssignmentMode::Serving) {
+            return Err(self.unexpected(&a));
+        }
+        self.fence_both(ctx, &a).await?;
+        self.migrator.driver.cleanup_source(ctx).await?;
+        Ok(Next::To(S::Completed, vec![]))
+    }
+
+    async fn work_roll_back(&self, ctx: &MigrationContext) -> Work {
+        let d = &self.record.data;
+        let from = d
+            .get(keys::ROLLBACK_FROM)
+            .and_then(|s| MigrationState::parse(s))
+            .unwrap_or(S::RollingBack);
+        let outcome = match d.get(keys::ROLLBACK_OUTCOME).map(String::as_str) {
+            Some("cancelled") => S::Cancelled,
+            _ => S::RolledBack,
+        };
+        let mut a = self.assignment().await?;
+        if a.stamp == self.record.destination && a.mode.shadow() == Some(self.record.source) {
+            a = self
+                .cas(
+                    &a,
+                    AssignmentChange::move_with_mode(self.record.source, AssignmentMode::Serving),
+                )
+                .await?;
+        } else if a.stamp == self.record.source && a.mode.shadow() == Some(self.record.destination) {
+            a = self
+                .cas(&a, AssignmentChange::set_mode(AssignmentMode::Serving))
+                .await?;
+        } else if !self.on_source_serving(&a) {
+            return Err(self.unexpected(&a));
+        }
+        self.fence_both(ctx, &a).await?;
+        self.migrator.driver.rollback(ctx, from).await?;
+        Ok(Next::To(outcome, vec![]))
+    }
+}
