@@ -45,151 +45,20 @@
 //! # Ok(()) }
 //! ```
 
+mod call;
+mod forward;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
-    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
-};
-use crate::registry::{ChangeSignal, Registry};
+use crate::registry::Registry;
 
-/// A [`Registry`] method that [`FaultyRegistry`] counts and can fail or hold.
-///
-/// One variant per fallible method of the trait; [`Registry::change_signal`] has none (it is
-/// always forwarded). New variants may be added with new trait methods.
-///
-/// ```
-/// use stamps::testing::Call;
-/// assert_eq!(Call::ChangesSince.name(), "changes_since");
-/// assert!(Call::Assignment.is_read() && !Call::Assign.is_read());
-/// assert_eq!(Call::ALL.len(), 15);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Call {
-    /// [`Registry::put_stamp`].
-    PutStamp,
-    /// [`Registry::stamp`].
-    Stamp,
-    /// [`Registry::set_stamp_state`].
-    SetStampState,
-    /// [`Registry::fleet`].
-    Fleet,
-    /// [`Registry::assignment`].
-    Assignment,
-    /// [`Registry::assignments`].
-    Assignments,
-    /// [`Registry::assign`].
-    Assign,
-    /// [`Registry::compare_and_set`].
-    CompareAndSet,
-    /// [`Registry::unassign`].
-    Unassign,
-    /// [`Registry::history`].
-    History,
-    /// [`Registry::changes_since`].
-    ChangesSince,
-    /// [`Registry::create_migration`].
-    CreateMigration,
-    /// [`Registry::migration`].
-    Migration,
-    /// [`Registry::save_migration`].
-    SaveMigration,
-    /// [`Registry::migrations`].
-    Migrations,
-}
-
-impl Call {
-    /// Every variant, in declaration order.
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert!(Call::ALL.contains(&Call::Unassign));
-    /// ```
-    pub const ALL: [Call; 15] = [
-        Call::PutStamp,
-        Call::Stamp,
-        Call::SetStampState,
-        Call::Fleet,
-        Call::Assignment,
-        Call::Assignments,
-        Call::Assign,
-        Call::CompareAndSet,
-        Call::Unassign,
-        Call::History,
-        Call::ChangesSince,
-        Call::CreateMigration,
-        Call::Migration,
-        Call::SaveMigration,
-        Call::Migrations,
-    ];
-
-    /// The method's name, as in the trait (`"compare_and_set"`).
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert_eq!(Call::CompareAndSet.name(), "compare_and_set");
-    /// assert_eq!(Call::CompareAndSet.to_string(), "compare_and_set");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            Call::PutStamp => "put_stamp",
-            Call::Stamp => "stamp",
-            Call::SetStampState => "set_stamp_state",
-            Call::Fleet => "fleet",
-            Call::Assignment => "assignment",
-            Call::Assignments => "assignments",
-            Call::Assign => "assign",
-            Call::CompareAndSet => "compare_and_set",
-            Call::Unassign => "unassign",
-            Call::History => "history",
-            Call::ChangesSince => "changes_since",
-            Call::CreateMigration => "create_migration",
-            Call::Migration => "migration",
-            Call::SaveMigration => "save_migration",
-            Call::Migrations => "migrations",
-        }
-    }
-
-    /// Whether the method only reads (`stamp`, `fleet`, `assignment`, `assignments`,
-    /// `history`, `changes_since`, `migration`, `migrations`); the others write.
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert!(Call::Fleet.is_read());
-    /// assert!(!Call::SaveMigration.is_read());
-    /// ```
-    pub const fn is_read(self) -> bool {
-        matches!(
-            self,
-            Call::Stamp
-                | Call::Fleet
-                | Call::Assignment
-                | Call::Assignments
-                | Call::History
-                | Call::ChangesSince
-                | Call::Migration
-                | Call::Migrations
-        )
-    }
-
-    const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Call {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use self::call::Call;
 
 type Filter = Arc<dyn Fn(Call) -> bool + Send + Sync>;
 
@@ -571,77 +440,5 @@ impl<R: Registry> FaultyRegistry<R> {
     fn injected(&self, call: Call, why: &str) -> Error {
         self.state.injected.fetch_add(1, Ordering::SeqCst);
         Error::unavailable(format!("FaultyRegistry failed `{call}` ({why})"))
-    }
-}
-
-#[async_trait]
-impl<R: Registry> Registry for FaultyRegistry<R> {
-    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        let _permit = self.enter(Call::PutStamp).await?;
-        self.inner.put_stamp(spec).await
-    }
-    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        let _permit = self.enter(Call::Stamp).await?;
-        self.inner.stamp(id).await
-    }
-    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        let _permit = self.enter(Call::SetStampState).await?;
-        self.inner.set_stamp_state(id, state).await
-    }
-    async fn fleet(&self) -> Result<Fleet> {
-        let _permit = self.enter(Call::Fleet).await?;
-        self.inner.fleet().await
-    }
-    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        let _permit = self.enter(Call::Assignment).await?;
-        self.inner.assignment(tenant).await
-    }
-    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        let _permit = self.enter(Call::Assignments).await?;
-        self.inner.assignments(after, limit).await
-    }
-    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        let _permit = self.enter(Call::Assign).await?;
-        self.inner.assign(tenant, stamp).await
-    }
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment> {
-        let _permit = self.enter(Call::CompareAndSet).await?;
-        self.inner.compare_and_set(tenant, expected, change).await
-    }
-    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        let _permit = self.enter(Call::Unassign).await?;
-        self.inner.unassign(tenant, expected).await
-    }
-    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        let _permit = self.enter(Call::History).await?;
-        self.inner.history(tenant).await
-    }
-    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        let _permit = self.enter(Call::ChangesSince).await?;
-        self.inner.changes_since(after, limit).await
-    }
-    fn change_signal(&self) -> ChangeSignal {
-        self.inner.change_signal()
-    }
-    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::CreateMigration).await?;
-        self.inner.create_migration(record).await
-    }
-    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        let _permit = self.enter(Call::Migration).await?;
-        self.inner.migration(id).await
-    }
-    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::SaveMigration).await?;
-        self.inner.save_migration(record).await
-    }
-    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        let _permit = self.enter(Call::Migrations).await?;
-        self.inner.migrations(tenant).await
     }
 }
