@@ -1,9 +1,10 @@
 //! The [`Registry`] impl of [`FaultyRegistry`]: every call goes through the fault steps,
-//! then to the inner registry.
+//! its before hook, the inner registry and its after hook (see the order in the module
+//! docs of [`faulty`](super)).
 
 use async_trait::async_trait;
 
-use super::{Call, FaultyRegistry};
+use super::{FaultyRegistry, Request};
 use crate::error::Result;
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
@@ -14,32 +15,46 @@ use crate::registry::{ChangeSignal, Registry};
 #[async_trait]
 impl<R: Registry> Registry for FaultyRegistry<R> {
     async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        let _permit = self.enter(Call::PutStamp).await?;
-        self.inner.put_stamp(spec).await
+        let request = Request::PutStamp(&spec);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.put_stamp(spec.clone()).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        let _permit = self.enter(Call::Stamp).await?;
-        self.inner.stamp(id).await
+        let request = Request::Stamp(id);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.stamp(id).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        let _permit = self.enter(Call::SetStampState).await?;
-        self.inner.set_stamp_state(id, state).await
+        let request = Request::SetStampState(id, state);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.set_stamp_state(id, state).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn fleet(&self) -> Result<Fleet> {
-        let _permit = self.enter(Call::Fleet).await?;
-        self.inner.fleet().await
+        let request = Request::Fleet;
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.fleet().await;
+        self.leave(&request, entered, outcome).await
     }
     async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        let _permit = self.enter(Call::Assignment).await?;
-        self.inner.assignment(tenant).await
+        let request = Request::Assignment(tenant);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.assignment(tenant).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        let _permit = self.enter(Call::Assignments).await?;
-        self.inner.assignments(after, limit).await
+        let request = Request::Assignments(after, limit);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.assignments(after, limit).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        let _permit = self.enter(Call::Assign).await?;
-        self.inner.assign(tenant, stamp).await
+        let request = Request::Assign(tenant, stamp);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.assign(tenant, stamp).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn compare_and_set(
         &self,
@@ -47,38 +62,54 @@ impl<R: Registry> Registry for FaultyRegistry<R> {
         expected: Epoch,
         change: AssignmentChange,
     ) -> Result<Assignment> {
-        let _permit = self.enter(Call::CompareAndSet).await?;
-        self.inner.compare_and_set(tenant, expected, change).await
+        let request = Request::CompareAndSet(tenant, expected, &change);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.compare_and_set(tenant, expected, change.clone()).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        let _permit = self.enter(Call::Unassign).await?;
-        self.inner.unassign(tenant, expected).await
+        let request = Request::Unassign(tenant, expected);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.unassign(tenant, expected).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        let _permit = self.enter(Call::History).await?;
-        self.inner.history(tenant).await
+        let request = Request::History(tenant);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.history(tenant).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        let _permit = self.enter(Call::ChangesSince).await?;
-        self.inner.changes_since(after, limit).await
+        let request = Request::ChangesSince(after, limit);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.changes_since(after, limit).await;
+        self.leave(&request, entered, outcome).await
     }
     fn change_signal(&self) -> ChangeSignal {
         self.inner.change_signal()
     }
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::CreateMigration).await?;
-        self.inner.create_migration(record).await
+        let request = Request::CreateMigration(&record);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.create_migration(record.clone()).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        let _permit = self.enter(Call::Migration).await?;
-        self.inner.migration(id).await
+        let request = Request::Migration(id);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.migration(id).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::SaveMigration).await?;
-        self.inner.save_migration(record).await
+        let request = Request::SaveMigration(record);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.save_migration(record).await;
+        self.leave(&request, entered, outcome).await
     }
     async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        let _permit = self.enter(Call::Migrations).await?;
-        self.inner.migrations(tenant).await
+        let request = Request::Migrations(tenant);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.migrations(tenant).await;
+        self.leave(&request, entered, outcome).await
     }
 }

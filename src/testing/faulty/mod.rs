@@ -9,7 +9,14 @@
 //!   [`Call`]): reads only, say, or only [`Call::ChangesSince`];
 //! - **hold** calls on a [`tokio::sync::Semaphore`] ([`FaultyRegistry::hold`]) to pile
 //!   callers up behind a slow registry and release them when the test chooses;
-//! - **count** calls per method ([`FaultyRegistry::calls`], [`FaultyRegistry::total_calls`]).
+//! - **count** calls per method ([`FaultyRegistry::calls`], [`FaultyRegistry::total_calls`]);
+//! - **lose the acknowledgement** of the next `n` calls ([`FaultyRegistry::lose_ack_next`]):
+//!   they reach the inner registry and take effect (a write commits), and the caller gets
+//!   [`Error::Unavailable`], as from a connection that broke after the commit;
+//! - **hook** a method ([`FaultyRegistry::before`], [`FaultyRegistry::after`]): a closure
+//!   that sees the call's arguments ([`Request`]) and runs before the call (to fail it with a
+//!   chosen error, delay it, or change the inner registry first) or after the inner call
+//!   returned (to observe the outcome, hold the answer back, or replace it: [`After`]).
 //!
 //! Clones share all of this state (and the inner registry), so a test keeps one clone and
 //! hands another to the code under test.
@@ -19,16 +26,24 @@
 //!   every argument reaches the inner registry unchanged and every result (value or error)
 //!   comes back unchanged, so it satisfies the [`Registry`] contract exactly when the inner
 //!   registry does (the crate's tests run the conformance suite through it).
-//! - An injected failure is returned **before** the inner registry is called, so it has no
-//!   effect, as the contract requires of a failed call. (It does not simulate the "commit sent,
-//!   acknowledgement lost" case of a networked registry.)
+//! - An injected failure ([`set_unavailable`](FaultyRegistry::set_unavailable),
+//!   [`fail_next`](FaultyRegistry::fail_next), an error from a before hook) is returned
+//!   **before** the inner registry is called, so it has no effect, as the contract requires
+//!   of a failed call. The "commit sent, acknowledgement lost" case of a networked registry
+//!   is the one fault that breaks this on purpose: [`lose_ack_next`](FaultyRegistry::lose_ack_next)
+//!   and [`After::lose_ack`] return an error for a call that took effect.
 //! - [`Registry::change_signal`] is always forwarded: it returns the inner registry's signal,
 //!   is never failed, held or counted (it is synchronous and infallible), so a router's
 //!   follower is woken by every write to the inner registry, also while `changes_since`
 //!   calls are failing.
 //! - Order on every call: count it; if the filter selects it, wait at the hold semaphore (if
-//!   any); then, if it is selected, fail it when the registry is unavailable or when the
-//!   `fail_next` budget is not spent (taking one from the budget); otherwise forward it.
+//!   any); run the method's before hook (if any; hooks ignore the filter) and fail the call
+//!   if the hook returns an error; then, if it is selected, fail it when the registry is
+//!   unavailable or when the `fail_next` budget is not spent (taking one from the budget);
+//!   otherwise forward it. When the inner call returns: run the method's after hook (if any)
+//!   and apply its [`After`]; then, if the call is selected and the `lose_ack_next` budget
+//!   is not spent, take one from it and return [`Error::Unavailable`]. A held call keeps its
+//!   permit until then.
 //!
 //! # Example
 //! ```
@@ -47,6 +62,7 @@
 
 mod call;
 mod forward;
+mod hooks;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,6 +75,9 @@ use crate::error::{Error, Result};
 use crate::registry::Registry;
 
 pub use self::call::Call;
+pub use self::hooks::{After, HookFuture, Request};
+
+use self::hooks::Hooks;
 
 type Filter = Arc<dyn Fn(Call) -> bool + Send + Sync>;
 
@@ -69,6 +88,7 @@ struct State {
     gate: RwLock<Option<Arc<Semaphore>>>,
     counts: [AtomicUsize; Call::ALL.len()],
     injected: AtomicUsize,
+    hooks: Hooks,
 }
 
 impl fmt::Debug for State {
@@ -83,6 +103,7 @@ impl fmt::Debug for State {
                 &self.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum::<usize>(),
             )
             .field("injected_failures", &self.injected.load(Ordering::SeqCst))
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -160,6 +181,7 @@ impl<R: Registry> FaultyRegistry<R> {
                 gate: RwLock::new(None),
                 counts: Default::default(),
                 injected: AtomicUsize::new(0),
+                hooks: Hooks::new(),
             }),
         }
     }
@@ -407,16 +429,16 @@ impl<R: Registry> FaultyRegistry<R> {
         self.state.injected.store(0, Ordering::SeqCst);
     }
 
-    /// Counts `call`, waits at the gate and injects a failure, in that order (for the calls
-    /// the filter selects). The permit, if any, is held until the inner call returns.
-    async fn enter(&self, call: Call) -> Result<Option<OwnedSemaphorePermit>> {
+    /// Counts the call, waits at the gate, runs the before hook and injects a failure, in
+    /// that order (the gate and the failure for the calls the filter selects). The permit, if
+    /// any, is held until the call is [left](Self::leave).
+    async fn enter(&self, request: &Request<'_>) -> Result<Entered> {
+        let call = request.call();
         let st = &*self.state;
         st.counts[call.index()].fetch_add(1, Ordering::SeqCst);
         let filter = st.filter.read().clone();
-        if !filter.map_or(true, |f| f(call)) {
-            return Ok(None);
-        }
-        let gate = st.gate.read().clone();
+        let selected = filter.map_or(true, |f| f(call));
+        let gate = if selected { st.gate.read().clone() } else { None };
         let permit = match gate {
             Some(gate) => match gate.acquire_owned().await {
                 Ok(permit) => Some(permit),
@@ -424,6 +446,15 @@ impl<R: Registry> FaultyRegistry<R> {
             },
             None => None,
         };
+        if let Some(hook) = st.hooks.before(call) {
+            hook(request).await?;
+        }
+        if !selected {
+            return Ok(Entered {
+                _permit: permit,
+                selected,
+            });
+        }
         if st.unavailable.load(Ordering::SeqCst) {
             return Err(self.injected(call, "it is set unavailable"));
         }
@@ -434,11 +465,40 @@ impl<R: Registry> FaultyRegistry<R> {
         {
             return Err(self.injected(call, "fail_next"));
         }
-        Ok(permit)
+        Ok(Entered {
+            _permit: permit,
+            selected,
+        })
+    }
+
+    /// Runs the after hook on the inner registry's outcome and loses the acknowledgement if
+    /// that budget is not spent; then releases the permit.
+    async fn leave<T>(&self, request: &Request<'_>, entered: Entered, outcome: Result<T>) -> Result<T> {
+        let call = request.call();
+        let st = &*self.state;
+        let mut outcome = outcome;
+        if let Some(hook) = st.hooks.after(call) {
+            let after = hook(request, outcome.as_ref().map(|_| ())).await;
+            if let After::Replace(e) = after {
+                outcome = Err(e);
+            }
+        }
+        if entered.selected && st.hooks.take_lose_ack() {
+            outcome = Err(self.injected(call, "lose_ack_next: the call reached the registry"));
+        }
+        drop(entered);
+        outcome
     }
 
     fn injected(&self, call: Call, why: &str) -> Error {
         self.state.injected.fetch_add(1, Ordering::SeqCst);
         Error::unavailable(format!("FaultyRegistry failed `{call}` ({why})"))
     }
+}
+
+/// A call past [`FaultyRegistry::enter`]: its hold permit (if any) and whether the filter
+/// selected it.
+struct Entered {
+    _permit: Option<OwnedSemaphorePermit>,
+    selected: bool,
 }
