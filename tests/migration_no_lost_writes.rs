@@ -3,6 +3,7 @@
 //! acknowledged write is on the stamp that serves the tenant. Repeated with a crash injected
 //! at every registry write and driver call, a driver failure injected at every driver call,
 //! validation mismatches, rollback before cutover and rollback after cutover during the soak.
+#![cfg(feature = "test-util")]
 
 mod common;
 
