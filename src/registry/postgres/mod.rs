@@ -3,6 +3,13 @@
 //!
 //! See [`PgRegistry`] and the [`guide`] (`docs/postgres.md`: schema, isolation, sizing,
 //! backups and distributed Postgres-compatible engines).
+//!
+//! This module holds the type, its connection set-up and its [`Registry`] impl (reads inline,
+//! each write delegated). Inside: `connection` (the lease on a pooled connection and the
+//! `on_conn!` retry loop), `writes` (one transaction body per write), `codec` (rows to model
+//! values, model values to parameters), `sql` (the statements), `schema` (the versioned
+//! migrations), `watch` (the task that wakes change-feed followers), `fault` (driver errors
+//! to the crate's errors) and `config` ([`PgConfig`]).
 
 mod codec;
 mod config;

@@ -22,18 +22,20 @@
 //! hands another to the code under test.
 //!
 //! # Contract
-//! - With no fault set (the state after [`FaultyRegistry::new`]) the wrapper is transparent:
-//!   every argument reaches the inner registry unchanged and every result (value or error)
-//!   comes back unchanged, so it satisfies the [`Registry`] contract exactly when the inner
-//!   registry does (the crate's tests run the conformance suite through it).
+//! - With no fault or hook set (the state after [`FaultyRegistry::new`], or after
+//!   [`clear_hooks`](FaultyRegistry::clear_hooks) and turning every fault off) the wrapper is
+//!   transparent: every argument reaches the inner registry unchanged and every result
+//!   (value or error) comes back unchanged, so it satisfies the [`Registry`] contract exactly
+//!   when the inner registry does (the crate's tests run the conformance suite through it).
 //! - An injected failure ([`set_unavailable`](FaultyRegistry::set_unavailable),
 //!   [`fail_next`](FaultyRegistry::fail_next), an error from a before hook) is returned
 //!   **before** the inner registry is called, so it has no effect, as the contract requires
 //!   of a failed call. The "commit sent, acknowledgement lost" case of a networked registry
-//!   is the one fault that breaks this on purpose: [`lose_ack_next`](FaultyRegistry::lose_ack_next)
-//!   and [`After::lose_ack`] return an error for a call that took effect.
+//!   is the one fault that breaks this on purpose:
+//!   [`lose_ack_next`](FaultyRegistry::lose_ack_next) and [`After::lose_ack`] return an
+//!   error for a call that took effect.
 //! - [`Registry::change_signal`] is always forwarded: it returns the inner registry's signal,
-//!   is never failed, held or counted (it is synchronous and infallible), so a router's
+//!   is never failed, held, hooked or counted (it is synchronous and infallible), so a router's
 //!   follower is woken by every write to the inner registry, also while `changes_since`
 //!   calls are failing.
 //! - Order on every call: count it; if the filter selects it, wait at the hold semaphore (if
@@ -302,8 +304,8 @@ impl<R: Registry> FaultyRegistry<R> {
     }
 
     /// Holds the calls the filter selects on `gate`: each waits for a permit before it goes
-    /// on (to the fault check, then the inner registry) and keeps it until the inner call
-    /// returns. `Semaphore::new(0)` holds every call until the test adds permits; with
+    /// on (to the before hook and the fault check, then the inner registry) and keeps it
+    /// until the call returns (its after hook included). `Semaphore::new(0)` holds every call until the test adds permits; with
     /// `k` permits at most `k` selected calls are in flight at once. If the semaphore is
     /// closed, waiting calls fail with [`Error::Unavailable`]. Replaces any previous gate;
     /// calls already waiting on it keep waiting on it.
