@@ -7,15 +7,17 @@
 //! Sizes default to 10k and 1M tenants (`STAMPS_BENCH_SIZES` is a comma-separated list;
 //! `STAMPS_BENCH_FLOOR_ONLY=1` measures only the router and the bare map, for 10M).
 //! Keys are 16-byte tenant ids; lookups follow a uniform or a Zipf (s = 1) mix. Bytes per
-//! entry are measured with a counting global allocator and printed as `memory:` lines.
+//! entry are measured with the counting global allocator of `tests/support/alloc.rs` and
+//! printed as `memory:` lines.
 
+#[path = "../tests/support/alloc.rs"]
+mod alloc;
 #[path = "support/keys.rs"]
 mod keys;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,31 +30,7 @@ use stamps::{
     Version,
 };
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+use alloc::live;
 
 type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use router_common::{registry_with_stamps, tid};
 use stamps::router::{RouteError, Router};
 use stamps::testing::conformance::run_all;
+use stamps::testing::faulty::{After, Request};
 use stamps::testing::{Call, FaultyRegistry};
 use stamps::*;
 
@@ -254,4 +255,196 @@ async fn change_signal_is_the_inner_registrys() {
     // The signal fires for writes to the inner registry while the wrapper is "down".
     assert_ne!(signal.head(), seen);
     assert_eq!(registry.total_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_before_hook_fails_a_call_with_the_chosen_error_and_without_effect() {
+    let clock = FakeClock::new();
+    let registry = FaultyRegistry::new(registry_with_stamps(&clock, 1).await);
+    let version = registry.inner().fleet().await.unwrap().version;
+    registry.before(Call::Assign, |request| {
+        let refused = matches!(request, Request::Assign(spec, _) if spec.id.as_str() == "acme");
+        Box::pin(async move {
+            if refused {
+                Err(Error::Conflict {
+                    kind: ConflictKind::Epoch,
+                    expected: 1,
+                    actual: 2,
+                })
+            } else {
+                Ok(())
+            }
+        })
+    });
+    let err = registry
+        .assign(&TenantSpec::new(tid("acme")), StampId(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(registry.inner().fleet().await.unwrap().version, version);
+    // Other arguments pass; the hook's errors are not counted as injected failures.
+    registry
+        .assign(&TenantSpec::new(tid("globex")), StampId(1))
+        .await
+        .unwrap();
+    assert_eq!(registry.calls(Call::Assign), 2);
+    assert_eq!(registry.injected_failures(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_before_hook_delays_a_call_and_ignores_the_filter() {
+    let registry = FaultyRegistry::new(InMemoryRegistry::new());
+    registry.fail_only(|call| call == Call::Assign);
+    registry.before(Call::Fleet, |_| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        })
+    });
+    let start = tokio::time::Instant::now();
+    registry.fleet().await.unwrap();
+    assert!(start.elapsed() >= Duration::from_secs(5));
+    // Other methods have no hook.
+    let start = tokio::time::Instant::now();
+    registry.stamp(StampId(1)).await.unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_before_hook_can_change_the_inner_registry_first() {
+    // A rival takes the last slot just before our assign reaches the registry.
+    let clock = FakeClock::new();
+    let inner = InMemoryRegistry::builder().clock(clock.clone()).build();
+    let cap = Capacity::new([(Resource::Tenants, 1.0)], 0.0).unwrap();
+    inner
+        .put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu").unwrap(), cap).unwrap())
+        .await
+        .unwrap();
+    let registry = FaultyRegistry::new(inner.clone());
+    registry.before(Call::Assign, move |request| {
+        let Request::Assign(_, stamp) = *request else {
+            return Box::pin(async { Ok(()) });
+        };
+        let inner = inner.clone();
+        Box::pin(async move {
+            inner.assign(&TenantSpec::new(tid("rival")), stamp).await?;
+            Ok(())
+        })
+    });
+    let err = registry
+        .assign(&TenantSpec::new(tid("mine")), StampId(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CapacityExceeded { .. }), "{err}");
+    assert!(registry.inner().assignment(&tid("rival")).await.unwrap().is_some());
+    assert!(registry.inner().assignment(&tid("mine")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_after_hook_sees_the_outcome_and_can_lose_the_acknowledgement() {
+    let clock = FakeClock::new();
+    let registry = FaultyRegistry::new(registry_with_stamps(&clock, 1).await);
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    registry.after(Call::Assign, move |request, outcome| {
+        let tenant = match request {
+            Request::Assign(spec, _) => spec.id.to_string(),
+            _ => String::new(),
+        };
+        log.lock().push((tenant, outcome.is_ok()));
+        let committed = outcome.is_ok();
+        Box::pin(async move {
+            if committed {
+                After::lose_ack()
+            } else {
+                After::Keep
+            }
+        })
+    });
+    let acme = TenantSpec::new(tid("acme"));
+    // Committed, but the caller hears `Unavailable`.
+    let err = registry.assign(&acme, StampId(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    let stored = registry.inner().assignment(&tid("acme")).await.unwrap().unwrap();
+    assert_eq!(stored.stamp, StampId(1));
+    // The retry gets the inner registry's own refusal, unchanged.
+    let err = registry.assign(&acme, StampId(1)).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyAssigned { .. }), "{err}");
+    assert_eq!(
+        *seen.lock(),
+        vec![("acme".to_string(), true), ("acme".to_string(), false)]
+    );
+    // Calls failed before the inner registry do not run the after hook.
+    registry.fail_next(1);
+    assert!(is_unavailable(registry.assign(&acme, StampId(1)).await));
+    assert_eq!(seen.lock().len(), 2);
+    // Cleared hooks: the wrapper is transparent again.
+    registry.clear_hooks();
+    registry
+        .assign(&TenantSpec::new(tid("globex")), StampId(1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_after_hook_can_hold_the_answer_and_replace_it() {
+    let clock = FakeClock::new();
+    let registry = FaultyRegistry::new(registry_with_stamps(&clock, 1).await);
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let h = hold.clone();
+    registry.after(Call::Assignment, move |_, _| {
+        let h = h.clone();
+        Box::pin(async move {
+            let _ = h.acquire().await;
+            After::Replace(Error::unavailable("answer dropped"))
+        })
+    });
+    let read = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.assignment(&tid("acme")).await }
+    });
+    // The answer waits in the hook until the test releases it.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!read.is_finished());
+    hold.add_permits(1);
+    let answer = read.await.unwrap();
+    assert!(
+        matches!(answer, Err(Error::Unavailable { ref reason }) if reason.contains("answer dropped")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test]
+async fn lose_ack_next_commits_then_fails_exactly_n_selected_calls() {
+    let clock = FakeClock::new();
+    let registry = FaultyRegistry::new(registry_with_stamps(&clock, 1).await);
+    registry.fail_only(|call| call == Call::Assign);
+    registry.lose_ack_next(2);
+    // Reads are not selected: they pass and keep the budget.
+    assert!(registry.fleet().await.is_ok());
+    for name in ["a", "b"] {
+        assert!(is_unavailable(
+            registry.assign(&TenantSpec::new(tid(name)), StampId(1)).await
+        ));
+        assert!(registry.inner().assignment(&tid(name)).await.unwrap().is_some());
+    }
+    registry.assign(&TenantSpec::new(tid("c")), StampId(1)).await.unwrap();
+    assert_eq!(registry.injected_failures(), 2);
+    assert_eq!(registry.inner().fleet().await.unwrap().tenants(), 3);
+    // lose_ack_next(0) cancels a budget.
+    registry.lose_ack_next(5);
+    registry.lose_ack_next(0);
+    registry.assign(&TenantSpec::new(tid("d")), StampId(1)).await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! The migration engine's guarantees one by one: fencing against stale routers, racing
 //! workers, leases, the dry run, who may cancel or roll back when, `run()` with timeouts and
 //! retries, the bounded freeze, and stopping on assignments changed behind its back.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -9,6 +9,7 @@
 //!    real `Migration` over the reference data plane, with writes between operations. After
 //!    every operation the observed transition is legal in the model, the assignment is one the
 //!    state allows, and every acknowledged write is on the serving stamp.
+#![cfg(feature = "test-util")]
 
 mod common;
 

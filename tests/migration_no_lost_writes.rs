@@ -1,8 +1,9 @@
-//! Invariant 7, no lost writes: concurrent writer tasks write to a tenant through the
+//! No lost writes: concurrent writer tasks write to a tenant through the
 //! registry's current route and the reference data plane while it migrates; at the end every
 //! acknowledged write is on the stamp that serves the tenant. Repeated with a crash injected
 //! at every registry write and driver call, a driver failure injected at every driver call,
 //! validation mismatches, rollback before cutover and rollback after cutover during the soak.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,10 +1,9 @@
-//! The tenant-migration scenarios on `PgRegistry` (issue 7: "against `InMemoryRegistry`;
-//! against `PgRegistry` too once it exists"): no lost writes with concurrent writers, a crash
-//! and resume at every registry write and driver call, a driver failure at every call,
-//! validation mismatches refusing cutover, rollback before cutover and during the soak, two
-//! workers racing for each step, and the fence that stops stale routers. The scenarios are
-//! the ones the in-memory binaries run (`tests/common/scenarios.rs`); every world lives in a
-//! fresh schema, dropped afterwards.
+//! The tenant-migration scenarios on `PgRegistry`, as on `InMemoryRegistry`: no lost writes
+//! with concurrent writers, a crash and resume at every registry write and driver call, a
+//! driver failure at every call, validation mismatches refusing cutover, rollback before
+//! cutover and during the soak, two workers racing for each step, and the fence that stops
+//! stale routers. The scenarios are the ones the in-memory binaries run
+//! (`tests/common/scenarios.rs`); every world lives in a fresh schema, dropped afterwards.
 //!
 //! The server: `DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`, else a
 //! throwaway server started from the installed binaries (see `tests/support/pg.rs`); an

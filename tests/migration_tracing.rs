@@ -1,6 +1,6 @@
 //! With the `tracing` feature, every transition of a migration emits an event inside a
 //! `migration_step` span.
-#![cfg(feature = "tracing")]
+#![cfg(all(feature = "tracing", feature = "test-util"))]
 
 mod common;
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use stamps::placement::*;
 use stamps::registry::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError};
+#[cfg(feature = "test-util")]
+use stamps::testing::{faulty::Request, Call, FaultyRegistry};
 use stamps::*;
 
 struct S {
@@ -519,104 +521,59 @@ async fn plain_closures_are_policies() {
 
 /// A registry that lets another writer win the race: before each of the first `steals`
 /// `assign` calls, a rival tenant takes the room on the stamp being assigned.
-#[derive(Debug)]
-struct Racy {
-    inner: InMemoryRegistry,
-    steals: std::sync::atomic::AtomicU32,
-    rivals: std::sync::atomic::AtomicU32,
+#[cfg(feature = "test-util")]
+fn rival_first(inner: InMemoryRegistry, steals: u32) -> FaultyRegistry<InMemoryRegistry> {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    let registry = FaultyRegistry::new(inner.clone());
+    let steals = Arc::new(AtomicU32::new(steals));
+    let rivals = Arc::new(AtomicU32::new(0));
+    registry.before(Call::Assign, move |request| {
+        let Request::Assign(_, stamp) = *request else {
+            return Box::pin(async { Ok(()) });
+        };
+        let steal = steals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        let rival = steal.then(|| rivals.fetch_add(1, SeqCst));
+        let inner = inner.clone();
+        Box::pin(async move {
+            if let Some(n) = rival {
+                inner.assign(&tenant_rival(n), stamp).await?;
+            }
+            Ok(())
+        })
+    });
+    registry
 }
 
-#[async_trait::async_trait]
-impl Registry for Racy {
-    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        self.inner.put_stamp(spec).await
-    }
-    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        self.inner.stamp(id).await
-    }
-    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        self.inner.set_stamp_state(id, state).await
-    }
-    async fn fleet(&self) -> Result<Fleet> {
-        self.inner.fleet().await
-    }
-    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        self.inner.assignment(tenant).await
-    }
-    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        self.inner.assignments(after, limit).await
-    }
-    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.steals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
-            let n = self.rivals.fetch_add(1, SeqCst);
-            self.inner.assign(&tenant_rival(n), stamp).await?;
-        }
-        self.inner.assign(tenant, stamp).await
-    }
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment> {
-        self.inner.compare_and_set(tenant, expected, change).await
-    }
-    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        self.inner.unassign(tenant, expected).await
-    }
-    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        self.inner.history(tenant).await
-    }
-    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        self.inner.changes_since(after, limit).await
-    }
-    fn change_signal(&self) -> ChangeSignal {
-        self.inner.change_signal()
-    }
-    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        self.inner.create_migration(record).await
-    }
-    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        self.inner.migration(id).await
-    }
-    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        self.inner.save_migration(record).await
-    }
-    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        self.inner.migrations(tenant).await
-    }
-}
-
+#[cfg(feature = "test-util")]
 fn tenant_rival(n: u32) -> TenantSpec {
     tenant(&format!("rival-{n}"), 0.0)
 }
 
+#[cfg(feature = "test-util")]
 #[tokio::test]
 async fn a_lost_race_is_retried_on_a_fresh_fleet() {
     // Three stamps with one slot each. The first two attempts lose their stamp to a rival;
     // the third re-reads the fleet, sees the last free stamp, and wins.
-    let racy = Racy {
-        inner: registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0), (3, "eu", 1.0)]).await,
-        steals: 2.into(),
-        rivals: 0.into(),
-    };
+    let racy = rival_first(
+        registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0), (3, "eu", 1.0)]).await,
+        2,
+    );
     let a = place_and_assign(&racy, &policies::least_loaded(), &tenant("mine", 0.0))
         .await
         .unwrap();
     assert_eq!(a.stamp, StampId(3));
     assert_eq!(
-        racy.inner.history(&TenantId::new("mine").unwrap()).await.unwrap().len(),
+        racy.inner()
+            .history(&TenantId::new("mine").unwrap())
+            .await
+            .unwrap()
+            .len(),
         1
     );
 
     // Losing every attempt ends in LostRaces after the bound, with the registry's refusal.
     let opts = AssignOptions::default().max_attempts(2);
-    let full = Racy {
-        inner: registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0)]).await,
-        steals: 100.into(),
-        rivals: 0.into(),
-    };
+    let full = rival_first(registry_with(&[(1, "eu", 1.0), (2, "eu", 1.0)]).await, 100);
     let err = place_and_assign_with(&full, &policies::least_loaded(), &tenant("mine", 0.0), opts)
         .await
         .unwrap_err();
@@ -628,9 +585,9 @@ async fn a_lost_race_is_retried_on_a_fresh_fleet() {
         other => panic!("expected LostRaces, got {other}"),
     }
     // Two attempts, two rivals placed, and nothing for the loser.
-    assert_eq!(full.inner.fleet().await.unwrap().tenants(), 2);
+    assert_eq!(full.inner().fleet().await.unwrap().tenants(), 2);
     assert!(full
-        .inner
+        .inner()
         .assignment(&TenantId::new("mine").unwrap())
         .await
         .unwrap()

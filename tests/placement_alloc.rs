@@ -3,41 +3,15 @@
 //! counts this thread's allocations.
 #![allow(unsafe_code)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
 
 use stamps::placement::*;
 use stamps::*;
 
-struct Counting;
+#[path = "support/alloc.rs"]
+mod alloc;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
-    let before = ALLOCS.with(Cell::get);
-    let out = f();
-    (ALLOCS.with(Cell::get) - before, out)
-}
+use alloc::count;
 
 /// 1,000 stamps in 4 regions, residencies eu/us, 5% dedicated, some draining, varied load.
 fn fleet(n: u32) -> Fleet {
@@ -137,7 +111,7 @@ fn a_decision_over_1000_stamps_allocates_nothing() {
         // Warm up (lazy statics, first-touch paths), then count.
         let _ = p.place(&fits, &view);
         for t in [&fits, &dedicated, &pinned, &too_big, &pinned_full, &nowhere] {
-            let (n, out) = allocations(|| p.place(t, &view));
+            let (out, n, _) = count(|| p.place(t, &view));
             assert_eq!(n, 0, "{name} allocated {n} times placing {} ({out:?})", t.id);
         }
         // The success path really succeeded and the rejection path really rejected.
@@ -152,7 +126,7 @@ fn explain_allocates_and_that_is_fine_but_place_matches_it() {
     let view = FleetView::new(&f);
     let t = TenantSpec::new(TenantId::new("acme").unwrap());
     let p = policies::least_loaded();
-    let (n, e) = allocations(|| p.explain(&t, &view));
+    let (e, n, _) = count(|| p.explain(&t, &view));
     assert!(n > 0);
     assert_eq!(e.outcome, p.place(&t, &view));
 }

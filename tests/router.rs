@@ -1,13 +1,15 @@
 //! Router behaviour: single-flight, TTL, negative cache, stale-if-error, change-feed
 //! invalidation, warm-up, the follower task and resynchronisation after feed truncation.
+#![cfg(feature = "test-util")]
 
 mod router_common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use router_common::{registry_with_stamps, tid, TestRegistry};
+use router_common::{gated, held_after_read, registry_with_stamps, test_registry, tid};
 use stamps::router::{RouteError, Router};
+use stamps::testing::Call;
 use stamps::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -16,7 +18,7 @@ async fn hundred_concurrent_resolves_make_one_registry_call() {
     let inner = registry_with_stamps(&clock, 1).await;
     let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let registry = TestRegistry::gated(inner, gate.clone());
+    let registry = gated(inner, gate.clone());
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
 
     let tasks: Vec<_> = (0..100)
@@ -35,7 +37,7 @@ async fn hundred_concurrent_resolves_make_one_registry_call() {
         assert_eq!((route.stamp, route.epoch), (StampId(1), a.epoch));
         assert_eq!(route.endpoint, Some("https://s1.internal"));
     }
-    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(registry.calls(Call::Assignment), 1);
     let s = router.stats();
     assert_eq!(s.misses + s.hits, 100, "{s:?}"); // late callers find it cached
     assert!(s.misses >= 1);
@@ -47,14 +49,14 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
     let inner = registry_with_stamps(&clock, 1).await;
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let registry = TestRegistry::gated(inner, gate.clone());
+    let registry = gated(inner, gate.clone());
     let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
 
     let leader = {
         let router = router.clone();
         tokio::spawn(async move { router.resolve("acme").await })
     };
-    while registry.assignment_calls() == 0 {
+    while registry.calls(Call::Assignment) == 0 {
         tokio::task::yield_now().await;
     }
     let waiter = {
@@ -69,7 +71,7 @@ async fn a_cancelled_leader_hands_over_to_a_waiter() {
     gate.add_permits(10);
     let route = waiter.await.unwrap().unwrap();
     assert_eq!(route.stamp, StampId(1));
-    assert_eq!(registry.assignment_calls(), 2);
+    assert_eq!(registry.calls(Call::Assignment), 2);
 }
 
 #[tokio::test]
@@ -77,7 +79,7 @@ async fn routes_expire_after_the_ttl() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 1).await;
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
-    let registry = TestRegistry::new(inner);
+    let registry = test_registry(inner);
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     assert_eq!(router.config().ttl, Duration::from_secs(60));
 
@@ -87,7 +89,7 @@ async fn routes_expire_after_the_ttl() {
     clock.advance(Duration::from_millis(1));
     assert_eq!(router.route("acme"), Err(RouteError::Miss));
     router.resolve("acme").await.unwrap();
-    assert_eq!(registry.assignment_calls(), 2);
+    assert_eq!(registry.calls(Call::Assignment), 2);
     let s = router.stats();
     assert_eq!((s.hits, s.misses), (1, 3));
 }
@@ -96,7 +98,7 @@ async fn routes_expire_after_the_ttl() {
 async fn unknown_tenants_are_cached_briefly_and_bounded() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 1).await;
-    let registry = TestRegistry::new(inner.clone());
+    let registry = test_registry(inner.clone());
     let router = Router::builder(registry.clone())
         .clock(clock.clone())
         .negative_ttl(Duration::from_secs(5))
@@ -107,7 +109,7 @@ async fn unknown_tenants_are_cached_briefly_and_bounded() {
     assert_eq!(router.resolve("ghost").await, Err(RouteError::UnknownTenant));
     assert_eq!(router.route("ghost"), Err(RouteError::UnknownTenant));
     assert_eq!(router.resolve("ghost").await, Err(RouteError::UnknownTenant));
-    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(registry.calls(Call::Assignment), 1);
     assert_eq!(router.stats().negative_hits, 2);
 
     // The tenant appears: the negative entry lives out its TTL, then the route is found.
@@ -127,7 +129,7 @@ async fn stale_if_error_serves_flagged_routes_up_to_the_limit() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 1).await;
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
-    let registry = TestRegistry::new(inner);
+    let registry = test_registry(inner);
     let router = Router::builder(registry.clone())
         .clock(clock.clone())
         .stale_if_error(Duration::from_secs(300))
@@ -135,7 +137,7 @@ async fn stale_if_error_serves_flagged_routes_up_to_the_limit() {
         .unwrap();
     router.resolve("acme").await.unwrap();
 
-    registry.set_failing(true);
+    registry.set_unavailable(true);
     clock.advance(Duration::from_secs(61));
     assert_eq!(router.route("acme"), Err(RouteError::Miss)); // not known to be down yet
     let stale = router.resolve("acme").await.unwrap();
@@ -149,7 +151,7 @@ async fn stale_if_error_serves_flagged_routes_up_to_the_limit() {
     clock.advance(Duration::from_secs(240));
     assert_eq!(router.resolve("acme").await, Err(RouteError::Unavailable));
     // Recovery: fresh again.
-    registry.set_failing(false);
+    registry.set_unavailable(false);
     let fresh = router.resolve("acme").await.unwrap();
     assert!(!fresh.stale);
     let s = router.stats();
@@ -161,10 +163,10 @@ async fn without_stale_if_error_a_down_registry_means_unavailable() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 1).await;
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
-    let registry = TestRegistry::new(inner);
+    let registry = test_registry(inner);
     let router = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
     router.resolve("acme").await.unwrap();
-    registry.set_failing(true);
+    registry.set_unavailable(true);
     clock.advance(Duration::from_secs(60));
     assert_eq!(router.resolve("acme").await, Err(RouteError::Unavailable));
 }
@@ -401,7 +403,7 @@ async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
 #[tokio::test]
 async fn invalid_text_is_rejected_without_touching_the_registry() {
     let clock = FakeClock::new();
-    let registry = TestRegistry::new(registry_with_stamps(&clock, 1).await);
+    let registry = test_registry(registry_with_stamps(&clock, 1).await);
     let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
     for bad in ["", "Acme", "../x", "a b", &"a".repeat(129), "-lead", "tab\t"] {
         assert!(
@@ -413,7 +415,7 @@ async fn invalid_text_is_rejected_without_touching_the_registry() {
             "{bad:?}"
         );
     }
-    assert_eq!(registry.assignment_calls(), 0);
+    assert_eq!(registry.calls(Call::Assignment), 0);
 }
 
 #[tokio::test]
@@ -497,7 +499,7 @@ async fn a_read_that_predates_an_applied_assignment_does_not_undo_it() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 1).await;
     let hold = Arc::new(tokio::sync::Semaphore::new(0));
-    let registry = TestRegistry::held_after_read(inner.clone(), hold.clone());
+    let (registry, reads_done) = held_after_read(inner.clone(), hold.clone());
     let router = Router::builder(registry.clone()).clock(clock).build().unwrap();
 
     let miss = {
@@ -505,7 +507,7 @@ async fn a_read_that_predates_an_applied_assignment_does_not_undo_it() {
         tokio::spawn(async move { router.resolve("acme").await })
     };
     // The read has seen "not assigned"; the answer is held back.
-    while registry.reads_done() == 0 {
+    while reads_done.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
     }
     let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
@@ -661,7 +663,7 @@ async fn resolve_revalidates_stale_routes_once_per_poll_interval() {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 2).await;
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
-    let registry = TestRegistry::new(inner.clone());
+    let registry = test_registry(inner.clone());
     let mut config = stamps::router::RouterConfig::default();
     config.poll_interval = Duration::from_secs(5);
     let router = Router::builder(registry.clone())
@@ -672,25 +674,25 @@ async fn resolve_revalidates_stale_routes_once_per_poll_interval() {
         .unwrap();
     router.resolve("acme").await.unwrap();
 
-    registry.set_failing(true);
+    registry.set_unavailable(true);
     clock.advance(Duration::from_secs(61));
     assert!(router.resolve("acme").await.unwrap().stale); // the failed read marks it down
-    let calls = registry.assignment_calls();
+    let calls = registry.calls(Call::Assignment);
     // Within one poll interval: at most one more registry read, however many callers.
     for _ in 0..20 {
         assert!(router.resolve("acme").await.unwrap().stale);
     }
     assert!(
-        registry.assignment_calls() <= calls + 1,
+        registry.calls(Call::Assignment) <= calls + 1,
         "{} > {}",
-        registry.assignment_calls(),
+        registry.calls(Call::Assignment),
         calls + 1
     );
-    let calls = registry.assignment_calls();
+    let calls = registry.calls(Call::Assignment);
 
     // The registry comes back, and the tenant moved meanwhile: after the interval, the next
     // resolve reads it and serves the fresh route.
-    registry.set_failing(false);
+    registry.set_unavailable(false);
     let a = inner.assignment(&tid("acme")).await.unwrap().unwrap();
     let moved = inner
         .compare_and_set(&tid("acme"), a.epoch, AssignmentChange::move_to(StampId(2)))
@@ -700,6 +702,6 @@ async fn resolve_revalidates_stale_routes_once_per_poll_interval() {
     let fresh = router.resolve("acme").await.unwrap();
     assert!(!fresh.stale);
     assert_eq!((fresh.stamp, fresh.epoch), (StampId(2), moved.epoch));
-    assert_eq!(registry.assignment_calls(), calls + 1);
+    assert_eq!(registry.calls(Call::Assignment), calls + 1);
     assert!(!router.route("acme").unwrap().stale);
 }

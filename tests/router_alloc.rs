@@ -1,62 +1,14 @@
 //! `Router::route` on a hit allocates nothing: proved with a counting global allocator (this
 //! test binary holds only this test, so nothing else allocates while it counts).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use stamps::health::HealthTable;
 use stamps::router::Router;
 use stamps::{AssignmentMode, Epoch, HealthStatus, InMemoryRegistry, StampId, Timestamp};
 
-struct Counting;
+#[path = "support/alloc.rs"]
+mod alloc;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::SeqCst);
-            BYTES.fetch_add(layout.size(), Ordering::SeqCst);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::SeqCst);
-            BYTES.fetch_add(new_size, Ordering::SeqCst);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn count<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    let (a0, b0) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
-    COUNTING.with(|c| c.set(true));
-    let out = f();
-    COUNTING.with(|c| c.set(false));
-    (
-        out,
-        ALLOCS.load(Ordering::SeqCst) - a0,
-        BYTES.load(Ordering::SeqCst) - b0,
-    )
-}
+use alloc::count;
 
 #[test]
 fn route_hit_allocates_nothing() {

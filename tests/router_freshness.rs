@@ -1,4 +1,4 @@
-//! Freshness (DESIGN invariant 6) as a property test with a fake clock: random interleavings
+//! Freshness (no route older than a change the router has applied) as a property test with a fake clock: random interleavings
 //! of assignments, moves, unassignments, change-feed syncs, registry outages, clock advances,
 //! lookups and resolves. Checked after every step:
 //! - no route carries an epoch older than the newest change the router has applied for the
@@ -6,15 +6,19 @@
 //! - every route names the stamp the registry gave the tenant at that epoch;
 //! - no fresh (non-stale) route is served past its TTL;
 //! - stale routes appear only while the registry is failing the router's calls.
+#![cfg(feature = "test-util")]
 
 mod router_common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use router_common::{registry_with_stamps, tid, TestRegistry};
+use router_common::{fails_in_outage, registry_with_stamps, test_registry, tid, TestRegistry};
 use stamps::router::{Route, RouteError, Router};
+use stamps::testing::Call;
 use stamps::*;
 
 const TENANTS: usize = 4;
@@ -60,7 +64,17 @@ fn name(t: usize) -> String {
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = FakeClock::new();
     let inner = registry_with_stamps(&clock, 3).await;
-    let registry = TestRegistry::new(inner.clone());
+    let registry = test_registry(inner.clone());
+    // Whether the outage was on at the last call it could fail.
+    let outage = Arc::new(AtomicBool::new(false));
+    let last_call_failed = Arc::new(AtomicBool::new(false));
+    for call in Call::ALL.into_iter().filter(|c| fails_in_outage(*c)) {
+        let (outage, last) = (outage.clone(), last_call_failed.clone());
+        registry.before(call, move |_| {
+            last.store(outage.load(Ordering::SeqCst), Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        });
+    }
     let router = Router::builder(registry.clone())
         .clock(clock.clone())
         .ttl(Duration::from_millis(TTL_MS))
@@ -113,13 +127,16 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Resolve(t) => {
                 model.refreshed[t] = now(&clock);
                 let r = router.resolve(&name(t)).await;
-                check(&router, &inner, &registry, &model, pinned, t, r, now(&clock)).await?;
+                check(&router, &inner, &last_call_failed, &model, pinned, t, r, now(&clock)).await?;
             }
             Op::Route(t) => {
                 let r = router.route(&name(t));
-                check(&router, &inner, &registry, &model, pinned, t, r, now(&clock)).await?;
+                check(&router, &inner, &last_call_failed, &model, pinned, t, r, now(&clock)).await?;
             }
-            Op::Failing(on) => registry.set_failing(on),
+            Op::Failing(on) => {
+                outage.store(on, Ordering::SeqCst);
+                registry.set_unavailable(on);
+            }
         }
     }
     Ok(())
@@ -145,7 +162,7 @@ async fn newest_applied(inner: &InMemoryRegistry, pinned: Version, cursor: Versi
 async fn check(
     router: &Router<TestRegistry>,
     inner: &InMemoryRegistry,
-    registry: &TestRegistry,
+    last_call_failed: &AtomicBool,
     model: &Model,
     pinned: Version,
     t: usize,
@@ -168,10 +185,7 @@ async fn check(
     );
     if route.stale {
         prop_assert!(
-            registry
-                .flags
-                .last_call_failed
-                .load(std::sync::atomic::Ordering::SeqCst),
+            last_call_failed.load(Ordering::SeqCst),
             "stale route while the registry answers"
         );
     } else {

@@ -1,5 +1,6 @@
 //! `RouteLayer`: routing `http` requests through the router, with plain `tower` services, with
 //! axum 0.8 (in-process and on a real loopback socket), and with signed routing tokens.
+#![cfg(feature = "test-util")]
 
 mod router_common;
 
@@ -9,11 +10,12 @@ use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use proptest::prelude::*;
-use router_common::{registry_with_stamps, tid, TestRegistry};
+use router_common::{gated, registry_with_stamps, test_registry, tid, TestRegistry};
 use stamps::health::HealthTable;
 use stamps::integrations::tower::{ResolvedRoute, RouteLayer};
 use stamps::integrations::TenantSource;
 use stamps::router::Router;
+use stamps::testing::Call;
 use stamps::*;
 use tower::{service_fn, Layer, Service, ServiceExt};
 
@@ -85,7 +87,7 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let clock = FakeClock::starting_at(Timestamp::from_millis(1_000_000));
     let inner = registry_with_stamps(&clock, 3).await;
-    let registry = TestRegistry::new(inner);
+    let registry = test_registry(inner);
     let health = HealthTable::new();
     let router = Router::builder(registry.clone())
         .clock(clock.clone())
@@ -114,7 +116,7 @@ async fn a_hit_routes_without_registry_io_and_inserts_the_route() {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.body(), "2/7/acme/serving/http://s2");
     }
-    assert_eq!(f.registry.assignment_calls(), 0);
+    assert_eq!(f.registry.calls(Call::Assignment), 0);
     assert_eq!(f.router.stats().hits, 3);
 }
 
@@ -123,7 +125,7 @@ async fn a_miss_resolves_once_then_hits() {
     let f = fixture().await;
     let a = f
         .registry
-        .inner
+        .inner()
         .assign(&TenantSpec::new(tid("globex")), StampId(3))
         .await
         .unwrap();
@@ -136,7 +138,7 @@ async fn a_miss_resolves_once_then_hits() {
     );
     let second = send(&svc, get("globex")).await;
     assert_eq!(second.body(), first.body());
-    assert_eq!(f.registry.assignment_calls(), 1);
+    assert_eq!(f.registry.calls(Call::Assignment), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -145,7 +147,7 @@ async fn concurrent_misses_through_the_layer_make_one_registry_read() {
     let inner = registry_with_stamps(&clock, 2).await;
     let a = inner.assign(&TenantSpec::new(tid("acme")), StampId(2)).await.unwrap();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let registry = TestRegistry::gated(inner, gate.clone());
+    let registry = gated(inner, gate.clone());
     let router = Arc::new(Router::builder(registry.clone()).clock(clock).build().unwrap());
     let svc = RouteLayer::new(router, TenantSource::header()).layer(echo());
     let tasks: Vec<_> = (0..50)
@@ -167,7 +169,7 @@ async fn concurrent_misses_through_the_layer_make_one_registry_read() {
             res.body()
         );
     }
-    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(registry.calls(Call::Assignment), 1);
 }
 
 #[tokio::test]
@@ -233,7 +235,7 @@ async fn tenant_sources_subdomain_header_and_path() {
         (StatusCode::BAD_REQUEST, "invalid-tenant")
     );
     assert!(res.body().is_empty());
-    assert_eq!(f.registry.assignment_calls(), 0);
+    assert_eq!(f.registry.calls(Call::Assignment), 0);
 }
 
 #[tokio::test]
@@ -375,7 +377,7 @@ async fn two_tenant_headers_are_400_not_the_first_one() {
 async fn a_miss_on_a_hanging_registry_is_503_after_the_resolve_timeout() {
     let clock = FakeClock::starting_at(Timestamp::from_millis(1_000_000));
     let inner = registry_with_stamps(&clock, 3).await;
-    let registry = TestRegistry::gated(inner, Arc::new(tokio::sync::Semaphore::new(0)));
+    let registry = gated(inner, Arc::new(tokio::sync::Semaphore::new(0)));
     let router = Arc::new(Router::builder(registry.clone()).clock(clock.clone()).build().unwrap());
     let svc = RouteLayer::new(router, TenantSource::header())
         .resolve_timeout(Duration::from_secs(2))
@@ -386,7 +388,7 @@ async fn a_miss_on_a_hanging_registry_is_503_after_the_resolve_timeout() {
         (res.status(), reason(&res), retry_after(&res)),
         (StatusCode::SERVICE_UNAVAILABLE, "registry-unavailable", Some("7"))
     );
-    assert_eq!(registry.assignment_calls(), 1);
+    assert_eq!(registry.calls(Call::Assignment), 1);
 }
 
 #[tokio::test]
@@ -398,7 +400,7 @@ async fn unknown_tenant_is_404_and_cached() {
         assert_eq!((res.status(), reason(&res)), (StatusCode::NOT_FOUND, "unknown-tenant"));
         assert_eq!(retry_after(&res), None);
     }
-    assert_eq!(f.registry.assignment_calls(), 1); // the second answer came from the negative cache
+    assert_eq!(f.registry.calls(Call::Assignment), 1); // the second answer came from the negative cache
 }
 
 #[tokio::test]
@@ -427,7 +429,7 @@ async fn unhealthy_stamp_is_503_with_retry_after_for_its_tenants_only() {
 #[tokio::test]
 async fn unreachable_registry_on_a_miss_is_503() {
     let f = fixture().await;
-    f.registry.set_failing(true);
+    f.registry.set_unavailable(true);
     let svc = RouteLayer::new(f.router.clone(), TenantSource::header()).layer(echo());
     let res = send(&svc, get("acme")).await;
     assert_eq!(
@@ -655,7 +657,7 @@ mod tokens {
             send(&upper, with_token("acme", Method::GET, &t)).await.body(),
             "2/11/acme/serving/http://s2"
         );
-        assert_eq!(f.registry.assignment_calls(), 0);
+        assert_eq!(f.registry.calls(Call::Assignment), 0);
     }
 
     #[tokio::test]
@@ -675,7 +677,7 @@ mod tokens {
             (res.status(), reason(&res)),
             (StatusCode::BAD_REQUEST, "malformed-token")
         );
-        assert_eq!(f.registry.assignment_calls(), 0);
+        assert_eq!(f.registry.calls(Call::Assignment), 0);
     }
 
     #[tokio::test]
@@ -703,7 +705,7 @@ mod tokens {
             (res.status(), reason(&res), retry_after(&res)),
             (StatusCode::SERVICE_UNAVAILABLE, "tenant-frozen", Some("4"))
         );
-        assert_eq!(f.registry.assignment_calls(), 0);
+        assert_eq!(f.registry.calls(Call::Assignment), 0);
     }
 
     #[tokio::test]

@@ -3,12 +3,9 @@
 //! done by hand (this test binary holds only this test, so nothing else allocates while it
 //! counts).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -19,47 +16,10 @@ use stamps::router::{Route, Router};
 use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId, TenantId};
 use tower::{service_fn, Layer, Service};
 
-struct Counting;
+#[path = "support/alloc.rs"]
+mod alloc;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::SeqCst);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::SeqCst);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-fn count<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let a0 = ALLOCS.load(Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    let out = f();
-    COUNTING.with(|c| c.set(false));
-    (out, ALLOCS.load(Ordering::SeqCst) - a0)
-}
+use alloc::count;
 
 struct Noop;
 impl Wake for Noop {
@@ -109,7 +69,7 @@ fn a_hit_allocates_only_the_tenant_id_and_the_extension_entry() {
 
     // The same work by hand: validate the id, look up, insert the extension.
     let reqs: Vec<_> = (0..100).map(|_| request("acme")).collect();
-    let (_, by_hand) = count(|| {
+    let (_, by_hand, _) = count(|| {
         for mut req in reqs {
             let raw = req.headers().get("x-tenant-id").unwrap().as_bytes();
             let tenant = TenantId::from_bytes(raw).unwrap();
@@ -120,7 +80,7 @@ fn a_hit_allocates_only_the_tenant_id_and_the_extension_entry() {
     });
 
     let reqs: Vec<_> = (0..100).map(|_| request("acme")).collect();
-    let (served, through_layer) = count(|| {
+    let (served, through_layer, _) = count(|| {
         let mut served = 0;
         for req in reqs {
             let res = poll_once(svc.call(req), &mut cx).unwrap();

@@ -1,7 +1,7 @@
 //! Test utilities for users and for the crate's own tests: the registry conformance suite and
-//! [`FaultyRegistry`], a registry wrapper that injects outages (feature `test-util`), and
-//! property-testing strategies and invariant checkers for placement
-//! policies (feature `proptest`).
+//! [`FaultyRegistry`], a registry wrapper that injects outages and runs per-method hooks
+//! (feature `test-util`), and property-testing strategies and invariant checkers for
+//! placement policies (feature `proptest`).
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

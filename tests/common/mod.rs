@@ -1,5 +1,6 @@
 //! Shared harness for the migration tests: a two-stamp world on any registry ([`Backend`]),
-//! writer tasks, and wrappers that inject crashes and driver failures at the N-th call. The
+//! writer tasks, and faults at the N-th call (registry writes that crash or lose their
+//! acknowledgement, through `FaultyRegistry` hooks; driver calls that crash or fail). The
 //! scenarios themselves are in [`scenarios`], run by every backend's test binary.
 #![allow(dead_code)]
 
@@ -17,6 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::*;
+use stamps::testing::faulty::After;
+use stamps::testing::{Call, FaultyRegistry};
 use stamps::*;
 use tokio::sync::{watch, Notify, Semaphore};
 
@@ -121,84 +124,6 @@ impl Switch {
 async fn hang() -> ! {
     std::future::pending::<()>().await;
     unreachable!()
-}
-
-/// A registry whose migration writes and assignment compare-and-sets can crash.
-#[derive(Debug, Clone)]
-pub struct CrashRegistry {
-    pub inner: Arc<DynRegistry>,
-    pub switch: Arc<Switch>,
-}
-
-#[async_trait]
-impl Registry for CrashRegistry {
-    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        self.inner.put_stamp(spec).await
-    }
-    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        self.inner.stamp(id).await
-    }
-    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        self.inner.set_stamp_state(id, state).await
-    }
-    async fn fleet(&self) -> Result<Fleet> {
-        self.inner.fleet().await
-    }
-    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        self.inner.assignment(tenant).await
-    }
-    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        self.inner.assignments(after, limit).await
-    }
-    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        self.inner.assign(tenant, stamp).await
-    }
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment> {
-        let r = self.inner.compare_and_set(tenant, expected, change).await;
-        if self.switch.crash_now() {
-            hang().await
-        }
-        if self.switch.lose_ack_now() {
-            return Err(Error::unavailable("injected: connection lost after the commit"));
-        }
-        r
-    }
-    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        self.inner.unassign(tenant, expected).await
-    }
-    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        self.inner.history(tenant).await
-    }
-    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        self.inner.changes_since(after, limit).await
-    }
-    fn change_signal(&self) -> ChangeSignal {
-        self.inner.change_signal()
-    }
-    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        self.inner.create_migration(record).await
-    }
-    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        self.inner.migration(id).await
-    }
-    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        let r = self.inner.save_migration(record).await;
-        if self.switch.crash_now() {
-            hang().await
-        }
-        if self.switch.lose_ack_now() {
-            return Err(Error::unavailable("injected: connection lost after the commit"));
-        }
-        r
-    }
-    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        self.inner.migrations(tenant).await
-    }
 }
 
 /// The reference data plane behind a switch: driver calls can fail or crash.
@@ -379,10 +304,26 @@ impl World {
         let switch = Switch::new();
         let unhealthy = Arc::new(AtomicBool::new(false));
         let flag = unhealthy.clone();
-        let crash_registry = Arc::new(CrashRegistry {
-            inner: registry.clone(),
-            switch: switch.clone(),
-        });
+        // Migration writes and assignment compare-and-sets can crash (take effect, then never
+        // return) or lose their acknowledgement (take effect, then answer `Unavailable`).
+        let crash_registry = FaultyRegistry::new(registry.clone());
+        for call in [Call::CompareAndSet, Call::SaveMigration] {
+            let switch = switch.clone();
+            crash_registry.after(call, move |_, _| {
+                if switch.crash_now() {
+                    return Box::pin(std::future::pending());
+                }
+                let lost = switch.lose_ack_now();
+                Box::pin(async move {
+                    if lost {
+                        After::Replace(Error::unavailable("injected: connection lost after the commit"))
+                    } else {
+                        After::Keep
+                    }
+                })
+            });
+        }
+        let crash_registry = Arc::new(crash_registry);
         let driver = Arc::new(CrashDriver {
             inner: plane.clone(),
             switch: switch.clone(),

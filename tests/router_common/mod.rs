@@ -1,153 +1,83 @@
-//! A registry wrapper for router tests: counts `assignment` calls, can fail every call on
-//! demand, and can hold `assignment` calls until released (before or after they read).
+//! Registries for router tests: an in-memory registry with active stamps
+//! ([`registry_with_stamps`]) and, with feature `test-util`, a `FaultyRegistry` over it whose
+//! outage (`set_unavailable`) fails the calls a router makes (`fails_in_outage`), and that can
+//! hold `assignment` calls until released, before or after they read.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use stamps::*;
 
-#[derive(Debug, Default)]
-pub struct Flags {
-    pub assignment_calls: AtomicUsize,
-    pub failing: AtomicBool,
-    pub last_call_failed: AtomicBool,
-    pub reads_done: AtomicUsize,
-}
+#[cfg(feature = "test-util")]
+pub use self::faulty::*;
 
-#[derive(Debug, Clone)]
-pub struct TestRegistry {
-    pub inner: InMemoryRegistry,
-    pub flags: Arc<Flags>,
-    pub gate: Option<Arc<tokio::sync::Semaphore>>,
-    /// Holds `assignment` calls after they read the inner registry, so a test can change the
-    /// registry between the read and the answer.
-    pub hold_after_read: Option<Arc<tokio::sync::Semaphore>>,
-}
+/// The helpers built on [`stamps::testing::FaultyRegistry`] (feature `test-util`).
+#[cfg(feature = "test-util")]
+mod faulty {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
-impl TestRegistry {
-    pub fn new(inner: InMemoryRegistry) -> Self {
-        TestRegistry {
-            inner,
-            flags: Arc::default(),
-            gate: None,
-            hold_after_read: None,
-        }
-    }
+    use stamps::testing::faulty::After;
+    use stamps::testing::{Call, FaultyRegistry};
+    use stamps::InMemoryRegistry;
 
-    pub fn gated(inner: InMemoryRegistry, gate: Arc<tokio::sync::Semaphore>) -> Self {
-        TestRegistry {
-            inner,
-            flags: Arc::default(),
-            gate: Some(gate),
-            hold_after_read: None,
-        }
+    pub type TestRegistry = FaultyRegistry<InMemoryRegistry>;
+
+    /// The calls an outage fails: the reads a router makes and the stamp writes. Assignment
+    /// writes, history and migration records always go through.
+    pub fn fails_in_outage(call: Call) -> bool {
+        matches!(
+            call,
+            Call::PutStamp
+                | Call::Stamp
+                | Call::SetStampState
+                | Call::Fleet
+                | Call::Assignment
+                | Call::Assignments
+                | Call::ChangesSince
+        )
     }
 
-    pub fn held_after_read(inner: InMemoryRegistry, hold: Arc<tokio::sync::Semaphore>) -> Self {
-        TestRegistry {
-            inner,
-            flags: Arc::default(),
-            gate: None,
-            hold_after_read: Some(hold),
-        }
+    /// A registry over `inner` whose outage fails the calls of [`fails_in_outage`].
+    pub fn test_registry(inner: InMemoryRegistry) -> TestRegistry {
+        let registry = FaultyRegistry::new(inner);
+        registry.fail_only(fails_in_outage);
+        registry
     }
 
-    pub fn reads_done(&self) -> usize {
-        self.flags.reads_done.load(Ordering::SeqCst)
+    /// Like [`test_registry`]; each `assignment` call first waits for a permit of `gate` (and
+    /// gives it back at once), so `Semaphore::new(0)` holds every lookup until the test adds
+    /// permits.
+    pub fn gated(inner: InMemoryRegistry, gate: Arc<tokio::sync::Semaphore>) -> TestRegistry {
+        let registry = test_registry(inner);
+        registry.before(Call::Assignment, move |_| {
+            let gate = gate.clone();
+            Box::pin(async move {
+                let _permit = gate.acquire().await;
+                Ok(())
+            })
+        });
+        registry
     }
 
-    pub fn set_failing(&self, on: bool) {
-        self.flags.failing.store(on, Ordering::SeqCst);
-    }
-
-    pub fn assignment_calls(&self) -> usize {
-        self.flags.assignment_calls.load(Ordering::SeqCst)
-    }
-
-    fn check(&self) -> Result<()> {
-        let failing = self.flags.failing.load(Ordering::SeqCst);
-        self.flags.last_call_failed.store(failing, Ordering::SeqCst);
-        if failing {
-            Err(Error::unavailable("test registry is down"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Registry for TestRegistry {
-    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        self.check()?;
-        self.inner.put_stamp(spec).await
-    }
-    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        self.check()?;
-        self.inner.stamp(id).await
-    }
-    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        self.check()?;
-        self.inner.set_stamp_state(id, state).await
-    }
-    async fn fleet(&self) -> Result<Fleet> {
-        self.check()?;
-        self.inner.fleet().await
-    }
-    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        self.flags.assignment_calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(gate) = &self.gate {
-            let _permit = gate.acquire().await;
-        }
-        self.check()?;
-        let read = self.inner.assignment(tenant).await;
-        self.flags.reads_done.fetch_add(1, Ordering::SeqCst);
-        if let Some(hold) = &self.hold_after_read {
-            let _permit = hold.acquire().await;
-        }
-        read
-    }
-    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        self.check()?;
-        self.inner.assignments(after, limit).await
-    }
-    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        self.inner.assign(tenant, stamp).await
-    }
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment> {
-        self.inner.compare_and_set(tenant, expected, change).await
-    }
-    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        self.inner.unassign(tenant, expected).await
-    }
-    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        self.inner.history(tenant).await
-    }
-    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        self.check()?;
-        self.inner.changes_since(after, limit).await
-    }
-    fn change_signal(&self) -> ChangeSignal {
-        self.inner.change_signal()
-    }
-    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        self.inner.create_migration(record).await
-    }
-    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        self.inner.migration(id).await
-    }
-    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        self.inner.save_migration(record).await
-    }
-    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        self.inner.migrations(tenant).await
+    /// Like [`test_registry`]; each `assignment` call, after it read the inner registry, counts
+    /// in the returned counter (reads done) and waits for a permit of `hold` (given back at once)
+    /// before it answers, so a test can change the registry between the read and the answer.
+    pub fn held_after_read(
+        inner: InMemoryRegistry,
+        hold: Arc<tokio::sync::Semaphore>,
+    ) -> (TestRegistry, Arc<AtomicUsize>) {
+        let registry = test_registry(inner);
+        let reads_done = Arc::new(AtomicUsize::new(0));
+        let reads = reads_done.clone();
+        registry.after(Call::Assignment, move |_, _| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            let hold = hold.clone();
+            Box::pin(async move {
+                let _permit = hold.acquire().await;
+                After::Keep
+            })
+        });
+        (registry, reads_done)
     }
 }
 

@@ -12,9 +12,9 @@ use tokio_postgres::Row;
 use super::fault::{corrupt, Fault};
 use crate::error::InvalidInput;
 use crate::model::{
-    Amount, Amounts, Assignment, AssignmentMode, Capacity, Demand, Epoch, HistoryAction, HistoryEntry, Labels,
-    MigrationId, MigrationRecord, MigrationState, Region, Residency, Resource, Stamp, StampId, StampLoad, StampSpec,
-    StampState, TenantId, TenantSpec, Tier, Version,
+    Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, Demand, Epoch, HistoryAction,
+    HistoryEntry, Labels, MigrationId, MigrationRecord, MigrationState, Region, Residency, Resource, Stamp, StampId,
+    StampLoad, StampSpec, StampState, TenantId, TenantSpec, Tier, Version,
 };
 use crate::time::Timestamp;
 
@@ -274,6 +274,80 @@ pub(crate) fn migration(f: &impl Fields) -> Result<MigrationRecord, Fault> {
 /// A JSON object (a change payload).
 pub(crate) fn object(v: &Value) -> Result<&Map<String, Value>, Fault> {
     v.as_object().ok_or_else(|| corrupt("changes.payload"))
+}
+
+pub(crate) fn labels_json(labels: &crate::model::Labels) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+pub(crate) fn data_json(data: &std::collections::BTreeMap<String, String>) -> Value {
+    labels_json(data)
+}
+
+pub(crate) fn version_of(v: i64) -> Result<Version, Fault> {
+    u64::try_from(v).map(Version).map_err(|_| corrupt("version"))
+}
+
+/// An assignment's columns as parameters.
+pub(crate) struct AssignmentParams<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) stamp: i64,
+    pub(crate) mode: (&'static str, Option<i64>, Option<i64>),
+    pub(crate) region: Option<&'a str>,
+    pub(crate) residency: Option<&'a str>,
+    pub(crate) tier: &'a str,
+    pub(crate) pin: Option<i64>,
+    pub(crate) demand: Value,
+    pub(crate) labels: Value,
+    pub(crate) at: i64,
+}
+
+impl<'a> AssignmentParams<'a> {
+    pub(crate) fn new(a: &'a Assignment, at: Timestamp) -> Result<Self, Fault> {
+        Ok(AssignmentParams {
+            tenant: a.spec.id.as_str(),
+            stamp: i64::from(a.stamp.0),
+            mode: mode_params(&a.mode)?,
+            region: a.spec.region.as_ref().map(|r| r.as_str()),
+            residency: a.spec.residency.as_ref().map(|r| r.as_str()),
+            tier: a.spec.tier.as_str(),
+            pin: a.spec.pin.map(|p| i64::from(p.0)),
+            demand: amounts_json(a.spec.demand.iter()),
+            labels: labels_json(&a.spec.labels),
+            at: millis(at)?,
+        })
+    }
+}
+
+/// Decodes a change row.
+pub(crate) fn change_of(row: &Row) -> Result<Option<Change>, Fault> {
+    let Some(version) = row.try_get::<_, Option<i64>>("version")? else {
+        return Ok(None);
+    };
+    let version = version_of(version)?;
+    let at = Timestamp::from_millis(u64::try_from(row.try_get::<_, i64>("at")?).map_err(|_| corrupt("changes.at"))?);
+    let payload: Option<Value> = row.try_get("payload")?;
+    let kind = match row.try_get::<_, &str>("kind")? {
+        "assignment" => {
+            let tenant = TenantId::new(row.try_get::<_, &str>("tenant")?).map_err(|_| corrupt("changes.tenant"))?;
+            let assignment = match &payload {
+                Some(p) => Some(Box::new(assignment(object(p)?)?)),
+                None => None,
+            };
+            ChangeKind::Assignment { tenant, assignment }
+        }
+        "stamp" => {
+            let p = payload.ok_or_else(|| corrupt("changes.payload"))?;
+            ChangeKind::Stamp(Box::new(stamp(object(&p)?)?))
+        }
+        _ => return Err(corrupt("changes.kind")),
+    };
+    Ok(Some(Change::new(version, at, kind)))
 }
 
 #[cfg(test)]

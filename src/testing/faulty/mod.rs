@@ -9,26 +9,43 @@
 //!   [`Call`]): reads only, say, or only [`Call::ChangesSince`];
 //! - **hold** calls on a [`tokio::sync::Semaphore`] ([`FaultyRegistry::hold`]) to pile
 //!   callers up behind a slow registry and release them when the test chooses;
-//! - **count** calls per method ([`FaultyRegistry::calls`], [`FaultyRegistry::total_calls`]).
+//! - **count** calls per method ([`FaultyRegistry::calls`], [`FaultyRegistry::total_calls`]);
+//! - **lose the acknowledgement** of the next `n` calls ([`FaultyRegistry::lose_ack_next`]):
+//!   they reach the inner registry and take effect (a write commits), and the caller gets
+//!   [`Error::Unavailable`], as from a connection that broke after the commit;
+//! - **hook** a method ([`FaultyRegistry::before`], [`FaultyRegistry::after`]): a closure
+//!   that sees the call's arguments ([`Request`]) and runs before the call (to fail it with a
+//!   chosen error, delay it, or change the inner registry first) or after the inner call
+//!   returned (to observe the outcome, hold the answer back, or replace it: [`After`]).
 //!
 //! Clones share all of this state (and the inner registry), so a test keeps one clone and
 //! hands another to the code under test.
 //!
 //! # Contract
-//! - With no fault set (the state after [`FaultyRegistry::new`]) the wrapper is transparent:
-//!   every argument reaches the inner registry unchanged and every result (value or error)
-//!   comes back unchanged, so it satisfies the [`Registry`] contract exactly when the inner
-//!   registry does (the crate's tests run the conformance suite through it).
-//! - An injected failure is returned **before** the inner registry is called, so it has no
-//!   effect, as the contract requires of a failed call. (It does not simulate the "commit sent,
-//!   acknowledgement lost" case of a networked registry.)
+//! - With no fault or hook set (the state after [`FaultyRegistry::new`], or after
+//!   [`clear_hooks`](FaultyRegistry::clear_hooks) and turning every fault off) the wrapper is
+//!   transparent: every argument reaches the inner registry unchanged and every result
+//!   (value or error) comes back unchanged, so it satisfies the [`Registry`] contract exactly
+//!   when the inner registry does (the crate's tests run the conformance suite through it).
+//! - An injected failure ([`set_unavailable`](FaultyRegistry::set_unavailable),
+//!   [`fail_next`](FaultyRegistry::fail_next), an error from a before hook) is returned
+//!   **before** the inner registry is called, so it has no effect, as the contract requires
+//!   of a failed call. The "commit sent, acknowledgement lost" case of a networked registry
+//!   is the one fault that breaks this on purpose:
+//!   [`lose_ack_next`](FaultyRegistry::lose_ack_next) and [`After::lose_ack`] return an
+//!   error for a call that took effect.
 //! - [`Registry::change_signal`] is always forwarded: it returns the inner registry's signal,
-//!   is never failed, held or counted (it is synchronous and infallible), so a router's
+//!   is never failed, held, hooked or counted (it is synchronous and infallible), so a router's
 //!   follower is woken by every write to the inner registry, also while `changes_since`
 //!   calls are failing.
 //! - Order on every call: count it; if the filter selects it, wait at the hold semaphore (if
-//!   any); then, if it is selected, fail it when the registry is unavailable or when the
-//!   `fail_next` budget is not spent (taking one from the budget); otherwise forward it.
+//!   any); run the method's before hook (if any; hooks ignore the filter) and fail the call
+//!   if the hook returns an error; then, if it is selected, fail it when the registry is
+//!   unavailable or when the `fail_next` budget is not spent (taking one from the budget);
+//!   otherwise forward it. When the inner call returns: run the method's after hook (if any)
+//!   and apply its [`After`]; then, if the call is selected and the `lose_ack_next` budget
+//!   is not spent, take one from it and return [`Error::Unavailable`]. A held call keeps its
+//!   permit until then.
 //!
 //! # Example
 //! ```
@@ -45,151 +62,24 @@
 //! # Ok(()) }
 //! ```
 
+mod call;
+mod forward;
+mod hooks;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
-use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
-    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
-};
-use crate::registry::{ChangeSignal, Registry};
+use crate::registry::Registry;
 
-/// A [`Registry`] method that [`FaultyRegistry`] counts and can fail or hold.
-///
-/// One variant per fallible method of the trait; [`Registry::change_signal`] has none (it is
-/// always forwarded). New variants may be added with new trait methods.
-///
-/// ```
-/// use stamps::testing::Call;
-/// assert_eq!(Call::ChangesSince.name(), "changes_since");
-/// assert!(Call::Assignment.is_read() && !Call::Assign.is_read());
-/// assert_eq!(Call::ALL.len(), 15);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Call {
-    /// [`Registry::put_stamp`].
-    PutStamp,
-    /// [`Registry::stamp`].
-    Stamp,
-    /// [`Registry::set_stamp_state`].
-    SetStampState,
-    /// [`Registry::fleet`].
-    Fleet,
-    /// [`Registry::assignment`].
-    Assignment,
-    /// [`Registry::assignments`].
-    Assignments,
-    /// [`Registry::assign`].
-    Assign,
-    /// [`Registry::compare_and_set`].
-    CompareAndSet,
-    /// [`Registry::unassign`].
-    Unassign,
-    /// [`Registry::history`].
-    History,
-    /// [`Registry::changes_since`].
-    ChangesSince,
-    /// [`Registry::create_migration`].
-    CreateMigration,
-    /// [`Registry::migration`].
-    Migration,
-    /// [`Registry::save_migration`].
-    SaveMigration,
-    /// [`Registry::migrations`].
-    Migrations,
-}
+pub use self::call::Call;
+pub use self::hooks::{After, HookFuture, Request};
 
-impl Call {
-    /// Every variant, in declaration order.
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert!(Call::ALL.contains(&Call::Unassign));
-    /// ```
-    pub const ALL: [Call; 15] = [
-        Call::PutStamp,
-        Call::Stamp,
-        Call::SetStampState,
-        Call::Fleet,
-        Call::Assignment,
-        Call::Assignments,
-        Call::Assign,
-        Call::CompareAndSet,
-        Call::Unassign,
-        Call::History,
-        Call::ChangesSince,
-        Call::CreateMigration,
-        Call::Migration,
-        Call::SaveMigration,
-        Call::Migrations,
-    ];
-
-    /// The method's name, as in the trait (`"compare_and_set"`).
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert_eq!(Call::CompareAndSet.name(), "compare_and_set");
-    /// assert_eq!(Call::CompareAndSet.to_string(), "compare_and_set");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            Call::PutStamp => "put_stamp",
-            Call::Stamp => "stamp",
-            Call::SetStampState => "set_stamp_state",
-            Call::Fleet => "fleet",
-            Call::Assignment => "assignment",
-            Call::Assignments => "assignments",
-            Call::Assign => "assign",
-            Call::CompareAndSet => "compare_and_set",
-            Call::Unassign => "unassign",
-            Call::History => "history",
-            Call::ChangesSince => "changes_since",
-            Call::CreateMigration => "create_migration",
-            Call::Migration => "migration",
-            Call::SaveMigration => "save_migration",
-            Call::Migrations => "migrations",
-        }
-    }
-
-    /// Whether the method only reads (`stamp`, `fleet`, `assignment`, `assignments`,
-    /// `history`, `changes_since`, `migration`, `migrations`); the others write.
-    ///
-    /// ```
-    /// use stamps::testing::Call;
-    /// assert!(Call::Fleet.is_read());
-    /// assert!(!Call::SaveMigration.is_read());
-    /// ```
-    pub const fn is_read(self) -> bool {
-        matches!(
-            self,
-            Call::Stamp
-                | Call::Fleet
-                | Call::Assignment
-                | Call::Assignments
-                | Call::History
-                | Call::ChangesSince
-                | Call::Migration
-                | Call::Migrations
-        )
-    }
-
-    const fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Call {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use self::hooks::Hooks;
 
 type Filter = Arc<dyn Fn(Call) -> bool + Send + Sync>;
 
@@ -200,6 +90,7 @@ struct State {
     gate: RwLock<Option<Arc<Semaphore>>>,
     counts: [AtomicUsize; Call::ALL.len()],
     injected: AtomicUsize,
+    hooks: Hooks,
 }
 
 impl fmt::Debug for State {
@@ -214,6 +105,7 @@ impl fmt::Debug for State {
                 &self.counts.iter().map(|c| c.load(Ordering::SeqCst)).sum::<usize>(),
             )
             .field("injected_failures", &self.injected.load(Ordering::SeqCst))
+            .field("hooks", &self.hooks)
             .finish()
     }
 }
@@ -291,6 +183,7 @@ impl<R: Registry> FaultyRegistry<R> {
                 gate: RwLock::new(None),
                 counts: Default::default(),
                 injected: AtomicUsize::new(0),
+                hooks: Hooks::new(),
             }),
         }
     }
@@ -411,8 +304,8 @@ impl<R: Registry> FaultyRegistry<R> {
     }
 
     /// Holds the calls the filter selects on `gate`: each waits for a permit before it goes
-    /// on (to the fault check, then the inner registry) and keeps it until the inner call
-    /// returns. `Semaphore::new(0)` holds every call until the test adds permits; with
+    /// on (to the before hook and the fault check, then the inner registry) and keeps it
+    /// until the call returns (its after hook included). `Semaphore::new(0)` holds every call until the test adds permits; with
     /// `k` permits at most `k` selected calls are in flight at once. If the semaphore is
     /// closed, waiting calls fail with [`Error::Unavailable`]. Replaces any previous gate;
     /// calls already waiting on it keep waiting on it.
@@ -538,16 +431,16 @@ impl<R: Registry> FaultyRegistry<R> {
         self.state.injected.store(0, Ordering::SeqCst);
     }
 
-    /// Counts `call`, waits at the gate and injects a failure, in that order (for the calls
-    /// the filter selects). The permit, if any, is held until the inner call returns.
-    async fn enter(&self, call: Call) -> Result<Option<OwnedSemaphorePermit>> {
+    /// Counts the call, waits at the gate, runs the before hook and injects a failure, in
+    /// that order (the gate and the failure for the calls the filter selects). The permit, if
+    /// any, is held until the call is [left](Self::leave).
+    async fn enter(&self, request: &Request<'_>) -> Result<Entered> {
+        let call = request.call();
         let st = &*self.state;
         st.counts[call.index()].fetch_add(1, Ordering::SeqCst);
         let filter = st.filter.read().clone();
-        if !filter.map_or(true, |f| f(call)) {
-            return Ok(None);
-        }
-        let gate = st.gate.read().clone();
+        let selected = filter.map_or(true, |f| f(call));
+        let gate = if selected { st.gate.read().clone() } else { None };
         let permit = match gate {
             Some(gate) => match gate.acquire_owned().await {
                 Ok(permit) => Some(permit),
@@ -555,6 +448,15 @@ impl<R: Registry> FaultyRegistry<R> {
             },
             None => None,
         };
+        if let Some(hook) = st.hooks.before(call) {
+            hook(request).await?;
+        }
+        if !selected {
+            return Ok(Entered {
+                _permit: permit,
+                selected,
+            });
+        }
         if st.unavailable.load(Ordering::SeqCst) {
             return Err(self.injected(call, "it is set unavailable"));
         }
@@ -565,7 +467,29 @@ impl<R: Registry> FaultyRegistry<R> {
         {
             return Err(self.injected(call, "fail_next"));
         }
-        Ok(permit)
+        Ok(Entered {
+            _permit: permit,
+            selected,
+        })
+    }
+
+    /// Runs the after hook on the inner registry's outcome and loses the acknowledgement if
+    /// that budget is not spent; then releases the permit.
+    async fn leave<T>(&self, request: &Request<'_>, entered: Entered, outcome: Result<T>) -> Result<T> {
+        let call = request.call();
+        let st = &*self.state;
+        let mut outcome = outcome;
+        if let Some(hook) = st.hooks.after(call) {
+            let after = hook(request, outcome.as_ref().map(|_| ())).await;
+            if let After::Replace(e) = after {
+                outcome = Err(e);
+            }
+        }
+        if entered.selected && st.hooks.take_lose_ack() {
+            outcome = Err(self.injected(call, "lose_ack_next: the call reached the registry"));
+        }
+        drop(entered);
+        outcome
     }
 
     fn injected(&self, call: Call, why: &str) -> Error {
@@ -574,74 +498,9 @@ impl<R: Registry> FaultyRegistry<R> {
     }
 }
 
-#[async_trait]
-impl<R: Registry> Registry for FaultyRegistry<R> {
-    async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        let _permit = self.enter(Call::PutStamp).await?;
-        self.inner.put_stamp(spec).await
-    }
-    async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-        let _permit = self.enter(Call::Stamp).await?;
-        self.inner.stamp(id).await
-    }
-    async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-        let _permit = self.enter(Call::SetStampState).await?;
-        self.inner.set_stamp_state(id, state).await
-    }
-    async fn fleet(&self) -> Result<Fleet> {
-        let _permit = self.enter(Call::Fleet).await?;
-        self.inner.fleet().await
-    }
-    async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        let _permit = self.enter(Call::Assignment).await?;
-        self.inner.assignment(tenant).await
-    }
-    async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        let _permit = self.enter(Call::Assignments).await?;
-        self.inner.assignments(after, limit).await
-    }
-    async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        let _permit = self.enter(Call::Assign).await?;
-        self.inner.assign(tenant, stamp).await
-    }
-    async fn compare_and_set(
-        &self,
-        tenant: &TenantId,
-        expected: Epoch,
-        change: AssignmentChange,
-    ) -> Result<Assignment> {
-        let _permit = self.enter(Call::CompareAndSet).await?;
-        self.inner.compare_and_set(tenant, expected, change).await
-    }
-    async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-        let _permit = self.enter(Call::Unassign).await?;
-        self.inner.unassign(tenant, expected).await
-    }
-    async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        let _permit = self.enter(Call::History).await?;
-        self.inner.history(tenant).await
-    }
-    async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        let _permit = self.enter(Call::ChangesSince).await?;
-        self.inner.changes_since(after, limit).await
-    }
-    fn change_signal(&self) -> ChangeSignal {
-        self.inner.change_signal()
-    }
-    async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::CreateMigration).await?;
-        self.inner.create_migration(record).await
-    }
-    async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-        let _permit = self.enter(Call::Migration).await?;
-        self.inner.migration(id).await
-    }
-    async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-        let _permit = self.enter(Call::SaveMigration).await?;
-        self.inner.save_migration(record).await
-    }
-    async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-        let _permit = self.enter(Call::Migrations).await?;
-        self.inner.migrations(tenant).await
-    }
+/// A call past [`FaultyRegistry::enter`]: its hold permit (if any) and whether the filter
+/// selected it.
+struct Entered {
+    _permit: Option<OwnedSemaphorePermit>,
+    selected: bool,
 }

@@ -1,0 +1,462 @@
+//! One transaction body per registry write (`assign`, `compare_and_set`, `unassign`,
+//! `put_stamp`, `set_stamp_state`, `create_migration`, `save_migration`) and the locking and
+//! commit steps they share. `on_conn!` runs each body on a pooled connection and retries it.
+
+use deadpool_postgres::Object;
+use futures_util::future::{try_join, try_join3};
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use super::codec::{self, amounts_json, big, data_json, labels_json, millis, version_of, AssignmentParams};
+use super::fault::{corrupt, Fault};
+use super::PgRegistry;
+use crate::error::{ConflictKind, Error, InvalidInput, Subject};
+use crate::model::{
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Epoch, HistoryAction, MigrationId, MigrationRecord,
+    MigrationState, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
+};
+use crate::model::admission;
+
+impl PgRegistry {
+    /// Locks and reads the given stamps (sorted, deduplicated) in the transaction.
+    async fn lock_stamps(&self, c: &Object, ids: impl Iterator<Item = StampId>) -> Result<Vec<StampLoad>, Fault> {
+        let ids = stamp_ids(ids);
+        let stmt = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let rows = c.query(&stmt, &[&ids]).await?;
+        rows.iter().map(codec::stamp_load).collect()
+    }
+
+    /// Starts a transaction and locks the given stamps, in one round trip.
+    async fn begin_locking_stamps(
+        &self,
+        c: &Object,
+        ids: impl Iterator<Item = StampId>,
+    ) -> Result<Vec<StampLoad>, Fault> {
+        let ids = stamp_ids(ids);
+        let stmt = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let ((), rows) = try_join(c.batch_execute("BEGIN"), c.query(&stmt, &[&ids])).await?;
+        rows.iter().map(codec::stamp_load).collect()
+    }
+
+    /// Starts a transaction and reads and locks a tenant's assignment, checking its epoch, in
+    /// one round trip.
+    async fn begin_locking_assignment(
+        &self,
+        c: &Object,
+        tenant: &TenantId,
+        expected: Epoch,
+    ) -> Result<Assignment, Fault> {
+        let stmt = c.prepare_cached(&self.inner.sql.assignment_lock).await?;
+        let ((), row) = try_join(c.batch_execute("BEGIN"), c.query_opt(&stmt, &[&tenant.as_str()])).await?;
+        let row = row.ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
+        let current = codec::assignment(&row)?;
+        if current.epoch != expected {
+            return Err(Error::Conflict {
+                kind: ConflictKind::Epoch,
+                expected: expected.0,
+                actual: current.epoch.0,
+            }
+            .into());
+        }
+        Ok(current)
+    }
+
+    /// Increments the feed counter, runs `write` and commits, pipelined in one round trip;
+    /// returns the new head and the write's rows. From the increment to the commit the
+    /// transaction holds the counter row, which is what orders commits by version; sending
+    /// the three together keeps that window to one round trip. If the increment or the write
+    /// fails, the server turns the `COMMIT` into a rollback and the call returns the error.
+    /// Every write statement fails (rather than writing nothing) when its target row is gone,
+    /// so a commit never records a version without its change row.
+    async fn bump_write_commit(
+        &self,
+        c: &Object,
+        write: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Version, Vec<Row>), Fault> {
+        let bump = c.prepare_cached(&self.inner.sql.bump).await?;
+        let write = c.prepare_cached(write).await?;
+        let (head, rows, ()) = try_join3(
+            c.query_one(&bump, &[]),
+            c.query(&write, params),
+            c.batch_execute("COMMIT"),
+        )
+        .await?;
+        Ok((version_of(head.try_get(0)?)?, rows))
+    }
+
+    pub(super) async fn assign_once(
+        &self,
+        c: &mut Object,
+        tenant: &TenantSpec,
+        stamp: StampId,
+    ) -> Result<Assignment, Fault> {
+        let now = self.now();
+        let get = c.prepare_cached(&self.inner.sql.assignment_get).await?;
+        let lock = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let ids = vec![i64::from(stamp.0)];
+        let ((), existing, stamps) = try_join3(
+            c.batch_execute("BEGIN"),
+            c.query_opt(&get, &[&tenant.id.as_str()]),
+            c.query(&lock, &[&ids]),
+        )
+        .await?;
+        if let Some(row) = existing {
+            let current = codec::assignment(&row)?;
+            return Err(Error::AlreadyAssigned {
+                tenant: tenant.id.clone(),
+                stamp: current.stamp,
+            }
+            .into());
+        }
+        let loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
+        let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
+        admission::check(None, Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
+        let usage = usage_after(&loads, None, Some(&new));
+        let p = AssignmentParams::new(&new, now)?;
+        let action = HistoryAction::Assigned.as_str();
+        let (head, rows) = self
+            .bump_write_commit(
+                c,
+                &self.inner.sql.assign_write,
+                &[
+                    &p.tenant,
+                    &p.stamp,
+                    &p.mode.0,
+                    &p.mode.1,
+                    &p.mode.2,
+                    &p.region,
+                    &p.residency,
+                    &p.tier,
+                    &p.pin,
+                    &p.demand,
+                    &p.labels,
+                    &p.at,
+                    &usage,
+                    &action,
+                    &None::<i64>,
+                    &None::<String>,
+                ],
+            )
+            .await?;
+        self.inner.signal.notify(head);
+        check_written(head, &rows)?;
+        let mut out = new;
+        out.epoch = Epoch(head.0);
+        Ok(out)
+    }
+
+    pub(super) async fn cas_once(
+        &self,
+        c: &mut Object,
+        tenant: &TenantId,
+        expected: Epoch,
+        change: &AssignmentChange,
+    ) -> Result<Assignment, Fault> {
+        let now = self.now();
+        let old = self.begin_locking_assignment(c, tenant, expected).await?;
+        let (mut new, action) = admission::change(&old, &change.action)?;
+        new.updated_at = now;
+        let loads = self.lock_stamps(c, old.stamps().chain(new.stamps())).await?;
+        admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
+        let usage = usage_after(&loads, Some(&old), Some(&new));
+        let p = AssignmentParams::new(&new, now)?;
+        let action = action.as_str();
+        let from = Some(i64::from(old.stamp.0));
+        let expected_param = big(expected.0, "expected")?;
+        let (head, rows) = self
+            .bump_write_commit(
+                c,
+                &self.inner.sql.update_write,
+                &[
+                    &p.tenant,
+                    &p.stamp,
+                    &p.mode.0,
+                    &p.mode.1,
+                    &p.mode.2,
+                    &p.region,
+                    &p.residency,
+                    &p.tier,
+                    &p.pin,
+                    &p.demand,
+                    &p.labels,
+                    &p.at,
+                    &usage,
+                    &action,
+                    &from,
+                    &change.actor,
+                    &expected_param,
+                ],
+            )
+            .await?;
+        self.inner.signal.notify(head);
+        check_written(head, &rows)?;
+        new.epoch = Epoch(head.0);
+        Ok(new)
+    }
+
+    pub(super) async fn unassign_once(&self, c: &mut Object, tenant: &TenantId, expected: Epoch) -> Result<(), Fault> {
+        let now = self.now();
+        let old = self.begin_locking_assignment(c, tenant, expected).await?;
+        let loads = self.lock_stamps(c, old.stamps()).await?;
+        let usage = usage_after(&loads, Some(&old), None);
+        let at = millis(now)?;
+        let expected_param = big(expected.0, "expected")?;
+        let (head, rows) = self
+            .bump_write_commit(
+                c,
+                &self.inner.sql.unassign_write,
+                &[&tenant.as_str(), &expected_param, &usage, &at, &None::<String>],
+            )
+            .await?;
+        self.inner.signal.notify(head);
+        check_written(head, &rows)?;
+        Ok(())
+    }
+
+    pub(super) async fn put_stamp_once(&self, c: &mut Object, spec: &StampSpec) -> Result<Stamp, Fault> {
+        let now = self.now();
+        let existing = self.begin_locking_stamps(c, std::iter::once(spec.id)).await?;
+        let write = match existing.first() {
+            Some(load) => {
+                admission::check_respec(load, spec)?;
+                &self.inner.sql.stamp_update
+            }
+            None => &self.inner.sql.stamp_insert,
+        };
+        let id = i64::from(spec.id.0);
+        let residency = spec.residency.as_ref().map(|r| r.as_str());
+        let labels = labels_json(&spec.labels);
+        let limits = amounts_json(spec.capacity.limits().iter());
+        let headroom = i64::from(spec.capacity.headroom().as_ppm());
+        let at = millis(now)?;
+        let (head, rows) = self
+            .bump_write_commit(
+                c,
+                write,
+                &[
+                    &id,
+                    &spec.name,
+                    &spec.region.as_str(),
+                    &residency,
+                    &spec.tier.as_str(),
+                    &labels,
+                    &spec.version,
+                    &spec.endpoint,
+                    &limits,
+                    &headroom,
+                    &at,
+                ],
+            )
+            .await?;
+        self.inner.signal.notify(head);
+        stamp_written(head, &rows)
+    }
+
+    pub(super) async fn set_state_once(&self, c: &mut Object, id: StampId, state: StampState) -> Result<Stamp, Fault> {
+        let now = self.now();
+        let loads = self.begin_locking_stamps(c, std::iter::once(id)).await?;
+        let load = loads.first().ok_or(Error::NotFound(Subject::Stamp(id)))?;
+        if !admission::check_state_change(load, state)? {
+            c.batch_execute("ROLLBACK").await?;
+            return Ok(load.stamp.clone());
+        }
+        let at = millis(now)?;
+        let (head, rows) = self
+            .bump_write_commit(
+                c,
+                &self.inner.sql.stamp_state,
+                &[&i64::from(id.0), &state.as_str(), &at],
+            )
+            .await?;
+        self.inner.signal.notify(head);
+        stamp_written(head, &rows)
+    }
+
+    pub(super) async fn create_migration_once(
+        &self,
+        c: &mut Object,
+        record: &MigrationRecord,
+    ) -> Result<MigrationRecord, Fault> {
+        let now = millis(self.now())?;
+        let sql = &self.inner.sql;
+        let exist = c.prepare_cached(&sql.stamps_exist).await?;
+        let ids = vec![i64::from(record.source.0), i64::from(record.destination.0)];
+        let found: Vec<i64> = c
+            .query(&exist, &[&ids])
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        for s in [record.source, record.destination] {
+            if !found.contains(&i64::from(s.0)) {
+                return Err(Error::NotFound(Subject::Stamp(s)).into());
+            }
+        }
+        let insert = c.prepare_cached(&sql.migration_insert).await?;
+        let data = data_json(&record.data);
+        let res = c
+            .query_one(
+                &insert,
+                &[
+                    &record.tenant.as_str(),
+                    &ids[0],
+                    &ids[1],
+                    &record.state.as_str(),
+                    &data,
+                    &now,
+                ],
+            )
+            .await;
+        match res {
+            Ok(row) => codec::migration(&row),
+            Err(e) => {
+                let fault = Fault::from(e);
+                if fault.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(self.active_migration(c, &record.tenant).await);
+                }
+                Err(fault)
+            }
+        }
+    }
+
+    /// The `AlreadyExists` error naming the tenant's migration in progress.
+    async fn active_migration(&self, c: &mut Object, tenant: &TenantId) -> Fault {
+        let lookup = async {
+            let stmt = c.prepare_cached(&self.inner.sql.migration_active).await?;
+            let row = c.query_opt(&stmt, &[&tenant.as_str()]).await?;
+            let id = match row {
+                Some(r) => u64::try_from(r.try_get::<_, i64>(0)?).map_err(|_| corrupt("tenant_migrations.id"))?,
+                None => 0,
+            };
+            Ok::<_, Fault>(id)
+        };
+        match lookup.await {
+            Ok(id) => Fault::Crate(Error::AlreadyExists(Subject::Migration(MigrationId(id)))),
+            Err(f) => f,
+        }
+    }
+
+    pub(super) async fn save_migration_once(
+        &self,
+        c: &mut Object,
+        record: &MigrationRecord,
+    ) -> Result<MigrationRecord, Fault> {
+        let sql = &self.inner.sql;
+        let id = big(record.id.0, "id")?;
+        let revision = big(record.revision, "revision")?;
+        let now = millis(self.now())?;
+        let data = data_json(&record.data);
+        // The states the record may be in for this save to be a legal transition.
+        let from: Vec<&str> = MigrationState::ALL
+            .into_iter()
+            .filter(|s| s.can_transition_to(record.state))
+            .map(MigrationState::as_str)
+            .collect();
+        let save = c.prepare_cached(&sql.migration_save).await?;
+        let res = c
+            .query_opt(
+                &save,
+                &[
+                    &id,
+                    &record.state.as_str(),
+                    &data,
+                    &now,
+                    &revision,
+                    &record.tenant.as_str(),
+                    &i64::from(record.source.0),
+                    &i64::from(record.destination.0),
+                    &from,
+                ],
+            )
+            .await;
+        let row = match res {
+            Ok(row) => row,
+            Err(e) => {
+                let fault = Fault::from(e);
+                if fault.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(self.active_migration(c, &record.tenant).await);
+                }
+                return Err(fault);
+            }
+        };
+        if let Some(row) = row {
+            return codec::migration(&row);
+        }
+        // Nothing saved: say why.
+        let get = c.prepare_cached(&sql.migration_get).await?;
+        let current = match c.query_opt(&get, &[&id]).await? {
+            Some(r) => codec::migration(&r)?,
+            None => return Err(Error::NotFound(Subject::Migration(record.id)).into()),
+        };
+        if current.revision != record.revision {
+            return Err(Error::Conflict {
+                kind: ConflictKind::Revision,
+                expected: record.revision,
+                actual: current.revision,
+            }
+            .into());
+        }
+        if current.tenant != record.tenant
+            || current.source != record.source
+            || current.destination != record.destination
+        {
+            return Err(
+                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
+            );
+        }
+        // Revision and identity match: the state transition is what the update refused.
+        match current.state.transition(record.state) {
+            Err(e) => Err(e.into()),
+            Ok(_) => Err(Error::unavailable("the migration record changed while it was saved; re-read it").into()),
+        }
+    }
+}
+
+fn stamp_ids(ids: impl Iterator<Item = StampId>) -> Vec<i64> {
+    let mut ids: Vec<i64> = ids.map(|s| i64::from(s.0)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Usage of each locked stamp after replacing `old` with `new`, as `{stamp id: usage}`.
+fn usage_after(loads: &[StampLoad], old: Option<&Assignment>, new: Option<&Assignment>) -> Value {
+    let mut usage: Vec<(StampId, Amounts)> = loads.iter().map(|l| (l.id(), l.usage.clone())).collect();
+    admission::apply(old, new, |s, demand, plus| {
+        if let Some((_, u)) = usage.iter_mut().find(|(id, _)| *id == s) {
+            admission::add(u, demand, plus);
+        }
+    });
+    Value::Object(
+        usage
+            .into_iter()
+            .map(|(id, u)| (id.0.to_string(), amounts_json(u.iter())))
+            .collect(),
+    )
+}
+
+/// Checks that an assignment write wrote its change row at `head`, its history row and every
+/// stamp's usage.
+fn check_written(head: Version, rows: &[Row]) -> Result<(), Fault> {
+    let row = rows
+        .first()
+        .ok_or_else(|| corrupt("assignments (write matched no row)"))?;
+    let version = version_of(row.try_get("version")?)?;
+    let history: i64 = row.try_get("history_rows")?;
+    if version != head || history != 1 {
+        return Err(corrupt("changes.version"));
+    }
+    Ok(())
+}
+
+/// The stamp a stamp write returned.
+fn stamp_written(head: Version, rows: &[Row]) -> Result<Stamp, Fault> {
+    let row = rows.first().ok_or_else(|| corrupt("stamps (write matched no row)"))?;
+    if version_of(row.try_get("version")?)? != head {
+        return Err(corrupt("changes.version"));
+    }
+    codec::stamp(row)
+}

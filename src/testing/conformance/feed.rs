@@ -1,0 +1,154 @@
+//! Cases on the change feed and its signal, and on paging assignments.
+
+use std::time::Duration;
+
+use crate::model::*;
+use crate::registry::{DynRegistry, RegistryExt};
+
+use super::fixtures::*;
+
+/// Every stamp and assignment write appears exactly once, in strictly increasing version
+/// order, with the state after the write.
+pub async fn change_feed_is_complete_and_ordered(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 50.0)]).await; // 2 changes
+    active(r, 2, &[(Resource::Tenants, 50.0)]).await; // 2 changes
+    let mut expected_tenant_changes = 0;
+    for i in 0..20 {
+        let a = r
+            .assign(&tenant(&format!("t{i:02}"), 1.0), StampId(1))
+            .await
+            .expect("assign");
+        expected_tenant_changes += 1;
+        if i % 2 == 0 {
+            r.compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)))
+                .await
+                .expect("move");
+            expected_tenant_changes += 1;
+        }
+        if i % 5 == 0 {
+            let cur = r.require_assignment(a.tenant()).await.expect("current");
+            r.unassign(a.tenant(), cur.epoch).await.expect("unassign");
+            expected_tenant_changes += 1;
+        }
+    }
+    let changes = all_changes(r).await;
+    assert_eq!(changes.len(), 4 + expected_tenant_changes);
+    assert!(
+        changes.windows(2).all(|w| w[0].version < w[1].version),
+        "strictly increasing"
+    );
+    let head = r.changes_since(Version::ZERO, 1).await.expect("feed").head;
+    assert_eq!(changes.last().map(|c| c.version), Some(head));
+    // Replaying the feed gives the registry's current assignments.
+    let mut model = std::collections::BTreeMap::new();
+    for c in &changes {
+        if let ChangeKind::Assignment { tenant, assignment } = &c.kind {
+            match assignment {
+                Some(a) => {
+                    assert_eq!(a.epoch.0, c.version.0, "epoch is the change version");
+                    model.insert(tenant.clone(), (**a).clone());
+                }
+                None => {
+                    model.remove(tenant);
+                }
+            }
+        }
+    }
+    let actual: std::collections::BTreeMap<_, _> = r
+        .all_assignments()
+        .await
+        .expect("all")
+        .into_iter()
+        .map(|a| (a.tenant().clone(), a))
+        .collect();
+    assert_eq!(model, actual);
+    // Stamp changes carry the stamp after the write.
+    let states: Vec<_> = changes
+        .iter()
+        .filter_map(|c| match &c.kind {
+            ChangeKind::Stamp(s) if s.id() == StampId(1) => Some(s.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, [StampState::Provisioning, StampState::Active]);
+}
+
+/// `changes_since` honours `limit`, and pages cover the feed without gaps or repeats.
+pub async fn change_feed_pages_by_limit(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 100.0)]).await;
+    for i in 0..23 {
+        r.assign(&TenantSpec::new(tid(&format!("t{i}"))), StampId(1))
+            .await
+            .expect("assign");
+    }
+    let mut cursor = Version::ZERO;
+    let mut seen = Vec::new();
+    loop {
+        let batch = r.changes_since(cursor, 5).await.expect("page");
+        assert!(batch.changes.len() <= 5);
+        if batch.changes.is_empty() {
+            assert!(!batch.has_more(cursor));
+            break;
+        }
+        seen.extend(batch.changes.iter().map(|c| c.version.0));
+        cursor = batch.next_cursor(cursor);
+    }
+    let first = seen[0];
+    assert_eq!(seen, (first..first + 25).collect::<Vec<_>>(), "gapless, in order");
+    let past = r.changes_since(cursor, 5).await.expect("at head");
+    assert!(past.changes.is_empty());
+    assert_eq!(past.head, cursor);
+}
+
+/// The change signal is notified after a write, and waiting past the head times out.
+pub async fn change_signal_is_notified(r: &DynRegistry) {
+    let signal = r.change_signal();
+    let before = r.changes_since(Version::ZERO, 1).await.expect("feed").head;
+    r.put_stamp(spec(1, &[(Resource::Tenants, 1.0)])).await.expect("put");
+    // The signal may lag a backend's notification path; give it a bounded time.
+    let mut got = None;
+    for _ in 0..200 {
+        if let Some(v) = signal.wait_timeout(before, Duration::ZERO) {
+            got = Some(v);
+            break;
+        }
+        tokio_free_yield(Duration::from_millis(10)).await;
+    }
+    let v = got.expect("signal notified within 2 s");
+    assert!(v > before);
+    let head = r.changes_since(Version::ZERO, 1).await.expect("feed").head;
+    assert!(signal.wait_timeout(head, Duration::from_millis(5)).is_none() || signal.head() > head);
+}
+
+/// Waits without a runtime dependency: a timer thread wakes the task.
+async fn tokio_free_yield(d: Duration) {
+    let signal = crate::registry::ChangeSignal::new();
+    let s2 = signal.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        s2.notify(Version(1));
+    });
+    signal.changed(Version::ZERO).await;
+}
+
+/// `assignments` pages in tenant-id order.
+pub async fn assignments_page_in_tenant_order(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 100.0)]).await;
+    let mut names: Vec<String> = (0..30).map(|i| format!("t{:02}", (i * 7) % 30)).collect();
+    for n in &names {
+        r.assign(&TenantSpec::new(tid(n)), StampId(1)).await.expect("assign");
+    }
+    names.sort();
+    let mut got = Vec::new();
+    let mut after: Option<TenantId> = None;
+    loop {
+        let page = r.assignments(after.as_ref(), 7).await.expect("page");
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|a| a.tenant().clone());
+        got.extend(page.into_iter().map(|a| a.tenant().as_str().to_string()));
+    }
+    assert_eq!(got, names);
+}

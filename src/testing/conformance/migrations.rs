@@ -1,0 +1,161 @@
+//! Cases on migration records: round trip, revisions, one active migration per tenant and
+//! legal state changes.
+
+use crate::error::{ConflictKind, Error};
+use crate::model::*;
+use crate::registry::DynRegistry;
+
+use super::fixtures::*;
+
+/// A created record gets an id and revision 1, and reads back equal.
+pub async fn migration_records_round_trip(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let mut rec = MigrationRecord::planned(tid("a"), StampId(1), StampId(2));
+    rec.data.insert("note".into(), "rebalance ticket 42".into());
+    let created = r.create_migration(rec).await.expect("create");
+    assert!(created.id.0 > 0);
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.state, MigrationState::Planned);
+    let read = r.migration(created.id).await.expect("read").expect("present");
+    assert_eq!(read, created);
+    let mut next = read.clone();
+    next.state = MigrationState::Snapshotting;
+    next.data.insert("snapshot".into(), "snap-1".into());
+    let saved = r.save_migration(&next).await.expect("save");
+    assert_eq!(saved.revision, 2);
+    assert_eq!(saved.state, MigrationState::Snapshotting);
+    assert_eq!(saved.data.get("snapshot").map(String::as_str), Some("snap-1"));
+    assert_eq!(r.migration(created.id).await.expect("read"), Some(saved.clone()));
+    assert_eq!(r.migrations(Some(&tid("a"))).await.expect("list"), vec![saved]);
+    assert!(r.migrations(Some(&tid("b"))).await.expect("list").is_empty());
+    assert!(r.migration(MigrationId(9999)).await.expect("read").is_none());
+}
+
+/// Saving with a stale revision is a conflict; two workers cannot both advance a record.
+pub async fn migration_revision_is_compare_and_set(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let created = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
+        .await
+        .expect("create");
+    let mut w1 = created.clone();
+    let mut w2 = created.clone();
+    w1.state = MigrationState::Snapshotting;
+    w2.state = MigrationState::Cancelled;
+    r.save_migration(&w1).await.expect("first worker");
+    let err = r.save_migration(&w2).await.expect_err("second worker");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                kind: ConflictKind::Revision,
+                expected: 1,
+                actual: 2
+            }
+        ),
+        "{err:?}"
+    );
+    let read = r.migration(created.id).await.expect("read").expect("present");
+    assert_eq!(read.state, MigrationState::Snapshotting);
+    let mut ghost = created.clone();
+    ghost.id = MigrationId(created.id.0 + 100);
+    assert!(matches!(r.save_migration(&ghost).await, Err(Error::NotFound(_))));
+}
+
+/// At most one non-terminal migration per tenant.
+pub async fn one_active_migration_per_tenant(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let m = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
+        .await
+        .expect("create");
+    let err = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
+        .await
+        .expect_err("second active");
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    r.create_migration(MigrationRecord::planned(tid("b"), StampId(1), StampId(2)))
+        .await
+        .expect("other tenant");
+    let mut done = m.clone();
+    done.state = MigrationState::Cancelled;
+    r.save_migration(&done).await.expect("cancel");
+    r.create_migration(MigrationRecord::planned(tid("a"), StampId(2), StampId(1)))
+        .await
+        .expect("after the first ended");
+    assert_eq!(r.migrations(None).await.expect("list").len(), 3);
+}
+
+/// A save moves the record's state only along a legal transition (or keeps it); a finished
+/// migration cannot be reopened, so it cannot become a second active one either.
+pub async fn migration_states_only_move_forward(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let m = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
+        .await
+        .expect("create");
+    let mut skip = m.clone();
+    skip.state = MigrationState::CutOver;
+    let err = r.save_migration(&skip).await.expect_err("planned to cut-over");
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
+    let mut same = m.clone();
+    same.data.insert("note".into(), "kept".into());
+    let m = r.save_migration(&same).await.expect("same state, new data");
+    let mut done = m.clone();
+    done.state = MigrationState::Cancelled;
+    let done = r.save_migration(&done).await.expect("cancel");
+    let next = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(2), StampId(1)))
+        .await
+        .expect("after the first ended");
+    for state in [
+        MigrationState::Planned,
+        MigrationState::Snapshotting,
+        MigrationState::Completed,
+    ] {
+        let mut reopen = done.clone();
+        reopen.state = state;
+        let err = r
+            .save_migration(&reopen)
+            .await
+            .expect_err("reopen a cancelled migration");
+        assert!(matches!(err, Error::InvalidTransition { .. }), "{state}: {err:?}");
+    }
+    let read = r.migration(done.id).await.expect("read").expect("present");
+    assert_eq!(read, done);
+    let active: Vec<_> = r
+        .migrations(Some(&tid("a")))
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|x| !x.state.is_terminal())
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(active, vec![next.id]);
+}
+
+/// Same source and destination, unknown stamps, and non-planned records are refused.
+pub async fn invalid_migrations_are_refused(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    let err = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(1)))
+        .await
+        .expect_err("same stamp");
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    let err = r
+        .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(7)))
+        .await
+        .expect_err("unknown destination");
+    assert!(
+        matches!(err, Error::NotFound(crate::Subject::Stamp(StampId(7)))),
+        "{err:?}"
+    );
+    let mut rec = MigrationRecord::planned(tid("a"), StampId(1), StampId(1));
+    rec.state = MigrationState::CutOver;
+    assert!(matches!(r.create_migration(rec).await, Err(Error::InvalidInput(_))));
+    assert!(r.migrations(None).await.expect("list").is_empty());
+}

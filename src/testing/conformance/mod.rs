@@ -1,0 +1,152 @@
+//! The registry conformance suite: every [`Registry`](crate::Registry) implementation, the crate's own and
+//! yours, runs the same list of cases.
+//!
+//! Each case is a `pub async fn` taking a fresh, empty registry as `&DynRegistry` and panicking
+//! (like `assert!`) when the registry breaks the [`Registry`](crate::Registry) contract. [`CASES`] lists them
+//! all with their names; [`run_all`] runs each against a new registry from your factory.
+//!
+//! Races run as many concurrent futures on one task: for a registry whose calls suspend on
+//! I/O (a database), the calls really overlap at the server. The crate's own tests add
+//! multi-threaded stress for the in-memory registry.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use stamps::{DynRegistry, InMemoryRegistry};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! stamps::testing::conformance::run_all(|| async {
+//!     Arc::new(InMemoryRegistry::new()) as Arc<DynRegistry>
+//! })
+//! .await;
+//! # }
+//! ```
+
+mod assignments;
+mod feed;
+mod fixtures;
+mod migrations;
+mod races;
+mod stamps;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::registry::DynRegistry;
+
+pub use self::assignments::*;
+pub use self::feed::*;
+pub use self::migrations::*;
+pub use self::races::*;
+pub use self::stamps::*;
+
+/// A boxed case future.
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// A conformance case.
+pub type Case = for<'a> fn(&'a DynRegistry) -> CaseFuture<'a>;
+
+macro_rules! cases {
+    ($($name:ident),* $(,)?) => {
+        /// Every case, by name.
+        pub const CASES: &[(&str, Case)] = &[
+            $((stringify!($name), |r| Box::pin($name(r)))),*
+        ];
+    };
+}
+
+cases!(
+    put_stamp_starts_provisioning,
+    put_stamp_updates_spec_and_keeps_state,
+    put_stamp_refuses_shrinking_below_usage,
+    put_stamp_rejects_invalid_spec,
+    unknown_stamp_is_none_or_not_found,
+    stamp_lifecycle_follows_legal_transitions,
+    stamp_lifecycle_refuses_illegal_transitions,
+    decommission_refused_while_tenants_remain,
+    assign_and_lookup,
+    assign_requires_an_active_stamp,
+    assign_unknown_stamp_is_not_found,
+    assign_twice_is_already_assigned,
+    hard_limit_is_enforced_per_resource,
+    tenant_slots_are_counted,
+    fleet_reports_usage_and_unassign_releases_it,
+    move_changes_epoch_and_usage,
+    stale_epoch_is_a_conflict,
+    change_of_unknown_tenant_is_not_found,
+    move_to_full_stamp_fails_without_effect,
+    move_to_draining_stamp_is_refused,
+    dual_write_reserves_the_shadow,
+    shadow_equal_to_serving_stamp_is_invalid,
+    epoch_grows_across_unassign_and_reassign,
+    unassign_with_stale_epoch_is_a_conflict,
+    resize_is_capacity_checked,
+    history_is_append_only_and_complete,
+    change_feed_is_complete_and_ordered,
+    change_feed_pages_by_limit,
+    change_signal_is_notified,
+    assignments_page_in_tenant_order,
+    migration_records_round_trip,
+    migration_revision_is_compare_and_set,
+    one_active_migration_per_tenant,
+    migration_states_only_move_forward,
+    invalid_migrations_are_refused,
+    race_for_last_slots_admits_exactly_the_free_number,
+    race_of_compare_and_set_has_one_winner,
+    race_to_assign_one_tenant_has_one_winner,
+);
+
+/// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.
+/// Panics on the first failing case, naming it.
+pub async fn run_all<F, Fut>(mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Arc<DynRegistry>>,
+{
+    for (name, case) in CASES {
+        let registry = make().await;
+        println!("conformance: {name}");
+        case(&*registry).await;
+    }
+    println!("conformance: {} cases passed", CASES.len());
+}
+
+/// Polls all futures concurrently on the current task; returns their outputs in order.
+pub async fn join_all<T, F: Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
+    struct JoinAll<F: Future> {
+        futs: Vec<Option<Pin<Box<F>>>>,
+        out: Vec<Option<F::Output>>,
+    }
+    impl<F: Future> Future for JoinAll<F> {
+        type Output = Vec<F::Output>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.get_mut();
+            let mut pending = false;
+            for (slot, out) in this.futs.iter_mut().zip(this.out.iter_mut()) {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(v) => {
+                            *out = Some(v);
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(this.out.iter_mut().filter_map(Option::take).collect())
+            }
+        }
+    }
+    // The futures are boxed, so JoinAll never needs pinning.
+    impl<F: Future> Unpin for JoinAll<F> {}
+    let n = futures.len();
+    JoinAll {
+        futs: futures.into_iter().map(|f| Some(Box::pin(f))).collect(),
+        out: (0..n).map(|_| None).collect(),
+    }
+    .await
+}
