@@ -23,7 +23,7 @@
 //! # Ok::<(), stamps::Error>(())
 //! ```
 
-use crate::error::{Error, InvalidInput, Result, Subject};
+use super::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{
     Amount, Amounts, Assignment, ChangeAction, Demand, HistoryAction, Resource, StampId, StampLoad, StampSpec,
     StampState,

@@ -23,7 +23,7 @@
 //! * Terminal states (`Completed`, `Cancelled`, `RolledBack`, `Failed`) go nowhere, and no state
 //!   goes to itself.
 
-use crate::error::{Error, Result};
+use super::error::{Error, Result};
 use crate::model::MigrationState;
 
 use MigrationState as S;

@@ -193,7 +193,7 @@ impl StampFilter for Healthy {
     fn check<'s>(&self, _: &TenantSpec, load: &'s StampLoad, fleet: &FleetView<'_>) -> Result<(), Rejection<'s>> {
         let h = fleet.health(load.id());
         let ok = if self.strict {
-            h == crate::HealthStatus::Healthy
+            h == crate::model::HealthStatus::Healthy
         } else {
             h.is_available()
         };

@@ -21,7 +21,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// assert_eq!(router.now(), Timestamp::from_millis(5_000));
     /// # Ok::<(), stamps::Error>(())
     /// ```
-    pub fn now(&self) -> crate::Timestamp {
+    pub fn now(&self) -> crate::time::Timestamp {
         self.shared.clock.now()
     }
 
@@ -168,7 +168,8 @@ mod tests {
 
     use crate::router::Router;
     use crate::time::Clock;
-    use crate::{FakeClock, InMemoryRegistry};
+    use crate::registry::InMemoryRegistry;
+    use crate::time::FakeClock;
 
     /// Waits (bounded) until `done` holds.
     fn eventually(done: impl Fn() -> bool) -> bool {

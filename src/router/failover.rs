@@ -53,7 +53,7 @@ impl Shared {
         health: &HealthTable,
         tenant: &str,
         stamp: StampId,
-        since: crate::Timestamp,
+        since: crate::time::Timestamp,
         epoch: Epoch,
         stale: bool,
     ) -> Result<Route, RouteError> {

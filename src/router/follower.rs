@@ -125,9 +125,8 @@ mod tests {
     use std::time::Duration;
 
     use crate::router::{RouteError, Router};
-    use crate::{
-        Capacity, InMemoryRegistry, Region, Registry, RegistryExt, Resource, StampId, StampSpec, TenantId, TenantSpec,
-    };
+    use crate::model::{Capacity, Region, Resource, StampId, StampSpec, TenantId, TenantSpec};
+    use crate::registry::{InMemoryRegistry, Registry, RegistryExt};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

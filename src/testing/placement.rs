@@ -30,7 +30,7 @@ use crate::model::{
     StampLoad, StampSpec, StampState, TenantId, TenantSpec, Tier, Version,
 };
 use crate::placement::{FleetView, Placement, StampFilter, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX};
-use crate::Timestamp;
+use crate::time::Timestamp;
 
 const REGIONS: [&str; 4] = ["eu-west", "eu-central", "us-east", "us-west"];
 const AZS: [&str; 3] = ["a", "b", "c"];

@@ -31,7 +31,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Why the registry refuses a database schema. Returned inside
-/// [`Error::Backend`](crate::Error::Backend); downcast the source to match on it.
+/// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.
 ///
 /// ```
 /// use stamps::registry::postgres::SchemaError;
@@ -86,7 +86,7 @@ impl std::error::Error for SchemaError {}
 
 impl From<SchemaError> for Fault {
     fn from(e: SchemaError) -> Self {
-        Fault::Crate(crate::Error::backend(e))
+        Fault::Crate(crate::error::Error::backend(e))
     }
 }
 
@@ -263,7 +263,7 @@ mod tests {
         assert!(verify("s", &[]).is_ok());
         let newer = [(1, checksum(MIGRATIONS[0].sql)), (SCHEMA_VERSION + 1, 0)];
         match verify("s", &newer) {
-            Err(Fault::Crate(crate::Error::Backend { source })) => {
+            Err(Fault::Crate(crate::error::Error::Backend { source })) => {
                 let e = source.downcast_ref::<SchemaError>().cloned();
                 assert!(matches!(e, Some(SchemaError::TooNew { found, .. }) if found == SCHEMA_VERSION + 1));
             }

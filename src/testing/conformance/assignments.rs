@@ -62,7 +62,7 @@ pub async fn assign_unknown_stamp_is_not_found(r: &DynRegistry) {
         .await
         .expect_err("unknown stamp");
     assert!(
-        matches!(err, Error::NotFound(crate::Subject::Stamp(StampId(9)))),
+        matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(9)))),
         "{err:?}"
     );
 }
@@ -221,7 +221,7 @@ pub async fn change_of_unknown_tenant_is_not_found(r: &DynRegistry) {
         .compare_and_set(&tid("ghost"), Epoch(1), AssignmentChange::move_to(StampId(1)))
         .await
         .expect_err("unknown");
-    assert!(matches!(err, Error::NotFound(crate::Subject::Tenant(_))), "{err:?}");
+    assert!(matches!(err, Error::NotFound(crate::error::Subject::Tenant(_))), "{err:?}");
     let err = r.unassign(&tid("ghost"), Epoch(1)).await.expect_err("unknown");
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
 }

@@ -151,7 +151,7 @@ pub async fn invalid_migrations_are_refused(r: &DynRegistry) {
         .await
         .expect_err("unknown destination");
     assert!(
-        matches!(err, Error::NotFound(crate::Subject::Stamp(StampId(7)))),
+        matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(7)))),
         "{err:?}"
     );
     let mut rec = MigrationRecord::planned(tid("a"), StampId(1), StampId(1));

@@ -73,7 +73,7 @@ pub async fn unknown_stamp_is_none_or_not_found(r: &DynRegistry) {
         .await
         .expect_err("unknown");
     assert!(
-        matches!(err, Error::NotFound(crate::Subject::Stamp(StampId(42)))),
+        matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(42)))),
         "{err:?}"
     );
 }
