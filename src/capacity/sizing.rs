@@ -163,7 +163,7 @@ pub fn tenants_per_stamp(limits: &[ResourceLimit], headroom: Headroom) -> Result
         let usable = capacity * usable_fraction(headroom);
         let tenants = num::floor_count("limits[].capacity", usable * pooling / per_tenant)?;
         let tenants_without_headroom = num::floor_count("limits[].capacity", capacity * pooling / per_tenant)?;
-        if best.map_or(true, |(fewest, _)| tenants < fewest) {
+        if best.is_none_or(|(fewest, _)| tenants < fewest) {
             best = Some((tenants, index));
         }
         per_resource.push(ResourceFit {

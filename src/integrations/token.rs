@@ -133,7 +133,7 @@ impl RoutingClaims {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_current(&self, known: Option<Epoch>) -> bool {
-        known.map_or(true, |k| self.epoch >= k)
+        known.is_none_or(|k| self.epoch >= k)
     }
 }
 
