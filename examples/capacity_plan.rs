@@ -1,7 +1,9 @@
-//! A whole capacity plan from the seed guide's inputs: the five calculations of its "Math &
-//! Calculations" section, the Q4 sizing figures and the shuffle-sharding figures, printed as
-//! labelled tables; then provisioning signals read off a small live fleet held in an
-//! in-memory registry.
+//! A whole capacity plan from the inputs of the worked example in *Deployment Stamps for
+//! Availability: Multi-Region Guide*: the five calculations of its "Math & Calculations"
+//! section, the sizing figures of its answer to "What's the right size for a deployment
+//! stamp?" (blast radius and recovery time) and shuffle-sharding figures, printed as labelled
+//! tables; then provisioning signals read off a small live fleet held in an in-memory
+//! registry. The section numbers match `docs/capacity-planning.md`.
 //!
 //! ```text
 //! cargo run --example capacity_plan
@@ -25,7 +27,8 @@ use stamps::{
     TenantSpec,
 };
 
-/// The plan's inputs; [`Inputs::seed`] holds the seed guide's figures.
+/// The plan's inputs; [`Inputs::from_guide`] holds the guide's figures (and this example's own
+/// assumptions where the guide gives none: restore speed and shuffle sharding).
 #[derive(Debug, Clone)]
 struct Inputs {
     db_connections: f64,
@@ -49,7 +52,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn seed() -> Self {
+    fn from_guide() -> Self {
         Inputs {
             db_connections: 5_000.0,
             connections_per_tenant: 25.0,
@@ -79,7 +82,7 @@ impl Inputs {
 }
 
 const USAGE: &str = "\
-usage: capacity_plan [FLAGS]   (every flag is optional; defaults are the seed guide's)
+usage: capacity_plan [FLAGS]   (every flag is optional; defaults are the guide's figures)
   --tenants N                  total tenants in the fleet            (10000)
   --db-connections X           database connection limit per stamp   (5000)
   --connections-per-tenant X   connections per active tenant          (25)
@@ -96,9 +99,9 @@ usage: capacity_plan [FLAGS]   (every flag is optional; defaults are the seed gu
   --shard-size N               stamps per tenant shard                (2)
   --help                       print this";
 
-/// Parses `--flag value` pairs over the seed inputs. `Ok(None)` means `--help`.
+/// Parses `--flag value` pairs over the guide's inputs. `Ok(None)` means `--help`.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Inputs>, String> {
-    let mut inputs = Inputs::seed();
+    let mut inputs = Inputs::from_guide();
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -326,7 +329,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
             format!("{} (stated lead time)", hours(inputs.lead_time)),
             inputs.lead_time,
         ),
-        ("48.00 h (what the seed's \"5 x 2\" means)".to_string(), two_days),
+        ("48.00 h (what the guide's \"5 x 2\" means)".to_string(), two_days),
     ] {
         let th = provisioning_thresholds(stamp.tenants, inputs.trigger_utilization, growth, buffer)?;
         t.row(&[
@@ -383,7 +386,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     t.print();
 
     // Economics.
-    let seed = fleet_economics(
+    let guide = fleet_economics(
         fleet,
         cost.total(),
         inputs.total_tenants,
@@ -397,27 +400,32 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     )?;
     let share = percent(inputs.cost_share_of_revenue);
     let mut t = Table::new(
-        "5b. Economics (monthly)",
+        "6. Economics (monthly)",
         &[
             "figure",
-            &format!("infra = {share} of revenue (seed)"),
+            &format!("infra = {share} of revenue (guide)"),
             &format!("true {share} gross margin"),
         ],
     );
-    t.row(&[&"total infrastructure cost", &seed.total_cost, &margin.total_cost])
-        .row(&[&"fleet cost per tenant", &seed.cost_per_tenant, &margin.cost_per_tenant])
-        .row(&[&"revenue needed", &seed.revenue_needed, &margin.revenue_needed])
-        .row(&[&"minimum ARPU per tenant", &seed.min_arpu, &margin.min_arpu]);
+    t.row(&[&"total infrastructure cost", &guide.total_cost, &margin.total_cost])
+        .row(&[
+            &"fleet cost per tenant",
+            &guide.cost_per_tenant,
+            &margin.cost_per_tenant,
+        ])
+        .row(&[&"revenue needed", &guide.revenue_needed, &margin.revenue_needed])
+        .row(&[&"minimum ARPU per tenant", &guide.min_arpu, &margin.min_arpu]);
     t.print();
 
-    // Q4: sizing by bottleneck, blast radius and recovery time.
+    // Sizing by bottleneck, blast radius and recovery time (the guide's answer to "What's the
+    // right size for a deployment stamp?").
     let blast = min_stamps_for_blast_radius(inputs.blast_radius)?;
     let mut t = Table::new(
-        "Q4a. Right-sizing a stamp: bottleneck and blast radius",
+        "7a. Right-sizing a stamp: bottleneck and blast radius",
         &["figure", "value"],
     );
     t.row(&[
-        &"tenants per stamp, no headroom (Q4's \"200\")",
+        &"tenants per stamp, no headroom (the guide's \"200\")",
         &stamp.per_resource.first().map_or(0, |f| f.tenants_without_headroom),
     ])
     .row(&[
@@ -443,7 +451,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     );
     let mut t = Table::new(
         format!(
-            "Q4b. Largest stamp restorable within the RTO ({} GiB/tenant, {} MiB/s, {} setup)",
+            "7b. Largest stamp restorable within the RTO ({} GiB/tenant, {} MiB/s, {} setup)",
             inputs.data_per_tenant.get() >> 30,
             inputs.restore_mib_per_sec,
             hours(inputs.restore_overhead)
@@ -465,7 +473,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
     let shards = ShuffleSharding::new(inputs.sharding_stamps, inputs.shard_size)?;
     let mut t = Table::new(
         format!(
-            "Q4c. Shuffle sharding: {} stamps, {} per tenant",
+            "8. Shuffle sharding: {} stamps, {} per tenant",
             shards.stamps(),
             shards.shard_size()
         ),
@@ -603,7 +611,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    println!("Capacity plan (inputs: seed guide unless overridden on the command line)");
+    println!("Capacity plan");
+    println!("(inputs: Deployment Stamps for Availability: Multi-Region Guide, unless overridden by flags)");
     match plan(&inputs) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,8 +11,9 @@ use stamps::*;
 async fn main() -> Result<()> {
     let registry = InMemoryRegistry::new();
 
-    // Three identical stamps, sized as in the seed: 5,000 database connections and 2,000 rps
-    // each, 25% headroom.
+    // Three identical stamps, sized as in the worked example of "Deployment Stamps for
+    // Availability: Multi-Region Guide": 5,000 database connections and 2,000 rps (20 servers
+    // at 100 rps) each, 25% headroom.
     let stamps = [(1, "us-east-1", "us"), (2, "us-east-2", "us"), (3, "eu-west-1", "eu")];
     for (id, name, residency) in stamps {
         let region = if residency == "eu" { "eu-west" } else { "us-east" };

@@ -1,5 +1,7 @@
-//! The seed guide's "Math & Calculations" and Q4 figures, reproduced exactly, plus property
-//! tests of the capacity module's invariants and a no-panic fuzz of every public function.
+//! The figures of *Deployment Stamps for Availability: Multi-Region Guide* (its "Math &
+//! Calculations" section and its answer to "What's the right size for a deployment stamp?"),
+//! reproduced exactly, plus property tests of the capacity module's invariants and a no-panic
+//! fuzz of every public function.
 
 use std::time::Duration;
 
@@ -10,11 +12,11 @@ use stamps::Name;
 const DAY: Duration = Duration::from_secs(86_400);
 const HOUR: Duration = Duration::from_secs(3_600);
 
-fn seed_headroom() -> Headroom {
+fn guide_headroom() -> Headroom {
     Headroom::from_fraction(0.25).expect("0.25 is a valid headroom")
 }
 
-fn seed_stamp_cost() -> StampCost {
+fn guide_stamp_cost() -> StampCost {
     StampCost::new([
         LineItem::new("Application servers", 20, Money::from_dollars(200)),
         LineItem::new("Database (primary + 2 replicas)", 3, Money::from_dollars(800)),
@@ -23,23 +25,23 @@ fn seed_stamp_cost() -> StampCost {
         LineItem::flat("Storage (1TB)", Money::from_dollars(100)),
         LineItem::flat("Networking", Money::from_dollars(300)),
     ])
-    .expect("seed cost items are valid")
+    .expect("the guide's cost items are valid")
 }
 
-const SEED_REGIONS: [(&str, f64); 4] = [
+const GUIDE_REGIONS: [(&str, f64); 4] = [
     ("North America", 0.50),
     ("Europe", 0.30),
     ("Asia-Pacific", 0.15),
     ("Other regions", 0.05),
 ];
 
-/// Every figure of the seed's "Math & Calculations" section, in order.
+/// Every figure of the guide's "Math & Calculations" section, in order.
 #[test]
-fn seed_math_and_calculations() -> Result<(), CapacityError> {
+fn guide_math_and_calculations() -> Result<(), CapacityError> {
     // Calculation 1: database-limited capacity.
     let stamp = tenants_per_stamp(
         &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)],
-        seed_headroom(),
+        guide_headroom(),
     )?;
     assert_eq!(stamp.per_resource[0].usable, 3_750.0);
     assert_eq!(stamp.tenants, 150);
@@ -48,12 +50,12 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
     // Calculation 2: application servers.
     let peak = peak_load(stamp.tenants, RequestsPerSecond(10.0))?;
     assert_eq!(peak, RequestsPerSecond(1_500.0));
-    let servers = servers_needed(peak, RequestsPerSecond(100.0), seed_headroom())?;
+    let servers = servers_needed(peak, RequestsPerSecond(100.0), guide_headroom())?;
     assert_eq!(servers.at_full_utilization, 15);
     assert_eq!(servers.servers, 20);
 
     // Calculation 3: stamp cost.
-    let cost = seed_stamp_cost();
+    let cost = guide_stamp_cost();
     let lines: Vec<String> = cost
         .items()
         .iter()
@@ -69,7 +71,7 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
     assert_eq!(per_tenant, Money::from_cents(4_967));
     assert_eq!(per_tenant.to_string(), "$49.67");
 
-    // Calculation 4: scaling decision point. The seed's 102 needs a 2-day buffer.
+    // Calculation 4: scaling decision point. The guide's 102 needs a 2-day buffer.
     let thresholds = provisioning_thresholds(stamp.tenants, 0.75, TenantsPerDay(5.0), 2 * DAY)?;
     assert_eq!(thresholds.trigger, 112);
     assert_eq!(thresholds.buffer_tenants, 10.0);
@@ -78,7 +80,7 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
     // Calculation 5: geographic distribution and economics.
     let fleet = stamps_needed(10_000, stamp.tenants)?;
     assert_eq!(fleet, 67);
-    let regions = apportion(fleet, &SEED_REGIONS)?;
+    let regions = apportion(fleet, &GUIDE_REGIONS)?;
     assert_eq!(
         regions,
         [
@@ -98,7 +100,8 @@ fn seed_math_and_calculations() -> Result<(), CapacityError> {
     Ok(())
 }
 
-/// The seed says "5 × 2" with a lead time of 2 hours; the correct figure for 2 hours.
+/// The guide's calculation 4 says "5 × 2" with a lead time of 2 hours; the correct figure
+/// for 2 hours.
 #[test]
 fn alert_threshold_with_a_two_hour_lead_time() -> Result<(), CapacityError> {
     let t = provisioning_thresholds(150, 0.75, TenantsPerDay(5.0), 2 * HOUR)?;
@@ -114,13 +117,14 @@ fn alert_threshold_with_a_two_hour_lead_time() -> Result<(), CapacityError> {
     Ok(())
 }
 
-/// The seed's Q4: 5,000 connections / 25 each is 200 tenants only with *no* headroom; a 5%
-/// blast radius needs 20 stamps; 8 stamps in shards of 2 give 28 combinations.
+/// The guide's answer to "What's the right size for a deployment stamp?": 5,000 connections
+/// / 25 each is 200 tenants only with *no* headroom; a 5% blast radius needs 20 stamps. Plus
+/// shuffle sharding (not in the guide): 8 stamps in shards of 2 give 28 combinations.
 #[test]
-fn seed_q4_stamp_sizing() -> Result<(), CapacityError> {
+fn guide_stamp_sizing_answer() -> Result<(), CapacityError> {
     let db = [ResourceLimit::new(Resource::Connections, 5_000.0, 25.0)];
     assert_eq!(tenants_per_stamp(&db, Headroom::NONE)?.tenants, 200);
-    let with_headroom = tenants_per_stamp(&db, seed_headroom())?;
+    let with_headroom = tenants_per_stamp(&db, guide_headroom())?;
     assert_eq!(with_headroom.tenants, 150);
     assert_eq!(with_headroom.per_resource[0].tenants_without_headroom, 200);
 
@@ -132,7 +136,7 @@ fn seed_q4_stamp_sizing() -> Result<(), CapacityError> {
     assert!((shards.same_shard_probability() - 1.0 / 28.0).abs() < 1e-15);
     assert_eq!(binomial(8, 2)?, 28);
 
-    // Restore within 1 to 2 hours (the seed's rule of thumb) at 1 GiB/s, 10 GiB per tenant
+    // Restore within 1 to 2 hours (the guide's rule of thumb) at 1 GiB/s, 10 GiB per tenant
     // and 15 minutes of provisioning before data flows.
     let restore = RestoreModel::new(
         Bytes::from_gib(10),
@@ -145,10 +149,10 @@ fn seed_q4_stamp_sizing() -> Result<(), CapacityError> {
     Ok(())
 }
 
-/// Where the seed's arithmetic needs care, beyond the alert threshold.
+/// Where the guide's arithmetic needs care, beyond the alert threshold.
 #[test]
-fn seed_arithmetic_notes() -> Result<(), CapacityError> {
-    // A true 40% gross margin, versus the seed's cost / 0.40.
+fn guide_arithmetic_notes() -> Result<(), CapacityError> {
+    // A true 40% gross margin, versus the guide's cost / 0.40.
     let e = fleet_economics(67, Money::from_dollars(7_450), 10_000, RevenueTarget::GrossMargin(0.40))?;
     assert_eq!(e.revenue_needed.to_string(), "$831,916.67");
     assert_eq!(e.min_arpu.to_string(), "$83.20");
@@ -156,28 +160,28 @@ fn seed_arithmetic_notes() -> Result<(), CapacityError> {
     assert_eq!(e.cost_per_tenant.to_string(), "$49.92");
 
     // Rounding each region on its own can miss the total; largest remainder cannot.
-    let naive: u64 = SEED_REGIONS
+    let naive: u64 = GUIDE_REGIONS
         .iter()
         .map(|(_, share)| (65.0 * share).round() as u64)
         .sum();
     assert_eq!(naive, 66);
-    let parts = apportion(65, &SEED_REGIONS)?;
+    let parts = apportion(65, &GUIDE_REGIONS)?;
     assert_eq!(parts.iter().map(|p| p.1).sum::<u64>(), 65);
 
-    // Region-bound tenants: "Other" has 500 tenants, which 3 stamps of 150 cannot hold.
-    let plan = regional_fleet(10_000, 150, &SEED_REGIONS)?;
+    // Region-bound tenants: "Other regions" has 500 tenants, which 3 stamps of 150 cannot hold.
+    let plan = regional_fleet(10_000, 150, &GUIDE_REGIONS)?;
     let stamps: Vec<u64> = plan.iter().map(|r| r.stamps).collect();
     assert_eq!(stamps, [34, 20, 10, 4]);
     assert_eq!(plan.iter().map(|r| r.tenants).sum::<u64>(), 10_000);
 
-    // The seed rounds servers twice; one rounding can need one fewer.
-    let s = servers_needed(RequestsPerSecond(1_010.0), RequestsPerSecond(100.0), seed_headroom())?;
+    // Rounding servers twice (at full load, then for headroom) can need one more than rounding once.
+    let s = servers_needed(RequestsPerSecond(1_010.0), RequestsPerSecond(100.0), guide_headroom())?;
     assert_eq!((s.at_full_utilization, s.servers), (11, 14));
 
-    // Connection pooling, the lever the seed names: 4 clients per server connection.
+    // Connection pooling, the lever the guide names: 4 clients per server connection.
     let pooled = tenants_per_stamp(
         &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).with_pooling(4.0)],
-        seed_headroom(),
+        guide_headroom(),
     )?;
     assert_eq!(pooled.tenants, 600);
     Ok(())
@@ -670,10 +674,10 @@ mod signals {
         Ok(())
     }
 
-    /// The seed's stamp: the signal appears exactly at the alert threshold of calculation 4,
+    /// The guide's example stamp: the signal appears exactly at the alert threshold of calculation 4,
     /// for the 2-hour lead time (111) and for the 2-day buffer (102).
     #[tokio::test]
-    async fn the_signal_fires_at_the_seed_alert_threshold() -> TestResult {
+    async fn the_signal_fires_at_the_guide_alert_threshold() -> TestResult {
         for (lead, alert) in [(2 * HOUR, 111u64), (2 * DAY, 102)] {
             let registry = registry();
             stamp(

@@ -120,8 +120,9 @@ fn illegal_lifecycle_transitions_are_typed_errors() {
 }
 
 #[test]
-fn seed_capacity_example_soft_limit() {
-    // The seed: 5,000 connections, 25% headroom → 3,750 usable, 150 tenants at 25 each.
+fn guide_capacity_example_soft_limit() {
+    // Calculation 1 of "Deployment Stamps for Availability: Multi-Region Guide": 5,000
+    // connections, 25% headroom → 3,750 usable, 150 tenants at 25 each.
     let c = Capacity::new([(Resource::Connections, 5000.0)], 0.25).unwrap();
     assert_eq!(c.soft_limit(&Resource::Connections), Some(Amount::units(3750)));
     assert_eq!(

@@ -1,4 +1,6 @@
-//! Freshness (no route older than a change the router has applied) as a property test with a fake clock: random interleavings
+//! Route freshness (a router never serves an epoch older than a change it has applied, and
+//! never serves a route past its TTL unless the registry is failing) as a property test with
+//! a fake clock: random interleavings
 //! of assignments, moves, unassignments, change-feed syncs, registry outages, clock advances,
 //! lookups and resolves. Checked after every step:
 //! - no route carries an epoch older than the newest change the router has applied for the

@@ -177,15 +177,16 @@ impl StampCost {
 
 /// How revenue relates to infrastructure cost.
 ///
-/// The seed guide computes "revenue needed (assuming 40% margin)" as `cost / 0.40`: that
+/// Calculation 5 of *Deployment Stamps for Availability: Multi-Region Guide* computes
+/// "revenue needed (assuming 40% margin)" as `cost / 0.40`: that
 /// makes infrastructure 40% of revenue, which is a 60% gross margin. Both readings are here,
 /// named for what they are.
 ///
 /// ```
 /// use stamps::capacity::{fleet_economics, Money, RevenueTarget};
 /// let cost = Money::from_dollars(7_450);
-/// let seed = fleet_economics(67, cost, 10_000, RevenueTarget::CostShareOfRevenue(0.40))?;
-/// assert_eq!(seed.revenue_needed.to_string(), "$1,247,875.00");
+/// let guide = fleet_economics(67, cost, 10_000, RevenueTarget::CostShareOfRevenue(0.40))?;
+/// assert_eq!(guide.revenue_needed.to_string(), "$1,247,875.00");
 /// let margin = fleet_economics(67, cost, 10_000, RevenueTarget::GrossMargin(0.40))?;
 /// assert_eq!(margin.revenue_needed.to_string(), "$831,916.67");
 /// # Ok::<(), stamps::capacity::CapacityError>(())
@@ -194,7 +195,8 @@ impl StampCost {
 #[non_exhaustive]
 pub enum RevenueTarget {
     /// Infrastructure cost is this fraction of revenue, in `(0, 1]`:
-    /// `revenue = cost / share`. The seed's "40% margin" is `CostShareOfRevenue(0.40)`.
+    /// `revenue = cost / share`. The "40% margin" of the guide's worked example is
+    /// `CostShareOfRevenue(0.40)`.
     CostShareOfRevenue(f64),
     /// A gross margin after infrastructure, in `[0, 1)`: `revenue = cost / (1 − margin)`.
     GrossMargin(f64),
@@ -284,7 +286,8 @@ pub struct FleetEconomics {
 /// [`CapacityError::Overflow`] (`stamps` for the total, `cost_per_stamp` for revenue).
 ///
 /// # Example
-/// The seed guide's figures, then what a true 40% gross margin needs:
+/// The figures of calculation 5 of *Deployment Stamps for Availability: Multi-Region Guide*,
+/// then what a true 40% gross margin needs:
 /// ```
 /// use stamps::capacity::{fleet_economics, Money, RevenueTarget};
 /// let per_stamp = Money::from_dollars(7_450);

@@ -45,7 +45,8 @@ const TIE_RESOLUTION: u128 = 1 << 24;
 /// in exact integer arithmetic, so the result does not depend on float rounding of the
 /// quotas. A part with share 0 gets 0.
 ///
-/// Rounding each product on its own, as the seed guide does, can miss the total: 65 stamps at
+/// Rounding each product on its own, as calculation 5 of
+/// *Deployment Stamps for Availability: Multi-Region Guide* does, can miss the total: 65 stamps at
 /// 50/30/15/5% are 32.5, 19.5, 9.75 and 3.25, which round to 33 + 20 + 10 + 3 = 66.
 ///
 /// # Errors
@@ -154,8 +155,9 @@ pub struct RegionPlan<K> {
 /// Stamps per region when tenants must stay in their region: the tenants are apportioned
 /// by share ([`apportion`]), then each region gets enough stamps for its own tenants.
 ///
-/// This can need more stamps than apportioning the global fleet: the seed guide's 67 stamps
-/// split 34/20/10/3, but its "Other" region has 500 tenants and 3 stamps of 150 hold only
+/// This can need more stamps than apportioning the global fleet: the 67 stamps of calculation
+/// 5 of *Deployment Stamps for Availability: Multi-Region Guide* split 34/20/10/3, but its
+/// "Other regions" share has 500 tenants and 3 stamps of 150 hold only
 /// 450, so a region-bound fleet needs 34 + 20 + 10 + 4 = 68.
 ///
 /// # Errors

@@ -13,8 +13,10 @@
 //! [`Headroom`], validated to `[0, 1)` when it is made ([`Headroom::from_fraction`] names
 //! `headroom` in its error), and resources are the model's [`Resource`].
 //!
-//! The guide [`guide`] (also `docs/capacity-planning.md`) works the seed example through
-//! and lists where the seed's own arithmetic needs care.
+//! The capacity-planning guide ([`guide`], also `docs/capacity-planning.md`) works through
+//! the example stamp of the "Math & Calculations" section of
+//! *Deployment Stamps for Availability: Multi-Region Guide* and lists where that example's
+//! own arithmetic needs care.
 //!
 //! # Formulas and units
 //!
@@ -56,7 +58,8 @@
 //! arithmetic.
 //!
 //! # Example
-//! The seed guide's first two calculations:
+//! Calculations 1 and 2 of the "Math & Calculations" section of
+//! *Deployment Stamps for Availability: Multi-Region Guide*:
 //! ```
 //! use stamps::capacity::{
 //!     peak_load, servers_needed, tenants_per_stamp, Headroom, RequestsPerSecond, Resource,

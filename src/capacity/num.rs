@@ -126,7 +126,7 @@ pub(crate) fn narrow(argument: &'static str, x: u128) -> Result<u64, CapacityErr
 /// `ceil(a / b)` for `b > 0`.
 pub(crate) fn div_ceil_u128(a: u128, b: u128) -> u128 {
     let q = a / b;
-    if a % b == 0 {
+    if a.is_multiple_of(b) {
         q
     } else {
         q + 1

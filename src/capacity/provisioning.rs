@@ -44,7 +44,8 @@ pub struct ProvisioningThresholds {
 /// means the new stamp is not ready in time. The alert is the largest count `c` with
 /// `(trigger − c) / growth ≥ lead_time`.
 ///
-/// The units matter. The seed guide subtracts `5 × 2 = 10` tenants with a lead time of
+/// The units matter. Calculation 4 of *Deployment Stamps for Availability: Multi-Region
+/// Guide* subtracts `5 × 2 = 10` tenants with a lead time of
 /// *2 hours* and a growth of *5 tenants/day*, which is only right for a *2-day* buffer. For
 /// 2 hours the buffer is `5 × 2/24 ≈ 0.417` tenants and the alert is `⌊111.58⌋ = 111`.
 ///
@@ -57,10 +58,10 @@ pub struct ProvisioningThresholds {
 /// use stamps::capacity::{provisioning_thresholds, TenantsPerDay};
 /// use std::time::Duration;
 /// let growth = TenantsPerDay(5.0);
-/// // The seed's figures, which hold with a 2-day buffer:
+/// // The guide's figures, which hold with a 2-day buffer:
 /// let two_days = provisioning_thresholds(150, 0.75, growth, Duration::from_secs(2 * 86_400))?;
 /// assert_eq!((two_days.trigger, two_days.alert), (112, 102));
-/// // The seed's stated 2-hour lead time:
+/// // The guide's stated 2-hour lead time:
 /// let two_hours = provisioning_thresholds(150, 0.75, growth, Duration::from_secs(2 * 3_600))?;
 /// assert_eq!((two_hours.trigger, two_hours.alert), (112, 111));
 /// assert!((two_hours.buffer_tenants - 5.0 / 12.0).abs() < 1e-12);

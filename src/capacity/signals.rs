@@ -190,7 +190,9 @@ pub struct ProvisioningReport {
 /// `region_growth` NaN, infinite or negative.
 ///
 /// # Example
-/// The seed's stamp (200 tenant slots with 25% headroom: 150 usable), trigger 75% (112
+/// The example stamp of the "Math & Calculations" section of
+/// *Deployment Stamps for Availability: Multi-Region Guide* (200 tenant slots with 25%
+/// headroom: 150 usable), trigger 75% (112
 /// tenants), growth 5 tenants/day and a 2-hour lead time: at 110 tenants there are 2 tenants
 /// of room and no signal; at 111 the alert threshold is reached.
 /// ```

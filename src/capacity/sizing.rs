@@ -11,7 +11,8 @@ use crate::model::{Headroom, Resource};
 /// bytes and bytes per tenant, ...). `pooling` is a multiplexing factor of at least 1: with a
 /// transaction-mode pooler such as PgBouncer in front of the database, `pooling` client
 /// connections share one server connection, so each tenant costs `per_tenant / pooling` of
-/// the limit. It is the lever the seed guide names for raising tenant density.
+/// the limit. It is the lever *Deployment Stamps for Availability: Multi-Region Guide* names
+/// for raising tenant density (the "Key Insight" of its "Math & Calculations" section).
 ///
 /// ```
 /// use stamps::capacity::{Resource, ResourceLimit};
@@ -123,7 +124,7 @@ pub struct TenantCapacity {
 /// - [`CapacityError::Overflow`] (`limits[].capacity`) if a count exceeds `u64`.
 ///
 /// # Example
-/// The seed guide's calculation 1, with an app tier of 30 servers at 100 rps that does not
+/// Calculation 1 of *Deployment Stamps for Availability: Multi-Region Guide*, with an app tier of 30 servers at 100 rps that does not
 /// bind, and the same stamp behind PgBouncer multiplexing 4 client connections onto one
 /// server connection, where the app tier becomes the bottleneck:
 /// ```
@@ -162,7 +163,7 @@ pub fn tenants_per_stamp(limits: &[ResourceLimit], headroom: Headroom) -> Result
         let usable = capacity * usable_fraction(headroom);
         let tenants = num::floor_count("limits[].capacity", usable * pooling / per_tenant)?;
         let tenants_without_headroom = num::floor_count("limits[].capacity", capacity * pooling / per_tenant)?;
-        if best.map_or(true, |(fewest, _)| tenants < fewest) {
+        if best.is_none_or(|(fewest, _)| tenants < fewest) {
             best = Some((tenants, index));
         }
         per_resource.push(ResourceFit {
@@ -230,9 +231,10 @@ pub struct ServerPlan {
 
 /// Application servers needed for a peak load, with and without headroom.
 ///
-/// `servers = ⌈peak / (per_server × (1 − headroom))⌉`, in one rounding. The seed guide
-/// rounds twice (`⌈⌈peak / per_server⌉ / (1 − headroom)⌉`), which gives the same 20 for its
-/// figures but can over-provision by one server elsewhere: 1,010 rps at 100 rps per server
+/// `servers = ⌈peak / (per_server × (1 − headroom))⌉`, in one rounding.
+/// Calculation 2 of *Deployment Stamps for Availability: Multi-Region Guide* computes servers
+/// at full load first (15) and divides that by `1 − headroom` (20); rounding at both steps
+/// (`⌈⌈peak / per_server⌉ / (1 − headroom)⌉`) gives the same 20 for its figures but can over-provision by one server elsewhere: 1,010 rps at 100 rps per server
 /// and 25% headroom is 14 servers, not the 15 of double rounding.
 ///
 /// # Errors

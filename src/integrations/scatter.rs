@@ -1,6 +1,9 @@
-//! Scatter-gather over the fleet, for admin tools (the seed's Q2): run an async operation on
-//! every serving, healthy stamp with a concurrency limit and a per-stamp timeout, and report
-//! every stamp's outcome, failures and skipped stamps included.
+//! Scatter-gather over the fleet, for admin tools: run an async operation on every serving,
+//! healthy stamp with a concurrency limit and a per-stamp timeout, and report every stamp's
+//! outcome, failures and skipped stamps included. This is the pattern
+//! *Deployment Stamps for Availability: Multi-Region Guide* gives for cross-stamp admin
+//! operations that need current data: query the stamps in parallel and aggregate the results.
+//! Such calls are expensive (the guide rate-limits them); they are not for per-request traffic.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

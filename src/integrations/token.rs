@@ -1,5 +1,6 @@
 //! Signed routing tokens: the stamp a tenant lives on, carried by the client, verified without
-//! a registry lookup (the seed's "embed stamp routing in tokens").
+//! a registry lookup: routing "embedded in client tokens", as the "Trade-offs" section of
+//! *Deployment Stamps for Availability: Multi-Region Guide* puts it.
 //!
 //! # Format
 //! `base64url(payload) "." base64url(HMAC-SHA256(key, payload))`, no padding, where the payload
@@ -132,7 +133,7 @@ impl RoutingClaims {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn is_current(&self, known: Option<Epoch>) -> bool {
-        known.map_or(true, |k| self.epoch >= k)
+        known.is_none_or(|k| self.epoch >= k)
     }
 }
 

@@ -23,9 +23,11 @@ impl fmt::Display for MigrationId {
     }
 }
 
-/// The states of a tenant migration (the forward sequence plus the exits). The legal
-/// transitions are those of [`MigrationState::can_transition_to`]; a registry refuses to save
-/// any other change of state.
+/// The states of a tenant migration: the sequence of the "Tenant Migration Process Between
+/// Stamps" section of *Deployment Stamps for Availability: Multi-Region Guide* (snapshot,
+/// import, dual-write, validate, cut over, soak, clean up) plus the exits. The legal
+/// transitions are those of [`can_transition_to`](MigrationState::can_transition_to); every
+/// registry refuses to save a record whose state change is not one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
