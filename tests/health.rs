@@ -236,6 +236,7 @@ async fn the_monitor_task_checks_the_fleet_periodically() {
     task.stop();
 }
 
+#[cfg(feature = "tokio")]
 #[tokio::test(start_paused = true)]
 async fn dropping_the_monitor_task_stops_the_checks_and_detach_keeps_them() {
     let clock = FakeClock::new();

@@ -60,7 +60,7 @@ fn check(reg: &InMemoryRegistry, rt: &tokio::runtime::Runtime, last_epoch: &mut 
         }
         // Fencing: the epoch never went backwards for this tenant.
         let prev = last_epoch.insert(a.tenant().clone(), a.epoch);
-        assert!(prev.map_or(true, |p| p <= a.epoch), "epoch went backwards");
+        assert!(prev.is_none_or(|p| p <= a.epoch), "epoch went backwards");
     }
     for load in &fleet.stamps {
         let (n, c) = expected.get(&load.id()).copied().unwrap_or_default();

@@ -62,7 +62,7 @@ fn policies_under_test() -> Vec<(&'static str, BoxPlacement)> {
             "filter",
             policies::least_loaded()
                 .boxed()
-                .filter(|_: &TenantSpec, s: &StampLoad| s.id().0 % 2 == 0)
+                .filter(|_: &TenantSpec, s: &StampLoad| s.id().0.is_multiple_of(2))
                 .boxed(),
         ),
         ("prefer", policies::least_loaded().prefer(InRegion).boxed()),

@@ -533,7 +533,7 @@ fn invalidation_churn_keeps_every_other_entry() {
         .unwrap();
     let name = |i: u32| format!("churn-{i:05}");
     let mode = |i: u32| {
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             AssignmentMode::DualWrite { shadow: StampId(99) }
         } else {
             AssignmentMode::Serving

@@ -13,7 +13,7 @@ use stamps::*;
 const TENANTS: u64 = 1_000;
 
 fn tenant(i: u64) -> String {
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         // Some ids are longer than the inline limit: the other table.
         format!("a-long-tenant-identifier-{i:08}")
     } else {
@@ -27,7 +27,7 @@ fn stamp_of(epoch: u64) -> StampId {
 }
 
 fn mode_of(epoch: u64) -> AssignmentMode {
-    if epoch % 3 == 0 {
+    if epoch.is_multiple_of(3) {
         AssignmentMode::DualWrite {
             shadow: StampId((epoch % 5) as u32 + 100),
         }

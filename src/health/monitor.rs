@@ -379,7 +379,7 @@ impl HealthTask {
 
     /// Whether the task has ended (it only ends when stopped or when its runtime shuts down).
     pub fn is_finished(&self) -> bool {
-        self.handle.as_ref().map_or(true, |h| h.is_finished())
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
     }
 }
 

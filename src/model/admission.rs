@@ -58,7 +58,7 @@ pub fn check<'a>(
                 .saturating_sub(released)
                 .checked_add(new.spec.demand.get_with_slot(resource));
             let grows = held.is_none() || new.spec.demand.get_with_slot(resource) > released;
-            if grows && after.map_or(true, |a| a > limit) {
+            if grows && after.is_none_or(|a| a > limit) {
                 return Err(Error::CapacityExceeded {
                     stamp,
                     resource: resource.clone(),

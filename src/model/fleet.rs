@@ -47,7 +47,7 @@ impl StampLoad {
         let mut best: Option<(&Resource, f64)> = None;
         for (r, limit) in self.stamp.spec.capacity.limits().iter() {
             let u = self.usage.get(r).as_milli() as f64 / limit.as_milli() as f64;
-            if best.map_or(true, |(_, b)| u > b) {
+            if best.is_none_or(|(_, b)| u > b) {
                 best = Some((r, u));
             }
         }

@@ -231,7 +231,7 @@ impl NoFit {
             (FilterKind::Headroom, Some(res), _) => {
                 let h = self.headroom;
                 let keep = 1_000_000 - h.as_ppm();
-                if keep % 10_000 == 0 {
+                if keep.is_multiple_of(10_000) {
                     write!(f, "above {}% {res}", keep / 10_000)
                 } else {
                     write!(f, "above {:.1}% {res}", f64::from(keep) / 10_000.0)

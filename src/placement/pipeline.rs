@@ -223,7 +223,7 @@ impl Placement for Pipeline {
             match self.check(tenant, load, fleet) {
                 Ok(()) => {
                     let cand = (self.total_score(tenant, load, fleet), load.id());
-                    if best.map_or(true, |b| self.better(tenant, cand, b)) {
+                    if best.is_none_or(|b| self.better(tenant, cand, b)) {
                         best = Some(cand);
                     }
                 }

@@ -432,7 +432,7 @@ impl Registry for InMemoryRegistry {
         Ok(st
             .migrations
             .values()
-            .filter(|m| tenant.map_or(true, |t| &m.tenant == t))
+            .filter(|m| tenant.is_none_or(|t| &m.tenant == t))
             .cloned()
             .collect())
     }

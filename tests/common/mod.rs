@@ -599,7 +599,7 @@ pub async fn lost_writes(world: &World, acked: &[(String, String)]) -> u64 {
         }
     }
     for (k, v) in last_counter {
-        if rows.get(k).map_or(true, |have| have.as_str() < v) {
+        if rows.get(k).is_none_or(|have| have.as_str() < v) {
             lost += 1;
         }
     }

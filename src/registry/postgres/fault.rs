@@ -112,7 +112,7 @@ impl Fault {
         match self {
             Fault::Db(e) => {
                 e.is_closed()
-                    || e.code().map_or(true, |c| {
+                    || e.code().is_none_or(|c| {
                         let c = c.code();
                         c.starts_with("08") || c.starts_with("57P")
                     })

@@ -146,7 +146,7 @@ fn verify(schema: &str, applied: &[(u32, i64)]) -> Result<(), Fault> {
     }
     for &(version, sum) in applied {
         let known = MIGRATIONS.iter().find(|m| m.version == version);
-        if known.map_or(true, |m| checksum(m.sql) != sum) {
+        if known.is_none_or(|m| checksum(m.sql) != sum) {
             return Err(SchemaError::Modified {
                 schema: schema.to_string(),
                 version,

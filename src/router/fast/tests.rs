@@ -49,7 +49,7 @@ proptest! {
                         Some(_) => prop_assert_eq!(up, Upsert::Replaced),
                         None => prop_assert_eq!(up, Upsert::Inserted { evicted: false }),
                     }
-                    if cur.map_or(true, |old| old <= e) {
+                    if cur.is_none_or(|old| old <= e) {
                         model.insert(k, e);
                     }
                 }
@@ -93,7 +93,7 @@ proptest! {
                         Some(_) => prop_assert_eq!(up, Upsert::Replaced),
                         None => prop_assert_eq!(up, Upsert::Inserted { evicted: false }),
                     }
-                    if cur.map_or(true, |old| old <= e) {
+                    if cur.is_none_or(|old| old <= e) {
                         model.insert(k, e);
                     }
                 }

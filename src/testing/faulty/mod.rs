@@ -439,7 +439,7 @@ impl<R: Registry> FaultyRegistry<R> {
         let st = &*self.state;
         st.counts[call.index()].fetch_add(1, Ordering::SeqCst);
         let filter = st.filter.read().clone();
-        let selected = filter.map_or(true, |f| f(call));
+        let selected = filter.is_none_or(|f| f(call));
         let gate = if selected { st.gate.read().clone() } else { None };
         let permit = match gate {
             Some(gate) => match gate.acquire_owned().await {
