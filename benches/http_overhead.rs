@@ -81,8 +81,8 @@ async fn start(tenant_count: usize, probe_every: Duration) -> Result<Setup, Box<
         let (addr, _node) = stamp::start_stamp(StampId(id), plane.clone()).await?;
         let endpoint = format!("http://{addr}");
         let cap = Capacity::new([(Resource::Tenants, 1000.0)], 0.1)?;
-        let spec = StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?
-            .with_endpoint(endpoint.clone());
+        let spec =
+            StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?.endpoint(endpoint.clone());
         registry.put_active_stamp(spec).await?;
         endpoints.insert(StampId(id), endpoint);
     }
@@ -99,7 +99,7 @@ async fn start(tenant_count: usize, probe_every: Duration) -> Result<Setup, Box<
             .build(),
     );
     let router = Router::builder(registry.clone())
-        .ttl(Duration::from_secs(60))
+        .config(stamps::RouterConfig::default().ttl(Duration::from_secs(60)))
         .health(monitor.table().clone())
         .build()?;
     router.load_stamps().await?;

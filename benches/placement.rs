@@ -22,9 +22,9 @@ fn fleet(n: u32) -> Fleet {
                 Capacity::new([(Resource::Connections, 5000.0), (Resource::Tenants, 200.0)], 0.25).unwrap(),
             )
             .unwrap()
-            .with_residency(Residency::new(&region[..2]).unwrap());
+            .residency(Residency::new(&region[..2]).unwrap());
             if i % 20 == 0 {
-                spec = spec.with_tier(Tier::Dedicated);
+                spec = spec.tier(Tier::Dedicated);
             }
             let state = if i % 17 == 0 {
                 StampState::Draining
@@ -60,9 +60,9 @@ fn naive(tenant: &TenantSpec, fleet: &Fleet) -> Option<StampId> {
 
 fn bench(c: &mut Criterion) {
     let tenant = TenantSpec::new(TenantId::new("acme").unwrap())
-        .with_residency(Residency::new("eu").unwrap())
-        .with_region(Region::new("eu-west").unwrap())
-        .with_demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
+        .residency(Residency::new("eu").unwrap())
+        .region(Region::new("eu-west").unwrap())
+        .demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
     let all: Vec<(&str, BoxPlacement)> = vec![
         ("least_loaded", policies::least_loaded().boxed()),
         ("most_available", policies::most_available().boxed()),

@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
         }
         for i in 0..TENANTS {
             let t = TenantSpec::new(TenantId::new(&format!("pre-{i:05}")).expect("id"))
-                .with_demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
+                .demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
             r.assign(&t, StampId(1)).await.expect("prefill");
         }
         r

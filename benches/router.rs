@@ -48,8 +48,11 @@ fn skip_moka(n: usize) -> bool {
 fn build_router(keys: &[String]) -> Router<InMemoryRegistry> {
     let n = keys.len();
     let router = Router::builder(InMemoryRegistry::new())
-        .max_entries(n + n / 10)
-        .ttl(Duration::from_secs(3600))
+        .config(
+            stamps::RouterConfig::default()
+                .max_entries(n + n / 10)
+                .ttl(Duration::from_secs(3600)),
+        )
         .build()
         .unwrap();
     router

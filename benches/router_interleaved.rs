@@ -63,8 +63,11 @@ fn main() {
     for n in sizes {
         let keys: Vec<String> = (0..n).map(key).collect();
         let router = Router::builder(InMemoryRegistry::new())
-            .max_entries(n + n / 10)
-            .ttl(Duration::from_secs(3600))
+            .config(
+                stamps::RouterConfig::default()
+                    .max_entries(n + n / 10)
+                    .ttl(Duration::from_secs(3600)),
+            )
             .build()
             .unwrap();
         router

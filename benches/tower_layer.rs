@@ -43,7 +43,7 @@ fn request(tenant: &str) -> Request<()> {
 fn bench(c: &mut Criterion) {
     let router = Arc::new(
         Router::builder(InMemoryRegistry::new())
-            .max_entries(100_000)
+            .config(stamps::RouterConfig::default().max_entries(100_000))
             .build()
             .unwrap(),
     );

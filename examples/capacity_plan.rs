@@ -246,7 +246,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
         inputs.db_connections,
         inputs.connections_per_tenant,
     )
-    .with_pooling(inputs.pooling);
+    .pooling(inputs.pooling);
     let stamp = tenants_per_stamp(std::slice::from_ref(&db), headroom)?;
     let mut t = Table::new(
         "1. Tenants per stamp (bottleneck resource)",
@@ -280,7 +280,7 @@ fn plan(inputs: &Inputs) -> Result<(), Box<dyn Error>> {
         &["pooling factor", "tenants per stamp"],
     );
     for factor in [1.0, 2.0, 4.0, 8.0] {
-        let pooled = tenants_per_stamp(&[db.clone().with_pooling(factor)], headroom)?;
+        let pooled = tenants_per_stamp(&[db.clone().pooling(factor)], headroom)?;
         t.row(&[&format!("x{factor}"), &pooled.tenants]);
     }
     t.print();
@@ -532,7 +532,7 @@ fn live_fleet_signals(inputs: &Inputs, db: &ResourceLimit, growth: TenantsPerDay
             )?;
             registry.put_active_stamp(spec).await?;
             for i in 0..tenants {
-                let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).with_demand(demand.clone());
+                let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).demand(demand.clone());
                 registry.assign(&tenant, StampId(id)).await?;
             }
             if state != StampState::Active {

@@ -37,9 +37,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Region::new(region)?,
                 Capacity::new([(Resource::Connections, 12_000.0), (Resource::Tenants, 1_000.0)], 0.25)?,
             )?
-            .with_residency(Residency::new(residency)?);
+            .residency(Residency::new(residency)?);
             if i == 0 && residency != "ap" {
-                spec = spec.with_tier(Tier::Dedicated);
+                spec = spec.tier(Tier::Dedicated);
             }
             registry.put_active_stamp(spec).await?;
         }
@@ -64,11 +64,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let connections = 2 + rng.next(29) as u32;
         let mut t = TenantSpec::new(TenantId::new(&format!("tenant-{n:05}"))?)
-            .with_region(Region::new(region)?)
-            .with_residency(Residency::new(residency)?)
-            .with_demand(Demand::of([(Resource::Connections, f64::from(connections))])?);
+            .region(Region::new(region)?)
+            .residency(Residency::new(residency)?)
+            .demand(Demand::of([(Resource::Connections, f64::from(connections))])?);
         if n % 4_000 == 1_234 {
-            t = t.with_tier(Tier::Dedicated).with_label("plan", "enterprise");
+            t = t.tier(Tier::Dedicated).label("plan", "enterprise");
         }
         match place_and_assign(&registry, &policy, &t).await {
             Ok(_) => placed += 1,

@@ -113,21 +113,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acme = TenantId::new("acme")?;
     let globex = TenantId::new("globex")?;
     for t in [&acme, &globex] {
-        let spec = TenantSpec::new(t.clone()).with_demand(Demand::of([(Resource::Connections, 40.0)])?);
+        let spec = TenantSpec::new(t.clone()).demand(Demand::of([(Resource::Connections, 40.0)])?);
         registry.assign(&spec, StampId(1)).await?;
     }
 
     // The host's soak check: globex shows errors on its new stamp.
     let migrator = Migrator::new(registry.clone(), Arc::new(plane.clone()))
-        .with_clock(clock.clone())
-        .with_soak_check(soak_check_fn(|ctx: &MigrationContext| {
+        .clock(clock.clone())
+        .soak_check(soak_check_fn(|ctx: &MigrationContext| {
             if ctx.tenant.as_str() == "globex" {
                 SoakVerdict::unhealthy("5xx rate 4.2% on the new stamp (baseline 0.1%)")
             } else {
                 SoakVerdict::Healthy
             }
         }))
-        .with_config(MigrationConfig::default().with_soak_window(Duration::from_secs(24 * 3600)))?;
+        .config(MigrationConfig::default().soak_window(Duration::from_secs(24 * 3600)))?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));

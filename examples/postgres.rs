@@ -26,15 +26,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (id, name) in [(1, "stamp-001"), (2, "stamp-002")] {
         let capacity = Capacity::new([(Resource::Tenants, 200.0), (Resource::Connections, 5000.0)], 0.25)?;
         let spec = StampSpec::new(StampId(id), name, Region::new("eu-west")?, capacity)?
-            .with_residency(Residency::new("eu")?)
-            .with_endpoint(format!("https://{name}.eu.internal"));
+            .residency(Residency::new("eu")?)
+            .endpoint(format!("https://{name}.eu.internal"));
         registry.put_active_stamp(spec).await?;
     }
 
     // A tenant, assigned once (capacity is checked in the same transaction as the insert).
     let acme = TenantSpec::new(TenantId::new("acme")?)
-        .with_demand(Demand::of([(Resource::Connections, 25.0)])?)
-        .with_residency(Residency::new("eu")?);
+        .demand(Demand::of([(Resource::Connections, 25.0)])?)
+        .residency(Residency::new("eu")?);
     let current = match registry.assignment(&acme.id).await? {
         Some(a) => a,
         None => registry.assign(&acme, StampId(1)).await?,

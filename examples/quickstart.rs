@@ -22,8 +22,8 @@ async fn main() -> Result<()> {
             0.25,
         )?;
         let spec = StampSpec::new(StampId(id), name, Region::new(region)?, capacity)?
-            .with_residency(Residency::new(residency)?)
-            .with_endpoint(format!("https://{name}.stamps.internal"));
+            .residency(Residency::new(residency)?)
+            .endpoint(format!("https://{name}.stamps.internal"));
         registry.put_active_stamp(spec).await?;
     }
 
@@ -34,8 +34,8 @@ async fn main() -> Result<()> {
     for i in 0..1000 {
         let residency = if i % 3 == 0 { "eu" } else { "us" };
         let tenant = TenantSpec::new(TenantId::new(&format!("tenant-{i:04}"))?)
-            .with_residency(Residency::new(residency)?)
-            .with_demand(Demand::of([
+            .residency(Residency::new(residency)?)
+            .demand(Demand::of([
                 (Resource::Connections, 5.0),
                 (Resource::RequestsPerSecond, 2.0),
             ])?);

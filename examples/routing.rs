@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for id in 1..=3 {
         let cap = Capacity::new([(Resource::Tenants, 10_000.0)], 0.2)?;
         let spec = StampSpec::new(StampId(id), format!("stamp-{id:03}"), Region::new("eu-west")?, cap)?
-            .with_endpoint(format!("https://stamp-{id:03}.eu-west.internal"));
+            .endpoint(format!("https://stamp-{id:03}.eu-west.internal"));
         registry.put_active_stamp(spec).await?;
     }
     for i in 0..1_000u32 {
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .hysteresis(Hysteresis::new(2, 2)?)
         .build();
     let router = Router::builder(registry.clone())
-        .stale_if_error(Duration::from_secs(600))
+        .config(stamps::RouterConfig::default().stale_if_error(Duration::from_secs(600)))
         .health(monitor.table().clone())
         .build()?;
     let loaded = router.warm_up().await?;

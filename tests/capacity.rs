@@ -180,7 +180,7 @@ fn guide_arithmetic_notes() -> Result<(), CapacityError> {
 
     // Connection pooling, the lever the guide names: 4 clients per server connection.
     let pooled = tenants_per_stamp(
-        &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).with_pooling(4.0)],
+        &[ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).pooling(4.0)],
         guide_headroom(),
     )?;
     assert_eq!(pooled.tenants, 600);
@@ -219,7 +219,7 @@ fn bad_input_names_the_argument() {
         })
     ));
     assert!(matches!(
-        tenants_per_stamp(&[limit(1.0, 1.0).with_pooling(0.5)], h),
+        tenants_per_stamp(&[limit(1.0, 1.0).pooling(0.5)], h),
         Err(CapacityError::OutOfRange {
             argument: "limits[].pooling",
             ..
@@ -384,7 +384,7 @@ proptest! {
     ) {
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         let fit = |c| tenants_per_stamp(
-            &[ResourceLimit::new(Resource::Connections, c, per_tenant).with_pooling(pooling)],
+            &[ResourceLimit::new(Resource::Connections, c, per_tenant).pooling(pooling)],
             h,
         );
         if let (Ok(l), Ok(hi)) = (fit(low), fit(high)) {
@@ -591,7 +591,7 @@ proptest! {
         let (n0, n1, n2) = (n[0], n[1], n[2]);
         let h = Headroom::from_fraction(f0).unwrap_or(Headroom::NONE);
         let _ = Headroom::from_fraction(f1).map(|h| h.as_fraction());
-        let _ = tenants_per_stamp(&[ResourceLimit::new(Resource::Connections, f1, f2).with_pooling(f3)], h);
+        let _ = tenants_per_stamp(&[ResourceLimit::new(Resource::Connections, f1, f2).pooling(f3)], h);
         let _ = tenants_per_stamp(&[ResourceLimit::new(Resource::Custom(Name::new("x").expect("valid name")), f[4], f[5])], h);
         let _ = peak_load(n0, RequestsPerSecond(f1));
         let _ = servers_needed(RequestsPerSecond(f1), RequestsPerSecond(f2), h);
@@ -668,7 +668,7 @@ mod signals {
 
     async fn fill(registry: &InMemoryRegistry, id: u32, from: u64, to: u64, demand: &Demand) -> TestResult {
         for i in from..to {
-            let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).with_demand(demand.clone());
+            let tenant = TenantSpec::new(TenantId::new(&format!("s{id}-t{i}"))?).demand(demand.clone());
             registry.assign(&tenant, StampId(id)).await?;
         }
         Ok(())
@@ -769,7 +769,7 @@ mod signals {
         // Zero growth in a region silences it; a provisioning stamp counts as room.
         let quiet = policy
             .clone()
-            .with_region_growth(Region::new("ap-south")?, TenantsPerDay(0.0));
+            .region_growth(Region::new("ap-south")?, TenantsPerDay(0.0));
         let spec = StampSpec::new(StampId(6), "s6", Region::new("eu-west")?, db(5_000.0)?)?;
         registry.put_stamp(spec).await?;
         let report = provisioning_signals(&registry.fleet().await?, &quiet)?;
@@ -803,7 +803,7 @@ mod signals {
         );
         assert_eq!(
             arg(SignalPolicy::new(0.75, TenantsPerDay(1.0), HOUR)
-                .with_region_growth(Region::new("eu")?, TenantsPerDay(f64::INFINITY))),
+                .region_growth(Region::new("eu")?, TenantsPerDay(f64::INFINITY))),
             Err("region_growth")
         );
         // An empty fleet is fine.
@@ -860,7 +860,7 @@ mod signals {
                 registry.fleet().await.expect("fleet")
             });
             let policy = SignalPolicy::new(trigger, TenantsPerDay(growth), lead)
-                .with_region_growth(Region::new("eu").expect("valid"), TenantsPerDay(regional));
+                .region_growth(Region::new("eu").expect("valid"), TenantsPerDay(regional));
             let _ = provisioning_signals(&fleet, &policy);
         }
     }

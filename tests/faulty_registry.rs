@@ -204,8 +204,8 @@ async fn router_serves_stale_through_an_outage_and_recovers() {
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
     let registry = FaultyRegistry::new(inner);
     let router = Router::builder(registry.clone())
+        .config(stamps::RouterConfig::default().stale_if_error(Duration::from_secs(300)))
         .clock(clock.clone())
-        .stale_if_error(Duration::from_secs(300))
         .build()
         .unwrap();
     router.resolve("acme").await.unwrap();

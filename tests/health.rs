@@ -248,14 +248,21 @@ async fn dropping_the_monitor_task_stops_the_checks_and_detach_keeps_them() {
     let task = monitor.clone().spawn(registry.clone(), Duration::from_secs(10));
     tokio::time::sleep(Duration::from_secs(25)).await;
     let while_held = checks();
-    assert!(while_held >= 2, "the task checks while its handle lives ({while_held} checks)");
+    assert!(
+        while_held >= 2,
+        "the task checks while its handle lives ({while_held} checks)"
+    );
     drop(task);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(checks(), while_held, "no check after the handle was dropped");
 
     monitor.clone().spawn(registry, Duration::from_secs(10)).detach();
     tokio::time::sleep(Duration::from_secs(25)).await;
-    assert!(checks() >= while_held + 2, "a detached task keeps checking ({} checks)", checks());
+    assert!(
+        checks() >= while_held + 2,
+        "a detached task keeps checking ({} checks)",
+        checks()
+    );
 }
 
 /// Counts checks per stamp and reports a fixed status.

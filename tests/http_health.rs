@@ -42,7 +42,7 @@ fn stamp(id: u32, endpoint: Option<&str>) -> Stamp {
     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
     let mut spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap).unwrap();
     if let Some(e) = endpoint {
-        spec = spec.with_endpoint(e);
+        spec = spec.endpoint(e);
     }
     Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO)
 }

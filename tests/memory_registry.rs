@@ -103,7 +103,7 @@ proptest! {
             let _ = match op {
                 Op::Assign { tenant, stamp, conns } => {
                     let spec = TenantSpec::new(name(tenant))
-                        .with_demand(Demand::of([(Resource::Connections, f64::from(conns))]).unwrap());
+                        .demand(Demand::of([(Resource::Connections, f64::from(conns))]).unwrap());
                     rt.block_on(reg.assign(&spec, StampId(stamp))).map(|_| ())
                 }
                 Op::Move { tenant, stamp } => match cur(tenant) {

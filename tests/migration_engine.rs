@@ -206,8 +206,8 @@ async fn a_freeze_that_would_overrun_its_bound_is_refused_and_unfrozen() {
         slow: AtomicBool::new(true),
     });
     let migrator = Migrator::new(world.registry.clone(), driver)
-        .with_clock(world.clock.clone())
-        .with_config(config())
+        .clock(world.clock.clone())
+        .config(config())
         .unwrap();
     let plan = migrator.plan(&world.tenant, DST).await.unwrap();
     let mut m = migrator.start(&plan, "op").await.unwrap();
@@ -327,12 +327,12 @@ async fn run_times_out_stuck_steps_retries_with_backoff_and_completes() {
         snapshot_failures: AtomicU32::new(2),
     });
     let cfg = config()
-        .with_soak_window(Duration::ZERO)
-        .with_step_timeout(Duration::from_secs(10))
-        .with_backoff(Duration::from_millis(100), Duration::from_secs(1));
+        .soak_window(Duration::ZERO)
+        .step_timeout(Duration::from_secs(10))
+        .backoff(Duration::from_millis(100), Duration::from_secs(1));
     let migrator = Migrator::new(world.registry.clone(), driver.clone())
-        .with_clock(world.clock.clone())
-        .with_config(cfg)
+        .clock(world.clock.clone())
+        .config(cfg)
         .unwrap();
     let plan = migrator.plan(&world.tenant, DST).await.unwrap();
     let mut m = migrator.start(&plan, "op").await.unwrap();
@@ -363,8 +363,8 @@ async fn run_gives_up_retrying_after_max_attempts_and_rolls_back() {
         snapshot_failures: AtomicU32::new(100),
     });
     let migrator = Migrator::new(world.registry.clone(), driver)
-        .with_clock(world.clock.clone())
-        .with_config(config())
+        .clock(world.clock.clone())
+        .config(config())
         .unwrap();
     let plan = migrator.plan(&world.tenant, DST).await.unwrap();
     let mut m = migrator.start(&plan, "op").await.unwrap();
@@ -395,7 +395,7 @@ async fn run_stops_for_a_person_on_a_validation_mismatch_and_rolls_back_on_an_un
         SRC
     );
 
-    let world = World::with_config("run-soak", config().with_soak_poll(Duration::from_secs(60))).await;
+    let world = World::with_config("run-soak", config().soak_poll(Duration::from_secs(60))).await;
     let mut m = world.start().await;
     world.unhealthy.store(true, Ordering::SeqCst);
     assert_eq!(m.run().await.unwrap(), RunOutcome::Finished(S::RolledBack));
@@ -408,16 +408,16 @@ async fn run_stops_for_a_person_on_a_validation_mismatch_and_rolls_back_on_an_un
 #[test]
 fn config_validation_rejects_nonsense() {
     assert!(MigrationConfig::default().validate().is_ok());
-    assert!(MigrationConfig::default().with_max_attempts(0).validate().is_err());
+    assert!(MigrationConfig::default().max_attempts(0).validate().is_err());
     assert!(MigrationConfig::default()
-        .with_max_freeze(Duration::ZERO)
+        .max_freeze(Duration::ZERO)
         .validate()
         .is_err());
     let short_lease = MigrationConfig::default()
-        .with_step_timeout(Duration::from_secs(60))
-        .with_lease(Duration::from_secs(59));
+        .step_timeout(Duration::from_secs(60))
+        .lease(Duration::from_secs(59));
     assert!(short_lease.validate().is_err());
-    let backoff = MigrationConfig::default().with_backoff(Duration::from_secs(2), Duration::from_secs(1));
+    let backoff = MigrationConfig::default().backoff(Duration::from_secs(2), Duration::from_secs(1));
     assert!(backoff.validate().is_err());
 }
 

@@ -202,7 +202,7 @@ proptest! {
                         assert_eq!(r.is_ok(), before.can_roll_back(), "rollback in {before}: {r:?}");
                     }
                     Op::Crash => {
-                        world.clock.advance(world.migrator.config().lease);
+                        world.clock.advance(world.migrator.settings().lease);
                         m = world.migrator.load(m.id()).await.unwrap();
                     }
                     Op::Fault { retryable } => world.switch.fault_at(1, retryable),

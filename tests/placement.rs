@@ -57,9 +57,9 @@ impl S {
             Capacity::new([(Resource::Connections, self.connections)], self.headroom).unwrap(),
         )
         .unwrap()
-        .with_tier(self.tier);
+        .tier(self.tier);
         if let Some(r) = self.residency {
-            spec = spec.with_residency(Residency::new(r).unwrap());
+            spec = spec.residency(Residency::new(r).unwrap());
         }
         let mut usage = Amounts::default();
         for i in 0..self.tenants {
@@ -75,11 +75,11 @@ fn fleet(stamps: Vec<S>) -> Fleet {
 }
 
 fn tenant(id: &str, conns: f64) -> TenantSpec {
-    TenantSpec::new(TenantId::new(id).unwrap()).with_demand(Demand::of([(Resource::Connections, conns)]).unwrap())
+    TenantSpec::new(TenantId::new(id).unwrap()).demand(Demand::of([(Resource::Connections, conns)]).unwrap())
 }
 
 fn eu(t: TenantSpec) -> TenantSpec {
-    t.with_residency(Residency::new("eu").unwrap())
+    t.residency(Residency::new("eu").unwrap())
 }
 
 #[test]
@@ -146,8 +146,8 @@ fn pinned_tenant_goes_to_its_stamp_or_nowhere() {
         policies::bin_packing(),
         policies::rendezvous(),
     ] {
-        assert_eq!(p.place(&tenant("a", 1.0).with_pin(StampId(3)), &view), Ok(StampId(3)));
-        let err = p.place(&tenant("a", 5.0).with_pin(StampId(2)), &view).unwrap_err();
+        assert_eq!(p.place(&tenant("a", 1.0).pin(StampId(3)), &view), Ok(StampId(3)));
+        let err = p.place(&tenant("a", 5.0).pin(StampId(2)), &view).unwrap_err();
         assert_eq!(
             err,
             PlacementError::PinnedStampRejected {
@@ -158,13 +158,13 @@ fn pinned_tenant_goes_to_its_stamp_or_nowhere() {
         );
         assert!(!err.needs_new_stamp());
         assert_eq!(
-            p.place(&tenant("a", 1.0).with_pin(StampId(9)), &view),
+            p.place(&tenant("a", 1.0).pin(StampId(9)), &view),
             Err(PlacementError::PinnedStampMissing { stamp: StampId(9) })
         );
     }
     // A fallback cannot move a pinned tenant either: every policy honours the pin.
     let p = policies::least_loaded().or_else(policies::rendezvous());
-    assert!(p.place(&tenant("a", 5.0).with_pin(StampId(2)), &view).is_err());
+    assert!(p.place(&tenant("a", 5.0).pin(StampId(2)), &view).is_err());
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn dedicated_and_shared_tiers_never_mix() {
     let view = FleetView::new(&f);
     let p = policies::dedicated_for_enterprise();
     assert_eq!(
-        p.place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &view),
+        p.place(&tenant("big", 1.0).tier(Tier::Dedicated), &view),
         Ok(StampId(2))
     );
     assert_eq!(p.place(&tenant("small", 1.0), &view), Ok(StampId(3)));
@@ -186,7 +186,7 @@ fn dedicated_and_shared_tiers_never_mix() {
         S::new(3, "eu-west"),
     ]);
     let err = p
-        .place(&tenant("big", 1.0).with_tier(Tier::Dedicated), &FleetView::new(&full))
+        .place(&tenant("big", 1.0).tier(Tier::Dedicated), &FleetView::new(&full))
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -228,7 +228,7 @@ fn region_filters_and_preferences() {
         S::new(3, "us-east"),
     ]);
     let view = FleetView::new(&f);
-    let t = tenant("a", 5.0).with_region(Region::new("eu-west").unwrap());
+    let t = tenant("a", 5.0).region(Region::new("eu-west").unwrap());
     // Hard: only eu-west, which is full.
     let err = policies::geographic().place(&t, &view).unwrap_err();
     assert!(err.to_string().contains("outside the tenant's region"), "{err}");
@@ -250,11 +250,11 @@ fn affinity_labels() {
     let f = Fleet::new(vec![mk(1, "a"), mk(2, "b"), mk(3, "c")], Version(1), Timestamp::ZERO);
     let view = FleetView::new(&f);
     let p = policies::dedicated_for_enterprise();
-    let t = tenant("a", 1.0).with_label("affinity/az", "b");
+    let t = tenant("a", 1.0).label("affinity/az", "b");
     assert_eq!(p.place(&t, &view), Ok(StampId(2)));
-    let t = tenant("a", 1.0).with_label("anti-affinity/az", "a");
+    let t = tenant("a", 1.0).label("anti-affinity/az", "a");
     assert_eq!(p.place(&t, &view), Ok(StampId(2)));
-    let t = tenant("a", 1.0).with_label("affinity/az", "z");
+    let t = tenant("a", 1.0).label("affinity/az", "z");
     let err = p.place(&t, &view).unwrap_err();
     assert!(err.to_string().contains("affinity"), "{err}");
     assert_eq!(
@@ -337,7 +337,7 @@ fn explain_prints_a_table_an_operator_can_read() {
     assert!(e.rows.iter().all(|r| r.verdict == Verdict::Unexplained));
     let e = policies::least_loaded()
         .prefer(InRegion)
-        .explain(&t.clone().with_region(Region::new("eu-west").unwrap()), &view);
+        .explain(&t.clone().region(Region::new("eu-west").unwrap()), &view);
     assert!(
         e.notes.iter().any(|n| n.contains("preference `region` not met")),
         "{:?}",
@@ -383,7 +383,7 @@ async fn place_and_assign_reports_a_full_fleet_with_a_provision_signal() {
     let p = policies::least_loaded();
     let a = place_and_assign(&r, &p, &tenant("a", 0.0)).await.unwrap();
     assert_eq!(a.stamp, StampId(1));
-    let err = place_and_assign(&r, &p, &tenant("b", 0.0).with_region(Region::new("eu-west").unwrap()))
+    let err = place_and_assign(&r, &p, &tenant("b", 0.0).region(Region::new("eu-west").unwrap()))
         .await
         .unwrap_err();
     let prov = err.provision().unwrap();
@@ -397,7 +397,7 @@ async fn place_and_assign_reports_a_full_fleet_with_a_provision_signal() {
         PlaceAndAssignError::Registry(Error::AlreadyAssigned { .. })
     ));
     // A pinned tenant that does not fit gets no provisioning signal.
-    let pinned = place_and_assign(&r, &p, &tenant("c", 0.0).with_pin(StampId(1)))
+    let pinned = place_and_assign(&r, &p, &tenant("c", 0.0).pin(StampId(1)))
         .await
         .unwrap_err();
     assert!(pinned.provision().is_none());
@@ -443,8 +443,8 @@ async fn rebalance_proposes_moves_that_honour_constraints() {
             Capacity::new([(Resource::Connections, 100.0)], 0.0).unwrap(),
         )
         .unwrap()
-        .with_residency(Residency::new(res).unwrap())
-        .with_tier(tier)
+        .residency(Residency::new(res).unwrap())
+        .tier(tier)
     };
     r.put_active_stamp(spec(1, "eu", Tier::Shared)).await.unwrap();
     r.put_active_stamp(spec(2, "eu", Tier::Shared)).await.unwrap();
@@ -454,7 +454,7 @@ async fn rebalance_proposes_moves_that_honour_constraints() {
     for (name, c) in [("a", 30.0), ("b", 20.0), ("c", 20.0), ("d", 10.0)] {
         r.assign(&eu(tenant(name, c)), StampId(1)).await.unwrap();
     }
-    r.assign(&eu(tenant("pinned", 10.0)).with_pin(StampId(1)), StampId(1))
+    r.assign(&eu(tenant("pinned", 10.0)).pin(StampId(1)), StampId(1))
         .await
         .unwrap();
     // Stamp 2 at 40%.

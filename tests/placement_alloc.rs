@@ -26,10 +26,10 @@ fn fleet(n: u32) -> Fleet {
                 Capacity::new([(Resource::Connections, 5000.0), (Resource::Tenants, 200.0)], 0.25).unwrap(),
             )
             .unwrap()
-            .with_residency(Residency::new(&region[..2]).unwrap())
-            .with_label("az", ["a", "b", "c"][(i % 3) as usize]);
+            .residency(Residency::new(&region[..2]).unwrap())
+            .label("az", ["a", "b", "c"][(i % 3) as usize]);
             if i % 20 == 0 {
-                spec = spec.with_tier(Tier::Dedicated);
+                spec = spec.tier(Tier::Dedicated);
             }
             let state = if i % 17 == 0 {
                 StampState::Draining
@@ -96,17 +96,17 @@ fn a_decision_over_1000_stamps_allocates_nothing() {
         .collect();
     let view = FleetView::new(&f).with_health(&health);
     let fits = TenantSpec::new(TenantId::new("acme").unwrap())
-        .with_residency(Residency::new("eu").unwrap())
-        .with_region(Region::new("eu-central").unwrap())
-        .with_label("affinity/az", "b")
-        .with_demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
-    let dedicated = fits.clone().with_tier(Tier::Dedicated);
-    let pinned = fits.clone().with_pin(StampId(2));
+        .residency(Residency::new("eu").unwrap())
+        .region(Region::new("eu-central").unwrap())
+        .label("affinity/az", "b")
+        .demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
+    let dedicated = fits.clone().tier(Tier::Dedicated);
+    let pinned = fits.clone().pin(StampId(2));
     let too_big = fits
         .clone()
-        .with_demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
-    let pinned_full = too_big.clone().with_pin(StampId(2));
-    let nowhere = fits.clone().with_residency(Residency::new("ap").unwrap());
+        .demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
+    let pinned_full = too_big.clone().pin(StampId(2));
+    let nowhere = fits.clone().residency(Residency::new("ap").unwrap());
     for (name, p) in policies_under_test() {
         // Warm up (lazy statics, first-touch paths), then count.
         let _ = p.place(&fits, &view);

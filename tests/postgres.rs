@@ -692,26 +692,26 @@ async fn history_table_is_append_only_in_the_database() {
 async fn specs_round_trip_through_columns_and_the_feed() {
     let (r, _guard) = fresh("roundtrip", |c| c).await;
     let spec = stamp_spec(9, &[(Resource::Connections, 5000.5), (Resource::Tenants, 10.0)])
-        .with_residency(Residency::new("eu").unwrap())
-        .with_tier(Tier::Custom(Name::new("gold").unwrap()))
-        .with_label("az", "b")
-        .with_version("2026.11-ring1")
-        .with_endpoint("https://s9.internal");
+        .residency(Residency::new("eu").unwrap())
+        .tier(Tier::Custom(Name::new("gold").unwrap()))
+        .label("az", "b")
+        .version("2026.11-ring1")
+        .endpoint("https://s9.internal");
     let stamp = r.put_active_stamp(spec.clone()).await.unwrap();
     assert_eq!(stamp.spec, spec);
     let t = TenantSpec::new(TenantId::new("acme.eu-1_x").unwrap())
-        .with_demand(
+        .demand(
             Demand::of([
                 (Resource::Connections, 25.125),
                 (Resource::Custom(Name::new("gpu").unwrap()), 2.0),
             ])
             .unwrap(),
         )
-        .with_region(Region::new("eu-west").unwrap())
-        .with_residency(Residency::new("eu").unwrap())
-        .with_tier(Tier::Dedicated)
-        .with_pin(StampId(9))
-        .with_label("plan", "enterprise");
+        .region(Region::new("eu-west").unwrap())
+        .residency(Residency::new("eu").unwrap())
+        .tier(Tier::Dedicated)
+        .pin(StampId(9))
+        .label("plan", "enterprise");
     let a = r.assign(&t, StampId(9)).await.unwrap();
     assert_eq!(a.spec, t);
     assert_eq!(r.assignment(&t.id).await.unwrap(), Some(a.clone()));
@@ -812,10 +812,7 @@ mod model {
                 .map(|s| format!("{s:?}")),
             Op::SetState { id, state } => r.set_stamp_state(StampId(id), state).await.map(|s| format!("{s:?}")),
             Op::Assign { tenant, stamp, conns } => r
-                .assign(
-                    &TenantSpec::new(name(tenant)).with_demand(demand(conns)),
-                    StampId(stamp),
-                )
+                .assign(&TenantSpec::new(name(tenant)).demand(demand(conns)), StampId(stamp))
                 .await
                 .map(|a| format!("{a:?}")),
             Op::Move { tenant, to, stale } => {

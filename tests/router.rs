@@ -100,9 +100,12 @@ async fn unknown_tenants_are_cached_briefly_and_bounded() {
     let inner = registry_with_stamps(&clock, 1).await;
     let registry = test_registry(inner.clone());
     let router = Router::builder(registry.clone())
+        .config(
+            stamps::RouterConfig::default()
+                .negative_ttl(Duration::from_secs(5))
+                .max_negative(100),
+        )
         .clock(clock.clone())
-        .negative_ttl(Duration::from_secs(5))
-        .max_negative(100)
         .build()
         .unwrap();
 
@@ -131,8 +134,8 @@ async fn stale_if_error_serves_flagged_routes_up_to_the_limit() {
     inner.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.unwrap();
     let registry = test_registry(inner);
     let router = Router::builder(registry.clone())
+        .config(stamps::RouterConfig::default().stale_if_error(Duration::from_secs(300)))
         .clock(clock.clone())
-        .stale_if_error(Duration::from_secs(300))
         .build()
         .unwrap();
     router.resolve("acme").await.unwrap();
@@ -376,9 +379,9 @@ async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
         .build()
         .unwrap();
     let on = Router::builder(registry)
+        .config(stamps::RouterConfig::default().failover(true))
         .clock(clock.clone())
         .health(health.clone())
-        .failover(true)
         .build()
         .unwrap();
     for r in [&off, &on] {
@@ -422,7 +425,11 @@ async fn invalid_text_is_rejected_without_touching_the_registry() {
 async fn the_size_bound_evicts() {
     let clock = FakeClock::new();
     let registry = registry_with_stamps(&clock, 1).await;
-    let router = Router::builder(registry).clock(clock).max_entries(100).build().unwrap();
+    let router = Router::builder(registry)
+        .config(stamps::RouterConfig::default().max_entries(100))
+        .clock(clock)
+        .build()
+        .unwrap();
     router
         .preload((0..1_000).map(|i| (format!("t{i}"), StampId(1), Epoch(1), AssignmentMode::Serving)))
         .unwrap();
@@ -434,11 +441,11 @@ async fn the_size_bound_evicts() {
 #[test]
 fn configuration_is_validated() {
     let bad = [
-        RouterConfig::default().with_ttl(Duration::ZERO),
-        RouterConfig::default().with_negative_ttl(Duration::ZERO),
-        RouterConfig::default().with_max_entries(0),
-        RouterConfig::default().with_stale_if_error(Duration::from_secs(1)),
-        RouterConfig::default().with_tick(Duration::from_secs(3600)),
+        RouterConfig::default().ttl(Duration::ZERO),
+        RouterConfig::default().negative_ttl(Duration::ZERO),
+        RouterConfig::default().max_entries(0),
+        RouterConfig::default().stale_if_error(Duration::from_secs(1)),
+        RouterConfig::default().tick(Duration::from_secs(3600)),
     ];
     for c in bad {
         assert!(
@@ -528,7 +535,7 @@ async fn a_read_that_predates_an_applied_assignment_does_not_undo_it() {
 #[test]
 fn invalidation_churn_keeps_every_other_entry() {
     let router = Router::builder(InMemoryRegistry::new())
-        .max_entries(2_000)
+        .config(stamps::RouterConfig::default().max_entries(2_000))
         .build()
         .unwrap();
     let name = |i: u32| format!("churn-{i:05}");
@@ -569,7 +576,7 @@ fn invalidation_churn_keeps_every_other_entry() {
 fn route_counts_each_outcome_once() {
     let clock = FakeClock::new();
     let router = Router::builder(InMemoryRegistry::new())
-        .max_entries(1_000)
+        .config(stamps::RouterConfig::default().max_entries(1_000))
         .clock(clock.clone())
         .build()
         .expect("config");
@@ -621,7 +628,7 @@ fn route_counts_each_outcome_once() {
 #[test]
 fn endpoints_follow_updates_dense_and_sparse() {
     let router = Router::builder(InMemoryRegistry::new())
-        .max_entries(1_000)
+        .config(stamps::RouterConfig::default().max_entries(1_000))
         .build()
         .expect("config");
     for id in [0u32, 3, 1023, 1024, 5000, u32::MAX] {
@@ -667,9 +674,8 @@ async fn resolve_revalidates_stale_routes_once_per_poll_interval() {
     let mut config = stamps::router::RouterConfig::default();
     config.poll_interval = Duration::from_secs(5);
     let router = Router::builder(registry.clone())
-        .config(config)
+        .config(config.stale_if_error(Duration::from_secs(300)))
         .clock(clock.clone())
-        .stale_if_error(Duration::from_secs(300))
         .build()
         .unwrap();
     router.resolve("acme").await.unwrap();

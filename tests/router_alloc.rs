@@ -14,8 +14,8 @@ use alloc::count;
 fn route_hit_allocates_nothing() {
     let health = HealthTable::new();
     let router = Router::builder(InMemoryRegistry::new())
+        .config(stamps::RouterConfig::default().failover(true))
         .health(health.clone())
-        .failover(true)
         .build()
         .unwrap();
     let long_id = "a-tenant-id-that-is-longer-than-twenty-four-bytes";

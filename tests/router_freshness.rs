@@ -78,10 +78,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         });
     }
     let router = Router::builder(registry.clone())
+        .config(
+            stamps::RouterConfig::default()
+                .ttl(Duration::from_millis(TTL_MS))
+                .negative_ttl(Duration::from_secs(2))
+                .stale_if_error(Duration::from_secs(30)),
+        )
         .clock(clock.clone())
-        .ttl(Duration::from_millis(TTL_MS))
-        .negative_ttl(Duration::from_secs(2))
-        .stale_if_error(Duration::from_secs(30))
         .build()
         .unwrap();
     router.sync().await.unwrap();

@@ -28,7 +28,7 @@ fn cached_ids() -> Vec<String> {
 
 fn router(ids: &[String]) -> Router<InMemoryRegistry> {
     let router = Router::builder(InMemoryRegistry::new())
-        .max_entries(1_000)
+        .config(stamps::RouterConfig::default().max_entries(1_000))
         .build()
         .expect("valid configuration");
     let routes = ids.iter().enumerate().map(|(i, id)| {

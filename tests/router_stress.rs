@@ -58,7 +58,7 @@ fn change(i: u64, epoch: u64) -> Change {
 
 fn stress(duration: Duration) {
     let router = Router::builder(InMemoryRegistry::new())
-        .ttl(Duration::from_secs(3600))
+        .config(stamps::RouterConfig::default().ttl(Duration::from_secs(3600)))
         .build()
         .unwrap();
     router

@@ -19,8 +19,8 @@ fn the_model_round_trips() {
     let json = serde_json::to_string(&cap).unwrap();
     assert_eq!(serde_json::from_str::<Capacity>(&json).unwrap(), cap);
 
-    let t = TenantSpec::new(TenantId::new("acme").unwrap())
-        .with_demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
+    let t =
+        TenantSpec::new(TenantId::new("acme").unwrap()).demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
     let json = serde_json::to_string(&t).unwrap();
     assert_eq!(serde_json::from_str::<TenantSpec>(&json).unwrap(), t);
 }

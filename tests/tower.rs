@@ -569,7 +569,7 @@ fn arbitrary_tenant_headers_are_routed_or_400() {
         .unwrap();
     let router = Arc::new(
         Router::builder(InMemoryRegistry::new())
-            .max_entries(1_024)
+            .config(stamps::RouterConfig::default().max_entries(1_024))
             .build()
             .unwrap(),
     );
@@ -627,7 +627,7 @@ mod tokens {
     }
 
     fn layer(f: &Fixture) -> RouteLayer<TestRegistry> {
-        RouteLayer::new(f.router.clone(), TenantSource::header()).with_tokens(tokens(&f.clock), "x-stamps-token")
+        RouteLayer::new(f.router.clone(), TenantSource::header()).tokens(tokens(&f.clock), "x-stamps-token")
     }
 
     #[tokio::test]
@@ -651,7 +651,7 @@ mod tokens {
         );
         // The configured header name is matched case-insensitively.
         let upper = RouteLayer::new(f.router.clone(), TenantSource::header())
-            .with_tokens(tokens(&f.clock), "X-Stamps-Token")
+            .tokens(tokens(&f.clock), "X-Stamps-Token")
             .layer(echo());
         assert_eq!(
             send(&upper, with_token("acme", Method::GET, &t)).await.body(),

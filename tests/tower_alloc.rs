@@ -45,7 +45,7 @@ fn request(tenant: &str) -> Request<()> {
 fn a_hit_allocates_only_the_tenant_id_and_the_extension_entry() {
     let router = Arc::new(
         Router::builder(InMemoryRegistry::new())
-            .max_entries(1_024)
+            .config(stamps::RouterConfig::default().max_entries(1_024))
             .build()
             .unwrap(),
     );

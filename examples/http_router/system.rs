@@ -94,8 +94,8 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
         let (addr, node) = start_stamp(StampId(id), plane.clone()).await?;
         let endpoint = format!("http://{addr}");
         let cap = Capacity::new([(Resource::Tenants, 1000.0)], 0.1)?;
-        let spec = StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?
-            .with_endpoint(endpoint.clone());
+        let spec =
+            StampSpec::new(StampId(id), format!("stamp-{id}"), Region::new("local")?, cap)?.endpoint(endpoint.clone());
         registry.put_active_stamp(spec).await?;
         nodes.insert(StampId(id), node);
         endpoints.insert(StampId(id), endpoint);
@@ -115,7 +115,7 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
             .build(),
     );
     let router = Router::builder(registry.clone())
-        .ttl(Duration::from_secs(60))
+        .config(stamps::RouterConfig::default().ttl(Duration::from_secs(60)))
         .health(monitor.table().clone())
         .build()?;
     router.load_stamps().await?;
@@ -123,11 +123,11 @@ pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<
     let follower = router.spawn_follower();
     let health_task = monitor.clone().spawn(Arc::new(registry.clone()), probe_every);
 
-    let migrator = Migrator::new(Arc::new(registry.clone()), Arc::new(plane.clone())).with_config(
+    let migrator = Migrator::new(Arc::new(registry.clone()), Arc::new(plane.clone())).config(
         MigrationConfig::default()
-            .with_soak_window(Duration::from_millis(300))
-            .with_soak_poll(Duration::from_millis(50))
-            .with_backoff(Duration::from_millis(10), Duration::from_millis(100)),
+            .soak_window(Duration::from_millis(300))
+            .soak_poll(Duration::from_millis(50))
+            .backoff(Duration::from_millis(10), Duration::from_millis(100)),
     )?;
     let gateway = Arc::new(Gateway {
         router: Arc::new(router),

@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 /// use std::time::Duration;
 /// let eu = Region::new("eu-west")?;
 /// let policy = SignalPolicy::new(0.75, TenantsPerDay(5.0), Duration::from_secs(2 * 3_600))
-///     .with_region_growth(eu.clone(), TenantsPerDay(2.0));
+///     .region_growth(eu.clone(), TenantsPerDay(2.0));
 /// assert_eq!(policy.growth_for(&eu), TenantsPerDay(2.0));
 /// assert_eq!(policy.growth_for(&Region::new("us-east")?), TenantsPerDay(5.0));
 /// # Ok::<(), stamps::Error>(())
@@ -63,11 +63,11 @@ impl SignalPolicy {
     /// use stamps::Region;
     /// use std::time::Duration;
     /// let p = SignalPolicy::new(0.75, TenantsPerDay(0.0), Duration::ZERO)
-    ///     .with_region_growth(Region::new("ap-south")?, TenantsPerDay(1.5));
+    ///     .region_growth(Region::new("ap-south")?, TenantsPerDay(1.5));
     /// assert_eq!(p.region_growth.len(), 1);
     /// # Ok::<(), stamps::Error>(())
     /// ```
-    pub fn with_region_growth(mut self, region: Region, growth: TenantsPerDay) -> Self {
+    pub fn region_growth(mut self, region: Region, growth: TenantsPerDay) -> Self {
         self.region_growth.insert(region, growth);
         self
     }

@@ -16,7 +16,7 @@ use crate::model::{Headroom, Resource};
 ///
 /// ```
 /// use stamps::capacity::{Resource, ResourceLimit};
-/// let db = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).with_pooling(4.0);
+/// let db = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0).pooling(4.0);
 /// assert_eq!(db.pooling, 4.0);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -55,9 +55,9 @@ impl ResourceLimit {
     /// ```
     /// use stamps::capacity::{Resource, ResourceLimit};
     /// let limit = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0);
-    /// assert_eq!(limit.with_pooling(10.0).pooling, 10.0);
+    /// assert_eq!(limit.pooling(10.0).pooling, 10.0);
     /// ```
-    pub fn with_pooling(mut self, factor: f64) -> Self {
+    pub fn pooling(mut self, factor: f64) -> Self {
         self.pooling = factor;
         self
     }
@@ -138,7 +138,7 @@ pub struct TenantCapacity {
 /// assert_eq!(plan.tenants, 150);
 /// assert_eq!(plan.bottleneck, Resource::Connections);
 ///
-/// let pooled = [limits[0].clone().with_pooling(4.0), limits[1].clone()];
+/// let pooled = [limits[0].clone().pooling(4.0), limits[1].clone()];
 /// let plan = tenants_per_stamp(&pooled, headroom)?;
 /// assert_eq!(plan.tenants, 225);
 /// assert_eq!(plan.bottleneck, Resource::RequestsPerSecond);

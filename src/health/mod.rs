@@ -36,9 +36,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use monitor::{HealthMonitor, HealthMonitorBuilder, Hysteresis};
 #[cfg(feature = "tokio")]
 pub use monitor::HealthTask;
+pub use monitor::{HealthMonitor, HealthMonitorBuilder, Hysteresis};
 pub use sources::{AggregateHealth, StaticHealth};
 pub use table::{HealthTable, StampHealth};
 

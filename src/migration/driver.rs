@@ -139,7 +139,7 @@ impl DriverError {
     }
 
     /// Attaches the underlying error.
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
     }
@@ -229,7 +229,7 @@ impl TableCheck {
     }
 
     /// Adds sample keys that differ.
-    pub fn with_mismatches(mut self, keys: impl IntoIterator<Item = String>) -> Self {
+    pub fn mismatches(mut self, keys: impl IntoIterator<Item = String>) -> Self {
         self.sample_mismatches.extend(keys);
         self
     }

@@ -80,32 +80,32 @@ impl Migrator {
     }
 
     /// Uses `clock` for freezes, validation freshness, soak windows and leases.
-    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+    pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
     /// Uses `check` to judge the tenant during the soak.
-    pub fn with_soak_check(mut self, check: impl SoakCheck) -> Self {
+    pub fn soak_check(mut self, check: impl SoakCheck) -> Self {
         self.soak = Arc::new(check);
         self
     }
 
     /// Uses `config` (checked with [`MigrationConfig::validate`]).
-    pub fn with_config(mut self, config: MigrationConfig) -> Result<Self> {
+    pub fn config(mut self, config: MigrationConfig) -> Result<Self> {
         config.validate()?;
         self.config = config;
         Ok(self)
     }
 
     /// Names this process's workers in leases (default `worker-<pid>`).
-    pub fn with_worker_name(mut self, name: impl Into<String>) -> Self {
+    pub fn worker_name(mut self, name: impl Into<String>) -> Self {
         self.worker = name.into();
         self
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &MigrationConfig {
+    /// The configuration in force (set with [`config`](Migrator::config)).
+    pub fn settings(&self) -> &MigrationConfig {
         &self.config
     }
 

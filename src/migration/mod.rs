@@ -62,8 +62,8 @@
 //! plane.write_via(registry.as_ref(), &acme, "greeting", "hello").await?;
 //!
 //! let migrator = Migrator::new(registry.clone(), Arc::new(plane.clone()))
-//!     .with_clock(clock.clone())
-//!     .with_config(MigrationConfig::default().with_soak_window(Duration::ZERO))?;
+//!     .clock(clock.clone())
+//!     .config(MigrationConfig::default().soak_window(Duration::ZERO))?;
 //! let plan = migrator.plan(&acme, StampId(2)).await?;
 //! println!("{plan}"); // the dry run
 //! let mut migration = migrator.start(&plan, "alice@example.com").await?;
@@ -119,10 +119,10 @@ use crate::error::{InvalidInput, Result};
 /// use stamps::migration::MigrationConfig;
 /// use std::time::Duration;
 /// let c = MigrationConfig::default()
-///     .with_soak_window(Duration::from_secs(48 * 3600))
-///     .with_max_freeze(Duration::from_secs(2));
+///     .soak_window(Duration::from_secs(48 * 3600))
+///     .max_freeze(Duration::from_secs(2));
 /// assert!(c.validate().is_ok());
-/// assert!(MigrationConfig::default().with_max_attempts(0).validate().is_err());
+/// assert!(MigrationConfig::default().max_attempts(0).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -170,47 +170,47 @@ impl Default for MigrationConfig {
 
 impl MigrationConfig {
     /// Sets [`max_freeze`](Self::max_freeze).
-    pub fn with_max_freeze(mut self, d: Duration) -> Self {
+    pub fn max_freeze(mut self, d: Duration) -> Self {
         self.max_freeze = d;
         self
     }
     /// Sets [`max_validation_age`](Self::max_validation_age).
-    pub fn with_max_validation_age(mut self, d: Duration) -> Self {
+    pub fn max_validation_age(mut self, d: Duration) -> Self {
         self.max_validation_age = d;
         self
     }
     /// Sets [`validate_under_freeze`](Self::validate_under_freeze).
-    pub fn with_validate_under_freeze(mut self, on: bool) -> Self {
+    pub fn validate_under_freeze(mut self, on: bool) -> Self {
         self.validate_under_freeze = on;
         self
     }
     /// Sets [`soak_window`](Self::soak_window).
-    pub fn with_soak_window(mut self, d: Duration) -> Self {
+    pub fn soak_window(mut self, d: Duration) -> Self {
         self.soak_window = d;
         self
     }
     /// Sets [`soak_poll`](Self::soak_poll).
-    pub fn with_soak_poll(mut self, d: Duration) -> Self {
+    pub fn soak_poll(mut self, d: Duration) -> Self {
         self.soak_poll = d;
         self
     }
     /// Sets [`step_timeout`](Self::step_timeout).
-    pub fn with_step_timeout(mut self, d: Duration) -> Self {
+    pub fn step_timeout(mut self, d: Duration) -> Self {
         self.step_timeout = d;
         self
     }
     /// Sets [`lease`](Self::lease).
-    pub fn with_lease(mut self, d: Duration) -> Self {
+    pub fn lease(mut self, d: Duration) -> Self {
         self.lease = d;
         self
     }
     /// Sets [`max_attempts`](Self::max_attempts).
-    pub fn with_max_attempts(mut self, n: u32) -> Self {
+    pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n;
         self
     }
     /// Sets the retry backoff (initial and maximum delay).
-    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max;
         self

@@ -101,14 +101,13 @@ impl TenantRows {
     }
 
     fn summary(&self) -> SideSummary {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut h = crate::hash::Fnv1a::new();
         for (k, r) in &self.rows {
-            for b in k.bytes().chain([0]).chain(r.value.bytes()).chain([0]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
+            for part in [k.as_bytes(), &[0], r.value.as_bytes(), &[0]] {
+                h.write(part);
             }
         }
-        SideSummary::new(self.rows.len() as u64, h)
+        SideSummary::new(self.rows.len() as u64, h.finish())
     }
 }
 
@@ -629,8 +628,16 @@ impl MigrationDriver for ReferenceDataPlane {
         self.enter(DriverOp::Validate)?;
         let gate = self.gate(&ctx.tenant);
         let _exclusive = gate.write();
-        let src = self.driver_store(ctx.source)?.lock();
-        let dst = self.driver_store(ctx.destination)?.lock();
+        let (src_store, dst_store) = (self.driver_store(ctx.source)?, self.driver_store(ctx.destination)?);
+        // Both stores are locked in stamp order, whatever the direction of the move, so two
+        // validations of opposite moves between the same two stamps cannot deadlock.
+        let (src, dst) = if ctx.source <= ctx.destination {
+            let src = src_store.lock();
+            (src, dst_store.lock())
+        } else {
+            let dst = dst_store.lock();
+            (src_store.lock(), dst)
+        };
         let empty = TenantRows::default();
         let s = src.tenants.get(&ctx.tenant).unwrap_or(&empty);
         let d = dst.tenants.get(&ctx.tenant).unwrap_or(&empty);
@@ -652,7 +659,7 @@ impl MigrationDriver for ReferenceDataPlane {
             s.summary(),
             d.summary(),
         )
-        .with_mismatches(mismatches)]))
+        .mismatches(mismatches)]))
     }
 
     async fn cleanup_source(&self, ctx: &MigrationContext) -> Result<(), DriverError> {

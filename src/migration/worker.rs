@@ -416,7 +416,7 @@ impl Migration {
     /// # let t = TenantId::new("umbrella")?;
     /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
     /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
-    /// # let migrator = migrator.with_config(MigrationConfig::default().with_soak_window(std::time::Duration::ZERO))?;
+    /// # let migrator = migrator.config(MigrationConfig::default().soak_window(std::time::Duration::ZERO))?;
     /// let mut m = migrator.start(&migrator.plan(&t, StampId(2)).await?, "erin").await?;
     /// assert_eq!(m.run().await?, RunOutcome::Finished(MigrationState::Completed));
     /// # Ok(()) }

@@ -179,7 +179,9 @@ impl MigrationRecord {
     /// ```
     pub fn check_new(&self) -> Result<(), super::error::Error> {
         if self.state != MigrationState::Planned {
-            return Err(super::error::InvalidInput::new("state", "a new migration must be in the planned state").into());
+            return Err(
+                super::error::InvalidInput::new("state", "a new migration must be in the planned state").into(),
+            );
         }
         if self.source == self.destination {
             return Err(super::error::InvalidInput::new("destination", "must differ from the source stamp").into());

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::Name;
 use super::error::InvalidInput;
+use super::Name;
 
 /// A resource a stamp has a limited amount of and tenants consume.
 ///
@@ -440,7 +440,10 @@ impl TryFrom<CapacityRepr> for Capacity {
 
 impl Capacity {
     /// A capacity from (resource, limit) pairs and a headroom fraction.
-    pub fn new(limits: impl IntoIterator<Item = (Resource, f64)>, headroom: f64) -> Result<Capacity, super::error::Error> {
+    pub fn new(
+        limits: impl IntoIterator<Item = (Resource, f64)>,
+        headroom: f64,
+    ) -> Result<Capacity, super::error::Error> {
         let limits = Amounts::build("capacity", limits, true)?;
         Ok(Capacity {
             limits,

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{Capacity, Name, Region, Residency};
 use super::error::{Error, InvalidInput};
+use super::{Capacity, Name, Region, Residency};
 use crate::time::Timestamp;
 
 /// Free-form key/value labels on stamps and tenants.
@@ -182,10 +182,10 @@ impl fmt::Display for Tier {
 ///     Region::new("eu-west")?,
 ///     Capacity::new([(Resource::Connections, 5000.0)], 0.25)?,
 /// )?
-/// .with_residency(Residency::new("eu")?)
-/// .with_endpoint("https://stamp-001.internal")
-/// .with_version("2026.11-ring1")
-/// .with_label("az", "b");
+/// .residency(Residency::new("eu")?)
+/// .endpoint("https://stamp-001.internal")
+/// .version("2026.11-ring1")
+/// .label("az", "b");
 /// assert_eq!(spec.name, "stamp-001");
 /// # Ok::<(), stamps::Error>(())
 /// ```
@@ -232,31 +232,31 @@ impl StampSpec {
     }
 
     /// Sets the residency.
-    pub fn with_residency(mut self, residency: Residency) -> Self {
+    pub fn residency(mut self, residency: Residency) -> Self {
         self.residency = Some(residency);
         self
     }
 
     /// Sets the tier.
-    pub fn with_tier(mut self, tier: Tier) -> Self {
+    pub fn tier(mut self, tier: Tier) -> Self {
         self.tier = tier;
         self
     }
 
     /// Adds a label.
-    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
     }
 
     /// Sets the version label.
-    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+    pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
         self
     }
 
     /// Sets the endpoint.
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }

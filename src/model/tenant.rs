@@ -200,10 +200,10 @@ impl<'de> serde::Deserialize<'de> for TenantId {
 /// ```
 /// use stamps::{Demand, Region, Residency, Resource, TenantId, TenantSpec, Tier};
 /// let spec = TenantSpec::new(TenantId::new("acme")?)
-///     .with_demand(Demand::of([(Resource::Connections, 25.0), (Resource::RequestsPerSecond, 10.0)])?)
-///     .with_region(Region::new("eu-west")?)
-///     .with_residency(Residency::new("eu")?)
-///     .with_tier(Tier::Shared);
+///     .demand(Demand::of([(Resource::Connections, 25.0), (Resource::RequestsPerSecond, 10.0)])?)
+///     .region(Region::new("eu-west")?)
+///     .residency(Residency::new("eu")?)
+///     .tier(Tier::Shared);
 /// assert_eq!(spec.demand.get(&Resource::Connections).as_f64(), 25.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -248,37 +248,37 @@ impl TenantSpec {
     }
 
     /// Sets the demand.
-    pub fn with_demand(mut self, demand: Demand) -> Self {
+    pub fn demand(mut self, demand: Demand) -> Self {
         self.demand = demand;
         self
     }
 
     /// Sets the preferred region.
-    pub fn with_region(mut self, region: Region) -> Self {
+    pub fn region(mut self, region: Region) -> Self {
         self.region = Some(region);
         self
     }
 
     /// Sets the residency constraint.
-    pub fn with_residency(mut self, residency: Residency) -> Self {
+    pub fn residency(mut self, residency: Residency) -> Self {
         self.residency = Some(residency);
         self
     }
 
     /// Sets the tier.
-    pub fn with_tier(mut self, tier: Tier) -> Self {
+    pub fn tier(mut self, tier: Tier) -> Self {
         self.tier = tier;
         self
     }
 
     /// Pins the tenant to a stamp.
-    pub fn with_pin(mut self, stamp: StampId) -> Self {
+    pub fn pin(mut self, stamp: StampId) -> Self {
         self.pin = Some(stamp);
         self
     }
 
     /// Adds a label.
-    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
         self
     }

@@ -294,14 +294,14 @@ impl fmt::Display for NoFit {
 /// use stamps::*;
 /// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu-west")?,
 ///     Capacity::new([(Resource::Connections, 100.0)], 0.25)?)?
-///     .with_residency(Residency::new("eu")?);
+///     .residency(Residency::new("eu")?);
 /// let mut usage = Amounts::default();
 /// model::admission::add(&mut usage, &Demand::of([(Resource::Connections, 70.0)])?, true);
 /// let fleet = Fleet::new(vec![StampLoad::new(
 ///     Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage)],
 ///     Version(1), Timestamp::ZERO);
-/// let t = TenantSpec::new(TenantId::new("a")?).with_residency(Residency::new("eu")?)
-///     .with_demand(Demand::of([(Resource::Connections, 10.0)])?);
+/// let t = TenantSpec::new(TenantId::new("a")?).residency(Residency::new("eu")?)
+///     .demand(Demand::of([(Resource::Connections, 10.0)])?);
 /// let err = policies::least_loaded().place(&t, &FleetView::new(&fleet)).unwrap_err();
 /// assert_eq!(err.to_string(),
 ///     "no stamp fits the tenant: 1 stamp in residency eu, above 75% connections");

@@ -123,7 +123,7 @@ macro_rules! unit_filter_doc_example {
             "use stamps::*;\n",
             "# let mk = |st: StampState| -> stamps::Result<StampLoad> { Ok(StampLoad::new(Stamp::new(\n",
             "#     StampSpec::new(StampId(1), \"s1\", Region::new(\"eu-west\")?,\n",
-            "#         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_residency(Residency::new(\"eu\")?),\n",
+            "#         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.residency(Residency::new(\"eu\")?),\n",
             "#     st, Timestamp::ZERO, Timestamp::ZERO), Amounts::default())) };\n",
             "let fleet = Fleet::default();\n",
             "let view = FleetView::new(&fleet);\n",
@@ -209,7 +209,7 @@ impl StampFilter for Healthy {
 /// may land anywhere.
 #[doc = unit_filter_doc_example!(
     ResidencyMatch,
-    "let s = mk(StampState::Active)?; // residency eu\nlet us = TenantSpec::new(TenantId::new(\"a\")?).with_residency(Residency::new(\"us\")?);",
+    "let s = mk(StampState::Active)?; // residency eu\nlet us = TenantSpec::new(TenantId::new(\"a\")?).residency(Residency::new(\"us\")?);",
     "assert!(ResidencyMatch.check(&us, &s, &view).is_err());"
 )]
 #[derive(Debug, Clone, Copy, Default)]
@@ -231,7 +231,7 @@ impl StampFilter for ResidencyMatch {
 /// preference, use `prefer(InRegion)` or the [`RegionProximity`](super::RegionProximity) scorer.
 #[doc = unit_filter_doc_example!(
     InRegion,
-    "let s = mk(StampState::Active)?; // eu-west\nlet t = TenantSpec::new(TenantId::new(\"a\")?).with_region(Region::new(\"us-east\")?);",
+    "let s = mk(StampState::Active)?; // eu-west\nlet t = TenantSpec::new(TenantId::new(\"a\")?).region(Region::new(\"us-east\")?);",
     "assert!(InRegion.check(&t, &s, &view).is_err());"
 )]
 #[derive(Debug, Clone, Copy, Default)]
@@ -253,7 +253,7 @@ impl StampFilter for InRegion {
 /// lands only on a stamp of its own tier (so never on a dedicated stamp).
 #[doc = unit_filter_doc_example!(
     TierMatch,
-    "let s = mk(StampState::Active)?; // shared\nlet t = TenantSpec::new(TenantId::new(\"a\")?).with_tier(Tier::Dedicated);",
+    "let s = mk(StampState::Active)?; // shared\nlet t = TenantSpec::new(TenantId::new(\"a\")?).tier(Tier::Dedicated);",
     "assert!(TierMatch.check(&t, &s, &view).is_err());"
 )]
 #[derive(Debug, Clone, Copy, Default)]
@@ -305,7 +305,7 @@ impl StampFilter for FitsHeadroom {
 /// applies it already; this is for your own policies.
 #[doc = unit_filter_doc_example!(
     Pinned,
-    "let s = mk(StampState::Active)?; // stamp 1\nlet t = TenantSpec::new(TenantId::new(\"a\")?).with_pin(StampId(2));",
+    "let s = mk(StampState::Active)?; // stamp 1\nlet t = TenantSpec::new(TenantId::new(\"a\")?).pin(StampId(2));",
     "assert!(Pinned.check(&t, &s, &view).is_err());"
 )]
 #[derive(Debug, Clone, Copy, Default)]
@@ -366,13 +366,13 @@ impl StampFilter for RequireLabel {
 /// use stamps::placement::{Affinity, FleetView, StampFilter};
 /// use stamps::*;
 /// # let s = StampLoad::new(Stamp::new(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
-/// #     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_label("az", "b"), StampState::Active,
+/// #     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.label("az", "b"), StampState::Active,
 /// #     Timestamp::ZERO, Timestamp::ZERO), Amounts::default());
 /// let fleet = Fleet::default();
 /// let view = FleetView::new(&fleet);
-/// let t = TenantSpec::new(TenantId::new("a")?).with_label("affinity/az", "b");
+/// let t = TenantSpec::new(TenantId::new("a")?).label("affinity/az", "b");
 /// assert!(Affinity.check(&t, &s, &view).is_ok()); // s is labelled az=b
-/// let t = TenantSpec::new(TenantId::new("a")?).with_label("affinity/az", "c");
+/// let t = TenantSpec::new(TenantId::new("a")?).label("affinity/az", "c");
 /// assert!(Affinity.check(&t, &s, &view).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -402,11 +402,11 @@ impl StampFilter for Affinity {
 /// use stamps::placement::{AntiAffinity, FleetView, StampFilter};
 /// use stamps::*;
 /// # let s = StampLoad::new(Stamp::new(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
-/// #     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_label("az", "b"), StampState::Active,
+/// #     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.label("az", "b"), StampState::Active,
 /// #     Timestamp::ZERO, Timestamp::ZERO), Amounts::default());
 /// let fleet = Fleet::default();
 /// let view = FleetView::new(&fleet);
-/// let t = TenantSpec::new(TenantId::new("a")?).with_label("anti-affinity/az", "b");
+/// let t = TenantSpec::new(TenantId::new("a")?).label("anti-affinity/az", "b");
 /// assert!(AntiAffinity.check(&t, &s, &view).is_err()); // s is labelled az=b
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

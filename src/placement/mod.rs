@@ -34,7 +34,7 @@
 //! # fn stamp(id: u32, region: &str, residency: &str, used: f64) -> stamps::Result<StampLoad> {
 //! #     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new(region)?,
 //! #         Capacity::new([(Resource::Connections, 5000.0)], 0.25)?)?
-//! #         .with_residency(Residency::new(residency)?);
+//! #         .residency(Residency::new(residency)?);
 //! #     let mut usage = Amounts::default();
 //! #     model::admission::add(&mut usage, &Demand::of([(Resource::Connections, used)])?, true);
 //! #     Ok(StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), usage))
@@ -47,8 +47,8 @@
 //! let view = FleetView::new(&fleet);
 //!
 //! let acme = TenantSpec::new(TenantId::new("acme")?)
-//!     .with_residency(Residency::new("eu")?)
-//!     .with_demand(Demand::of([(Resource::Connections, 25.0)])?);
+//!     .residency(Residency::new("eu")?)
+//!     .demand(Demand::of([(Resource::Connections, 25.0)])?);
 //!
 //! // Residency is a hard constraint: stamp 3 is empty but in the US.
 //! let policy = policies::least_loaded();

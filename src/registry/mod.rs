@@ -76,7 +76,7 @@ pub type DynRegistry = dyn Registry;
 /// let cap = Capacity::new([(Resource::Connections, 5000.0)], 0.25)?;
 /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us-east")?, cap)?).await?;
 /// let acme = TenantSpec::new(TenantId::new("acme")?)
-///     .with_demand(Demand::of([(Resource::Connections, 25.0)])?);
+///     .demand(Demand::of([(Resource::Connections, 25.0)])?);
 /// let a = registry.assign(&acme, StampId(1)).await?;
 /// assert_eq!(registry.assignment(acme.id()).await?.map(|x| x.stamp), Some(StampId(1)));
 /// // A stale epoch loses.

@@ -14,7 +14,7 @@ use crate::placement::{FleetView, Placement, PlacementError};
 /// use stamps::registry::AssignOptions;
 /// use stamps::{HealthStatus, StampId};
 /// let health = HashMap::from([(StampId(2), HealthStatus::Unhealthy)]);
-/// let opts = AssignOptions::default().max_attempts(5).with_health(&health);
+/// let opts = AssignOptions::default().max_attempts(5).health(&health);
 /// assert_eq!(opts.max_attempts, 5);
 /// ```
 #[derive(Clone, Copy)]
@@ -54,7 +54,7 @@ impl<'a> AssignOptions<'a> {
     }
 
     /// Uses `health` for the decisions.
-    pub fn with_health(self, health: &'a dyn HealthView) -> Self {
+    pub fn health(self, health: &'a dyn HealthView) -> Self {
         AssignOptions { health, ..self }
     }
 }
@@ -65,7 +65,7 @@ impl<'a> AssignOptions<'a> {
 /// ```
 /// use stamps::registry::ProvisionRequest;
 /// use stamps::*;
-/// let t = TenantSpec::new(TenantId::new("acme")?).with_residency(Residency::new("eu")?);
+/// let t = TenantSpec::new(TenantId::new("acme")?).residency(Residency::new("eu")?);
 /// let p = ProvisionRequest::for_tenant(&t);
 /// assert_eq!(p.to_string(), "provision a shared stamp with residency eu");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -207,7 +207,7 @@ where
 ///         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
 /// }
 /// let health = HashMap::from([(StampId(1), HealthStatus::Unhealthy)]);
-/// let opts = AssignOptions::default().with_health(&health);
+/// let opts = AssignOptions::default().health(&health);
 /// let t = TenantSpec::new(TenantId::new("a")?);
 /// let a = place_and_assign_with(&registry, &policies::least_loaded(), &t, opts).await?;
 /// assert_eq!(a.stamp, StampId(2));

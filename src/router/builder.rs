@@ -33,14 +33,17 @@ static NEXT_ROUTER_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// ```
 /// use stamps::health::HealthTable;
-/// use stamps::router::Router;
+/// use stamps::router::{Router, RouterConfig};
 /// use stamps::{FakeClock, InMemoryRegistry};
 /// use std::time::Duration;
 /// let router = Router::builder(InMemoryRegistry::new())
-///     .ttl(Duration::from_secs(60))
-///     .negative_ttl(Duration::from_secs(2))
-///     .max_entries(10_000)
-///     .stale_if_error(Duration::from_secs(300))
+///     .config(
+///         RouterConfig::default()
+///             .ttl(Duration::from_secs(60))
+///             .negative_ttl(Duration::from_secs(2))
+///             .max_entries(10_000)
+///             .stale_if_error(Duration::from_secs(300)),
+///     )
 ///     .health(HealthTable::new())
 ///     .clock(FakeClock::new())
 ///     .build()?;
@@ -61,45 +64,10 @@ impl<R: Registry + ?Sized> fmt::Debug for RouterBuilder<R> {
 }
 
 impl<R: Registry + ?Sized> RouterBuilder<R> {
-    /// Replaces the whole configuration.
+    /// Replaces the whole configuration (every setting of [`RouterConfig`], set with its own
+    /// bare-named setters: `RouterConfig::default().ttl(d).max_entries(n)`).
     pub fn config(mut self, config: RouterConfig) -> Self {
         self.config = config;
-        self
-    }
-
-    /// Sets the TTL of routes (default 60 s).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.config.ttl = ttl;
-        self
-    }
-
-    /// Sets the TTL of "unknown tenant" answers (default 5 s).
-    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.config.negative_ttl = ttl;
-        self
-    }
-
-    /// Sets the route table bound (default 1,000,000).
-    pub fn max_entries(mut self, n: usize) -> Self {
-        self.config.max_entries = n;
-        self
-    }
-
-    /// Sets the negative cache bound (default 100,000).
-    pub fn max_negative(mut self, n: usize) -> Self {
-        self.config.max_negative = n;
-        self
-    }
-
-    /// Serves expired routes (flagged stale) up to `max_age` while the registry is unreachable.
-    pub fn stale_if_error(mut self, max_age: Duration) -> Self {
-        self.config.stale_if_error = Some(max_age);
-        self
-    }
-
-    /// Turns failover to per-tenant standby stamps on ([`Router::set_standby`]).
-    pub fn failover(mut self, on: bool) -> Self {
-        self.config.failover = on;
         self
     }
 

@@ -36,8 +36,8 @@ impl<R: Registry + ?Sized> Router<R> {
     /// use stamps::router::{RouteError, Router};
     /// use stamps::*;
     /// let clock = FakeClock::new();
-    /// let router = Router::builder(InMemoryRegistry::new()).clock(clock.clone())
-    ///     .ttl(Duration::from_secs(30)).build()?;
+    /// let router = Router::builder(InMemoryRegistry::new())
+    ///     .config(stamps::RouterConfig::default().ttl(Duration::from_secs(30))).clock(clock.clone()).build()?;
     /// router.preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])?;
     /// router.tick();
     /// assert_eq!(router.route("acme")?.stamp, StampId(1));
@@ -166,9 +166,9 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
+    use crate::registry::InMemoryRegistry;
     use crate::router::Router;
     use crate::time::Clock;
-    use crate::registry::InMemoryRegistry;
     use crate::time::FakeClock;
 
     /// Waits (bounded) until `done` holds.

@@ -8,7 +8,7 @@ use crate::error::{Error, InvalidInput};
 ///
 /// ```
 /// use stamps::router::{RouterConfig, MAX_ENTRIES};
-/// assert!(RouterConfig::default().with_max_entries(MAX_ENTRIES + 1).validate().is_err());
+/// assert!(RouterConfig::default().max_entries(MAX_ENTRIES + 1).validate().is_err());
 /// ```
 pub const MAX_ENTRIES: usize = 1 << 30;
 
@@ -37,10 +37,10 @@ pub const MAX_ENTRIES: usize = 1 << 30;
 /// ```
 /// use stamps::router::RouterConfig;
 /// use std::time::Duration;
-/// let c = RouterConfig::default().with_ttl(Duration::from_secs(30)).with_stale_if_error(Duration::from_secs(600));
+/// let c = RouterConfig::default().ttl(Duration::from_secs(30)).stale_if_error(Duration::from_secs(600));
 /// assert_eq!(c.ttl, Duration::from_secs(30));
 /// assert!(c.validate().is_ok());
-/// assert!(RouterConfig::default().with_ttl(Duration::ZERO).validate().is_err());
+/// assert!(RouterConfig::default().ttl(Duration::ZERO).validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -89,51 +89,69 @@ impl Default for RouterConfig {
 
 impl RouterConfig {
     /// Sets the TTL.
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+    pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
 
     /// Sets the negative TTL.
-    pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = ttl;
         self
     }
 
     /// Sets the route table bound.
-    pub fn with_max_entries(mut self, n: usize) -> Self {
+    pub fn max_entries(mut self, n: usize) -> Self {
         self.max_entries = n;
         self
     }
 
     /// Sets the negative cache bound.
-    pub fn with_max_negative(mut self, n: usize) -> Self {
+    pub fn max_negative(mut self, n: usize) -> Self {
         self.max_negative = n;
         self
     }
 
     /// Sets the shard count.
-    pub fn with_shards(mut self, n: usize) -> Self {
+    pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
         self
     }
 
     /// Serves expired routes, flagged stale, up to `max_age` after they were loaded, while the
     /// registry is unreachable.
-    pub fn with_stale_if_error(mut self, max_age: Duration) -> Self {
+    pub fn stale_if_error(mut self, max_age: Duration) -> Self {
         self.stale_if_error = Some(max_age);
         self
     }
 
     /// Turns per-tenant failover to standby stamps on or off.
-    pub fn with_failover(mut self, on: bool) -> Self {
+    pub fn failover(mut self, on: bool) -> Self {
         self.failover = on;
         self
     }
 
     /// Sets the coarse clock resolution.
-    pub fn with_tick(mut self, tick: Duration) -> Self {
+    pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// Sets how many changes one feed read asks for.
+    pub fn feed_batch(mut self, n: usize) -> Self {
+        self.feed_batch = n;
+        self
+    }
+
+    /// Sets how often a follower polls the feed when no change signal wakes it.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Sets how many assignments one page of a warm-up reads.
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page_size = n;
         self
     }
 

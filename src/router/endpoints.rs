@@ -94,7 +94,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let registry = InMemoryRegistry::new();
     /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
-    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_endpoint("https://s1")).await?;
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.endpoint("https://s1")).await?;
     /// let router = Router::new(registry);
     /// assert_eq!(router.load_stamps().await?, 1);
     /// # Ok(()) }

@@ -21,7 +21,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// use stamps::router::Router;
     /// use stamps::*;
     /// let health = HealthTable::new();
-    /// let router = Router::builder(InMemoryRegistry::new()).health(health.clone()).failover(true).build()?;
+    /// let router = Router::builder(InMemoryRegistry::new()).config(stamps::RouterConfig::default().failover(true)).health(health.clone()).build()?;
     /// router.preload([("pay", StampId(1), Epoch(4), AssignmentMode::Serving)])?;
     /// router.set_standby("pay", Some(StampId(2)))?;
     /// health.set(StampId(1), HealthStatus::Unhealthy, Timestamp::ZERO, Some("down"));

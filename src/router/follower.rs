@@ -124,9 +124,9 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use crate::router::{RouteError, Router};
     use crate::model::{Capacity, Region, Resource, StampId, StampSpec, TenantId, TenantSpec};
     use crate::registry::{InMemoryRegistry, Registry, RegistryExt};
+    use crate::router::{RouteError, Router};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 

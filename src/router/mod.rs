@@ -26,7 +26,7 @@
 //! let registry = Arc::new(InMemoryRegistry::new());
 //! let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0)?;
 //! registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?, cap)?
-//!     .with_endpoint("https://s1.internal")).await?;
+//!     .endpoint("https://s1.internal")).await?;
 //! registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
 //!
 //! let router: Router<dyn Registry> = Router::from_arc(registry.clone() as Arc<dyn Registry>);
@@ -106,7 +106,7 @@ use crate::registry::{DynRegistry, Registry};
 /// use stamps::{InMemoryRegistry, StampId, Epoch, AssignmentMode};
 /// use std::time::Duration;
 /// let router = Router::builder(InMemoryRegistry::new())
-///     .config(RouterConfig::default().with_ttl(Duration::from_secs(30)))
+///     .config(RouterConfig::default().ttl(Duration::from_secs(30)))
 ///     .build()?;
 /// router.preload([("acme", StampId(1), Epoch(3), AssignmentMode::Serving)])?;
 /// assert_eq!(router.route("acme")?.epoch, Epoch(3));

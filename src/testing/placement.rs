@@ -117,10 +117,10 @@ fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)
     let tier = tier(p.tier_roll);
     let mut spec = StampSpec::new(id, format!("s{}", id.0), region.clone(), capacity)
         .ok()?
-        .with_tier(tier.clone())
-        .with_label("az", AZS.get(p.az).copied().unwrap_or("a"));
+        .tier(tier.clone())
+        .label("az", AZS.get(p.az).copied().unwrap_or("a"));
     if p.residency_roll > 0 {
-        spec = spec.with_residency(area_residency(&region)?);
+        spec = spec.residency(area_residency(&region)?);
     }
     let state = match p.state_roll {
         0..=5 => StampState::Active,
@@ -240,18 +240,18 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
                     Demand::of([(Resource::Connections, f64::from(conns))]).ok()?
                 };
                 let mut t = TenantSpec::new(TenantId::new(&id).ok()?)
-                    .with_demand(demand)
-                    .with_tier(tier(tier_roll));
+                    .demand(demand)
+                    .tier(tier(tier_roll));
                 if let Some(i) = region_i {
-                    t = t.with_region(region(i)?);
+                    t = t.region(region(i)?);
                 }
                 match residency_roll {
-                    1 => t = t.with_residency(Residency::new("eu").ok()?),
-                    2 => t = t.with_residency(Residency::new("us").ok()?),
+                    1 => t = t.residency(Residency::new("eu").ok()?),
+                    2 => t = t.residency(Residency::new("us").ok()?),
                     _ => {}
                 }
                 if let Some(p) = pin {
-                    t = t.with_pin(StampId(p));
+                    t = t.pin(StampId(p));
                 }
                 let mut labels = Labels::new();
                 if let Some(a) = aff {
@@ -267,7 +267,7 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
                     );
                 }
                 for (k, v) in labels {
-                    t = t.with_label(k, v);
+                    t = t.label(k, v);
                 }
                 Some(t)
             },

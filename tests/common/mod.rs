@@ -28,13 +28,13 @@ pub const DST: StampId = StampId(2);
 
 pub fn config() -> MigrationConfig {
     MigrationConfig::default()
-        .with_step_timeout(Duration::from_secs(30))
-        .with_lease(Duration::from_secs(30))
-        .with_max_validation_age(Duration::from_secs(600))
-        .with_max_freeze(Duration::from_secs(5))
-        .with_soak_window(Duration::from_secs(2 * 3600))
-        .with_max_attempts(3)
-        .with_backoff(Duration::ZERO, Duration::ZERO)
+        .step_timeout(Duration::from_secs(30))
+        .lease(Duration::from_secs(30))
+        .max_validation_age(Duration::from_secs(600))
+        .max_freeze(Duration::from_secs(5))
+        .soak_window(Duration::from_secs(2 * 3600))
+        .max_attempts(3)
+        .backoff(Duration::ZERO, Duration::ZERO)
 }
 
 /// Counts calls and, when armed, trips at the N-th: a crash (the call takes effect, then never
@@ -329,15 +329,15 @@ impl World {
             switch: switch.clone(),
         });
         let migrator = Migrator::new(crash_registry, driver)
-            .with_clock(clock.clone())
-            .with_soak_check(soak_check_fn(move |_: &MigrationContext| {
+            .clock(clock.clone())
+            .soak_check(soak_check_fn(move |_: &MigrationContext| {
                 if flag.load(Ordering::SeqCst) {
                     SoakVerdict::unhealthy("error rate above threshold")
                 } else {
                     SoakVerdict::Healthy
                 }
             }))
-            .with_config(cfg)
+            .config(cfg)
             .unwrap();
         World {
             clock,
@@ -660,7 +660,7 @@ pub async fn drive(world: &World, m: &mut Migration, writers: &Writers, until: O
                 // Crash: this worker is gone. Another resumes after its lease expires.
                 world
                     .clock
-                    .advance(world.migrator.config().lease + Duration::from_secs(1));
+                    .advance(world.migrator.settings().lease + Duration::from_secs(1));
                 *m = world.migrator.load(m.id()).await.unwrap();
             }
             Some(Ok(StepOutcome::Waiting { .. })) => world.clock.advance(Duration::from_secs(1800)),

@@ -88,7 +88,7 @@ pub async fn registry_with_stamps(clock: &FakeClock, n: u32) -> InMemoryRegistry
         let cap = Capacity::new([(Resource::Tenants, 100_000.0)], 0.0).unwrap();
         let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap)
             .unwrap()
-            .with_endpoint(format!("https://s{id}.internal"));
+            .endpoint(format!("https://s{id}.internal"));
         registry.put_active_stamp(spec).await.unwrap();
     }
     registry

@@ -130,13 +130,13 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     /// use stamps::InMemoryRegistry;
     /// let tokens = RoutingTokens::with_system_clock(TokenKeys::new(KeyId(1), vec![7; 32])?);
     /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header())
-    ///     .with_tokens(tokens, "x-stamps-token");
+    ///     .tokens(tokens, "x-stamps-token");
     /// # let _ = layer;
     /// # Ok::<(), stamps::Error>(())
     /// ```
     #[cfg(feature = "token")]
     #[cfg_attr(docsrs, doc(cfg(feature = "token")))]
-    pub fn with_tokens(mut self, tokens: RoutingTokens, header: &'static str) -> Self {
+    pub fn tokens(mut self, tokens: RoutingTokens, header: &'static str) -> Self {
         Arc::make_mut(&mut self.shared).tokens = Some((tokens, header));
         self
     }

@@ -38,7 +38,7 @@
 //! buffers) and reads no registry.
 //!
 //! # Routing tokens
-//! With the `token` feature and [`RouteLayer::with_tokens`], a request carrying the token
+//! With the `token` feature and [`RouteLayer::tokens`], a request carrying the token
 //! header is routed by the token when it is at least as new as what the router knows:
 //! - the token is verified without any registry lookup; a rejected token is answered (above);
 //! - the token must name the tenant taken from the request (else 400);
@@ -100,8 +100,8 @@
     doc = "[`RouteLayer::resolve_timeout`]: RouteLayer::resolve_timeout"
 )]
 #![cfg_attr(not(feature = "tokio"), doc = "[`RouteLayer::resolve_timeout`]: RouteLayer")]
-#![cfg_attr(feature = "token", doc = "[`RouteLayer::with_tokens`]: RouteLayer::with_tokens")]
-#![cfg_attr(not(feature = "token"), doc = "[`RouteLayer::with_tokens`]: RouteLayer")]
+#![cfg_attr(feature = "token", doc = "[`RouteLayer::tokens`]: RouteLayer::tokens")]
+#![cfg_attr(not(feature = "token"), doc = "[`RouteLayer::tokens`]: RouteLayer")]
 
 mod decide;
 mod future;

@@ -13,11 +13,11 @@ use super::codec::{self, amounts_json, big, data_json, labels_json, millis, vers
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
 use crate::error::{ConflictKind, Error, InvalidInput, Subject};
+use crate::model::admission;
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Epoch, HistoryAction, MigrationId, MigrationRecord,
     MigrationState, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
-use crate::model::admission;
 
 impl PgRegistry {
     /// Locks and reads the given stamps (sorted, deduplicated) in the transaction.

@@ -10,7 +10,7 @@ use super::fixtures::*;
 /// `assign` stores the spec, serving mode and a positive epoch; `assignment` reads it back.
 pub async fn assign_and_lookup(r: &DynRegistry) {
     active(r, 1, &[(Resource::Connections, 100.0)]).await;
-    let t = tenant("acme", 25.0).with_label("plan", "pro");
+    let t = tenant("acme", 25.0).label("plan", "pro");
     let a = r.assign(&t, StampId(1)).await.expect("assign");
     assert_eq!(a.stamp, StampId(1));
     assert_eq!(a.mode, AssignmentMode::Serving);
@@ -110,8 +110,7 @@ pub async fn hard_limit_is_enforced_per_resource(r: &DynRegistry) {
     r.assign(&tenant("c", 20.0), StampId(1))
         .await
         .expect("exactly at the limit");
-    let heavy =
-        TenantSpec::new(tid("d")).with_demand(Demand::of([(Resource::RequestsPerSecond, 51.0)]).expect("demand"));
+    let heavy = TenantSpec::new(tid("d")).demand(Demand::of([(Resource::RequestsPerSecond, 51.0)]).expect("demand"));
     let err = r.assign(&heavy, StampId(1)).await.expect_err("over rps");
     assert!(matches!(err, Error::CapacityExceeded { .. }), "{err:?}");
     let fleet = r.fleet().await.expect("fleet");
@@ -221,7 +220,10 @@ pub async fn change_of_unknown_tenant_is_not_found(r: &DynRegistry) {
         .compare_and_set(&tid("ghost"), Epoch(1), AssignmentChange::move_to(StampId(1)))
         .await
         .expect_err("unknown");
-    assert!(matches!(err, Error::NotFound(crate::error::Subject::Tenant(_))), "{err:?}");
+    assert!(
+        matches!(err, Error::NotFound(crate::error::Subject::Tenant(_))),
+        "{err:?}"
+    );
     let err = r.unassign(&tid("ghost"), Epoch(1)).await.expect_err("unknown");
     assert!(matches!(err, Error::NotFound(_)), "{err:?}");
 }

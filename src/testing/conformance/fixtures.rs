@@ -23,7 +23,7 @@ pub(super) fn spec(id: u32, limits: &[(Resource, f64)]) -> StampSpec {
 }
 
 pub(super) fn tenant(name: &str, connections: f64) -> TenantSpec {
-    TenantSpec::new(tid(name)).with_demand(Demand::of([(Resource::Connections, connections)]).expect("valid demand"))
+    TenantSpec::new(tid(name)).demand(Demand::of([(Resource::Connections, connections)]).expect("valid demand"))
 }
 
 pub(super) async fn active(r: &DynRegistry, id: u32, limits: &[(Resource, f64)]) -> Stamp {

@@ -24,7 +24,7 @@ pub async fn put_stamp_starts_provisioning(r: &DynRegistry) {
 /// Putting an existing stamp updates its spec and keeps its state.
 pub async fn put_stamp_updates_spec_and_keeps_state(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 10.0)]).await;
-    let updated = spec(1, &[(Resource::Tenants, 20.0)]).with_version("v2");
+    let updated = spec(1, &[(Resource::Tenants, 20.0)]).version("v2");
     let s = r.put_stamp(updated).await.expect("update");
     assert_eq!(s.state, StampState::Active);
     assert_eq!(s.spec.version.as_deref(), Some("v2"));

@@ -128,13 +128,13 @@ impl fmt::Debug for State {
 /// let clock = FakeClock::new();
 /// let inner = InMemoryRegistry::builder().clock(clock.clone()).build();
 /// inner.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("eu")?,
-///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.with_endpoint("https://s1")).await?;
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.endpoint("https://s1")).await?;
 /// inner.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await?;
 ///
 /// let registry = FaultyRegistry::new(inner);
 /// let router = Router::builder(registry.clone())
+///     .config(stamps::RouterConfig::default().stale_if_error(Duration::from_secs(300)))
 ///     .clock(clock.clone())
-///     .stale_if_error(Duration::from_secs(300))
 ///     .build()?;
 /// router.resolve("acme").await?;
 ///
