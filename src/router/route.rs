@@ -25,7 +25,7 @@ use crate::time::Timestamp;
 /// use stamps::router::Route;
 /// use stamps::{AssignmentMode, Epoch, StampId, Timestamp};
 /// use std::time::Duration;
-/// let r = Route::new(StampId(1), Epoch(7)).endpoint(Some("https://s1.internal"));
+/// let r = Route::new(StampId(1), Epoch(7)).with_endpoint(Some("https://s1.internal"));
 /// assert_eq!(r.stamp, StampId(1));
 /// assert!(!r.stale && r.writes_allowed());
 /// let frozen = r.with_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) });
