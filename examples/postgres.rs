@@ -57,8 +57,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compare_and_set(&acme.id, current.epoch, AssignmentChange::move_to(current.stamp))
         .await
     {
-        Err(Error::Conflict { expected, actual, .. }) => {
-            println!("stale write refused: expected e{expected}, registry holds e{actual}")
+        Err(Error::Conflict(Conflict::Epoch { expected, actual })) => {
+            println!(
+                "stale write refused: expected e{}, registry holds e{}",
+                expected.0, actual.0
+            )
         }
         other => return Err(format!("a stale compare-and-set must conflict, got {other:?}").into()),
     }

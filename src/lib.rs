@@ -19,7 +19,7 @@ pub mod time;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "test-util", feature = "proptest"))))]
 pub mod testing;
 
-pub use error::{ConflictKind, Error, InvalidInput, Result, Subject};
+pub use error::{Conflict, Error, InvalidInput, Result, Subject};
 pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
 pub use migration::{
     DriverError, Fence, FenceToken, Migration, MigrationConfig, MigrationDriver, Migrator, StepOutcome,

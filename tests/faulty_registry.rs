@@ -266,11 +266,7 @@ async fn a_before_hook_fails_a_call_with_the_chosen_error_and_without_effect() {
         let refused = matches!(request, Request::Assign(spec, _) if spec.id.as_str() == "acme");
         Box::pin(async move {
             if refused {
-                Err(Error::Conflict {
-                    kind: ConflictKind::Epoch,
-                    expected: 1,
-                    actual: 2,
-                })
+                Err(Error::epoch_conflict(Epoch(1), Epoch(2)))
             } else {
                 Ok(())
             }
@@ -283,11 +279,10 @@ async fn a_before_hook_fails_a_call_with_the_chosen_error_and_without_effect() {
     assert!(
         matches!(
             err,
-            Error::Conflict {
-                expected: 1,
-                actual: 2,
-                ..
-            }
+            Error::Conflict(Conflict::Epoch {
+                expected: Epoch(1),
+                actual: Epoch(2)
+            })
         ),
         "{err}"
     );
@@ -421,7 +416,7 @@ async fn an_after_hook_can_hold_the_answer_and_replace_it() {
     hold.add_permits(1);
     let answer = read.await.unwrap();
     assert!(
-        matches!(answer, Err(Error::Unavailable { ref reason }) if reason.contains("answer dropped")),
+        matches!(answer, Err(Error::Unavailable { ref reason, .. }) if reason.contains("answer dropped")),
         "{answer:?}"
     );
 }

@@ -437,7 +437,7 @@ async fn statement_timeout_returns_unavailable_without_effect() {
     let err = r.assign(&tenant("victim"), StampId(1)).await.unwrap_err();
     tx.rollback().await.unwrap();
     match &err {
-        Error::Unavailable { reason } => assert!(reason.contains("57014"), "{reason}"),
+        Error::Unavailable { reason, .. } => assert!(reason.contains("57014"), "{reason}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert_eq!(snapshot(&r).await, before);

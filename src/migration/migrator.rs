@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::driver::{AlwaysHealthy, DynMigrationDriver, SoakCheck};
 use super::{keys, Migration, MigrationConfig, MigrationPlan};
-use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
+use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord};
 use crate::registry::DynRegistry;
 use crate::time::{Clock, SystemClock};
@@ -153,11 +153,7 @@ impl Migrator {
             .await?
             .ok_or_else(|| Error::NotFound(Subject::Tenant(plan.tenant.clone())))?;
         if current.epoch != plan.epoch {
-            return Err(Error::Conflict {
-                kind: ConflictKind::Epoch,
-                expected: plan.epoch.0,
-                actual: current.epoch.0,
-            });
+            return Err(Error::epoch_conflict(plan.epoch, current.epoch));
         }
         let mut record = MigrationRecord::planned(plan.tenant.clone(), plan.source, plan.destination);
         record.data.insert(keys::INITIATED_BY.into(), initiated_by.to_string());

@@ -199,7 +199,9 @@ impl WriteError {
     pub fn is_retryable(&self) -> bool {
         match self {
             WriteError::Frozen { .. } | WriteError::Fenced { .. } => true,
-            WriteError::Registry(e) => e.is_retryable(),
+            // A retry routes afresh (it re-reads the assignment), so a lost compare-and-set may
+            // succeed too.
+            WriteError::Registry(e) => e.is_retryable() || matches!(e, crate::error::Error::Conflict(_)),
             WriteError::UnknownStamp(_) | WriteError::NotAssigned(_) => false,
         }
     }

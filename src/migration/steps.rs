@@ -45,7 +45,9 @@ impl StepError {
     pub(super) fn is_retryable(&self) -> bool {
         match self {
             StepError::Driver(e) => e.is_retryable(),
-            StepError::Registry(e) => e.is_retryable(),
+            // A step re-reads the assignment and the record on every attempt, so a lost
+            // compare-and-set is worth another attempt too.
+            StepError::Registry(e) => e.is_retryable() || matches!(e, Error::Conflict(_)),
             StepError::Unexpected(_) => false,
         }
     }

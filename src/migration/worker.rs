@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::driver::MigrationContext;
 use super::steps::{Next, StepError};
 use super::{keys, Migrator};
-use crate::error::{ConflictKind, Error, Result, Subject};
+use crate::error::{Error, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord, MigrationState};
 use crate::time::Timestamp;
 
@@ -227,15 +227,15 @@ impl Migration {
         self.record.id.to_string()
     }
 
-    /// Fails with `Conflict` if another worker holds a live lease on the record.
+    /// Fails with [`Error::LeaseHeld`] if another worker holds a live lease on the record.
     fn check_lease(&self, now: Timestamp) -> Result<()> {
         let d = &self.record.data;
         if let (Some(owner), Some(until)) = (d.get(keys::LEASE_OWNER), parse_ms(d, keys::LEASE_UNTIL)) {
             if owner != &self.worker && until > now {
-                return Err(Error::Conflict {
-                    kind: ConflictKind::Revision,
-                    expected: self.record.revision,
-                    actual: self.record.revision,
+                return Err(Error::LeaseHeld {
+                    migration: self.record.id,
+                    holder: owner.clone(),
+                    until,
                 });
             }
         }

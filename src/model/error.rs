@@ -5,7 +5,8 @@
 
 use std::fmt;
 
-use super::{MigrationId, Resource, StampId, StampState, TenantId, TenantIdError};
+use super::{Epoch, MigrationId, Resource, StampId, StampState, TenantId, TenantIdError};
+use crate::time::Timestamp;
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -32,22 +33,47 @@ impl fmt::Display for Subject {
     }
 }
 
-/// What a [`Error::Conflict`] compared.
+/// What a lost compare-and-set compared, with the values in their own types: the caller's
+/// expectation and what the registry holds.
+///
+/// Epochs and revisions only grow, so retrying the same call with the same expectation fails
+/// again: re-read, decide again, and retry with what you read.
+///
+/// ```
+/// use stamps::error::Conflict;
+/// use stamps::Epoch;
+/// let c = Conflict::Epoch { expected: Epoch(3), actual: Epoch(7) };
+/// assert_eq!(c.to_string(), "epoch conflict: expected 3, found 7");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ConflictKind {
-    /// An assignment's epoch.
-    Epoch,
-    /// A migration record's revision.
-    Revision,
+pub enum Conflict {
+    /// A tenant's assignment moved on: its epoch is no longer the one the caller saw.
+    Epoch {
+        /// The epoch the caller expected.
+        expected: Epoch,
+        /// The assignment's epoch in the registry.
+        actual: Epoch,
+    },
+    /// A migration record was saved by someone else since the caller read it.
+    Revision {
+        /// The revision the caller expected.
+        expected: u64,
+        /// The record's revision in the registry.
+        actual: u64,
+    },
 }
 
-impl fmt::Display for ConflictKind {
+impl fmt::Display for Conflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConflictKind::Epoch => "epoch",
-            ConflictKind::Revision => "revision",
-        })
+        match self {
+            Conflict::Epoch { expected, actual } => {
+                write!(f, "epoch conflict: expected {}, found {}", expected.0, actual.0)
+            }
+            Conflict::Revision { expected, actual } => {
+                write!(f, "revision conflict: expected {expected}, found {actual}")
+            }
+        }
     }
 }
 
@@ -84,9 +110,25 @@ impl std::error::Error for InvalidInput {}
 
 /// Errors of registries and of the operations built on them.
 ///
-/// Match on the variant to decide what to do: `Conflict` means re-read and retry,
-/// `Unavailable` means retry later (or serve stale), `CapacityExceeded` and `NotAccepting` mean
-/// place elsewhere, the rest are caller errors.
+/// Match on the variant to decide what to do:
+///
+/// | variant | what it means | what the caller does |
+/// | --- | --- | --- |
+/// | `Unavailable` | the backend could not be reached or did not answer; the call did not take effect, except as [`Error::Unavailable`] says for writes | retry later (or serve stale); [`is_retryable`](Error::is_retryable) |
+/// | `LeaseHeld` | another worker holds a live lease on the migration | wait until `until` (or send an operator command); [`is_retryable`](Error::is_retryable) |
+/// | `Conflict` | a compare-and-set lost: the caller's view is stale | re-read, decide again, retry with what was read |
+/// | `CapacityExceeded`, `NotAccepting` | the stamp cannot take the tenant | place elsewhere |
+/// | `NotFound`, `AlreadyAssigned`, `AlreadyExists`, `InvalidInput`, `InvalidTenantId`, `InvalidTransition` | caller errors | fix the call |
+/// | `ChangeFeedTruncated` | the feed no longer holds the versions asked for | reload a full snapshot, follow from its head |
+/// | `Backend` | anything else the backend reported | report it; see its `source` |
+///
+/// ```
+/// use stamps::error::{Conflict, Error};
+/// use stamps::Epoch;
+/// let lost = Error::Conflict(Conflict::Epoch { expected: Epoch(3), actual: Epoch(7) });
+/// assert!(!lost.is_retryable(), "epochs only grow: the same call fails again");
+/// assert!(Error::unavailable("connection refused").is_retryable());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -120,15 +162,20 @@ pub enum Error {
         /// Its state.
         state: StampState,
     },
-    /// A compare-and-set lost: the caller's view is stale.
-    #[error("{kind} conflict: expected {expected}, found {actual}; re-read and retry")]
-    Conflict {
-        /// What was compared.
-        kind: ConflictKind,
-        /// What the caller expected.
-        expected: u64,
-        /// What the registry holds.
-        actual: u64,
+    /// A compare-and-set lost: the caller's view is stale. Epochs and revisions only grow, so
+    /// the same call fails again; re-read, decide again and retry with what was read.
+    #[error("{0}; re-read and retry with what you read")]
+    Conflict(Conflict),
+    /// Another worker holds a live lease on the migration: its steps are that worker's until
+    /// the lease expires (or the worker releases it).
+    #[error("{migration} is leased by worker {holder} until {until}; wait for the lease to expire or send an operator command")]
+    LeaseHeld {
+        /// The migration.
+        migration: MigrationId,
+        /// The worker holding the lease.
+        holder: String,
+        /// When the lease expires unless renewed.
+        until: Timestamp,
     },
     /// An argument is invalid.
     #[error("invalid input: {0}")]
@@ -165,6 +212,9 @@ pub enum Error {
     Unavailable {
         /// What happened.
         reason: String,
+        /// The underlying error, if there is one (the driver's or the network's).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Any other backend failure.
     #[error("registry backend error: {source}")]
@@ -175,14 +225,53 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether retrying the same call may succeed (`Unavailable` and `Conflict`).
+    /// Whether retrying the same call, unchanged, may succeed: `Unavailable` (the backend may
+    /// answer next time) and `LeaseHeld` (the lease expires). A `Conflict` is not retryable as
+    /// it stands: epochs and revisions only grow, so the caller must re-read first.
+    ///
+    /// ```
+    /// use stamps::error::{Conflict, Error};
+    /// assert!(!Error::Conflict(Conflict::Revision { expected: 4, actual: 5 }).is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Conflict { .. })
+        matches!(self, Error::Unavailable { .. } | Error::LeaseHeld { .. })
     }
 
-    /// An `Unavailable` error.
+    /// An `Unavailable` error with no underlying cause.
     pub fn unavailable(reason: impl Into<String>) -> Error {
-        Error::Unavailable { reason: reason.into() }
+        Error::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// An `Unavailable` error that keeps its cause (reachable through
+    /// [`std::error::Error::source`]).
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out");
+    /// let err = stamps::Error::unavailable_from("registry read", io);
+    /// assert_eq!(err.source().map(|s| s.to_string()), Some("read timed out".to_string()));
+    /// ```
+    pub fn unavailable_from(
+        reason: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Unavailable {
+            reason: reason.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// An epoch `Conflict`.
+    pub fn epoch_conflict(expected: Epoch, actual: Epoch) -> Error {
+        Error::Conflict(Conflict::Epoch { expected, actual })
+    }
+
+    /// A revision `Conflict`.
+    pub fn revision_conflict(expected: u64, actual: u64) -> Error {
+        Error::Conflict(Conflict::Revision { expected, actual })
     }
 
     /// A `Backend` error wrapping `source`.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{ChangeSignal, Registry};
-use crate::error::{ConflictKind, Error, InvalidInput, Result, Subject};
+use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::admission;
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
@@ -220,11 +220,7 @@ impl State {
             .get(tenant)
             .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
         if current.epoch != expected {
-            return Err(Error::Conflict {
-                kind: ConflictKind::Epoch,
-                expected: expected.0,
-                actual: current.epoch.0,
-            });
+            return Err(Error::epoch_conflict(expected, current.epoch));
         }
         Ok(current.clone())
     }
@@ -402,11 +398,7 @@ impl Registry for InMemoryRegistry {
             .get_mut(&record.id)
             .ok_or(Error::NotFound(Subject::Migration(record.id)))?;
         if current.revision != record.revision {
-            return Err(Error::Conflict {
-                kind: ConflictKind::Revision,
-                expected: record.revision,
-                actual: current.revision,
-            });
+            return Err(Error::revision_conflict(record.revision, current.revision));
         }
         if current.tenant != record.tenant
             || current.source != record.source

@@ -447,7 +447,7 @@ pub async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effe
         let (ra, rb) = tokio::join!(a.step(), b.step());
         let conflicts = [&ra, &rb]
             .iter()
-            .filter(|r| matches!(r, Err(Error::Conflict { .. })))
+            .filter(|r| matches!(r, Err(Error::Conflict { .. } | Error::LeaseHeld { .. })))
             .count();
         let wins = [&ra, &rb]
             .iter()
@@ -468,8 +468,17 @@ pub async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effe
         .insert(keys::LEASE_UNTIL.into(), lease_until.as_millis().to_string());
     world.registry.save_migration(&claimed).await.unwrap();
     holder.reload().await.unwrap();
-    assert!(matches!(holder.step().await, Err(Error::Conflict { .. })));
-    assert!(matches!(holder.rollback("op", "x").await, Err(Error::Conflict { .. })));
+    for refused in [
+        holder.step().await.map(|_| ()),
+        holder.rollback("op", "x").await.map(|_| ()),
+    ] {
+        match refused {
+            Err(Error::LeaseHeld { holder, until, .. }) => {
+                assert_eq!((holder.as_str(), until), ("someone-else#1", lease_until));
+            }
+            other => panic!("a live lease of another worker must be LeaseHeld, got {other:?}"),
+        }
+    }
     // Once the lease expires, the migration can be resumed by anyone.
     world.clock.advance(Duration::from_secs(31));
     assert!(matches!(holder.step().await, Ok(StepOutcome::Advanced { .. })));
@@ -496,7 +505,7 @@ pub async fn workers_on_two_threads_racing_for_every_step_never_both_win(b: &Bac
         for t in tasks {
             match t.await.unwrap() {
                 Ok(StepOutcome::Advanced { .. } | StepOutcome::Waiting { .. }) => wins += 1,
-                Err(Error::Conflict { .. }) => conflicts += 1,
+                Err(Error::Conflict { .. } | Error::LeaseHeld { .. }) => conflicts += 1,
                 other => panic!("{other:?}"),
             }
         }

@@ -132,7 +132,10 @@ impl Fault {
                 )),
                 PoolError::Closed => Error::unavailable("the PostgreSQL connection pool is closed"),
                 PoolError::NoRuntimeSpecified => Error::backend(DatabaseError::new("", "the pool has no runtime")),
-                PoolError::PostCreateHook(h) => Error::unavailable(format!("connection setup failed: {h}")),
+                PoolError::PostCreateHook(h) => {
+                    let reason = format!("connection setup failed: {h}");
+                    Error::unavailable_from(reason, PoolError::PostCreateHook(h))
+                }
             },
             Fault::Db(e) => map_db(e),
         }
@@ -145,7 +148,7 @@ impl Fault {
 pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         // No server error: the connection broke, or an I/O or protocol failure.
-        return Error::unavailable(format!("PostgreSQL connection failed: {e}"));
+        return Error::unavailable_from(format!("PostgreSQL connection failed: {e}"), e);
     };
     let code = db.code().code();
     let message = db.message();
@@ -157,7 +160,8 @@ pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
         || code == SqlState::T_R_DEADLOCK_DETECTED.code()
         || code == SqlState::READ_ONLY_SQL_TRANSACTION.code();
     if unavailable {
-        return Error::unavailable(format!("PostgreSQL: {message} (SQLSTATE {code})"));
+        let reason = format!("PostgreSQL: {message} (SQLSTATE {code})");
+        return Error::unavailable_from(reason, DatabaseError::new(code, message));
     }
     if code == SqlState::UNDEFINED_TABLE.code() || code == SqlState::INVALID_SCHEMA_NAME.code() {
         return Error::backend(DatabaseError::new(

@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use super::codec::{self, amounts_json, big, data_json, labels_json, millis, version_of, AssignmentParams};
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
-use crate::error::{ConflictKind, Error, InvalidInput, Subject};
+use crate::error::{Error, InvalidInput, Subject};
 use crate::model::admission;
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Epoch, HistoryAction, MigrationId, MigrationRecord,
@@ -53,12 +53,7 @@ impl PgRegistry {
         let row = row.ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))?;
         let current = codec::assignment(&row)?;
         if current.epoch != expected {
-            return Err(Error::Conflict {
-                kind: ConflictKind::Epoch,
-                expected: expected.0,
-                actual: current.epoch.0,
-            }
-            .into());
+            return Err(Error::epoch_conflict(expected, current.epoch).into());
         }
         Ok(current)
     }
@@ -392,12 +387,7 @@ impl PgRegistry {
             None => return Err(Error::NotFound(Subject::Migration(record.id)).into()),
         };
         if current.revision != record.revision {
-            return Err(Error::Conflict {
-                kind: ConflictKind::Revision,
-                expected: record.revision,
-                actual: current.revision,
-            }
-            .into());
+            return Err(Error::revision_conflict(record.revision, current.revision).into());
         }
         if current.tenant != record.tenant
             || current.source != record.source

@@ -1,7 +1,7 @@
 //! Cases on assignments: admission against hard limits, moves, epochs, dual-write,
 //! unassignment and history.
 
-use crate::error::{ConflictKind, Error};
+use crate::error::{Conflict, Error};
 use crate::model::*;
 use crate::registry::DynRegistry;
 
@@ -203,10 +203,9 @@ pub async fn stale_epoch_is_a_conflict(r: &DynRegistry) {
         .await
         .expect_err("stale");
     match err {
-        Error::Conflict { kind, expected, actual } => {
-            assert_eq!(kind, ConflictKind::Epoch);
-            assert_eq!(expected, a.epoch.0);
-            assert_eq!(actual, b.epoch.0);
+        Error::Conflict(Conflict::Epoch { expected, actual }) => {
+            assert_eq!(expected, a.epoch);
+            assert_eq!(actual, b.epoch);
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
@@ -361,16 +360,7 @@ pub async fn unassign_with_stale_epoch_is_a_conflict(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 5.0)]).await;
     let a = r.assign(&tenant("a", 1.0), StampId(1)).await.expect("assign");
     let err = r.unassign(a.tenant(), Epoch(a.epoch.0 + 1)).await.expect_err("stale");
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                kind: ConflictKind::Epoch,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Conflict(Conflict::Epoch { .. })), "{err:?}");
     assert!(r.assignment(a.tenant()).await.expect("lookup").is_some());
 }
 

@@ -1,7 +1,7 @@
 //! Cases on migration records: round trip, revisions, one active migration per tenant and
 //! legal state changes.
 
-use crate::error::{ConflictKind, Error};
+use crate::error::{Conflict, Error};
 use crate::model::*;
 use crate::registry::DynRegistry;
 
@@ -47,14 +47,7 @@ pub async fn migration_revision_is_compare_and_set(r: &DynRegistry) {
     r.save_migration(&w1).await.expect("first worker");
     let err = r.save_migration(&w2).await.expect_err("second worker");
     assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                kind: ConflictKind::Revision,
-                expected: 1,
-                actual: 2
-            }
-        ),
+        matches!(err, Error::Conflict(Conflict::Revision { expected: 1, actual: 2 })),
         "{err:?}"
     );
     let read = r.migration(created.id).await.expect("read").expect("present");

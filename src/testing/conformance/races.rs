@@ -1,7 +1,7 @@
 //! Cases that race concurrent calls: the last free slots, one compare-and-set winner, one
 //! home per tenant.
 
-use crate::error::{ConflictKind, Error};
+use crate::error::{Conflict, Error};
 use crate::model::*;
 use crate::registry::{DynRegistry, RegistryExt};
 
@@ -58,16 +58,7 @@ pub async fn race_of_compare_and_set_has_one_winner(r: &DynRegistry) {
     assert_eq!(winners.len(), 1, "exactly one compare-and-set wins");
     let winner = winners[0].clone();
     for e in results.into_iter().filter_map(Result::err) {
-        assert!(
-            matches!(
-                e,
-                Error::Conflict {
-                    kind: ConflictKind::Epoch,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, Error::Conflict(Conflict::Epoch { .. })), "{e:?}");
     }
     assert_eq!(r.require_assignment(a.tenant()).await.expect("lookup"), winner);
     let fleet = r.fleet().await.expect("fleet");
