@@ -12,14 +12,14 @@ use crate::error::{Error, InvalidInput};
 /// ```
 pub const MAX_ENTRIES: usize = 1 << 30;
 
-/// How a [`Router`](super::Router) caches. Build with [`RouterConfig::default`] and the
-/// `with_*` methods, or through [`RouterBuilder`](super::RouterBuilder).
+/// How a [`Router`](super::Router) caches. Build with [`RouterConfig::default`] and its
+/// setters, and hand it to [`RouterBuilder::config`](super::RouterBuilder::config).
 ///
 /// | setting | default | meaning |
 /// | --- | --- | --- |
 /// | `ttl` | 60 s | a route is served at most this long after it was loaded or confirmed |
 /// | `negative_ttl` | 5 s | how long "unknown tenant" is remembered |
-/// | `max_entries` | 1,000,000 | size bound of the route table (per shard, see below) |
+/// | `max_entries` | 1,000,000 | size bound of the whole router's route table for ids of up to 24 bytes (see below) |
 /// | `max_negative` | 100,000 | size bound of the negative cache |
 /// | `stale_if_error` | off | serve expired routes, flagged stale, while the registry is unreachable, up to this age |
 /// | `failover` | off | route tenants with a standby stamp there while their stamp is unhealthy |
@@ -31,8 +31,10 @@ pub const MAX_ENTRIES: usize = 1 << 30;
 /// The table for tenant ids of up to 24 bytes is allocated when the router is built:
 /// `⌈max_entries × 4/3⌉` slots of 56 bytes, plus a tag byte per slot up to about three
 /// million entries (about 76 bytes per tenant at the bound). When it holds `max_entries`
-/// tenants, an insert evicts the entry loaded longest ago among the slots it probes. Longer ids live in a copy-on-write table of `shards` shards bounded to
-/// `max_entries / 16` (at least 1,024) entries; the negative cache works the same way.
+/// tenants, an insert evicts the entry loaded longest ago among the slots it probes. Longer
+/// ids live in a copy-on-write table of `shards` shards bounded to `⌈max_entries / 16⌉` (at
+/// least 1,024) entries in all, divided evenly over its shards; the negative cache works the
+/// same way.
 ///
 /// ```
 /// use stamps::router::RouterConfig;
