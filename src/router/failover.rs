@@ -11,7 +11,7 @@ use crate::registry::Registry;
 impl<R: Registry + ?Sized> Router<R> {
     /// Names a standby stamp for an active-active tenant: while the tenant's own stamp is
     /// unhealthy and failover is on
-    /// ([`RouterBuilder::failover`](super::RouterBuilder::failover)), routes go to the
+    /// ([`RouterConfig::failover`](super::RouterConfig::failover)), routes go to the
     /// standby (if it is healthy) with `failed_over_from` set. `None` removes the standby. The
     /// standby's endpoint is known once the router has read the stamps
     /// ([`Router::load_stamps`], [`Router::warm_up`] or [`Router::sync`]).
