@@ -26,7 +26,7 @@ impl<R: Registry + ?Sized> Router<R> {
     }
 
     /// Refreshes the coarse clock from the router's clock. The tickers
-    /// ([`spawn_clock_thread`](Self::spawn_clock_thread), [`spawn_follower`](Self::spawn_follower))
+    /// ([`spawn_clock_thread`](Self::spawn_clock_thread), `spawn_follower` with the `tokio` feature)
     /// call this; `route` reads the coarse clock only while one of them runs, and reads the
     /// router's clock itself otherwise, so a call without a ticker changes nothing but is
     /// harmless. TTLs hold either way.

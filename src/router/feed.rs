@@ -107,7 +107,7 @@ impl<R: Registry + ?Sized> Router<R> {
     /// endpoint, for fleets whose tenants fit in memory. Afterwards the router tracks every
     /// tenant's changes from the feed, not only cached ones. Returns the entries loaded.
     ///
-    /// Call it before [`Router::spawn_follower`] (or before following the feed yourself): it
+    /// Call it before `Router::spawn_follower` (feature `tokio`; or before following the feed yourself): it
     /// pins the feed cursor first, so changes made during the warm-up are applied afterwards.
     ///
     /// ```

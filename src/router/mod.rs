@@ -11,7 +11,7 @@
 //! "unknown tenant" in a separate, bounded negative cache.
 //!
 //! Freshness: a change event applied with [`Router::apply`] (or by the follower task,
-//! [`Router::spawn_follower`], feature `tokio`) replaces the tenant's entry before `apply`
+//! `Router::spawn_follower`, feature `tokio`) replaces the tenant's entry before `apply`
 //! returns, and entries only ever move to larger epochs, so once a change has been applied the
 //! older route is never returned again. Without events, no entry is served
 //! past its TTL unless the registry is unreachable and stale-if-error is configured, and then

@@ -1,5 +1,5 @@
 //! Test utilities for users and for the crate's own tests: the registry conformance suite and
-//! [`FaultyRegistry`], a registry wrapper that injects outages and runs per-method hooks
+//! `FaultyRegistry`, a registry wrapper that injects outages and runs per-method hooks
 //! (feature `test-util`), and property-testing strategies and invariant checkers for
 //! placement policies (feature `proptest`).
 
