@@ -121,7 +121,8 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// audits).
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>>;
 
-    /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity atomically.
+    /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity and the
+    /// tenant's hard constraints ([`Error::ConstraintViolated`]) atomically.
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment>;
 
     /// Assigns like [`Registry::assign`], but lets the write break the constraints `overrides`
