@@ -24,7 +24,7 @@ use std::time::Duration;
 use common::{lost_writes, scenarios, Backend, Keep, Pace, Stop, Totals, World, Writers};
 use pg::{database_url, unique_schema, SchemaGuard};
 use stamps::migration::StepOutcome;
-use stamps::registry::postgres::{PgConfig, PgRegistry};
+use stamps::registry::postgres::{PgConfig, PgRegistry, SCHEMA_VERSION};
 use stamps::{DynRegistry, Error, FakeClock, MigrationState};
 
 /// Writer tasks per scenario (as in memory).
@@ -43,7 +43,10 @@ fn postgres() -> Backend {
                 .pool_size(6)
                 .clock(clock);
             let registry = PgRegistry::connect(config).await.unwrap();
-            assert_eq!(registry.migrate().await.unwrap(), vec![1]);
+            assert_eq!(
+                registry.migrate().await.unwrap(),
+                (1..=SCHEMA_VERSION).collect::<Vec<u32>>()
+            );
             (Arc::new(registry) as Arc<DynRegistry>, Some(Box::new(guard) as Keep))
         })
     })

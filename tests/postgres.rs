@@ -30,7 +30,10 @@ async fn fresh(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (PgRegistr
     let schema = unique_schema(hint);
     let guard = SchemaGuard(schema.clone());
     let registry = PgRegistry::connect(cfg(config(&schema))).await.unwrap();
-    assert_eq!(registry.migrate().await.unwrap(), vec![1]);
+    assert_eq!(
+        registry.migrate().await.unwrap(),
+        (1..=SCHEMA_VERSION).collect::<Vec<u32>>()
+    );
     (registry, guard)
 }
 
@@ -584,7 +587,11 @@ async fn concurrent_migrators_apply_each_version_once() {
     assert_eq!(registries[0].schema_version().await.unwrap(), None);
     let results = futures_util::future::join_all(registries.iter().map(|r| r.migrate())).await;
     let applied: Vec<u32> = results.into_iter().flat_map(|r| r.unwrap()).collect();
-    assert_eq!(applied, vec![1], "one migrator applied version 1");
+    assert_eq!(
+        applied,
+        (1..=SCHEMA_VERSION).collect::<Vec<u32>>(),
+        "one migrator applied each version"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,7 +719,11 @@ async fn specs_round_trip_through_columns_and_the_feed() {
         .tier(Tier::Dedicated)
         .pin(StampId(9))
         .label("plan", "enterprise");
-    let a = r.assign(&t, StampId(9)).await.unwrap();
+    // A dedicated tenant on a `gold` stamp breaks the tier rule: the override round-trips too.
+    let o = Override::new(ConstraintKind::Tier, "round trip of every field").and(ConstraintKind::Residency);
+    let a = r.assign_overriding(&t, StampId(9), &o, "ops").await.unwrap();
+    let h = r.history(&t.id).await.unwrap();
+    assert_eq!((h[0].overrode.as_ref(), h[0].actor.as_deref()), (Some(&o), Some("ops")));
     assert_eq!(a.spec, t);
     assert_eq!(r.assignment(&t.id).await.unwrap(), Some(a.clone()));
     let until = Timestamp::from_millis(1_767_225_700_000);

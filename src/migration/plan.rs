@@ -5,8 +5,9 @@ use std::fmt;
 
 use super::{MigrationConfig, Migrator};
 use crate::error::{Error, Result, Subject};
-use crate::model::admission;
+use crate::model::{admission, constraints};
 use crate::model::{AssignmentMode, Epoch, MigrationId, MigrationState, StampId, StampState, TenantId};
+use crate::registry::RegistryExt;
 
 use MigrationState as S;
 
@@ -59,6 +60,27 @@ impl Migrator {
         if destination != source {
             let mut shadowed = assignment.clone();
             shadowed.mode = AssignmentMode::DualWrite { shadow: destination };
+            // The registry's hard constraints (residency, pin, tier, dedicated): the same
+            // error `create_migration` would give, reported as a failed check.
+            let holder = match constraints::dedicated_targets(Some(&assignment), &shadowed, |s| fleet.get(s)).next() {
+                Some(_) => self
+                    .registry
+                    .all_assignments()
+                    .await?
+                    .into_iter()
+                    .find(|a| a.tenant() != tenant && a.stamps().any(|s| s == destination))
+                    .map(|a| a.tenant().clone()),
+                None => None,
+            };
+            let allowed = constraints::check(Some(&assignment), &shadowed, |s| fleet.get(s), |_| holder.clone(), None);
+            checks.push(PlanCheck::new(
+                "destination meets the tenant's constraints (pin, residency, tier, dedicated)",
+                allowed.is_ok(),
+                match allowed {
+                    Ok(()) => "all hold".to_string(),
+                    Err(e) => e.to_string(),
+                },
+            ));
             let fit = admission::check(Some(&assignment), Some(&shadowed), |s| fleet.get(s));
             checks.push(PlanCheck::new(
                 "destination has room for the tenant's demand",
@@ -222,5 +244,64 @@ impl fmt::Display for MigrationPlan {
                 "NOT feasible"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::migration::reference::ReferenceDataPlane;
+    use crate::model::{Capacity, Region, Residency, Resource, StampSpec, TenantSpec, Tier};
+    use crate::registry::{InMemoryRegistry, Registry, RegistryExt};
+
+    const CHECK: &str = "destination meets the tenant's constraints (pin, residency, tier, dedicated)";
+
+    async fn stamp(r: &InMemoryRegistry, id: u32, residency: &str, tier: Tier) {
+        let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+        let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("r").unwrap(), cap)
+            .unwrap()
+            .residency(Residency::new(residency).unwrap())
+            .tier(tier);
+        r.put_active_stamp(spec).await.unwrap();
+    }
+
+    /// A plan to a stamp outside the tenant's residency, of another tier, or dedicated and
+    /// held by another tenant fails the constraint check, naming the rule; `start` refuses it.
+    #[tokio::test]
+    async fn plan_reports_broken_constraints() {
+        let registry = Arc::new(InMemoryRegistry::new());
+        stamp(&registry, 1, "eu", Tier::Dedicated).await;
+        stamp(&registry, 2, "us", Tier::Dedicated).await;
+        stamp(&registry, 3, "eu", Tier::Shared).await;
+        stamp(&registry, 4, "eu", Tier::Dedicated).await;
+        stamp(&registry, 5, "eu", Tier::Dedicated).await;
+        let dedicated = |n: &str| {
+            TenantSpec::new(TenantId::new(n).unwrap())
+                .residency(Residency::new("eu").unwrap())
+                .tier(Tier::Dedicated)
+        };
+        registry.assign(&dedicated("a"), StampId(1)).await.unwrap();
+        registry.assign(&dedicated("holder"), StampId(4)).await.unwrap();
+        let data = Arc::new(ReferenceDataPlane::new((1..=5).map(StampId)));
+        let migrator = Migrator::new(registry.clone(), data);
+        let tenant = TenantId::new("a").unwrap();
+        let failed = |plan: &MigrationPlan| -> Option<String> {
+            plan.checks
+                .iter()
+                .find(|c| c.what == CHECK)
+                .filter(|c| !c.ok)
+                .map(|c| c.detail.clone())
+        };
+        for (to, words) in [(2, "residency"), (3, "tier"), (4, "held by tenant holder")] {
+            let plan = migrator.plan(&tenant, StampId(to)).await.unwrap();
+            let detail = failed(&plan).unwrap_or_else(|| panic!("plan to {to} passed the constraint check: {plan}"));
+            assert!(detail.contains(words), "{detail}");
+            assert!(!plan.is_feasible());
+            assert!(migrator.start(&plan, "test").await.is_err());
+        }
+        let ok = migrator.plan(&tenant, StampId(5)).await.unwrap();
+        assert!(failed(&ok).is_none() && ok.is_feasible(), "{ok}");
     }
 }

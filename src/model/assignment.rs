@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Demand, StampId, TenantId, TenantSpec};
+use super::{ConstraintKind, Demand, Override, StampId, TenantId, TenantSpec};
 use crate::time::Timestamp;
 
 /// A position in the registry's change feed. Every write gets the next version; versions only
@@ -221,6 +221,10 @@ pub struct AssignmentChange {
     pub action: ChangeAction,
     /// Who or what asked (recorded in the history).
     pub actor: Option<String>,
+    /// Constraints the operator explicitly lets this change break, with the reason (recorded
+    /// in the history); see [`AssignmentChange::overriding`].
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub overrides: Option<Override>,
 }
 
 impl AssignmentChange {
@@ -249,12 +253,43 @@ impl AssignmentChange {
 
     /// A change from an action.
     pub fn new(action: ChangeAction) -> Self {
-        AssignmentChange { action, actor: None }
+        AssignmentChange {
+            action,
+            actor: None,
+            overrides: None,
+        }
     }
 
     /// Records who asked.
     pub fn by(mut self, actor: impl Into<String>) -> Self {
         self.actor = Some(actor.into());
+        self
+    }
+
+    /// Lets this change break `constraint` (an operator's explicit decision, with a reason),
+    /// recorded in the tenant's history with the actor. Call it again to name another
+    /// constraint; the last reason given is kept. Without it, registries refuse a change that
+    /// breaks a constraint with [`Error::ConstraintViolated`](crate::model::error::Error::ConstraintViolated).
+    ///
+    /// ```
+    /// use stamps::{AssignmentChange, ConstraintKind, StampId};
+    /// let c = AssignmentChange::move_to(StampId(7))
+    ///     .overriding(ConstraintKind::Residency, "legal approved transfer #123")
+    ///     .by("alice");
+    /// let o = c.overrides.as_ref().expect("override set");
+    /// assert!(o.allows(ConstraintKind::Residency));
+    /// assert_eq!(o.reason, "legal approved transfer #123");
+    /// ```
+    pub fn overriding(mut self, constraint: ConstraintKind, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        self.overrides = Some(match self.overrides.take() {
+            Some(o) => {
+                let mut o = o.and(constraint);
+                o.reason = reason;
+                o
+            }
+            None => Override::new(constraint, reason),
+        });
         self
     }
 }
@@ -326,6 +361,10 @@ pub struct HistoryEntry {
     pub mode: AssignmentMode,
     /// Who asked, if recorded.
     pub actor: Option<String>,
+    /// The operator override the write used, if any: which constraints it let the write
+    /// break, and why.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub overrode: Option<Override>,
 }
 
 impl HistoryEntry {
@@ -352,6 +391,22 @@ impl HistoryEntry {
             epoch,
             mode,
             actor,
+            overrode: None,
         }
+    }
+
+    /// Records the override the write used (for registry implementations).
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let e = HistoryEntry::new(Version(1), Timestamp::ZERO, TenantId::new("a")?, HistoryAction::Assigned,
+    ///     None, Some(StampId(1)), Epoch(1), AssignmentMode::Serving, Some("alice".into()))
+    ///     .overriding(Some(Override::new(ConstraintKind::Pin, "incident 7")));
+    /// assert!(e.overrode.is_some_and(|o| o.allows(ConstraintKind::Pin)));
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn overriding(mut self, overrode: Option<Override>) -> Self {
+        self.overrode = overrode;
+        self
     }
 }

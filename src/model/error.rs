@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{Epoch, MigrationId, Resource, StampId, StampState, TenantId, TenantIdError};
+use super::{ConstraintViolation, Epoch, MigrationId, Resource, StampId, StampState, TenantId, TenantIdError};
 use crate::time::Timestamp;
 
 /// The crate's result type.
@@ -222,6 +222,13 @@ pub enum Error {
         /// The underlying error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The write would place the tenant (serving or as a migration's shadow) on a stamp against
+    /// one of its hard constraints: residency, pin, tier or a dedicated stamp held by another
+    /// tenant (see [`constraints`](crate::model::constraints)). Choose another stamp, or, if an
+    /// operator truly must, repeat the write with an [`Override`](crate::model::Override)
+    /// naming the constraint and a reason.
+    #[error("constraint violated: {0}; choose another stamp or write with an explicit override")]
+    ConstraintViolated(ConstraintViolation),
 }
 
 impl Error {

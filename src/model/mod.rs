@@ -5,6 +5,7 @@
 pub mod admission;
 mod assignment;
 mod change;
+pub mod constraints;
 pub(crate) mod error;
 mod fleet;
 mod health;
@@ -19,6 +20,7 @@ pub use assignment::{
     Assignment, AssignmentChange, AssignmentMode, ChangeAction, Epoch, HistoryAction, HistoryEntry, Version,
 };
 pub use change::{Change, ChangeBatch, ChangeKind};
+pub use constraints::{Constraint, ConstraintKind, ConstraintViolation, Override};
 pub use fleet::{Fleet, StampLoad};
 pub use health::{AllHealthy, HealthStatus, HealthView};
 pub use migration::{MigrationId, MigrationRecord, MigrationState};

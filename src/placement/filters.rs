@@ -1,7 +1,8 @@
 //! Filters: hard constraints that remove ineligible stamps.
 
 use super::{FilterKind, FleetView, Rejection};
-use crate::model::{Amount, StampLoad, TenantSpec, Tier};
+use crate::model::constraints;
+use crate::model::{Amount, StampLoad, TenantSpec};
 
 /// Tenant label prefix for affinity: a tenant label `affinity/KEY = VALUE` requires the stamp
 /// to carry the label `KEY = VALUE` (see [`Affinity`]).
@@ -220,9 +221,10 @@ impl StampFilter for ResidencyMatch {
         "residency"
     }
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
-        match &tenant.residency {
-            Some(r) if load.stamp.spec.residency.as_ref() != Some(r) => Err(Rejection::new(FilterKind::Residency)),
-            _ => Ok(()),
+        if constraints::residency_matches(tenant, &load.stamp.spec) {
+            Ok(())
+        } else {
+            Err(Rejection::new(FilterKind::Residency))
         }
     }
 }
@@ -264,7 +266,9 @@ impl StampFilter for TierMatch {
         "tier"
     }
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
-        let ok = load.stamp.spec.tier == tenant.tier && (tenant.tier != Tier::Dedicated || load.tenants() == 0);
+        // The registry's rules: same tier, and a dedicated stamp holds one tenant.
+        let spec = &load.stamp.spec;
+        let ok = constraints::tier_allows(tenant, spec) && constraints::dedicated_free(spec, load.tenants());
         if ok {
             Ok(())
         } else {
@@ -316,9 +320,10 @@ impl StampFilter for Pinned {
         "pin"
     }
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
-        match tenant.pin {
-            Some(p) if p != load.id() => Err(Rejection::new(FilterKind::Pin)),
-            _ => Ok(()),
+        if constraints::pin_allows(tenant, load.id()) {
+            Ok(())
+        } else {
+            Err(Rejection::new(FilterKind::Pin))
         }
     }
 }

@@ -9,11 +9,11 @@ use parking_lot::RwLock;
 
 use super::{ChangeSignal, Registry};
 use crate::error::{Error, InvalidInput, Result, Subject};
-use crate::model::admission;
+use crate::model::{admission, constraints};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Stamp, StampId, StampLoad, StampSpec, StampState,
-    TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Stamp, StampId, StampLoad, StampSpec,
+    StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -158,16 +158,27 @@ impl State {
         v
     }
 
-    /// Applies an assignment write: admission, usage, history, change feed.
+    /// Applies an assignment write: constraints, admission, usage, history, change feed.
+    #[allow(clippy::too_many_arguments)]
     fn write_assignment(
         &mut self,
         old: Option<Assignment>,
         new: Option<Assignment>,
         action: HistoryAction,
         actor: Option<String>,
+        overrode: Option<Override>,
         at: Timestamp,
         retention: usize,
     ) -> Result<Option<Assignment>> {
+        if let Some(n) = new.as_ref() {
+            constraints::check(
+                old.as_ref(),
+                n,
+                |s| self.stamps.get(&s),
+                |s| self.holder(s, n.tenant()),
+                overrode.as_ref(),
+            )?;
+        }
         admission::check(old.as_ref(), new.as_ref(), |s| self.stamps.get(&s))?;
         let tenant = match new.as_ref().or(old.as_ref()) {
             Some(a) => a.tenant().clone(),
@@ -196,7 +207,8 @@ impl State {
             Epoch(version.0),
             new.as_ref().map_or(AssignmentMode::Serving, |n| n.mode),
             actor,
-        );
+        )
+        .overriding(overrode);
         self.history.entry(tenant.clone()).or_default().push(entry);
         match &new {
             Some(a) => {
@@ -212,6 +224,43 @@ impl State {
         };
         self.push_change(at, kind, retention);
         Ok(new)
+    }
+
+    /// A tenant other than `tenant` on `stamp` (serving or shadow), if any.
+    fn holder(&self, stamp: StampId, tenant: &TenantId) -> Option<TenantId> {
+        self.assignments
+            .values()
+            .find(|a| a.tenant() != tenant && a.stamps().any(|s| s == stamp))
+            .map(|a| a.tenant().clone())
+    }
+
+    /// Assigns an unassigned tenant (the body of `assign` and `assign_overriding`).
+    fn assign_new(
+        &mut self,
+        tenant: &TenantSpec,
+        stamp: StampId,
+        actor: Option<String>,
+        overrode: Option<Override>,
+        now: Timestamp,
+        retention: usize,
+    ) -> Result<Assignment> {
+        if let Some(a) = self.assignments.get(&tenant.id) {
+            return Err(Error::AlreadyAssigned {
+                tenant: tenant.id.clone(),
+                stamp: a.stamp,
+            });
+        }
+        let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
+        self.write_assignment(
+            None,
+            Some(new),
+            HistoryAction::Assigned,
+            actor,
+            overrode,
+            now,
+            retention,
+        )?
+        .ok_or_else(|| Error::unavailable("assignment vanished during write"))
     }
 
     fn expect_epoch(&self, tenant: &TenantId, expected: Epoch) -> Result<Assignment> {
@@ -298,17 +347,20 @@ impl Registry for InMemoryRegistry {
 
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         TenantId::validate(tenant.id.as_str())?;
-        self.write(|st, now, retention| {
-            if let Some(a) = st.assignments.get(&tenant.id) {
-                return Err(Error::AlreadyAssigned {
-                    tenant: tenant.id.clone(),
-                    stamp: a.stamp,
-                });
-            }
-            let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
-            st.write_assignment(None, Some(new), HistoryAction::Assigned, None, now, retention)?
-                .ok_or_else(|| Error::unavailable("assignment vanished during write"))
-        })
+        self.write(|st, now, retention| st.assign_new(tenant, stamp, None, None, now, retention))
+    }
+
+    async fn assign_overriding(
+        &self,
+        tenant: &TenantSpec,
+        stamp: StampId,
+        overrides: &Override,
+        actor: &str,
+    ) -> Result<Assignment> {
+        TenantId::validate(tenant.id.as_str())?;
+        overrides.validate()?;
+        let (o, a) = (Some(overrides.clone()), Some(actor.to_string()));
+        self.write(|st, now, retention| st.assign_new(tenant, stamp, a, o, now, retention))
     }
 
     async fn compare_and_set(
@@ -320,15 +372,23 @@ impl Registry for InMemoryRegistry {
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
             let (new, action) = admission::change(&old, &change.action)?;
-            st.write_assignment(Some(old), Some(new), action, change.actor, now, retention)?
-                .ok_or_else(|| Error::unavailable("assignment vanished during write"))
+            st.write_assignment(
+                Some(old),
+                Some(new),
+                action,
+                change.actor,
+                change.overrides,
+                now,
+                retention,
+            )?
+            .ok_or_else(|| Error::unavailable("assignment vanished during write"))
         })
     }
 
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
-            st.write_assignment(Some(old), None, HistoryAction::Unassigned, None, now, retention)?;
+            st.write_assignment(Some(old), None, HistoryAction::Unassigned, None, None, now, retention)?;
             Ok(())
         })
     }
@@ -367,6 +427,22 @@ impl Registry for InMemoryRegistry {
         for s in [record.source, record.destination] {
             if !st.stamps.contains_key(&s) {
                 return Err(Error::NotFound(Subject::Stamp(s)));
+            }
+        }
+        if let Some(a) = st.assignments.get(&record.tenant) {
+            // The destination becomes the tenant's shadow in dual-write: the same rules apply.
+            let mut shadowed = a.clone();
+            shadowed.mode = AssignmentMode::DualWrite {
+                shadow: record.destination,
+            };
+            if shadowed.stamp != record.destination {
+                constraints::check(
+                    Some(a),
+                    &shadowed,
+                    |s| st.stamps.get(&s),
+                    |s| st.holder(s, &record.tenant),
+                    None,
+                )?;
             }
         }
         if let Some(active) = st

@@ -25,10 +25,10 @@ pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAnd
 pub use postgres::{PgConfig, PgRegistry};
 pub use signal::{ChangeSignal, Changed};
 
-use crate::error::{Error, Result, Subject};
+use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
-    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
+    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 
 /// A registry as a trait object.
@@ -44,6 +44,17 @@ pub type DynRegistry = dyn Registry;
 ///   atomically; however many callers race, no stamp exceeds the hard limit of any resource
 ///   (usage counts the tenant's demand plus one tenant slot on the serving stamp and on a
 ///   migration's shadow stamp). Only `Active` stamps take tenants they do not already hold.
+/// - **Hard constraints**: `assign`, `compare_and_set` (a move, or a mode whose shadow is a new
+///   stamp) and `create_migration` (its destination, as the tenant's future shadow) refuse,
+///   with [`Error::ConstraintViolated`] naming the rule, to place a tenant on a stamp it does
+///   not already hold when: the tenant is pinned to another stamp; the tenant has a residency
+///   and the stamp declares another or none; the stamp's tier is not the tenant's; or the stamp
+///   is dedicated and another tenant is on it. The rules are
+///   [`constraints::check`](crate::model::constraints::check) (placement's filters use the same
+///   definitions), run in the same lock or transaction as the capacity check, so racing writers
+///   cannot both take a dedicated stamp. A write carrying an [`Override`] that names the rule
+///   (`AssignmentChange::overriding`, [`Registry::assign_overriding`]) is let through, and the
+///   override (rule, reason, actor) is recorded in its [`HistoryEntry`].
 /// - **Fencing**: every write to an assignment gives it a new epoch, greater than every epoch
 ///   the tenant had before (even across unassign and reassign); `compare_and_set` and
 ///   `unassign` apply only if the current epoch equals `expected`, else
@@ -63,6 +74,7 @@ pub type DynRegistry = dyn Registry;
 ///
 /// # Implementing
 /// Keep each write in one transaction (or under one lock): read the assignment, run
+/// [`constraints::check`](crate::model::constraints::check) and
 /// [`admission::check`](crate::model::admission::check), write the assignment, usage, history row and change row, bump the
 /// version, commit, then notify the signal. Take the epoch from the change version. Run
 /// `stamps::testing::conformance::run_all` against your implementation.
@@ -109,10 +121,48 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// audits).
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>>;
 
-    /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity atomically.
+    /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity and the
+    /// tenant's hard constraints ([`Error::ConstraintViolated`]) atomically.
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment>;
 
+    /// Assigns like [`Registry::assign`], but lets the write break the constraints `overrides`
+    /// names (an operator's explicit decision); the history entry records the override and
+    /// `actor`. An override whose reason is empty, too long or holds control characters is
+    /// [`Error::InvalidInput`]; rules it does not name are still enforced.
+    ///
+    /// The default body refuses every call with [`Error::InvalidInput`] (field `override`), so
+    /// registries written before overrides existed keep compiling and never break a rule;
+    /// implement it to support overrides (the conformance suite checks it).
+    ///
+    /// ```
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "us1", Region::new("us-east")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.residency(Residency::new("us")?)).await?;
+    /// let eu = TenantSpec::new(TenantId::new("acme")?).residency(Residency::new("eu")?);
+    /// assert!(matches!(registry.assign(&eu, StampId(1)).await, Err(Error::ConstraintViolated(_))));
+    /// let o = Override::new(ConstraintKind::Residency, "legal approved transfer #123");
+    /// registry.assign_overriding(&eu, StampId(1), &o, "alice").await?;
+    /// let h = registry.history(&eu.id).await?;
+    /// assert_eq!(h[0].overrode.as_ref(), Some(&o));
+    /// assert_eq!(h[0].actor.as_deref(), Some("alice"));
+    /// # Ok(()) }
+    /// ```
+    async fn assign_overriding(
+        &self,
+        tenant: &TenantSpec,
+        stamp: StampId,
+        overrides: &Override,
+        actor: &str,
+    ) -> Result<Assignment> {
+        let _ = (tenant, stamp, overrides, actor);
+        Err(InvalidInput::new("override", "is not supported by this registry implementation").into())
+    }
+
     /// Changes an assignment if its epoch is `expected`; the result has a new, larger epoch.
+    /// A change breaking a hard constraint is refused unless `change.overrides` names it.
     async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange)
         -> Result<Assignment>;
 
@@ -130,7 +180,9 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Stores a new migration record (given in `Planned`, from
     /// [`MigrationRecord::planned`]); assigns its id and revision 1. Fails with
-    /// [`Error::AlreadyExists`] while the tenant has a non-terminal migration.
+    /// [`Error::AlreadyExists`] while the tenant has a non-terminal migration, and with
+    /// [`Error::ConstraintViolated`] when the tenant is assigned and the destination breaks
+    /// one of its constraints (as its dual-write shadow would).
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord>;
 
     /// A migration record.
@@ -228,6 +280,15 @@ macro_rules! forward_registry {
             }
             async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
                 (**self).assign(tenant, stamp).await
+            }
+            async fn assign_overriding(
+                &self,
+                tenant: &TenantSpec,
+                stamp: StampId,
+                overrides: &Override,
+                actor: &str,
+            ) -> Result<Assignment> {
+                (**self).assign_overriding(tenant, stamp, overrides, actor).await
             }
             async fn compare_and_set(
                 &self,

@@ -12,9 +12,9 @@ use tokio_postgres::Row;
 use super::fault::{corrupt, Fault};
 use crate::error::InvalidInput;
 use crate::model::{
-    Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, Demand, Epoch, HistoryAction,
-    HistoryEntry, Labels, MigrationId, MigrationRecord, MigrationState, Region, Residency, Resource, Stamp, StampId,
-    StampLoad, StampSpec, StampState, TenantId, TenantSpec, Tier, Version,
+    Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, ConstraintKind, Demand, Epoch,
+    HistoryAction, HistoryEntry, Labels, MigrationId, MigrationRecord, MigrationState, Override, Region, Residency,
+    Resource, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Tier, Version,
 };
 use crate::time::Timestamp;
 
@@ -252,7 +252,35 @@ pub(crate) fn history_entry(f: &impl Fields) -> Result<HistoryEntry, Fault> {
         Epoch(u64_of(int_req(f, "epoch")?, "epoch")?),
         mode_of(f)?,
         f.text("actor")?.map(str::to_string),
-    ))
+    )
+    .overriding(override_of(f)?))
+}
+
+/// The override recorded with a history entry (`override_constraints`, `override_reason`).
+fn override_of(f: &impl Fields) -> Result<Option<Override>, Fault> {
+    let (Some(names), Some(reason)) = (f.text("override_constraints")?, f.text("override_reason")?) else {
+        return Ok(None);
+    };
+    let mut kinds = names
+        .split(',')
+        .map(|n| ConstraintKind::parse(n).ok_or_else(|| corrupt("override_constraints")));
+    let first = kinds.next().ok_or_else(|| corrupt("override_constraints"))??;
+    let mut o = Override::new(first, reason);
+    for k in kinds {
+        o = o.and(k?);
+    }
+    Ok(Some(o))
+}
+
+/// An override as the `override_constraints` and `override_reason` parameters.
+pub(crate) fn override_params(o: Option<&Override>) -> (Option<String>, Option<String>) {
+    match o {
+        Some(o) => (
+            Some(o.constraints.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(",")),
+            Some(o.reason.clone()),
+        ),
+        None => (None, None),
+    }
 }
 
 /// A migration record.

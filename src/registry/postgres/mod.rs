@@ -45,8 +45,8 @@ use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
 use super::{ChangeSignal, Registry};
 use crate::error::{Error, InvalidInput, Result};
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
-    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
+    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -331,7 +331,29 @@ impl Registry for PgRegistry {
         TenantId::validate(tenant.id.as_str())?;
         // Two first assignments of one tenant race on the primary key; the retry reports
         // `AlreadyAssigned` with the winner's stamp.
-        on_conn!(self, retry_unique = true, |c| self.assign_once(c, tenant, stamp))
+        on_conn!(self, retry_unique = true, |c| self
+            .assign_once(c, tenant, stamp, None, None))
+    }
+
+    async fn assign_overriding(
+        &self,
+        tenant: &TenantSpec,
+        stamp: StampId,
+        overrides: &Override,
+        actor: &str,
+    ) -> Result<Assignment> {
+        TenantId::validate(tenant.id.as_str())?;
+        overrides.validate()?;
+        if actor.contains('\0') {
+            return Err(InvalidInput::new("actor", "contains a NUL character").into());
+        }
+        on_conn!(self, retry_unique = true, |c| self.assign_once(
+            c,
+            tenant,
+            stamp,
+            Some(overrides),
+            Some(actor)
+        ))
     }
 
     async fn compare_and_set(

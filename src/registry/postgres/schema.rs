@@ -17,18 +17,25 @@ pub(crate) struct Migration {
 
 /// Every migration this build knows, in version order. Append only: a released migration is
 /// never edited (its checksum is recorded and verified).
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "history_overrides",
+        sql: include_str!("migrations/0002_history_overrides.sql"),
+    },
+];
 
 /// The newest schema version this build of the crate knows.
 ///
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

@@ -7,7 +7,8 @@ const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_ve
 const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
                                pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
 const HISTORY_COLS: &str =
-    "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor";
+    "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor, \
+     override_constraints, override_reason";
 const MIGRATION_COLS: &str = "id, tenant, source_id, destination_id, state, revision, data, created_at, updated_at";
 /// Makes a write statement fail (division by zero, SQLSTATE 22012) when it wrote no change
 /// row, for example because its target row vanished: with the `COMMIT` pipelined behind it,
@@ -35,9 +36,9 @@ pub(crate) struct Sql {
     pub(crate) update_write: String,
     pub(crate) unassign_write: String,
     pub(crate) history: String,
+    pub(crate) stamp_holder: String,
     pub(crate) changes: String,
     pub(crate) prune: String,
-    pub(crate) stamps_exist: String,
     pub(crate) migration_insert: String,
     pub(crate) migration_active: String,
     pub(crate) migration_get: String,
@@ -75,7 +76,7 @@ impl Sql {
             ), hist AS (
                 INSERT INTO {s}.assignment_history ({HISTORY_COLS})
                 SELECT ins.epoch, ins.tenant, $12, $14, $15, ins.stamp_id, ins.epoch, ins.mode, ins.shadow_id,
-                       ins.frozen_until, $16
+                       ins.frozen_until, $16, $17, $18
                 FROM ins
                 RETURNING version
             ), chg AS (
@@ -124,6 +125,12 @@ impl Sql {
                 ), {stamp_change}"
             ),
             assignment_get: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1"),
+            // Run after the stamp's row is locked: every write that adds or removes a tenant on
+            // a stamp locks that row first, so the answer holds until the caller commits.
+            stamp_holder: format!(
+                "SELECT tenant FROM {s}.assignments WHERE (stamp_id = $1 OR shadow_id = $1) AND tenant <> $2
+                 ORDER BY tenant LIMIT 1"
+            ),
             assignment_lock: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1 FOR UPDATE"),
             assignments_page: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2"
@@ -140,7 +147,7 @@ impl Sql {
                     UPDATE {s}.assignments SET stamp_id = $2, epoch = {head_expr}, mode = $3, shadow_id = $4,
                         frozen_until = $5, region = $6, residency = $7, tier = $8, pin_stamp_id = $9,
                         demand_milli = $10, labels = $11, updated_at = $12
-                    WHERE tenant = $1 AND epoch = $17
+                    WHERE tenant = $1 AND epoch = $19
                     RETURNING *
                 ), {assignment_tail}"
             ),
@@ -153,7 +160,8 @@ impl Sql {
                     RETURNING st.id
                 ), hist AS (
                     INSERT INTO {s}.assignment_history ({HISTORY_COLS})
-                    SELECT f.head, del.tenant, $4, 'unassigned', del.stamp_id, NULL, f.head, 'serving', NULL, NULL, $5
+                    SELECT f.head, del.tenant, $4, 'unassigned', del.stamp_id, NULL, f.head, 'serving', NULL, NULL, $5,
+                           NULL, NULL
                     FROM del, {s}.feed f WHERE f.id = 1
                     RETURNING version
                 ), chg AS (
@@ -177,7 +185,6 @@ impl Sql {
                  ORDER BY c.version"
             ),
             prune: format!("DELETE FROM {s}.changes WHERE version <= $1 AND version < {head_expr}"),
-            stamps_exist: format!("SELECT id FROM {s}.stamps WHERE id = ANY($1::bigint[])"),
             migration_insert: format!(
                 "INSERT INTO {s}.tenant_migrations (tenant, source_id, destination_id, state, revision, data,
                                                     created_at, updated_at)

@@ -9,14 +9,16 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::codec::{self, amounts_json, big, data_json, labels_json, millis, version_of, AssignmentParams};
+use super::codec::{
+    self, amounts_json, big, data_json, labels_json, millis, override_params, version_of, AssignmentParams,
+};
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
 use crate::error::{Error, InvalidInput, Subject};
-use crate::model::admission;
+use crate::model::{admission, constraints};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Epoch, HistoryAction, MigrationId, MigrationRecord,
-    MigrationState, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
+    MigrationState, Override, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 
 impl PgRegistry {
@@ -26,6 +28,35 @@ impl PgRegistry {
         let stmt = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
         let rows = c.query(&stmt, &[&ids]).await?;
         rows.iter().map(codec::stamp_load).collect()
+    }
+
+    /// Runs the constraint rules for replacing `old` with `new`, on stamps locked in this
+    /// transaction (`loads`). For each dedicated stamp the write adds the tenant to, it first
+    /// reads who else is on it: every write that adds or removes a tenant on a stamp locks that
+    /// stamp's row before reading, so under our lock the set of tenants on it cannot change
+    /// until we commit, and two writers racing for one dedicated stamp are serialised by it.
+    async fn check_constraints(
+        &self,
+        c: &Object,
+        old: Option<&Assignment>,
+        new: &Assignment,
+        loads: &[StampLoad],
+        overrides: Option<&Override>,
+    ) -> Result<(), Fault> {
+        let find = |s: StampId| loads.iter().find(|l| l.id() == s);
+        let mut holders: Vec<(StampId, TenantId)> = Vec::new();
+        let targets: Vec<StampId> = constraints::dedicated_targets(old, new, find).collect();
+        if !targets.is_empty() {
+            let stmt = c.prepare_cached(&self.inner.sql.stamp_holder).await?;
+            for s in targets {
+                if let Some(row) = c.query_opt(&stmt, &[&i64::from(s.0), &new.tenant().as_str()]).await? {
+                    let t: &str = row.try_get(0)?;
+                    holders.push((s, TenantId::new(t).map_err(|_| corrupt("assignments.tenant"))?));
+                }
+            }
+        }
+        let holder = |s: StampId| holders.iter().find(|(x, _)| *x == s).map(|(_, t)| t.clone());
+        Ok(constraints::check(old, new, find, holder, overrides)?)
     }
 
     /// Starts a transaction and locks the given stamps, in one round trip.
@@ -87,6 +118,8 @@ impl PgRegistry {
         c: &mut Object,
         tenant: &TenantSpec,
         stamp: StampId,
+        overrides: Option<&Override>,
+        actor: Option<&str>,
     ) -> Result<Assignment, Fault> {
         let now = self.now();
         let get = c.prepare_cached(&self.inner.sql.assignment_get).await?;
@@ -108,7 +141,9 @@ impl PgRegistry {
         }
         let loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
         let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
+        self.check_constraints(c, None, &new, &loads, overrides).await?;
         admission::check(None, Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
+        let (o_kinds, o_reason) = override_params(overrides);
         let usage = usage_after(&loads, None, Some(&new));
         let p = AssignmentParams::new(&new, now)?;
         let action = HistoryAction::Assigned.as_str();
@@ -132,7 +167,9 @@ impl PgRegistry {
                     &usage,
                     &action,
                     &None::<i64>,
-                    &None::<String>,
+                    &actor,
+                    &o_kinds,
+                    &o_reason,
                 ],
             )
             .await?;
@@ -155,7 +192,10 @@ impl PgRegistry {
         let (mut new, action) = admission::change(&old, &change.action)?;
         new.updated_at = now;
         let loads = self.lock_stamps(c, old.stamps().chain(new.stamps())).await?;
+        self.check_constraints(c, Some(&old), &new, &loads, change.overrides.as_ref())
+            .await?;
         admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
+        let (o_kinds, o_reason) = override_params(change.overrides.as_ref());
         let usage = usage_after(&loads, Some(&old), Some(&new));
         let p = AssignmentParams::new(&new, now)?;
         let action = action.as_str();
@@ -182,6 +222,8 @@ impl PgRegistry {
                     &action,
                     &from,
                     &change.actor,
+                    &o_kinds,
+                    &o_reason,
                     &expected_param,
                 ],
             )
@@ -277,17 +319,32 @@ impl PgRegistry {
     ) -> Result<MigrationRecord, Fault> {
         let now = millis(self.now())?;
         let sql = &self.inner.sql;
-        let exist = c.prepare_cached(&sql.stamps_exist).await?;
         let ids = vec![i64::from(record.source.0), i64::from(record.destination.0)];
-        let found: Vec<i64> = c
-            .query(&exist, &[&ids])
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
+        // One transaction: the tenant's assignment and both stamps locked, as a write that
+        // would make the destination the tenant's shadow locks them.
+        let get = c.prepare_cached(&sql.assignment_lock).await?;
+        let lock = c.prepare_cached(&sql.stamps_lock).await?;
+        let ((), assignment, stamps) = try_join3(
+            c.batch_execute("BEGIN"),
+            c.query_opt(&get, &[&record.tenant.as_str()]),
+            c.query(&lock, &[&ids]),
+        )
+        .await?;
+        let loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
         for s in [record.source, record.destination] {
-            if !found.contains(&i64::from(s.0)) {
+            if !loads.iter().any(|l| l.id() == s) {
                 return Err(Error::NotFound(Subject::Stamp(s)).into());
+            }
+        }
+        if let Some(row) = assignment {
+            let current = codec::assignment(&row)?;
+            let mut shadowed = current.clone();
+            shadowed.mode = AssignmentMode::DualWrite {
+                shadow: record.destination,
+            };
+            if shadowed.stamp != record.destination {
+                self.check_constraints(c, Some(&current), &shadowed, &loads, None)
+                    .await?;
             }
         }
         let insert = c.prepare_cached(&sql.migration_insert).await?;
@@ -306,10 +363,15 @@ impl PgRegistry {
             )
             .await;
         match res {
-            Ok(row) => codec::migration(&row),
+            Ok(row) => {
+                let rec = codec::migration(&row)?;
+                c.batch_execute("COMMIT").await?;
+                Ok(rec)
+            }
             Err(e) => {
                 let fault = Fault::from(e);
                 if fault.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    c.batch_execute("ROLLBACK").await?;
                     return Err(self.active_migration(c, &record.tenant).await);
                 }
                 Err(fault)

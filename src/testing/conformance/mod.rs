@@ -23,6 +23,7 @@
 //! ```
 
 mod assignments;
+mod constraints;
 mod feed;
 mod fixtures;
 mod migrations;
@@ -37,6 +38,7 @@ use std::task::{Context, Poll};
 use crate::registry::DynRegistry;
 
 pub use self::assignments::*;
+pub use self::constraints::*;
 pub use self::feed::*;
 pub use self::migrations::*;
 pub use self::races::*;
@@ -95,6 +97,11 @@ cases!(
     race_for_last_slots_admits_exactly_the_free_number,
     race_of_compare_and_set_has_one_winner,
     race_to_assign_one_tenant_has_one_winner,
+    assign_refuses_broken_constraints,
+    compare_and_set_refuses_broken_constraints,
+    create_migration_refuses_broken_constraints,
+    override_is_explicit_and_recorded,
+    race_for_a_dedicated_stamp_has_one_winner,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.

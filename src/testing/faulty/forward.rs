@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::{FaultyRegistry, Request};
 use crate::error::Result;
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Stamp,
-    StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
+    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::registry::{ChangeSignal, Registry};
 
@@ -54,6 +54,19 @@ impl<R: Registry> Registry for FaultyRegistry<R> {
         let request = Request::Assign(tenant, stamp);
         let entered = self.enter(&request).await?;
         let outcome = self.inner.assign(tenant, stamp).await;
+        self.leave(&request, entered, outcome).await
+    }
+    /// Goes through the fault steps and hooks as an `assign` call ([`Request::Assign`]).
+    async fn assign_overriding(
+        &self,
+        tenant: &TenantSpec,
+        stamp: StampId,
+        overrides: &Override,
+        actor: &str,
+    ) -> Result<Assignment> {
+        let request = Request::Assign(tenant, stamp);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.assign_overriding(tenant, stamp, overrides, actor).await;
         self.leave(&request, entered, outcome).await
     }
     async fn compare_and_set(
