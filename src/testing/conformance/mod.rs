@@ -95,6 +95,8 @@ cases!(
     race_for_last_slots_admits_exactly_the_free_number,
     race_of_compare_and_set_has_one_winner,
     race_to_assign_one_tenant_has_one_winner,
+    change_feed_past_any_version_is_empty,
+    ids_past_the_stored_range_are_unknown,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.
