@@ -400,8 +400,10 @@ impl Registry for PgRegistry {
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
         // No version is stored beyond 2^63 - 1, so a cursor past it reads nothing (as in memory).
         let after_param = i64::try_from(after.0).unwrap_or(i64::MAX);
-        let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (head, first, changes, corrupt_change) = on_conn!(self, retry_unique = false, |c| async {
+        // At least one row, so a cursor behind the retained range is reported even with
+        // `limit == 0` (as in memory); the extra change is dropped below.
+        let limit_param = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let (head, first, mut changes, corrupt_change) = on_conn!(self, retry_unique = false, |c| async {
             let stmt = c.prepare_cached(&self.inner.sql.changes).await?;
             let rows = c.query(&stmt, &[&after_param, &limit_param]).await?;
             let head = version_of(rows.first().ok_or_else(|| corrupt("feed"))?.try_get("head")?)?;
@@ -425,7 +427,7 @@ impl Registry for PgRegistry {
             }
             Ok((head, first, changes, corrupt_change))
         })?;
-        if limit > 0 && head > after {
+        if head > after {
             let first = first.unwrap_or(head);
             if first.0 > after.0 + 1 {
                 return Err(Error::ChangeFeedTruncated {
@@ -434,8 +436,9 @@ impl Registry for PgRegistry {
                 });
             }
         }
+        changes.truncate(limit);
         match corrupt_change {
-            Some(e) if changes.is_empty() => Err(e),
+            Some(e) if changes.is_empty() && limit > 0 => Err(e),
             _ => Ok(ChangeBatch::new(changes, head)),
         }
     }
