@@ -46,8 +46,10 @@ impl StepError {
         match self {
             StepError::Driver(e) => e.is_retryable(),
             // A step re-reads the assignment and the record on every attempt, so a lost
-            // compare-and-set is worth another attempt too.
-            StepError::Registry(e) => e.is_retryable() || matches!(e, Error::Conflict(_)),
+            // compare-and-set, or a write whose outcome is unknown, is worth another attempt.
+            StepError::Registry(e) => {
+                e.is_retryable() || matches!(e, Error::Conflict(_) | Error::OutcomeUnknown { .. })
+            }
             StepError::Unexpected(_) => false,
         }
     }

@@ -255,7 +255,10 @@ impl Migration {
             }
             Err(e) => {
                 // A rejection is definite (nothing was written); a lost connection is not.
-                self.unsure = matches!(e, Error::Unavailable { .. } | Error::Backend { .. });
+                self.unsure = matches!(
+                    e,
+                    Error::Unavailable { .. } | Error::Backend { .. } | Error::OutcomeUnknown { .. }
+                );
                 Err(e)
             }
         }
@@ -442,7 +445,7 @@ impl Migration {
                     self.reload().await?;
                     Some(next_backoff(&mut backoff, cfg.backoff_max))
                 }
-                Ok(Err(e @ Error::Unavailable { .. })) => {
+                Ok(Err(e @ (Error::Unavailable { .. } | Error::OutcomeUnknown { .. }))) => {
                     failures += 1;
                     if failures >= cfg.max_attempts {
                         return Err(e);

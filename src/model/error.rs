@@ -229,6 +229,37 @@ pub enum Error {
     /// naming the constraint and a reason.
     #[error("constraint violated: {0}; choose another stamp or write with an explicit override")]
     ConstraintViolated(ConstraintViolation),
+    /// A stored row cannot be read back as a valid model value (edited by hand, or written by
+    /// another program). Only calls that need that row fail: the rest of the registry keeps
+    /// working, `fleet()` leaves such a stamp out (see `Fleet::skipped`) and the change feed
+    /// stops before such a version. Repair or delete the row; retrying alone does not help.
+    ///
+    /// ```
+    /// let e = stamps::Error::Corrupt { what: "assignment of tenant acme".into(), reason: "demand_milli is out of range".into() };
+    /// assert!(e.to_string().contains("assignment of tenant acme"));
+    /// assert!(!e.is_retryable());
+    /// ```
+    #[error("the registry's {what} is unreadable: {reason}; repair or delete that row")]
+    Corrupt {
+        /// The row: `"assignment of tenant acme"`, `"stamp 7"`, `"change v123"`, ...
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A write was sent but no answer came within the call's deadline: it may or may not have
+    /// committed. Re-read the state (the assignment's epoch, the migration's revision) before
+    /// retrying; a blind retry may apply the write twice or report a `Conflict` against your
+    /// own write. Reads, and writes not yet sent at the deadline, return `Unavailable` instead.
+    ///
+    /// ```
+    /// let e = stamps::Error::OutcomeUnknown { reason: "no answer within 10s".into() };
+    /// assert!(e.to_string().contains("re-read"));
+    /// ```
+    #[error("the write's outcome is unknown: {reason}; re-read before retrying")]
+    OutcomeUnknown {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -112,13 +112,58 @@ pub struct Fleet {
     pub version: Version,
     /// When the snapshot was taken.
     pub at: Timestamp,
+    /// Stamps left out because their stored row could not be read, with the reason
+    /// (see [`Fleet::skipped`]).
+    skipped: Vec<(StampId, String)>,
 }
 
 impl Fleet {
     /// Assembles a snapshot, sorting stamps by id (for registry implementations).
     pub fn new(mut stamps: Vec<StampLoad>, version: Version, at: Timestamp) -> Fleet {
         stamps.sort_by_key(StampLoad::id);
-        Fleet { stamps, version, at }
+        Fleet {
+            stamps,
+            version,
+            at,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Records stamps a registry left out of the snapshot because their stored row is
+    /// unreadable (for registry implementations); sorted by id.
+    ///
+    /// ```
+    /// use stamps::{Fleet, StampId, Version};
+    /// use stamps::time::Timestamp;
+    /// let fleet = Fleet::new(vec![], Version(3), Timestamp::from_millis(0))
+    ///     .with_skipped(vec![(StampId(7), "limits_milli is out of range".into())]);
+    /// assert_eq!(fleet.skipped(), &[(StampId(7), "limits_milli is out of range".to_string())]);
+    /// assert!(fleet.get(StampId(7)).is_none());
+    /// ```
+    pub fn with_skipped(mut self, mut skipped: Vec<(StampId, String)>) -> Fleet {
+        skipped.sort_by_key(|(id, _)| *id);
+        self.skipped = skipped;
+        self
+    }
+
+    /// Stamps the registry holds but left out of this snapshot because their stored row could
+    /// not be read back (edited by hand, say), each with the reason. Empty for a healthy
+    /// registry; placement never sees such a stamp. Reading the stamp itself
+    /// ([`Registry::stamp`](crate::registry::Registry::stamp)) returns
+    /// [`Error::Corrupt`](crate::Error::Corrupt).
+    ///
+    /// ```
+    /// # use stamps::*;
+    /// # async fn demo() -> stamps::Result<()> {
+    /// # let registry = InMemoryRegistry::new();
+    /// let fleet = registry.fleet().await?;
+    /// for (id, reason) in fleet.skipped() {
+    ///     eprintln!("{id} left out of the fleet: {reason}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn skipped(&self) -> &[(StampId, String)] {
+        &self.skipped
     }
 
     /// The stamp with `id`.

@@ -205,6 +205,11 @@ impl<R: Registry + ?Sized> Router<R> {
     /// When the feed no longer holds the cursor ([`Error::ChangeFeedTruncated`]), the router
     /// invalidates every entry in O(1) (so each tenant is re-read on its next request),
     /// re-loads everything if it was warmed up, and continues from the oldest retained change.
+    /// Any other error (the registry unreachable, or a change it cannot read back,
+    /// [`Error::Corrupt`]) leaves the cursor where it is, counts in
+    /// [`RouterStats::feed_errors`](super::RouterStats::feed_errors) and sets
+    /// [`RouterStats::feed_stuck_at`](super::RouterStats::feed_stuck_at) until a read
+    /// succeeds; the router keeps serving what it has.
     ///
     /// ```
     /// use stamps::router::Router;
@@ -232,6 +237,7 @@ impl<R: Registry + ?Sized> Router<R> {
             match self.registry.changes_since(cursor, sh.config.feed_batch).await {
                 Ok(batch) => {
                     sh.mark_up();
+                    sh.stats.feed_ok();
                     let n = batch.changes.len();
                     read += n;
                     self.apply_batch(&batch.changes);
@@ -249,7 +255,10 @@ impl<R: Registry + ?Sized> Router<R> {
                     }
                 }
                 Err(e) => {
+                    // Keep the cursor: the change that failed (unreachable registry, or a
+                    // corrupt row) is read again on the next call, never skipped.
                     sh.stats.incr(Counter::RegistryError);
+                    sh.stats.feed_failed(cursor.0);
                     sh.mark_down(sh.clock.now().as_millis());
                     return Err(e);
                 }

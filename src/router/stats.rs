@@ -17,17 +17,27 @@ pub(crate) enum Counter {
     RegistryError = 5,
     Eviction = 6,
     StampUnavailable = 7,
+    FeedError = 8,
 }
+
+/// Number of counters.
+const COUNTERS: usize = 9;
+
+/// `stuck_at` when the feed is not stuck.
+const NOT_STUCK: u64 = u64::MAX;
 
 #[repr(align(128))]
 #[derive(Default)]
 struct Stripe {
-    counts: [AtomicU64; 8],
+    counts: [AtomicU64; COUNTERS],
 }
 
 /// Counters striped by thread: each thread adds to its own cache line.
 pub(crate) struct Stats {
     stripes: Box<[Stripe]>,
+    /// The cursor the change feed failed to read past (`NOT_STUCK` when the last read
+    /// succeeded); written by the feed only, off the lookup path.
+    stuck_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Stats {
@@ -109,6 +119,7 @@ impl Default for Stats {
     fn default() -> Self {
         Stats {
             stripes: (0..=STRIPES).map(|_| Stripe::default()).collect(),
+            stuck_at: AtomicU64::new(NOT_STUCK),
         }
     }
 }
@@ -134,6 +145,19 @@ impl Stats {
         self.add(c, 1);
     }
 
+    /// Records a failed change-feed read at `cursor` (counted, and reported as stuck there).
+    pub(crate) fn feed_failed(&self, cursor: u64) {
+        self.add(Counter::FeedError, 1);
+        self.stuck_at.store(cursor, Ordering::Relaxed);
+    }
+
+    /// Records a successful change-feed read: the feed is no longer stuck.
+    pub(crate) fn feed_ok(&self) {
+        if self.stuck_at.load(Ordering::Relaxed) != NOT_STUCK {
+            self.stuck_at.store(NOT_STUCK, Ordering::Relaxed);
+        }
+    }
+
     fn sum(&self, c: Counter) -> u64 {
         self.stripes
             .iter()
@@ -152,6 +176,11 @@ impl Stats {
             registry_errors: self.sum(Counter::RegistryError),
             evictions: self.sum(Counter::Eviction),
             stamp_unavailable: self.sum(Counter::StampUnavailable),
+            feed_errors: self.sum(Counter::FeedError),
+            feed_stuck_at: match self.stuck_at.load(Ordering::Relaxed) {
+                NOT_STUCK => None,
+                v => Some(crate::model::Version(v)),
+            },
         }
     }
 }
@@ -186,6 +215,14 @@ pub struct RouterStats {
     pub evictions: u64,
     /// Lookups refused because the tenant's stamp is unhealthy.
     pub stamp_unavailable: u64,
+    /// Failed change-feed reads (also counted in `registry_errors`): an unreachable registry,
+    /// or a change it cannot read back ([`Error::Corrupt`](crate::Error::Corrupt)). The
+    /// router keeps serving what it has meanwhile (stale-if-error).
+    pub feed_errors: u64,
+    /// The cursor (the last version applied) the change feed could not read past, while it
+    /// cannot; `None` once a read succeeds. A follower stuck here retries with backoff and
+    /// never skips the change it cannot read.
+    pub feed_stuck_at: Option<crate::model::Version>,
 }
 
 impl RouterStats {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::types::Json;
 use tokio_postgres::Row;
 
-use super::fault::{corrupt, Fault};
+use super::fault::{corrupt, named, Fault};
 use crate::error::InvalidInput;
 use crate::model::{
     Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, ConstraintKind, Demand, Epoch,
@@ -26,14 +26,19 @@ pub(crate) trait Fields {
 }
 
 impl Fields for Row {
+    // A value of the column's type that does not convert (a JSON document of another shape,
+    // say) is a corrupt row, not a driver failure.
     fn int(&self, name: &str) -> Result<Option<i64>, Fault> {
-        Ok(self.try_get(name)?)
+        self.try_get(name).map_err(|_| corrupt(name))
     }
     fn text(&self, name: &str) -> Result<Option<&str>, Fault> {
-        Ok(self.try_get(name)?)
+        self.try_get(name).map_err(|_| corrupt(name))
     }
     fn json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Fault> {
-        Ok(self.try_get::<_, Option<Json<T>>>(name)?.map(|j| j.0))
+        Ok(self
+            .try_get::<_, Option<Json<T>>>(name)
+            .map_err(|_| corrupt(name))?
+            .map(|j| j.0))
     }
 }
 
@@ -193,11 +198,26 @@ pub(crate) fn mode_params(mode: &AssignmentMode) -> Result<(&'static str, Option
 /// A stamp with its usage.
 pub(crate) fn stamp_load(f: &impl Fields) -> Result<StampLoad, Fault> {
     let stamp = stamp(f)?;
-    Ok(StampLoad::new(stamp, usage_of(f, "usage_milli")?))
+    let usage = named(usage_of(f, "usage_milli"), || row_name(f, "stamp", "id"))?;
+    Ok(StampLoad::new(stamp, usage))
 }
 
-/// A stamp.
+/// A stamp; a corrupt value is [`Error::Corrupt`](crate::Error::Corrupt) naming `stamp <id>`.
 pub(crate) fn stamp(f: &impl Fields) -> Result<Stamp, Fault> {
+    named(stamp_fields(f), || row_name(f, "stamp", "id"))
+}
+
+/// The row's name for errors: `"<kind> <key>"`, the key as stored (escaped) when readable.
+fn row_name(f: &impl Fields, kind: &str, key: &str) -> String {
+    let key = match (f.int(key), f.text(key)) {
+        (Ok(Some(i)), _) => i.to_string(),
+        (_, Ok(Some(t))) => format!("{:?}", t.chars().take(80).collect::<String>()),
+        _ => "(unreadable key)".to_string(),
+    };
+    format!("{kind} {key}")
+}
+
+fn stamp_fields(f: &impl Fields) -> Result<Stamp, Fault> {
     let id = stamp_of(int_req(f, "id")?, "id")?;
     let region = req(region_of(f, "region")?, "region")?;
     let mut spec = StampSpec::new(id, text_req(f, "name")?, region, capacity_of(f)?).map_err(|_| corrupt("name"))?;
@@ -215,8 +235,13 @@ pub(crate) fn stamp(f: &impl Fields) -> Result<Stamp, Fault> {
     ))
 }
 
-/// An assignment.
+/// An assignment; a corrupt value is [`Error::Corrupt`](crate::Error::Corrupt) naming
+/// `assignment of tenant "<id>"`.
 pub(crate) fn assignment(f: &impl Fields) -> Result<Assignment, Fault> {
+    named(assignment_fields(f), || row_name(f, "assignment of tenant", "tenant"))
+}
+
+fn assignment_fields(f: &impl Fields) -> Result<Assignment, Fault> {
     let tenant = TenantId::new(text_req(f, "tenant")?).map_err(|_| corrupt("tenant"))?;
     let mut spec = TenantSpec::new(tenant);
     spec.demand = demand_of(f, "demand_milli")?;
@@ -238,8 +263,14 @@ pub(crate) fn assignment(f: &impl Fields) -> Result<Assignment, Fault> {
     ))
 }
 
-/// A history entry.
+/// A history entry; a corrupt value names `history v<version>`.
 pub(crate) fn history_entry(f: &impl Fields) -> Result<HistoryEntry, Fault> {
+    named(history_fields(f), || {
+        row_name(f, "history entry v", "version").replacen("v ", "v", 1)
+    })
+}
+
+fn history_fields(f: &impl Fields) -> Result<HistoryEntry, Fault> {
     let opt_stamp =
         |name: &str| -> Result<Option<StampId>, Fault> { f.int(name)?.map(|v| stamp_of(v, name)).transpose() };
     Ok(HistoryEntry::new(
@@ -283,8 +314,12 @@ pub(crate) fn override_params(o: Option<&Override>) -> (Option<String>, Option<S
     }
 }
 
-/// A migration record.
+/// A migration record; a corrupt value names `migration <id>`.
 pub(crate) fn migration(f: &impl Fields) -> Result<MigrationRecord, Fault> {
+    named(migration_fields(f), || row_name(f, "migration", "id"))
+}
+
+fn migration_fields(f: &impl Fields) -> Result<MigrationRecord, Fault> {
     let mut rec = MigrationRecord::planned(
         TenantId::new(text_req(f, "tenant")?).map_err(|_| corrupt("tenant"))?,
         stamp_of(int_req(f, "source_id")?, "source_id")?,
@@ -352,17 +387,26 @@ impl<'a> AssignmentParams<'a> {
     }
 }
 
-/// Decodes a change row.
+/// The version of a change row (`None` on the feed's head-only row).
+pub(crate) fn change_version(row: &Row) -> Result<Option<Version>, Fault> {
+    row.int("version")?.map(version_of).transpose()
+}
+
+/// Decodes a change row; a corrupt value is [`Error::Corrupt`](crate::Error::Corrupt) naming
+/// `change v<version>` (and the assignment or stamp inside it).
 pub(crate) fn change_of(row: &Row) -> Result<Option<Change>, Fault> {
-    let Some(version) = row.try_get::<_, Option<i64>>("version")? else {
+    let Some(version) = change_version(row)? else {
         return Ok(None);
     };
-    let version = version_of(version)?;
-    let at = Timestamp::from_millis(u64::try_from(row.try_get::<_, i64>("at")?).map_err(|_| corrupt("changes.at"))?);
-    let payload: Option<Value> = row.try_get("payload")?;
-    let kind = match row.try_get::<_, &str>("kind")? {
+    named(change_fields(row, version), || format!("change v{}", version.0)).map(Some)
+}
+
+fn change_fields(row: &Row, version: Version) -> Result<Change, Fault> {
+    let at = Timestamp::from_millis(u64_of(int_req(row, "at")?, "changes.at")?);
+    let payload: Option<Value> = row.json("payload")?;
+    let kind = match text_req(row, "kind")? {
         "assignment" => {
-            let tenant = TenantId::new(row.try_get::<_, &str>("tenant")?).map_err(|_| corrupt("changes.tenant"))?;
+            let tenant = TenantId::new(text_req(row, "tenant")?).map_err(|_| corrupt("changes.tenant"))?;
             let assignment = match &payload {
                 Some(p) => Some(Box::new(assignment(object(p)?)?)),
                 None => None,
@@ -375,7 +419,7 @@ pub(crate) fn change_of(row: &Row) -> Result<Option<Change>, Fault> {
         }
         _ => return Err(corrupt("changes.kind")),
     };
-    Ok(Some(Change::new(version, at, kind)))
+    Ok(Change::new(version, at, kind))
 }
 
 #[cfg(test)]

@@ -16,6 +16,15 @@ use crate::time::{Clock, SystemClock};
 /// ```
 pub const DEFAULT_SCHEMA: &str = "stamps";
 
+/// The default deadline of a registry call ([`PgConfig::call_timeout`]): 10 s, twice the
+/// default statement, connect and pool-wait timeouts, so those report their own cause first.
+///
+/// ```
+/// use stamps::registry::postgres::{PgConfig, DEFAULT_CALL_TIMEOUT};
+/// assert_eq!(PgConfig::new().call_timeout_value(), DEFAULT_CALL_TIMEOUT);
+/// ```
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings for [`PgRegistry`](super::PgRegistry): where the server is, which schema holds the
 /// registry, pool size, timeouts and how followers are woken up.
 ///
@@ -49,6 +58,58 @@ pub struct PgConfig {
     pub(crate) max_retries: u32,
     pub(crate) application_name: String,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) call_timeout: Duration,
+    pub(crate) keepalives: Option<Keepalives>,
+    pub(crate) tcp_user_timeout: Option<Duration>,
+}
+
+/// TCP keepalive settings for the registry's connections ([`PgConfig::keepalives`]): probe an
+/// idle connection after `idle`, every `interval`, and give up after `retries` unanswered
+/// probes, so a connection whose network path died is closed by the kernel.
+///
+/// ```
+/// use stamps::registry::postgres::Keepalives;
+/// use std::time::Duration;
+/// let k = Keepalives::default();
+/// assert_eq!((k.idle, k.interval, k.retries), (Duration::from_secs(30), Duration::from_secs(10), 3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Keepalives {
+    /// Idle time before the first probe (default 30 s).
+    pub idle: Duration,
+    /// Time between probes (default 10 s).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is closed (default 3).
+    pub retries: u32,
+}
+
+impl Default for Keepalives {
+    fn default() -> Self {
+        Keepalives {
+            idle: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
+            retries: 3,
+        }
+    }
+}
+
+impl Keepalives {
+    /// Keepalives probing after `idle`, every `interval`, `retries` times.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::Keepalives;
+    /// # use std::time::Duration;
+    /// let k = Keepalives::new(Duration::from_secs(5), Duration::from_secs(1), 2);
+    /// assert_eq!(k.retries, 2);
+    /// ```
+    pub fn new(idle: Duration, interval: Duration, retries: u32) -> Self {
+        Keepalives {
+            idle,
+            interval,
+            retries,
+        }
+    }
 }
 
 impl fmt::Debug for PgConfig {
@@ -69,6 +130,9 @@ impl fmt::Debug for PgConfig {
             .field("max_retries", &self.max_retries)
             .field("application_name", &self.application_name)
             .field("clock", &self.clock)
+            .field("call_timeout", &self.call_timeout)
+            .field("keepalives", &self.keepalives)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
             .finish()
     }
 }
@@ -83,7 +147,10 @@ impl PgConfig {
     /// Settings with no server named yet (libpq defaults apply: `localhost:5432`) and the
     /// defaults below: schema `stamps`, 8 pooled connections, a 5 s statement timeout, a 5 s
     /// connect timeout, a 5 s wait for a free connection, `LISTEN/NOTIFY` wake-ups with a 1 s
-    /// polling fallback, 8 retries on serialization failures and deadlocks, the system clock.
+    /// polling fallback, 8 retries on serialization failures and deadlocks, the system clock,
+    /// a 10 s deadline per registry call ([`call_timeout`](Self::call_timeout)), TCP
+    /// keepalives after 30 s idle every 10 s, 3 probes ([`Keepalives::default`]) and a 30 s TCP
+    /// user timeout ([`tcp_user_timeout`](Self::tcp_user_timeout)).
     pub fn new() -> Self {
         PgConfig {
             pg: tokio_postgres::Config::new(),
@@ -97,6 +164,9 @@ impl PgConfig {
             max_retries: 8,
             application_name: "stamps".to_string(),
             clock: Arc::new(SystemClock),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            keepalives: Some(Keepalives::default()),
+            tcp_user_timeout: Some(Duration::from_secs(30)),
         }
     }
 
@@ -216,6 +286,62 @@ impl PgConfig {
         self
     }
 
+    /// The deadline of every registry call, from its start (waiting for a pooled connection,
+    /// connecting, every statement and every retry included) to its answer (default
+    /// [`DEFAULT_CALL_TIMEOUT`], 10 s; at least 1 ms). A server that stops answering, or a
+    /// network path that stops forwarding while sockets stay open (where `statement_timeout`
+    /// cannot help: the server never hears from the client), cannot hold a call longer. At the
+    /// deadline a read, or a write whose transaction was not yet sent for commit, returns
+    /// [`Error::Unavailable`](crate::Error::Unavailable); a write whose commit was sent
+    /// returns [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown): re-read before
+    /// retrying. The connection the call held is closed, never pooled again.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// # use std::time::Duration;
+    /// let cfg = PgConfig::new().call_timeout(Duration::from_secs(3));
+    /// assert_eq!(cfg.call_timeout_value(), Duration::from_secs(3));
+    /// ```
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The per-call deadline in use.
+    pub fn call_timeout_value(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// TCP keepalive probes on every connection (default [`Keepalives::default`]); `None`
+    /// turns them off. They let the kernel close an idle connection whose path died (a pooled
+    /// or listening connection, say), so it is not handed to a call.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::{Keepalives, PgConfig};
+    /// # use std::time::Duration;
+    /// let cfg = PgConfig::new().keepalives(Keepalives::new(Duration::from_secs(10), Duration::from_secs(2), 3));
+    /// let off = PgConfig::new().keepalives(None);
+    /// # let _ = (cfg, off);
+    /// ```
+    pub fn keepalives(mut self, keepalives: impl Into<Option<Keepalives>>) -> Self {
+        self.keepalives = keepalives.into();
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT` (Linux): how long sent data may stay unacknowledged before the kernel
+    /// closes the connection (default 30 s; `None` leaves the system's). Elsewhere ignored.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// # use std::time::Duration;
+    /// let cfg = PgConfig::new().tcp_user_timeout(Duration::from_secs(15));
+    /// # let _ = cfg;
+    /// ```
+    pub fn tcp_user_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.tcp_user_timeout = timeout.into();
+        self
+    }
+
     /// The clock for stored timestamps (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -226,6 +352,20 @@ impl PgConfig {
     pub(crate) fn driver_config(&self, suffix: &str) -> tokio_postgres::Config {
         let mut pg = self.pg.clone();
         pg.connect_timeout(self.connect_timeout);
+        match self.keepalives {
+            Some(k) => {
+                pg.keepalives(true)
+                    .keepalives_idle(k.idle)
+                    .keepalives_interval(k.interval)
+                    .keepalives_retries(k.retries);
+            }
+            None => {
+                pg.keepalives(false);
+            }
+        }
+        if let Some(t) = self.tcp_user_timeout {
+            pg.tcp_user_timeout(t);
+        }
         let name = if suffix.is_empty() {
             self.application_name.clone()
         } else {
@@ -300,5 +440,28 @@ mod tests {
         assert!(options.contains("search_path") && options.ends_with("-c statement_timeout=250"));
         assert!(!format!("{cfg:?}").contains("secret"));
         assert!(PgConfig::from_url("not a url ://").is_err());
+    }
+
+    #[test]
+    fn keepalive_and_user_timeout_reach_the_driver() {
+        let pg = PgConfig::new().driver_config("");
+        assert!(pg.get_keepalives());
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(pg.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(pg.get_keepalives_retries(), Some(3));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        let pg = PgConfig::new()
+            .keepalives(Keepalives::new(Duration::from_secs(7), Duration::from_secs(2), 5))
+            .tcp_user_timeout(Duration::from_secs(4))
+            .driver_config("");
+        assert_eq!(pg.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(pg.get_keepalives_retries(), Some(5));
+        assert_eq!(pg.get_tcp_user_timeout(), Some(&Duration::from_secs(4)));
+        assert!(!PgConfig::new().keepalives(None).driver_config("").get_keepalives());
+        assert_eq!(PgConfig::new().call_timeout_value(), DEFAULT_CALL_TIMEOUT);
+        assert_eq!(
+            PgConfig::new().call_timeout(Duration::ZERO).call_timeout_value(),
+            Duration::from_millis(1)
+        );
     }
 }

@@ -124,6 +124,10 @@ impl Fault {
     /// Maps to the crate's error.
     pub(crate) fn into_error(self) -> Error {
         match self {
+            Fault::Crate(Error::Corrupt { what, reason }) if what.is_empty() => Error::Corrupt {
+                what: "row".to_string(),
+                reason,
+            },
             Fault::Crate(e) => e,
             Fault::Pool(e) => match e {
                 PoolError::Backend(db) => map_db(db),
@@ -172,10 +176,27 @@ pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
     Error::backend(DatabaseError::new(code, message))
 }
 
-/// A corrupt or foreign value read from the database.
-pub(crate) fn corrupt(what: &str) -> Fault {
-    Fault::Crate(Error::backend(DatabaseError::new(
-        "XX001",
-        format!("unexpected value in the registry's {what} column; was the row written by another program?"),
-    )))
+/// A corrupt or foreign value read from the database: [`Error::Corrupt`] naming the column;
+/// the decoder of the row names the row (see `codec::named`).
+pub(crate) fn corrupt(column: &str) -> Fault {
+    Fault::Crate(Error::Corrupt {
+        what: String::new(),
+        reason: format!("unexpected value in the {column} column; was the row written by another program?"),
+    })
+}
+
+/// Names the row a corrupt value came from: `"stamp 7"`, `"change v12"`; a name the inner
+/// decoder gave (the assignment inside a change, say) is kept in parentheses.
+pub(crate) fn named<T>(r: Result<T, Fault>, what: impl FnOnce() -> String) -> Result<T, Fault> {
+    r.map_err(|f| match f {
+        Fault::Crate(Error::Corrupt { what: inner, reason }) => Fault::Crate(Error::Corrupt {
+            what: if inner.is_empty() {
+                what()
+            } else {
+                format!("{} ({inner})", what())
+            },
+            reason,
+        }),
+        other => other,
+    })
 }

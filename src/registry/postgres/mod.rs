@@ -33,11 +33,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{NoTls, Socket};
 
-pub use config::{PgConfig, DEFAULT_SCHEMA};
+pub use config::{Keepalives, PgConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_SCHEMA};
 pub use fault::DatabaseError;
 pub use schema::{SchemaError, SCHEMA_VERSION};
 
-use self::codec::{big, change_of, version_of};
+use self::codec::{big, change_of, change_version, version_of};
 use self::connection::{on_conn, Lease};
 use self::fault::{corrupt, Fault};
 use self::sql::Sql;
@@ -71,6 +71,17 @@ use crate::time::{Clock, Timestamp};
 ///   serialization failures and deadlocks are retried ([`PgConfig::max_retries`]). A broken
 ///   connection is dropped from the pool. Driver types never appear in errors
 ///   ([`DatabaseError`] carries the SQLSTATE).
+/// - **Bounded calls**: every call, retries included, returns within
+///   [`PgConfig::call_timeout`] (10 s by default), even when the network path stops
+///   forwarding while sockets stay open: [`Error::Unavailable`], or
+///   [`Error::OutcomeUnknown`] for a write whose commit was sent (re-read before retrying).
+///   The connection such a call held is closed; TCP keepalives and `TCP_USER_TIMEOUT`
+///   ([`PgConfig::keepalives`], [`PgConfig::tcp_user_timeout`]) close idle ones whose path died.
+/// - **Bad rows**: a row edited by hand into a value the model refuses gives
+///   [`Error::Corrupt`] naming it to the calls that read it, and only to them;
+///   [`fleet`](Registry::fleet) leaves such a stamp out ([`Fleet::skipped`]) and
+///   [`changes_since`](Registry::changes_since) returns the changes before a corrupt version,
+///   then the error for it.
 ///
 /// Clones share the pool. The background task stops when the last clone is dropped. Requires a
 /// tokio runtime.
@@ -101,6 +112,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     signal: ChangeSignal,
     max_retries: u32,
+    call_timeout: Duration,
     _watch: AbortOnDrop,
 }
 
@@ -154,12 +166,16 @@ impl PgRegistry {
             .build()
             .map_err(|e| Error::backend(DatabaseError::new("", format!("cannot build the connection pool: {e}"))))?;
         let sql = Sql::new(&config.schema, config.notify);
-        {
-            let conn = pool.get().await.map_err(|e| Fault::from(e).into_error())?;
-            schema::current_version(&conn, &config.schema)
+        connection::bounded(config.call_timeout, async {
+            let mut lease = Lease::new(pool.get().await.map_err(|e| Fault::from(e).into_error())?);
+            let conn = lease.conn().map_err(Fault::into_error)?;
+            schema::current_version(conn, &config.schema)
                 .await
                 .map_err(Fault::into_error)?;
-        }
+            lease.finish(true);
+            Ok(())
+        })
+        .await?;
         let signal = ChangeSignal::new();
         let listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)> = config.notify.then(|| {
             (
@@ -174,6 +190,7 @@ impl PgRegistry {
             listen,
             signal: signal.clone(),
             interval: config.poll_interval,
+            deadline: config.call_timeout,
         };
         let task = tokio::spawn(watch.run());
         Ok(PgRegistry {
@@ -184,6 +201,7 @@ impl PgRegistry {
                 clock: config.clock,
                 signal,
                 max_retries: config.max_retries,
+                call_timeout: config.call_timeout,
                 _watch: AbortOnDrop(task),
             }),
         })
@@ -202,20 +220,34 @@ impl PgRegistry {
     /// assert_eq!(registry.schema_version().await?, Some(SCHEMA_VERSION));
     /// # let _ = applied; Ok(()) }
     /// ```
+    ///
+    /// Bounded by [`PgConfig::call_timeout`]; at the deadline it returns
+    /// [`Error::Unavailable`] and the server rolls the migration back (run it again).
     pub async fn migrate(&self) -> Result<Vec<u32>> {
-        let mut conn = self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        schema::migrate(client, &self.inner.schema)
-            .await
-            .map_err(Fault::into_error)
+        connection::bounded(self.inner.call_timeout, async {
+            let mut lease = Lease::new(self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?);
+            let client: &mut tokio_postgres::Client = lease.conn().map_err(Fault::into_error)?;
+            let applied = schema::migrate(client, &self.inner.schema)
+                .await
+                .map_err(Fault::into_error);
+            lease.finish(applied.is_ok());
+            applied
+        })
+        .await
     }
 
     /// The schema's version, `None` before [`migrate`](Self::migrate).
     pub async fn schema_version(&self) -> Result<Option<u32>> {
-        let conn = self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?;
-        schema::current_version(&conn, &self.inner.schema)
-            .await
-            .map_err(Fault::into_error)
+        connection::bounded(self.inner.call_timeout, async {
+            let mut lease = Lease::new(self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?);
+            let conn = lease.conn().map_err(Fault::into_error)?;
+            let version = schema::current_version(conn, &self.inner.schema)
+                .await
+                .map_err(Fault::into_error);
+            lease.finish(version.is_ok());
+            version
+        })
+        .await
     }
 
     /// The schema holding the registry.
@@ -292,19 +324,28 @@ impl Registry for PgRegistry {
     }
 
     async fn fleet(&self) -> Result<Fleet> {
-        let (head, loads) = on_conn!(self, retry_unique = false, |c| async {
+        let (head, loads, skipped) = on_conn!(self, retry_unique = false, |c| async {
             let stmt = c.prepare_cached(&self.inner.sql.fleet).await?;
             let rows = c.query(&stmt, &[]).await?;
             let head = version_of(rows.first().ok_or_else(|| corrupt("feed"))?.try_get("head")?)?;
             let mut loads = Vec::with_capacity(rows.len());
+            let mut skipped = Vec::new();
             for row in &rows {
-                if row.try_get::<_, Option<i64>>("id")?.is_some() {
-                    loads.push(codec::stamp_load(row)?);
+                if let Some(id) = row.try_get::<_, Option<i64>>("id")? {
+                    // A stamp whose row is unreadable is left out and reported, not fatal.
+                    match codec::stamp_load(row) {
+                        Ok(load) => loads.push(load),
+                        Err(Fault::Crate(Error::Corrupt { reason, .. })) => {
+                            let id = u32::try_from(id).map(StampId).map_err(|_| corrupt("stamps.id"))?;
+                            skipped.push((id, reason));
+                        }
+                        Err(other) => return Err(other),
+                    }
                 }
             }
-            Ok((head, loads))
+            Ok((head, loads, skipped))
         })?;
-        Ok(Fleet::new(loads, head, self.now()))
+        Ok(Fleet::new(loads, head, self.now()).with_skipped(skipped))
     }
 
     async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
@@ -379,22 +420,37 @@ impl Registry for PgRegistry {
     }
 
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        let after_param = big(after.0, "after")?;
-        let limit_param = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (head, changes) = on_conn!(self, retry_unique = false, |c| async {
+        // No version is stored beyond 2^63 - 1, so a cursor past it reads nothing (as in memory).
+        let after_param = i64::try_from(after.0).unwrap_or(i64::MAX);
+        // At least one row, so a cursor behind the retained range is reported even with
+        // `limit == 0` (as in memory); the extra change is dropped below.
+        let limit_param = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
+        let (head, first, mut changes, corrupt_change) = on_conn!(self, retry_unique = false, |c| async {
             let stmt = c.prepare_cached(&self.inner.sql.changes).await?;
             let rows = c.query(&stmt, &[&after_param, &limit_param]).await?;
             let head = version_of(rows.first().ok_or_else(|| corrupt("feed"))?.try_get("head")?)?;
+            let first = match rows.first() {
+                Some(row) => change_version(row)?,
+                None => None,
+            };
+            // A corrupt change ends the batch before it; read first, it is the error.
             let mut changes = Vec::with_capacity(rows.len());
+            let mut corrupt_change = None;
             for row in &rows {
-                if let Some(change) = change_of(row)? {
-                    changes.push(change);
+                match change_of(row) {
+                    Ok(Some(change)) => changes.push(change),
+                    Ok(None) => {}
+                    Err(Fault::Crate(e @ Error::Corrupt { .. })) => {
+                        corrupt_change = Some(e);
+                        break;
+                    }
+                    Err(other) => return Err(other),
                 }
             }
-            Ok((head, changes))
+            Ok((head, first, changes, corrupt_change))
         })?;
-        if limit > 0 && head > after {
-            let first = changes.first().map_or(head, |c| c.version);
+        if head > after {
+            let first = first.unwrap_or(head);
             if first.0 > after.0 + 1 {
                 return Err(Error::ChangeFeedTruncated {
                     requested: after,
@@ -402,7 +458,11 @@ impl Registry for PgRegistry {
                 });
             }
         }
-        Ok(ChangeBatch::new(changes, head))
+        changes.truncate(limit);
+        match corrupt_change {
+            Some(e) if changes.is_empty() && limit > 0 => Err(e),
+            _ => Ok(ChangeBatch::new(changes, head)),
+        }
     }
 
     fn change_signal(&self) -> ChangeSignal {

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
+use super::connection::Lease;
 use crate::model::Version;
 use crate::registry::ChangeSignal;
 
@@ -79,6 +80,8 @@ pub(crate) struct Watch {
     pub(crate) listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)>,
     pub(crate) signal: ChangeSignal,
     pub(crate) interval: Duration,
+    /// Bound of each head read and of opening the listener.
+    pub(crate) deadline: Duration,
 }
 
 impl Watch {
@@ -98,13 +101,19 @@ impl Watch {
                     if let Some((_, task)) = listener.take() {
                         task.abort();
                     }
-                    if let Ok((client, task)) = listen.open(config, self.signal.clone()).await {
-                        if client.batch_execute(&self.listen_sql).await.is_ok() {
-                            listener = Some((client, task));
-                        } else {
-                            task.abort();
+                    // Bounded: connecting and `LISTEN` on a path that stopped forwarding
+                    // must not stall the polling below.
+                    let open = async {
+                        let (client, task) = listen.open(config, self.signal.clone()).await.ok()?;
+                        match tokio::time::timeout(self.deadline, client.batch_execute(&self.listen_sql)).await {
+                            Ok(Ok(())) => Some((client, task)),
+                            _ => {
+                                task.abort();
+                                None
+                            }
                         }
-                    }
+                    };
+                    listener = tokio::time::timeout(self.deadline, open).await.ok().flatten();
                 }
             }
             if let Ok(head) = self.read_head().await {
@@ -113,11 +122,18 @@ impl Watch {
         }
     }
 
+    /// Reads the head, bounded by the call deadline; a connection that did not answer in
+    /// time is closed, not pooled.
     async fn read_head(&self) -> Result<Version, ()> {
-        let conn = self.pool.get().await.map_err(|_| ())?;
-        let stmt = conn.prepare_cached(&self.head_sql).await.map_err(|_| ())?;
-        let row = conn.query_one(&stmt, &[]).await.map_err(|_| ())?;
-        let head: i64 = row.try_get(0).map_err(|_| ())?;
-        u64::try_from(head).map(Version).map_err(|_| ())
+        let read = async {
+            let mut lease = Lease::new(self.pool.get().await.map_err(|_| ())?);
+            let conn = lease.conn().map_err(|_| ())?;
+            let stmt = conn.prepare_cached(&self.head_sql).await.map_err(|_| ())?;
+            let row = conn.query_one(&stmt, &[]).await.map_err(|_| ())?;
+            lease.finish(true);
+            let head: i64 = row.try_get(0).map_err(|_| ())?;
+            u64::try_from(head).map(Version).map_err(|_| ())
+        };
+        tokio::time::timeout(self.deadline, read).await.map_err(|_| ())?
     }
 }

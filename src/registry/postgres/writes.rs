@@ -12,6 +12,7 @@ use tokio_postgres::Row;
 use super::codec::{
     self, amounts_json, big, data_json, labels_json, millis, override_params, version_of, AssignmentParams,
 };
+use super::connection::mark_commit_sent;
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
 use crate::error::{Error, InvalidInput, Subject};
@@ -104,6 +105,7 @@ impl PgRegistry {
     ) -> Result<(Version, Vec<Row>), Fault> {
         let bump = c.prepare_cached(&self.inner.sql.bump).await?;
         let write = c.prepare_cached(write).await?;
+        mark_commit_sent();
         let (head, rows, ()) = try_join3(
             c.query_one(&bump, &[]),
             c.query(&write, params),
@@ -349,6 +351,7 @@ impl PgRegistry {
         }
         let insert = c.prepare_cached(&sql.migration_insert).await?;
         let data = data_json(&record.data);
+        mark_commit_sent();
         let res = c
             .query_one(
                 &insert,
@@ -402,8 +405,12 @@ impl PgRegistry {
         record: &MigrationRecord,
     ) -> Result<MigrationRecord, Fault> {
         let sql = &self.inner.sql;
-        let id = big(record.id.0, "id")?;
-        let revision = big(record.revision, "revision")?;
+        // Beyond the stored range no record matches: `NotFound`, or `Conflict` on the
+        // revision, as the in-memory registry answers.
+        let Ok(id) = i64::try_from(record.id.0) else {
+            return Err(Error::NotFound(Subject::Migration(record.id)).into());
+        };
+        let revision = i64::try_from(record.revision).unwrap_or(-1);
         let now = millis(self.now())?;
         let data = data_json(&record.data);
         // The states the record may be in for this save to be a legal transition.
@@ -413,6 +420,7 @@ impl PgRegistry {
             .map(MigrationState::as_str)
             .collect();
         let save = c.prepare_cached(&sql.migration_save).await?;
+        mark_commit_sent();
         let res = c
             .query_opt(
                 &save,

@@ -152,3 +152,81 @@ pub async fn assignments_page_in_tenant_order(r: &DynRegistry) {
     }
     assert_eq!(got, names);
 }
+
+/// A cursor past every version the registry can hold (`u64::MAX`, or just past `i64::MAX`)
+/// reads nothing: `Ok` with no change and the current head, not an error (every backend
+/// answers alike, whatever range it stores versions in).
+pub async fn change_feed_past_any_version_is_empty(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    r.assign(&TenantSpec::new(tid("a")), StampId(1)).await.expect("assign");
+    let head = r.changes_since(Version::ZERO, 0).await.expect("head").head;
+    for after in [u64::MAX, u64::MAX - 1, 1 << 63, (1 << 63) - 1] {
+        let batch = r.changes_since(Version(after), 10).await.unwrap_or_else(|e| {
+            panic!("changes_since(Version({after}), 10) must be Ok with no change (nothing is that new), got {e:?}")
+        });
+        assert!(
+            batch.changes.is_empty(),
+            "changes_since(Version({after})) returned changes: {:?}",
+            batch.changes
+        );
+        assert_eq!(batch.head, head, "changes_since(Version({after})) must report the head");
+        assert!(!batch.has_more(Version(after)), "nothing more after Version({after})");
+    }
+}
+
+/// Ids, revisions and epochs past the stored range are answered like any unknown value:
+/// `migration` is `None`, `save_migration` is `NotFound` (unknown id) or a revision
+/// `Conflict`, `compare_and_set` and `unassign` with such an epoch are an epoch `Conflict`;
+/// never `InvalidInput`.
+pub async fn ids_past_the_stored_range_are_unknown(r: &DynRegistry) {
+    use crate::error::{Error, Subject};
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    active(r, 2, &[(Resource::Tenants, 5.0)]).await;
+    let created = r
+        .create_migration(MigrationRecord::planned(tid("m"), StampId(1), StampId(2)))
+        .await
+        .expect("create");
+    for id in [u64::MAX, 1 << 63] {
+        let read = r.migration(MigrationId(id)).await;
+        assert!(
+            matches!(read, Ok(None)),
+            "migration(MigrationId({id})) must be Ok(None), got {read:?}"
+        );
+        let mut rec = created.clone();
+        rec.id = MigrationId(id);
+        let err = r.save_migration(&rec).await.expect_err("unknown id");
+        assert!(
+            matches!(err, Error::NotFound(Subject::Migration(m)) if m == MigrationId(id)),
+            "save_migration of unknown MigrationId({id}) must be NotFound, got {err:?}"
+        );
+    }
+    let mut rec = created.clone();
+    rec.revision = u64::MAX;
+    let err = r.save_migration(&rec).await.expect_err("stale revision");
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "save_migration with revision u64::MAX must be a revision Conflict, got {err:?}"
+    );
+    assert_eq!(r.migration(created.id).await.expect("read"), Some(created));
+    let a = r.assign(&TenantSpec::new(tid("a")), StampId(1)).await.expect("assign");
+    let err = r
+        .compare_and_set(a.tenant(), Epoch(u64::MAX), AssignmentChange::move_to(StampId(2)))
+        .await
+        .expect_err("epoch u64::MAX");
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "compare_and_set with epoch u64::MAX must be an epoch Conflict, got {err:?}"
+    );
+    let err = r
+        .unassign(a.tenant(), Epoch(u64::MAX))
+        .await
+        .expect_err("epoch u64::MAX");
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "unassign with epoch u64::MAX must be an epoch Conflict, got {err:?}"
+    );
+    assert_eq!(
+        r.assignment(a.tenant()).await.expect("read").map(|x| x.epoch),
+        Some(a.epoch)
+    );
+}

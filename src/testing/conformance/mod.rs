@@ -102,6 +102,8 @@ cases!(
     create_migration_refuses_broken_constraints,
     override_is_explicit_and_recorded,
     race_for_a_dedicated_stamp_has_one_winner,
+    change_feed_past_any_version_is_empty,
+    ids_past_the_stored_range_are_unknown,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.
