@@ -50,6 +50,8 @@ pub enum ExtractError {
     /// can read the tenant from a token (the `tower` layer does, with the keys given to
     /// `RouteLayer::tokens`); [`TenantSource::extract`] has none.
     #[error("the tenant is in a routing token, which only a verifier holding the keys can read")]
+    #[cfg(feature = "token")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "token")))]
     NeedsTokenVerifier,
 }
 
