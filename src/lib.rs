@@ -19,6 +19,8 @@ pub mod time;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "test-util", feature = "proptest"))))]
 pub mod testing;
 
+/// The macro [`Registry`] implementations are written with (from the `async-trait` crate).
+pub use async_trait::async_trait;
 pub use error::{Conflict, Error, InvalidInput, Result, Subject};
 pub use health::{HealthMonitor, HealthReport, HealthSource, HealthTable};
 pub use migration::{

@@ -681,7 +681,7 @@ mod tokens {
     }
 
     #[tokio::test]
-    async fn a_stale_token_falls_back_to_the_routers_route() {
+    async fn a_token_older_than_the_routers_route_on_another_stamp_is_refused() {
         let f = fixture().await;
         // The tenant moved to stamp 3 at epoch 20; the client still holds an epoch-10 token for stamp 1.
         f.router
@@ -690,6 +690,20 @@ mod tokens {
         let svc = layer(&f).layer(echo());
         let t = tokens(&f.clock)
             .issue(&tid("acme"), StampId(1), Epoch(10), Duration::from_secs(60))
+            .unwrap();
+        for method in [Method::GET, Method::POST] {
+            let res = send(&svc, with_token("acme", method, &t)).await;
+            assert_eq!((res.status(), reason(&res)), (StatusCode::UNAUTHORIZED, "stale-token"));
+            assert!(res.body().is_empty());
+        }
+        // Without the token the router routes the request: the client can drop or refresh it.
+        assert_eq!(
+            send(&svc, get("acme")).await.body(),
+            "3/20/acme/serving/https://s3.internal"
+        );
+        // An older token for the stamp the tenant is on: the router's route, at its epoch.
+        let t = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(3), Epoch(10), Duration::from_secs(60))
             .unwrap();
         let res = send(&svc, with_token("acme", Method::GET, &t)).await;
         assert_eq!(res.body(), "3/20/acme/serving/https://s3.internal");
@@ -706,6 +720,167 @@ mod tokens {
             (StatusCode::SERVICE_UNAVAILABLE, "tenant-frozen", Some("4"))
         );
         assert_eq!(f.registry.calls(Call::Assignment), 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_never_revives_an_offboarded_tenant() {
+        let f = fixture().await;
+        let a = f
+            .registry
+            .inner()
+            .assign(&TenantSpec::new(tid("acme")), StampId(2))
+            .await
+            .unwrap();
+        f.router.sync().await.unwrap();
+        let svc = layer(&f).layer(echo());
+        // Issued while the tenant was on stamp 2, still valid for an hour.
+        let t = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(2), a.epoch, Duration::from_secs(3_600))
+            .unwrap();
+        let served = format!("2/{}/acme/serving/https://s2.internal", a.epoch.0);
+        assert_eq!(send(&svc, get("acme")).await.body(), &served);
+        assert_eq!(send(&svc, with_token("acme", Method::GET, &t)).await.body(), &served);
+
+        // Offboarded: unassigned, and the router has applied the change feed.
+        f.registry.inner().unassign(&tid("acme"), a.epoch).await.unwrap();
+        f.router.sync().await.unwrap();
+        assert_eq!(f.router.route("acme"), Err(stamps::router::RouteError::UnknownTenant));
+        let res = send(&svc, get("acme")).await;
+        assert_eq!((res.status(), reason(&res)), (StatusCode::NOT_FOUND, "unknown-tenant"));
+        for method in [Method::GET, Method::POST] {
+            let res = send(&svc, with_token("acme", method, &t)).await;
+            assert_eq!(
+                (res.status(), reason(&res)),
+                (StatusCode::NOT_FOUND, "unknown-tenant"),
+                "a token must not route a tenant the router knows is unassigned"
+            );
+        }
+
+        // A negative-cache entry (the registry said "no such tenant") refuses tokens too.
+        let res = send(&svc, get("nobody")).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+        let reads = f.registry.calls(Call::Assignment);
+        let t = tokens(&f.clock)
+            .issue(&tid("nobody"), StampId(1), Epoch(3), Duration::from_secs(60))
+            .unwrap();
+        let res = send(&svc, with_token("nobody", Method::GET, &t)).await;
+        assert_eq!((res.status(), reason(&res)), (StatusCode::NOT_FOUND, "unknown-tenant"));
+        assert_eq!(
+            f.registry.calls(Call::Assignment),
+            reads,
+            "decided without registry I/O"
+        );
+
+        // What tokens are for: a router with no entry at all follows the token.
+        let fresh = Arc::new(
+            Router::builder(f.registry.clone())
+                .clock(f.clock.clone())
+                .build()
+                .unwrap(),
+        );
+        let svc = RouteLayer::new(fresh, TenantSource::header())
+            .tokens(tokens(&f.clock), "x-stamps-token")
+            .layer(echo());
+        let t = tokens(&f.clock)
+            .issue(&tid("globex"), StampId(1), Epoch(8), Duration::from_secs(60))
+            .unwrap();
+        let res = send(&svc, with_token("globex", Method::GET, &t)).await;
+        assert_eq!(
+            (res.status(), res.body().as_str()),
+            (StatusCode::OK, "1/8/globex/serving/-")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tenant_can_come_from_the_token_alone() {
+        let f = fixture().await;
+        f.router.set_endpoint(StampId(2), Some("http://s2"));
+        let svc = RouteLayer::new(f.router.clone(), TenantSource::RoutingToken)
+            .tokens(tokens(&f.clock), "x-stamps-token")
+            .layer(echo());
+        let t = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(2), Epoch(11), Duration::from_secs(60))
+            .unwrap();
+        let only_token = |token: &str| {
+            Request::post("/orders")
+                .header("x-stamps-token", token)
+                .body(String::new())
+                .unwrap()
+        };
+        let res = send(&svc, only_token(&t)).await;
+        assert_eq!(
+            (res.status(), res.body().as_str()),
+            (StatusCode::OK, "2/11/acme/serving/http://s2")
+        );
+        // A tenant header is not the source here: the verified token decides the tenant.
+        let mut req = only_token(&t);
+        req.headers_mut().insert("x-tenant-id", "globex".parse().unwrap());
+        assert_eq!(send(&svc, req).await.body(), "2/11/acme/serving/http://s2");
+        assert_eq!(f.registry.calls(Call::Assignment), 0);
+
+        // No token: no tenant. A bad token: refused as with any source.
+        let res = send(&svc, get("acme")).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::BAD_REQUEST, "missing-tenant")
+        );
+        let res = send(&svc, only_token("not-a-token")).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::BAD_REQUEST, "malformed-token")
+        );
+        let foreign = RoutingTokens::new(TokenKeys::new(KeyId(9), vec![9; 32]).unwrap(), f.clock.clone())
+            .issue(&tid("acme"), StampId(2), Epoch(11), Duration::from_secs(60))
+            .unwrap();
+        let res = send(&svc, only_token(&foreign)).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::UNAUTHORIZED, "unknown-token-key")
+        );
+        let mut req = only_token(&t);
+        req.headers_mut().append("x-stamps-token", t.parse().unwrap());
+        let res = send(&svc, req).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::BAD_REQUEST, "malformed-token")
+        );
+
+        // The router still outranks the token: newer elsewhere, then offboarded.
+        f.router
+            .preload([("acme", StampId(3), Epoch(12), AssignmentMode::Serving)])
+            .unwrap();
+        let res = send(&svc, only_token(&t)).await;
+        assert_eq!((res.status(), reason(&res)), (StatusCode::UNAUTHORIZED, "stale-token"));
+        let change = Change::new(
+            Version(1_000),
+            f.clock.now(),
+            ChangeKind::Assignment {
+                tenant: tid("acme"),
+                assignment: None,
+            },
+        );
+        f.router.apply(&change);
+        let res = send(&svc, only_token(&t)).await;
+        assert_eq!((res.status(), reason(&res)), (StatusCode::NOT_FOUND, "unknown-tenant"));
+    }
+
+    #[tokio::test]
+    async fn a_token_source_without_keys_is_a_500_not_a_route() {
+        let f = fixture().await;
+        f.router
+            .preload([("acme", StampId(1), Epoch(1), AssignmentMode::Serving)])
+            .unwrap();
+        let svc = RouteLayer::new(f.router.clone(), TenantSource::RoutingToken).layer(echo());
+        let t = tokens(&f.clock)
+            .issue(&tid("acme"), StampId(1), Epoch(1), Duration::from_secs(60))
+            .unwrap();
+        let mut req = get("acme");
+        req.headers_mut().insert("x-stamps-token", t.parse().unwrap());
+        let res = send(&svc, req).await;
+        assert_eq!(
+            (res.status(), reason(&res)),
+            (StatusCode::INTERNAL_SERVER_ERROR, "token-source-without-keys")
+        );
     }
 
     #[tokio::test]

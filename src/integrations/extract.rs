@@ -46,6 +46,13 @@ pub enum ExtractError {
     /// `tower` layer checks this; the functions here take one value).
     #[error("the request names its tenant ambiguously (repeated header, or Host and URI authority disagree)")]
     Ambiguous,
+    /// The source is [`TenantSource::RoutingToken`]: only a verifier holding the signing keys
+    /// can read the tenant from a token (the `tower` layer does, with the keys given to
+    /// `RouteLayer::tokens`); [`TenantSource::extract`] has none.
+    #[error("the tenant is in a routing token, which only a verifier holding the keys can read")]
+    #[cfg(feature = "token")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "token")))]
+    NeedsTokenVerifier,
 }
 
 impl ExtractError {
@@ -192,6 +199,23 @@ pub enum TenantSource {
         /// The prefix, such as `/t/`.
         prefix: String,
     },
+    /// The tenant named by the request's signed routing token, for clients that carry their
+    /// routing in a token ("embedded in client tokens", as the "Trade-offs" section of
+    /// *Deployment Stamps for Availability: Multi-Region Guide* puts it). Only a verifier can
+    /// read it: use it with the `tower` layer and its `RouteLayer::tokens` (the token header
+    /// and keys), which verifies the token before trusting the tenant it names. A request
+    /// without a token is 400 `missing-tenant`; [`TenantSource::extract`] answers
+    /// [`ExtractError::NeedsTokenVerifier`].
+    ///
+    /// ```
+    /// use stamps::integrations::{ExtractError, TenantSource};
+    /// let src = TenantSource::RoutingToken;
+    /// assert_eq!(src.extract(None, Some(b"a.b"), "/"), Err(ExtractError::NeedsTokenVerifier));
+    /// assert_eq!(src.to_string(), "routing token");
+    /// ```
+    #[cfg(feature = "token")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "token")))]
+    RoutingToken,
 }
 
 impl TenantSource {
@@ -211,6 +235,8 @@ impl TenantSource {
             }
             TenantSource::Header { .. } => tenant_from_header(header.ok_or(ExtractError::Missing)?),
             TenantSource::PathPrefix { prefix } => tenant_from_path(path, prefix),
+            #[cfg(feature = "token")]
+            TenantSource::RoutingToken => Err(ExtractError::NeedsTokenVerifier),
         }
     }
 
@@ -229,6 +255,8 @@ impl fmt::Display for TenantSource {
             TenantSource::Subdomain { base_domain } => write!(f, "subdomain of {base_domain}"),
             TenantSource::Header { name } => write!(f, "header {name}"),
             TenantSource::PathPrefix { prefix } => write!(f, "path under {prefix}"),
+            #[cfg(feature = "token")]
+            TenantSource::RoutingToken => f.write_str("routing token"),
         }
     }
 }

@@ -11,8 +11,9 @@
 //!
 //! # Staleness
 //! A token names the epoch of the assignment it was minted from. After a migration, a
-//! router that knows a newer epoch for the tenant ignores the token's stamp and looks the tenant
-//! up ([`RoutingClaims::is_current`]).
+//! router that knows a newer epoch for the tenant does not follow the token's stamp
+//! ([`RoutingClaims::is_current`]); the `tower` layer refuses such a token (401 `stale-token`),
+//! and a token for a tenant the router knows to be unassigned (404 `unknown-tenant`).
 //!
 //! ```
 //! use std::time::Duration;

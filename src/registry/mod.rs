@@ -60,13 +60,25 @@ pub type DynRegistry = dyn Registry;
 ///   `unassign` apply only if the current epoch equals `expected`, else
 ///   [`Error::Conflict`].
 /// - **Ordered change feed**: every write to a stamp or an assignment appends exactly one
-///   [`Change`](crate::Change) with the next version; `changes_since(v, n)` returns the first
-///   `n` changes after `v` in version order, and a change with a smaller version never becomes
-///   visible after a larger one has been returned. [`Registry::change_signal`] is notified
-///   after the change is visible.
+///   [`Change`](crate::Change) with the next version, carrying the state after the write:
+///   creating a stamp, re-specifying it (`put_stamp` on an existing stamp: routers learn a new
+///   endpoint only from this change), changing its state, and every assignment write. A
+///   refused write appends nothing. `changes_since(v, n)` returns the first `n` changes after
+///   `v` (never `v` itself) in version order, and a change with a smaller version never
+///   becomes visible after a larger one has been returned. [`Registry::change_signal`] is
+///   notified after the change is visible.
+/// - **Exclusive cursors**: `assignments(after, n)` returns at most `n` assignments strictly
+///   after `after` in tenant-id order, so paging with the last id of each page ends.
 /// - **History**: every assignment write appends a [`HistoryEntry`]; entries are never changed.
 /// - **Migration records** are saved with optimistic concurrency on `revision`, and only along
 ///   legal state transitions; at most one non-terminal migration exists per tenant.
+///   `create_migration` refuses a record whose source or destination stamp is unknown
+///   ([`Error::NotFound`]), whose source and destination are the same stamp, or which is not
+///   in `Planned` ([`Error::InvalidInput`]).
+/// - **Errors**: each method returns the variants its `# Errors` section lists for the
+///   conditions named there; any method may also return [`Error::Unavailable`] (the backend
+///   could not be reached) or [`Error::Backend`] (it answered something unexpected). Reads of
+///   something absent answer `Ok(None)` or an empty list, not an error.
 /// - Failures are mapped to [`Error`] variants; a call that fails has no effect
 ///   (`Unavailable` means "retry"), except that a networked implementation may answer
 ///   `Unavailable` for a write whose commit was sent before the connection broke: its outcome
@@ -77,7 +89,50 @@ pub type DynRegistry = dyn Registry;
 /// [`constraints::check`](crate::model::constraints::check) and
 /// [`admission::check`](crate::model::admission::check), write the assignment, usage, history row and change row, bump the
 /// version, commit, then notify the signal. Take the epoch from the change version. Run
-/// `stamps::testing::conformance::run_all` against your implementation.
+/// `stamps::testing::conformance::run_all` against your implementation: each failure names
+/// the case and the contract it broke.
+///
+/// The trait's async methods are written with the `async-trait` crate's macro: implement them
+/// under `#[stamps::async_trait]` (re-exported, so your crate needs no dependency of its own).
+///
+/// ```
+/// use stamps::registry::ChangeSignal;
+/// use stamps::*;
+///
+/// /// Counts assignments, forwarding every call to an inner registry.
+/// #[derive(Debug, Default)]
+/// struct Counting { inner: InMemoryRegistry, assigns: std::sync::atomic::AtomicUsize }
+///
+/// #[stamps::async_trait]
+/// impl Registry for Counting {
+///     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
+///         self.assigns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         self.inner.assign(tenant, stamp).await
+///     }
+///     // The other methods forward likewise.
+/// #   async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> { self.inner.put_stamp(spec).await }
+/// #   async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> { self.inner.stamp(id).await }
+/// #   async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> { self.inner.set_stamp_state(id, state).await }
+/// #   async fn fleet(&self) -> Result<Fleet> { self.inner.fleet().await }
+/// #   async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> { self.inner.assignment(tenant).await }
+/// #   async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> { self.inner.assignments(after, limit).await }
+/// #   async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange) -> Result<Assignment> { self.inner.compare_and_set(tenant, expected, change).await }
+/// #   async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> { self.inner.unassign(tenant, expected).await }
+/// #   async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> { self.inner.history(tenant).await }
+/// #   async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> { self.inner.changes_since(after, limit).await }
+/// #   fn change_signal(&self) -> ChangeSignal { self.inner.change_signal() }
+/// #   async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> { self.inner.create_migration(record).await }
+/// #   async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> { self.inner.migration(id).await }
+/// #   async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> { self.inner.save_migration(record).await }
+/// #   async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> { self.inner.migrations(tenant).await }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = Counting::default();
+/// assert!(registry.assign(&TenantSpec::new(TenantId::new("acme")?), StampId(1)).await.is_err());
+/// assert_eq!(registry.assigns.load(std::sync::atomic::Ordering::Relaxed), 1);
+/// # Ok(()) }
+/// ```
 ///
 /// # Example
 /// ```
@@ -100,29 +155,46 @@ pub type DynRegistry = dyn Registry;
 #[async_trait]
 pub trait Registry: Debug + Send + Sync + 'static {
     /// Registers a stamp (in `Provisioning`) or updates an existing stamp's spec, keeping its
-    /// state. Shrinking a limit below current usage fails with
+    /// state; either way, appends one change. Shrinking a limit below current usage fails with
     /// [`Error::CapacityExceeded`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a spec that breaks its own rules (name, endpoint, version,
+    /// capacity); [`Error::CapacityExceeded`] for a limit below the stamp's usage.
     async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp>;
 
-    /// A stamp, if registered.
+    /// A stamp, if registered (`Ok(None)` if not).
     async fn stamp(&self, id: StampId) -> Result<Option<Stamp>>;
 
-    /// Moves a stamp through its lifecycle ([`StampState::can_become`]); decommissioning a
-    /// stamp that still holds tenants fails with [`Error::InvalidInput`].
+    /// Moves a stamp through its lifecycle ([`StampState::can_become`]), appending one change
+    /// (keeping the state is a no-op); decommissioning a stamp that still holds tenants fails
+    /// with [`Error::InvalidInput`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown stamp; [`Error::InvalidTransition`] for an illegal
+    /// transition; [`Error::InvalidInput`] for decommissioning a stamp with tenants.
     async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp>;
 
     /// Every stamp with its usage.
     async fn fleet(&self) -> Result<Fleet>;
 
-    /// A tenant's assignment, if it has one.
+    /// A tenant's assignment, if it has one (`Ok(None)` if not).
     async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>>;
 
-    /// Assignments in tenant-id order, starting after `after`, at most `limit` (for warm-up and
-    /// audits).
+    /// Assignments in tenant-id order, strictly after `after` (never `after` itself), at most
+    /// `limit` (for warm-up and audits).
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>>;
 
     /// Assigns an unassigned tenant to an `Active` stamp, serving, checking capacity and the
-    /// tenant's hard constraints ([`Error::ConstraintViolated`]) atomically.
+    /// tenant's hard constraints atomically.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown stamp; [`Error::NotAccepting`] for a stamp that is not
+    /// `Active`; [`Error::AlreadyAssigned`] for a tenant that has an assignment;
+    /// [`Error::CapacityExceeded`] when the stamp has no room for the tenant's demand or slot;
+    /// [`Error::ConstraintViolated`] when the stamp breaks the tenant's residency, pin, tier or
+    /// a dedicated stamp's single holder; [`Error::InvalidInput`] for a spec that breaks its own
+    /// rules.
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment>;
 
     /// Assigns like [`Registry::assign`], but lets the write break the constraints `overrides`
@@ -163,16 +235,34 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Changes an assignment if its epoch is `expected`; the result has a new, larger epoch.
     /// A change breaking a hard constraint is refused unless `change.overrides` names it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a tenant without assignment or an unknown target stamp;
+    /// [`Error::Conflict`] when the current epoch is not `expected`; [`Error::NotAccepting`]
+    /// for a move onto a stamp that is not `Active`; [`Error::CapacityExceeded`] when a stamp
+    /// the change adds the tenant to (or grows it on) has no room;
+    /// [`Error::ConstraintViolated`] when a stamp the change newly gives the tenant (serving or
+    /// shadow) breaks one of its constraints and the change does not override it;
+    /// [`Error::InvalidInput`] for a change that makes no sense (a move to the serving stamp, a
+    /// shadow equal to the serving stamp).
     async fn compare_and_set(&self, tenant: &TenantId, expected: Epoch, change: AssignmentChange)
         -> Result<Assignment>;
 
     /// Removes an assignment if its epoch is `expected`, releasing its capacity.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a tenant without assignment; [`Error::Conflict`] when the
+    /// current epoch is not `expected`.
     async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()>;
 
-    /// A tenant's history, oldest first.
+    /// A tenant's history, oldest first (empty for a tenant never assigned).
     async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>>;
 
-    /// Up to `limit` changes after `after`, in version order.
+    /// Up to `limit` changes after `after` (never `after` itself), in version order.
+    ///
+    /// # Errors
+    /// [`Error::ChangeFeedTruncated`] when changes after `after` were pruned: resynchronise
+    /// from a full read.
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch>;
 
     /// The signal notified after every change becomes visible.
@@ -180,18 +270,28 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Stores a new migration record (given in `Planned`, from
     /// [`MigrationRecord::planned`]); assigns its id and revision 1. Fails with
-    /// [`Error::AlreadyExists`] while the tenant has a non-terminal migration, and with
-    /// [`Error::ConstraintViolated`] when the tenant is assigned and the destination breaks
-    /// one of its constraints (as its dual-write shadow would).
+    /// [`Error::AlreadyExists`] while the tenant has a non-terminal migration.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the source or destination stamp is unknown;
+    /// [`Error::InvalidInput`] when source and destination are the same stamp or the record is
+    /// not in `Planned`; [`Error::AlreadyExists`] while the tenant has a non-terminal migration;
+    /// [`Error::ConstraintViolated`] when the tenant is assigned and the destination breaks one
+    /// of its constraints (as its dual-write shadow would).
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord>;
 
-    /// A migration record.
+    /// A migration record (`Ok(None)` for an unknown id).
     async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>>;
 
     /// Saves a record whose `revision` is the one last read; returns it with the next revision.
     /// A stale revision fails with [`Error::Conflict`]; a state change that is not a legal
     /// transition ([`MigrationState::can_transition_to`](crate::MigrationState::can_transition_to))
     /// fails with [`Error::InvalidTransition`] (keeping the state is always allowed).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::Conflict`] for a stale revision;
+    /// [`Error::InvalidTransition`] for an illegal state change; [`Error::InvalidInput`] for a
+    /// record whose tenant, source or destination differs from the stored one.
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord>;
 
     /// Migration records, all or one tenant's, oldest first.

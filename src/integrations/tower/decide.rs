@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, StatusCode};
 
-use super::reject::Reject;
+use super::reject::{extract_reject, Reject};
 use crate::integrations::{ExtractError, TenantSource};
 use crate::model::TenantId;
 use crate::registry::Registry;
@@ -18,7 +18,7 @@ use crate::router::{Route, RouteError, Router};
 #[cfg(feature = "token")]
 use super::reject::token_reject;
 #[cfg(feature = "token")]
-use crate::integrations::token::RoutingTokens;
+use crate::integrations::token::{RoutingClaims, RoutingTokens};
 
 /// The value of a header that must appear at most once.
 fn single<K: http::header::AsHeaderName>(headers: &http::HeaderMap, name: K) -> Result<Option<&[u8]>, ExtractError> {
@@ -143,42 +143,67 @@ impl<R: Registry + ?Sized> Shared<R> {
         }
     }
 
-    /// Decides from the local table and the token only (no registry I/O). `Ok(None)` means
-    /// the router missed and the tenant must be resolved.
-    pub(super) fn decide_sync<B>(&self, tenant: &TenantId, req: &Request<B>) -> Result<Option<Route>, Reject> {
+    /// Decides a request from the local table and the routing token only (no registry I/O):
+    /// the tenant it names and either its route or that the router missed and the tenant must
+    /// be resolved.
+    pub(super) fn decide<B>(&self, req: &Request<B>) -> Result<Decision, Reject> {
+        #[cfg(feature = "token")]
+        if matches!(self.source, TenantSource::RoutingToken) {
+            return self.decide_token_source(req);
+        }
+        let tenant = self.extract(req).map_err(extract_reject)?;
         #[cfg(feature = "token")]
         if let Some((tokens, header)) = &self.tokens {
-            // Two tokens are ambiguous (a stamp reading the other one would act on another
-            // assignment than the one routed): refused as malformed.
-            let token =
-                single(req.headers(), *header).map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "malformed-token"))?;
-            if let Some(value) = token {
-                return self.decide_token(tokens, value, tenant, req.method()).map(Some);
+            if let Some(value) = token_header(req, header)? {
+                let claims = tokens.verify(value).map_err(token_reject)?;
+                if claims.tenant != tenant {
+                    return Err(Reject::new(StatusCode::BAD_REQUEST, "token-tenant-mismatch"));
+                }
+                let route = self.decide_claims(&claims, req.method())?;
+                return Ok(Decision::Routed(tenant, route));
             }
         }
         match self.router.route(tenant.as_str()) {
-            Ok(route) => self.admit(route, req.method()).map(Some),
-            Err(RouteError::Miss) => Ok(None),
+            Ok(route) => Ok(Decision::Routed(tenant, self.admit(route, req.method())?)),
+            Err(RouteError::Miss) => Ok(Decision::Resolve(tenant)),
             Err(e) => Err(self.route_error(e)),
         }
     }
 
+    /// [`TenantSource::RoutingToken`]: the tenant is the one the verified token names.
     #[cfg(feature = "token")]
-    fn decide_token(
-        &self,
-        tokens: &RoutingTokens,
-        token: &[u8],
-        tenant: &TenantId,
-        method: &Method,
-    ) -> Result<Route, Reject> {
-        let claims = tokens.verify(token).map_err(token_reject)?;
-        if claims.tenant != *tenant {
-            return Err(Reject::new(StatusCode::BAD_REQUEST, "token-tenant-mismatch"));
-        }
-        match self.router.route(tenant.as_str()) {
-            // The router knows this assignment or a newer one: its route carries the mode.
-            Ok(route) if route.epoch >= claims.epoch => return self.admit(route, method),
-            Ok(_) | Err(RouteError::Miss | RouteError::UnknownTenant | RouteError::Unavailable) => {}
+    fn decide_token_source<B>(&self, req: &Request<B>) -> Result<Decision, Reject> {
+        let Some((tokens, header)) = &self.tokens else {
+            // A configuration error of the host, not of the client.
+            return Err(Reject::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "token-source-without-keys",
+            ));
+        };
+        let value = token_header(req, header)?.ok_or(Reject::new(StatusCode::BAD_REQUEST, "missing-tenant"))?;
+        let claims = tokens.verify(value).map_err(token_reject)?;
+        let route = self.decide_claims(&claims, req.method())?;
+        Ok(Decision::Routed(claims.tenant, route))
+    }
+
+    /// Routes by verified claims, never against what the router knows: a tenant the router
+    /// knows to be unassigned is 404 `unknown-tenant`; a tenant it knows at a newer epoch on
+    /// another stamp is 401 `stale-token`; a route at the token's epoch or newer on the
+    /// token's stamp is used as the router has it (with its mode). Only where the router knows
+    /// nothing newer (a miss, an unreachable registry, an older entry) does the token decide.
+    #[cfg(feature = "token")]
+    fn decide_claims(&self, claims: &RoutingClaims, method: &Method) -> Result<Route, Reject> {
+        match self.router.route(claims.tenant.as_str()) {
+            Ok(route) if route.epoch >= claims.epoch => {
+                // The tenant's own stamp, also when the route fails over to its standby.
+                let home = route.failed_over_from.unwrap_or(route.stamp);
+                if route.epoch > claims.epoch && home != claims.stamp {
+                    return Err(Reject::new(StatusCode::UNAUTHORIZED, "stale-token"));
+                }
+                return self.admit(route, method);
+            }
+            Ok(_) | Err(RouteError::Miss | RouteError::Unavailable) => {}
+            // `UnknownTenant` included: a token never revives an offboarded tenant.
             Err(e) => return Err(self.route_error(e)),
         }
         let stamp = claims.stamp;
@@ -187,6 +212,22 @@ impl<R: Registry + ?Sized> Shared<R> {
         }
         Ok(Route::new(stamp, claims.epoch).with_endpoint(self.router.stamp_endpoint(stamp)))
     }
+}
+
+/// What [`Shared::decide`] found without I/O.
+pub(super) enum Decision {
+    /// The route to call the inner service with.
+    Routed(TenantId, Route),
+    /// The router missed: resolve the tenant.
+    Resolve(TenantId),
+}
+
+/// The routing token's value, if the request carries one. Two tokens are ambiguous (a stamp
+/// reading the other one would act on another assignment than the one routed): refused as
+/// malformed.
+#[cfg(feature = "token")]
+fn token_header<'r, B>(req: &'r Request<B>, header: &str) -> Result<Option<&'r [u8]>, Reject> {
+    single(req.headers(), header).map_err(|_| Reject::new(StatusCode::BAD_REQUEST, "malformed-token"))
 }
 
 #[cfg(test)]

@@ -120,6 +120,8 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     /// Routes requests that carry a routing token in `header` (such as `"x-stamps-token"`;
     /// matched case-insensitively) by the token, verified with `tokens`: see the [module
     /// docs](super#routing-tokens). A `header` that is not a valid header name matches no request.
+    /// With [`TenantSource::RoutingToken`] the token is also where the tenant comes from (a
+    /// request without one is 400 `missing-tenant`).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -128,10 +130,15 @@ impl<R: Registry + ?Sized> RouteLayer<R> {
     /// use stamps::integrations::TenantSource;
     /// use stamps::router::Router;
     /// use stamps::InMemoryRegistry;
-    /// let tokens = RoutingTokens::with_system_clock(TokenKeys::new(KeyId(1), vec![7; 32])?);
-    /// let layer = RouteLayer::new(Arc::new(Router::new(InMemoryRegistry::new())), TenantSource::header())
-    ///     .tokens(tokens, "x-stamps-token");
-    /// # let _ = layer;
+    /// let keys = TokenKeys::new(KeyId(1), vec![7; 32])?;
+    /// let router = Arc::new(Router::new(InMemoryRegistry::new()));
+    /// // The tenant from a header; a token, when present, must name the same tenant.
+    /// let layer = RouteLayer::new(router.clone(), TenantSource::header())
+    ///     .tokens(RoutingTokens::with_system_clock(keys.clone()), "x-stamps-token");
+    /// // The tenant from the token alone.
+    /// let by_token = RouteLayer::new(router, TenantSource::RoutingToken)
+    ///     .tokens(RoutingTokens::with_system_clock(keys), "x-stamps-token");
+    /// # let _ = (layer, by_token);
     /// # Ok::<(), stamps::Error>(())
     /// ```
     #[cfg(feature = "token")]

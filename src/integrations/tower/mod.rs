@@ -11,7 +11,7 @@
 //!
 //! | status | `x-stamps-error` | when |
 //! | --- | --- | --- |
-//! | 400 | `missing-tenant` | no host, header or path segment to read the tenant from |
+//! | 400 | `missing-tenant` | no host, header or path segment to read the tenant from (with [`TenantSource::RoutingToken`]: no token) |
 //! | 400 | `invalid-tenant` | the tenant text is not a valid [`TenantId`], the host is malformed, or the request names its tenant ambiguously: two Host or tenant headers, or a Host header and a URI authority naming different tenants ([`ExtractError`], [`RouteError::InvalidTenant`]) |
 //! | 404 | `unknown-tenant` | no stamp serves the tenant ([`RouteError::UnknownTenant`]) |
 //! | 503 + `Retry-After` | `stamp-unavailable` | the tenant's stamp is unhealthy ([`RouteError::StampUnavailable`]) |
@@ -20,6 +20,9 @@
 //! | 400 | `malformed-token` | (feature `token`) the routing token is not a token, or the request carries two |
 //! | 401 | `bad-token-signature`, `unknown-token-key`, `expired-token` | (feature `token`) the token is forged or altered, signed with a key not held, or expired |
 //! | 400 | `token-tenant-mismatch` | (feature `token`) the token names another tenant than the request |
+//! | 401 | `stale-token` | (feature `token`) the router knows the tenant at a newer epoch on another stamp than the token names: fetch a fresh token |
+//! | 404 | `unknown-tenant` | (feature `token`) also with a valid token, when the router knows the tenant is unassigned: a token never revives an offboarded tenant |
+//! | 500 | `token-source-without-keys` | (feature `token`) the layer takes the tenant from [`TenantSource::RoutingToken`] but was given no keys ([`RouteLayer::tokens`]): a configuration error |
 //!
 //! `Retry-After` is in whole seconds, rounded up, at least 1: for a freeze, the time left until
 //! the freeze ends on the router's clock ([`Router::now`]); otherwise
@@ -39,16 +42,27 @@
 //!
 //! # Routing tokens
 //! With the `token` feature and [`RouteLayer::tokens`], a request carrying the token
-//! header is routed by the token when it is at least as new as what the router knows:
+//! header is routed by the token — but a token never outranks what the router knows:
 //! - the token is verified without any registry lookup; a rejected token is answered (above);
-//! - the token must name the tenant taken from the request (else 400);
-//! - if the router has a route for the tenant with a newer epoch, the token is stale and the
-//!   router's route is used; with the same epoch, the router's route is used too (it carries
-//!   the mode, such as a freeze, and the failover decision);
-//! - otherwise (router miss, negative-cache entry, or an older cached epoch) the request goes to
-//!   the token's stamp at the token's epoch, with the endpoint from the router's stamp view
+//! - the token must name the tenant taken from the request (else 400); with
+//!   [`TenantSource::RoutingToken`] the tenant is the one the verified token names, so clients
+//!   can carry their routing in the token alone;
+//! - if the router knows the tenant is unassigned (an unassignment applied from the change
+//!   feed, or a negative-cache entry), the request is 404 `unknown-tenant`, as without the
+//!   token;
+//! - if the router has a route for the tenant with a newer epoch on another stamp, the token
+//!   is stale: 401 `stale-token` (the client fetches a fresh token); with a newer epoch on the
+//!   token's stamp, or the same epoch, the router's route is used (it carries the mode, such as
+//!   a freeze, and the failover decision);
+//! - otherwise (router miss, unreachable registry, or an older cached epoch) the request goes
+//!   to the token's stamp at the token's epoch, with the endpoint from the router's stamp view
 //!   ([`Router::stamp_endpoint`]); if the router's health table marks that stamp unavailable,
 //!   503 `stamp-unavailable`. Pass the epoch on to the stamp: its fencing is the last word.
+//!
+//! A token is still what routes a tenant the router has no entry for: that is what tokens are
+//! for. It cannot see an unassignment the router has not learned yet (a router that does not
+//! follow the change feed, or an entry the negative cache has let go); keep token lifetimes
+//! short and let stamps refuse epochs they no longer serve.
 //!
 //! # Example
 //! ```
@@ -102,6 +116,14 @@
 #![cfg_attr(not(feature = "tokio"), doc = "[`RouteLayer::resolve_timeout`]: RouteLayer")]
 #![cfg_attr(feature = "token", doc = "[`RouteLayer::tokens`]: RouteLayer::tokens")]
 #![cfg_attr(not(feature = "token"), doc = "[`RouteLayer::tokens`]: RouteLayer")]
+#![cfg_attr(
+    feature = "token",
+    doc = "[`TenantSource::RoutingToken`]: crate::integrations::TenantSource::RoutingToken"
+)]
+#![cfg_attr(
+    not(feature = "token"),
+    doc = "[`TenantSource::RoutingToken`]: crate::integrations::TenantSource"
+)]
 
 mod decide;
 mod future;

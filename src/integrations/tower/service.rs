@@ -8,9 +8,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::decide::Shared;
+use super::decide::{Decision, Shared};
 use super::future::RouteFuture;
-use super::reject::extract_reject;
 use super::ResolvedRoute;
 use crate::registry::{DynRegistry, Registry};
 
@@ -69,17 +68,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let tenant = match self.shared.extract(&req) {
-            Ok(t) => t,
-            Err(e) => return RouteFuture::reject(extract_reject(e)),
-        };
-        match self.shared.decide_sync(&tenant, &req) {
-            Ok(Some(route)) => {
+        match self.shared.decide(&req) {
+            Ok(Decision::Routed(tenant, route)) => {
                 req.extensions_mut().insert(ResolvedRoute { tenant, route });
                 RouteFuture::inner(self.inner.call(req))
             }
             Err(reject) => RouteFuture::reject(reject),
-            Ok(None) => {
+            Ok(Decision::Resolve(tenant)) => {
                 // Take the service that was polled ready; leave a clone in its place.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);

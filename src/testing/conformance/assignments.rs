@@ -12,28 +12,25 @@ pub async fn assign_and_lookup(r: &DynRegistry) {
     active(r, 1, &[(Resource::Connections, 100.0)]).await;
     let t = tenant("acme", 25.0).label("plan", "pro");
     let a = r.assign(&t, StampId(1)).await.expect("assign");
-    assert_eq!(a.stamp, StampId(1));
-    assert_eq!(a.mode, AssignmentMode::Serving);
-    assert!(a.epoch > Epoch(0));
-    assert_eq!(a.spec, t);
+    check_eq!(a.stamp, StampId(1));
+    check_eq!(a.mode, AssignmentMode::Serving);
+    check!(a.epoch > Epoch(0));
+    check_eq!(a.spec, t);
     let read = r.assignment(&tid("acme")).await.expect("lookup").expect("present");
-    assert_eq!(read, a);
-    assert!(r.assignment(&tid("nobody")).await.expect("lookup").is_none());
+    check_eq!(read, a);
+    check!(r.assignment(&tid("nobody")).await.expect("lookup").is_none());
 }
 
 /// Provisioning, draining and decommissioned stamps accept no tenant.
 pub async fn assign_requires_an_active_stamp(r: &DynRegistry) {
     r.put_stamp(spec(1, &[(Resource::Tenants, 5.0)])).await.expect("put");
     let err = r.assign(&tenant("a", 1.0), StampId(1)).await.expect_err("provisioning");
-    assert!(
-        matches!(
-            err,
-            Error::NotAccepting {
-                stamp: StampId(1),
-                state: StampState::Provisioning
-            }
-        ),
-        "{err:?}"
+    check_matches!(
+        err,
+        Error::NotAccepting {
+            stamp: StampId(1),
+            state: StampState::Provisioning
+        }
     );
     r.set_stamp_state(StampId(1), StampState::Active)
         .await
@@ -42,17 +39,14 @@ pub async fn assign_requires_an_active_stamp(r: &DynRegistry) {
         .await
         .expect("drain");
     let err = r.assign(&tenant("a", 1.0), StampId(1)).await.expect_err("draining");
-    assert!(
-        matches!(
-            err,
-            Error::NotAccepting {
-                state: StampState::Draining,
-                ..
-            }
-        ),
-        "{err:?}"
+    check_matches!(
+        err,
+        Error::NotAccepting {
+            state: StampState::Draining,
+            ..
+        }
     );
-    assert!(r.assignment(&tid("a")).await.expect("lookup").is_none());
+    check!(r.assignment(&tid("a")).await.expect("lookup").is_none());
 }
 
 /// Assigning to an unknown stamp is `NotFound`.
@@ -61,10 +55,7 @@ pub async fn assign_unknown_stamp_is_not_found(r: &DynRegistry) {
         .assign(&tenant("a", 1.0), StampId(9))
         .await
         .expect_err("unknown stamp");
-    assert!(
-        matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(9)))),
-        "{err:?}"
-    );
+    check_matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(9))));
 }
 
 /// One home: a second `assign` of the same tenant fails, wherever it targets.
@@ -73,12 +64,9 @@ pub async fn assign_twice_is_already_assigned(r: &DynRegistry) {
     active(r, 2, &[(Resource::Tenants, 5.0)]).await;
     r.assign(&tenant("a", 1.0), StampId(1)).await.expect("assign");
     let err = r.assign(&tenant("a", 1.0), StampId(2)).await.expect_err("twice");
-    assert!(
-        matches!(err, Error::AlreadyAssigned { stamp: StampId(1), .. }),
-        "{err:?}"
-    );
+    check_matches!(err, Error::AlreadyAssigned { stamp: StampId(1), .. });
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(fleet.get(StampId(2)).expect("s2").tenants(), 0);
+    check_eq!(fleet.get(StampId(2)).expect("s2").tenants(), 0);
 }
 
 /// The hard limit (not the headroom) bounds every limited resource.
@@ -97,24 +85,21 @@ pub async fn hard_limit_is_enforced_per_resource(r: &DynRegistry) {
         .assign(&tenant("b", 25.0), StampId(1))
         .await
         .expect_err("over connections");
-    assert!(
-        matches!(
-            err,
-            Error::CapacityExceeded {
-                stamp: StampId(1),
-                resource: Resource::Connections
-            }
-        ),
-        "{err:?}"
+    check_matches!(
+        err,
+        Error::CapacityExceeded {
+            stamp: StampId(1),
+            resource: Resource::Connections
+        }
     );
     r.assign(&tenant("c", 20.0), StampId(1))
         .await
         .expect("exactly at the limit");
     let heavy = TenantSpec::new(tid("d")).demand(Demand::of([(Resource::RequestsPerSecond, 51.0)]).expect("demand"));
     let err = r.assign(&heavy, StampId(1)).await.expect_err("over rps");
-    assert!(matches!(err, Error::CapacityExceeded { .. }), "{err:?}");
+    check_matches!(err, Error::CapacityExceeded { .. });
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 100.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 100.0);
 }
 
 /// Every tenant takes one `Tenants` slot.
@@ -126,19 +111,16 @@ pub async fn tenant_slots_are_counted(r: &DynRegistry) {
         .assign(&TenantSpec::new(tid("c")), StampId(1))
         .await
         .expect_err("full");
-    assert!(
-        matches!(
-            err,
-            Error::CapacityExceeded {
-                resource: Resource::Tenants,
-                ..
-            }
-        ),
-        "{err:?}"
+    check_matches!(
+        err,
+        Error::CapacityExceeded {
+            resource: Resource::Tenants,
+            ..
+        }
     );
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 2);
-    assert_eq!(fleet.tenants(), 2);
+    check_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 2);
+    check_eq!(fleet.tenants(), 2);
 }
 
 /// The fleet shows usage per resource and unassign releases it exactly.
@@ -153,18 +135,18 @@ pub async fn fleet_reports_usage_and_unassign_releases_it(r: &DynRegistry) {
         epochs.push((a.tenant().clone(), a.epoch));
     }
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 125.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 125.0);
     let load = fleet.get(StampId(1)).expect("s1");
-    assert_eq!(load.tenants(), 10);
+    check_eq!(load.tenants(), 10);
     let (res, util) = load.bottleneck().expect("limited");
-    assert_eq!(res, &Resource::Connections);
-    assert!((util - 0.125).abs() < 1e-9);
+    check_eq!(res, &Resource::Connections);
+    check!((util - 0.125).abs() < 1e-9);
     for (t, e) in epochs {
         r.unassign(&t, e).await.expect("unassign");
     }
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
-    assert_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
+    check_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 0);
 }
 
 /// A move gives a larger epoch and moves usage from source to destination.
@@ -176,17 +158,17 @@ pub async fn move_changes_epoch_and_usage(r: &DynRegistry) {
         .compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)).by("test"))
         .await
         .expect("move");
-    assert_eq!(b.stamp, StampId(2));
-    assert!(b.epoch > a.epoch);
-    assert_eq!(b.assigned_at, a.assigned_at);
+    check_eq!(b.stamp, StampId(2));
+    check!(b.epoch > a.epoch);
+    check_eq!(b.assigned_at, a.assigned_at);
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
-    assert_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
+    check_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
     let err = r
         .compare_and_set(a.tenant(), b.epoch, AssignmentChange::move_to(StampId(2)))
         .await
         .expect_err("move to the serving stamp");
-    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    check_matches!(err, Error::InvalidInput(_));
 }
 
 /// A compare-and-set with a stale epoch is a `Conflict` naming both epochs, without effect.
@@ -204,12 +186,12 @@ pub async fn stale_epoch_is_a_conflict(r: &DynRegistry) {
         .expect_err("stale");
     match err {
         Error::Conflict(Conflict::Epoch { expected, actual }) => {
-            assert_eq!(expected, a.epoch);
-            assert_eq!(actual, b.epoch);
+            check_eq!(expected, a.epoch);
+            check_eq!(actual, b.epoch);
         }
-        other => panic!("expected a conflict, got {other:?}"),
+        other => fail!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(r.assignment(a.tenant()).await.expect("lookup").expect("present"), b);
+    check_eq!(r.assignment(a.tenant()).await.expect("lookup").expect("present"), b);
 }
 
 /// Changing or unassigning an unknown tenant is `NotFound`.
@@ -219,12 +201,9 @@ pub async fn change_of_unknown_tenant_is_not_found(r: &DynRegistry) {
         .compare_and_set(&tid("ghost"), Epoch(1), AssignmentChange::move_to(StampId(1)))
         .await
         .expect_err("unknown");
-    assert!(
-        matches!(err, Error::NotFound(crate::error::Subject::Tenant(_))),
-        "{err:?}"
-    );
+    check_matches!(err, Error::NotFound(crate::error::Subject::Tenant(_)));
     let err = r.unassign(&tid("ghost"), Epoch(1)).await.expect_err("unknown");
-    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    check_matches!(err, Error::NotFound(_));
 }
 
 /// A move to a stamp without room fails and changes nothing: not the assignment, not the
@@ -238,16 +217,13 @@ pub async fn move_to_full_stamp_fails_without_effect(r: &DynRegistry) {
         .compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)))
         .await
         .expect_err("no room");
-    assert!(
-        matches!(err, Error::CapacityExceeded { stamp: StampId(2), .. }),
-        "{err:?}"
-    );
-    assert_eq!(r.assignment(a.tenant()).await.expect("lookup"), Some(a.clone()));
+    check_matches!(err, Error::CapacityExceeded { stamp: StampId(2), .. });
+    check_eq!(r.assignment(a.tenant()).await.expect("lookup"), Some(a.clone()));
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 50.0);
-    assert_eq!(usage(&fleet, 2, Resource::Connections), 0.0);
-    assert_eq!(r.changes_since(Version::ZERO, 1).await.expect("feed").head, head);
-    assert_eq!(r.history(a.tenant()).await.expect("history").len(), 1);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 50.0);
+    check_eq!(usage(&fleet, 2, Resource::Connections), 0.0);
+    check_eq!(r.changes_since(Version::ZERO, 1).await.expect("feed").head, head);
+    check_eq!(r.history(a.tenant()).await.expect("history").len(), 1);
 }
 
 /// Tenants cannot move onto a draining stamp, but a draining stamp keeps and releases its own.
@@ -262,7 +238,7 @@ pub async fn move_to_draining_stamp_is_refused(r: &DynRegistry) {
         .compare_and_set(a.tenant(), a.epoch, AssignmentChange::move_to(StampId(2)))
         .await
         .expect_err("draining");
-    assert!(matches!(err, Error::NotAccepting { stamp: StampId(2), .. }), "{err:?}");
+    check_matches!(err, Error::NotAccepting { stamp: StampId(2), .. });
     r.set_stamp_state(StampId(2), StampState::Active)
         .await
         .expect("undrain 2");
@@ -293,9 +269,9 @@ pub async fn dual_write_reserves_the_shadow(r: &DynRegistry) {
         .await
         .expect("dual write");
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 30.0);
-    assert_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
-    assert_eq!(fleet.get(StampId(2)).expect("s2").tenants(), 1);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 30.0);
+    check_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
+    check_eq!(fleet.get(StampId(2)).expect("s2").tenants(), 1);
     let cut = r
         .compare_and_set(
             a.tenant(),
@@ -305,8 +281,8 @@ pub async fn dual_write_reserves_the_shadow(r: &DynRegistry) {
         .await
         .expect("cutover with reverse dual-write");
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 30.0);
-    assert_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 30.0);
+    check_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
     r.compare_and_set(
         a.tenant(),
         cut.epoch,
@@ -315,8 +291,8 @@ pub async fn dual_write_reserves_the_shadow(r: &DynRegistry) {
     .await
     .expect("finish");
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
-    assert_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 0.0);
+    check_eq!(usage(&fleet, 2, Resource::Connections), 30.0);
 }
 
 /// A shadow equal to the serving stamp is invalid input.
@@ -331,7 +307,7 @@ pub async fn shadow_equal_to_serving_stamp_is_invalid(r: &DynRegistry) {
         )
         .await
         .expect_err("shadow = serving");
-    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    check_matches!(err, Error::InvalidInput(_));
 }
 
 /// Epochs keep growing across unassign and reassign (fencing survives re-creation).
@@ -344,12 +320,12 @@ pub async fn epoch_grows_across_unassign_and_reassign(r: &DynRegistry) {
             .assign(&tenant("a", 1.0), StampId(1 + round % 2))
             .await
             .expect("assign");
-        assert!(a.epoch > last, "epoch {} after {}", a.epoch, last);
+        check!(a.epoch > last, "epoch {} after {}", a.epoch, last);
         let b = r
             .compare_and_set(a.tenant(), a.epoch, AssignmentChange::set_mode(AssignmentMode::Serving))
             .await
             .expect("touch");
-        assert!(b.epoch > a.epoch);
+        check!(b.epoch > a.epoch);
         r.unassign(b.tenant(), b.epoch).await.expect("unassign");
         last = b.epoch;
     }
@@ -360,8 +336,8 @@ pub async fn unassign_with_stale_epoch_is_a_conflict(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 5.0)]).await;
     let a = r.assign(&tenant("a", 1.0), StampId(1)).await.expect("assign");
     let err = r.unassign(a.tenant(), Epoch(a.epoch.0 + 1)).await.expect_err("stale");
-    assert!(matches!(err, Error::Conflict(Conflict::Epoch { .. })), "{err:?}");
-    assert!(r.assignment(a.tenant()).await.expect("lookup").is_some());
+    check_matches!(err, Error::Conflict(Conflict::Epoch { .. }));
+    check!(r.assignment(a.tenant()).await.expect("lookup").is_some());
 }
 
 /// Resizing checks capacity on every stamp the tenant occupies.
@@ -374,15 +350,15 @@ pub async fn resize_is_capacity_checked(r: &DynRegistry) {
         .compare_and_set(a.tenant(), a.epoch, AssignmentChange::resize(bigger))
         .await
         .expect_err("no room to grow");
-    assert!(matches!(err, Error::CapacityExceeded { .. }), "{err:?}");
+    check_matches!(err, Error::CapacityExceeded { .. });
     let ok = Demand::of([(Resource::Connections, 70.0)]).expect("demand");
     let b = r
         .compare_and_set(a.tenant(), a.epoch, AssignmentChange::resize(ok.clone()))
         .await
         .expect("fits");
-    assert_eq!(b.spec.demand, ok);
+    check_eq!(b.spec.demand, ok);
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 100.0);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 100.0);
 }
 
 /// History records every write in order with action, stamps, epoch and actor; failed writes
@@ -414,7 +390,7 @@ pub async fn history_is_append_only_and_complete(r: &DynRegistry) {
     r.unassign(a.tenant(), c.epoch).await.expect("unassign");
     let h = r.history(a.tenant()).await.expect("history");
     let actions: Vec<_> = h.iter().map(|e| e.action).collect();
-    assert_eq!(
+    check_eq!(
         actions,
         [
             HistoryAction::Assigned,
@@ -423,12 +399,12 @@ pub async fn history_is_append_only_and_complete(r: &DynRegistry) {
             HistoryAction::Unassigned
         ]
     );
-    assert_eq!((h[0].from, h[0].to), (None, Some(StampId(1))));
-    assert_eq!((h[1].from, h[1].to), (Some(StampId(1)), Some(StampId(2))));
-    assert_eq!(h[1].actor.as_deref(), Some("operator:ann"));
-    assert_eq!(h[1].epoch, b.epoch);
-    assert_eq!(h[2].mode, AssignmentMode::DualWrite { shadow: StampId(1) });
-    assert_eq!((h[3].from, h[3].to), (Some(StampId(2)), None));
-    assert!(h.windows(2).all(|w| w[0].version < w[1].version && w[0].at <= w[1].at));
-    assert!(r.history(&tid("nobody")).await.expect("history").is_empty());
+    check_eq!((h[0].from, h[0].to), (None, Some(StampId(1))));
+    check_eq!((h[1].from, h[1].to), (Some(StampId(1)), Some(StampId(2))));
+    check_eq!(h[1].actor.as_deref(), Some("operator:ann"));
+    check_eq!(h[1].epoch, b.epoch);
+    check_eq!(h[2].mode, AssignmentMode::DualWrite { shadow: StampId(1) });
+    check_eq!((h[3].from, h[3].to), (Some(StampId(2)), None));
+    check!(h.windows(2).all(|w| w[0].version < w[1].version && w[0].at <= w[1].at));
+    check!(r.history(&tid("nobody")).await.expect("history").is_empty());
 }

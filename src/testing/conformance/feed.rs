@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::model::*;
 use crate::registry::{DynRegistry, RegistryExt};
 
+use super::check::MAX_PAGES;
 use super::fixtures::*;
 
 /// Every stamp and assignment write appears exactly once, in strictly increasing version
@@ -31,21 +32,36 @@ pub async fn change_feed_is_complete_and_ordered(r: &DynRegistry) {
             expected_tenant_changes += 1;
         }
     }
-    let changes = all_changes(r).await;
-    assert_eq!(changes.len(), 4 + expected_tenant_changes);
-    assert!(
-        changes.windows(2).all(|w| w[0].version < w[1].version),
-        "strictly increasing"
+    let changes = match all_changes(r).await {
+        Ok(changes) => changes,
+        Err(e) => fail!("{e}"),
+    };
+    check_eq!(
+        changes.len(),
+        4 + expected_tenant_changes,
+        "the number of changes after 4 stamp writes and {expected_tenant_changes} assignment writes"
     );
+    if let Some(w) = changes.windows(2).find(|w| w[0].version >= w[1].version) {
+        fail!("version {} follows version {} in the feed", w[1].version, w[0].version);
+    }
     let head = r.changes_since(Version::ZERO, 1).await.expect("feed").head;
-    assert_eq!(changes.last().map(|c| c.version), Some(head));
+    check_eq!(
+        changes.last().map(|c| c.version),
+        Some(head),
+        "the last change's version against the head"
+    );
     // Replaying the feed gives the registry's current assignments.
     let mut model = std::collections::BTreeMap::new();
     for c in &changes {
         if let ChangeKind::Assignment { tenant, assignment } = &c.kind {
             match assignment {
                 Some(a) => {
-                    assert_eq!(a.epoch.0, c.version.0, "epoch is the change version");
+                    check_eq!(
+                        a.epoch.0,
+                        c.version.0,
+                        "the epoch of {tenant}'s assignment in change {}",
+                        c.version
+                    );
                     model.insert(tenant.clone(), (**a).clone());
                 }
                 None => {
@@ -61,7 +77,11 @@ pub async fn change_feed_is_complete_and_ordered(r: &DynRegistry) {
         .into_iter()
         .map(|a| (a.tenant().clone(), a))
         .collect();
-    assert_eq!(model, actual);
+    check_eq!(
+        model,
+        actual,
+        "the assignments the feed replays to, against all_assignments"
+    );
     // Stamp changes carry the stamp after the write.
     let states: Vec<_> = changes
         .iter()
@@ -70,7 +90,11 @@ pub async fn change_feed_is_complete_and_ordered(r: &DynRegistry) {
             _ => None,
         })
         .collect();
-    assert_eq!(states, [StampState::Provisioning, StampState::Active]);
+    check_eq!(
+        states,
+        [StampState::Provisioning, StampState::Active],
+        "the states stamp 1's changes carry"
+    );
 }
 
 /// `changes_since` honours `limit`, and pages cover the feed without gaps or repeats.
@@ -83,21 +107,49 @@ pub async fn change_feed_pages_by_limit(r: &DynRegistry) {
     }
     let mut cursor = Version::ZERO;
     let mut seen = Vec::new();
+    let mut pages = 0;
     loop {
-        let batch = r.changes_since(cursor, 5).await.expect("page");
-        assert!(batch.changes.len() <= 5);
+        pages += 1;
+        check!(
+            pages <= MAX_PAGES,
+            "read {MAX_PAGES} pages of 5 without reaching the end of a feed of 25 changes (cursor {cursor})"
+        );
+        let batch = r.changes_since(cursor, 5).await.expect("changes_since(cursor, 5)");
+        check!(
+            batch.changes.len() <= 5,
+            "changes_since({cursor}, 5) returned {} changes",
+            batch.changes.len()
+        );
+        if let Some(c) = batch.changes.iter().find(|c| c.version <= cursor) {
+            fail!(
+                "changes_since({cursor}, 5) returned version {}, not after the cursor (an inclusive cursor repeats changes and never advances)",
+                c.version
+            );
+        }
         if batch.changes.is_empty() {
-            assert!(!batch.has_more(cursor));
+            check!(
+                !batch.has_more(cursor),
+                "an empty page at {cursor} says more changes follow (head {})",
+                batch.head
+            );
             break;
         }
         seen.extend(batch.changes.iter().map(|c| c.version.0));
         cursor = batch.next_cursor(cursor);
     }
-    let first = seen[0];
-    assert_eq!(seen, (first..first + 25).collect::<Vec<_>>(), "gapless, in order");
-    let past = r.changes_since(cursor, 5).await.expect("at head");
-    assert!(past.changes.is_empty());
-    assert_eq!(past.head, cursor);
+    let first = seen.first().copied().unwrap_or_default();
+    check_eq!(
+        seen,
+        (first..first + 25).collect::<Vec<_>>(),
+        "the versions read page by page (25 writes, gapless and in order)"
+    );
+    let past = r.changes_since(cursor, 5).await.expect("changes_since at the head");
+    check!(
+        past.changes.is_empty(),
+        "changes_since at the head {cursor} returned {:?}",
+        past.changes
+    );
+    check_eq!(past.head, cursor, "the head reported at the end of the feed");
 }
 
 /// The change signal is notified after a write, and waiting past the head times out.
@@ -114,10 +166,19 @@ pub async fn change_signal_is_notified(r: &DynRegistry) {
         }
         tokio_free_yield(Duration::from_millis(10)).await;
     }
-    let v = got.expect("signal notified within 2 s");
-    assert!(v > before);
+    let Some(v) = got else {
+        fail!("the change signal was not notified within 2 s of a put_stamp (head before: {before})");
+    };
+    check!(
+        v > before,
+        "the signal reported {v} after a write, not after the previous head {before}"
+    );
     let head = r.changes_since(Version::ZERO, 1).await.expect("feed").head;
-    assert!(signal.wait_timeout(head, Duration::from_millis(5)).is_none() || signal.head() > head);
+    let waited = signal.wait_timeout(head, Duration::from_millis(5));
+    check!(
+        waited.is_none() || signal.head() > head,
+        "waiting past the head {head} returned {waited:?} although nothing was written"
+    );
 }
 
 /// Waits without a runtime dependency: a timer thread wakes the task.
@@ -141,16 +202,43 @@ pub async fn assignments_page_in_tenant_order(r: &DynRegistry) {
     names.sort();
     let mut got = Vec::new();
     let mut after: Option<TenantId> = None;
+    let mut pages = 0;
     loop {
-        let page = r.assignments(after.as_ref(), 7).await.expect("page");
-        assert!(page.len() <= 7);
+        pages += 1;
+        let shown = after.as_ref().map(TenantId::as_str);
+        check!(
+            pages <= MAX_PAGES,
+            "read {MAX_PAGES} pages of 7 without reaching the end of 30 assignments (after {shown:?})"
+        );
+        let page = r.assignments(after.as_ref(), 7).await.expect("assignments(after, 7)");
+        check!(
+            page.len() <= 7,
+            "assignments({shown:?}, 7) returned {} assignments",
+            page.len()
+        );
+        if let Some(cursor) = &after {
+            if let Some(a) = page.iter().find(|a| a.tenant() <= cursor) {
+                fail!(
+                    "the page after {:?} includes {:?}, not after the cursor (an inclusive cursor repeats the last assignment of each page and never ends)",
+                    cursor.as_str(),
+                    a.tenant().as_str()
+                );
+            }
+        }
+        if let Some(w) = page.windows(2).find(|w| w[0].tenant() >= w[1].tenant()) {
+            fail!(
+                "the page after {shown:?} is not in tenant-id order: {:?} before {:?}",
+                w[0].tenant().as_str(),
+                w[1].tenant().as_str()
+            );
+        }
         if page.is_empty() {
             break;
         }
         after = page.last().map(|a| a.tenant().clone());
         got.extend(page.into_iter().map(|a| a.tenant().as_str().to_string()));
     }
-    assert_eq!(got, names);
+    check_eq!(got, names, "the tenants read page by page");
 }
 
 /// A cursor past every version the registry can hold (`u64::MAX`, or just past `i64::MAX`)

@@ -1,6 +1,7 @@
 //! Fixtures the cases share: valid ids, regions, stamp and tenant specs, and readers of the
 //! fleet and the whole change feed.
 
+use super::check::MAX_PAGES;
 use crate::model::*;
 use crate::registry::{DynRegistry, RegistryExt};
 
@@ -34,17 +35,28 @@ pub(super) fn usage(fleet: &Fleet, id: u32, res: Resource) -> f64 {
     fleet.get(StampId(id)).expect("stamp in fleet").usage.get(&res).as_f64()
 }
 
-pub(super) async fn all_changes(r: &DynRegistry) -> Vec<Change> {
+/// The whole change feed, read in pages of 1,000; `Err` names what broke the paging contract
+/// (a page not after its cursor, or more than [`MAX_PAGES`] pages).
+pub(super) async fn all_changes(r: &DynRegistry) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     let mut cursor = Version::ZERO;
-    loop {
+    for _ in 0..MAX_PAGES {
         let batch = r.changes_since(cursor, 1000).await.expect("changes_since");
+        if let Some(c) = batch.changes.iter().find(|c| c.version <= cursor) {
+            return Err(format!(
+                "changes_since({cursor}, 1000) returned version {}, not after the cursor",
+                c.version
+            ));
+        }
         let n = batch.changes.len();
         cursor = batch.next_cursor(cursor);
         let more = batch.has_more(cursor);
         out.extend(batch.changes);
         if n == 0 || !more {
-            return out;
+            return Ok(out);
         }
     }
+    Err(format!(
+        "read {MAX_PAGES} pages of the change feed without reaching its end (cursor {cursor})"
+    ))
 }

@@ -14,22 +14,22 @@ pub async fn migration_records_round_trip(r: &DynRegistry) {
     let mut rec = MigrationRecord::planned(tid("a"), StampId(1), StampId(2));
     rec.data.insert("note".into(), "rebalance ticket 42".into());
     let created = r.create_migration(rec).await.expect("create");
-    assert!(created.id.0 > 0);
-    assert_eq!(created.revision, 1);
-    assert_eq!(created.state, MigrationState::Planned);
+    check!(created.id.0 > 0);
+    check_eq!(created.revision, 1);
+    check_eq!(created.state, MigrationState::Planned);
     let read = r.migration(created.id).await.expect("read").expect("present");
-    assert_eq!(read, created);
+    check_eq!(read, created);
     let mut next = read.clone();
     next.state = MigrationState::Snapshotting;
     next.data.insert("snapshot".into(), "snap-1".into());
     let saved = r.save_migration(&next).await.expect("save");
-    assert_eq!(saved.revision, 2);
-    assert_eq!(saved.state, MigrationState::Snapshotting);
-    assert_eq!(saved.data.get("snapshot").map(String::as_str), Some("snap-1"));
-    assert_eq!(r.migration(created.id).await.expect("read"), Some(saved.clone()));
-    assert_eq!(r.migrations(Some(&tid("a"))).await.expect("list"), vec![saved]);
-    assert!(r.migrations(Some(&tid("b"))).await.expect("list").is_empty());
-    assert!(r.migration(MigrationId(9999)).await.expect("read").is_none());
+    check_eq!(saved.revision, 2);
+    check_eq!(saved.state, MigrationState::Snapshotting);
+    check_eq!(saved.data.get("snapshot").map(String::as_str), Some("snap-1"));
+    check_eq!(r.migration(created.id).await.expect("read"), Some(saved.clone()));
+    check_eq!(r.migrations(Some(&tid("a"))).await.expect("list"), vec![saved]);
+    check!(r.migrations(Some(&tid("b"))).await.expect("list").is_empty());
+    check!(r.migration(MigrationId(9999)).await.expect("read").is_none());
 }
 
 /// Saving with a stale revision is a conflict; two workers cannot both advance a record.
@@ -46,15 +46,12 @@ pub async fn migration_revision_is_compare_and_set(r: &DynRegistry) {
     w2.state = MigrationState::Cancelled;
     r.save_migration(&w1).await.expect("first worker");
     let err = r.save_migration(&w2).await.expect_err("second worker");
-    assert!(
-        matches!(err, Error::Conflict(Conflict::Revision { expected: 1, actual: 2 })),
-        "{err:?}"
-    );
+    check_matches!(err, Error::Conflict(Conflict::Revision { expected: 1, actual: 2 }));
     let read = r.migration(created.id).await.expect("read").expect("present");
-    assert_eq!(read.state, MigrationState::Snapshotting);
+    check_eq!(read.state, MigrationState::Snapshotting);
     let mut ghost = created.clone();
     ghost.id = MigrationId(created.id.0 + 100);
-    assert!(matches!(r.save_migration(&ghost).await, Err(Error::NotFound(_))));
+    check_matches!(r.save_migration(&ghost).await, Err(Error::NotFound(_)));
 }
 
 /// At most one non-terminal migration per tenant.
@@ -69,7 +66,7 @@ pub async fn one_active_migration_per_tenant(r: &DynRegistry) {
         .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(2)))
         .await
         .expect_err("second active");
-    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    check_matches!(err, Error::AlreadyExists(_));
     r.create_migration(MigrationRecord::planned(tid("b"), StampId(1), StampId(2)))
         .await
         .expect("other tenant");
@@ -79,7 +76,7 @@ pub async fn one_active_migration_per_tenant(r: &DynRegistry) {
     r.create_migration(MigrationRecord::planned(tid("a"), StampId(2), StampId(1)))
         .await
         .expect("after the first ended");
-    assert_eq!(r.migrations(None).await.expect("list").len(), 3);
+    check_eq!(r.migrations(None).await.expect("list").len(), 3);
 }
 
 /// A save moves the record's state only along a legal transition (or keeps it); a finished
@@ -94,7 +91,7 @@ pub async fn migration_states_only_move_forward(r: &DynRegistry) {
     let mut skip = m.clone();
     skip.state = MigrationState::CutOver;
     let err = r.save_migration(&skip).await.expect_err("planned to cut-over");
-    assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
+    check_matches!(err, Error::InvalidTransition { .. });
     let mut same = m.clone();
     same.data.insert("note".into(), "kept".into());
     let m = r.save_migration(&same).await.expect("same state, new data");
@@ -116,10 +113,14 @@ pub async fn migration_states_only_move_forward(r: &DynRegistry) {
             .save_migration(&reopen)
             .await
             .expect_err("reopen a cancelled migration");
-        assert!(matches!(err, Error::InvalidTransition { .. }), "{state}: {err:?}");
+        check_matches!(
+            err,
+            Error::InvalidTransition { .. },
+            "saving a {state} record over a cancelled one"
+        );
     }
     let read = r.migration(done.id).await.expect("read").expect("present");
-    assert_eq!(read, done);
+    check_eq!(read, done);
     let active: Vec<_> = r
         .migrations(Some(&tid("a")))
         .await
@@ -128,7 +129,7 @@ pub async fn migration_states_only_move_forward(r: &DynRegistry) {
         .filter(|x| !x.state.is_terminal())
         .map(|x| x.id)
         .collect();
-    assert_eq!(active, vec![next.id]);
+    check_eq!(active, vec![next.id]);
 }
 
 /// Same source and destination, unknown stamps, and non-planned records are refused.
@@ -138,17 +139,14 @@ pub async fn invalid_migrations_are_refused(r: &DynRegistry) {
         .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(1)))
         .await
         .expect_err("same stamp");
-    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    check_matches!(err, Error::InvalidInput(_));
     let err = r
         .create_migration(MigrationRecord::planned(tid("a"), StampId(1), StampId(7)))
         .await
         .expect_err("unknown destination");
-    assert!(
-        matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(7)))),
-        "{err:?}"
-    );
+    check_matches!(err, Error::NotFound(crate::error::Subject::Stamp(StampId(7))));
     let mut rec = MigrationRecord::planned(tid("a"), StampId(1), StampId(1));
     rec.state = MigrationState::CutOver;
-    assert!(matches!(r.create_migration(rec).await, Err(Error::InvalidInput(_))));
-    assert!(r.migrations(None).await.expect("list").is_empty());
+    check_matches!(r.create_migration(rec).await, Err(Error::InvalidInput(_)));
+    check!(r.migrations(None).await.expect("list").is_empty());
 }

@@ -5,6 +5,13 @@
 //! (like `assert!`) when the registry breaks the [`Registry`](crate::Registry) contract. [`CASES`] lists them
 //! all with their names; [`run_all`] runs each against a new registry from your factory.
 //!
+//! A failure names the case, the contract it checks in words ([`contract`]) and the offending
+//! values, such as "conformance case `assignments_page_in_tenant_order` failed; the contract:
+//! assignments returns at most `limit` assignments in tenant-id order, strictly after the
+//! cursor, …; found: the page after "t06" starts with "t06"". Every loop in the suite is
+//! bounded: a registry whose cursor never advances fails the case instead of being read
+//! forever.
+//!
 //! Races run as many concurrent futures on one task: for a registry whose calls suspend on
 //! I/O (a database), the calls really overlap at the server. The crate's own tests add
 //! multi-threaded stress for the in-memory registry.
@@ -22,6 +29,8 @@
 //! # }
 //! ```
 
+#[macro_use]
+mod check;
 mod assignments;
 mod constraints;
 mod feed;
@@ -38,6 +47,7 @@ use std::task::{Context, Poll};
 use crate::registry::DynRegistry;
 
 pub use self::assignments::*;
+pub use self::check::contract;
 pub use self::constraints::*;
 pub use self::feed::*;
 pub use self::migrations::*;
@@ -67,6 +77,7 @@ cases!(
     stamp_lifecycle_follows_legal_transitions,
     stamp_lifecycle_refuses_illegal_transitions,
     decommission_refused_while_tenants_remain,
+    stamp_writes_append_exactly_one_change,
     assign_and_lookup,
     assign_requires_an_active_stamp,
     assign_unknown_stamp_is_not_found,
@@ -107,7 +118,8 @@ cases!(
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.
-/// Panics on the first failing case, naming it.
+/// Panics on the first failing case with a message naming the case, its contract in words
+/// ([`contract`]) and what the case found.
 pub async fn run_all<F, Fut>(mut make: F)
 where
     F: FnMut() -> Fut,
@@ -116,9 +128,37 @@ where
     for (name, case) in CASES {
         let registry = make().await;
         println!("conformance: {name}");
-        case(&*registry).await;
+        if let Err(payload) = (CatchUnwind { fut: case(&*registry) }).await {
+            let found = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("(a panic without a message)");
+            if found.starts_with("conformance case `") {
+                panic!("{found}");
+            }
+            panic!("{}", check::message(name, format_args!("{found}")));
+        }
     }
     println!("conformance: {} cases passed", CASES.len());
+}
+
+/// A case future whose panic is caught, so [`run_all`] can name the case in its message.
+struct CatchUnwind<'a> {
+    fut: CaseFuture<'a>,
+}
+
+impl Future for CatchUnwind<'_> {
+    type Output = Result<(), Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.fut;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
 }
 
 /// Polls all futures concurrently on the current task; returns their outputs in order.

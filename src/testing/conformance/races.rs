@@ -20,22 +20,20 @@ pub async fn race_for_last_slots_admits_exactly_the_free_number(r: &DynRegistry)
     let specs: Vec<TenantSpec> = (0..64).map(|i| tenant(&format!("racer{i}"), 10.0)).collect();
     let results = join_all(specs.iter().map(|s| r.assign(s, StampId(1))).collect()).await;
     let wins = results.iter().filter(|x| x.is_ok()).count();
-    assert_eq!(wins, 10, "exactly the free slots win");
+    check_eq!(wins, 10, "exactly the free slots win");
     for e in results.into_iter().filter_map(Result::err) {
-        assert!(
-            matches!(
-                e,
-                Error::CapacityExceeded {
-                    resource: Resource::Tenants,
-                    ..
-                }
-            ),
-            "losers see CapacityExceeded, got {e:?}"
+        check_matches!(
+            e,
+            Error::CapacityExceeded {
+                resource: Resource::Tenants,
+                ..
+            },
+            "the error of an assign that lost the race"
         );
     }
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 30);
-    assert_eq!(usage(&fleet, 1, Resource::Connections), 300.0);
+    check_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 30);
+    check_eq!(usage(&fleet, 1, Resource::Connections), 300.0);
 }
 
 /// 16 concurrent compare-and-sets on one tenant with the same expected epoch: exactly one
@@ -55,14 +53,18 @@ pub async fn race_of_compare_and_set_has_one_winner(r: &DynRegistry) {
     )
     .await;
     let winners: Vec<_> = results.iter().filter_map(|x| x.as_ref().ok()).collect();
-    assert_eq!(winners.len(), 1, "exactly one compare-and-set wins");
+    check_eq!(winners.len(), 1, "exactly one compare-and-set wins");
     let winner = winners[0].clone();
     for e in results.into_iter().filter_map(Result::err) {
-        assert!(matches!(e, Error::Conflict(Conflict::Epoch { .. })), "{e:?}");
+        check_matches!(
+            e,
+            Error::Conflict(Conflict::Epoch { .. }),
+            "the error of a compare-and-set that lost the race"
+        );
     }
-    assert_eq!(r.require_assignment(a.tenant()).await.expect("lookup"), winner);
+    check_eq!(r.require_assignment(a.tenant()).await.expect("lookup"), winner);
     let fleet = r.fleet().await.expect("fleet");
-    assert_eq!(fleet.tenants(), 1, "usage moved once");
+    check_eq!(fleet.tenants(), 1, "usage moved once");
 }
 
 /// 32 concurrent `assign` calls for one tenant to different stamps: exactly one wins.
@@ -72,10 +74,14 @@ pub async fn race_to_assign_one_tenant_has_one_winner(r: &DynRegistry) {
     }
     let t = tenant("solo", 1.0);
     let results = join_all((0..32).map(|i| r.assign(&t, StampId(1 + i % 4))).collect()).await;
-    assert_eq!(results.iter().filter(|x| x.is_ok()).count(), 1);
+    check_eq!(results.iter().filter(|x| x.is_ok()).count(), 1);
     for e in results.into_iter().filter_map(Result::err) {
-        assert!(matches!(e, Error::AlreadyAssigned { .. }), "{e:?}");
+        check_matches!(
+            e,
+            Error::AlreadyAssigned { .. },
+            "the error of an assign that lost the race"
+        );
     }
-    assert_eq!(r.fleet().await.expect("fleet").tenants(), 1);
-    assert_eq!(r.history(t.id()).await.expect("history").len(), 1);
+    check_eq!(r.fleet().await.expect("fleet").tenants(), 1);
+    check_eq!(r.history(t.id()).await.expect("history").len(), 1);
 }
