@@ -244,3 +244,171 @@ fn a_cursor_past_the_head_reads_nothing_even_at_the_largest_version() {
         assert_eq!(batch.head, Version(3));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Usage arithmetic: never saturates, never drifts from the sum of the remaining demands.
+
+/// The largest demand a tenant may have, on a custom resource no stamp limits.
+fn huge() -> Demand {
+    Demand::of([(Resource::Custom(Name::new("gpu").unwrap()), AMOUNT_MAX_UNITS)]).unwrap()
+}
+
+/// Usage of every stamp recomputed from the assignments, per resource (the implicit tenant
+/// slot included), against what the registry stores.
+fn assert_usage_is_the_sum(reg: &InMemoryRegistry, rt: &tokio::runtime::Runtime) {
+    let fleet = rt.block_on(reg.fleet()).unwrap();
+    let all = rt.block_on(reg.all_assignments()).unwrap();
+    let mut expected: BTreeMap<(StampId, Resource), u128> = BTreeMap::new();
+    for a in &all {
+        for s in a.stamps() {
+            *expected.entry((s, Resource::Tenants)).or_default() += 1000;
+            for (r, x) in a.spec.demand.iter() {
+                *expected.entry((s, r.clone())).or_default() += u128::from(x.as_milli());
+            }
+        }
+    }
+    for load in &fleet.stamps {
+        for (r, used) in load.usage.iter() {
+            let want = expected.get(&(load.id(), r.clone())).copied().unwrap_or(0);
+            assert_eq!(u128::from(used.as_milli()), want, "usage of {r} on {}", load.id());
+        }
+        for ((s, r), want) in &expected {
+            if *s == load.id() {
+                assert_eq!(u128::from(load.usage.get(r).as_milli()), *want, "usage of {r} on {s}");
+            }
+        }
+    }
+}
+
+/// Without checked sums, the 18,447th tenant of the largest demand saturated the stamp's usage
+/// at `u64::MAX`; after the unassigns the stamp kept a phantom usage. Now that tenant is
+/// refused with `CapacityExceeded` and the usage returns to zero.
+#[test]
+fn usage_never_saturates_and_returns_to_zero() {
+    let rt = rt();
+    let reg = InMemoryRegistry::new();
+    let spec = StampSpec::new(
+        StampId(1),
+        "s1",
+        Region::new("eu").unwrap(),
+        Capacity::new([(Resource::Connections, 10.0)], 0.0).unwrap(),
+    )
+    .unwrap();
+    rt.block_on(reg.put_active_stamp(spec)).unwrap();
+    let fits = u64::MAX / huge().iter().next().unwrap().1.as_milli();
+    let mut epochs = Vec::new();
+    for i in 0..=fits {
+        let t = TenantSpec::new(TenantId::new(&format!("t{i}")).unwrap()).demand(huge());
+        match rt.block_on(reg.assign(&t, StampId(1))) {
+            Ok(a) => epochs.push((a.tenant().clone(), a.epoch)),
+            Err(e) => {
+                assert_eq!(i, fits, "refused too early: {e}");
+                assert!(matches!(e, Error::CapacityExceeded { stamp: StampId(1), .. }), "{e}");
+            }
+        }
+    }
+    assert_eq!(epochs.len() as u64, fits);
+    assert_usage_is_the_sum(&reg, &rt);
+    for (t, e) in epochs {
+        rt.block_on(reg.unassign(&t, e)).unwrap();
+    }
+    let fleet = rt.block_on(reg.fleet()).unwrap();
+    let load = fleet.get(StampId(1)).unwrap();
+    assert!(load.usage.iter().all(|(_, a)| a.is_zero()), "{:?}", load.usage);
+}
+
+#[derive(Debug, Clone)]
+enum UsageOp {
+    Assign { tenant: u8, stamp: u32, big: bool },
+    Move { tenant: u8, stamp: u32 },
+    DualWrite { tenant: u8, shadow: u32 },
+    Serve { tenant: u8 },
+    Resize { tenant: u8, big: bool },
+    Unassign { tenant: u8 },
+}
+
+fn usage_op() -> impl Strategy<Value = UsageOp> {
+    let t = 0u8..8;
+    let s = 1u32..=3;
+    prop_oneof![
+        4 => (t.clone(), s.clone(), any::<bool>()).prop_map(|(tenant, stamp, big)| UsageOp::Assign { tenant, stamp, big }),
+        2 => (t.clone(), s.clone()).prop_map(|(tenant, stamp)| UsageOp::Move { tenant, stamp }),
+        2 => (t.clone(), s).prop_map(|(tenant, shadow)| UsageOp::DualWrite { tenant, shadow }),
+        1 => t.clone().prop_map(|tenant| UsageOp::Serve { tenant }),
+        2 => (t.clone(), any::<bool>()).prop_map(|(tenant, big)| UsageOp::Resize { tenant, big }),
+        2 => t.prop_map(|tenant| UsageOp::Unassign { tenant }),
+    ]
+}
+
+fn small() -> Demand {
+    Demand::of([
+        (Resource::Connections, 1.5),
+        (Resource::Custom(Name::new("gpu").unwrap()), 0.001),
+    ])
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// After any sequence of assigns, moves, dual-writes, resizes and unassigns (refused or
+    /// not), every stamp's stored usage equals the sum of the demands it still holds.
+    #[test]
+    fn usage_equals_the_sum_of_remaining_demands(ops in prop::collection::vec(usage_op(), 1..60)) {
+        let rt = rt();
+        let reg = InMemoryRegistry::new();
+        for id in 1..=3u32 {
+            let spec = StampSpec::new(
+                StampId(id),
+                format!("s{id}"),
+                Region::new("eu").unwrap(),
+                Capacity::new([(Resource::Connections, 20.0)], 0.0).unwrap(),
+            )
+            .unwrap();
+            rt.block_on(reg.put_active_stamp(spec)).unwrap();
+        }
+        for op in ops {
+            let current = |t: u8| rt.block_on(reg.assignment(&name(t))).unwrap();
+            let demand = |big: bool| if big { huge() } else { small() };
+            // Refusals (capacity, same stamp, unknown tenant) are part of the sequence.
+            let _ = match op {
+                UsageOp::Assign { tenant, stamp, big } => rt
+                    .block_on(reg.assign(&TenantSpec::new(name(tenant)).demand(demand(big)), StampId(stamp)))
+                    .map(|_| ()),
+                UsageOp::Move { tenant, stamp } => match current(tenant) {
+                    Some(a) => rt
+                        .block_on(reg.compare_and_set(&name(tenant), a.epoch, AssignmentChange::move_to(StampId(stamp))))
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                UsageOp::DualWrite { tenant, shadow } => match current(tenant) {
+                    Some(a) => rt
+                        .block_on(reg.compare_and_set(
+                            &name(tenant),
+                            a.epoch,
+                            AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(shadow) }),
+                        ))
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                UsageOp::Serve { tenant } => match current(tenant) {
+                    Some(a) => rt
+                        .block_on(reg.compare_and_set(&name(tenant), a.epoch, AssignmentChange::set_mode(AssignmentMode::Serving)))
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                UsageOp::Resize { tenant, big } => match current(tenant) {
+                    Some(a) => rt
+                        .block_on(reg.compare_and_set(&name(tenant), a.epoch, AssignmentChange::resize(demand(big))))
+                        .map(|_| ()),
+                    None => Ok(()),
+                },
+                UsageOp::Unassign { tenant } => match current(tenant) {
+                    Some(a) => rt.block_on(reg.unassign(&name(tenant), a.epoch)),
+                    None => Ok(()),
+                },
+            };
+            assert_usage_is_the_sum(&reg, &rt);
+        }
+    }
+}

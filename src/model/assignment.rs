@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::error::{Error, InvalidInput};
 use super::{ConstraintKind, Demand, Override, StampId, TenantId, TenantSpec};
 use crate::time::Timestamp;
 
@@ -135,8 +136,11 @@ impl fmt::Display for AssignmentMode {
 /// assert_eq!(a.tenant().as_str(), "acme");
 /// # Ok(()) }
 /// ```
+///
+/// With `serde`, deserialization runs [`Assignment::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "AssignmentRaw"))]
 #[non_exhaustive]
 pub struct Assignment {
     /// The tenant's spec as admitted (its demand is what the stamp's usage counts).
@@ -153,7 +157,55 @@ pub struct Assignment {
     pub updated_at: Timestamp,
 }
 
+/// [`Assignment`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct AssignmentRaw {
+    spec: TenantSpec,
+    stamp: StampId,
+    epoch: Epoch,
+    mode: AssignmentMode,
+    assigned_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<AssignmentRaw> for Assignment {
+    type Error = Error;
+
+    fn try_from(r: AssignmentRaw) -> Result<Assignment, Error> {
+        let a = Assignment::new(r.spec, r.stamp, r.epoch, r.mode, r.assigned_at, r.updated_at);
+        a.validate()?;
+        Ok(a)
+    }
+}
+
+/// The error for a mode whose shadow is the serving stamp itself.
+fn shadow_is_serving() -> Error {
+    InvalidInput::new("mode", "shadow stamp must differ from the serving stamp").into()
+}
+
 impl Assignment {
+    /// Checks the spec ([`TenantSpec::validate`]) and that the mode's shadow, if any, is not
+    /// the serving stamp. Deserialization calls it.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let mut a = Assignment::new(TenantSpec::new(TenantId::new("a")?), StampId(1), Epoch(1),
+    ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+    /// assert!(a.validate().is_ok());
+    /// a.mode = AssignmentMode::DualWrite { shadow: StampId(1) };
+    /// assert!(a.validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        self.spec.validate()?;
+        if self.mode.shadow() == Some(self.stamp) {
+            return Err(shadow_is_serving());
+        }
+        Ok(())
+    }
+
     /// Assembles an assignment (for registry implementations).
     pub fn new(
         spec: TenantSpec,
@@ -213,8 +265,11 @@ pub enum ChangeAction {
 /// let d = AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(2) });
 /// assert!(d.actor.is_none());
 /// ```
+///
+/// With `serde`, deserialization runs [`AssignmentChange::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "AssignmentChangeRaw"))]
 #[non_exhaustive]
 pub struct AssignmentChange {
     /// What to do.
@@ -227,7 +282,58 @@ pub struct AssignmentChange {
     pub overrides: Option<Override>,
 }
 
+/// [`AssignmentChange`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct AssignmentChangeRaw {
+    action: ChangeAction,
+    actor: Option<String>,
+    #[serde(default)]
+    overrides: Option<Override>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<AssignmentChangeRaw> for AssignmentChange {
+    type Error = Error;
+
+    fn try_from(r: AssignmentChangeRaw) -> Result<AssignmentChange, Error> {
+        let c = AssignmentChange {
+            action: r.action,
+            actor: r.actor,
+            overrides: r.overrides,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 impl AssignmentChange {
+    /// Checks what can be checked without the assignment: a move's mode does not shadow the
+    /// destination itself, and the actor has no NUL character. Registries call it on every
+    /// compare-and-set; deserialization calls it too.
+    ///
+    /// ```
+    /// use stamps::{AssignmentChange, AssignmentMode, StampId};
+    /// assert!(AssignmentChange::move_to(StampId(2)).validate().is_ok());
+    /// let bad = AssignmentChange::move_with_mode(StampId(2), AssignmentMode::DualWrite { shadow: StampId(2) });
+    /// assert!(bad.validate().is_err());
+    /// assert!(AssignmentChange::move_to(StampId(2)).by("a\0").validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        if let ChangeAction::Move { to, mode } = &self.action {
+            if mode.shadow() == Some(*to) {
+                return Err(shadow_is_serving());
+            }
+        }
+        if let Some(actor) = &self.actor {
+            super::names::validate_text("actor", actor)?;
+        }
+        if let Some(o) = &self.overrides {
+            o.validate()?;
+        }
+        Ok(())
+    }
+
     /// Moves the tenant to `to`, serving there.
     pub fn move_to(to: StampId) -> Self {
         Self::new(ChangeAction::Move {
@@ -339,8 +445,11 @@ impl HistoryAction {
 }
 
 /// One entry of a tenant's append-only assignment history (what, when, who).
+///
+/// With `serde`, deserialization runs [`HistoryEntry::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "HistoryEntryRaw"))]
 #[non_exhaustive]
 pub struct HistoryEntry {
     /// Change-feed version of the write.
@@ -367,7 +476,73 @@ pub struct HistoryEntry {
     pub overrode: Option<Override>,
 }
 
+/// [`HistoryEntry`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct HistoryEntryRaw {
+    version: Version,
+    at: Timestamp,
+    tenant: TenantId,
+    action: HistoryAction,
+    from: Option<StampId>,
+    to: Option<StampId>,
+    epoch: Epoch,
+    mode: AssignmentMode,
+    actor: Option<String>,
+    #[serde(default)]
+    overrode: Option<Override>,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<HistoryEntryRaw> for HistoryEntry {
+    type Error = Error;
+
+    fn try_from(r: HistoryEntryRaw) -> Result<HistoryEntry, Error> {
+        let e = HistoryEntry::new(
+            r.version, r.at, r.tenant, r.action, r.from, r.to, r.epoch, r.mode, r.actor,
+        )
+        .overriding(r.overrode);
+        e.validate()?;
+        Ok(e)
+    }
+}
+
 impl HistoryEntry {
+    /// Checks that the entry is one a registry writes: `Assigned` has no `from` and a `to`,
+    /// `Unassigned` a `from` and no `to`, every other action both (and `Moved` two different
+    /// stamps); the mode's shadow is not the `to` stamp; the actor has no NUL character.
+    /// Deserialization calls it.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let e = |from, to| HistoryEntry::new(Version(1), Timestamp::ZERO, TenantId::new("a").unwrap(),
+    ///     HistoryAction::Moved, from, to, Epoch(1), AssignmentMode::Serving, None);
+    /// assert!(e(Some(StampId(1)), Some(StampId(2))).validate().is_ok());
+    /// assert!(e(Some(StampId(1)), Some(StampId(1))).validate().is_err());
+    /// assert!(e(None, Some(StampId(2))).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let ok = match self.action {
+            HistoryAction::Assigned => self.from.is_none() && self.to.is_some(),
+            HistoryAction::Unassigned => self.from.is_some() && self.to.is_none(),
+            HistoryAction::Moved => self.from.is_some() && self.to.is_some() && self.from != self.to,
+            HistoryAction::ModeChanged | HistoryAction::Resized => self.from.is_some() && self.to.is_some(),
+        };
+        if !ok {
+            return Err(InvalidInput::new("from", "the stamps before and after do not fit the action").into());
+        }
+        if self.to.is_some() && self.mode.shadow() == self.to {
+            return Err(shadow_is_serving());
+        }
+        if let Some(actor) = &self.actor {
+            super::names::validate_text("actor", actor)?;
+        }
+        if let Some(o) = &self.overrode {
+            o.validate()?;
+        }
+        Ok(())
+    }
+
     /// Assembles an entry (for registry implementations).
     #[allow(clippy::too_many_arguments)]
     pub fn new(

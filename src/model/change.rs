@@ -1,11 +1,15 @@
 //! The change feed.
 
+use super::error::{Error, InvalidInput};
 use super::{Assignment, Stamp, TenantId, Version};
 use crate::time::Timestamp;
 
 /// One entry of the registry's change feed.
+///
+/// With `serde`, deserialization runs [`Change::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "ChangeRaw"))]
 #[non_exhaustive]
 pub struct Change {
     /// Position in the feed; strictly increasing, without gaps in a feed's retained range.
@@ -16,7 +20,55 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
+/// [`Change`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct ChangeRaw {
+    version: Version,
+    at: Timestamp,
+    kind: ChangeKind,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ChangeRaw> for Change {
+    type Error = Error;
+
+    fn try_from(r: ChangeRaw) -> Result<Change, Error> {
+        let c = Change::new(r.version, r.at, r.kind);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 impl Change {
+    /// Checks the change: an assignment change names the tenant of its assignment, which is
+    /// valid ([`Assignment::validate`]); a stamp change carries a valid spec. Deserialization
+    /// calls it.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let a = Assignment::new(TenantSpec::new(TenantId::new("a")?), StampId(1), Epoch(1),
+    ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+    /// let kind = |t: &str| ChangeKind::Assignment { tenant: TenantId::new(t).unwrap(), assignment: Some(Box::new(a.clone())) };
+    /// assert!(Change::new(Version(1), Timestamp::ZERO, kind("a")).validate().is_ok());
+    /// assert!(Change::new(Version(1), Timestamp::ZERO, kind("b")).validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        match &self.kind {
+            ChangeKind::Assignment { tenant, assignment } => {
+                if let Some(a) = assignment {
+                    if a.tenant() != tenant {
+                        return Err(InvalidInput::new("tenant", "differs from the assignment's tenant").into());
+                    }
+                    a.validate()?;
+                }
+                Ok(())
+            }
+            ChangeKind::Stamp(s) => s.validate(),
+        }
+    }
+
     /// Assembles a change (for registry implementations).
     pub fn new(version: Version, at: Timestamp, kind: ChangeKind) -> Change {
         Change { version, at, kind }
@@ -63,7 +115,11 @@ pub enum ChangeKind {
 /// }
 /// # Ok(()) }
 /// ```
+///
+/// With `serde`, deserialization runs [`ChangeBatch::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "ChangeBatchRaw"))]
 #[non_exhaustive]
 pub struct ChangeBatch {
     /// Changes after the requested version, in version order.
@@ -72,7 +128,48 @@ pub struct ChangeBatch {
     pub head: Version,
 }
 
+/// [`ChangeBatch`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct ChangeBatchRaw {
+    changes: Vec<Change>,
+    head: Version,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ChangeBatchRaw> for ChangeBatch {
+    type Error = Error;
+
+    fn try_from(r: ChangeBatchRaw) -> Result<ChangeBatch, Error> {
+        let b = ChangeBatch::new(r.changes, r.head);
+        b.validate()?;
+        Ok(b)
+    }
+}
+
 impl ChangeBatch {
+    /// Checks the batch as a feed page: versions strictly increase, none is past `head`, and
+    /// every change is valid ([`Change::validate`]). Deserialization calls it.
+    ///
+    /// ```
+    /// use stamps::{ChangeBatch, Version};
+    /// assert!(ChangeBatch::new(Vec::new(), Version(3)).validate().is_ok());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut previous: Option<Version> = None;
+        for c in &self.changes {
+            if previous.is_some_and(|p| c.version <= p) {
+                return Err(InvalidInput::new("changes", "versions must strictly increase").into());
+            }
+            if c.version > self.head {
+                return Err(InvalidInput::new("changes", "a change is newer than the head").into());
+            }
+            c.validate()?;
+            previous = Some(c.version);
+        }
+        Ok(())
+    }
+
     /// Assembles a batch (for registry implementations).
     pub fn new(changes: Vec<Change>, head: Version) -> ChangeBatch {
         ChangeBatch { changes, head }

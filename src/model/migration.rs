@@ -124,8 +124,11 @@ impl fmt::Display for MigrationState {
 ///
 /// `data` holds the migration engine's and driver's own fields (snapshot ids, validation
 /// results, failure details) as text; registries store it verbatim.
+///
+/// With `serde`, deserialization runs [`MigrationRecord::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "MigrationRecordRaw"))]
 #[non_exhaustive]
 pub struct MigrationRecord {
     /// Identifier (assigned by the registry on create).
@@ -148,7 +151,64 @@ pub struct MigrationRecord {
     pub updated_at: Timestamp,
 }
 
+/// [`MigrationRecord`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct MigrationRecordRaw {
+    id: MigrationId,
+    tenant: TenantId,
+    source: StampId,
+    destination: StampId,
+    state: MigrationState,
+    revision: u64,
+    data: BTreeMap<String, String>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<MigrationRecordRaw> for MigrationRecord {
+    type Error = super::error::Error;
+
+    fn try_from(r: MigrationRecordRaw) -> Result<MigrationRecord, super::error::Error> {
+        let rec = MigrationRecord {
+            id: r.id,
+            tenant: r.tenant,
+            source: r.source,
+            destination: r.destination,
+            state: r.state,
+            revision: r.revision,
+            data: r.data,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        };
+        rec.validate()?;
+        Ok(rec)
+    }
+}
+
 impl MigrationRecord {
+    /// Checks what every record must satisfy, in any state: the tenant id is valid, source
+    /// and destination differ, and `data` has no NUL character. Registries call it on
+    /// `create_migration` and `save_migration`; deserialization calls it too.
+    ///
+    /// ```
+    /// use stamps::{MigrationRecord, StampId, TenantId};
+    /// let mut rec = MigrationRecord::planned(TenantId::new("acme")?, StampId(1), StampId(2));
+    /// assert!(rec.validate().is_ok());
+    /// rec.data.insert("note".into(), "a\0b".into());
+    /// assert!(rec.validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), super::error::Error> {
+        TenantId::validate(self.tenant.as_str())?;
+        if self.source == self.destination {
+            return Err(super::error::InvalidInput::new("destination", "must differ from the source stamp").into());
+        }
+        super::names::validate_map("data", &self.data)?;
+        Ok(())
+    }
+
     /// A new record in `Planned` to hand to
     /// [`Registry::create_migration`](crate::Registry::create_migration) (id, revision and
     /// timestamps are set by the registry).
@@ -178,6 +238,7 @@ impl MigrationRecord {
     /// # Ok::<(), stamps::Error>(())
     /// ```
     pub fn check_new(&self) -> Result<(), super::error::Error> {
+        self.validate()?;
         if self.state != MigrationState::Planned {
             return Err(
                 super::error::InvalidInput::new("state", "a new migration must be in the planned state").into(),

@@ -28,6 +28,27 @@ pub(crate) fn validate_name(field: &'static str, text: &str) -> Result<(), Inval
     Ok(())
 }
 
+/// Checks free text the registries store verbatim (labels, actors, migration data): no NUL
+/// character, which PostgreSQL cannot store in text or `jsonb`.
+pub(crate) fn validate_text(field: &'static str, text: &str) -> Result<(), InvalidInput> {
+    if text.contains('\0') {
+        return Err(InvalidInput::new(field, "must not contain a NUL character"));
+    }
+    Ok(())
+}
+
+/// [`validate_text`] on every key and value of a map (labels, migration data).
+pub(crate) fn validate_map<'a>(
+    field: &'static str,
+    map: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), InvalidInput> {
+    for (k, v) in map {
+        validate_text(field, k)?;
+        validate_text(field, v)?;
+    }
+    Ok(())
+}
+
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $field:literal, $example:literal) => {
         $(#[$doc])*

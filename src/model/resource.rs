@@ -17,9 +17,13 @@ use super::Name;
 /// assert_eq!(Resource::Connections.to_string(), "connections");
 /// # Ok::<(), stamps::Error>(())
 /// ```
+///
+/// A custom resource may not reuse a built-in resource's name (`tenants`, `connections`,
+/// `rps`, `storage`, `memory`): stored by name, it would read back as the built-in one.
+/// [`Resource::parse`] never makes one; [`Resource::validate`] and deserialization refuse it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", try_from = "ResourceRaw"))]
 #[non_exhaustive]
 pub enum Resource {
     /// Tenant slots: every tenant consumes exactly one, implicitly.
@@ -36,7 +40,63 @@ pub enum Resource {
     Custom(Name),
 }
 
+/// [`Resource`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResourceRaw {
+    Tenants,
+    Connections,
+    RequestsPerSecond,
+    Storage,
+    Memory,
+    Custom(Name),
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<ResourceRaw> for Resource {
+    type Error = InvalidInput;
+
+    fn try_from(raw: ResourceRaw) -> Result<Resource, InvalidInput> {
+        let r = match raw {
+            ResourceRaw::Tenants => Resource::Tenants,
+            ResourceRaw::Connections => Resource::Connections,
+            ResourceRaw::RequestsPerSecond => Resource::RequestsPerSecond,
+            ResourceRaw::Storage => Resource::Storage,
+            ResourceRaw::Memory => Resource::Memory,
+            ResourceRaw::Custom(n) => Resource::Custom(n),
+        };
+        r.check()?;
+        Ok(r)
+    }
+}
+
 impl Resource {
+    /// Checks that a custom resource does not reuse a built-in resource's name (the only way
+    /// to build an invalid `Resource` is to write `Resource::Custom` by hand).
+    ///
+    /// ```
+    /// use stamps::{Name, Resource};
+    /// assert!(Resource::Custom(Name::new("gpu-hours")?).validate().is_ok());
+    /// assert!(Resource::Custom(Name::new("rps")?).validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), super::error::Error> {
+        self.check().map_err(Into::into)
+    }
+
+    fn check(&self) -> Result<(), InvalidInput> {
+        match self {
+            Resource::Custom(n) if !matches!(Resource::parse(n.as_str()), Ok(Resource::Custom(_))) => {
+                Err(InvalidInput::new(
+                    "resource",
+                    "a custom resource must not reuse a built-in resource's name",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The resource's name as used in messages, tables and storage.
     pub fn name(&self) -> &str {
         match self {
@@ -79,6 +139,14 @@ impl fmt::Display for Resource {
 /// Fixed point so that usage sums are exact in every backend (no float drift after a million
 /// assign/unassign cycles) and capacity checks are integer comparisons.
 ///
+/// # Range
+/// A demand or a limit is at most [`AMOUNT_MAX_UNITS`] units ([`AMOUNT_MAX_MILLI`]
+/// thousandths): every registry stores such a value and reads it back exactly. A stamp's usage
+/// is a sum of demands kept as a `u64` of thousandths; a write whose sum would not fit is
+/// refused with [`Error::CapacityExceeded`](crate::Error::CapacityExceeded), so usage never
+/// saturates (at the bound that takes over 18,000 tenants each demanding the maximum).
+/// Deserialization refuses amounts above the bound.
+///
 /// ```
 /// use stamps::Amount;
 /// let a = Amount::from_f64(10.5)?;
@@ -90,12 +158,33 @@ impl fmt::Display for Resource {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(transparent))]
+#[cfg_attr(feature = "serde", serde(try_from = "u64", into = "u64"))]
 pub struct Amount(u64);
 
-/// The largest amount, in units, that [`Amount::from_f64`] accepts (2^53 / 1000, the range
-/// where an `f64` still holds every thousandth exactly enough).
-pub const AMOUNT_MAX_UNITS: f64 = 9_007_199_254_740.0;
+/// The largest amount, in units, that [`Amount::from_f64`] accepts: one trillion (10^12)
+/// units, the range in which every thousandth survives the trip through an `f64` exactly
+/// (below 2^50 thousandths), so every registry reads back what it stored.
+pub const AMOUNT_MAX_UNITS: f64 = 1_000_000_000_000.0;
+
+/// [`AMOUNT_MAX_UNITS`] in thousandths: the largest amount [`Amount::try_from_milli`] and
+/// deserialization accept.
+pub const AMOUNT_MAX_MILLI: u64 = 1_000_000_000_000_000;
+
+#[cfg(feature = "serde")]
+impl TryFrom<u64> for Amount {
+    type Error = InvalidInput;
+
+    fn try_from(milli: u64) -> Result<Amount, InvalidInput> {
+        Amount::checked_milli("amount", milli)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<Amount> for u64 {
+    fn from(a: Amount) -> u64 {
+        a.0
+    }
+}
 
 impl Amount {
     /// Nothing.
@@ -106,9 +195,29 @@ impl Amount {
         Amount(n as u64 * 1000)
     }
 
-    /// An amount from thousandths of a unit.
+    /// An amount from thousandths of a unit, unchecked: for arithmetic on usage sums. Input
+    /// from users goes through [`Amount::try_from_milli`] or [`Amount::from_f64`].
     pub const fn from_milli(milli: u64) -> Amount {
         Amount(milli)
+    }
+
+    /// An amount from thousandths of a unit, refusing more than [`AMOUNT_MAX_MILLI`].
+    ///
+    /// ```
+    /// use stamps::{Amount, AMOUNT_MAX_MILLI};
+    /// assert_eq!(Amount::try_from_milli(1_500)?.as_f64(), 1.5);
+    /// assert!(Amount::try_from_milli(AMOUNT_MAX_MILLI + 1).is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn try_from_milli(milli: u64) -> Result<Amount, super::error::Error> {
+        Self::checked_milli("amount", milli).map_err(Into::into)
+    }
+
+    fn checked_milli(field: &'static str, milli: u64) -> Result<Amount, InvalidInput> {
+        if milli > AMOUNT_MAX_MILLI {
+            return Err(InvalidInput::new(field, "is too large (limit 10^12 units)"));
+        }
+        Ok(Amount(milli))
     }
 
     /// An amount from a float, rounded to the nearest thousandth. NaN, infinities, negative
@@ -128,7 +237,7 @@ impl Amount {
             return Err(InvalidInput::new(field, "must not be negative"));
         }
         if value > AMOUNT_MAX_UNITS {
-            return Err(InvalidInput::new(field, "is too large (limit 9.007e12 units)"));
+            return Err(InvalidInput::new(field, "is too large (limit 10^12 units)"));
         }
         // In range and finite: the cast cannot saturate.
         Ok(Amount((value * 1000.0).round() as u64))
@@ -210,8 +319,12 @@ impl Amounts {
         Self::from_pairs(field, v)
     }
 
-    /// Sorts `v` by resource; a resource named twice is an error.
+    /// Sorts `v` by resource; a resource named twice, or a custom resource with a built-in
+    /// name, is an error.
     fn from_pairs(field: &'static str, mut v: Vec<(Resource, Amount)>) -> Result<Amounts, InvalidInput> {
+        for (r, _) in &v {
+            r.check()?;
+        }
         v.sort_by(|a, b| a.0.cmp(&b.0));
         if v.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(InvalidInput::new(field, "names a resource twice"));
@@ -247,6 +360,25 @@ impl Amounts {
         self.0.is_empty()
     }
 
+    /// The usage after a tenant with `demand` arrives (`plus`) or leaves: `demand` plus one
+    /// [`Resource::Tenants`] slot added to (or subtracted from) `self`. An addition that would
+    /// overflow is an error naming the resource (nothing is changed); a subtraction floors at
+    /// zero.
+    pub(crate) fn with_demand(&self, demand: &Demand, plus: bool) -> Result<Amounts, Resource> {
+        let mut out = self.clone();
+        let slot = std::iter::once((&Resource::Tenants, Amount::units(1)));
+        for (r, a) in slot.chain(demand.iter()) {
+            let cur = out.get(r);
+            let next = if plus {
+                cur.checked_add(a).ok_or_else(|| r.clone())?
+            } else {
+                cur.saturating_sub(a)
+            };
+            out.set(r.clone(), next);
+        }
+        Ok(out)
+    }
+
     /// Sets `resource` to `amount` (inserting it in order).
     pub(crate) fn set(&mut self, resource: Resource, amount: Amount) {
         match self.0.binary_search_by(|(r, _)| r.cmp(&resource)) {
@@ -262,6 +394,11 @@ impl Amounts {
 
 /// What one tenant consumes, per resource. Resources not named are zero; every tenant also
 /// consumes one [`Resource::Tenants`] slot implicitly (see [`Demand::get_with_slot`]).
+///
+/// Each amount is at most [`AMOUNT_MAX_UNITS`], the range every registry stores and reads
+/// back exactly; a registry refuses a write whose sum over a stamp would overflow its usage
+/// counter (see [`Amount`]'s range). With `serde`, deserialization checks what
+/// [`Demand::of`] checks.
 ///
 /// ```
 /// use stamps::{Demand, Resource};

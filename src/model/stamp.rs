@@ -131,9 +131,12 @@ impl fmt::Display for StampState {
 /// assert_eq!(Tier::Custom(Name::new("gold")?).to_string(), "gold");
 /// # Ok::<(), stamps::Error>(())
 /// ```
+///
+/// A custom tier may not be named `shared` or `dedicated` (stored by name, it would read back
+/// as the built-in tier); [`Tier::validate`] and deserialization refuse it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", try_from = "TierRaw"))]
 #[non_exhaustive]
 pub enum Tier {
     /// Multi-tenant.
@@ -145,7 +148,49 @@ pub enum Tier {
     Custom(Name),
 }
 
+/// [`Tier`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TierRaw {
+    Shared,
+    Dedicated,
+    Custom(Name),
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<TierRaw> for Tier {
+    type Error = Error;
+
+    fn try_from(raw: TierRaw) -> Result<Tier, Error> {
+        let t = match raw {
+            TierRaw::Shared => Tier::Shared,
+            TierRaw::Dedicated => Tier::Dedicated,
+            TierRaw::Custom(n) => Tier::Custom(n),
+        };
+        t.validate()?;
+        Ok(t)
+    }
+}
+
 impl Tier {
+    /// Checks that a custom tier does not reuse a built-in tier's name.
+    ///
+    /// ```
+    /// use stamps::{Name, Tier};
+    /// assert!(Tier::Custom(Name::new("gold")?).validate().is_ok());
+    /// assert!(Tier::Custom(Name::new("shared")?).validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Tier::Custom(n) if !matches!(Tier::parse(n.as_str()), Ok(Tier::Custom(_))) => {
+                Err(InvalidInput::new("tier", "a custom tier must not be named shared or dedicated").into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The tier's name.
     pub fn as_str(&self) -> &str {
         match self {
@@ -189,8 +234,11 @@ impl fmt::Display for Tier {
 /// assert_eq!(spec.name, "stamp-001");
 /// # Ok::<(), stamps::Error>(())
 /// ```
+///
+/// With `serde`, deserialization runs [`StampSpec::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "StampSpecRaw"))]
 #[non_exhaustive]
 pub struct StampSpec {
     /// Identifier.
@@ -211,6 +259,42 @@ pub struct StampSpec {
     pub endpoint: Option<String>,
     /// Capacity per resource, with headroom.
     pub capacity: Capacity,
+}
+
+/// [`StampSpec`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct StampSpecRaw {
+    id: StampId,
+    name: String,
+    region: Region,
+    residency: Option<Residency>,
+    tier: Tier,
+    labels: Labels,
+    version: Option<String>,
+    endpoint: Option<String>,
+    capacity: Capacity,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<StampSpecRaw> for StampSpec {
+    type Error = Error;
+
+    fn try_from(r: StampSpecRaw) -> Result<StampSpec, Error> {
+        let spec = StampSpec {
+            id: r.id,
+            name: r.name,
+            region: r.region,
+            residency: r.residency,
+            tier: r.tier,
+            labels: r.labels,
+            version: r.version,
+            endpoint: r.endpoint,
+            capacity: r.capacity,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
 }
 
 impl StampSpec {
@@ -262,9 +346,26 @@ impl StampSpec {
     }
 
     /// Re-checks fields that public construction could have bypassed (the struct's fields are
-    /// public for reading and pattern matching). Registries call this on `put_stamp`.
+    /// public for reading and pattern matching): the name, the endpoint and version (1 to
+    /// 2048 and 1 to 128 bytes, no control characters), the tier ([`Tier::validate`]) and
+    /// labels without NUL characters. Registries call this on `put_stamp`; deserialization
+    /// calls it too.
+    ///
+    /// ```
+    /// use stamps::{Capacity, Region, Resource, StampId, StampSpec};
+    /// let spec = StampSpec::new(StampId(1), "s1", Region::new("us")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+    /// assert!(spec.validate().is_ok());
+    /// let mut bad = spec.clone();
+    /// bad.name = "../../x".into();
+    /// assert!(bad.validate().is_err());
+    /// assert!(spec.endpoint("http://a\0b").validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         super::names::validate_name("stamp name", &self.name)?;
+        self.tier.validate()?;
+        super::names::validate_map("labels", &self.labels)?;
         if let Some(e) = &self.endpoint {
             if e.is_empty() || e.len() > 2048 || e.chars().any(char::is_control) {
                 return Err(InvalidInput::new("endpoint", "must be 1 to 2048 bytes without control characters").into());
@@ -291,6 +392,8 @@ impl StampSpec {
 /// assert_eq!(stamp.state, StampState::Provisioning);
 /// # Ok(()) }
 /// ```
+///
+/// With `serde`, deserialization checks the spec ([`StampSpec::validate`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
@@ -319,5 +422,10 @@ impl Stamp {
     /// The stamp's id.
     pub fn id(&self) -> StampId {
         self.spec.id
+    }
+
+    /// Checks the spec ([`StampSpec::validate`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        self.spec.validate()
     }
 }

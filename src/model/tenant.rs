@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::error::Error;
 use super::{Demand, Labels, Region, Residency, StampId, Tier};
 
 /// The longest tenant id accepted, in bytes.
@@ -207,8 +208,11 @@ impl<'de> serde::Deserialize<'de> for TenantId {
 /// assert_eq!(spec.demand.get(&Resource::Connections).as_f64(), 25.0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// With `serde`, deserialization runs [`TenantSpec::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "TenantSpecRaw"))]
 #[non_exhaustive]
 pub struct TenantSpec {
     /// The tenant.
@@ -228,7 +232,59 @@ pub struct TenantSpec {
     pub labels: Labels,
 }
 
+/// [`TenantSpec`] as serialized, before its checks.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct TenantSpecRaw {
+    id: TenantId,
+    demand: Demand,
+    region: Option<Region>,
+    residency: Option<Residency>,
+    tier: Tier,
+    pin: Option<StampId>,
+    labels: Labels,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<TenantSpecRaw> for TenantSpec {
+    type Error = Error;
+
+    fn try_from(r: TenantSpecRaw) -> Result<TenantSpec, Error> {
+        let spec = TenantSpec {
+            id: r.id,
+            demand: r.demand,
+            region: r.region,
+            residency: r.residency,
+            tier: r.tier,
+            pin: r.pin,
+            labels: r.labels,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
 impl TenantSpec {
+    /// Re-checks what public fields let a caller bypass: the id ([`TenantId::validate`]),
+    /// the tier ([`Tier::validate`]) and labels without NUL characters (the demand is checked
+    /// when it is built). Registries call this on every write that stores a spec;
+    /// deserialization calls it too.
+    ///
+    /// ```
+    /// use stamps::{Name, TenantId, TenantSpec, Tier};
+    /// let spec = TenantSpec::new(TenantId::new("acme")?);
+    /// assert!(spec.validate().is_ok());
+    /// assert!(spec.clone().label("plan", "a\0b").validate().is_err());
+    /// assert!(spec.tier(Tier::Custom(Name::new("dedicated")?)).validate().is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        TenantId::validate(self.id.as_str())?;
+        self.tier.validate()?;
+        super::names::validate_map("labels", &self.labels)?;
+        Ok(())
+    }
+
     /// A shared-tier tenant with no demand beyond its tenant slot and no constraints.
     pub fn new(id: TenantId) -> Self {
         TenantSpec {

@@ -12,8 +12,8 @@ use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{admission, constraints};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Stamp, StampId, StampLoad, StampSpec,
-    StampState, TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Resource, Stamp, StampId, StampLoad,
+    StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -191,12 +191,34 @@ impl State {
             a.updated_at = at;
             a
         });
-        let stamps = &mut self.stamps;
+        // Usage after the write, computed with checked sums before anything changes: a sum
+        // that would overflow refuses the write instead of saturating (and drifting later).
+        let mut usage: Vec<(StampId, Amounts)> = Vec::new();
+        let mut overflow: Option<(StampId, Resource)> = None;
         admission::apply(old.as_ref(), new.as_ref(), |s, demand, plus| {
-            if let Some(l) = stamps.get_mut(&s) {
-                admission::add(&mut l.usage, demand, plus);
+            if overflow.is_some() {
+                return;
+            }
+            let current = match usage.iter().position(|(id, _)| *id == s) {
+                Some(i) => usage.swap_remove(i).1,
+                None => match self.stamps.get(&s) {
+                    Some(l) => l.usage.clone(),
+                    None => return,
+                },
+            };
+            match current.with_demand(demand, plus) {
+                Ok(next) => usage.push((s, next)),
+                Err(resource) => overflow = Some((s, resource)),
             }
         });
+        if let Some((stamp, resource)) = overflow {
+            return Err(Error::CapacityExceeded { stamp, resource });
+        }
+        for (s, u) in usage {
+            if let Some(l) = self.stamps.get_mut(&s) {
+                l.usage = u;
+            }
+        }
         let entry = HistoryEntry::new(
             version,
             at,
@@ -346,7 +368,7 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        TenantId::validate(tenant.id.as_str())?;
+        tenant.validate()?;
         self.write(|st, now, retention| st.assign_new(tenant, stamp, None, None, now, retention))
     }
 
@@ -357,7 +379,7 @@ impl Registry for InMemoryRegistry {
         overrides: &Override,
         actor: &str,
     ) -> Result<Assignment> {
-        TenantId::validate(tenant.id.as_str())?;
+        tenant.validate()?;
         overrides.validate()?;
         let (o, a) = (Some(overrides.clone()), Some(actor.to_string()));
         self.write(|st, now, retention| st.assign_new(tenant, stamp, a, o, now, retention))
@@ -369,6 +391,7 @@ impl Registry for InMemoryRegistry {
         expected: Epoch,
         change: AssignmentChange,
     ) -> Result<Assignment> {
+        change.validate()?;
         self.write(|st, now, retention| {
             let old = st.expect_epoch(tenant, expected)?;
             let (new, action) = admission::change(&old, &change.action)?;
@@ -467,6 +490,7 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+        record.validate()?;
         let now = self.inner.clock.now();
         let mut st = self.inner.state.write();
         let current = st

@@ -369,7 +369,7 @@ impl Registry for PgRegistry {
     }
 
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-        TenantId::validate(tenant.id.as_str())?;
+        tenant.validate()?;
         // Two first assignments of one tenant race on the primary key; the retry reports
         // `AlreadyAssigned` with the winner's stamp.
         on_conn!(self, retry_unique = true, |c| self
@@ -403,6 +403,7 @@ impl Registry for PgRegistry {
         expected: Epoch,
         change: AssignmentChange,
     ) -> Result<Assignment> {
+        change.validate()?;
         on_conn!(self, retry_unique = false, |c| self
             .cas_once(c, tenant, expected, &change))
     }
@@ -488,6 +489,7 @@ impl Registry for PgRegistry {
     }
 
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
+        record.validate()?;
         on_conn!(self, retry_unique = false, |c| self.save_migration_once(c, record))
     }
 

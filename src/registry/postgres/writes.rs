@@ -146,7 +146,7 @@ impl PgRegistry {
         self.check_constraints(c, None, &new, &loads, overrides).await?;
         admission::check(None, Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
         let (o_kinds, o_reason) = override_params(overrides);
-        let usage = usage_after(&loads, None, Some(&new));
+        let usage = usage_after(&loads, None, Some(&new))?;
         let p = AssignmentParams::new(&new, now)?;
         let action = HistoryAction::Assigned.as_str();
         let (head, rows) = self
@@ -198,7 +198,7 @@ impl PgRegistry {
             .await?;
         admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
         let (o_kinds, o_reason) = override_params(change.overrides.as_ref());
-        let usage = usage_after(&loads, Some(&old), Some(&new));
+        let usage = usage_after(&loads, Some(&old), Some(&new))?;
         let p = AssignmentParams::new(&new, now)?;
         let action = action.as_str();
         let from = Some(i64::from(old.stamp.0));
@@ -240,7 +240,7 @@ impl PgRegistry {
         let now = self.now();
         let old = self.begin_locking_assignment(c, tenant, expected).await?;
         let loads = self.lock_stamps(c, old.stamps()).await?;
-        let usage = usage_after(&loads, Some(&old), None);
+        let usage = usage_after(&loads, Some(&old), None)?;
         let at = millis(now)?;
         let expected_param = big(expected.0, "expected")?;
         let (head, rows) = self
@@ -482,20 +482,28 @@ fn stamp_ids(ids: impl Iterator<Item = StampId>) -> Vec<i64> {
     ids
 }
 
-/// Usage of each locked stamp after replacing `old` with `new`, as `{stamp id: usage}`.
-fn usage_after(loads: &[StampLoad], old: Option<&Assignment>, new: Option<&Assignment>) -> Value {
+/// Usage of each locked stamp after replacing `old` with `new`, as `{stamp id: usage}`; a sum
+/// that would overflow is [`Error::CapacityExceeded`] (nothing is written).
+fn usage_after(loads: &[StampLoad], old: Option<&Assignment>, new: Option<&Assignment>) -> Result<Value, Error> {
     let mut usage: Vec<(StampId, Amounts)> = loads.iter().map(|l| (l.id(), l.usage.clone())).collect();
+    let mut overflow = None;
     admission::apply(old, new, |s, demand, plus| {
         if let Some((_, u)) = usage.iter_mut().find(|(id, _)| *id == s) {
-            admission::add(u, demand, plus);
+            match u.with_demand(demand, plus) {
+                Ok(next) => *u = next,
+                Err(resource) => overflow = overflow.take().or(Some(Error::CapacityExceeded { stamp: s, resource })),
+            }
         }
     });
-    Value::Object(
+    if let Some(e) = overflow {
+        return Err(e);
+    }
+    Ok(Value::Object(
         usage
             .into_iter()
             .map(|(id, u)| (id.0.to_string(), amounts_json(u.iter())))
             .collect(),
-    )
+    ))
 }
 
 /// Checks that an assignment write wrote its change row at `head`, its history row and every
