@@ -9,15 +9,18 @@ use async_trait::async_trait;
 use crate::model::{Epoch, MigrationId, MigrationState, StampId, TenantId};
 
 /// What a driver call is about: the migration, the tenant, both stamps, the state being worked
-/// on and the attempt number (1 for the first try of the current state, counted across
-/// crashes and workers because it is persisted).
+/// on, the attempt number (1 for the first try of the current state, counted across
+/// crashes and workers because it is persisted) and the lease generation, the fencing token
+/// of the call (see [`MigrationDriver`]'s contract).
 ///
 /// ```
 /// use stamps::migration::MigrationContext;
 /// use stamps::{MigrationId, MigrationState, StampId, TenantId};
 /// let ctx = MigrationContext::new(MigrationId(1), TenantId::new("acme")?, StampId(1), StampId(2),
-///     MigrationState::Importing, 1);
+///     MigrationState::Importing, 1)
+///     .generation(7);
 /// assert_eq!(ctx.destination, StampId(2));
+/// assert_eq!(ctx.generation, 7);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,12 @@ pub struct MigrationContext {
     pub state: MigrationState,
     /// Attempt number of this state's work, from 1.
     pub attempt: u32,
+    /// The lease generation of the worker making the call: it grows every time a worker
+    /// claims the migration's lease (it is persisted in the record, so a worker that takes
+    /// over always has a greater one). A driver refuses effects carrying a generation older
+    /// than the newest it has seen for the migration (see [`MigrationDriver`]'s contract).
+    /// 0 in contexts made by hand without [`generation`](Self::generation).
+    pub generation: u64,
 }
 
 impl MigrationContext {
@@ -54,7 +63,14 @@ impl MigrationContext {
             destination,
             state,
             attempt,
+            generation: 0,
         }
+    }
+
+    /// Sets the lease generation (the engine sets it on every call it makes).
+    pub fn generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
     }
 }
 
@@ -321,9 +337,19 @@ impl ValidationReport {
 /// - Errors say whether retrying may help ([`DriverError::retryable`] /
 ///   [`DriverError::permanent`]). A method that returns an error may have done part of its
 ///   work; it will be called again or undone by [`rollback`](Self::rollback).
-/// - Methods may be called concurrently for *different* migrations, never for the same one
-///   by a well-behaved host (two workers on one migration lose a registry race before calling
-///   the driver, except after a worker's step timed out).
+/// - Methods may be called concurrently for *different* migrations. For the same migration,
+///   two workers lose a registry race before calling the driver, **except** when a worker's
+///   call outlives its lease (a slow import, a paused process): another worker takes the
+///   lease over and goes on, and the old call may still land later.
+/// - **Refuse stale generations.** Every call carries [`MigrationContext::generation`], which
+///   grows with every lease claim. Per migration and per stamp, remember the highest
+///   generation seen, and refuse (with [`DriverError::permanent`]) any effect carrying a
+///   lower one; check and remember in the same critical section (or database transaction)
+///   as the effect, as [`Fence`](super::Fence) does for writes. Otherwise a late import from
+///   a worker that lost its lease can recreate the destination's copy after the migration was
+///   cancelled and that copy deleted. A `migration_generations (stamp, migration, generation)`
+///   row updated with `... WHERE generation <= $ctx_generation` in the effect's transaction
+///   is enough. Equal generations are the same worker's retries: admit them.
 ///
 /// # Implementing
 /// Map the methods to your stack: `snapshot` = a consistent export of the tenant's rows on the

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::model::{Assignment, Epoch, StampId, TenantId};
+use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId};
+use crate::router::Route;
 
 /// What a writer presents to a stamp with every write: "I write tenant `tenant` on `stamp`
 /// under assignment epoch `epoch`". Made from the assignment the writer routed by, so a
@@ -35,6 +36,7 @@ impl FenceToken {
 
     /// The tokens for a write routed by `assignment`: one for the serving stamp and, in
     /// dual-write, one for the shadow. Empty while the assignment is frozen (writes wait).
+    /// Allocates nothing (see [`RouteTokens`]).
     ///
     /// ```
     /// # use stamps::*;
@@ -42,20 +44,102 @@ impl FenceToken {
     /// let spec = TenantSpec::new(TenantId::new("acme")?);
     /// let a = Assignment::new(spec, StampId(1), Epoch(4), AssignmentMode::DualWrite { shadow: StampId(2) },
     ///     Timestamp::ZERO, Timestamp::ZERO);
-    /// let stamps: Vec<_> = FenceToken::for_write(&a).into_iter().map(|t| t.stamp).collect();
+    /// let stamps: Vec<_> = FenceToken::for_write(&a).map(|t| t.stamp).collect();
     /// assert_eq!(stamps, [StampId(1), StampId(2)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_write(assignment: &Assignment) -> Vec<FenceToken> {
-        if assignment.mode.is_frozen() {
-            return Vec::new();
-        }
-        assignment
-            .stamps()
-            .map(|s| FenceToken::new(assignment.tenant().clone(), s, assignment.epoch))
-            .collect()
+    pub fn for_write(assignment: &Assignment) -> RouteTokens {
+        RouteTokens::new(
+            assignment.tenant(),
+            assignment.stamp,
+            assignment.epoch,
+            &assignment.mode,
+        )
+    }
+
+    /// The tokens for a write to `tenant` routed by a router's [`Route`]: one for the serving
+    /// stamp and, in dual-write, one for the shadow; none while the route is frozen. This is
+    /// the hot path of a host's writes, so it allocates nothing: the tokens live in the
+    /// returned fixed-size iterator and the tenant id is shared, not copied.
+    ///
+    /// ```
+    /// use stamps::migration::FenceToken;
+    /// use stamps::router::Route;
+    /// use stamps::{AssignmentMode, Epoch, StampId, TenantId};
+    /// let acme = TenantId::new("acme")?;
+    /// let mut route = Route::new(StampId(1), Epoch(4));
+    /// route.mode = AssignmentMode::DualWrite { shadow: StampId(2) };
+    /// let tokens = FenceToken::for_route(&acme, &route);
+    /// assert_eq!(tokens.len(), 2);
+    /// let shown: Vec<String> = tokens.map(|t| t.to_string()).collect();
+    /// assert_eq!(shown, ["acme@stamp-001/e4", "acme@stamp-002/e4"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_route(tenant: &TenantId, route: &Route) -> RouteTokens {
+        RouteTokens::new(tenant, route.stamp, route.epoch, &route.mode)
     }
 }
+
+/// The fence tokens of one write: at most two (serving stamp, then the dual-write shadow),
+/// held inline, so making them allocates nothing. Made by [`FenceToken::for_route`] and
+/// [`FenceToken::for_write`].
+///
+/// ```
+/// use stamps::migration::{FenceToken, RouteTokens};
+/// use stamps::router::Route;
+/// use stamps::{Epoch, StampId, TenantId};
+/// let tokens: RouteTokens = FenceToken::for_route(&TenantId::new("acme")?, &Route::new(StampId(3), Epoch(1)));
+/// assert_eq!(tokens.map(|t| t.stamp).collect::<Vec<_>>(), [StampId(3)]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RouteTokens {
+    tokens: [Option<FenceToken>; 2],
+    next: usize,
+}
+
+impl RouteTokens {
+    fn new(tenant: &TenantId, stamp: StampId, epoch: Epoch, mode: &AssignmentMode) -> Self {
+        if mode.is_frozen() {
+            return RouteTokens {
+                tokens: [None, None],
+                next: 0,
+            };
+        }
+        let shadow = mode
+            .shadow()
+            .filter(|s| *s != stamp)
+            .map(|s| FenceToken::new(tenant.clone(), s, epoch));
+        RouteTokens {
+            tokens: [Some(FenceToken::new(tenant.clone(), stamp, epoch)), shadow],
+            next: 0,
+        }
+    }
+}
+
+impl Iterator for RouteTokens {
+    type Item = FenceToken;
+
+    fn next(&mut self) -> Option<FenceToken> {
+        while self.next < self.tokens.len() {
+            let i = self.next;
+            self.next += 1;
+            if let Some(t) = self.tokens[i].take() {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.tokens[self.next.min(2)..].iter().filter(|t| t.is_some()).count();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for RouteTokens {}
+
+impl std::iter::FusedIterator for RouteTokens {}
 
 impl fmt::Display for FenceToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

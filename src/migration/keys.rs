@@ -19,6 +19,8 @@ pub const ATTEMPT: &str = "attempt";
 pub const LEASE_OWNER: &str = "lease.owner";
 /// Lease expiry (milliseconds since the Unix epoch).
 pub const LEASE_UNTIL: &str = "lease.until";
+/// The lease generation: grows with every claim; the fencing token of driver calls.
+pub const LEASE_GENERATION: &str = "lease.generation";
 /// The last retryable failure of the current state.
 pub const LAST_ERROR: &str = "last_error";
 /// Snapshot id from the driver.

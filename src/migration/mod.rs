@@ -92,6 +92,7 @@ macro_rules! trace_event {
 
 mod driver;
 mod fence;
+mod gate;
 pub mod keys;
 mod migrator;
 mod plan;
@@ -105,7 +106,8 @@ pub use driver::{
     soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
     MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
 };
-pub use fence::{Fence, FenceRejection, FenceToken};
+pub use fence::{Fence, FenceRejection, FenceToken, RouteTokens};
+pub use gate::WriteGate;
 pub use migrator::Migrator;
 pub use plan::{MigrationPlan, PlanCheck};
 pub use worker::{Migration, RunOutcome, StepOutcome};

@@ -337,6 +337,11 @@ impl Migration {
         let attempt = self.attempt().saturating_add(1);
         let mut claim = self.record.clone();
         claim.data.insert(keys::ATTEMPT.into(), attempt.to_string());
+        let generation = (self.record.data.get(keys::LEASE_GENERATION))
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        claim.data.insert(keys::LEASE_GENERATION.into(), generation.to_string());
         claim.data.insert(keys::LEASE_OWNER.into(), self.worker.clone());
         claim.data.insert(
             keys::LEASE_UNTIL.into(),
@@ -350,7 +355,8 @@ impl Migration {
             self.record.destination,
             state,
             attempt,
-        );
+        )
+        .generation(generation);
         let work = self.work(&ctx).await;
         match work {
             Ok(Next::To(next, updates)) => self.commit(next, updates).await,

@@ -13,6 +13,10 @@ pub mod faulty;
 
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod migration;
+
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub use faulty::{Call, FaultyRegistry};
 
 #[cfg(feature = "proptest")]

@@ -1,5 +1,5 @@
 //! A reference data plane: an in-memory, multi-stamp, per-tenant key-value store that
-//! implements [`MigrationDriver`] for real and has a write path that honours assignment modes
+//! implements [`MigrationDriver`](super::MigrationDriver) for real and has a write path that honours assignment modes
 //! and fence tokens.
 //!
 //! It is the crate's proof that migrations lose no acknowledged write (the tests drive it
@@ -13,9 +13,13 @@
 //! * a write is acknowledged only when every stamp of its route applied it (the serving stamp
 //!   first, then the shadow);
 //! * validation compares row counts and checksums at a consistent point: writers hold a
-//!   per-tenant gate shared while they write to both stamps, and validation takes it
-//!   exclusively for the comparison (your database would use a snapshot at a replication
-//!   position instead).
+//!   per-tenant [`WriteGate`] shared while they write to both stamps, and validation takes
+//!   it exclusively for the comparison (your database would use a snapshot at a replication
+//!   position instead);
+//! * every effect of a driver call (import, catch-up, fence, cleanup, rollback) checks the
+//!   call's [`MigrationContext::generation`](super::MigrationContext::generation) against the highest seen for that migration on
+//!   that stamp, under the stamp's lock: a call from a worker that lost its lease is refused,
+//!   so a late import cannot recreate a copy deleted after a cancel.
 //!
 //! Fault injection ([`ReferenceDataPlane::fail_next`], [`ReferenceDataPlane::corrupt`]) lets
 //! tests exercise the engine's retries, rollbacks and cutover refusals.
@@ -40,15 +44,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
-use super::driver::{
-    DriverError, MigrationContext, MigrationDriver, SideSummary, SnapshotInfo, TableCheck, ValidationReport,
-};
+use super::driver::{DriverError, SideSummary};
 use super::fence::{Fence, FenceRejection, FenceToken};
+use super::gate::WriteGate;
 use crate::error::Error;
-use crate::model::{Assignment, AssignmentMode, Epoch, MigrationState, StampId, TenantId};
+use crate::model::{Assignment, AssignmentMode, Epoch, MigrationId, StampId, TenantId};
 use crate::registry::Registry;
 use crate::time::Timestamp;
 
@@ -115,6 +117,7 @@ impl TenantRows {
 struct StampStore {
     fence: Fence,
     tenants: HashMap<TenantId, TenantRows>,
+    generations: HashMap<MigrationId, u64>,
 }
 
 /// The driver operations, for fault injection and call counts.
@@ -127,19 +130,19 @@ struct StampStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum DriverOp {
-    /// [`MigrationDriver::snapshot`].
+    /// [`MigrationDriver::snapshot`](super::MigrationDriver::snapshot).
     Snapshot,
-    /// [`MigrationDriver::import`].
+    /// [`MigrationDriver::import`](super::MigrationDriver::import).
     Import,
-    /// [`MigrationDriver::catch_up`].
+    /// [`MigrationDriver::catch_up`](super::MigrationDriver::catch_up).
     CatchUp,
-    /// [`MigrationDriver::fence`].
+    /// [`MigrationDriver::fence`](super::MigrationDriver::fence).
     Fence,
-    /// [`MigrationDriver::validate`].
+    /// [`MigrationDriver::validate`](super::MigrationDriver::validate).
     Validate,
-    /// [`MigrationDriver::cleanup_source`].
+    /// [`MigrationDriver::cleanup_source`](super::MigrationDriver::cleanup_source).
     CleanupSource,
-    /// [`MigrationDriver::rollback`].
+    /// [`MigrationDriver::rollback`](super::MigrationDriver::rollback).
     Rollback,
 }
 
@@ -230,7 +233,7 @@ pub struct WriteAck {
 
 struct Inner {
     stamps: BTreeMap<StampId, Mutex<StampStore>>,
-    gates: Mutex<HashMap<TenantId, Arc<RwLock<()>>>>,
+    gate: WriteGate,
     snapshots: Mutex<HashMap<String, Vec<(String, Row)>>>,
     next_snapshot: Mutex<u64>,
     faults: Mutex<HashMap<DriverOp, VecDeque<DriverError>>>,
@@ -278,6 +281,7 @@ impl ReferenceDataPlane {
                     Mutex::new(StampStore {
                         fence: Fence::new(s),
                         tenants: HashMap::new(),
+                        generations: HashMap::new(),
                     }),
                 )
             })
@@ -285,7 +289,7 @@ impl ReferenceDataPlane {
         ReferenceDataPlane {
             inner: Arc::new(Inner {
                 stamps,
-                gates: Mutex::new(HashMap::new()),
+                gate: WriteGate::new(),
                 snapshots: Mutex::new(HashMap::new()),
                 next_snapshot: Mutex::new(0),
                 faults: Mutex::new(HashMap::new()),
@@ -298,10 +302,6 @@ impl ReferenceDataPlane {
         self.inner.stamps.get(&stamp).ok_or(WriteError::UnknownStamp(stamp))
     }
 
-    fn gate(&self, tenant: &TenantId) -> Arc<RwLock<()>> {
-        self.inner.gates.lock().entry(tenant.clone()).or_default().clone()
-    }
-
     /// Writes `key = value` for the route's tenant, routed by `route` (a fresh assignment from
     /// the registry, or whatever a router has cached): refused while frozen; otherwise applied
     /// on the serving stamp, then on the shadow, each after its fence admitted the token.
@@ -310,8 +310,11 @@ impl ReferenceDataPlane {
             return Err(WriteError::Frozen { until });
         }
         let tenant = route.tenant();
-        let gate = self.gate(tenant);
-        let _shared = gate.read();
+        self.inner.gate.write(tenant, || self.write_gated(route, key, value))
+    }
+
+    fn write_gated(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
+        let tenant = route.tenant();
         let mut version = None;
         let mut applied = 0;
         for token in FenceToken::for_write(route) {
@@ -378,8 +381,18 @@ impl ReferenceDataPlane {
         value: &str,
         seq: Option<u64>,
     ) -> Result<RowVersion, WriteError> {
-        let gate = self.gate(&token.tenant);
-        let _shared = gate.read();
+        self.inner
+            .gate
+            .write(&token.tenant, || self.apply_gated(token, key, value, seq))
+    }
+
+    fn apply_gated(
+        &self,
+        token: &FenceToken,
+        key: &str,
+        value: &str,
+        seq: Option<u64>,
+    ) -> Result<RowVersion, WriteError> {
         let mut st = self.store(token.stamp)?.lock();
         st.fence.admit(token).map_err(|rejection| WriteError::Fenced {
             stamp: token.stamp,
@@ -534,147 +547,6 @@ impl ReferenceDataPlane {
             None => Ok(()),
         }
     }
-
-    fn driver_store(&self, stamp: StampId) -> Result<&Mutex<StampStore>, DriverError> {
-        self.inner
-            .stamps
-            .get(&stamp)
-            .ok_or_else(|| DriverError::permanent(format!("{stamp} is not part of this data plane")))
-    }
-
-    fn merge_into(&self, stamp: StampId, tenant: &TenantId, rows: Vec<(String, Row)>) -> Result<(), DriverError> {
-        let mut st = self.driver_store(stamp)?.lock();
-        let dest = st.tenants.entry(tenant.clone()).or_default();
-        for (k, r) in rows {
-            dest.merge(&k, r);
-        }
-        Ok(())
-    }
-
-    fn snapshot_rows(&self, id: &str) -> Result<Vec<(String, Row)>, DriverError> {
-        self.inner
-            .snapshots
-            .lock()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| DriverError::permanent(format!("snapshot {id} does not exist")))
-    }
 }
 
-#[async_trait]
-impl MigrationDriver for ReferenceDataPlane {
-    async fn snapshot(&self, ctx: &MigrationContext) -> Result<SnapshotInfo, DriverError> {
-        self.enter(DriverOp::Snapshot)?;
-        let rows: Vec<(String, Row)> = {
-            let st = self.driver_store(ctx.source)?.lock();
-            st.tenants
-                .get(&ctx.tenant)
-                .map(|t| t.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect())
-                .unwrap_or_default()
-        };
-        let n = {
-            let mut next = self.inner.next_snapshot.lock();
-            *next += 1;
-            *next
-        };
-        let id = format!("{}/snapshot-{n}", ctx.id);
-        let count = rows.len() as u64;
-        self.inner.snapshots.lock().insert(id.clone(), rows);
-        Ok(SnapshotInfo::new(id, count))
-    }
-
-    async fn import(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError> {
-        self.enter(DriverOp::Import)?;
-        let rows = self.snapshot_rows(&snapshot.id)?;
-        self.merge_into(ctx.destination, &ctx.tenant, rows)
-    }
-
-    /// Copies the rows whose version is newer than the snapshot's newest row.
-    async fn catch_up(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError> {
-        self.enter(DriverOp::CatchUp)?;
-        let high_water = self
-            .snapshot_rows(&snapshot.id)?
-            .iter()
-            .map(|(_, r)| r.version)
-            .max()
-            .unwrap_or_default();
-        let delta: Vec<(String, Row)> = {
-            let st = self.driver_store(ctx.source)?.lock();
-            st.tenants
-                .get(&ctx.tenant)
-                .map(|t| {
-                    t.rows
-                        .iter()
-                        .filter(|(_, r)| r.version > high_water)
-                        .map(|(k, r)| (k.clone(), r.clone()))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        self.merge_into(ctx.destination, &ctx.tenant, delta)
-    }
-
-    async fn fence(
-        &self,
-        ctx: &MigrationContext,
-        stamp: StampId,
-        epoch: Epoch,
-        holds: bool,
-    ) -> Result<(), DriverError> {
-        self.enter(DriverOp::Fence)?;
-        self.driver_store(stamp)?.lock().fence.raise(&ctx.tenant, epoch, holds);
-        Ok(())
-    }
-
-    async fn validate(&self, ctx: &MigrationContext) -> Result<ValidationReport, DriverError> {
-        self.enter(DriverOp::Validate)?;
-        let gate = self.gate(&ctx.tenant);
-        let _exclusive = gate.write();
-        let (src_store, dst_store) = (self.driver_store(ctx.source)?, self.driver_store(ctx.destination)?);
-        // Both stores are locked in stamp order, whatever the direction of the move, so two
-        // validations of opposite moves between the same two stamps cannot deadlock.
-        let (src, dst) = if ctx.source <= ctx.destination {
-            let src = src_store.lock();
-            (src, dst_store.lock())
-        } else {
-            let dst = dst_store.lock();
-            (src_store.lock(), dst)
-        };
-        let empty = TenantRows::default();
-        let s = src.tenants.get(&ctx.tenant).unwrap_or(&empty);
-        let d = dst.tenants.get(&ctx.tenant).unwrap_or(&empty);
-        let mut mismatches: Vec<String> = Vec::new();
-        for (k, r) in &s.rows {
-            if d.rows.get(k).map(|x| &x.value) != Some(&r.value) {
-                mismatches.push(k.clone());
-            }
-        }
-        for k in d.rows.keys() {
-            if !s.rows.contains_key(k) {
-                mismatches.push(k.clone());
-            }
-        }
-        mismatches.sort();
-        mismatches.truncate(5);
-        Ok(ValidationReport::new(vec![TableCheck::new(
-            "kv",
-            s.summary(),
-            d.summary(),
-        )
-        .mismatches(mismatches)]))
-    }
-
-    async fn cleanup_source(&self, ctx: &MigrationContext) -> Result<(), DriverError> {
-        self.enter(DriverOp::CleanupSource)?;
-        self.driver_store(ctx.source)?.lock().tenants.remove(&ctx.tenant);
-        Ok(())
-    }
-
-    async fn rollback(&self, ctx: &MigrationContext, _from: MigrationState) -> Result<(), DriverError> {
-        self.enter(DriverOp::Rollback)?;
-        self.driver_store(ctx.destination)?.lock().tenants.remove(&ctx.tenant);
-        let prefix = format!("{}/", ctx.id);
-        self.inner.snapshots.lock().retain(|k, _| !k.starts_with(&prefix));
-        Ok(())
-    }
-}
+mod driver;
