@@ -50,7 +50,7 @@ use super::fence::{Fence, FenceRejection, FenceToken};
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentMode, Epoch, MigrationState, StampId, TenantId};
 use crate::registry::Registry;
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock, Timestamp};
 
 /// The version of a row: the epoch its write was routed by, then a sequence number assigned
 /// by the stamp that served the write. Ordered by epoch first, so a write routed by a newer
@@ -257,6 +257,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct ReferenceDataPlane {
     inner: Arc<Inner>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for ReferenceDataPlane {
@@ -291,6 +292,7 @@ impl ReferenceDataPlane {
                 faults: Mutex::new(HashMap::new()),
                 calls: Mutex::new(HashMap::new()),
             }),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -302,13 +304,40 @@ impl ReferenceDataPlane {
         self.inner.gates.lock().entry(tenant.clone()).or_default().clone()
     }
 
+    /// The clock that decides whether a freeze is over (the system clock unless set; give it
+    /// the migrator's clock in tests on a fake one).
+    ///
+    /// ```
+    /// use stamps::migration::reference::ReferenceDataPlane;
+    /// use stamps::{FakeClock, StampId};
+    /// let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(FakeClock::new());
+    /// # let _ = plane;
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Writes `key = value` for the route's tenant, routed by `route` (a fresh assignment from
-    /// the registry, or whatever a router has cached): refused while frozen; otherwise applied
-    /// on the serving stamp, then on the shadow, each after its fence admitted the token.
+    /// the registry, or whatever a router has cached): refused while frozen, until the freeze's
+    /// `until` (by [`clock`](Self::clock)); past it, written as a dual-write to the stamp and
+    /// its shadow (the worker that froze is gone or late, and a later cutover freezes again);
+    /// otherwise applied on the serving stamp, then on the shadow, each after its fence
+    /// admitted the token.
     pub fn write(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
-        if let AssignmentMode::Frozen { until, .. } = route.mode {
-            return Err(WriteError::Frozen { until });
-        }
+        let thawed;
+        let route = match route.mode {
+            AssignmentMode::Frozen { until, .. } if until > self.clock.now() => {
+                return Err(WriteError::Frozen { until });
+            }
+            AssignmentMode::Frozen { shadow, .. } => {
+                let mut a = route.clone();
+                a.mode = shadow.map_or(AssignmentMode::Serving, |shadow| AssignmentMode::DualWrite { shadow });
+                thawed = a;
+                &thawed
+            }
+            _ => route,
+        };
         let tenant = route.tenant();
         let gate = self.gate(tenant);
         let _shared = gate.read();
