@@ -23,16 +23,21 @@
 //! ```
 //! use stamps::migration::reference::{ReferenceDataPlane, WriteError};
 //! use stamps::*;
-//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+//! let clock = FakeClock::new();
+//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(clock.clone());
 //! let spec = TenantSpec::new(TenantId::new("acme")?);
 //! let route = Assignment::new(spec.clone(), StampId(1), Epoch(3),
 //!     AssignmentMode::DualWrite { shadow: StampId(2) }, Timestamp::ZERO, Timestamp::ZERO);
 //! plane.write(&route, "k", "v1")?;
 //! assert_eq!(plane.get(StampId(2), &spec.id, "k").as_deref(), Some("v1")); // dual-written
+//! let spec_id = spec.id.clone();
 //! let frozen = Assignment::new(spec, StampId(1), Epoch(4),
-//!     AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(9) },
+//!     AssignmentMode::Frozen { shadow: Some(StampId(2)), until: clock.now() + std::time::Duration::from_secs(5) },
 //!     Timestamp::ZERO, Timestamp::ZERO);
 //! assert!(matches!(plane.write(&frozen, "k", "v2"), Err(WriteError::Frozen { .. })));
+//! clock.advance(std::time::Duration::from_secs(6)); // the freeze expired: written as a dual-write
+//! plane.write(&frozen, "k", "v3")?;
+//! assert_eq!(plane.get(StampId(2), &spec_id, "k").as_deref(), Some("v3"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
