@@ -459,3 +459,25 @@ async fn a_dual_write_split_by_the_cutover_fence_is_copied_under_the_freeze() {
 async fn workers_on_two_threads_racing_for_every_step_never_both_win() {
     scenarios::workers_on_two_threads_racing_for_every_step_never_both_win(&Backend::memory()).await;
 }
+
+#[tokio::test]
+async fn s1_a_transient_error_late_in_the_soak_is_retried_not_rolled_back() {
+    common::operate::a_transient_error_late_in_the_soak_is_retried_not_rolled_back(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn s2_a_crash_inside_the_cutover_never_needs_hand_repair() {
+    common::operate::a_crash_inside_the_cutover_never_needs_hand_repair(&Backend::memory()).await;
+}
+
+#[tokio::test]
+async fn s4_a_crash_during_the_freeze_refuses_writes_only_for_max_freeze() {
+    let refused =
+        common::operate::a_crash_during_the_freeze_refuses_writes_only_for_max_freeze(&Backend::memory()).await;
+    println!("longest write refusal, crash during the freeze, default settings (fake clock): {refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_lands_while_a_worker_holds_the_lease() {
+    common::operate::a_command_lands_while_a_worker_holds_the_lease(&Backend::memory()).await;
+}

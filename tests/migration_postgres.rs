@@ -331,3 +331,24 @@ async fn a_connection_cut_after_every_committed_write_is_stepped_through() {
         "postgres: connection cut after each of {points} committed writes"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_a_transient_error_late_in_the_soak_is_retried_not_rolled_back() {
+    common::operate::a_transient_error_late_in_the_soak_is_retried_not_rolled_back(&postgres()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_crash_inside_the_cutover_never_needs_hand_repair() {
+    common::operate::a_crash_inside_the_cutover_never_needs_hand_repair(&postgres()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_a_crash_during_the_freeze_refuses_writes_only_for_max_freeze() {
+    let refused = common::operate::a_crash_during_the_freeze_refuses_writes_only_for_max_freeze(&postgres()).await;
+    println!("longest write refusal, crash during the freeze, default settings (fake clock): {refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_lands_while_a_worker_holds_the_lease() {
+    common::operate::a_command_lands_while_a_worker_holds_the_lease(&postgres()).await;
+}

@@ -53,3 +53,19 @@ pub const ROLLBACK_BY: &str = "rollback.by";
 pub const FAILURE_STATE: &str = "failure.state";
 /// The permanent failure.
 pub const FAILURE_ERROR: &str = "failure.error";
+/// An operator command waiting for the lease holder: `cancel` or `rollback`. Recorded without
+/// the lease (revision-checked), honoured at the holder's next step, or by any worker once the
+/// lease expired.
+pub const COMMAND: &str = "command";
+/// Who asked for the pending [`COMMAND`].
+pub const COMMAND_BY: &str = "command.by";
+/// Why, in the operator's words.
+pub const COMMAND_REASON: &str = "command.reason";
+/// When the command was recorded (ms).
+pub const COMMAND_AT: &str = "command.at";
+/// Why the last command could not be honoured (it no longer applied to the state).
+pub const COMMAND_REJECTED: &str = "command.rejected";
+/// Who paused the migration; present while it is paused (steps do nothing until `resume`).
+pub const PAUSED_BY: &str = "paused.by";
+/// Why it was paused.
+pub const PAUSED_REASON: &str = "paused.reason";

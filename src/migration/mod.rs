@@ -95,6 +95,7 @@ mod fence;
 mod gate;
 pub mod keys;
 mod migrator;
+mod operate;
 mod plan;
 pub mod reference;
 mod steps;
@@ -140,12 +141,17 @@ pub struct MigrationConfig {
     pub soak_window: Duration,
     /// How often `Migration::run` re-checks during the soak.
     pub soak_poll: Duration,
-    /// Longest a step may take under `Migration::run`.
+    /// Longest a step may take under `Migration::run` (default 30 s; raise it, with `lease`,
+    /// for imports that take longer).
     pub step_timeout: Duration,
-    /// How long a worker's claim on a step keeps other workers (and cancel/rollback) out. Must
-    /// be at least `step_timeout`.
+    /// How long a worker's claim on a step keeps other workers out (default 30 s, well below
+    /// `max_validation_age`, so a dead worker's migration is resumable within seconds and its
+    /// validation is still fresh). Must be at least `step_timeout`: a step run by
+    /// `Migration::run` is abandoned before its lease ends, so a worker never acts as owner on
+    /// an expired lease. Operator commands need no lease (see `Migration::cancel`).
     pub lease: Duration,
-    /// Attempts per state for retryable failures before they count as permanent.
+    /// Consecutive retryable failures of a state before they count as permanent; a successful
+    /// poll or wait (a healthy soak check, say) starts the count again.
     pub max_attempts: u32,
     /// First retry delay under `Migration::run`; doubles per attempt.
     pub backoff_initial: Duration,
@@ -161,8 +167,8 @@ impl Default for MigrationConfig {
             validate_under_freeze: true,
             soak_window: Duration::from_secs(24 * 3600),
             soak_poll: Duration::from_secs(60),
-            step_timeout: Duration::from_secs(300),
-            lease: Duration::from_secs(600),
+            step_timeout: Duration::from_secs(30),
+            lease: Duration::from_secs(30),
             max_attempts: 5,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),

@@ -230,6 +230,12 @@ impl Migration {
         if !self.dual_writing_forward(&a) {
             return Err(self.unexpected(&a));
         }
+        // Catch up first: after a refused or abandoned cutover (a dual-write that reached the
+        // source but was fenced off the destination by the freeze, the worker gone before the
+        // freeze-time catch-up) only a catch-up makes the copies equal again; the catch-up is
+        // idempotent, so doing it on every validation costs only the changes since the last.
+        let snap = self.snapshot_info()?;
+        self.migrator.driver.catch_up(ctx, &snap).await?;
         let report = self.migrator.driver.validate(ctx).await?;
         let updates = self.validation_updates(&report, self.migrator.clock.now());
         if report.passed() {
@@ -268,6 +274,17 @@ impl Migration {
         }
         if !self.dual_writing_forward(&a) && self.frozen_forward(&a).is_none() {
             return Err(self.unexpected(&a));
+        }
+        // A freeze that expired (its worker died or stalled) has let writes through again as
+        // dual-writes: what was drained under it no longer holds, so freeze and validate anew.
+        if let Some(until) = self.frozen_forward(&a) {
+            if clock.now() > until {
+                self.unfreeze(ctx, &a).await?;
+                return Ok(Next::Refuse(
+                    format!("the freeze expired at {until} before the cutover finished"),
+                    vec![],
+                ));
+            }
         }
         // Freshness of the validation that let us here.
         let d = &self.record.data;

@@ -65,6 +65,14 @@ pub enum StepOutcome {
         /// What failed.
         reason: String,
     },
+    /// An operator paused the migration ([`Migration::pause`]): nothing was done; step again
+    /// after [`Migration::resume`].
+    Paused {
+        /// The state it is paused in.
+        state: MigrationState,
+        /// Who paused it.
+        by: String,
+    },
     /// The migration had already ended.
     Finished {
         /// Its terminal state.
@@ -85,6 +93,13 @@ pub enum StepOutcome {
 pub enum RunOutcome {
     /// A terminal state.
     Finished(MigrationState),
+    /// Stopped because an operator paused the migration.
+    Paused {
+        /// The state it is paused in.
+        state: MigrationState,
+        /// Who paused it.
+        by: String,
+    },
     /// Stopped for a person: validation failed or cutover was refused.
     Blocked {
         /// The state it stopped in.
@@ -187,7 +202,7 @@ impl Migration {
     }
 
     /// Re-reads the record if the last save may have taken effect unacknowledged.
-    async fn settle(&mut self) -> Result<()> {
+    pub(super) async fn settle(&mut self) -> Result<()> {
         if self.unsure {
             self.reload().await?;
             trace_event!(
@@ -228,7 +243,7 @@ impl Migration {
     }
 
     /// Fails with [`Error::LeaseHeld`] if another worker holds a live lease on the record.
-    fn check_lease(&self, now: Timestamp) -> Result<()> {
+    pub(super) fn check_lease(&self, now: Timestamp) -> Result<()> {
         let d = &self.record.data;
         if let (Some(owner), Some(until)) = (d.get(keys::LEASE_OWNER), parse_ms(d, keys::LEASE_UNTIL)) {
             if owner != &self.worker && until > now {
@@ -243,30 +258,53 @@ impl Migration {
     }
 
     /// Saves `record` (revision-checked) and adopts the result.
-    async fn save(&mut self, mut record: MigrationRecord, release_lease: bool) -> Result<()> {
+    pub(super) async fn save(&mut self, mut record: MigrationRecord, release_lease: bool) -> Result<()> {
         if release_lease {
             record.data.remove(keys::LEASE_OWNER);
             record.data.remove(keys::LEASE_UNTIL);
         }
-        match self.migrator.registry.save_migration(&record).await {
-            Ok(saved) => {
-                self.record = saved;
-                Ok(())
+        let mut merges = 0;
+        loop {
+            match self.migrator.registry.save_migration(&record).await {
+                Ok(saved) => {
+                    self.record = saved;
+                    return Ok(());
+                }
+                // An operator's command or pause lands without the lease and moves the
+                // revision on: take it in and save again. Any other change is another worker's.
+                Err(e @ Error::Conflict(_)) if merges < 8 => match self.operator_change().await? {
+                    Some(fresh) => {
+                        merges += 1;
+                        super::operate::merge_operator_keys(&mut record, &fresh);
+                        self.record = fresh;
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(self.save_failed(e)),
             }
-            Err(e) => {
+        }
+    }
+
+    fn save_failed(&mut self, e: Error) -> Error {
+        {
+            {
                 // A rejection is definite (nothing was written); a lost connection is not.
                 self.unsure = matches!(
                     e,
                     Error::Unavailable { .. } | Error::Backend { .. } | Error::OutcomeUnknown { .. }
                 );
-                Err(e)
+                e
             }
         }
     }
 
     /// Persists a transition to `next` with `updates`, releasing the lease and resetting the
     /// attempt counter.
-    async fn commit(&mut self, next: MigrationState, updates: Vec<(&'static str, String)>) -> Result<StepOutcome> {
+    pub(super) async fn commit(
+        &mut self,
+        next: MigrationState,
+        updates: Vec<(&'static str, String)>,
+    ) -> Result<StepOutcome> {
         let from = self.record.state;
         from.transition(next)?;
         let mut rec = self.record.clone();
@@ -284,9 +322,15 @@ impl Migration {
         Ok(StepOutcome::Advanced { from, to: next })
     }
 
-    /// Persists data without changing state, releasing the lease.
-    async fn note(&mut self, updates: Vec<(&'static str, String)>) -> Result<()> {
+    /// Persists data without changing state, releasing the lease. `succeeded`: the state's
+    /// work went through (a healthy poll, a wait, a verdict), so the count of consecutive
+    /// failures starts again.
+    async fn note(&mut self, updates: Vec<(&'static str, String)>, succeeded: bool) -> Result<()> {
         let mut rec = self.record.clone();
+        if succeeded {
+            rec.data.remove(keys::ATTEMPT);
+            rec.data.remove(keys::LAST_ERROR);
+        }
         for (k, v) in updates {
             rec.data.insert(k.to_string(), v);
         }
@@ -326,14 +370,20 @@ impl Migration {
         }
     }
 
-    async fn step_inner(&mut self) -> Result<StepOutcome> {
+    pub(super) async fn step_inner(&mut self) -> Result<StepOutcome> {
         self.settle().await?;
         let state = self.record.state;
         if state.is_terminal() {
             return Ok(StepOutcome::Finished { state });
         }
         let now = self.migrator.clock.now();
+        if let Some(by) = self.record.data.get(keys::PAUSED_BY) {
+            return Ok(StepOutcome::Paused { state, by: by.clone() });
+        }
         self.check_lease(now)?;
+        if let Some(outcome) = self.honour_command().await? {
+            return Ok(outcome);
+        }
         let attempt = self.attempt().saturating_add(1);
         let mut claim = self.record.clone();
         claim.data.insert(keys::ATTEMPT.into(), attempt.to_string());
@@ -361,11 +411,11 @@ impl Migration {
         match work {
             Ok(Next::To(next, updates)) => self.commit(next, updates).await,
             Ok(Next::Wait(until, updates)) => {
-                self.note(updates).await?;
+                self.note(updates, true).await?;
                 Ok(StepOutcome::Waiting { state, until })
             }
             Ok(Next::Block(reason, updates)) => {
-                self.note(updates).await?;
+                self.note(updates, true).await?;
                 trace_event!(migration = %self.record.id, state = %state, reason = %reason, "migration blocked");
                 Ok(StepOutcome::Blocked { state, reason })
             }
@@ -378,7 +428,7 @@ impl Migration {
             Err(e) if e.is_retryable() && attempt < self.migrator.config.max_attempts => {
                 let reason = e.to_string();
                 trace_event!(migration = %self.record.id, state = %state, attempt, error = %reason, "migration step failed; will retry");
-                self.note(vec![(keys::LAST_ERROR, reason.clone())]).await?;
+                self.note(vec![(keys::LAST_ERROR, reason.clone())], false).await?;
                 Ok(StepOutcome::Retry { state, attempt, reason })
             }
             Err(e) => {
@@ -474,6 +524,7 @@ impl Migration {
                 }
                 Ok(Ok(StepOutcome::Retry { .. })) => Some(next_backoff(&mut backoff, cfg.backoff_max)),
                 Ok(Ok(StepOutcome::Blocked { state, reason })) => return Ok(RunOutcome::Blocked { state, reason }),
+                Ok(Ok(StepOutcome::Paused { state, by })) => return Ok(RunOutcome::Paused { state, by }),
                 Ok(Ok(StepOutcome::Refused { reason })) => {
                     return Ok(RunOutcome::Blocked {
                         state: self.record.state,
@@ -489,83 +540,6 @@ impl Migration {
                 }
             }
         }
-    }
-
-    /// Cancels the migration before cutover, on behalf of `by`: from `Planned` straight to
-    /// `Cancelled`; later through `RollingBack` (the next step undoes the dual-write mode and
-    /// the destination copy, then lands in `Cancelled`). After cutover use
-    /// [`rollback`](Self::rollback); the result is [`Error::InvalidTransition`].
-    /// Returns the state persisted. Revision-checked like a step.
-    pub async fn cancel(&mut self, by: &str, reason: &str) -> Result<MigrationState> {
-        self.settle().await?;
-        let state = self.record.state;
-        if !state.is_cancellable() {
-            return Err(Error::InvalidTransition {
-                what: "migration",
-                from: state.as_str(),
-                to: S::Cancelled.as_str(),
-            });
-        }
-        self.check_lease(self.migrator.clock.now())?;
-        let mut updates = vec![
-            (keys::ROLLBACK_FROM, state.as_str().to_string()),
-            (keys::ROLLBACK_OUTCOME, S::Cancelled.as_str().to_string()),
-            (keys::ROLLBACK_REASON, reason.to_string()),
-            (keys::ROLLBACK_BY, by.to_string()),
-        ];
-        let next = if state == S::Planned {
-            updates.truncate(0);
-            updates.push((keys::ROLLBACK_REASON, reason.to_string()));
-            updates.push((keys::ROLLBACK_BY, by.to_string()));
-            S::Cancelled
-        } else {
-            S::RollingBack
-        };
-        self.commit(next, updates).await?;
-        Ok(next)
-    }
-
-    /// Starts a rollback on behalf of `by`, before or after cutover (until `CleaningUp`): the
-    /// next step points the tenant back at the source, serving, fences the destination off and
-    /// deletes its copy. Returns the state persisted (`RollingBack`). Illegal states give
-    /// [`Error::InvalidTransition`].
-    ///
-    /// ```
-    /// # use stamps::migration::reference::ReferenceDataPlane;
-    /// # use stamps::migration::*;
-    /// # use stamps::*;
-    /// # use std::sync::Arc;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let registry = Arc::new(InMemoryRegistry::new());
-    /// # for id in [1, 2] {
-    /// #     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0)?;
-    /// #     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("us")?, cap)?).await?;
-    /// # }
-    /// # let t = TenantId::new("umbrella")?;
-    /// # registry.assign(&TenantSpec::new(t.clone()), StampId(1)).await?;
-    /// # let migrator = Migrator::new(registry.clone(), Arc::new(ReferenceDataPlane::new([StampId(1), StampId(2)])));
-    /// let mut m = migrator.start(&migrator.plan(&t, StampId(2)).await?, "frank").await?;
-    /// for _ in 0..4 { m.step().await?; } // now dual-writing
-    /// assert_eq!(m.rollback("frank", "destination latency").await?, MigrationState::RollingBack);
-    /// m.step().await?;
-    /// assert_eq!(m.state(), MigrationState::RolledBack);
-    /// assert_eq!(registry.require_assignment(&t).await?.mode, AssignmentMode::Serving);
-    /// # Ok(()) }
-    /// ```
-    pub async fn rollback(&mut self, by: &str, reason: &str) -> Result<MigrationState> {
-        self.settle().await?;
-        let state = self.record.state;
-        state.transition(S::RollingBack)?;
-        self.check_lease(self.migrator.clock.now())?;
-        let updates = vec![
-            (keys::ROLLBACK_FROM, state.as_str().to_string()),
-            (keys::ROLLBACK_OUTCOME, S::RolledBack.as_str().to_string()),
-            (keys::ROLLBACK_REASON, reason.to_string()),
-            (keys::ROLLBACK_BY, by.to_string()),
-        ];
-        self.commit(S::RollingBack, updates).await?;
-        Ok(S::RollingBack)
     }
 }
 

@@ -82,9 +82,31 @@ impl Route {
         self.mode.shadow()
     }
 
-    /// Whether the host may send writes now (not frozen).
+    /// Whether the mode lets writes through, ignoring the time: not frozen. Prefer
+    /// [`writes_allowed_at`](Self::writes_allowed_at), which also lets them through once a
+    /// freeze expired.
     pub fn writes_allowed(&self) -> bool {
         !self.mode.is_frozen()
+    }
+
+    /// Whether the host may send writes at `now`: not frozen, or frozen with its `until`
+    /// passed. A freeze is bounded whatever happens to the worker that set it: past `until`
+    /// writes go to the stamp and its shadow, as in dual-write (the migration freezes and
+    /// validates again before it cuts over).
+    ///
+    /// ```
+    /// use stamps::router::Route;
+    /// use stamps::{AssignmentMode, Epoch, StampId, Timestamp};
+    /// let frozen = Route::new(StampId(1), Epoch(4))
+    ///     .with_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) });
+    /// assert!(!frozen.writes_allowed_at(Timestamp::from_millis(4_999)));
+    /// assert!(frozen.writes_allowed_at(Timestamp::from_millis(5_001)));
+    /// ```
+    pub fn writes_allowed_at(&self, now: Timestamp) -> bool {
+        match self.mode {
+            AssignmentMode::Frozen { until, .. } => now > until,
+            _ => true,
+        }
     }
 
     /// For a frozen tenant, how long until the freeze ends at the latest (zero if it should

@@ -4,6 +4,7 @@
 //! scenarios themselves are in [`scenarios`], run by every backend's test binary.
 #![allow(dead_code)]
 
+pub mod operate;
 pub mod scenarios;
 
 use std::any::Any;
@@ -294,7 +295,7 @@ impl World {
         }
         let tenant = TenantId::new(tenant).unwrap();
         registry.assign(&TenantSpec::new(tenant.clone()), SRC).await.unwrap();
-        let plane = ReferenceDataPlane::new([SRC, DST]);
+        let plane = ReferenceDataPlane::new([SRC, DST]).clock(clock.clone());
         for i in 0..50 {
             plane
                 .write_via(registry.as_ref(), &tenant, &format!("seed-{i}"), &format!("s{i}"))
@@ -351,6 +352,19 @@ impl World {
             writers: 3,
             keep: None,
         }
+    }
+
+    /// Loads the tenant's migration that has not ended (as a crashed worker's successor does).
+    pub async fn load_active(&self) -> Migration {
+        let rec = self
+            .registry
+            .migrations(Some(&self.tenant))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| !r.state.is_terminal())
+            .expect("an active migration");
+        self.migrator.load(rec.id).await.unwrap()
     }
 
     pub async fn start(&self) -> Migration {

@@ -468,20 +468,22 @@ pub async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effe
         .insert(keys::LEASE_UNTIL.into(), lease_until.as_millis().to_string());
     world.registry.save_migration(&claimed).await.unwrap();
     holder.reload().await.unwrap();
-    for refused in [
-        holder.step().await.map(|_| ()),
-        holder.rollback("op", "x").await.map(|_| ()),
-    ] {
-        match refused {
-            Err(Error::LeaseHeld { holder, until, .. }) => {
-                assert_eq!((holder.as_str(), until), ("someone-else#1", lease_until));
-            }
-            other => panic!("a live lease of another worker must be LeaseHeld, got {other:?}"),
+    match holder.step().await {
+        Err(Error::LeaseHeld { holder, until, .. }) => {
+            assert_eq!((holder.as_str(), until), ("someone-else#1", lease_until));
         }
+        other => panic!("a live lease of another worker must be LeaseHeld, got {other:?}"),
     }
-    // Once the lease expires, the migration can be resumed by anyone.
+    // An operator's rollback needs no lease: it is queued for the holder, not refused.
+    let state = holder.state();
+    assert_eq!(holder.rollback("op", "x").await.unwrap(), state);
+    assert_eq!(holder.pending_command(), Some(("rollback", "op")));
+    // Once the lease expires, the migration can be resumed by anyone, who honours the command.
     world.clock.advance(Duration::from_secs(31));
-    assert!(matches!(holder.step().await, Ok(StepOutcome::Advanced { .. })));
+    assert!(matches!(
+        holder.step().await,
+        Ok(StepOutcome::Advanced { to: S::RollingBack, .. })
+    ));
 }
 
 pub async fn workers_on_two_threads_racing_for_every_step_never_both_win(b: &Backend) {

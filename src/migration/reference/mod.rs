@@ -27,16 +27,21 @@
 //! ```
 //! use stamps::migration::reference::{ReferenceDataPlane, WriteError};
 //! use stamps::*;
-//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+//! let clock = FakeClock::new();
+//! let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(clock.clone());
 //! let spec = TenantSpec::new(TenantId::new("acme")?);
 //! let route = Assignment::new(spec.clone(), StampId(1), Epoch(3),
 //!     AssignmentMode::DualWrite { shadow: StampId(2) }, Timestamp::ZERO, Timestamp::ZERO);
 //! plane.write(&route, "k", "v1")?;
 //! assert_eq!(plane.get(StampId(2), &spec.id, "k").as_deref(), Some("v1")); // dual-written
+//! let spec_id = spec.id.clone();
 //! let frozen = Assignment::new(spec, StampId(1), Epoch(4),
-//!     AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(9) },
+//!     AssignmentMode::Frozen { shadow: Some(StampId(2)), until: clock.now() + std::time::Duration::from_secs(5) },
 //!     Timestamp::ZERO, Timestamp::ZERO);
 //! assert!(matches!(plane.write(&frozen, "k", "v2"), Err(WriteError::Frozen { .. })));
+//! clock.advance(std::time::Duration::from_secs(6)); // the freeze expired: written as a dual-write
+//! plane.write(&frozen, "k", "v3")?;
+//! assert_eq!(plane.get(StampId(2), &spec_id, "k").as_deref(), Some("v3"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -52,7 +57,7 @@ use super::gate::WriteGate;
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentMode, Epoch, MigrationId, StampId, TenantId};
 use crate::registry::Registry;
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock, Timestamp};
 
 /// The version of a row: the epoch its write was routed by, then a sequence number assigned
 /// by the stamp that served the write. Ordered by epoch first, so a write routed by a newer
@@ -260,6 +265,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct ReferenceDataPlane {
     inner: Arc<Inner>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for ReferenceDataPlane {
@@ -295,6 +301,7 @@ impl ReferenceDataPlane {
                 faults: Mutex::new(HashMap::new()),
                 calls: Mutex::new(HashMap::new()),
             }),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -302,13 +309,40 @@ impl ReferenceDataPlane {
         self.inner.stamps.get(&stamp).ok_or(WriteError::UnknownStamp(stamp))
     }
 
+    /// The clock that decides whether a freeze is over (the system clock unless set; give it
+    /// the migrator's clock in tests on a fake one).
+    ///
+    /// ```
+    /// use stamps::migration::reference::ReferenceDataPlane;
+    /// use stamps::{FakeClock, StampId};
+    /// let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(FakeClock::new());
+    /// # let _ = plane;
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
     /// Writes `key = value` for the route's tenant, routed by `route` (a fresh assignment from
-    /// the registry, or whatever a router has cached): refused while frozen; otherwise applied
-    /// on the serving stamp, then on the shadow, each after its fence admitted the token.
+    /// the registry, or whatever a router has cached): refused while frozen, until the freeze's
+    /// `until` (by [`clock`](Self::clock)); past it, written as a dual-write to the stamp and
+    /// its shadow (the worker that froze is gone or late, and a later cutover freezes again);
+    /// otherwise applied on the serving stamp, then on the shadow, each after its fence
+    /// admitted the token.
     pub fn write(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
-        if let AssignmentMode::Frozen { until, .. } = route.mode {
-            return Err(WriteError::Frozen { until });
-        }
+        let thawed;
+        let route = match route.mode {
+            AssignmentMode::Frozen { until, .. } if until > self.clock.now() => {
+                return Err(WriteError::Frozen { until });
+            }
+            AssignmentMode::Frozen { shadow, .. } => {
+                let mut a = route.clone();
+                a.mode = shadow.map_or(AssignmentMode::Serving, |shadow| AssignmentMode::DualWrite { shadow });
+                thawed = a;
+                &thawed
+            }
+            _ => route,
+        };
         let tenant = route.tenant();
         self.inner.gate.write(tenant, || self.write_gated(route, key, value))
     }
