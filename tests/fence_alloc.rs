@@ -21,6 +21,8 @@ fn fence_tokens_from_a_route_allocate_nothing() {
         shadow: Some(StampId(2)),
         until: Timestamp::from_millis(5),
     };
+    // During the freeze, and once it expired (writes flow as in dual-write).
+    let (during, after) = (Timestamp::from_millis(4), Timestamp::from_millis(5));
     // The stamps' fences, warmed with the tenant so admitting a token does not insert.
     let mut fences = [Fence::new(StampId(1)), Fence::new(StampId(2))];
     for f in &mut fences {
@@ -29,8 +31,8 @@ fn fence_tokens_from_a_route_allocate_nothing() {
     let ((tokens, admitted), allocs, bytes) = count(|| {
         let (mut tokens, mut admitted) = (0usize, 0usize);
         for _ in 0..1_000 {
-            for route in [&serving, &dual, &frozen] {
-                for token in FenceToken::for_route(&tenant, route) {
+            for (route, now) in [(&serving, during), (&dual, during), (&frozen, during), (&frozen, after)] {
+                for token in FenceToken::for_route(&tenant, route, now) {
                     tokens += 1;
                     let fence = &mut fences[(token.stamp.0 - 1) as usize];
                     if fence.admit(&token).is_ok() {
@@ -41,8 +43,8 @@ fn fence_tokens_from_a_route_allocate_nothing() {
         }
         (tokens, admitted)
     });
-    // Serving: 1 token, dual-write: 2, frozen: none (the write waits).
-    assert_eq!((tokens, admitted), (3_000, 3_000));
+    // Serving: 1 token, dual-write: 2, frozen: none (the write waits), the expired freeze: 2.
+    assert_eq!((tokens, admitted), (5_000, 5_000));
     assert_eq!(
         (allocs, bytes),
         (0, 0),

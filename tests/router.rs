@@ -215,7 +215,7 @@ async fn change_events_replace_entries_at_once_and_never_go_back() {
         .unwrap();
     router.sync().await.unwrap();
     let r = router.route("acme").unwrap();
-    assert!(!r.writes_allowed());
+    assert!(!r.writes_allowed_at(clock.now()));
     assert_eq!(r.retry_after(clock.now()), Some(Duration::from_secs(2)));
     let d = registry
         .compare_and_set(a.tenant(), c.epoch, AssignmentChange::move_to(StampId(2)))

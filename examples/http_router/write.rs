@@ -10,8 +10,9 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use stamps::integrations::tower::ResolvedRoute;
+use stamps::migration::{write_with_route, RoutedWriteError, StampRefusal};
 use stamps::router::{Route, RouteError};
-use stamps::{AssignmentMode, Clock, SystemClock, TenantId};
+use stamps::TenantId;
 
 use super::proxy::key_rejected;
 use super::system::Gateway;
@@ -31,36 +32,39 @@ fn route_error(e: RouteError) -> Response {
 
 /// `PUT /kv/{key}`: write to the serving stamp, then (dual-write) to the shadow with the same
 /// row version; acknowledge only when every stamp of the route applied it. A fence rejection
-/// means the route is stale: refresh it and retry (bounded).
+/// (409 from a stamp) means the route is stale: `write_with_route` refreshes it and retries
+/// (bounded).
 pub(crate) async fn proxy_put(State(gw): State<Arc<Gateway>>, Path(key): Path<String>, req: Request) -> Response {
     if let Some(r) = key_rejected(&key) {
         return r;
     }
-    let Some(ResolvedRoute { tenant, mut route }) = req.extensions().get::<ResolvedRoute>().cloned() else {
+    let Some(ResolvedRoute { tenant, .. }) = req.extensions().get::<ResolvedRoute>().cloned() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "route missing");
     };
     let value = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(v) => v,
         Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
     };
-    for _attempt in 0..4 {
-        match write_once(&gw, &tenant, &route, &key, &value).await {
-            WriteResult::Done(r) => return r,
+    let (gw, tenant, key, value) = (&*gw, &tenant, key.as_str(), &value);
+    let written = write_with_route(&gw.router, tenant, 4, |route, tokens| async move {
+        // Two tokens: dual-write (or a freeze that expired), so the shadow gets the write too.
+        match write_once(gw, tenant, &route, tokens.len() > 1, key, value).await {
+            WriteResult::Done(response) => Ok(response),
             WriteResult::Fenced => {
                 gw.fence_refreshes.fetch_add(1, Ordering::Relaxed);
-                // The stamp knows a newer epoch than our route: refresh and retry.
-                let _ = gw.router.invalidate(tenant.as_str());
-                route = match gw.router.resolve(tenant.as_str()).await {
-                    Ok(r) => r,
-                    Err(e) => return route_error(e),
-                };
-                if let Some(wait) = route.retry_after(SystemClock.now()) {
-                    return unavailable("tenant-frozen", wait, "tenant is frozen for a cutover; retry");
-                }
+                Err(StampRefusal::<std::convert::Infallible>::Fenced(None))
             }
         }
+    })
+    .await;
+    match written {
+        Ok(response) => response,
+        Err(RoutedWriteError::Route(e)) => route_error(e),
+        Err(RoutedWriteError::Frozen { retry_after }) => {
+            unavailable("tenant-frozen", retry_after, "tenant is frozen for a cutover; retry")
+        }
+        Err(_) => unavailable("fenced", Duration::from_secs(1), "the route kept changing; retry"),
     }
-    unavailable("fenced", Duration::from_secs(1), "the route kept changing; retry")
 }
 
 enum WriteResult {
@@ -68,7 +72,14 @@ enum WriteResult {
     Fenced,
 }
 
-async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, value: &Bytes) -> WriteResult {
+async fn write_once(
+    gw: &Gateway,
+    tenant: &TenantId,
+    route: &Route,
+    dual: bool,
+    key: &str,
+    value: &Bytes,
+) -> WriteResult {
     let Some(endpoint) = route.endpoint else {
         return WriteResult::Done(unavailable(
             "stamp-endpoint-unknown",
@@ -95,11 +106,7 @@ async fn write_once(gw: &Gateway, tenant: &TenantId, route: &Route, key: &str, v
     if status != StatusCode::OK {
         return WriteResult::Done(relay(status, &headers, body));
     }
-    let Some(shadow) = route
-        .mode
-        .shadow()
-        .filter(|_| matches!(route.mode, AssignmentMode::DualWrite { .. }))
-    else {
+    let Some(shadow) = route.mode.shadow().filter(|_| dual) else {
         return WriteResult::Done(relay(status, &headers, body));
     };
     let Some(shadow_endpoint) = route.shadow_endpoint else {

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId};
 use crate::router::Route;
+use crate::time::Timestamp;
 
 /// What a writer presents to a stamp with every write: "I write tenant `tenant` on `stamp`
 /// under assignment epoch `epoch`". Made from the assignment the writer routed by, so a
@@ -34,8 +35,10 @@ impl FenceToken {
         FenceToken { tenant, stamp, epoch }
     }
 
-    /// The tokens for a write routed by `assignment`: one for the serving stamp and, in
-    /// dual-write, one for the shadow. Empty while the assignment is frozen (writes wait).
+    /// The tokens for a write at `now` routed by `assignment`: one for the serving stamp
+    /// and, in dual-write, one for the shadow. Empty while the assignment is frozen at `now`
+    /// (writes wait); once a freeze expired, the tokens of dual-write to its shadow (the
+    /// stamp's fence admits them at the freeze's epoch, and a later cutover freezes again).
     /// Allocates nothing (see [`RouteTokens`]).
     ///
     /// ```
@@ -44,39 +47,45 @@ impl FenceToken {
     /// let spec = TenantSpec::new(TenantId::new("acme")?);
     /// let a = Assignment::new(spec, StampId(1), Epoch(4), AssignmentMode::DualWrite { shadow: StampId(2) },
     ///     Timestamp::ZERO, Timestamp::ZERO);
-    /// let stamps: Vec<_> = FenceToken::for_write(&a).map(|t| t.stamp).collect();
+    /// let stamps: Vec<_> = FenceToken::for_write(&a, Timestamp::ZERO).map(|t| t.stamp).collect();
     /// assert_eq!(stamps, [StampId(1), StampId(2)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_write(assignment: &Assignment) -> RouteTokens {
+    pub fn for_write(assignment: &Assignment, now: Timestamp) -> RouteTokens {
         RouteTokens::new(
             assignment.tenant(),
             assignment.stamp,
             assignment.epoch,
-            &assignment.mode,
+            assignment.mode.at(now),
         )
     }
 
-    /// The tokens for a write to `tenant` routed by a router's [`Route`]: one for the serving
-    /// stamp and, in dual-write, one for the shadow; none while the route is frozen. This is
-    /// the hot path of a host's writes, so it allocates nothing: the tokens live in the
-    /// returned fixed-size iterator and the tenant id is shared, not copied.
+    /// The tokens for a write to `tenant` at `now` routed by a router's [`Route`]: one for
+    /// the serving stamp and, in dual-write, one for the shadow; none while the route is
+    /// frozen at `now` ([`Route::writes_allowed_at`]); an expired freeze gives dual-write's.
+    /// This is the hot path of a host's writes, so it allocates nothing: the tokens live in
+    /// the returned fixed-size iterator and the tenant id is shared, not copied.
     ///
     /// ```
     /// use stamps::migration::FenceToken;
     /// use stamps::router::Route;
-    /// use stamps::{AssignmentMode, Epoch, StampId, TenantId};
+    /// use stamps::{AssignmentMode, Epoch, StampId, TenantId, Timestamp};
     /// let acme = TenantId::new("acme")?;
     /// let mut route = Route::new(StampId(1), Epoch(4));
     /// route.mode = AssignmentMode::DualWrite { shadow: StampId(2) };
-    /// let tokens = FenceToken::for_route(&acme, &route);
+    /// let tokens = FenceToken::for_route(&acme, &route, Timestamp::ZERO);
     /// assert_eq!(tokens.len(), 2);
     /// let shown: Vec<String> = tokens.map(|t| t.to_string()).collect();
     /// assert_eq!(shown, ["acme@stamp-001/e4", "acme@stamp-002/e4"]);
+    ///
+    /// // Frozen for a cutover until t = 5 s: no tokens before, dual-write's after.
+    /// route.mode = AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) };
+    /// assert_eq!(FenceToken::for_route(&acme, &route, Timestamp::from_millis(4_999)).len(), 0);
+    /// assert_eq!(FenceToken::for_route(&acme, &route, Timestamp::from_millis(5_000)).len(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_route(tenant: &TenantId, route: &Route) -> RouteTokens {
-        RouteTokens::new(tenant, route.stamp, route.epoch, &route.mode)
+    pub fn for_route(tenant: &TenantId, route: &Route, now: Timestamp) -> RouteTokens {
+        RouteTokens::new(tenant, route.stamp, route.epoch, route.mode.at(now))
     }
 }
 
@@ -87,8 +96,9 @@ impl FenceToken {
 /// ```
 /// use stamps::migration::{FenceToken, RouteTokens};
 /// use stamps::router::Route;
-/// use stamps::{Epoch, StampId, TenantId};
-/// let tokens: RouteTokens = FenceToken::for_route(&TenantId::new("acme")?, &Route::new(StampId(3), Epoch(1)));
+/// use stamps::{Epoch, StampId, TenantId, Timestamp};
+/// let route = Route::new(StampId(3), Epoch(1));
+/// let tokens: RouteTokens = FenceToken::for_route(&TenantId::new("acme")?, &route, Timestamp::ZERO);
 /// assert_eq!(tokens.map(|t| t.stamp).collect::<Vec<_>>(), [StampId(3)]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -99,7 +109,7 @@ pub struct RouteTokens {
 }
 
 impl RouteTokens {
-    fn new(tenant: &TenantId, stamp: StampId, epoch: Epoch, mode: &AssignmentMode) -> Self {
+    fn new(tenant: &TenantId, stamp: StampId, epoch: Epoch, mode: AssignmentMode) -> Self {
         if mode.is_frozen() {
             return RouteTokens {
                 tokens: [None, None],

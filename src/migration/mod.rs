@@ -100,6 +100,7 @@ mod plan;
 pub mod reference;
 mod steps;
 mod worker;
+mod write;
 
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ pub use gate::WriteGate;
 pub use migrator::Migrator;
 pub use plan::{MigrationPlan, PlanCheck};
 pub use worker::{Migration, RunOutcome, StepOutcome};
+pub use write::{write_with_route, RoutedWriteError, StampRefusal};
 
 use crate::error::{InvalidInput, Result};
 

@@ -96,9 +96,44 @@ impl AssignmentMode {
         }
     }
 
-    /// Whether writes are paused.
+    /// Whether the mode is a freeze, ignoring the time. Writes are paused only until the
+    /// freeze's `until`: see [`is_frozen_at`](Self::is_frozen_at).
     pub fn is_frozen(&self) -> bool {
         matches!(self, AssignmentMode::Frozen { .. })
+    }
+
+    /// Whether writes are paused at `now`: a freeze whose `until` has not come yet. A freeze
+    /// is bounded whatever happens to the worker that set it: from `until` on, writes flow as
+    /// in dual-write (see [`at`](Self::at)), and a later cutover freezes and validates again.
+    ///
+    /// ```
+    /// use stamps::{AssignmentMode, StampId, Timestamp};
+    /// let m = AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) };
+    /// assert!(m.is_frozen_at(Timestamp::from_millis(4_999)));
+    /// assert!(!m.is_frozen_at(Timestamp::from_millis(5_000)));
+    /// assert!(!AssignmentMode::Serving.is_frozen_at(Timestamp::ZERO));
+    /// ```
+    pub fn is_frozen_at(&self, now: Timestamp) -> bool {
+        matches!(self, AssignmentMode::Frozen { until, .. } if now < *until)
+    }
+
+    /// The mode writes follow at `now`: the mode itself, except that an expired freeze is
+    /// dual-write to its shadow (or serving if it has none). The one rule every write path
+    /// (router, fence tokens, data planes) applies, so they agree to the millisecond.
+    ///
+    /// ```
+    /// use stamps::{AssignmentMode, StampId, Timestamp};
+    /// let m = AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) };
+    /// assert_eq!(m.at(Timestamp::from_millis(4_000)), m);
+    /// assert_eq!(m.at(Timestamp::from_millis(5_000)), AssignmentMode::DualWrite { shadow: StampId(2) });
+    /// ```
+    pub fn at(&self, now: Timestamp) -> AssignmentMode {
+        match *self {
+            AssignmentMode::Frozen { shadow, until } if now >= until => {
+                shadow.map_or(AssignmentMode::Serving, |shadow| AssignmentMode::DualWrite { shadow })
+            }
+            mode => mode,
+        }
     }
 
     /// The mode's name.

@@ -27,7 +27,7 @@ use crate::time::Timestamp;
 /// use std::time::Duration;
 /// let r = Route::new(StampId(1), Epoch(7)).with_endpoint(Some("https://s1.internal"));
 /// assert_eq!(r.stamp, StampId(1));
-/// assert!(!r.stale && r.writes_allowed());
+/// assert!(!r.stale && r.writes_allowed_at(Timestamp::from_millis(4_000)));
 /// let frozen = r.with_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) });
 /// assert_eq!(frozen.retry_after(Timestamp::from_millis(4_000)), Some(Duration::from_secs(1)));
 /// ```
@@ -82,17 +82,10 @@ impl Route {
         self.mode.shadow()
     }
 
-    /// Whether the mode lets writes through, ignoring the time: not frozen. Prefer
-    /// [`writes_allowed_at`](Self::writes_allowed_at), which also lets them through once a
-    /// freeze expired.
-    pub fn writes_allowed(&self) -> bool {
-        !self.mode.is_frozen()
-    }
-
     /// Whether the host may send writes at `now`: not frozen, or frozen with its `until`
-    /// passed. A freeze is bounded whatever happens to the worker that set it: past `until`
-    /// writes go to the stamp and its shadow, as in dual-write (the migration freezes and
-    /// validates again before it cuts over).
+    /// reached ([`AssignmentMode::is_frozen_at`]). A freeze is bounded whatever happens to the
+    /// worker that set it: from `until` on writes go to the stamp and its shadow, as in
+    /// dual-write (the migration freezes and validates again before it cuts over).
     ///
     /// ```
     /// use stamps::router::Route;
@@ -100,20 +93,28 @@ impl Route {
     /// let frozen = Route::new(StampId(1), Epoch(4))
     ///     .with_mode(AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) });
     /// assert!(!frozen.writes_allowed_at(Timestamp::from_millis(4_999)));
-    /// assert!(frozen.writes_allowed_at(Timestamp::from_millis(5_001)));
+    /// assert!(frozen.writes_allowed_at(Timestamp::from_millis(5_000)));
     /// ```
     pub fn writes_allowed_at(&self, now: Timestamp) -> bool {
-        match self.mode {
-            AssignmentMode::Frozen { until, .. } => now > until,
-            _ => true,
-        }
+        !self.mode.is_frozen_at(now)
     }
 
-    /// For a frozen tenant, how long until the freeze ends at the latest (zero if it should
-    /// have ended already); `None` when writes are allowed. Hosts put it in `Retry-After`.
+    /// For a tenant frozen at `now`, how long until the freeze ends at the latest; `None`
+    /// when writes are allowed (including once a freeze expired). Hosts put it in
+    /// `Retry-After`.
+    ///
+    /// ```
+    /// use stamps::router::Route;
+    /// use stamps::{AssignmentMode, Epoch, StampId, Timestamp};
+    /// use std::time::Duration;
+    /// let frozen = Route::new(StampId(1), Epoch(4))
+    ///     .with_mode(AssignmentMode::Frozen { shadow: None, until: Timestamp::from_millis(5_000) });
+    /// assert_eq!(frozen.retry_after(Timestamp::from_millis(4_000)), Some(Duration::from_secs(1)));
+    /// assert_eq!(frozen.retry_after(Timestamp::from_millis(5_000)), None);
+    /// ```
     pub fn retry_after(&self, now: Timestamp) -> Option<Duration> {
         match self.mode {
-            AssignmentMode::Frozen { until, .. } => Some(until.saturating_since(now)),
+            AssignmentMode::Frozen { until, .. } if now < until => Some(until.saturating_since(now)),
             _ => None,
         }
     }

@@ -330,28 +330,22 @@ impl ReferenceDataPlane {
     /// otherwise applied on the serving stamp, then on the shadow, each after its fence
     /// admitted the token.
     pub fn write(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
-        let thawed;
-        let route = match route.mode {
-            AssignmentMode::Frozen { until, .. } if until > self.clock.now() => {
+        let now = self.clock.now();
+        if let AssignmentMode::Frozen { until, .. } = route.mode {
+            if route.mode.is_frozen_at(now) {
                 return Err(WriteError::Frozen { until });
             }
-            AssignmentMode::Frozen { shadow, .. } => {
-                let mut a = route.clone();
-                a.mode = shadow.map_or(AssignmentMode::Serving, |shadow| AssignmentMode::DualWrite { shadow });
-                thawed = a;
-                &thawed
-            }
-            _ => route,
-        };
-        let tenant = route.tenant();
-        self.inner.gate.write(tenant, || self.write_gated(route, key, value))
+        }
+        self.inner
+            .gate
+            .write(route.tenant(), || self.write_gated(route, now, key, value))
     }
 
-    fn write_gated(&self, route: &Assignment, key: &str, value: &str) -> Result<WriteAck, WriteError> {
+    fn write_gated(&self, route: &Assignment, now: Timestamp, key: &str, value: &str) -> Result<WriteAck, WriteError> {
         let tenant = route.tenant();
         let mut version = None;
         let mut applied = 0;
-        for token in FenceToken::for_write(route) {
+        for token in FenceToken::for_write(route, now) {
             let store = self.store(token.stamp)?;
             let mut st = store.lock();
             st.fence.admit(&token).map_err(|rejection| WriteError::Fenced {
