@@ -69,3 +69,13 @@ pub const COMMAND_REJECTED: &str = "command.rejected";
 pub const PAUSED_BY: &str = "paused.by";
 /// Why it was paused.
 pub const PAUSED_REASON: &str = "paused.reason";
+/// The stamp an operator kept when resolving a `Failed` migration.
+pub const RESOLUTION_KEPT: &str = "resolution.kept";
+/// Who resolved it.
+pub const RESOLUTION_BY: &str = "resolution.by";
+/// Why, in the operator's words.
+pub const RESOLUTION_REASON: &str = "resolution.reason";
+/// The assignment epoch at which the dropped stamp gave the tenant up.
+pub const RESOLUTION_EPOCH: &str = "resolution.epoch";
+/// When the resolution finished (ms); present once it did.
+pub const RESOLVED_AT: &str = "resolution.at";

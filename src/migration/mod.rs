@@ -98,6 +98,7 @@ mod migrator;
 mod operate;
 mod plan;
 pub mod reference;
+mod resolve;
 mod steps;
 mod worker;
 mod write;
@@ -112,6 +113,7 @@ pub use fence::{Fence, FenceRejection, FenceToken, RouteTokens};
 pub use gate::WriteGate;
 pub use migrator::Migrator;
 pub use plan::{MigrationPlan, PlanCheck};
+pub use resolve::{Resolution, ResolveError};
 pub use worker::{Migration, RunOutcome, StepOutcome};
 pub use write::{write_with_route, RoutedWriteError, StampRefusal};
 

@@ -40,12 +40,17 @@ impl Migrator {
             assignment.mode == AssignmentMode::Serving,
             assignment.mode.to_string(),
         ));
-        let active: Vec<MigrationId> = self
-            .registry
-            .migrations(Some(tenant))
-            .await?
-            .into_iter()
+        let history = self.registry.migrations(Some(tenant)).await?;
+        let active: Vec<MigrationId> = history
+            .iter()
             .filter(|m| !m.state.is_terminal())
+            .map(|m| m.id)
+            .collect();
+        // A failed migration may have left copies on both stamps (a cleanup or rollback that
+        // stopped halfway): a new one would merge stale rows back. An operator closes it first.
+        let unresolved: Vec<MigrationId> = history
+            .iter()
+            .filter(|m| m.state == S::Failed && super::resolve::resolution_of(m).is_none())
             .map(|m| m.id)
             .collect();
         checks.push(PlanCheck::new(
@@ -55,6 +60,19 @@ impl Migrator {
                 "none".to_string()
             } else {
                 active.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            },
+        ));
+        checks.push(PlanCheck::new(
+            "no failed migration of the tenant left unresolved (Migration::resolve_failed)",
+            unresolved.is_empty(),
+            if unresolved.is_empty() {
+                "none".to_string()
+            } else {
+                unresolved
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         ));
         if destination != source {
