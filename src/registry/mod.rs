@@ -339,14 +339,37 @@ pub trait RegistryExt: Registry {
             .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))
     }
 
-    /// Every assignment, read page by page.
+    /// Every assignment, read page by page in tenant order. A backend whose pages do not
+    /// advance (a tenant not after the previous one, a page longer than asked) gives
+    /// [`Error::Corrupt`] instead of looping.
     async fn all_assignments(&self) -> Result<Vec<Assignment>> {
+        const PAGE: usize = 1000;
         let mut out: Vec<Assignment> = Vec::new();
         loop {
             let after = out.last().map(|a| a.tenant().clone());
-            let page = self.assignments(after.as_ref(), 1000).await?;
-            let done = page.len() < 1000;
-            out.extend(page);
+            let page = self.assignments(after.as_ref(), PAGE).await?;
+            let done = page.len() < PAGE;
+            if page.len() > PAGE {
+                return Err(Error::Corrupt {
+                    what: "assignment listing".into(),
+                    reason: format!("asked for {PAGE}, got {}", page.len()),
+                });
+            }
+            for a in page {
+                if let Some(prev) = out.last() {
+                    if a.tenant() <= prev.tenant() {
+                        return Err(Error::Corrupt {
+                            what: "assignment listing".into(),
+                            reason: format!(
+                                "{} listed after {}: pages must be in tenant order",
+                                a.tenant(),
+                                prev.tenant()
+                            ),
+                        });
+                    }
+                }
+                out.push(a);
+            }
             if done {
                 return Ok(out);
             }
