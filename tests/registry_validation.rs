@@ -104,6 +104,46 @@ async fn refuses_what_it_cannot_read_back(r: &impl Registry) {
     bad.data.insert("k\0".into(), "v".into());
     assert!(is_invalid(r.save_migration(&bad).await));
     assert_eq!(r.migration(rec.id).await.unwrap(), Some(rec));
+
+    // A freeze ending past 2^63 ms fitted in memory but not in PostgreSQL: both refuse it.
+    let before = head(r).await;
+    let now = r.require_assignment(&big).await.unwrap();
+    for until in [
+        Timestamp::from_millis(i64::MAX as u64 + 1),
+        Timestamp::from_millis(u64::MAX),
+    ] {
+        let frozen = AssignmentMode::Frozen {
+            shadow: Some(StampId(2)),
+            until,
+        };
+        assert!(is_invalid(
+            r.compare_and_set(&big, now.epoch, AssignmentChange::set_mode(frozen))
+                .await
+        ));
+        let moved = AssignmentChange::move_with_mode(StampId(2), AssignmentMode::Frozen { shadow: None, until });
+        assert!(is_invalid(r.compare_and_set(&big, now.epoch, moved).await));
+    }
+    let latest = AssignmentMode::Frozen {
+        shadow: Some(StampId(2)),
+        until: Timestamp::from_millis(i64::MAX as u64),
+    };
+    let frozen = r
+        .compare_and_set(&big, now.epoch, AssignmentChange::set_mode(latest))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.require_assignment(&big).await.unwrap().mode,
+        latest,
+        "the largest storable freeze reads back"
+    );
+    assert_eq!(
+        head(r).await.0,
+        before.0 + 1,
+        "only the storable freeze appended a change"
+    );
+    r.compare_and_set(&big, frozen.epoch, AssignmentChange::set_mode(AssignmentMode::Serving))
+        .await
+        .unwrap();
     reads_work(r).await;
 }
 

@@ -136,6 +136,30 @@ impl AssignmentMode {
         }
     }
 
+    /// Checks what every stored mode must satisfy: a freeze's `until` fits a signed 64-bit
+    /// millisecond count (what every registry can store and read back). Registries call it
+    /// through [`Assignment::validate`] and [`AssignmentChange::validate`].
+    ///
+    /// ```
+    /// use stamps::{AssignmentMode, StampId, Timestamp};
+    /// let ok = AssignmentMode::Frozen { shadow: Some(StampId(2)), until: Timestamp::from_millis(5_000) };
+    /// assert!(ok.validate().is_ok());
+    /// let far = AssignmentMode::Frozen { shadow: None, until: Timestamp::from_millis(u64::MAX) };
+    /// assert!(far.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            AssignmentMode::Frozen { until, .. } if i64::try_from(until.as_millis()).is_err() => {
+                Err(InvalidInput::new(
+                    "until",
+                    "a freeze must end before 2^63 ms after the Unix epoch (freezes are bounded by max_freeze)",
+                )
+                .into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The mode's name.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -235,6 +259,7 @@ impl Assignment {
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         self.spec.validate()?;
+        self.mode.validate()?;
         if self.mode.shadow() == Some(self.stamp) {
             return Err(shadow_is_serving());
         }
@@ -355,10 +380,15 @@ impl AssignmentChange {
     /// assert!(AssignmentChange::move_to(StampId(2)).by("a\0").validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
-        if let ChangeAction::Move { to, mode } = &self.action {
-            if mode.shadow() == Some(*to) {
-                return Err(shadow_is_serving());
+        match &self.action {
+            ChangeAction::Move { to, mode } => {
+                mode.validate()?;
+                if mode.shadow() == Some(*to) {
+                    return Err(shadow_is_serving());
+                }
             }
+            ChangeAction::SetMode(mode) => mode.validate()?,
+            ChangeAction::Resize(_) => {}
         }
         if let Some(actor) = &self.actor {
             super::names::validate_text("actor", actor)?;
