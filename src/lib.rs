@@ -11,6 +11,9 @@ pub mod integrations;
 pub mod migration;
 pub mod model;
 pub mod placement;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod reconcile;
 pub mod registry;
 pub mod router;
 pub mod time;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! testing
-//! integrations
+//! integrations   reconcile
 //! migration
 //! router
 //! health
@@ -60,6 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "capacity",
         ],
     ),
+    ("reconcile", &["model", "error", "time", "registry", "migration"]),
     (
         "testing",
         &[
@@ -74,6 +75,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "placement",
             "capacity",
             "integrations",
+            "reconcile",
         ],
     ),
 ];

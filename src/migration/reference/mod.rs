@@ -547,6 +547,28 @@ impl ReferenceDataPlane {
         self.inner.faults.lock().entry(op).or_default().push_back(error);
     }
 
+    /// Test hook: deletes every row of `tenant` on `stamp`, bypassing fences and drivers (a
+    /// lost disk, a bad restore), so reconciliation has something to find.
+    ///
+    /// ```
+    /// use stamps::migration::reference::ReferenceDataPlane;
+    /// use stamps::migration::FenceToken;
+    /// use stamps::{Epoch, StampId, TenantId};
+    /// let plane = ReferenceDataPlane::new([StampId(1)]);
+    /// let acme = TenantId::new("acme")?;
+    /// plane.apply(&FenceToken::new(acme.clone(), StampId(1), Epoch(1)), "k", "v", None)?;
+    /// plane.lose(StampId(1), &acme);
+    /// assert!(plane.row_counts(StampId(1)).is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lose(&self, stamp: StampId, tenant: &TenantId) {
+        if let Some(store) = self.inner.stamps.get(&stamp) {
+            if let Some(t) = store.lock().tenants.get_mut(tenant) {
+                t.rows.clear();
+            }
+        }
+    }
+
     /// Test hook: writes a row on `stamp` bypassing routes and fences, with a version no write
     /// can beat, so validation reports a mismatch until it is removed.
     pub fn corrupt(&self, stamp: StampId, tenant: &TenantId, key: &str, value: &str) {
