@@ -83,7 +83,7 @@ async fn the_dry_run_writes_nothing_and_infeasible_plans_cannot_start() {
     // One migration per tenant at a time.
     let plan = world.migrator.plan(&world.tenant, DST).await.unwrap();
     let m = world.migrator.start(&plan, "op").await.unwrap();
-    assert_eq!(m.record().data.get(keys::INITIATED_BY).map(String::as_str), Some("op"));
+    assert_eq!(m.progress().initiated_by.as_deref(), Some("op"));
     let again = world.migrator.plan(&world.tenant, DST).await.unwrap();
     assert!(!again.is_feasible());
     assert!(matches!(
@@ -152,7 +152,7 @@ async fn an_assignment_changed_behind_the_migration_stops_it_in_failed_without_t
             to: S::Failed
         }
     );
-    assert_eq!(m.failure().map(|f| f.0), Some("importing"));
+    assert_eq!(m.failure().map(|f| f.0), Some(MigrationState::Importing));
     assert!(m.failure().is_some_and(|f| f.1.contains("does not expect")));
     assert_eq!(world.registry.require_assignment(&world.tenant).await.unwrap(), moved);
     assert_eq!(world.plane.calls(DriverOp::Rollback), 0);
@@ -350,7 +350,7 @@ async fn run_times_out_stuck_steps_retries_with_backoff_and_completes() {
         DST
     );
     // The retried states persisted their attempts while in progress; none remain afterwards.
-    assert!(!m.record().data.contains_key(keys::ATTEMPT));
+    assert_eq!(m.progress().attempt, 0);
 }
 
 #[cfg(feature = "tokio")]
@@ -369,7 +369,7 @@ async fn run_gives_up_retrying_after_max_attempts_and_rolls_back() {
     let plan = migrator.plan(&world.tenant, DST).await.unwrap();
     let mut m = migrator.start(&plan, "op").await.unwrap();
     assert_eq!(m.run().await.unwrap(), RunOutcome::Finished(S::RolledBack));
-    assert_eq!(m.failure().map(|f| f.0), Some("snapshotting"));
+    assert_eq!(m.failure().map(|f| f.0), Some(MigrationState::Snapshotting));
     assert!(m.failure().is_some_and(|f| f.1.contains("lagging")));
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::driver::{AlwaysHealthy, DynMigrationDriver, SoakCheck};
-use super::{keys, Migration, MigrationConfig, MigrationPlan};
+use super::{Migration, MigrationConfig, MigrationPlan, Progress};
 use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord};
 use crate::registry::DynRegistry;
@@ -135,7 +135,7 @@ impl Migrator {
     /// let plan = migrator.plan(&t, StampId(2)).await?;
     /// let m = migrator.start(&plan, "carol (ticket OPS-1234)").await?;
     /// assert_eq!(m.state(), MigrationState::Planned);
-    /// assert_eq!(m.record().data[keys::INITIATED_BY], "carol (ticket OPS-1234)");
+    /// assert_eq!(m.progress().initiated_by.as_deref(), Some("carol (ticket OPS-1234)"));
     /// # Ok(()) }
     /// ```
     pub async fn start(&self, plan: &MigrationPlan, initiated_by: &str) -> Result<Migration> {
@@ -156,14 +156,18 @@ impl Migrator {
             return Err(Error::epoch_conflict(plan.epoch, current.epoch));
         }
         let mut record = MigrationRecord::planned(plan.tenant.clone(), plan.source, plan.destination);
-        record.data.insert(keys::INITIATED_BY.into(), initiated_by.to_string());
-        record.data.insert(keys::PLANNED_EPOCH.into(), plan.epoch.0.to_string());
+        let progress = Progress {
+            initiated_by: Some(initiated_by.to_string()),
+            planned_epoch: Some(plan.epoch),
+            ..Progress::default()
+        };
+        super::progress::encode(&progress, &mut record.data);
         let record = self.registry.create_migration(record).await?;
         trace_event!(
             migration = %record.id, tenant = %record.tenant, source = %record.source,
             destination = %record.destination, initiated_by, "migration started"
         );
-        Ok(self.adopt(record))
+        self.adopt(record)
     }
 
     /// Resumes a migration from its persisted record (after a crash, on another worker, from
@@ -197,16 +201,19 @@ impl Migrator {
             .migration(id)
             .await?
             .ok_or(Error::NotFound(Subject::Migration(id)))?;
-        Ok(self.adopt(record))
+        self.adopt(record)
     }
 
-    fn adopt(&self, record: MigrationRecord) -> Migration {
+    /// A worker for `record`; [`Error::Corrupt`] if its progress cannot be read.
+    fn adopt(&self, record: MigrationRecord) -> Result<Migration> {
+        let progress = super::progress::decode(&record)?;
         let n = NEXT_WORKER.fetch_add(1, Ordering::Relaxed);
-        Migration {
+        Ok(Migration {
             migrator: self.clone(),
             worker: format!("{}#{n}", self.worker),
             record,
+            progress,
             unsure: false,
-        }
+        })
     }
 }

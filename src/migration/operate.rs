@@ -4,8 +4,9 @@
 //! revision moved on) and honoured by the lease holder at its next step boundary, or by any
 //! worker once the lease expired.
 
+use super::progress::{CommandKind as Command, Paused, PendingCommand, Progress, Update};
 use super::worker::StepOutcome;
-use super::{keys, Migration};
+use super::Migration;
 use crate::error::{Error, Result};
 use crate::model::{MigrationRecord, MigrationState};
 
@@ -14,64 +15,17 @@ use MigrationState as S;
 /// How many times an operator's write is retried when workers keep moving the revision on.
 const OPERATOR_RETRIES: u32 = 20;
 
-/// Keys an operator writes without the lease.
-const OPERATOR_KEYS: [&str; 7] = [
-    keys::COMMAND,
-    keys::COMMAND_BY,
-    keys::COMMAND_REASON,
-    keys::COMMAND_AT,
-    keys::COMMAND_REJECTED,
-    keys::PAUSED_BY,
-    keys::PAUSED_REASON,
-];
-
-/// A command queued for the lease holder.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Command {
-    Cancel,
-    Rollback,
-}
-
-impl Command {
-    fn as_str(self) -> &'static str {
-        match self {
-            Command::Cancel => "cancel",
-            Command::Rollback => "rollback",
-        }
+/// Whether the command applies to `state`, with the error if not.
+fn check(cmd: Command, state: MigrationState) -> Result<()> {
+    match cmd {
+        Command::Cancel if state.is_cancellable() => Ok(()),
+        Command::Cancel => Err(Error::InvalidTransition {
+            what: "migration",
+            from: state.as_str(),
+            to: S::Cancelled.as_str(),
+        }),
+        Command::Rollback => state.transition(S::RollingBack).map(|_| ()),
     }
-
-    fn parse(s: &str) -> Option<Command> {
-        match s {
-            "cancel" => Some(Command::Cancel),
-            "rollback" => Some(Command::Rollback),
-            _ => None,
-        }
-    }
-
-    /// Whether the command applies to `state`, with the error if not.
-    fn check(self, state: MigrationState) -> Result<()> {
-        match self {
-            Command::Cancel if state.is_cancellable() => Ok(()),
-            Command::Cancel => Err(Error::InvalidTransition {
-                what: "migration",
-                from: state.as_str(),
-                to: S::Cancelled.as_str(),
-            }),
-            Command::Rollback => state.transition(S::RollingBack).map(|_| ()),
-        }
-    }
-}
-
-/// Whether `a` and `b` differ only in what an operator writes without the lease.
-fn same_but_operator_keys(a: &MigrationRecord, b: &MigrationRecord) -> bool {
-    let strip = |r: &MigrationRecord| {
-        let mut d = r.data.clone();
-        for k in OPERATOR_KEYS {
-            d.remove(k);
-        }
-        d
-    };
-    a.state == b.state && strip(a) == strip(b)
 }
 
 impl Migration {
@@ -125,9 +79,8 @@ impl Migration {
 
     /// The command an operator queued for the lease holder (`cancel` or `rollback`), with who
     /// asked, as this worker last read the record.
-    pub fn pending_command(&self) -> Option<(&str, &str)> {
-        let d = &self.record.data;
-        Some((d.get(keys::COMMAND)?.as_str(), d.get(keys::COMMAND_BY)?.as_str()))
+    pub fn pending_command(&self) -> Option<&PendingCommand> {
+        self.progress.command.as_ref()
     }
 
     /// Pauses the migration on behalf of `by`: from the next step boundary on, every
@@ -160,9 +113,11 @@ impl Migration {
     /// ```
     pub async fn pause(&mut self, by: &str, reason: &str) -> Result<()> {
         let (by, reason) = (by.to_string(), reason.to_string());
-        self.operator_write(move |rec| {
-            rec.data.insert(keys::PAUSED_BY.into(), by.clone());
-            rec.data.insert(keys::PAUSED_REASON.into(), reason.clone());
+        self.operator_write(move |p| {
+            p.paused = Some(Paused {
+                by: by.clone(),
+                reason: reason.clone(),
+            });
             Ok(())
         })
         .await
@@ -171,10 +126,9 @@ impl Migration {
     /// Lifts a [`pause`](Self::pause) on behalf of `by`; steps work again. Needs no lease.
     pub async fn resume(&mut self, by: &str) -> Result<()> {
         let by = by.to_string();
-        self.operator_write(move |rec| {
-            if rec.data.remove(keys::PAUSED_BY).is_some() {
-                rec.data.remove(keys::PAUSED_REASON);
-                trace_event!(migration = %rec.id, by = %by, "migration resumed");
+        self.operator_write(move |p| {
+            if p.paused.take().is_some() {
+                trace_event!(by = %by, "migration resumed");
                 let _ = &by; // read only by tracing
             }
             Ok(())
@@ -183,23 +137,19 @@ impl Migration {
     }
 
     /// Who paused the migration and why, as this worker last read the record.
-    pub fn paused(&self) -> Option<(&str, &str)> {
-        let d = &self.record.data;
-        Some((
-            d.get(keys::PAUSED_BY)?.as_str(),
-            d.get(keys::PAUSED_REASON).map_or("", String::as_str),
-        ))
+    pub fn paused(&self) -> Option<&Paused> {
+        self.progress.paused.as_ref()
     }
 
     /// Re-reads the record, applies `edit` and saves it (revision-checked), again on a fresh
     /// read whenever a worker moved the revision on.
-    async fn operator_write(&mut self, mut edit: impl FnMut(&mut MigrationRecord) -> Result<()>) -> Result<()> {
+    async fn operator_write(&mut self, mut edit: impl FnMut(&mut Progress) -> Result<()>) -> Result<()> {
         let mut last = None;
         for _ in 0..OPERATOR_RETRIES {
             self.reload().await?;
-            let mut rec = self.record.clone();
-            edit(&mut rec)?;
-            match self.save(rec, false).await {
+            let mut p = self.progress.clone();
+            edit(&mut p)?;
+            match self.save(self.record.clone(), p, false).await {
                 Ok(()) => return Ok(()),
                 Err(e @ Error::Conflict(_)) => last = Some(e),
                 Err(e) => return Err(e),
@@ -213,24 +163,26 @@ impl Migration {
         for _ in 0..OPERATOR_RETRIES {
             self.reload().await?;
             let state = self.record.state;
-            cmd.check(state)?;
+            check(cmd, state)?;
             let now = self.migrator.clock.now();
             let attempt = match self.check_lease(now) {
                 Ok(()) => self.apply(cmd, by, reason).await.map(|()| self.record.state),
                 Err(Error::LeaseHeld { holder, until, .. }) => {
-                    let mut rec = self.record.clone();
-                    rec.data.insert(keys::COMMAND.into(), cmd.as_str().into());
-                    rec.data.insert(keys::COMMAND_BY.into(), by.into());
-                    rec.data.insert(keys::COMMAND_REASON.into(), reason.into());
-                    rec.data.insert(keys::COMMAND_AT.into(), now.as_millis().to_string());
-                    rec.data.remove(keys::COMMAND_REJECTED);
+                    let mut p = self.progress.clone();
+                    p.command = Some(PendingCommand {
+                        kind: cmd,
+                        by: by.into(),
+                        reason: reason.into(),
+                        at: now,
+                    });
+                    p.command_rejected = None;
                     trace_event!(
                         migration = %self.record.id, command = cmd.as_str(), holder = %holder, until = %until,
                         "command queued for the lease holder"
                     );
                     let _ = (&holder, until); // read only by tracing
 
-                    self.save(rec, false).await.map(|()| state)
+                    self.save(self.record.clone(), p, false).await.map(|()| state)
                 }
                 Err(e) => return Err(e),
             };
@@ -246,21 +198,19 @@ impl Migration {
     /// worker holds a live lease), clearing any queued command.
     async fn apply(&mut self, cmd: Command, by: &str, reason: &str) -> Result<()> {
         let state = self.record.state;
-        for k in [keys::COMMAND, keys::COMMAND_BY, keys::COMMAND_REASON, keys::COMMAND_AT] {
-            self.record.data.remove(k);
-        }
+        self.progress.command = None;
         let (next, outcome) = match cmd {
             Command::Cancel if state == S::Planned => (S::Cancelled, S::Cancelled),
             Command::Cancel => (S::RollingBack, S::Cancelled),
             Command::Rollback => (S::RollingBack, S::RolledBack),
         };
         let mut updates = vec![
-            (keys::ROLLBACK_REASON, reason.to_string()),
-            (keys::ROLLBACK_BY, by.to_string()),
+            Update::RollbackReason(reason.to_string()),
+            Update::RollbackBy(by.to_string()),
         ];
         if next == S::RollingBack {
-            updates.push((keys::ROLLBACK_FROM, state.as_str().to_string()));
-            updates.push((keys::ROLLBACK_OUTCOME, outcome.as_str().to_string()));
+            updates.push(Update::RollbackFrom(state));
+            updates.push(Update::RollbackOutcome(outcome));
         }
         self.commit(next, updates).await.map(|_| ())
     }
@@ -268,57 +218,43 @@ impl Migration {
     /// At a step boundary, with the lease free or ours: honours a queued command. `Some` when
     /// it moved the migration; a command that no longer applies is recorded as rejected.
     pub(super) async fn honour_command(&mut self) -> Result<Option<StepOutcome>> {
-        let Some(raw) = self.record.data.get(keys::COMMAND).cloned() else {
+        let Some(PendingCommand { kind, by, reason, .. }) = self.progress.command.clone() else {
             return Ok(None);
         };
-        let d = &self.record.data;
-        let by = d.get(keys::COMMAND_BY).cloned().unwrap_or_default();
-        let reason = d.get(keys::COMMAND_REASON).cloned().unwrap_or_default();
         let from = self.record.state;
-        let verdict = Command::parse(&raw)
-            .ok_or_else(|| format!("unknown command {raw:?}"))
-            .and_then(|cmd| cmd.check(from).map(|()| cmd).map_err(|e| e.to_string()));
-        match verdict {
-            Ok(cmd) => {
-                self.apply(cmd, &by, &reason).await?;
-                trace_event!(migration = %self.record.id, command = cmd.as_str(), by = %by, "queued command honoured");
+        match check(kind, from) {
+            Ok(()) => {
+                self.apply(kind, &by, &reason).await?;
+                trace_event!(migration = %self.record.id, command = kind.as_str(), by = %by, "queued command honoured");
                 Ok(Some(StepOutcome::Advanced {
                     from,
                     to: self.record.state,
                 }))
             }
             Err(why) => {
-                let mut rec = self.record.clone();
-                for k in [keys::COMMAND, keys::COMMAND_BY, keys::COMMAND_REASON, keys::COMMAND_AT] {
-                    rec.data.remove(k);
-                }
-                rec.data
-                    .insert(keys::COMMAND_REJECTED.into(), format!("{raw} by {by}: {why}"));
-                self.save(rec, false).await?;
+                let mut p = self.progress.clone();
+                p.command = None;
+                p.command_rejected = Some(format!("{} by {by}: {why}", kind.as_str()));
+                self.save(self.record.clone(), p, false).await?;
                 Ok(None)
             }
         }
     }
 
-    /// After a save lost on the revision: the fresh record if only an operator's command or
-    /// pause changed it since this worker's copy, `None` if another worker did.
-    pub(super) async fn operator_change(&self) -> Result<Option<MigrationRecord>> {
-        let fresh = self.migrator.registry.migration(self.record.id).await?;
-        Ok(fresh.filter(|f| f.revision != self.record.revision && same_but_operator_keys(&self.record, f)))
-    }
-}
-
-/// Gives `record` (about to be saved) the operator keys and the revision of `fresh`.
-pub(super) fn merge_operator_keys(record: &mut MigrationRecord, fresh: &MigrationRecord) {
-    record.revision = fresh.revision;
-    for k in OPERATOR_KEYS {
-        match fresh.data.get(k) {
-            Some(v) => {
-                record.data.insert(k.to_string(), v.clone());
-            }
-            None => {
-                record.data.remove(k);
-            }
+    /// After a save lost on the revision: the fresh record and its progress if only an
+    /// operator's command or pause changed it since this worker's copy, `None` if another
+    /// worker did.
+    pub(super) async fn operator_change(&self) -> Result<Option<(MigrationRecord, Progress)>> {
+        let Some(fresh) = self.migrator.registry.migration(self.record.id).await? else {
+            return Ok(None);
+        };
+        if fresh.revision == self.record.revision || fresh.state != self.record.state {
+            return Ok(None);
         }
+        let progress = super::progress::decode(&fresh)?;
+        Ok(self
+            .progress
+            .same_but_operator_fields(&progress)
+            .then_some((fresh, progress)))
     }
 }

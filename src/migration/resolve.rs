@@ -5,7 +5,8 @@
 use std::fmt;
 
 use super::driver::{DriverError, MigrationContext};
-use super::{keys, Migration};
+use super::progress::{Lease, ResolutionProgress};
+use super::Migration;
 use crate::error::{Error, Subject};
 use crate::model::{AssignmentChange, AssignmentMode, Epoch, MigrationState, StampId};
 use crate::time::Timestamp;
@@ -212,25 +213,21 @@ impl Migration {
         }
 
         // Claim: a generation newer than any worker's, so their late driver calls are refused.
-        let generation = (rec.data.get(keys::LEASE_GENERATION))
-            .and_then(|g| g.parse::<u64>().ok())
-            .unwrap_or(0)
-            .saturating_add(1);
-        let mut claim = rec.clone();
-        for (k, v) in [
-            (keys::LEASE_GENERATION, generation.to_string()),
-            (keys::LEASE_OWNER, self.worker.clone()),
-            (
-                keys::LEASE_UNTIL,
-                (now + self.migrator.config.lease).as_millis().to_string(),
-            ),
-            (keys::RESOLUTION_KEPT, keep.0.to_string()),
-            (keys::RESOLUTION_BY, by.to_string()),
-            (keys::RESOLUTION_REASON, reason.to_string()),
-        ] {
-            claim.data.insert(k.into(), v);
-        }
-        self.save(claim, false).await?;
+        let generation = self.progress.generation.saturating_add(1);
+        let mut claim = self.progress.clone();
+        claim.generation = generation;
+        claim.lease = Some(Lease {
+            owner: self.worker.clone(),
+            until: now + self.migrator.config.lease,
+        });
+        claim.resolution = Some(ResolutionProgress {
+            kept: keep,
+            by: by.to_string(),
+            reason: reason.to_string(),
+            epoch: None,
+            at: None,
+        });
+        self.save(self.record.clone(), claim, false).await?;
 
         // The kept stamp alone, serving.
         let owned = if assignment.mode == AssignmentMode::Serving {
@@ -242,9 +239,7 @@ impl Migration {
                 .compare_and_set(&tenant, assignment.epoch, change)
                 .await?
         };
-        let from = (self.record.data.get(keys::FAILURE_STATE))
-            .and_then(|s| MigrationState::parse(s))
-            .unwrap_or(S::Failed);
+        let from = self.progress.failure.as_ref().map_or(S::Failed, |f| f.state);
         let ctx = MigrationContext::new(
             self.record.id,
             tenant.clone(),
@@ -269,37 +264,41 @@ impl Migration {
         );
 
         let done = self.migrator.clock.now();
-        let mut rec = self.record.clone();
-        rec.data
-            .insert(keys::RESOLUTION_EPOCH.into(), owned.epoch.0.to_string());
-        rec.data.insert(keys::RESOLVED_AT.into(), done.as_millis().to_string());
-        self.save(rec, true).await?;
+        let mut p = self.progress.clone();
+        if let Some(r) = &mut p.resolution {
+            r.epoch = Some(owned.epoch);
+            r.at = Some(done);
+        }
+        self.save(self.record.clone(), p, true).await?;
         Ok(Resolution::new(keep, dropped, owned.epoch, by, reason, done))
     }
 
     /// How an operator closed this `Failed` migration, once [`resolve_failed`](Self::resolve_failed)
     /// finished; `None` before (or while a resolution is under way).
     pub fn resolution(&self) -> Option<Resolution> {
-        resolution_of(&self.record)
+        finished(&self.record, self.progress.resolution.as_ref()?)
     }
 }
 
-/// The finished resolution recorded in `record`, if any.
+/// The finished resolution recorded in `record`, if any (a record whose progress cannot be
+/// read counts as unresolved).
 pub(super) fn resolution_of(record: &crate::model::MigrationRecord) -> Option<Resolution> {
-    let d = &record.data;
-    let at = super::worker::parse_ms(d, keys::RESOLVED_AT)?;
-    let kept = StampId(d.get(keys::RESOLUTION_KEPT)?.parse().ok()?);
-    let dropped = if kept == record.source {
+    let progress = super::progress::decode(record).ok()?;
+    finished(record, progress.resolution.as_ref()?)
+}
+
+fn finished(record: &crate::model::MigrationRecord, r: &ResolutionProgress) -> Option<Resolution> {
+    let dropped = if r.kept == record.source {
         record.destination
     } else {
         record.source
     };
     Some(Resolution {
-        kept,
+        kept: r.kept,
         dropped,
-        epoch: Epoch(d.get(keys::RESOLUTION_EPOCH)?.parse().ok()?),
-        by: d.get(keys::RESOLUTION_BY).cloned().unwrap_or_default(),
-        reason: d.get(keys::RESOLUTION_REASON).cloned().unwrap_or_default(),
-        at,
+        epoch: r.epoch?,
+        by: r.by.clone(),
+        reason: r.reason.clone(),
+        at: r.at?,
     })
 }

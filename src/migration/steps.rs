@@ -4,8 +4,8 @@
 use std::fmt;
 
 use super::driver::{DriverError, MigrationContext, SnapshotInfo, SoakVerdict, ValidationReport};
-use super::worker::parse_ms;
-use super::{keys, Migration};
+use super::progress::{Update, Validation};
+use super::Migration;
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentChange, AssignmentMode, MigrationState};
 use crate::time::Timestamp;
@@ -14,10 +14,10 @@ use MigrationState as S;
 
 /// What a state's work decided.
 pub(super) enum Next {
-    To(MigrationState, Vec<(&'static str, String)>),
-    Wait(Timestamp, Vec<(&'static str, String)>),
-    Block(String, Vec<(&'static str, String)>),
-    Refuse(String, Vec<(&'static str, String)>),
+    To(MigrationState, Vec<Update>),
+    Wait(Timestamp, Vec<Update>),
+    Block(String, Vec<Update>),
+    Refuse(String, Vec<Update>),
 }
 
 /// Why a state's work stopped.
@@ -123,12 +123,9 @@ impl Migration {
     }
 
     fn snapshot_info(&self) -> std::result::Result<SnapshotInfo, StepError> {
-        let d = &self.record.data;
-        let id = d
-            .get(keys::SNAPSHOT_ID)
-            .ok_or_else(|| StepError::Unexpected("no snapshot recorded".into()))?;
-        let rows = d.get(keys::SNAPSHOT_ROWS).and_then(|r| r.parse().ok()).unwrap_or(0);
-        Ok(SnapshotInfo::new(id.clone(), rows))
+        let (id, rows) =
+            (self.progress.snapshot.clone()).ok_or_else(|| StepError::Unexpected("no snapshot recorded".into()))?;
+        Ok(SnapshotInfo::new(id, rows))
     }
 
     fn on_source_serving(&self, a: &Assignment) -> bool {
@@ -182,13 +179,7 @@ impl Migration {
             return Err(self.unexpected(&a));
         }
         let snap = self.migrator.driver.snapshot(ctx).await?;
-        Ok(Next::To(
-            S::Importing,
-            vec![
-                (keys::SNAPSHOT_ID, snap.id),
-                (keys::SNAPSHOT_ROWS, snap.rows.to_string()),
-            ],
-        ))
+        Ok(Next::To(S::Importing, vec![Update::Snapshot(snap.id, snap.rows)]))
     }
 
     async fn work_import(&self, ctx: &MigrationContext) -> Work {
@@ -217,12 +208,12 @@ impl Migration {
         Ok(Next::To(S::Validating, vec![]))
     }
 
-    fn validation_updates(&self, report: &ValidationReport, at: Timestamp) -> Vec<(&'static str, String)> {
-        vec![
-            (keys::VALIDATION_PASSED, report.passed().to_string()),
-            (keys::VALIDATION_AT, at.as_millis().to_string()),
-            (keys::VALIDATION_SUMMARY, report.summary()),
-        ]
+    fn validation_updates(&self, report: &ValidationReport, at: Timestamp) -> Vec<Update> {
+        vec![Update::Validation(Validation {
+            passed: report.passed(),
+            at,
+            summary: report.summary(),
+        })]
     }
 
     async fn work_validate(&self, ctx: &MigrationContext) -> Work {
@@ -266,10 +257,7 @@ impl Migration {
             self.fence_both(ctx, &a).await?;
             return Ok(Next::To(
                 S::Soaking,
-                vec![
-                    (keys::SOAK_STARTED_AT, clock.now().as_millis().to_string()),
-                    (keys::CUTOVER_EPOCH, a.epoch.0.to_string()),
-                ],
+                vec![Update::SoakStarted(clock.now()), Update::CutoverEpoch(a.epoch)],
             ));
         }
         if !self.dual_writing_forward(&a) && self.frozen_forward(&a).is_none() {
@@ -278,7 +266,7 @@ impl Migration {
         // A freeze that expired (its worker died or stalled) has let writes through again as
         // dual-writes: what was drained under it no longer holds, so freeze and validate anew.
         if let Some(until) = self.frozen_forward(&a) {
-            if clock.now() > until {
+            if clock.now() >= until {
                 self.unfreeze(ctx, &a).await?;
                 return Ok(Next::Refuse(
                     format!("the freeze expired at {until} before the cutover finished"),
@@ -287,9 +275,9 @@ impl Migration {
             }
         }
         // Freshness of the validation that let us here.
-        let d = &self.record.data;
-        let passed = d.get(keys::VALIDATION_PASSED).is_some_and(|p| p == "true");
-        let age = parse_ms(d, keys::VALIDATION_AT).map(|at| clock.now().saturating_since(at));
+        let last = self.progress.validation.as_ref();
+        let passed = last.is_some_and(|v| v.passed);
+        let age = last.map(|v| clock.now().saturating_since(v.at));
         let refusal = match age {
             _ if !passed => Some("the last validation did not pass".to_string()),
             None => Some("no validation recorded".to_string()),
@@ -349,8 +337,8 @@ impl Migration {
             .cas(&frozen, AssignmentChange::move_with_mode(self.record.destination, mode))
             .await?;
         self.fence_both(ctx, &moved).await?;
-        updates.push((keys::SOAK_STARTED_AT, clock.now().as_millis().to_string()));
-        updates.push((keys::CUTOVER_EPOCH, moved.epoch.0.to_string()));
+        updates.push(Update::SoakStarted(clock.now()));
+        updates.push(Update::CutoverEpoch(moved.epoch));
         Ok(Next::To(S::Soaking, updates))
     }
 
@@ -360,20 +348,20 @@ impl Migration {
             return Err(self.unexpected(&a));
         }
         let now = self.migrator.clock.now();
-        let started = parse_ms(&self.record.data, keys::SOAK_STARTED_AT).unwrap_or(now);
+        let started = self.progress.soak_started_at.unwrap_or(now);
         match self.migrator.soak.check(ctx).await {
             SoakVerdict::Unhealthy(reason) => Ok(Next::To(
                 S::RollingBack,
                 vec![
-                    (keys::ROLLBACK_FROM, S::Soaking.as_str().to_string()),
-                    (keys::ROLLBACK_OUTCOME, S::RolledBack.as_str().to_string()),
-                    (keys::ROLLBACK_REASON, format!("soak check: {reason}")),
-                    (keys::SOAK_LAST_CHECK, now.as_millis().to_string()),
+                    Update::RollbackFrom(S::Soaking),
+                    Update::RollbackOutcome(S::RolledBack),
+                    Update::RollbackReason(format!("soak check: {reason}")),
+                    Update::SoakChecked(now),
                 ],
             )),
             SoakVerdict::Healthy => {
                 let ends = started + self.migrator.config.soak_window;
-                let updates = vec![(keys::SOAK_LAST_CHECK, now.as_millis().to_string())];
+                let updates = vec![Update::SoakChecked(now)];
                 if now >= ends {
                     Ok(Next::To(S::CleaningUp, updates))
                 } else {
@@ -398,13 +386,9 @@ impl Migration {
     }
 
     async fn work_roll_back(&self, ctx: &MigrationContext) -> Work {
-        let d = &self.record.data;
-        let from = d
-            .get(keys::ROLLBACK_FROM)
-            .and_then(|s| MigrationState::parse(s))
-            .unwrap_or(S::RollingBack);
-        let outcome = match d.get(keys::ROLLBACK_OUTCOME).map(String::as_str) {
-            Some("cancelled") => S::Cancelled,
+        let from = self.progress.rollback_from.unwrap_or(S::RollingBack);
+        let outcome = match self.progress.rollback_outcome {
+            Some(S::Cancelled) => S::Cancelled,
             _ => S::RolledBack,
         };
         let mut a = self.assignment().await?;

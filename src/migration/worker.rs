@@ -2,14 +2,14 @@
 //! state's work, commit the next state), and its [`run`](Migration::run), `cancel` and
 //! `rollback`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 #[cfg(feature = "tokio")]
 use std::time::Duration;
 
 use super::driver::MigrationContext;
+use super::progress::{self, Failure, Lease, Progress, Update};
 use super::steps::{Next, StepError};
-use super::{keys, Migrator};
+use super::Migrator;
 use crate::error::{Error, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord, MigrationState};
 use crate::time::Timestamp;
@@ -146,6 +146,8 @@ pub struct Migration {
     pub(super) migrator: Migrator,
     pub(super) worker: String,
     pub(super) record: MigrationRecord,
+    /// `record`'s progress, read when the record was.
+    pub(super) progress: Progress,
     /// A save of `record` failed without a definite answer (`Unavailable`, `Backend`): on a
     /// networked registry the write may have committed with its acknowledgement lost, so
     /// `record` may be stale. The next step, cancel or rollback re-reads it first.
@@ -164,10 +166,6 @@ impl fmt::Debug for Migration {
     }
 }
 
-pub(super) fn parse_ms(data: &BTreeMap<String, String>, key: &str) -> Option<Timestamp> {
-    data.get(key).and_then(|v| v.parse().ok()).map(Timestamp::from_millis)
-}
-
 impl Migration {
     /// The migration's id.
     pub fn id(&self) -> MigrationId {
@@ -184,6 +182,20 @@ impl Migration {
         &self.record
     }
 
+    /// The engine's progress (lease, attempts, snapshot, validation, soak, rollback, failure,
+    /// operator commands), as this worker last read or wrote it.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Takes `record` as the current one, reading its progress ([`Error::Corrupt`] if it
+    /// cannot; nothing is adopted then).
+    pub(super) fn adopt(&mut self, record: MigrationRecord) -> Result<()> {
+        self.progress = progress::decode(&record)?;
+        self.record = record;
+        Ok(())
+    }
+
     /// This worker's lease name.
     pub fn worker(&self) -> &str {
         &self.worker
@@ -191,12 +203,13 @@ impl Migration {
 
     /// Re-reads the record from the registry (after a `Conflict`, or to watch another worker).
     pub async fn reload(&mut self) -> Result<()> {
-        self.record = self
+        let record = self
             .migrator
             .registry
             .migration(self.record.id)
             .await?
             .ok_or(Error::NotFound(Subject::Migration(self.record.id)))?;
+        self.adopt(record)?;
         self.unsure = false;
         Ok(())
     }
@@ -215,27 +228,14 @@ impl Migration {
 
     /// The last validation: passed, when, summary.
     pub fn last_validation(&self) -> Option<(bool, Timestamp, &str)> {
-        let d = &self.record.data;
-        let passed = d.get(keys::VALIDATION_PASSED)? == "true";
-        let at = parse_ms(d, keys::VALIDATION_AT)?;
-        Some((passed, at, d.get(keys::VALIDATION_SUMMARY).map_or("", String::as_str)))
+        let v = self.progress.validation.as_ref()?;
+        Some((v.passed, v.at, v.summary.as_str()))
     }
 
     /// The permanent failure that stopped or rolled back the migration: state and error.
-    pub fn failure(&self) -> Option<(&str, &str)> {
-        let d = &self.record.data;
-        Some((
-            d.get(keys::FAILURE_STATE)?.as_str(),
-            d.get(keys::FAILURE_ERROR)?.as_str(),
-        ))
-    }
-
-    fn attempt(&self) -> u32 {
-        self.record
-            .data
-            .get(keys::ATTEMPT)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0)
+    pub fn failure(&self) -> Option<(MigrationState, &str)> {
+        let f = self.progress.failure.as_ref()?;
+        Some((f.state, f.error.as_str()))
     }
 
     pub(super) fn actor(&self) -> String {
@@ -244,39 +244,46 @@ impl Migration {
 
     /// Fails with [`Error::LeaseHeld`] if another worker holds a live lease on the record.
     pub(super) fn check_lease(&self, now: Timestamp) -> Result<()> {
-        let d = &self.record.data;
-        if let (Some(owner), Some(until)) = (d.get(keys::LEASE_OWNER), parse_ms(d, keys::LEASE_UNTIL)) {
-            if owner != &self.worker && until > now {
+        if let Some(Lease { owner, until }) = &self.progress.lease {
+            if owner != &self.worker && *until > now {
                 return Err(Error::LeaseHeld {
                     migration: self.record.id,
                     holder: owner.clone(),
-                    until,
+                    until: *until,
                 });
             }
         }
         Ok(())
     }
 
-    /// Saves `record` (revision-checked) and adopts the result.
-    pub(super) async fn save(&mut self, mut record: MigrationRecord, release_lease: bool) -> Result<()> {
+    /// Saves `record` with `progress` (revision-checked) and adopts the result.
+    pub(super) async fn save(
+        &mut self,
+        mut record: MigrationRecord,
+        mut progress: Progress,
+        release_lease: bool,
+    ) -> Result<()> {
         if release_lease {
-            record.data.remove(keys::LEASE_OWNER);
-            record.data.remove(keys::LEASE_UNTIL);
+            progress.lease = None;
         }
         let mut merges = 0;
         loop {
+            progress::encode(&progress, &mut record.data);
             match self.migrator.registry.save_migration(&record).await {
                 Ok(saved) => {
                     self.record = saved;
+                    self.progress = progress;
                     return Ok(());
                 }
                 // An operator's command or pause lands without the lease and moves the
                 // revision on: take it in and save again. Any other change is another worker's.
                 Err(e @ Error::Conflict(_)) if merges < 8 => match self.operator_change().await? {
-                    Some(fresh) => {
+                    Some((fresh, fresh_progress)) => {
                         merges += 1;
-                        super::operate::merge_operator_keys(&mut record, &fresh);
+                        record.revision = fresh.revision;
+                        progress.take_operator_fields(&fresh_progress);
                         self.record = fresh;
+                        self.progress = fresh_progress;
                     }
                     None => return Err(e),
                 },
@@ -300,21 +307,18 @@ impl Migration {
 
     /// Persists a transition to `next` with `updates`, releasing the lease and resetting the
     /// attempt counter.
-    pub(super) async fn commit(
-        &mut self,
-        next: MigrationState,
-        updates: Vec<(&'static str, String)>,
-    ) -> Result<StepOutcome> {
+    pub(super) async fn commit(&mut self, next: MigrationState, updates: Vec<Update>) -> Result<StepOutcome> {
         let from = self.record.state;
         from.transition(next)?;
         let mut rec = self.record.clone();
         rec.state = next;
-        rec.data.remove(keys::ATTEMPT);
-        rec.data.remove(keys::LAST_ERROR);
-        for (k, v) in updates {
-            rec.data.insert(k.to_string(), v);
+        let mut p = self.progress.clone();
+        p.attempt = 0;
+        p.last_error = None;
+        for u in updates {
+            p.apply(u);
         }
-        self.save(rec, true).await?;
+        self.save(rec, p, true).await?;
         trace_event!(
             migration = %self.record.id, tenant = %self.record.tenant, from = %from, to = %next,
             revision = self.record.revision, "migration transition"
@@ -325,16 +329,16 @@ impl Migration {
     /// Persists data without changing state, releasing the lease. `succeeded`: the state's
     /// work went through (a healthy poll, a wait, a verdict), so the count of consecutive
     /// failures starts again.
-    async fn note(&mut self, updates: Vec<(&'static str, String)>, succeeded: bool) -> Result<()> {
-        let mut rec = self.record.clone();
+    async fn note(&mut self, updates: Vec<Update>, succeeded: bool) -> Result<()> {
+        let mut p = self.progress.clone();
         if succeeded {
-            rec.data.remove(keys::ATTEMPT);
-            rec.data.remove(keys::LAST_ERROR);
+            p.attempt = 0;
+            p.last_error = None;
         }
-        for (k, v) in updates {
-            rec.data.insert(k.to_string(), v);
+        for u in updates {
+            p.apply(u);
         }
-        self.save(rec, true).await
+        self.save(self.record.clone(), p, true).await
     }
 
     /// Does exactly one step: claims the current state (lease + attempt, revision-checked),
@@ -377,27 +381,26 @@ impl Migration {
             return Ok(StepOutcome::Finished { state });
         }
         let now = self.migrator.clock.now();
-        if let Some(by) = self.record.data.get(keys::PAUSED_BY) {
-            return Ok(StepOutcome::Paused { state, by: by.clone() });
+        if let Some(paused) = &self.progress.paused {
+            return Ok(StepOutcome::Paused {
+                state,
+                by: paused.by.clone(),
+            });
         }
         self.check_lease(now)?;
         if let Some(outcome) = self.honour_command().await? {
             return Ok(outcome);
         }
-        let attempt = self.attempt().saturating_add(1);
-        let mut claim = self.record.clone();
-        claim.data.insert(keys::ATTEMPT.into(), attempt.to_string());
-        let generation = (self.record.data.get(keys::LEASE_GENERATION))
-            .and_then(|g| g.parse::<u64>().ok())
-            .unwrap_or(0)
-            .saturating_add(1);
-        claim.data.insert(keys::LEASE_GENERATION.into(), generation.to_string());
-        claim.data.insert(keys::LEASE_OWNER.into(), self.worker.clone());
-        claim.data.insert(
-            keys::LEASE_UNTIL.into(),
-            (now + self.migrator.config.lease).as_millis().to_string(),
-        );
-        self.save(claim, false).await?;
+        let attempt = self.progress.attempt.saturating_add(1);
+        let generation = self.progress.generation.saturating_add(1);
+        let mut claim = self.progress.clone();
+        claim.attempt = attempt;
+        claim.generation = generation;
+        claim.lease = Some(Lease {
+            owner: self.worker.clone(),
+            until: now + self.migrator.config.lease,
+        });
+        self.save(self.record.clone(), claim, false).await?;
         let ctx = MigrationContext::new(
             self.record.id,
             self.record.tenant.clone(),
@@ -420,7 +423,7 @@ impl Migration {
                 Ok(StepOutcome::Blocked { state, reason })
             }
             Ok(Next::Refuse(reason, mut updates)) => {
-                updates.push((keys::CUTOVER_REFUSED, reason.clone()));
+                updates.push(Update::CutoverRefused(reason.clone()));
                 self.commit(S::Validating, updates).await?;
                 trace_event!(migration = %self.record.id, reason = %reason, "cutover refused");
                 Ok(StepOutcome::Refused { reason })
@@ -428,21 +431,21 @@ impl Migration {
             Err(e) if e.is_retryable() && attempt < self.migrator.config.max_attempts => {
                 let reason = e.to_string();
                 trace_event!(migration = %self.record.id, state = %state, attempt, error = %reason, "migration step failed; will retry");
-                self.note(vec![(keys::LAST_ERROR, reason.clone())], false).await?;
+                self.note(vec![Update::LastError(reason.clone())], false).await?;
                 Ok(StepOutcome::Retry { state, attempt, reason })
             }
             Err(e) => {
                 let reason = e.to_string();
-                let mut updates = vec![
-                    (keys::FAILURE_STATE, state.as_str().to_string()),
-                    (keys::FAILURE_ERROR, reason.clone()),
-                ];
+                let mut updates = vec![Update::Failure(Failure {
+                    state,
+                    error: reason.clone(),
+                })];
                 let next = match e {
                     StepError::Unexpected(_) => S::Failed,
                     _ if state.can_roll_back() => {
-                        updates.push((keys::ROLLBACK_FROM, state.as_str().to_string()));
-                        updates.push((keys::ROLLBACK_OUTCOME, S::RolledBack.as_str().to_string()));
-                        updates.push((keys::ROLLBACK_REASON, format!("failure in {state}: {reason}")));
+                        updates.push(Update::RollbackFrom(state));
+                        updates.push(Update::RollbackOutcome(S::RolledBack));
+                        updates.push(Update::RollbackReason(format!("failure in {state}: {reason}")));
                         S::RollingBack
                     }
                     _ => S::Failed,

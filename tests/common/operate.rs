@@ -163,7 +163,10 @@ pub async fn a_crash_during_the_freeze_refuses_writes_only_for_max_freeze(b: &Ba
         ops.rollback("oncall", "worker died mid-cutover").await.unwrap(),
         S::CutOver
     );
-    assert_eq!(ops.pending_command(), Some(("rollback", "oncall")));
+    assert_eq!(
+        ops.pending_command().map(|c| (c.kind.as_str(), c.by.as_str())),
+        Some(("rollback", "oncall"))
+    );
     world.clock.advance(cfg.lease);
     fresh.reload().await.unwrap();
     assert_eq!(finish(&world, &mut fresh).await, S::RolledBack);
@@ -211,7 +214,7 @@ pub async fn a_command_lands_while_a_worker_holds_the_lease(b: &Backend) {
         .unwrap()
         .unwrap()
         .data
-        .contains_key(keys::LEASE_OWNER)
+        .contains_key("lease.owner")
     {
         tokio::task::yield_now().await;
     }
@@ -221,7 +224,10 @@ pub async fn a_command_lands_while_a_worker_holds_the_lease(b: &Backend) {
         .expect("the command lands at once")
         .unwrap();
     assert_eq!(landed, S::Soaking);
-    assert_eq!(ops.pending_command(), Some(("rollback", "oncall")));
+    assert_eq!(
+        ops.pending_command().map(|c| (c.kind.as_str(), c.by.as_str())),
+        Some(("rollback", "oncall"))
+    );
     gate.add_permits(1);
     let (mut holder, o) = running.await.unwrap();
     assert!(matches!(o.unwrap(), StepOutcome::Waiting { .. }));
@@ -233,10 +239,7 @@ pub async fn a_command_lands_while_a_worker_holds_the_lease(b: &Backend) {
         }
     );
     assert_eq!(finish(&world, &mut holder).await, S::RolledBack);
-    assert_eq!(
-        holder.record().data.get(keys::ROLLBACK_BY).map(String::as_str),
-        Some("oncall")
-    );
+    assert_eq!(holder.progress().rollback_by.as_deref(), Some("oncall"));
 }
 
 /// The tenant's active migration, loaded by a worker named `name`.

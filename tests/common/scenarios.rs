@@ -461,11 +461,12 @@ pub async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effe
     let mut holder = world.migrator.load(id).await.unwrap();
     let snapshot = world.registry.migration(id).await.unwrap().unwrap();
     let mut claimed = snapshot.clone();
-    claimed.data.insert(keys::LEASE_OWNER.into(), "someone-else#1".into());
+    // Another worker's claim, written the way the engine stores it.
+    claimed.data.insert("lease.owner".into(), "someone-else#1".into());
     let lease_until = world.clock.now() + Duration::from_secs(30);
     claimed
         .data
-        .insert(keys::LEASE_UNTIL.into(), lease_until.as_millis().to_string());
+        .insert("lease.until".into(), lease_until.as_millis().to_string());
     world.registry.save_migration(&claimed).await.unwrap();
     holder.reload().await.unwrap();
     match holder.step().await {
@@ -477,7 +478,10 @@ pub async fn two_workers_racing_one_wins_the_other_gets_conflict_before_any_effe
     // An operator's rollback needs no lease: it is queued for the holder, not refused.
     let state = holder.state();
     assert_eq!(holder.rollback("op", "x").await.unwrap(), state);
-    assert_eq!(holder.pending_command(), Some(("rollback", "op")));
+    assert_eq!(
+        holder.pending_command().map(|c| (c.kind.as_str(), c.by.as_str())),
+        Some(("rollback", "op"))
+    );
     // Once the lease expires, the migration can be resumed by anyone, who honours the command.
     world.clock.advance(Duration::from_secs(31));
     assert!(matches!(
