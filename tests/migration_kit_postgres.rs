@@ -10,7 +10,7 @@ use std::sync::Arc;
 use pg::{database_url, unique_schema, SchemaGuard};
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::registry::postgres::{PgConfig, PgRegistry};
-use stamps::testing::migration::{late_effect_after_takeover, Host, LateEnd};
+use stamps::testing::migration::{late_effect_after_takeover, run_all, Host, LateEnd};
 use stamps::*;
 
 async fn host(hint: &str) -> (Host, SchemaGuard) {
@@ -26,11 +26,12 @@ async fn host(hint: &str) -> (Host, SchemaGuard) {
     let registry = PgRegistry::connect(config).await.unwrap();
     registry.migrate().await.unwrap();
     for id in [StampId(1), StampId(2)] {
-        let cap = Capacity::new([(Resource::Tenants, 100.0)], 0.0).unwrap();
+        let cap = Capacity::new([(Resource::Tenants, 10_000.0)], 0.0).unwrap();
         let spec = StampSpec::new(id, format!("s{}", id.0), Region::new("eu").unwrap(), cap).unwrap();
         registry.put_active_stamp(spec).await.unwrap();
     }
-    let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]);
+    // The plane judges freezes by the kit's clock.
+    let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(clock.clone());
     let host = Host::new(
         Arc::new(registry),
         Arc::new(plane.clone()),
@@ -68,4 +69,16 @@ async fn a_late_import_after_takeover_changes_nothing_after_completed() {
     let r = late_effect_after_takeover(&host, "late-completed", LateEnd::Completed).await;
     assert_eq!((r.state, r.lost), (MigrationState::Completed, 0));
     assert!(r.late_refusal.is_some());
+}
+
+/// Every scenario of the kit with the default settings, on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_kit_passes_with_default_settings() {
+    let (host, _guard) = host("kit_all").await;
+    let report = run_all(&host).await;
+    println!("[kit] postgres:\n{report}");
+    assert_eq!(report.lost(), 0);
+    assert!(report.scenarios.iter().all(|s| s.runs > 0));
+    let bound = stamps::migration::MigrationConfig::default().max_freeze + std::time::Duration::from_millis(250);
+    assert!(report.longest_refusal() <= bound, "{report}");
 }

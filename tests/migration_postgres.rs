@@ -350,5 +350,10 @@ async fn s4_a_crash_during_the_freeze_refuses_writes_only_for_max_freeze() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_lands_while_a_worker_holds_the_lease() {
-    common::operate::a_command_lands_while_a_worker_holds_the_lease(&postgres()).await;
+    // Bounded: a regression (a command that never lands) fails here instead of hanging CI.
+    let backend = postgres();
+    let run = common::operate::a_command_lands_while_a_worker_holds_the_lease(&backend);
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("the scenario finished within 120 s");
 }

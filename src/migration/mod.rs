@@ -93,6 +93,8 @@ macro_rules! trace_event {
 mod driver;
 mod fence;
 mod gate;
+#[cfg(feature = "tokio")]
+mod heartbeat;
 mod migrator;
 mod operate;
 mod plan;
@@ -121,7 +123,8 @@ pub use write::{write_with_route, RoutedWriteError, StampRefusal};
 use crate::error::{InvalidInput, Result};
 
 /// Tunables of the migration engine. The defaults: validation must be fresher than
-/// 10 minutes, writes freeze for at most 5 seconds at cutover, the soak lasts 24 hours.
+/// 10 minutes, writes freeze for at most 5 seconds at cutover, the soak lasts 24 hours, a
+/// worker's lease lasts 10 seconds and is renewed every 3⅓ while a step runs.
 ///
 /// ```
 /// use stamps::migration::MigrationConfig;
@@ -146,14 +149,17 @@ pub struct MigrationConfig {
     pub soak_window: Duration,
     /// How often `Migration::run` re-checks during the soak.
     pub soak_poll: Duration,
-    /// Longest a step may take under `Migration::run` (default 30 s; raise it, with `lease`,
-    /// for imports that take longer).
+    /// Longest a step may take under `Migration::run` (default 30 s; raise it for imports that
+    /// take longer: the heartbeat keeps the lease meanwhile).
     pub step_timeout: Duration,
-    /// How long a worker's claim on a step keeps other workers out (default 30 s, well below
-    /// `max_validation_age`, so a dead worker's migration is resumable within seconds and its
-    /// validation is still fresh). Must be at least `step_timeout`: a step run by
-    /// `Migration::run` is abandoned before its lease ends, so a worker never acts as owner on
-    /// an expired lease. Operator commands need no lease (see `Migration::cancel`).
+    /// How long a worker's claim on a step keeps other workers out unless renewed (default
+    /// 10 s). With the `tokio` feature a heartbeat renews it every third of this while a step
+    /// runs, so a step may take longer than the lease (up to `step_timeout` under
+    /// `Migration::run`), and a dead worker's migration can be taken over within one lease.
+    /// A worker that cannot renew (the registry unreachable) abandons its step before the
+    /// lease runs out. Without `tokio` there is no heartbeat: keep every step shorter than the
+    /// lease. Must be below `max_validation_age`, so a migration resumed after a dead worker
+    /// still has a fresh validation. Operator commands need no lease (see `Migration::cancel`).
     pub lease: Duration,
     /// Consecutive retryable failures of a state before they count as permanent; a successful
     /// poll or wait (a healthy soak check, say) starts the count again.
@@ -173,7 +179,7 @@ impl Default for MigrationConfig {
             soak_window: Duration::from_secs(24 * 3600),
             soak_poll: Duration::from_secs(60),
             step_timeout: Duration::from_secs(30),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             max_attempts: 5,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -229,14 +235,14 @@ impl MigrationConfig {
         self
     }
 
-    /// Checks the settings: at least one attempt, a lease no shorter than the step timeout,
-    /// a non-zero freeze, and `backoff_initial <= backoff_max`.
+    /// Checks the settings: at least one attempt, a lease above zero and below
+    /// `max_validation_age`, a non-zero freeze, and `backoff_initial <= backoff_max`.
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 {
             return Err(InvalidInput::new("max_attempts", "must be at least 1").into());
         }
-        if self.lease < self.step_timeout {
-            return Err(InvalidInput::new("lease", "must be at least the step timeout").into());
+        if self.lease.is_zero() || self.lease >= self.max_validation_age {
+            return Err(InvalidInput::new("lease", "must be above zero and below max_validation_age").into());
         }
         if self.max_freeze.is_zero() {
             return Err(InvalidInput::new("max_freeze", "must be greater than zero").into());

@@ -410,7 +410,7 @@ impl Migration {
             attempt,
         )
         .generation(generation);
-        let work = self.work(&ctx).await;
+        let work = self.guarded_work(&ctx).await?;
         match work {
             Ok(Next::To(next, updates)) => self.commit(next, updates).await,
             Ok(Next::Wait(until, updates)) => {
@@ -454,6 +454,36 @@ impl Migration {
                 self.commit(next, updates).await
             }
         }
+    }
+
+    /// The state's work, with the lease renewed while it runs (feature `tokio`): on return
+    /// `record` and `progress` are the last renewal's. An `Err` is a lease that could not be
+    /// kept; the work was dropped.
+    #[cfg(feature = "tokio")]
+    async fn guarded_work(&mut self, ctx: &MigrationContext) -> Result<super::steps::Work> {
+        let heartbeat = super::heartbeat::Heartbeat {
+            registry: self.migrator.registry.clone(),
+            clock: self.migrator.clock.clone(),
+            lease: self.migrator.config.lease,
+            worker: self.worker.clone(),
+            latest: parking_lot::Mutex::new((self.record.clone(), self.progress.clone())),
+        };
+        let out = heartbeat.guard(self.work(ctx)).await;
+        let (record, progress) = heartbeat.latest.into_inner();
+        self.record = record;
+        self.progress = progress;
+        if let Err(e) = &out {
+            trace_event!(migration = %self.record.id, error = %e, "step abandoned: the lease could not be kept");
+            let _ = e; // read only by tracing
+        }
+        out
+    }
+
+    /// The state's work (without the `tokio` feature there is no heartbeat: keep each step
+    /// shorter than the lease).
+    #[cfg(not(feature = "tokio"))]
+    async fn guarded_work(&mut self, ctx: &MigrationContext) -> Result<super::steps::Work> {
+        Ok(self.work(ctx).await)
     }
 
     /// Drives the migration to a terminal state, or until it needs a person. Each step runs

@@ -80,10 +80,11 @@ pub async fn a_transient_error_late_in_the_soak_is_retried_not_rolled_back(b: &B
 /// cutover before the freeze-time catch-up, and its lease outlives the validation: the resumed
 /// migration catches up before validating again and completes without hand repair.
 pub async fn a_crash_inside_the_cutover_never_needs_hand_repair(b: &Backend) {
-    // The settings under which the issue was seen: a lease as long as `max_validation_age`.
+    // The settings under which the issue was seen: a lease as long as `max_validation_age`
+    // (now refused by `MigrationConfig::validate`; the longest allowed is just below it).
     let cfg = quick(MigrationConfig::default())
         .step_timeout(Duration::from_secs(600))
-        .lease(Duration::from_secs(600))
+        .lease(Duration::from_secs(599))
         .max_validation_age(Duration::from_secs(600));
     let world = b.world_with_config("cutover-crash", cfg).await;
     let mut m = world.start().await;
@@ -191,9 +192,13 @@ pub async fn a_command_lands_while_a_worker_holds_the_lease(b: &Backend) {
         .soak_check(soak_check_fn(move |_: &MigrationContext| {
             // The third check is slow: it waits for the gate (a long soak check holding the lease).
             if c.fetch_add(1, Ordering::SeqCst) == 2 {
-                while g.try_acquire().is_err() {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                // A synchronous wait: hand this worker thread's queued tasks (a database
+                // connection's, say) to another thread first, or they would wait with it.
+                tokio::task::block_in_place(|| {
+                    while g.try_acquire().is_err() {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                });
             }
             SoakVerdict::Healthy
         }));

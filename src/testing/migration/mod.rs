@@ -8,11 +8,26 @@
 //! host relies on; it panics with a message naming the broken invariant (like the
 //! conformance suite, it is meant to run inside a test) and returns a report.
 //!
-//! Scenarios:
+//! Scenarios ([`run_all`] runs them all and returns a [`KitReport`]: runs, writes
+//! acknowledged, writes lost, the longest write refusal on the kit's clock, outcomes):
+//! - [`crash_at_every_call`]: the worker dies at each driver call and each registry write in
+//!   turn (the call takes effect, no answer comes back); a fresh worker resumes once the
+//!   lease ran out; every run completes, nothing acknowledged is lost, and writers are
+//!   refused at most `max_freeze` (plus the kit's 250 ms tick).
+//! - [`driver_failure_at_every_call`]: each driver call fails in turn, retryably (retried,
+//!   completes) and permanently (rolls back, or stops in `Failed`, which the kit resolves with
+//!   `Migration::resolve_failed`); nothing acknowledged is lost.
+//! - [`concurrent_workers`]: two workers step the same migration at once, every step; never
+//!   both win a transition.
+//! - [`rollback_after_cutover`]: writes on the destination during the soak, then a rollback:
+//!   the source serves with every acknowledged write, the destination keeps nothing.
 //! - [`late_effect_after_takeover`]: a worker's import outlives its lease, another worker
 //!   takes the migration over and ends it (cancelled, rolled back or completed), then the
 //!   first import lands. The driver must refuse it (it carries an older
 //!   [`MigrationContext::generation`]) and leave nothing behind.
+//!
+//! Writes go through the registry's current assignment between steps; give the data plane the
+//! kit's clock, so freezes expire on it.
 //!
 //! ```no_run
 //! use stamps::migration::reference::ReferenceDataPlane;
@@ -32,6 +47,14 @@
 //! assert!(report.late_refusal.is_some());
 //! # Ok(()) }
 //! ```
+
+mod faults;
+mod scenarios;
+
+pub use scenarios::{
+    concurrent_workers, crash_at_every_call, driver_failure_at_every_call, rollback_after_cutover, run_all, KitReport,
+    ScenarioReport,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
