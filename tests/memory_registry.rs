@@ -222,10 +222,11 @@ fn rt_block<T>(f: impl std::future::Future<Output = T>) -> T {
     rt().block_on(f)
 }
 
-/// A cursor past the head (up to `u64::MAX`, which the caller controls) reads an empty batch;
-/// it neither panics nor reports a truncated feed.
+/// A cursor past the head (up to `u64::MAX`, which the caller controls) never panics nor
+/// reports a truncated feed: a storable one this registry never issued is `HistoryDiverged`
+/// naming the head, one past anything storable reads an empty batch.
 #[test]
-fn a_cursor_past_the_head_reads_nothing_even_at_the_largest_version() {
+fn a_cursor_past_the_head_is_refused_or_empty_even_at_the_largest_version() {
     let reg = InMemoryRegistry::builder().change_retention(2).build();
     let spec = StampSpec::new(
         StampId(1),
@@ -238,7 +239,18 @@ fn a_cursor_past_the_head_reads_nothing_even_at_the_largest_version() {
     rt_block(reg.assign(&TenantSpec::new(name(0)), StampId(1))).unwrap();
     let head = rt_block(reg.changes_since(Version::ZERO, 0)).unwrap_err();
     assert!(matches!(head, Error::ChangeFeedTruncated { .. }), "{head:?}");
-    for after in [Version(3), Version(1_000), Version(u64::MAX - 1), Version(u64::MAX)] {
+    match rt_block(reg.changes_since(Version(1_000), 10)) {
+        Err(Error::HistoryDiverged { cursor, head, term: 0 }) => {
+            assert_eq!((cursor, head), (Version(1_000), Version(3)));
+        }
+        other => panic!("a cursor past the head must be refused, got {other:?}"),
+    }
+    for after in [
+        Version(3),
+        Version(i64::MAX as u64),
+        Version(u64::MAX - 1),
+        Version(u64::MAX),
+    ] {
         let batch = rt_block(reg.changes_since(after, 10)).unwrap();
         assert!(batch.changes.is_empty(), "{after}: {batch:?}");
         assert_eq!(batch.head, Version(3));

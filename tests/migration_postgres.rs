@@ -284,7 +284,9 @@ async fn ambiguous_once(proxy: &cut::Proxy, k: u64) -> (Stop, usize, u64) {
             Ok(StepOutcome::Blocked { reason, .. }) => break Stop::Blocked(reason),
             Ok(StepOutcome::Refused { reason }) => break Stop::Refused(reason),
             Ok(_) => {}
-            Err(e @ Error::Unavailable { .. }) => {
+            // The cut loses the answer to a committed write: OutcomeUnknown (or Unavailable
+            // when the cut hits a read); the next step re-reads.
+            Err(e @ (Error::Unavailable { .. } | Error::OutcomeUnknown { .. })) => {
                 unavailable += 1;
                 assert!(unavailable <= 3, "unavailable again and again: {e}");
             }
@@ -297,8 +299,78 @@ async fn ambiguous_once(proxy: &cut::Proxy, k: u64) -> (Stop, usize, u64) {
     (stop, acked.len(), lost)
 }
 
+/// Every kind of registry write whose answer is lost after the server committed it returns
+/// `OutcomeUnknown`, never `Unavailable` (which says the write did not take effect), and the
+/// write is there when read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_whose_commit_answer_is_lost_is_outcome_unknown() {
+    use stamps::*;
+    let (addr, _) = upstream();
+    let proxy = cut::Proxy::start(addr).await;
+    let (r, guard) = through(&proxy, "lost_answer", FakeClock::new()).await;
+    let direct = PgRegistry::connect(PgConfig::from_url(database_url()).unwrap().schema(&guard.0).unwrap())
+        .await
+        .unwrap();
+    let cap = || Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+    let spec = |id: u32| StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap()).unwrap();
+    let outcome = |what: &str, e: Error| {
+        assert!(matches!(e, Error::OutcomeUnknown { .. }), "{what}: {e:?}");
+    };
+    proxy.arm(1);
+    outcome("put_stamp", r.put_stamp(spec(1)).await.unwrap_err());
+    assert!(direct.stamp(StampId(1)).await.unwrap().is_some());
+    direct.set_stamp_state(StampId(1), StampState::Active).await.unwrap();
+    direct.put_active_stamp(spec(2)).await.unwrap();
+    proxy.arm(1);
+    outcome(
+        "set_stamp_state",
+        r.set_stamp_state(StampId(2), StampState::Draining).await.unwrap_err(),
+    );
+    assert_eq!(
+        direct.stamp(StampId(2)).await.unwrap().map(|s| s.state),
+        Some(StampState::Draining)
+    );
+    direct.set_stamp_state(StampId(2), StampState::Active).await.unwrap();
+    let t = TenantId::new("acme").unwrap();
+    proxy.arm(1);
+    outcome(
+        "assign",
+        r.assign(&TenantSpec::new(t.clone()), StampId(1)).await.unwrap_err(),
+    );
+    let a = direct.assignment(&t).await.unwrap().expect("the assignment committed");
+    proxy.arm(1);
+    outcome(
+        "compare_and_set",
+        r.compare_and_set(&t, a.epoch, AssignmentChange::move_to(StampId(2)))
+            .await
+            .unwrap_err(),
+    );
+    let moved = direct.assignment(&t).await.unwrap().expect("assigned");
+    assert_eq!(moved.stamp, StampId(2));
+    proxy.arm(1);
+    let record = MigrationRecord::planned(t.clone(), StampId(2), StampId(1));
+    outcome("create_migration", r.create_migration(record).await.unwrap_err());
+    let created = direct
+        .migrations(Some(&t))
+        .await
+        .unwrap()
+        .pop()
+        .expect("the record committed");
+    let mut cancelled = created.clone();
+    cancelled.state = MigrationState::Cancelled;
+    proxy.arm(1);
+    outcome("save_migration", r.save_migration(&cancelled).await.unwrap_err());
+    assert_eq!(
+        direct.migration(created.id).await.unwrap().map(|m| m.state),
+        Some(MigrationState::Cancelled)
+    );
+    proxy.arm(1);
+    outcome("unassign", r.unassign(&t, moved.epoch).await.unwrap_err());
+    assert!(direct.assignment(&t).await.unwrap().is_none());
+}
+
 /// A registry write whose acknowledgement is lost (the connection broke after the server
-/// committed it) is reported `Unavailable` but took effect. Stepping again must find out what
+/// committed it) is reported `OutcomeUnknown` and took effect. Stepping again must find out what
 /// happened rather than act on the record it had: at each committed write of a migration in
 /// turn, the migration still completes, and no acknowledged write is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -694,6 +694,49 @@ async fn history_table_is_append_only_in_the_database() {
     assert_eq!(r.history(&TenantId::new("acme").unwrap()).await.unwrap().len(), 1);
 }
 
+/// With every optional feature off (`LOCK TABLE`, the `TRUNCATE` trigger, one transaction for
+/// all migrations), `migrate()` builds the same schema minus the trigger, the registry works,
+/// history still refuses updates and deletes, and a later default `migrate()` (of the same
+/// shipped migrations) recognises the schema as up to date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_without_the_optional_features() {
+    use stamps::registry::postgres::Portability;
+    let minimal = Portability::default()
+        .lock_table(false)
+        .truncate_trigger(false)
+        .transactional_ddl(false);
+    let (r, _guard) = fresh("portable", |c| c.portability(minimal).notify(false).timelines(false)).await;
+    assert!(r.migrate().await.unwrap().is_empty());
+    r.put_active_stamp(stamp_spec(1, &[(Resource::Tenants, 2.0)]))
+        .await
+        .unwrap();
+    let a = r.assign(&tenant("acme"), StampId(1)).await.unwrap();
+    assert_eq!(r.assignment(a.tenant()).await.unwrap().map(|x| x.epoch), Some(a.epoch));
+    let c = raw_client().await;
+    let s = r.schema();
+    for sql in [
+        format!("UPDATE \"{s}\".assignment_history SET actor = 'x'"),
+        format!("DELETE FROM \"{s}\".assignment_history"),
+    ] {
+        assert!(c.batch_execute(&sql).await.is_err(), "{sql}");
+    }
+    let triggers = c
+        .query_one(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_class k ON k.oid = t.tgrelid \
+             JOIN pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname = $1 AND t.tgname LIKE 'assignment_history_%'",
+            &[&s],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(triggers, 1, "the row trigger only");
+    let default = PgRegistry::connect(config(s)).await.unwrap();
+    assert!(
+        default.migrate().await.unwrap().is_empty(),
+        "the same migrations, recognised"
+    );
+}
+
 /// Every spec field survives the round trip through the columns and the change payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn specs_round_trip_through_columns_and_the_feed() {

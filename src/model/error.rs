@@ -120,6 +120,7 @@ impl std::error::Error for InvalidInput {}
 /// | `CapacityExceeded`, `NotAccepting` | the stamp cannot take the tenant | place elsewhere |
 /// | `NotFound`, `AlreadyAssigned`, `AlreadyExists`, `InvalidInput`, `InvalidTenantId`, `InvalidTransition` | caller errors | fix the call |
 /// | `ChangeFeedTruncated` | the feed no longer holds the versions asked for | reload a full snapshot, follow from its head |
+/// | `HistoryDiverged` | the caller's cursor belongs to a history the registry lost (a failover without synchronous replication, a restore) | reload a full snapshot, follow from `head`, report it |
 /// | `Backend` | anything else the backend reported | report it; see its `source` |
 ///
 /// ```
@@ -200,6 +201,30 @@ pub enum Error {
         requested: super::Version,
         /// The oldest version still held.
         oldest: u64,
+    },
+    /// The follower's cursor belongs to a history of the change feed the registry no longer
+    /// has: changes up to `cursor` were acknowledged by a primary that failed (or by a database
+    /// later restored to an earlier point) before they reached the server answering now, so
+    /// what the follower applied after the last common version is lost and the versions after
+    /// it may be issued again for other changes. Never silent: reload a full snapshot and
+    /// follow from `head`. Returned by a replicated [`PgRegistry`](crate::registry::postgres::PgRegistry)
+    /// after a failover with asynchronous replication (see its guide, "Replicas and
+    /// failover").
+    ///
+    /// ```
+    /// use stamps::{Error, Version};
+    /// let e = Error::HistoryDiverged { cursor: Version(105), head: Version(100), term: 1 };
+    /// assert!(e.to_string().contains("reload"));
+    /// assert!(!e.is_retryable(), "the same cursor fails again: resynchronise");
+    /// ```
+    #[error("the change feed's history diverged: cursor {cursor} is not in the registry's history (term {term}, head {head}); changes after the last common version were lost in a failover or restore; reload all assignments and follow from the head")]
+    HistoryDiverged {
+        /// The cursor asked for.
+        cursor: super::Version,
+        /// The head of the registry's current history: follow from here after reloading.
+        head: super::Version,
+        /// The current history's term (how many times the feed's history changed).
+        term: u32,
     },
     /// The backend cannot be reached or timed out; the operation may be retried.
     ///

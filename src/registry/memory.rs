@@ -422,6 +422,14 @@ impl Registry for InMemoryRegistry {
 
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
         let st = self.inner.state.read();
+        // Past the head but below anything unstorable: a cursor this registry never issued.
+        if after > st.head && after.0 < i64::MAX as u64 {
+            return Err(Error::HistoryDiverged {
+                cursor: after,
+                head: st.head,
+                term: 0,
+            });
+        }
         if let Some(first) = st.changes.front() {
             // `after` comes from the caller: a cursor at u64::MAX must not overflow.
             let wanted = after.0.saturating_add(1);

@@ -260,9 +260,15 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Up to `limit` changes after `after` (never `after` itself), in version order.
     ///
+    /// A cursor at or past 2^63 - 1 (beyond any stored version) reads nothing: `Ok` with the
+    /// head.
+    ///
     /// # Errors
     /// [`Error::ChangeFeedTruncated`] when changes after `after` were pruned: resynchronise
-    /// from a full read.
+    /// from a full read. [`Error::HistoryDiverged`] when `after` is not in the registry's
+    /// history: past its head (below 2^63 - 1), or a version of a history the registry lost
+    /// (a failover without synchronous replication, a restore): resynchronise from a full read
+    /// and follow from the `head` it names.
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch>;
 
     /// The signal notified after every change becomes visible.

@@ -205,6 +205,12 @@ impl<R: Registry + ?Sized> Router<R> {
     /// When the feed no longer holds the cursor ([`Error::ChangeFeedTruncated`]), the router
     /// invalidates every entry in O(1) (so each tenant is re-read on its next request),
     /// re-loads everything if it was warmed up, and continues from the oldest retained change.
+    /// When the changes it applied belong to a history the registry lost
+    /// ([`Error::HistoryDiverged`], after a failover without synchronous replication), it drops
+    /// every entry ([`Router::clear`](super::Router::clear): a lost entry's epoch may exceed
+    /// the surviving one's), follows from the new history's head, re-reads the stamps (and
+    /// everything, if it was warmed up) and counts it in
+    /// [`RouterStats::history_resets`](super::RouterStats::history_resets).
     /// Any other error (the registry unreachable, or a change it cannot read back,
     /// [`Error::Corrupt`]) leaves the cursor where it is, counts in
     /// [`RouterStats::feed_errors`](super::RouterStats::feed_errors) and sets
@@ -250,6 +256,19 @@ impl<R: Registry + ?Sized> Router<R> {
                 Err(Error::ChangeFeedTruncated { oldest, .. }) => {
                     self.invalidate_all();
                     sh.cursor.fetch_max(oldest.saturating_sub(1), Ordering::AcqRel);
+                    if sh.warmed.load(Ordering::Acquire) {
+                        self.load_all().await?;
+                    }
+                }
+                Err(Error::HistoryDiverged { head, .. }) => {
+                    // What was applied after the last common version is lost: every entry goes
+                    // (an entry of the lost history may carry a larger epoch than the surviving
+                    // assignment, and would shadow it), the cursor goes back to the new
+                    // history's head, and everything is read again.
+                    sh.stats.incr(Counter::HistoryReset);
+                    self.clear();
+                    sh.cursor.store(head.0, Ordering::Release);
+                    self.load_stamps().await?;
                     if sh.warmed.load(Ordering::Acquire) {
                         self.load_all().await?;
                     }

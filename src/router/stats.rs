@@ -18,10 +18,11 @@ pub(crate) enum Counter {
     Eviction = 6,
     StampUnavailable = 7,
     FeedError = 8,
+    HistoryReset = 9,
 }
 
 /// Number of counters.
-const COUNTERS: usize = 9;
+const COUNTERS: usize = 10;
 
 /// `stuck_at` when the feed is not stuck.
 const NOT_STUCK: u64 = u64::MAX;
@@ -177,6 +178,7 @@ impl Stats {
             evictions: self.sum(Counter::Eviction),
             stamp_unavailable: self.sum(Counter::StampUnavailable),
             feed_errors: self.sum(Counter::FeedError),
+            history_resets: self.sum(Counter::HistoryReset),
             feed_stuck_at: match self.stuck_at.load(Ordering::Relaxed) {
                 NOT_STUCK => None,
                 v => Some(crate::model::Version(v)),
@@ -219,6 +221,12 @@ pub struct RouterStats {
     /// or a change it cannot read back ([`Error::Corrupt`](crate::Error::Corrupt)). The
     /// router keeps serving what it has meanwhile (stale-if-error).
     pub feed_errors: u64,
+    /// Times the change feed reported that the changes this router had applied belong to a
+    /// history the registry lost ([`Error::HistoryDiverged`](crate::Error::HistoryDiverged):
+    /// a failover without synchronous replication, a restore). Each time the router dropped
+    /// every entry, re-read the stamps (and everything, if it was warmed up) and followed the
+    /// feed from its new head. Alert on any increase: acknowledged writes were lost.
+    pub history_resets: u64,
     /// The cursor (the last version applied) the change feed could not read past, while it
     /// cannot; `None` once a read succeeds. A follower stuck here retries with backoff and
     /// never skips the change it cannot read.

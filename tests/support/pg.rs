@@ -76,7 +76,7 @@ fn answers(cfg: &tokio_postgres::Config) -> bool {
 }
 
 /// The directory holding `initdb` and `pg_ctl`.
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         if out.status.success() {
             let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -105,7 +105,7 @@ fn bin_dir() -> Option<PathBuf> {
     })
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -114,7 +114,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL binary, as the `postgres` user when we are root (initdb refuses root).
-fn pg_command(bin: &Path, root: bool) -> Command {
+pub fn pg_command(bin: &Path, root: bool) -> Command {
     if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
@@ -124,7 +124,7 @@ fn pg_command(bin: &Path, root: bool) -> Command {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }

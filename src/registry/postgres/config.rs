@@ -5,8 +5,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::config::TargetSessionAttrs;
+
 use crate::error::{InvalidInput, Result};
 use crate::time::{Clock, SystemClock};
+
+pub use super::options::{Keepalives, Portability};
 
 /// The default schema (namespace) holding the registry's objects.
 ///
@@ -24,6 +28,14 @@ pub const DEFAULT_SCHEMA: &str = "stamps";
 /// assert_eq!(PgConfig::new().call_timeout_value(), DEFAULT_CALL_TIMEOUT);
 /// ```
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`PgConfig::max_replica_lag`]: 5 s.
+///
+/// ```
+/// use stamps::registry::postgres::{PgConfig, DEFAULT_MAX_REPLICA_LAG};
+/// assert_eq!(PgConfig::new().max_replica_lag_value(), DEFAULT_MAX_REPLICA_LAG);
+/// ```
+pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(5);
 
 /// Settings for [`PgRegistry`](super::PgRegistry): where the server is, which schema holds the
 /// registry, pool size, timeouts and how followers are woken up.
@@ -61,55 +73,11 @@ pub struct PgConfig {
     pub(crate) call_timeout: Duration,
     pub(crate) keepalives: Option<Keepalives>,
     pub(crate) tcp_user_timeout: Option<Duration>,
-}
-
-/// TCP keepalive settings for the registry's connections ([`PgConfig::keepalives`]): probe an
-/// idle connection after `idle`, every `interval`, and give up after `retries` unanswered
-/// probes, so a connection whose network path died is closed by the kernel.
-///
-/// ```
-/// use stamps::registry::postgres::Keepalives;
-/// use std::time::Duration;
-/// let k = Keepalives::default();
-/// assert_eq!((k.idle, k.interval, k.retries), (Duration::from_secs(30), Duration::from_secs(10), 3));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Keepalives {
-    /// Idle time before the first probe (default 30 s).
-    pub idle: Duration,
-    /// Time between probes (default 10 s).
-    pub interval: Duration,
-    /// Unanswered probes before the connection is closed (default 3).
-    pub retries: u32,
-}
-
-impl Default for Keepalives {
-    fn default() -> Self {
-        Keepalives {
-            idle: Duration::from_secs(30),
-            interval: Duration::from_secs(10),
-            retries: 3,
-        }
-    }
-}
-
-impl Keepalives {
-    /// Keepalives probing after `idle`, every `interval`, `retries` times.
-    ///
-    /// ```
-    /// # use stamps::registry::postgres::Keepalives;
-    /// # use std::time::Duration;
-    /// let k = Keepalives::new(Duration::from_secs(5), Duration::from_secs(1), 2);
-    /// assert_eq!(k.retries, 2);
-    /// ```
-    pub fn new(idle: Duration, interval: Duration, retries: u32) -> Self {
-        Keepalives {
-            idle,
-            interval,
-            retries,
-        }
-    }
+    pub(crate) replicas: Vec<tokio_postgres::Config>,
+    pub(crate) max_replica_lag: Duration,
+    pub(crate) replica_read_timeout: Duration,
+    pub(crate) timelines: bool,
+    pub(crate) portability: Portability,
 }
 
 impl fmt::Debug for PgConfig {
@@ -133,6 +101,18 @@ impl fmt::Debug for PgConfig {
             .field("call_timeout", &self.call_timeout)
             .field("keepalives", &self.keepalives)
             .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field(
+                "replicas",
+                &self
+                    .replicas
+                    .iter()
+                    .map(|r| (r.get_hosts().to_vec(), r.get_ports().to_vec()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("replica_read_timeout", &self.replica_read_timeout)
+            .field("timelines", &self.timelines)
+            .field("portability", &self.portability)
             .finish()
     }
 }
@@ -150,7 +130,9 @@ impl PgConfig {
     /// polling fallback, 8 retries on serialization failures and deadlocks, the system clock,
     /// a 10 s deadline per registry call ([`call_timeout`](Self::call_timeout)), TCP
     /// keepalives after 30 s idle every 10 s, 3 probes ([`Keepalives::default`]) and a 30 s TCP
-    /// user timeout ([`tcp_user_timeout`](Self::tcp_user_timeout)).
+    /// user timeout ([`tcp_user_timeout`](Self::tcp_user_timeout)), no read replicas (a 5 s
+    /// maximum replica lag and a 1 s replica read timeout once some are added) and WAL timelines
+    /// read to open a new feed term after a failover ([`timelines`](Self::timelines)).
     pub fn new() -> Self {
         PgConfig {
             pg: tokio_postgres::Config::new(),
@@ -167,6 +149,11 @@ impl PgConfig {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             keepalives: Some(Keepalives::default()),
             tcp_user_timeout: Some(Duration::from_secs(30)),
+            replicas: Vec::new(),
+            max_replica_lag: DEFAULT_MAX_REPLICA_LAG,
+            replica_read_timeout: Duration::from_secs(1),
+            timelines: true,
+            portability: Portability::default(),
         }
     }
 
@@ -183,8 +170,10 @@ impl PgConfig {
         Ok(PgConfig { pg, ..Self::new() })
     }
 
-    /// The server's host name, IP address or Unix socket directory (may be given several times
-    /// for failover).
+    /// The server's host name, IP address or Unix socket directory. Give it several times (or
+    /// list `host1:port1,host2:port2` in the URL) for failover: with more than one host the
+    /// registry connects to the one accepting writes (`target_session_attrs=read-write`), so
+    /// after a standby is promoted, new connections find it without a restart.
     pub fn host(mut self, host: &str) -> Self {
         self.pg.host(host);
         self
@@ -342,15 +331,124 @@ impl PgConfig {
         self
     }
 
+    /// Adds a read replica (a hot standby of the primary), from a URL or key/value connection
+    /// string. Change-feed reads, fleet snapshots, assignment reads and assignment pages may
+    /// be served by a replica that has caught up with what this registry has already seen
+    /// and is within [`max_replica_lag`](Self::max_replica_lag); everything else, and every
+    /// answer a replica cannot give safely (an unknown tenant, a cursor it has not replayed),
+    /// goes to the primary. See the guide's "Replicas and failover".
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// let cfg = PgConfig::from_url("postgres://app@db-a:5432,db-b:5432/fleet")?
+    ///     .replica("postgres://app@db-b:5432/fleet")?
+    ///     .replica("host=db-c port=5432 user=app dbname=fleet")?;
+    /// assert_eq!(cfg.replica_count(), 2);
+    /// assert!(PgConfig::new().replica("nonsense ://").is_err());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn replica(mut self, url: &str) -> Result<Self> {
+        let pg = tokio_postgres::Config::from_str(url).map_err(|_| {
+            InvalidInput::new(
+                "replica",
+                "is not a PostgreSQL connection string (postgres://user@host:port/db or host=... dbname=...)",
+            )
+        })?;
+        self.replicas.push(pg);
+        Ok(self)
+    }
+
+    /// How many read replicas are configured.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// How far behind the primary a replica may be and still serve reads (default
+    /// [`DEFAULT_MAX_REPLICA_LAG`], 5 s). Measured by the background task every
+    /// [`poll_interval`](Self::poll_interval): a replica's lag is the time since it last held
+    /// the feed head the primary had then, so it is at most this plus one poll interval.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// # use std::time::Duration;
+    /// let cfg = PgConfig::new().max_replica_lag(Duration::from_millis(500));
+    /// assert_eq!(cfg.max_replica_lag_value(), Duration::from_millis(500));
+    /// ```
+    pub fn max_replica_lag(mut self, lag: Duration) -> Self {
+        self.max_replica_lag = lag;
+        self
+    }
+
+    /// The replica lag limit in use.
+    pub fn max_replica_lag_value(&self) -> Duration {
+        self.max_replica_lag
+    }
+
+    /// How long a read waits for a replica before asking the primary instead (default 1 s;
+    /// at most the call's deadline).
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// # use std::time::Duration;
+    /// let cfg = PgConfig::new().replica_read_timeout(Duration::from_millis(200));
+    /// # let _ = cfg;
+    /// ```
+    pub fn replica_read_timeout(mut self, timeout: Duration) -> Self {
+        self.replica_read_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Whether writes read the server's WAL timeline (`pg_current_wal_lsn`) so that the first
+    /// write after a promotion or a point-in-time restore opens a new term of the change feed
+    /// (default `true`). Turn it off only on engines without WAL timelines; then call
+    /// [`PgRegistry::begin_new_term`](super::PgRegistry::begin_new_term) after any event that
+    /// may have lost acknowledged writes.
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::PgConfig;
+    /// let cfg = PgConfig::new().timelines(false);
+    /// # let _ = cfg;
+    /// ```
+    pub fn timelines(mut self, enabled: bool) -> Self {
+        self.timelines = enabled;
+        self
+    }
+
+    /// What [`migrate`](super::PgRegistry::migrate) may use (default: everything PostgreSQL
+    /// offers); see [`Portability`].
+    ///
+    /// ```
+    /// # use stamps::registry::postgres::{PgConfig, Portability};
+    /// let cfg = PgConfig::new().portability(Portability::default().transactional_ddl(false));
+    /// # let _ = cfg;
+    /// ```
+    pub fn portability(mut self, portability: Portability) -> Self {
+        self.portability = portability;
+        self
+    }
+
     /// The clock for stored timestamps (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
-    /// The driver configuration with the registry's session settings applied.
+    /// The primary's driver configuration with the registry's session settings applied; with
+    /// several hosts, only one accepting writes is connected to.
     pub(crate) fn driver_config(&self, suffix: &str) -> tokio_postgres::Config {
-        let mut pg = self.pg.clone();
+        let mut pg = self.session(self.pg.clone(), suffix);
+        if pg.get_hosts().len() > 1 && pg.get_target_session_attrs() == TargetSessionAttrs::Any {
+            pg.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
+        pg
+    }
+
+    /// A replica's driver configuration with the registry's session settings applied.
+    pub(crate) fn replica_config(&self, replica: &tokio_postgres::Config) -> tokio_postgres::Config {
+        self.session(replica.clone(), "replica")
+    }
+
+    fn session(&self, mut pg: tokio_postgres::Config, suffix: &str) -> tokio_postgres::Config {
         pg.connect_timeout(self.connect_timeout);
         match self.keepalives {
             Some(k) => {
@@ -440,6 +538,22 @@ mod tests {
         assert!(options.contains("search_path") && options.ends_with("-c statement_timeout=250"));
         assert!(!format!("{cfg:?}").contains("secret"));
         assert!(PgConfig::from_url("not a url ://").is_err());
+    }
+
+    #[test]
+    fn several_hosts_connect_to_the_writable_one() {
+        let one = PgConfig::from_url("postgres://u@a:1/db").unwrap().driver_config("");
+        assert_eq!(one.get_target_session_attrs(), TargetSessionAttrs::Any);
+        let two = PgConfig::from_url("postgres://u@a:1,b:2/db").unwrap();
+        assert_eq!(
+            two.driver_config("").get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        let with_replica = two.replica("postgres://u:pw@b:2/db").unwrap();
+        let r = with_replica.replica_config(&with_replica.replicas[0]);
+        assert_eq!(r.get_application_name(), Some("stamps-replica"));
+        assert!(r.get_options().unwrap().contains("statement_timeout"));
+        assert!(!format!("{with_replica:?}").contains("pw"));
     }
 
     #[test]

@@ -24,6 +24,33 @@ pub(super) fn mark_commit_sent() {
     let _ = COMMIT_SENT.try_with(|s| s.store(true, Ordering::Release));
 }
 
+/// Records that the statement that would have committed was never run (the server refused an
+/// earlier statement of the same pipeline): a broken connection now means nothing committed.
+pub(super) fn mark_commit_unsent() {
+    let _ = COMMIT_SENT.try_with(|s| s.store(false, Ordering::Release));
+}
+
+/// Whether the running attempt has sent a statement that may commit a write.
+pub(super) fn commit_sent() -> bool {
+    COMMIT_SENT.try_with(|s| s.load(Ordering::Acquire)).unwrap_or(false)
+}
+
+/// Starts an attempt of the running call: nothing sent for commit yet.
+pub(super) fn attempt_starts() {
+    mark_commit_unsent();
+}
+
+/// The error of a call whose connection broke after its commit was sent: the write may have
+/// committed (and, with replication, may survive a failover) with its acknowledgement lost.
+pub(super) fn outcome_unknown(fault: Fault) -> Error {
+    let cause = fault.into_error();
+    Error::OutcomeUnknown {
+        reason: format!(
+            "the PostgreSQL connection broke after the write was sent for commit ({cause}); re-read before retrying"
+        ),
+    }
+}
+
 /// Runs a whole registry call under its deadline. At the deadline the call's future is
 /// dropped (its [`Lease`] then closes the connection it held) and the error says whether a
 /// write may have committed.
@@ -88,6 +115,7 @@ macro_rules! on_conn {
         $crate::registry::postgres::connection::bounded($self.inner.call_timeout, async {
             let mut attempt: u32 = 0;
             loop {
+                $crate::registry::postgres::connection::attempt_starts();
                 let mut lease = match $self.inner.pool.get().await {
                     Ok(o) => Lease::new(o),
                     Err(e) => break Err(Fault::from(e).into_error()),
@@ -102,6 +130,10 @@ macro_rules! on_conn {
                         break Ok(v);
                     }
                     Err(fault) => {
+                        if fault.breaks_connection() && $crate::registry::postgres::connection::commit_sent() {
+                            lease.finish(false);
+                            break Err($crate::registry::postgres::connection::outcome_unknown(fault));
+                        }
                         // Leave no transaction open on a pooled connection (a warning when none is).
                         let keep = !fault.breaks_connection()
                             && match lease.conn() {

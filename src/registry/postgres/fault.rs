@@ -114,7 +114,9 @@ impl Fault {
                 e.is_closed()
                     || e.code().is_none_or(|c| {
                         let c = c.code();
-                        c.starts_with("08") || c.starts_with("57P")
+                        // A read-only server is a standby (a demoted primary, or the wrong host
+                        // of a list): drop the connection so the pool finds the primary.
+                        c.starts_with("08") || c.starts_with("57P") || c == SqlState::READ_ONLY_SQL_TRANSACTION.code()
                     })
             }
             _ => false,

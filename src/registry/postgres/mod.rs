@@ -15,6 +15,10 @@ mod codec;
 mod config;
 mod connection;
 mod fault;
+mod history;
+mod options;
+mod reads;
+mod replicas;
 mod schema;
 mod sql;
 mod watch;
@@ -24,6 +28,7 @@ mod writes;
 pub mod guide {}
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +38,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{NoTls, Socket};
 
-pub use config::{Keepalives, PgConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_SCHEMA};
+pub use config::{Keepalives, PgConfig, Portability, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_REPLICA_LAG, DEFAULT_SCHEMA};
 pub use fault::DatabaseError;
+pub use replicas::ReplicaStatus;
 pub use schema::{SchemaError, SCHEMA_VERSION};
 
-use self::codec::{big, change_of, change_version, version_of};
+use self::codec::{big, version_of};
 use self::connection::{on_conn, Lease};
 use self::fault::{corrupt, Fault};
+use self::replicas::{Replica, Replicas};
 use self::sql::Sql;
 use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
 use super::{ChangeSignal, Registry};
@@ -113,6 +120,10 @@ struct Inner {
     signal: ChangeSignal,
     max_retries: u32,
     call_timeout: Duration,
+    replicas: Option<Arc<Replicas>>,
+    portability: Portability,
+    /// The newest version handed out to a caller (replica reads must be at least this new).
+    seen: AtomicU64,
     _watch: AbortOnDrop,
 }
 
@@ -150,22 +161,8 @@ impl PgRegistry {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(InvalidInput::new("runtime", "PgRegistry must be created inside a tokio runtime").into());
         }
-        let manager = Manager::from_config(
-            config.driver_config(""),
-            tls.clone(),
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.pool_wait_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.connect_timeout))
-            .build()
-            .map_err(|e| Error::backend(DatabaseError::new("", format!("cannot build the connection pool: {e}"))))?;
-        let sql = Sql::new(&config.schema, config.notify);
+        let pool = build_pool(config.driver_config(""), tls.clone(), &config)?;
+        let sql = Sql::new(&config.schema, config.notify, config.timelines);
         connection::bounded(config.call_timeout, async {
             let mut lease = Lease::new(pool.get().await.map_err(|e| Fault::from(e).into_error())?);
             let conn = lease.conn().map_err(Fault::into_error)?;
@@ -176,6 +173,7 @@ impl PgRegistry {
             Ok(())
         })
         .await?;
+        let replicas = replica_set(&config, &tls)?;
         let signal = ChangeSignal::new();
         let listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)> = config.notify.then(|| {
             (
@@ -191,6 +189,8 @@ impl PgRegistry {
             signal: signal.clone(),
             interval: config.poll_interval,
             deadline: config.call_timeout,
+            replicas: replicas.clone(),
+            probe_sql: sql.probe.clone(),
         };
         let task = tokio::spawn(watch.run());
         Ok(PgRegistry {
@@ -202,6 +202,9 @@ impl PgRegistry {
                 signal,
                 max_retries: config.max_retries,
                 call_timeout: config.call_timeout,
+                replicas,
+                portability: config.portability,
+                seen: AtomicU64::new(0),
                 _watch: AbortOnDrop(task),
             }),
         })
@@ -227,7 +230,7 @@ impl PgRegistry {
         connection::bounded(self.inner.call_timeout, async {
             let mut lease = Lease::new(self.inner.pool.get().await.map_err(|e| Fault::from(e).into_error())?);
             let client: &mut tokio_postgres::Client = lease.conn().map_err(Fault::into_error)?;
-            let applied = schema::migrate(client, &self.inner.schema)
+            let applied = schema::migrate(client, &self.inner.schema, &self.inner.portability)
                 .await
                 .map_err(Fault::into_error);
             lease.finish(applied.is_ok());
@@ -296,9 +299,147 @@ impl PgRegistry {
         })
     }
 
+    /// The read replicas and how each one stands: reachable, measured lag, usable, reads it
+    /// answered and reads the primary answered instead. Empty without replicas.
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: stamps::registry::postgres::PgRegistry) {
+    /// let lagging = registry.replicas().into_iter().filter(|r| !r.usable).count();
+    /// # let _ = lagging; }
+    /// ```
+    pub fn replicas(&self) -> Vec<ReplicaStatus> {
+        self.inner.replicas.as_ref().map(|r| r.status()).unwrap_or_default()
+    }
+
+    /// The change feed's current term: how many times its history changed (a promotion or a
+    /// restore opened a new one), the last version it shares with the previous term and its
+    /// first version. See the guide's "Replicas and failover".
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: stamps::registry::postgres::PgRegistry) -> stamps::Result<()> {
+    /// let term = registry.feed_term().await?;
+    /// println!("term {} since v{} (shares up to v{}), head v{}", term.term, term.start, term.base, term.head);
+    /// # Ok(()) }
+    /// ```
+    pub async fn feed_term(&self) -> Result<FeedTerm> {
+        on_conn!(self, retry_unique = false, |c| async {
+            let stmt = c.prepare_cached(&self.inner.sql.term).await?;
+            let row = c.query_one(&stmt, &[]).await?;
+            Ok(FeedTerm {
+                term: u32::try_from(row.try_get::<_, i32>("term")?).map_err(|_| corrupt("feed.term"))?,
+                base: version_of(row.try_get("base")?)?,
+                start: version_of(row.try_get("term_start")?)?,
+                head: version_of(row.try_get("head")?)?,
+            })
+        })
+    }
+
+    /// Makes the next write open a new term of the change feed, so every follower whose cursor
+    /// is past the current head resynchronises instead of skipping changes. Writes do this by
+    /// themselves after a promotion or a point-in-time restore ([`PgConfig::timelines`]); call
+    /// it after restoring a logical dump (`pg_restore`), or on engines without WAL timelines
+    /// after any event that may have lost acknowledged writes, before the first write.
+    ///
+    /// ```no_run
+    /// # async fn demo(registry: stamps::registry::postgres::PgRegistry) -> stamps::Result<()> {
+    /// registry.begin_new_term().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin_new_term(&self) -> Result<()> {
+        on_conn!(self, retry_unique = false, |c| async {
+            let stmt = c.prepare_cached(&self.inner.sql.begin_term).await?;
+            c.execute(&stmt, &[]).await?;
+            Ok(())
+        })
+    }
+
     fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
+}
+
+/// The change feed's current term ([`PgRegistry::feed_term`]).
+///
+/// ```
+/// use stamps::registry::postgres::FeedTerm;
+/// use stamps::Version;
+/// let t = FeedTerm { term: 0, base: Version(0), start: Version(1), head: Version(42) };
+/// assert_eq!(t.term, 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedTerm {
+    /// How many times the feed's history changed (0 until the first promotion or restore).
+    pub term: u32,
+    /// The last version this term shares with the previous one (0 in term 0).
+    pub base: Version,
+    /// The term's first version.
+    pub start: Version,
+    /// The feed's head.
+    pub head: Version,
+}
+
+/// A connection pool over `pg` with the configured sizes and timeouts.
+fn build_pool<T>(pg: tokio_postgres::Config, tls: T, config: &PgConfig) -> Result<Pool>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    let manager = Manager::from_config(
+        pg,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.pool_wait_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(config.connect_timeout))
+        .build()
+        .map_err(|e| Error::backend(DatabaseError::new("", format!("cannot build the connection pool: {e}"))))
+}
+
+/// The replica pools (none without replicas). Connections are opened on first use.
+fn replica_set<T>(config: &PgConfig, tls: &T) -> Result<Option<Arc<Replicas>>>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    if config.replicas.is_empty() {
+        return Ok(None);
+    }
+    let mut list = Vec::with_capacity(config.replicas.len());
+    for r in &config.replicas {
+        let label = replica_label(r);
+        list.push(Replica::new(
+            label,
+            build_pool(config.replica_config(r), tls.clone(), config)?,
+        ));
+    }
+    let read_timeout = config.replica_read_timeout.min(config.call_timeout);
+    Ok(Some(Arc::new(Replicas::new(
+        list,
+        config.max_replica_lag,
+        read_timeout,
+    ))))
+}
+
+/// `host:port` of a replica's first host.
+fn replica_label(pg: &tokio_postgres::Config) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
 }
 
 #[async_trait]
@@ -324,48 +465,15 @@ impl Registry for PgRegistry {
     }
 
     async fn fleet(&self) -> Result<Fleet> {
-        let (head, loads, skipped) = on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.fleet).await?;
-            let rows = c.query(&stmt, &[]).await?;
-            let head = version_of(rows.first().ok_or_else(|| corrupt("feed"))?.try_get("head")?)?;
-            let mut loads = Vec::with_capacity(rows.len());
-            let mut skipped = Vec::new();
-            for row in &rows {
-                if let Some(id) = row.try_get::<_, Option<i64>>("id")? {
-                    // A stamp whose row is unreadable is left out and reported, not fatal.
-                    match codec::stamp_load(row) {
-                        Ok(load) => loads.push(load),
-                        Err(Fault::Crate(Error::Corrupt { reason, .. })) => {
-                            let id = u32::try_from(id).map(StampId).map_err(|_| corrupt("stamps.id"))?;
-                            skipped.push((id, reason));
-                        }
-                        Err(other) => return Err(other),
-                    }
-                }
-            }
-            Ok((head, loads, skipped))
-        })?;
-        Ok(Fleet::new(loads, head, self.now()).with_skipped(skipped))
+        self.read_fleet().await
     }
 
     async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.assignment_get).await?;
-            match c.query_opt(&stmt, &[&tenant.as_str()]).await? {
-                Some(row) => Ok(Some(codec::assignment(&row)?)),
-                None => Ok(None),
-            }
-        })
+        self.read_assignment(tenant).await
     }
 
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        let after = after.map_or("", TenantId::as_str);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.assignments_page).await?;
-            let rows = c.query(&stmt, &[&after, &limit]).await?;
-            rows.iter().map(codec::assignment).collect::<Result<Vec<_>, _>>()
-        })
+        self.read_assignments(after, limit).await
     }
 
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
@@ -421,49 +529,7 @@ impl Registry for PgRegistry {
     }
 
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-        // No version is stored beyond 2^63 - 1, so a cursor past it reads nothing (as in memory).
-        let after_param = i64::try_from(after.0).unwrap_or(i64::MAX);
-        // At least one row, so a cursor behind the retained range is reported even with
-        // `limit == 0` (as in memory); the extra change is dropped below.
-        let limit_param = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
-        let (head, first, mut changes, corrupt_change) = on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.changes).await?;
-            let rows = c.query(&stmt, &[&after_param, &limit_param]).await?;
-            let head = version_of(rows.first().ok_or_else(|| corrupt("feed"))?.try_get("head")?)?;
-            let first = match rows.first() {
-                Some(row) => change_version(row)?,
-                None => None,
-            };
-            // A corrupt change ends the batch before it; read first, it is the error.
-            let mut changes = Vec::with_capacity(rows.len());
-            let mut corrupt_change = None;
-            for row in &rows {
-                match change_of(row) {
-                    Ok(Some(change)) => changes.push(change),
-                    Ok(None) => {}
-                    Err(Fault::Crate(e @ Error::Corrupt { .. })) => {
-                        corrupt_change = Some(e);
-                        break;
-                    }
-                    Err(other) => return Err(other),
-                }
-            }
-            Ok((head, first, changes, corrupt_change))
-        })?;
-        if head > after {
-            let first = first.unwrap_or(head);
-            if first.0 > after.0 + 1 {
-                return Err(Error::ChangeFeedTruncated {
-                    requested: after,
-                    oldest: first.0,
-                });
-            }
-        }
-        changes.truncate(limit);
-        match corrupt_change {
-            Some(e) if changes.is_empty() && limit > 0 => Err(e),
-            _ => Ok(ChangeBatch::new(changes, head)),
-        }
+        self.read_changes(after, limit).await
     }
 
     fn change_signal(&self) -> ChangeSignal {

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use tokio_postgres::error::SqlState;
+use tokio_postgres::GenericClient;
 
+use super::config::Portability;
 use super::fault::Fault;
 
 /// One schema migration: a version, a name and its SQL (with `{schema}` standing for the
@@ -13,6 +15,9 @@ pub(crate) struct Migration {
     pub(crate) version: u32,
     pub(crate) name: &'static str,
     pub(crate) sql: &'static str,
+    /// Checksums of earlier shipped texts of this migration that differ from `sql` only in
+    /// optional-block markers (comments): schemas they migrated are the same and accepted.
+    pub(crate) earlier: &'static [i64],
 }
 
 /// Every migration this build knows, in version order. Append only: a released migration is
@@ -22,11 +27,20 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: include_str!("migrations/0001_initial.sql"),
+        // Before the `truncate_trigger` markers.
+        earlier: &[-2655999107254946757],
     },
     Migration {
         version: 2,
         name: "history_overrides",
         sql: include_str!("migrations/0002_history_overrides.sql"),
+        earlier: &[],
+    },
+    Migration {
+        version: 3,
+        name: "feed_terms",
+        sql: include_str!("migrations/0003_feed_terms.sql"),
+        earlier: &[],
     },
 ];
 
@@ -35,7 +49,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.
@@ -153,7 +167,7 @@ fn verify(schema: &str, applied: &[(u32, i64)]) -> Result<(), Fault> {
     }
     for &(version, sum) in applied {
         let known = MIGRATIONS.iter().find(|m| m.version == version);
-        if known.is_none_or(|m| checksum(m.sql) != sum) {
+        if known.is_none_or(|m| checksum(m.sql) != sum && !m.earlier.contains(&sum)) {
             return Err(SchemaError::Modified {
                 schema: schema.to_string(),
                 version,
@@ -172,10 +186,40 @@ pub(crate) async fn current_version(client: &tokio_postgres::Client, schema: &st
     Ok(applied.iter().map(|(v, _)| *v).max())
 }
 
-/// Applies the missing migrations in one transaction, under an exclusive lock on the
-/// migration table so concurrent migrators apply each version once. Returns the versions
-/// applied (empty when the schema was up to date).
-pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -> Result<Vec<u32>, Fault> {
+/// A migration's SQL as run with `portability`: blocks between `-- stamps:optional <feature>`
+/// and `-- stamps:end optional` are left out when the feature is off. The checksum is always
+/// over the shipped text, so a schema migrated with any options is recognised by every build.
+pub(crate) fn sql_for(sql: &str, portability: &Portability) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut skipping = false;
+    for line in sql.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(rest) = trimmed.strip_prefix("-- stamps:optional ") {
+            let feature = rest.split_whitespace().next().unwrap_or("");
+            skipping = !portability.enabled(feature);
+            continue;
+        }
+        if trimmed == "-- stamps:end optional" {
+            skipping = false;
+            continue;
+        }
+        if !skipping {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Applies the missing migrations, returning the versions applied (empty when the schema was
+/// up to date). With [`Portability::transactional_ddl`] all of them run in one transaction
+/// (a failure applies none); with [`Portability::lock_table`] under an exclusive lock on the
+/// migration table, so concurrent migrators apply each version once (without it, a concurrent
+/// migrator fails on the migration table's primary key and the caller runs it again).
+pub(crate) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: &str,
+    portability: &Portability,
+) -> Result<Vec<u32>, Fault> {
     let q = quoted(schema);
     let bootstrap = format!(
         "CREATE SCHEMA IF NOT EXISTS {q};
@@ -205,8 +249,13 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
             Err(e) => return Err(e.into()),
         }
     }
+    if !portability.transactional_ddl {
+        // Each migration on its own: a failure leaves the failing one unrecorded (and, where
+        // DDL commits by itself, partly applied: the error names it).
+        return apply_missing(client, schema, &q, portability).await;
+    }
     let tx = client.transaction().await?;
-    match apply_missing(&tx, schema, &q).await {
+    match apply_missing(&tx, schema, &q, portability).await {
         Ok(applied_now) => {
             tx.commit().await?;
             Ok(applied_now)
@@ -219,9 +268,16 @@ pub(crate) async fn migrate(client: &mut tokio_postgres::Client, schema: &str) -
     }
 }
 
-async fn apply_missing(tx: &tokio_postgres::Transaction<'_>, schema: &str, q: &str) -> Result<Vec<u32>, Fault> {
-    tx.batch_execute(&format!("LOCK TABLE {q}.schema_migrations IN EXCLUSIVE MODE"))
-        .await?;
+async fn apply_missing(
+    tx: &impl GenericClient,
+    schema: &str,
+    q: &str,
+    portability: &Portability,
+) -> Result<Vec<u32>, Fault> {
+    if portability.lock_table {
+        tx.batch_execute(&format!("LOCK TABLE {q}.schema_migrations IN EXCLUSIVE MODE"))
+            .await?;
+    }
     let rows = tx
         .query(&format!("SELECT version, checksum FROM {q}.schema_migrations"), &[])
         .await?;
@@ -240,7 +296,22 @@ async fn apply_missing(tx: &tokio_postgres::Transaction<'_>, schema: &str, q: &s
         if done.iter().any(|(v, _)| *v == m.version) {
             continue;
         }
-        tx.batch_execute(&m.sql.replace("{schema}", q)).await?;
+        tx.batch_execute(&sql_for(m.sql, portability).replace("{schema}", q))
+            .await
+            .map_err(|e| {
+                if portability.transactional_ddl {
+                    Fault::from(e)
+                } else {
+                    Fault::Crate(crate::error::Error::backend(super::fault::DatabaseError::new(
+                        e.code().map(|c| c.code()).unwrap_or(""),
+                        format!(
+                            "migration {} ({}) failed without transactional DDL and may be partly applied; \
+                             repair the schema by hand before running migrate() again: {e}",
+                            m.version, m.name
+                        ),
+                    )))
+                }
+            })?;
         let version = i32::try_from(m.version).map_err(|_| super::fault::corrupt("migration version"))?;
         tx.execute(
             &format!("INSERT INTO {q}.schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"),
@@ -261,6 +332,46 @@ mod tests {
         assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
         assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
         assert!(MIGRATIONS.iter().all(|m| m.sql.contains("{schema}")));
+    }
+
+    #[test]
+    fn optional_blocks_follow_the_portability_options() {
+        let all = sql_for(MIGRATIONS[0].sql, &Portability::default());
+        assert!(all.contains("BEFORE TRUNCATE") && !all.contains("stamps:optional"));
+        let without = sql_for(MIGRATIONS[0].sql, &Portability::default().truncate_trigger(false));
+        assert!(!without.contains("BEFORE TRUNCATE"));
+        assert!(
+            without.contains("assignment_history_append_only"),
+            "only the optional block goes"
+        );
+        assert!(
+            without.contains("CREATE TABLE {schema}.changes"),
+            "what follows the block stays"
+        );
+        for m in MIGRATIONS {
+            let opens = m.sql.matches("-- stamps:optional ").count();
+            assert_eq!(
+                opens,
+                m.sql.matches("-- stamps:end optional").count(),
+                "migration {}",
+                m.version
+            );
+        }
+    }
+
+    #[test]
+    fn earlier_checksums_are_the_same_migration_without_markers() {
+        for m in MIGRATIONS {
+            let unmarked: String = m
+                .sql
+                .split_inclusive('\n')
+                .filter(|l| !l.trim_start().starts_with("-- stamps:"))
+                .collect();
+            for &sum in m.earlier {
+                assert_eq!(checksum(&unmarked), sum, "migration {}", m.version);
+                assert!(verify("s", &[(m.version, sum)]).is_ok());
+            }
+        }
     }
 
     #[test]

@@ -44,11 +44,33 @@ pub(crate) struct Sql {
     pub(crate) migration_get: String,
     pub(crate) migration_save: String,
     pub(crate) migrations: String,
+    /// An assignment and the feed's head in one snapshot (reads from a replica).
+    pub(crate) assignment_at: String,
+    /// A page of assignments and the feed's head in one snapshot (reads from a replica).
+    pub(crate) assignments_page_at: String,
+    /// The head and whether the server is a standby (replica probes).
+    pub(crate) probe: String,
+    /// Asks the next write to open a term.
+    pub(crate) begin_term: String,
+    /// The feed's term, its start and base.
+    pub(crate) term: String,
 }
 
+/// The server's current WAL timeline (PostgreSQL; `NULL` on a standby, where no write runs).
+const TIMELINE: &str = "(CASE WHEN pg_is_in_recovery() THEN NULL \
+                        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int::bigint END)";
+
 impl Sql {
-    pub(crate) fn new(schema: &str, notify: bool) -> Sql {
+    /// `timelines`: whether writes read the server's WAL timeline to open a new term after a
+    /// promotion or a restore (off on engines without `pg_current_wal_lsn`).
+    pub(crate) fn new(schema: &str, notify: bool, timelines: bool) -> Sql {
         let s = quoted(schema);
+        let timeline = if timelines { TIMELINE } else { "NULL::bigint" };
+        // A new term when the recorded timeline is known and differs from the server's.
+        let fresh = "(f.timeline IS NOT NULL AND f.timeline IS DISTINCT FROM t.tl)";
+        // The clock is read once per statement (in `t` below), so the head and the recorded
+        // start of a new term are the same value.
+        let start = "GREATEST(f.head + 1, t.clock)";
         let channel = format!("stamps_{schema}");
         // NOTIFY is transactional: delivered at commit, in commit order. Only a wake-up.
         let notify_col = if notify {
@@ -91,7 +113,41 @@ impl Sql {
         Sql {
             listen: format!("LISTEN \"{channel}\""),
             head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
-            bump: format!("UPDATE {s}.feed SET head = head + 1 WHERE id = 1 RETURNING head"),
+            bump: format!(
+                "WITH b AS (
+                    UPDATE {s}.feed f SET
+                        term = CASE WHEN {fresh} THEN f.term + 1 ELSE f.term END,
+                        base = CASE WHEN {fresh} THEN f.head ELSE f.base END,
+                        term_start = CASE WHEN {fresh} THEN {start} ELSE f.term_start END,
+                        head = CASE WHEN {fresh} THEN {start} ELSE f.head + 1 END,
+                        timeline = t.tl
+                    FROM (SELECT {timeline} AS tl,
+                                 (extract(epoch FROM clock_timestamp()) * 1000)::bigint << {shift} AS clock) t
+                    WHERE f.id = 1
+                    RETURNING f.head, f.term, f.base, f.term_start, f.timeline
+                ), opened AS (
+                    INSERT INTO {s}.feed_terms (term, base, term_start, timeline, started_at)
+                    SELECT term, base, term_start, timeline, $1 FROM b WHERE term > 0 AND head = term_start
+                    RETURNING term
+                )
+                SELECT head, (SELECT count(*) FROM opened) AS opened FROM b",
+                shift = super::history::START_SHIFT
+            ),
+            begin_term: format!("UPDATE {s}.feed SET timeline = -1 WHERE id = 1"),
+            term: format!("SELECT head, term, base, term_start FROM {s}.feed WHERE id = 1"),
+            probe: format!("SELECT head, pg_is_in_recovery() AS standby FROM {s}.feed WHERE id = 1"),
+            assignment_at: format!(
+                "SELECT f.head AS feed_head, a.* FROM {s}.feed f
+                 LEFT JOIN (SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1) a ON true
+                 WHERE f.id = 1"
+            ),
+            assignments_page_at: format!(
+                "SELECT f.head AS feed_head, a.* FROM {s}.feed f
+                 LEFT JOIN LATERAL (
+                     SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2
+                 ) a ON true
+                 WHERE f.id = 1 ORDER BY a.tenant"
+            ),
             stamp_get: format!("SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = $1"),
             // Ordered, so concurrent writers lock stamps in the same order (no deadlocks).
             // NO KEY UPDATE: blocks other writers of the row but not foreign-key checks.
@@ -175,8 +231,12 @@ impl Sql {
             ),
             history: format!("SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"),
             changes: format!(
-                "SELECT f.head, c.version, c.at, c.kind, c.tenant, c.payload
+                "SELECT f.head, f.term, nt.base AS next_base, nt.term_start AS next_start,
+                        c.version, c.at, c.kind, c.tenant, c.payload
                  FROM {s}.feed f
+                 LEFT JOIN LATERAL (
+                     SELECT base, term_start FROM {s}.feed_terms WHERE term_start > $1 ORDER BY term_start LIMIT 1
+                 ) nt ON true
                  LEFT JOIN LATERAL (
                      SELECT version, at, kind, tenant, payload FROM {s}.changes
                      WHERE version > $1 ORDER BY version LIMIT $2

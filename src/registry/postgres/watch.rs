@@ -1,10 +1,11 @@
 //! The background task that wakes [`ChangeSignal`] followers: `LISTEN` on a dedicated
-//! connection for immediate wake-ups, and a periodic read of the feed head as the fallback.
+//! connection for immediate wake-ups, and a periodic read of the feed head as the fallback;
+//! after each head read it probes the read replicas (their lag is measured against it).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use futures_util::future::poll_fn;
@@ -13,6 +14,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Socket};
 
 use super::connection::Lease;
+use super::replicas::Replicas;
 use crate::model::Version;
 use crate::registry::ChangeSignal;
 
@@ -82,6 +84,9 @@ pub(crate) struct Watch {
     pub(crate) interval: Duration,
     /// Bound of each head read and of opening the listener.
     pub(crate) deadline: Duration,
+    /// Replicas to probe after each head read.
+    pub(crate) replicas: Option<Arc<Replicas>>,
+    pub(crate) probe_sql: String,
 }
 
 impl Watch {
@@ -118,6 +123,12 @@ impl Watch {
             }
             if let Ok(head) = self.read_head().await {
                 self.signal.notify(head);
+                if let Some(r) = &self.replicas {
+                    r.primary_head(head.0, Instant::now());
+                }
+            }
+            if let Some(r) = &self.replicas {
+                r.probe_all(&self.probe_sql).await;
             }
         }
     }

@@ -3,7 +3,7 @@
 //! commit steps they share. `on_conn!` runs each body on a pooled connection and retries it.
 
 use deadpool_postgres::Object;
-use futures_util::future::{try_join, try_join3};
+use futures_util::future::{join3, try_join, try_join3};
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -12,7 +12,7 @@ use tokio_postgres::Row;
 use super::codec::{
     self, amounts_json, big, data_json, labels_json, millis, override_params, version_of, AssignmentParams,
 };
-use super::connection::mark_commit_sent;
+use super::connection::{mark_commit_sent, mark_commit_unsent};
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
 use crate::error::{Error, InvalidInput, Subject};
@@ -105,14 +105,29 @@ impl PgRegistry {
     ) -> Result<(Version, Vec<Row>), Fault> {
         let bump = c.prepare_cached(&self.inner.sql.bump).await?;
         let write = c.prepare_cached(write).await?;
+        let at = millis(self.now())?;
         mark_commit_sent();
-        let (head, rows, ()) = try_join3(
-            c.query_one(&bump, &[]),
+        let (head, rows, commit) = join3(
+            c.query_one(&bump, &[&at]),
             c.query(&write, params),
             c.batch_execute("COMMIT"),
         )
-        .await?;
-        Ok((version_of(head.try_get(0)?)?, rows))
+        .await;
+        // The server answers in order: an error it reported for the increment or the write
+        // (even a fatal one, the connection then closing) means it never ran the COMMIT, so
+        // nothing committed. Only an error on the COMMIT itself, or no answer at all, leaves
+        // the outcome unknown.
+        let (head, rows) = match (head, rows) {
+            (Err(e), _) | (Ok(_), Err(e)) if e.as_db_error().is_some() => {
+                mark_commit_unsent();
+                return Err(e.into());
+            }
+            (head, rows) => (head?, rows?),
+        };
+        commit?;
+        let head = version_of(head.try_get(0)?)?;
+        self.saw(head);
+        Ok((head, rows))
     }
 
     pub(super) async fn assign_once(

@@ -109,7 +109,10 @@ pub fn contract(case: &str) -> Option<&'static str> {
             "concurrent assigns of different tenants to one free dedicated stamp: exactly one wins"
         }
         "change_feed_past_any_version_is_empty" => {
-            "changes_since a version past the head (up to u64::MAX) is empty, not an error"
+            "changes_since a version past anything storable (2^63 - 1 up to u64::MAX) is empty, not an error"
+        }
+        "change_feed_cursor_past_the_head_is_refused" => {
+            "changes_since a cursor past the head but storable is HistoryDiverged naming the head (a cursor of a lost history is never answered with an empty page)"
         }
         "ids_past_the_stored_range_are_unknown" => {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"

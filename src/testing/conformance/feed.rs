@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::model::*;
 use crate::registry::{DynRegistry, RegistryExt};
 
@@ -260,6 +261,30 @@ pub async fn change_feed_past_any_version_is_empty(r: &DynRegistry) {
         assert_eq!(batch.head, head, "changes_since(Version({after})) must report the head");
         assert!(!batch.has_more(Version(after)), "nothing more after Version({after})");
     }
+}
+
+/// A cursor past the head that a backend could store is one this registry never issued: a
+/// follower holding it applied changes of another history (a primary lost in a failover, a
+/// database restored to an earlier point). Answering it with an empty page would let the
+/// follower skip every change issued up to its cursor, so it is refused with
+/// [`Error::HistoryDiverged`] naming the head to resynchronise from.
+pub async fn change_feed_cursor_past_the_head_is_refused(r: &DynRegistry) {
+    active(r, 1, &[(Resource::Tenants, 5.0)]).await;
+    r.assign(&TenantSpec::new(tid("a")), StampId(1)).await.expect("assign");
+    let head = r.changes_since(Version::ZERO, 0).await.expect("head").head;
+    for after in [head.0 + 1, head.0 + 1000, (1 << 62) + 5, i64::MAX as u64 - 1] {
+        match r.changes_since(Version(after), 10).await {
+            Err(Error::HistoryDiverged { cursor, head: h, .. }) => {
+                check_eq!(cursor, Version(after), "the cursor HistoryDiverged names");
+                check_eq!(h, head, "the head HistoryDiverged names");
+            }
+            other => {
+                fail!("changes_since(Version({after})) past the head {head} returned {other:?}, not HistoryDiverged")
+            }
+        }
+    }
+    let at_head = r.changes_since(head, 10).await.expect("changes_since at the head");
+    check!(at_head.changes.is_empty(), "changes at the head: {:?}", at_head.changes);
 }
 
 /// Ids, revisions and epochs past the stored range are answered like any unknown value:

@@ -114,6 +114,7 @@ cases!(
     override_is_explicit_and_recorded,
     race_for_a_dedicated_stamp_has_one_winner,
     change_feed_past_any_version_is_empty,
+    change_feed_cursor_past_the_head_is_refused,
     ids_past_the_stored_range_are_unknown,
 );
 

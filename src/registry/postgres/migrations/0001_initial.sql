@@ -86,9 +86,11 @@ $$;
 CREATE TRIGGER assignment_history_append_only
     BEFORE UPDATE OR DELETE ON {schema}.assignment_history
     FOR EACH ROW EXECUTE FUNCTION {schema}.reject_history_change();
+-- stamps:optional truncate_trigger (Portability::truncate_trigger)
 CREATE TRIGGER assignment_history_no_truncate
     BEFORE TRUNCATE ON {schema}.assignment_history
     FOR EACH STATEMENT EXECUTE FUNCTION {schema}.reject_history_change();
+-- stamps:end optional
 
 -- The change feed: one row per write to a stamp or an assignment, gap-free versions.
 -- `payload` is the stamp or assignment row after the write (NULL when a tenant was
