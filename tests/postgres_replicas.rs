@@ -460,3 +460,90 @@ async fn sync_failover_loses_no_acknowledged_write() {
         assert_eq!(route.epoch, *epoch);
     }
 }
+
+/// A migration in flight when the primary dies: after the standby is promoted, stepping the
+/// same migration (as its worker does, retrying `Unavailable` and `OutcomeUnknown`) resumes
+/// from the stored progress and completes; every acknowledged data write is on the
+/// destination, and the tenant routes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_in_flight_resumes_after_a_failover() {
+    use stamps::migration::reference::{ReferenceDataPlane, WriteError};
+    use stamps::migration::{MigrationConfig, Migrator};
+
+    let mut cluster = blocking(|| Cluster::start(Replication::Synchronous, 1));
+    let schema = unique_schema("failover_migration");
+    let clock = FakeClock::starting_at(Timestamp::from_millis(1_000_000));
+    let registry = PgRegistry::connect(config(&cluster.multi_host_url(), &schema).clock(clock.clone()))
+        .await
+        .unwrap();
+    registry.migrate().await.unwrap();
+    for id in [1, 2] {
+        registry.put_active_stamp(stamp_spec(id)).await.unwrap();
+    }
+    let acme = tid("acme");
+    registry.assign(&tenant("acme"), StampId(1)).await.unwrap();
+    let registry: Arc<DynRegistry> = Arc::new(registry);
+    let plane = ReferenceDataPlane::new([StampId(1), StampId(2)]).clock(clock.clone());
+    let migrator = Migrator::new(registry.clone(), Arc::new(plane.clone()))
+        .clock(clock.clone())
+        .config(MigrationConfig::default().soak_window(Duration::ZERO))
+        .unwrap();
+    let mut acked: Vec<String> = Vec::new();
+    let write = |acked: &mut Vec<String>, route: Option<Assignment>| {
+        if let Some(route) = route {
+            let key = format!("k{}", acked.len());
+            match plane.write(&route, &key, "v") {
+                Ok(_) => acked.push(key),
+                Err(WriteError::Frozen { .. } | WriteError::Fenced { .. }) => {}
+                Err(e) => panic!("write refused: {e}"),
+            }
+        }
+    };
+    for _ in 0..3 {
+        let route = registry.assignment(&acme).await.unwrap();
+        write(&mut acked, route);
+    }
+    let plan = migrator.plan(&acme, StampId(2)).await.unwrap();
+    let mut m = migrator.start(&plan, "ops").await.unwrap();
+    for _ in 0..3 {
+        m.step().await.unwrap();
+        clock.advance(Duration::from_millis(10));
+        let route = registry.assignment(&acme).await.unwrap();
+        write(&mut acked, route);
+    }
+    let mid = m.state();
+    assert!(!mid.is_terminal(), "the migration finished before the failover");
+
+    blocking(|| cluster.kill(0));
+    blocking(|| cluster.promote(1));
+    let mut errors = 0;
+    for _ in 0..400 {
+        if m.state().is_terminal() {
+            break;
+        }
+        match m.step().await {
+            Ok(_) => {}
+            Err(e @ (Error::Unavailable { .. } | Error::OutcomeUnknown { .. })) => {
+                errors += 1;
+                assert!(errors < 200, "the migration never resumed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("step after the failover (from {mid}): {e}"),
+        }
+        clock.advance(Duration::from_millis(10));
+        if let Ok(route) = registry.assignment(&acme).await {
+            write(&mut acked, route);
+        }
+    }
+    assert_eq!(m.state(), MigrationState::Completed, "from {mid} across the failover");
+    let a = registry.assignment(&acme).await.unwrap().unwrap();
+    assert_eq!((a.stamp, a.mode), (StampId(2), AssignmentMode::Serving));
+    let rows = plane.dump(StampId(2), &acme);
+    for k in &acked {
+        assert!(rows.contains_key(k), "acknowledged {k} missing on the destination");
+    }
+    println!(
+        "migration resumed from {mid} after the failover ({errors} steps refused meanwhile); {} writes kept",
+        acked.len()
+    );
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// TCP keepalive settings for the registry's connections ([`PgConfig::keepalives`]): probe an
+/// TCP keepalive settings for the registry's connections ([`PgConfig::keepalives`](super::PgConfig::keepalives)): probe an
 /// idle connection after `idle`, every `interval`, and give up after `retries` unanswered
 /// probes, so a connection whose network path died is closed by the kernel.
 ///
@@ -53,7 +53,7 @@ impl Keepalives {
 }
 
 /// What [`PgRegistry::migrate`](super::PgRegistry::migrate) may use beyond plain tables and
-/// indexes ([`PgConfig::portability`]). Everything is on by default (PostgreSQL); engines that
+/// indexes ([`PgConfig::portability`](super::PgConfig::portability)). Everything is on by default (PostgreSQL); engines that
 /// lack a feature turn it off here instead of forking the crate's checksummed migrations.
 ///
 /// ```

@@ -35,11 +35,15 @@ pub struct ReplicaStatus {
     pub label: String,
     /// Whether the last probe answered.
     pub reachable: bool,
+    /// Whether it answered as a standby (in recovery). A server that answers as a primary
+    /// (a promoted standby, or a former primary that came back without being rewound) serves
+    /// no reads as a replica: the primary connection finds the real primary.
+    pub standby: bool,
     /// The feed head the last probe read.
     pub head: Version,
     /// How far behind the primary it was measured (`None` before it was ever seen caught up).
     pub lag: Option<Duration>,
-    /// Whether reads may go to it now (reachable and within the lag limit).
+    /// Whether reads may go to it now (reachable, a standby, and within the lag limit).
     pub usable: bool,
     /// Reads it answered.
     pub reads: u64,
@@ -51,6 +55,7 @@ pub struct ReplicaStatus {
 #[derive(Debug, Default)]
 struct Probe {
     reachable: bool,
+    standby: bool,
     head: u64,
     caught_up_at: Option<Instant>,
 }
@@ -123,8 +128,10 @@ impl Replicas {
         s.push_back((at, head));
     }
 
-    /// Records a probe of replica `i`: unreachable (`None`) or its head.
-    pub(crate) fn probed(&self, i: usize, head: Option<u64>) {
+    /// Records a probe of replica `i`: unreachable (`None`) or its head and whether it is a
+    /// standby.
+    pub(crate) fn probed(&self, i: usize, answer: Option<(u64, bool)>) {
+        let head = answer.map(|(h, _)| h);
         let Some(replica) = self.list.get(i) else { return };
         let caught_up = head.and_then(|h| {
             let s = self.primary.lock();
@@ -132,8 +139,9 @@ impl Replicas {
         });
         let mut p = replica.probe.lock();
         p.reachable = head.is_some();
-        if let Some(h) = head {
+        if let Some((h, standby)) = answer {
             p.head = h;
+            p.standby = standby;
         }
         if let Some(t) = caught_up {
             p.caught_up_at = Some(p.caught_up_at.map_or(t, |old| old.max(t)));
@@ -142,6 +150,10 @@ impl Replicas {
 
     fn lag(p: &Probe, now: Instant) -> Option<Duration> {
         p.caught_up_at.map(|t| now.saturating_duration_since(t))
+    }
+
+    fn usable(&self, p: &Probe, now: Instant) -> bool {
+        p.reachable && p.standby && Self::lag(p, now).is_some_and(|l| l <= self.max_lag)
     }
 
     /// A usable replica, taking turns among them; `None` sends the read to the primary.
@@ -154,7 +166,7 @@ impl Replicas {
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n).map(|k| &self.list[(first + k) % n]).find(|r| {
             let p = r.probe.lock();
-            p.reachable && Self::lag(&p, now).is_some_and(|l| l <= self.max_lag)
+            self.usable(&p, now)
         })
     }
 
@@ -168,9 +180,10 @@ impl Replicas {
                 ReplicaStatus {
                     label: r.label.clone(),
                     reachable: p.reachable,
+                    standby: p.standby,
                     head: Version(p.head),
                     lag,
-                    usable: p.reachable && lag.is_some_and(|l| l <= self.max_lag),
+                    usable: self.usable(&p, now),
                     reads: r.reads.load(Ordering::Relaxed),
                     fallbacks: r.fallbacks.load(Ordering::Relaxed),
                 }
@@ -188,7 +201,8 @@ impl Replicas {
                 let row = conn.query_one(&stmt, &[]).await.ok()?;
                 lease.finish(true);
                 let head: i64 = row.try_get("head").ok()?;
-                u64::try_from(head).ok()
+                let standby: bool = row.try_get("standby").ok()?;
+                Some((u64::try_from(head).ok()?, standby))
             };
             tokio::time::timeout(self.read_timeout, read).await.ok().flatten()
         });
@@ -267,8 +281,8 @@ mod tests {
         r.primary_head(10, t0);
         r.primary_head(20, t0 + Duration::from_secs(10));
         r.primary_head(30, t0 + Duration::from_secs(19));
-        r.probed(0, Some(30));
-        r.probed(1, Some(25));
+        r.probed(0, Some((30, true)));
+        r.probed(1, Some((25, true)));
         let s = r.status();
         assert!(s[0].usable && s[0].lag.unwrap() < Duration::from_secs(2), "{s:?}");
         assert!(!s[1].usable && s[1].lag.unwrap() >= Duration::from_secs(9), "{s:?}");
@@ -278,7 +292,7 @@ mod tests {
         // Unreachable: out until a probe answers; a failed read does the same.
         r.probed(0, None);
         assert!(r.pick().is_none());
-        r.probed(0, Some(30));
+        r.probed(0, Some((30, true)));
         r.list[0].fell_back(true);
         assert!(r.pick().is_none());
         assert_eq!(r.status()[0].fallbacks, 1);
@@ -291,10 +305,13 @@ mod tests {
         for k in (0..10).rev() {
             r.primary_head(7, now - Duration::from_secs(k));
         }
-        r.probed(0, Some(7));
-        r.probed(1, Some(6));
+        r.probed(0, Some((7, true)));
+        r.probed(1, Some((6, true)));
         let s = r.status();
         assert!(s[0].usable, "{s:?}");
         assert!(!s[1].usable && s[1].lag.is_none(), "never caught up: {s:?}");
+        // Answering as a primary (promoted, or a former primary back without a rewind): no reads.
+        r.probed(0, Some((7, false)));
+        assert!(!r.status()[0].usable && r.pick().is_none());
     }
 }
