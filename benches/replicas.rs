@@ -201,6 +201,14 @@ async fn follower_lag(cluster: &Cluster, schema: &str) {
     );
 }
 
+/// Migrates the schema and adds one active stamp with room for every tenant of the bench.
+async fn prepare(registry: &PgRegistry) {
+    registry.migrate().await.expect("migrate");
+    let capacity = Capacity::new([(Resource::Tenants, 1e6)], 0.0).expect("capacity");
+    let spec = StampSpec::new(StampId(1), "s1", Region::new("eu").expect("region"), capacity).expect("spec");
+    registry.put_active_stamp(spec).await.expect("stamp");
+}
+
 async fn failover(runs: usize) {
     println!("\n## Failover with default settings ({runs} runs): kill the primary, promote the standby\n");
     for run in 0..runs {
@@ -214,19 +222,7 @@ async fn failover(runs: usize) {
         )
         .await
         .expect("connect");
-        registry.migrate().await.expect("migrate");
-        registry
-            .put_active_stamp(
-                StampSpec::new(
-                    StampId(1),
-                    "s1",
-                    Region::new("eu").expect("region"),
-                    Capacity::new([(Resource::Tenants, 1e6)], 0.0).expect("capacity"),
-                )
-                .expect("spec"),
-            )
-            .await
-            .expect("stamp");
+        prepare(&registry).await;
         registry.assign(&tenant(0), StampId(1)).await.expect("assign");
         cluster.wait_caught_up(0, 1).await;
         let killed = Instant::now();
@@ -267,19 +263,7 @@ fn main() {
         )
         .await
         .expect("connect");
-        registry.migrate().await.expect("migrate");
-        registry
-            .put_active_stamp(
-                StampSpec::new(
-                    StampId(1),
-                    "s1",
-                    Region::new("eu").expect("region"),
-                    Capacity::new([(Resource::Tenants, 1e6)], 0.0).expect("capacity"),
-                )
-                .expect("spec"),
-            )
-            .await
-            .expect("stamp");
+        prepare(&registry).await;
         let tenants = env("STAMPS_TENANTS", 2000) as usize;
         let mut tasks = Vec::new();
         for w in 0..8 {
