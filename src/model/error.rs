@@ -207,9 +207,9 @@ pub enum Error {
     /// later restored to an earlier point) before they reached the server answering now, so
     /// what the follower applied after the last common version is lost and the versions after
     /// it may be issued again for other changes. Never silent: reload a full snapshot and
-    /// follow from `head`. Returned by a replicated [`PgRegistry`](crate::registry::postgres::PgRegistry)
-    /// after a failover with asynchronous replication (see its guide, "Replicas and
-    /// failover").
+    /// follow from `head`. Returned by a replicated `PgRegistry` (feature `postgres`) after a
+    /// failover with asynchronous replication (see its guide, "Replicas and failover"), and by
+    /// every registry for a cursor past its head.
     ///
     /// ```
     /// use stamps::{Error, Version};
