@@ -6,6 +6,7 @@ pub mod admission;
 mod assignment;
 mod change;
 pub mod constraints;
+mod drift;
 pub(crate) mod error;
 mod fleet;
 mod health;
@@ -21,6 +22,7 @@ pub use assignment::{
 };
 pub use change::{Change, ChangeBatch, ChangeKind};
 pub use constraints::{Constraint, ConstraintKind, ConstraintViolation, Override};
+pub use drift::{drift_report, DesiredConfig, DriftGroup, DriftReport, RunningConfig};
 pub use fleet::{Fleet, StampLoad};
 pub use health::{AllHealthy, HealthStatus, HealthView};
 pub use migration::{MigrationId, MigrationRecord, MigrationState};

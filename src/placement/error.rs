@@ -37,10 +37,13 @@ pub enum FilterKind {
     Custom,
     /// The tenant's demand does not fit under a limit with headroom.
     Headroom,
+    /// The stamp does not run the desired configuration (see
+    /// [`OnDesiredConfig`](super::OnDesiredConfig)).
+    Config,
 }
 
 impl FilterKind {
-    const COUNT: usize = 11;
+    const COUNT: usize = 12;
     const ALL: [FilterKind; FilterKind::COUNT] = [
         FilterKind::Pin,
         FilterKind::Residency,
@@ -53,6 +56,7 @@ impl FilterKind {
         FilterKind::AntiAffinity,
         FilterKind::Custom,
         FilterKind::Headroom,
+        FilterKind::Config,
     ];
 
     fn index(self) -> usize {
@@ -73,6 +77,7 @@ impl FilterKind {
             FilterKind::AntiAffinity => "anti-affinity",
             FilterKind::Custom => "custom",
             FilterKind::Headroom => "headroom",
+            FilterKind::Config => "config",
         }
     }
 }
@@ -196,7 +201,8 @@ impl NoFit {
 
     /// Whether adding a stamp matching the tenant would let it be placed: every stamp in the
     /// tenant's scope was full, occupied (dedicated) or of another tier or residency, and none
-    /// was merely unhealthy, inactive, excluded by the policy, or the pin's only candidate.
+    /// was merely unhealthy, inactive, off the desired configuration, excluded by the policy, or
+    /// the pin's only candidate.
     pub fn needs_new_stamp(&self) -> bool {
         let transient = [
             FilterKind::Pin,
@@ -206,6 +212,7 @@ impl NoFit {
             FilterKind::Affinity,
             FilterKind::AntiAffinity,
             FilterKind::Custom,
+            FilterKind::Config,
         ];
         transient.iter().all(|k| self.rejected_by(*k) == 0)
     }
@@ -223,6 +230,7 @@ impl NoFit {
             FilterKind::AntiAffinity => "excluded by the tenant's anti-affinity",
             FilterKind::Custom => "excluded by the policy",
             FilterKind::Headroom => "full",
+            FilterKind::Config => "not on the desired configuration",
         }
     }
 

@@ -159,6 +159,7 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
             }
             None => "does not fit under headroom".to_string(),
         },
+        FilterKind::Config => "stamp does not run the desired configuration (drift report)".to_string(),
         _ => format!("rejected by `{}`", r.name),
     }
 }

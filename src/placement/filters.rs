@@ -2,7 +2,9 @@
 
 use super::{FilterKind, FleetView, Rejection};
 use crate::model::constraints;
-use crate::model::{Amount, StampLoad, TenantSpec};
+use std::collections::BTreeSet;
+
+use crate::model::{Amount, DriftReport, StampId, StampLoad, TenantSpec};
 
 /// Tenant label prefix for affinity: a tenant label `affinity/KEY = VALUE` requires the stamp
 /// to carry the label `KEY = VALUE` (see [`Affinity`]).
@@ -324,6 +326,58 @@ impl StampFilter for Pinned {
             Ok(())
         } else {
             Err(Rejection::new(FilterKind::Pin))
+        }
+    }
+}
+
+/// Only stamps running the desired configuration, as of a drift report
+/// ([`drift_report`](crate::model::drift_report), or `stamps::reconcile::collect_drift` from
+/// live stamps): new tenants stay off drifted stamps and stamps that did not report until they
+/// are brought back in line and the report is taken again.
+///
+/// ```
+/// use stamps::placement::{OnDesiredConfig, Pipeline};
+/// use stamps::*;
+/// let stamp = |id: u32| {
+///     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+///     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap).unwrap();
+///     StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), Amounts::default())
+/// };
+/// let fleet = Fleet::new(vec![stamp(1), stamp(2)], Version(0), Timestamp::ZERO);
+/// let desired = DesiredConfig::new(RunningConfig::from_settings("v7", [("gc", "g1")]));
+/// let running = [
+///     (StampId(1), RunningConfig::from_settings("v7", [("gc", "g1")])),
+///     (StampId(2), RunningConfig::from_settings("v7", [("gc", "zgc")])),
+/// ];
+/// let report = drift_report(&fleet, &running, &[], &desired);
+/// let policy = Pipeline::new().filter(OnDesiredConfig::from_report(&report));
+/// let chosen = policy.place(&TenantSpec::new(TenantId::new("acme")?), &FleetView::new(&fleet))?;
+/// assert_eq!(chosen, StampId(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDesiredConfig {
+    conforming: BTreeSet<StampId>,
+}
+
+impl OnDesiredConfig {
+    /// The stamps the report found on the desired configuration.
+    pub fn from_report(report: &DriftReport) -> OnDesiredConfig {
+        OnDesiredConfig {
+            conforming: report.conforming().collect(),
+        }
+    }
+}
+
+impl StampFilter for OnDesiredConfig {
+    fn name(&self) -> &'static str {
+        "config"
+    }
+    fn check<'s>(&self, _: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
+        if self.conforming.contains(&load.id()) {
+            Ok(())
+        } else {
+            Err(Rejection::new(FilterKind::Config))
         }
     }
 }

@@ -9,6 +9,10 @@
 //! bounded by the page size and the number of stamps, not by the fleet. It returns a
 //! [`ReconcileReport`]: each [`Finding`] proposes a [`Repair`]; nothing is repaired here.
 //!
+//! The same module collects configuration drift: [`collect_drift`] asks each stamp what it
+//! runs through the host's [`ConfigSource`] and groups the fleet against a desired
+//! configuration ([`DriftReport`](crate::model::DriftReport)).
+//!
 //! ```
 //! use stamps::reconcile::{reconcile, InMemoryInventory, ReconcileOptions, StampInventory};
 //! use stamps::*;
@@ -33,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+mod drift;
 mod inventory;
 mod merge;
 mod report;
@@ -45,6 +50,7 @@ pub mod operations {}
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use drift::{collect_drift, ConfigSource};
 pub use inventory::{Fingerprint, Held, InMemoryInventory, InventoryError, ReferenceInventory, StampInventory};
 pub use report::{Finding, FindingKind, ReconcileReport, Repair, Unreadable};
 
