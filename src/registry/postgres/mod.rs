@@ -84,6 +84,13 @@ use crate::time::{Clock, Timestamp};
 ///   [`Error::OutcomeUnknown`] for a write whose commit was sent (re-read before retrying).
 ///   The connection such a call held is closed; TCP keepalives and `TCP_USER_TIMEOUT`
 ///   ([`PgConfig::keepalives`], [`PgConfig::tcp_user_timeout`]) close idle ones whose path died.
+/// - **Replicas and failover**: give every node in the primary URL (the writable one is found
+///   again after a promotion) and hot standbys as [`PgConfig::replica`]s: feed polls, fleet
+///   snapshots and assignment reads go to a replica that is as new as anything this registry
+///   handed out, never answering "unknown tenant" on its own. The first write after a promotion
+///   opens a new term of the feed, so writes an asynchronous standby never received are
+///   detected by followers ([`Error::HistoryDiverged`]), never re-issued. See the guide's
+///   "Replicas and failover".
 /// - **Bad rows**: a row edited by hand into a value the model refuses gives
 ///   [`Error::Corrupt`] naming it to the calls that read it, and only to them;
 ///   [`fleet`](Registry::fleet) leaves such a stamp out ([`Fleet::skipped`]) and
