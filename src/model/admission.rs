@@ -24,9 +24,10 @@
 //! ```
 
 use super::error::{Error, InvalidInput, Result, Subject};
+use crate::model::constraints::{self, Constraint, ConstraintViolation};
 use crate::model::{
     Amount, Amounts, Assignment, ChangeAction, Demand, HistoryAction, Resource, StampId, StampLoad, StampSpec,
-    StampState,
+    StampState, Tier,
 };
 
 /// Checks that replacing `old` with `new` keeps every stamp within its hard limits, that every
@@ -163,6 +164,87 @@ pub fn check_respec(load: &StampLoad, spec: &StampSpec) -> Result<()> {
                     resource: r.clone(),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether re-specifying `load`'s stamp as `spec` changes what its tenants' constraints are
+/// checked against (its residency or its tier): then the registry reads the stamp's tenants
+/// (under the stamp's lock) for [`check_respec_constraints`]. Other changes (name, labels,
+/// endpoint, capacity, version) need no tenant.
+///
+/// ```
+/// use stamps::model::admission;
+/// use stamps::*;
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu")?, Capacity::new([(Resource::Tenants, 9.0)], 0.0)?)?;
+/// let load = StampLoad::new(Stamp::new(spec.clone(), StampState::Active, Timestamp::ZERO, Timestamp::ZERO), Amounts::default());
+/// assert!(!admission::respec_touches_constraints(&load, &spec.clone().label("ring", "1")));
+/// assert!(admission::respec_touches_constraints(&load, &spec.tier(Tier::Dedicated)));
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn respec_touches_constraints(load: &StampLoad, spec: &StampSpec) -> bool {
+    let old = &load.stamp.spec;
+    old.residency != spec.residency || old.tier != spec.tier
+}
+
+/// Checks that re-specifying `load`'s stamp as `spec` breaks no constraint of a tenant it holds
+/// (serving or as a migration's shadow) that the current spec did not already break: a
+/// tenant whose residency the stamp no longer has, whose tier it no longer is, or a stamp made
+/// dedicated while holding several tenants. A tenant placed against a rule by an operator
+/// override (so already breaking it) does not block a re-spec that keeps breaking it the same
+/// way. `tenants` are the stamp's tenants, read under the same lock or transaction.
+///
+/// Fails with [`Error::ConstraintViolated`] naming the first tenant (in the order given).
+///
+/// ```
+/// use stamps::model::admission;
+/// use stamps::*;
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu")?, Capacity::new([(Resource::Tenants, 9.0)], 0.0)?)?
+///     .residency(Residency::new("eu")?);
+/// let load = StampLoad::new(Stamp::new(spec.clone(), StampState::Active, Timestamp::ZERO, Timestamp::ZERO), Amounts::default());
+/// let tenant = TenantSpec::new(TenantId::new("acme")?).residency(Residency::new("eu")?);
+/// let a = Assignment::new(tenant, StampId(1), Epoch(1), AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
+/// let moved = spec.clone().residency(Residency::new("us")?);
+/// assert!(matches!(admission::check_respec_constraints(&load, &moved, [&a]), Err(Error::ConstraintViolated(_))));
+/// assert!(admission::check_respec_constraints(&load, &spec.label("ring", "2"), [&a]).is_ok());
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn check_respec_constraints<'a>(
+    load: &StampLoad,
+    spec: &StampSpec,
+    tenants: impl IntoIterator<Item = &'a Assignment>,
+) -> Result<()> {
+    let old = &load.stamp.spec;
+    let tenants: Vec<&Assignment> = tenants.into_iter().collect();
+    for a in &tenants {
+        let t = &a.spec;
+        let broken = if !constraints::residency_matches(t, spec) && constraints::residency_matches(t, old) {
+            t.residency.clone().map(|required| Constraint::Residency {
+                required,
+                stamp_has: spec.residency.clone(),
+            })
+        } else if !constraints::tier_allows(t, spec) && constraints::tier_allows(t, old) {
+            Some(Constraint::Tier {
+                tenant: t.tier.clone(),
+                stamp: spec.tier.clone(),
+            })
+        } else if spec.tier == Tier::Dedicated && old.tier != Tier::Dedicated {
+            tenants
+                .iter()
+                .find(|other| other.tenant() != a.tenant())
+                .map(|other| Constraint::Dedicated {
+                    holder: other.tenant().clone(),
+                })
+        } else {
+            None
+        };
+        if let Some(constraint) = broken {
+            return Err(Error::ConstraintViolated(ConstraintViolation::new(
+                a.tenant().clone(),
+                spec.id,
+                constraint,
+            )));
         }
     }
     Ok(())

@@ -305,6 +305,10 @@ impl Registry for InMemoryRegistry {
             let stamp = match st.stamps.get_mut(&spec.id) {
                 Some(load) => {
                     admission::check_respec(load, &spec)?;
+                    if admission::respec_touches_constraints(load, &spec) {
+                        let held = st.assignments.values().filter(|a| a.stamps().any(|s| s == spec.id));
+                        admission::check_respec_constraints(load, &spec, held)?;
+                    }
                     load.stamp.spec = spec;
                     load.stamp.updated_at = now;
                     load.stamp.clone()

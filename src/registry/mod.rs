@@ -160,7 +160,10 @@ pub trait Registry: Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a spec that breaks its own rules (name, endpoint, version,
-    /// capacity); [`Error::CapacityExceeded`] for a limit below the stamp's usage.
+    /// capacity); [`Error::CapacityExceeded`] for a limit below the stamp's usage;
+    /// [`Error::ConstraintViolated`] for a residency or tier change that breaks a constraint of
+    /// a tenant the stamp holds, serving or as a shadow, and that its placement did not already
+    /// break by an override ([`admission::check_respec_constraints`](crate::model::admission::check_respec_constraints)).
     async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp>;
 
     /// A stamp, if registered (`Ok(None)` if not).

@@ -54,6 +54,8 @@ pub(crate) struct Sql {
     pub(crate) begin_term: String,
     /// The feed's term, its start and base.
     pub(crate) term: String,
+    /// Every tenant a stamp holds (serving or as a shadow), read under the stamp's lock.
+    pub(crate) stamp_tenants: String,
 }
 
 /// The server's current WAL timeline (PostgreSQL; `NULL` on a standby, where no write runs).
@@ -132,6 +134,9 @@ impl Sql {
                 )
                 SELECT head, (SELECT count(*) FROM opened) AS opened FROM b",
                 shift = super::history::START_SHIFT
+            ),
+            stamp_tenants: format!(
+                "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE stamp_id = $1 OR shadow_id = $1 ORDER BY tenant"
             ),
             begin_term: format!("UPDATE {s}.feed SET timeline = -1 WHERE id = 1"),
             term: format!("SELECT head, term, base, term_start FROM {s}.feed WHERE id = 1"),

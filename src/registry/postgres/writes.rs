@@ -276,6 +276,14 @@ impl PgRegistry {
         let write = match existing.first() {
             Some(load) => {
                 admission::check_respec(load, spec)?;
+                if admission::respec_touches_constraints(load, spec) {
+                    // Every write that adds a tenant to the stamp locks its row first: the list
+                    // holds until this transaction ends.
+                    let stmt = c.prepare_cached(&self.inner.sql.stamp_tenants).await?;
+                    let rows = c.query(&stmt, &[&i64::from(spec.id.0)]).await?;
+                    let held = rows.iter().map(codec::assignment).collect::<Result<Vec<_>, _>>()?;
+                    admission::check_respec_constraints(load, spec, &held)?;
+                }
                 &self.inner.sql.stamp_update
             }
             None => &self.inner.sql.stamp_insert,

@@ -102,6 +102,9 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "create_migration_refuses_broken_constraints" => {
             "create_migration refuses a destination that breaks one of the tenant's constraints, with ConstraintViolated"
         }
+        "put_stamp_refuses_a_respec_breaking_its_tenants" => {
+            "put_stamp refuses a residency or tier change that breaks a constraint of a tenant the stamp holds (serving or shadow), unless an override already broke it the same way"
+        }
         "override_is_explicit_and_recorded" => {
             "a write may break a constraint only with an override naming it and a reason, and the history records the override"
         }

@@ -204,6 +204,81 @@ pub async fn create_migration_refuses_broken_constraints(r: &DynRegistry) {
         .expect("a migration within the tenant's residency");
 }
 
+/// `put_stamp` refuses a re-spec that would break a constraint of a tenant the stamp holds
+/// (serving or as a migration's shadow): a residency the tenant needs, a tier it needs, or a
+/// stamp made dedicated while holding two tenants; the spec stays as it was. A tenant placed
+/// against a rule by an override does not block a re-spec that breaks it the same way, and
+/// changes that touch no constraint (labels, capacity) go through.
+pub async fn put_stamp_refuses_a_respec_breaking_its_tenants(r: &DynRegistry) {
+    stamps(r).await;
+    let case = "put_stamp_refuses_a_respec_breaking_its_tenants";
+    let cap = [(Resource::Tenants, 10.0)];
+    let eu_spec = |id: u32| spec(id, &cap).residency(residency("eu"));
+    r.assign(&eu("a"), StampId(1)).await.expect("assign a");
+    r.assign(&TenantSpec::new(tid("b")), StampId(1))
+        .await
+        .expect("assign b");
+    assert_violation(
+        case,
+        r.put_stamp(spec(1, &cap).residency(residency("us"))).await,
+        ConstraintKind::Residency,
+        1,
+    );
+    assert_violation(case, r.put_stamp(spec(1, &cap)).await, ConstraintKind::Residency, 1);
+    assert_violation(
+        case,
+        r.put_stamp(eu_spec(1).tier(Tier::Dedicated)).await,
+        ConstraintKind::Tier,
+        1,
+    );
+    let s = r.stamp(StampId(1)).await.expect("stamp").expect("present");
+    assert_eq!(
+        (s.spec.residency.as_ref().map(|x| x.as_str()), &s.spec.tier),
+        (Some("eu"), &Tier::Shared),
+        "{case}: a refused re-spec changed the stamp"
+    );
+    r.put_stamp(eu_spec(1).label("ring", "2"))
+        .await
+        .expect("a re-spec touching no constraint");
+    // A migration's shadow counts: "c" (EU) dual-writes to stamp 5, which may not leave the EU.
+    r.put_active_stamp(eu_spec(5)).await.expect("put stamp 5");
+    let c = r.assign(&eu("c"), StampId(1)).await.expect("assign c");
+    r.compare_and_set(
+        c.tenant(),
+        c.epoch,
+        AssignmentChange::set_mode(AssignmentMode::DualWrite { shadow: StampId(5) }),
+    )
+    .await
+    .expect("dual-write to 5");
+    assert_violation(
+        case,
+        r.put_stamp(spec(5, &cap).residency(residency("us"))).await,
+        ConstraintKind::Residency,
+        5,
+    );
+    // Two dedicated tenants may not end up sharing a stamp made dedicated: stamp 6 holds two.
+    r.put_active_stamp(eu_spec(6)).await.expect("put stamp 6");
+    for t in ["d", "e"] {
+        r.assign(&eu(t), StampId(6)).await.expect("assign to 6");
+    }
+    match r.put_stamp(eu_spec(6).tier(Tier::Dedicated)).await {
+        Err(Error::ConstraintViolated(v)) => assert!(
+            matches!(v.constraint.kind(), ConstraintKind::Tier | ConstraintKind::Dedicated),
+            "{case}: {v}"
+        ),
+        other => panic!("{case}: making a stamp with two tenants dedicated must be refused, got {other:?}"),
+    }
+    // An override-placed tenant: "f" needs the EU but lives on US stamp 2 by an override; moving
+    // stamp 2 to another non-EU residency breaks nothing new.
+    let o = Override::new(ConstraintKind::Residency, "approved transfer");
+    r.assign_overriding(&eu("f"), StampId(2), &o, "alice")
+        .await
+        .expect("overridden assign");
+    r.put_stamp(spec(2, &cap).residency(residency("ca")))
+        .await
+        .expect("a re-spec that breaks no rule the override did not already break");
+}
+
 /// An override naming the broken constraint lets `assign` and `compare_and_set` through and is
 /// recorded (constraints, reason, actor) in the history; rules it does not name still hold, and
 /// an override without a reason is invalid input.

@@ -111,6 +111,7 @@ cases!(
     assign_refuses_broken_constraints,
     compare_and_set_refuses_broken_constraints,
     create_migration_refuses_broken_constraints,
+    put_stamp_refuses_a_respec_breaking_its_tenants,
     override_is_explicit_and_recorded,
     race_for_a_dedicated_stamp_has_one_winner,
     change_feed_past_any_version_is_empty,
