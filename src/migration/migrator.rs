@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::driver::{AlwaysHealthy, DynMigrationDriver, SoakCheck};
+use super::driver::DynMigrationDriver;
+use super::soak::{AlwaysHealthy, SoakCheck};
 use super::{Migration, MigrationConfig, MigrationPlan, Progress};
 use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord};

@@ -101,6 +101,7 @@ mod plan;
 pub mod progress;
 pub mod reference;
 mod resolve;
+mod soak;
 mod steps;
 mod worker;
 mod write;
@@ -108,8 +109,8 @@ mod write;
 use std::time::Duration;
 
 pub use driver::{
-    soak_check_fn, AlwaysHealthy, DriverError, DriverErrorKind, DynMigrationDriver, FnSoakCheck, MigrationContext,
-    MigrationDriver, SideSummary, SnapshotInfo, SoakCheck, SoakVerdict, TableCheck, ValidationReport,
+    DriverError, DriverErrorKind, DynMigrationDriver, MigrationContext, MigrationDriver, SideSummary, SnapshotInfo,
+    TableCheck, ValidationReport,
 };
 pub use fence::{Fence, FenceRejection, FenceToken, RouteTokens};
 pub use gate::WriteGate;
@@ -117,6 +118,7 @@ pub use migrator::Migrator;
 pub use plan::{MigrationPlan, PlanCheck};
 pub use progress::Progress;
 pub use resolve::{Resolution, ResolveError};
+pub use soak::{soak_check_fn, AlwaysHealthy, FnSoakCheck, SoakCheck, SoakVerdict};
 pub use worker::{Migration, RunOutcome, StepOutcome};
 pub use write::{write_with_route, RoutedWriteError, StampRefusal};
 

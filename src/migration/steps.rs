@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-use super::driver::{DriverError, MigrationContext, SnapshotInfo, SoakVerdict, ValidationReport};
+use super::driver::{DriverError, MigrationContext, SnapshotInfo, ValidationReport};
 use super::progress::{Update, Validation};
+use super::soak::SoakVerdict;
 use super::Migration;
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentChange, AssignmentMode, MigrationState};

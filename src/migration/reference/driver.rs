@@ -5,11 +5,50 @@
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{DriverOp, ReferenceDataPlane, Row, StampStore, TenantRows};
+use super::{ReferenceDataPlane, Row, StampStore, TenantRows};
 use crate::migration::driver::{
     DriverError, MigrationContext, MigrationDriver, SnapshotInfo, TableCheck, ValidationReport,
 };
 use crate::model::{Epoch, MigrationState, StampId};
+
+/// The driver operations, for fault injection and call counts.
+///
+/// ```
+/// use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
+/// let plane = ReferenceDataPlane::new([]);
+/// assert!(DriverOp::ALL.iter().all(|op| plane.calls(*op) == 0));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DriverOp {
+    /// [`MigrationDriver::snapshot`](crate::migration::MigrationDriver::snapshot).
+    Snapshot,
+    /// [`MigrationDriver::import`](crate::migration::MigrationDriver::import).
+    Import,
+    /// [`MigrationDriver::catch_up`](crate::migration::MigrationDriver::catch_up).
+    CatchUp,
+    /// [`MigrationDriver::fence`](crate::migration::MigrationDriver::fence).
+    Fence,
+    /// [`MigrationDriver::validate`](crate::migration::MigrationDriver::validate).
+    Validate,
+    /// [`MigrationDriver::cleanup_source`](crate::migration::MigrationDriver::cleanup_source).
+    CleanupSource,
+    /// [`MigrationDriver::rollback`](crate::migration::MigrationDriver::rollback).
+    Rollback,
+}
+
+impl DriverOp {
+    /// Every operation.
+    pub const ALL: [DriverOp; 7] = [
+        DriverOp::Snapshot,
+        DriverOp::Import,
+        DriverOp::CatchUp,
+        DriverOp::Fence,
+        DriverOp::Validate,
+        DriverOp::CleanupSource,
+        DriverOp::Rollback,
+    ];
+}
 
 impl StampStore {
     /// Admits a driver effect of `ctx` on this stamp: refused if a newer lease generation of

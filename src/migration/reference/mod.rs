@@ -125,45 +125,6 @@ struct StampStore {
     generations: HashMap<MigrationId, u64>,
 }
 
-/// The driver operations, for fault injection and call counts.
-///
-/// ```
-/// use stamps::migration::reference::{DriverOp, ReferenceDataPlane};
-/// let plane = ReferenceDataPlane::new([]);
-/// assert!(DriverOp::ALL.iter().all(|op| plane.calls(*op) == 0));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum DriverOp {
-    /// [`MigrationDriver::snapshot`](super::MigrationDriver::snapshot).
-    Snapshot,
-    /// [`MigrationDriver::import`](super::MigrationDriver::import).
-    Import,
-    /// [`MigrationDriver::catch_up`](super::MigrationDriver::catch_up).
-    CatchUp,
-    /// [`MigrationDriver::fence`](super::MigrationDriver::fence).
-    Fence,
-    /// [`MigrationDriver::validate`](super::MigrationDriver::validate).
-    Validate,
-    /// [`MigrationDriver::cleanup_source`](super::MigrationDriver::cleanup_source).
-    CleanupSource,
-    /// [`MigrationDriver::rollback`](super::MigrationDriver::rollback).
-    Rollback,
-}
-
-impl DriverOp {
-    /// Every operation.
-    pub const ALL: [DriverOp; 7] = [
-        DriverOp::Snapshot,
-        DriverOp::Import,
-        DriverOp::CatchUp,
-        DriverOp::Fence,
-        DriverOp::Validate,
-        DriverOp::CleanupSource,
-        DriverOp::Rollback,
-    ];
-}
-
 /// Why a write was not acknowledged. The caller retries `Frozen` after `until` and `Fenced`
 /// after refreshing its route; neither write took effect on every stamp (it may have taken
 /// effect on some: unacknowledged writes may or may not be visible, as in any database).
@@ -600,3 +561,5 @@ impl ReferenceDataPlane {
 }
 
 mod driver;
+
+pub use driver::DriverOp;
