@@ -366,12 +366,20 @@ async fn unhealthy_stamp_fails_fast_and_others_are_unaffected() {
 }
 
 #[tokio::test]
-async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
+async fn failover_to_a_standby_stamp_is_opt_in_and_comes_from_the_registry() {
     let clock = FakeClock::new();
     let registry = registry_with_stamps(&clock, 3).await;
-    for t in ["pay", "shop"] {
-        registry.assign(&TenantSpec::new(tid(t)), StampId(1)).await.unwrap();
-    }
+    registry.assign(&TenantSpec::new(tid("pay")), StampId(1)).await.unwrap();
+    registry
+        .assign(&TenantSpec::new(tid("shop")), StampId(2))
+        .await
+        .unwrap();
+    let why = stamps::Decision::new("ops", "stamp 1 pairs with stamp 3").unwrap();
+    let standby = stamps::Redirect::new(StampId(3), stamps::RedirectWhen::WhileUnhealthy);
+    registry
+        .set_route_override(StampId(1), Some(standby), &why)
+        .await
+        .unwrap();
     let health = stamps::health::HealthTable::new();
     let off = Router::builder(registry.clone())
         .clock(clock.clone())
@@ -385,22 +393,73 @@ async fn failover_to_a_standby_is_opt_in_and_per_tenant() {
         .build()
         .unwrap();
     for r in [&off, &on] {
+        r.load_stamps().await.unwrap();
         r.resolve("pay").await.unwrap();
         r.resolve("shop").await.unwrap();
-        r.set_standby("pay", Some(StampId(3))).unwrap();
-        r.load_stamps().await.unwrap();
+        assert_eq!(r.route_overrides().get(&StampId(1)), Some(&standby));
     }
+    // Healthy: a standby changes nothing.
+    assert_eq!(on.route("pay").unwrap().stamp, StampId(1));
     health.set(StampId(1), HealthStatus::Unhealthy, clock.now(), None);
+    health.set(StampId(2), HealthStatus::Unhealthy, clock.now(), None);
     assert!(matches!(off.route("pay"), Err(RouteError::StampUnavailable { .. })));
     let r = on.route("pay").unwrap();
     assert_eq!(
         (r.stamp, r.failed_over_from, r.endpoint),
         (StampId(3), Some(StampId(1)), Some("https://s3.internal"))
     );
-    assert!(matches!(on.route("shop"), Err(RouteError::StampUnavailable { .. }))); // no standby
-                                                                                   // An unhealthy standby is no escape.
+    // Stamp 2 has no standby.
+    assert!(matches!(on.route("shop"), Err(RouteError::StampUnavailable { .. })));
+    // An unhealthy standby is no escape.
     health.set(StampId(3), HealthStatus::Unhealthy, clock.now(), None);
     assert!(matches!(on.route("pay"), Err(RouteError::StampUnavailable { .. })));
+}
+
+#[tokio::test]
+async fn a_routing_override_reaches_every_router_through_the_feed() {
+    let clock = FakeClock::new();
+    let registry = registry_with_stamps(&clock, 3).await;
+    for (t, s) in [("pay", 1), ("shop", 2)] {
+        registry.assign(&TenantSpec::new(tid(t)), StampId(s)).await.unwrap();
+    }
+    let routers: Vec<_> = (0..2)
+        .map(|_| Router::builder(registry.clone()).clock(clock.clone()).build().unwrap())
+        .collect();
+    for r in &routers {
+        r.warm_up().await.unwrap();
+        assert_eq!(r.route("pay").unwrap().stamp, StampId(1));
+    }
+    let restore = stamps::Decision::new("alice", "stamp 1 restored from backup, OPS-12").unwrap();
+    let always = stamps::Redirect::new(StampId(3), stamps::RedirectWhen::Always);
+    registry
+        .set_route_override(StampId(1), Some(always), &restore)
+        .await
+        .unwrap();
+    for r in &routers {
+        r.sync().await.unwrap();
+        let route = r.route("pay").unwrap();
+        assert_eq!((route.stamp, route.failed_over_from), (StampId(3), Some(StampId(1))));
+        assert_eq!(route.endpoint, Some("https://s3.internal"));
+        // Other stamps' tenants are untouched.
+        assert_eq!(r.route("shop").unwrap().stamp, StampId(2));
+    }
+    // A router started now learns it from the registry, not from its own memory.
+    let late = Router::builder(registry.clone()).clock(clock.clone()).build().unwrap();
+    late.warm_up().await.unwrap();
+    assert_eq!(late.route("pay").unwrap().stamp, StampId(3));
+    // Clearing it goes through the feed too.
+    let done = stamps::Decision::new("alice", "restore verified").unwrap();
+    registry.set_route_override(StampId(1), None, &done).await.unwrap();
+    for r in routers.iter().chain([&late]) {
+        r.sync().await.unwrap();
+        let route = r.route("pay").unwrap();
+        assert_eq!((route.stamp, route.failed_over_from), (StampId(1), None));
+        assert!(r.route_overrides().is_empty());
+    }
+    let log = registry.route_override_history(StampId(1)).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].decision, restore);
+    assert_eq!((log[1].redirect, &log[1].decision), (None, &done));
 }
 
 #[tokio::test]

@@ -481,6 +481,14 @@ pub enum HistoryAction {
     Resized,
     /// Assignment removed.
     Unassigned,
+    /// Pinned to a stamp ([`Registry::set_pin`](crate::Registry::set_pin), or an `assign`
+    /// whose spec carries a pin): `to` is the pin, `from` the pin it replaced.
+    Pinned,
+    /// Pin cleared: `from` is the pin it had.
+    Unpinned,
+    /// An operator applied a repair to the tenant's copy on `to`
+    /// ([`Registry::record_repair`](crate::Registry::record_repair)); `reason` says what and why.
+    Repaired,
 }
 
 impl HistoryAction {
@@ -492,6 +500,9 @@ impl HistoryAction {
             HistoryAction::ModeChanged => "mode_changed",
             HistoryAction::Resized => "resized",
             HistoryAction::Unassigned => "unassigned",
+            HistoryAction::Pinned => "pinned",
+            HistoryAction::Unpinned => "unpinned",
+            HistoryAction::Repaired => "repaired",
         }
     }
 
@@ -503,6 +514,9 @@ impl HistoryAction {
             HistoryAction::ModeChanged,
             HistoryAction::Resized,
             HistoryAction::Unassigned,
+            HistoryAction::Pinned,
+            HistoryAction::Unpinned,
+            HistoryAction::Repaired,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -539,6 +553,10 @@ pub struct HistoryEntry {
     /// break, and why.
     #[cfg_attr(feature = "serde", serde(default))]
     pub overrode: Option<Override>,
+    /// Why, for operators' writes (pins, repairs): the reason of their
+    /// [`Decision`](crate::Decision).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reason: Option<String>,
 }
 
 /// [`HistoryEntry`] as serialized, before its checks.
@@ -556,6 +574,8 @@ struct HistoryEntryRaw {
     actor: Option<String>,
     #[serde(default)]
     overrode: Option<Override>,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[cfg(feature = "serde")]
@@ -566,7 +586,8 @@ impl TryFrom<HistoryEntryRaw> for HistoryEntry {
         let e = HistoryEntry::new(
             r.version, r.at, r.tenant, r.action, r.from, r.to, r.epoch, r.mode, r.actor,
         )
-        .overriding(r.overrode);
+        .overriding(r.overrode)
+        .because(r.reason);
         e.validate()?;
         Ok(e)
     }
@@ -574,8 +595,10 @@ impl TryFrom<HistoryEntryRaw> for HistoryEntry {
 
 impl HistoryEntry {
     /// Checks that the entry is one a registry writes: `Assigned` has no `from` and a `to`,
-    /// `Unassigned` a `from` and no `to`, every other action both (and `Moved` two different
-    /// stamps); the mode's shadow is not the `to` stamp; the actor has no NUL character.
+    /// `Unassigned` a `from` and no `to`, `Moved`, `ModeChanged` and `Resized` both (and
+    /// `Moved` two different stamps), `Pinned` a `to` other than its `from`, `Unpinned` a
+    /// `from` and no `to`, `Repaired` a `to` and a reason; for assignment writes the mode's
+    /// shadow is not the `to` stamp; the actor and reason have no control character.
     /// Deserialization calls it.
     ///
     /// ```
@@ -592,12 +615,24 @@ impl HistoryEntry {
             HistoryAction::Unassigned => self.from.is_some() && self.to.is_none(),
             HistoryAction::Moved => self.from.is_some() && self.to.is_some() && self.from != self.to,
             HistoryAction::ModeChanged | HistoryAction::Resized => self.from.is_some() && self.to.is_some(),
+            HistoryAction::Pinned => self.to.is_some() && self.from != self.to,
+            HistoryAction::Unpinned => self.from.is_some() && self.to.is_none(),
+            HistoryAction::Repaired => self.to.is_some() && self.reason.is_some(),
         };
         if !ok {
             return Err(InvalidInput::new("from", "the stamps before and after do not fit the action").into());
         }
-        if self.to.is_some() && self.mode.shadow() == self.to {
+        let assignment_write = !matches!(
+            self.action,
+            HistoryAction::Pinned | HistoryAction::Unpinned | HistoryAction::Repaired
+        );
+        if assignment_write && self.to.is_some() && self.mode.shadow() == self.to {
             return Err(shadow_is_serving());
+        }
+        if let Some(reason) = &self.reason {
+            if reason.chars().any(char::is_control) || reason.len() > super::directive::DECISION_REASON_MAX_LEN {
+                return Err(InvalidInput::new("reason", "holds control characters or is too long").into());
+            }
         }
         if let Some(actor) = &self.actor {
             super::names::validate_text("actor", actor)?;
@@ -632,6 +667,7 @@ impl HistoryEntry {
             mode,
             actor,
             overrode: None,
+            reason: None,
         }
     }
 
@@ -647,6 +683,21 @@ impl HistoryEntry {
     /// ```
     pub fn overriding(mut self, overrode: Option<Override>) -> Self {
         self.overrode = overrode;
+        self
+    }
+
+    /// Records why (for registry implementations: an operator's pin or repair).
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let e = HistoryEntry::new(Version(4), Timestamp::ZERO, TenantId::new("a")?, HistoryAction::Repaired,
+    ///     None, Some(StampId(3)), Epoch(2), AssignmentMode::Serving, Some("bob".into()))
+    ///     .because(Some("deleted the orphan copy".into()));
+    /// assert!(e.validate().is_ok());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn because(mut self, reason: Option<String>) -> Self {
+        self.reason = reason;
         self
     }
 }

@@ -1,7 +1,7 @@
 //! The change feed.
 
 use super::error::{Error, InvalidInput};
-use super::{Assignment, Stamp, TenantId, Version};
+use super::{Assignment, Pin, RouteOverride, Stamp, StampId, TenantId, Version};
 use crate::time::Timestamp;
 
 /// One entry of the registry's change feed.
@@ -66,6 +66,9 @@ impl Change {
                 Ok(())
             }
             ChangeKind::Stamp(s) => s.validate(),
+            ChangeKind::Pin(p) => p.decision.validate(),
+            ChangeKind::RouteOverride(o) => o.validate(),
+            ChangeKind::Repaired { .. } => Ok(()),
         }
     }
 
@@ -74,11 +77,12 @@ impl Change {
         Change { version, at, kind }
     }
 
-    /// The tenant this change is about, if it is an assignment change.
+    /// The tenant this change is about, if it is about one (an assignment, a pin, a repair).
     pub fn tenant(&self) -> Option<&TenantId> {
         match &self.kind {
-            ChangeKind::Assignment { tenant, .. } => Some(tenant),
-            ChangeKind::Stamp(_) => None,
+            ChangeKind::Assignment { tenant, .. } | ChangeKind::Repaired { tenant, .. } => Some(tenant),
+            ChangeKind::Pin(p) => Some(&p.tenant),
+            ChangeKind::Stamp(_) | ChangeKind::RouteOverride(_) => None,
         }
     }
 }
@@ -98,6 +102,23 @@ pub enum ChangeKind {
     },
     /// A stamp was registered, or its spec or state changed.
     Stamp(Box<Stamp>),
+    /// A tenant's pin was set or cleared ([`Registry::set_pin`](crate::Registry::set_pin)).
+    /// An assigned tenant's assignment now carries the pin in its spec (with its epoch
+    /// unchanged: a pin moves no data).
+    Pin(Box<Pin>),
+    /// A stamp's routing override was set or cleared
+    /// ([`Registry::set_route_override`](crate::Registry::set_route_override)); routers
+    /// apply it.
+    RouteOverride(Box<RouteOverride>),
+    /// An operator recorded a repair of the tenant's copy on `stamp`
+    /// ([`Registry::record_repair`](crate::Registry::record_repair)); nothing to route
+    /// differently, the history entry says what was done.
+    Repaired {
+        /// The tenant.
+        tenant: TenantId,
+        /// The stamp whose copy was repaired.
+        stamp: StampId,
+    },
 }
 
 /// A page of the change feed.

@@ -6,6 +6,7 @@ pub mod admission;
 mod assignment;
 mod change;
 pub mod constraints;
+pub mod directive;
 mod drift;
 pub(crate) mod error;
 mod fleet;
@@ -22,6 +23,7 @@ pub use assignment::{
 };
 pub use change::{Change, ChangeBatch, ChangeKind};
 pub use constraints::{Constraint, ConstraintKind, ConstraintViolation, Override};
+pub use directive::{Decision, Pin, Redirect, RedirectWhen, RouteOverride};
 pub use drift::{drift_report, DesiredConfig, DriftGroup, DriftReport, RunningConfig};
 pub use fleet::{Fleet, StampLoad};
 pub use health::{AllHealthy, HealthStatus, HealthView};

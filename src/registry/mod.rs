@@ -5,6 +5,7 @@
 //! (feature `postgres`) is the durable one. The conformance suite in `stamps::testing`
 //! (feature `test-util`) checks any implementation, yours included.
 
+mod forward;
 mod memory;
 mod place;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
@@ -14,7 +15,6 @@ pub mod postgres;
 mod signal;
 
 use std::fmt::Debug;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -27,8 +27,8 @@ pub use signal::{ChangeSignal, Changed};
 
 use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
-    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
+    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 
 /// A registry as a trait object.
@@ -70,6 +70,19 @@ pub type DynRegistry = dyn Registry;
 /// - **Exclusive cursors**: `assignments(after, n)` returns at most `n` assignments strictly
 ///   after `after` in tenant-id order, so paging with the last id of each page ends.
 /// - **History**: every assignment write appends a [`HistoryEntry`]; entries are never changed.
+/// - **Pins** are a table: [`Registry::set_pin`] writes a tenant's pin (or clears it) with the
+///   [`Decision`] behind it, appending one `Pin` change and one history entry; an `assign`
+///   whose spec carries a pin records it there too. A pin outlives an unassign. The tenant's
+///   assignment spec always carries the recorded pin, so `assign`, `compare_and_set` and
+///   `create_migration` enforce it; a pin the current assignment breaks is refused. An
+///   `assign` whose spec names a pin other than the recorded one is [`Error::InvalidInput`].
+/// - **Routing overrides** are a table: [`Registry::set_route_override`] redirects a stamp's
+///   tenants to another stamp (always, or while the stamp is unhealthy) or clears it,
+///   appending one `RouteOverride` change that routers apply; overrides never chain (a
+///   target is not itself redirected), and every write stays readable in
+///   [`Registry::route_override_history`].
+/// - **Repairs**: [`Registry::record_repair`] appends a `Repaired` history entry and change
+///   naming who repaired which copy and why; it changes no placement.
 /// - **Migration records** are saved with optimistic concurrency on `revision`, and only along
 ///   legal state transitions; at most one non-terminal migration exists per tenant.
 ///   `create_migration` refuses a record whose source or destination stamp is unknown
@@ -305,6 +318,145 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Migration records, all or one tenant's, oldest first.
     async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>>;
+
+    /// Pins a tenant to `stamp`, or clears its pin (`None`), recording `decision`; returns
+    /// the record written. Appends one [`ChangeKind::Pin`](crate::ChangeKind::Pin) change and
+    /// one `Pinned` or `Unpinned` history entry. An assigned tenant's assignment spec takes the
+    /// new pin (its epoch is unchanged). Pinning again to the same stamp records the new
+    /// decision.
+    ///
+    /// The default body refuses every call with [`Error::InvalidInput`] (field `pin`);
+    /// implement it (with [`Registry::pin`] and [`Registry::pins`]) to keep pins.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown stamp; [`Error::ConstraintViolated`] when the tenant
+    /// is assigned and holds (serving or as a shadow) a stamp other than `stamp`: move it
+    /// first; [`Error::InvalidInput`] for an invalid decision or clearing a tenant without pin.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = InMemoryRegistry::new();
+    /// for id in [1, 2] {
+    ///     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+    ///         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// }
+    /// let acme = TenantId::new("acme")?;
+    /// registry.set_pin(&acme, Some(StampId(2)), &Decision::new("alice", "data stays on 2")?).await?;
+    /// // The pin holds for the next assignment...
+    /// let spec = TenantSpec::new(acme.clone());
+    /// assert!(matches!(registry.assign(&spec, StampId(1)).await, Err(Error::ConstraintViolated(_))));
+    /// let a = registry.assign(&spec, StampId(2)).await?;
+    /// assert_eq!(a.spec.pin, Some(StampId(2)));
+    /// // ...and for every move.
+    /// let moved = registry.compare_and_set(&acme, a.epoch, AssignmentChange::move_to(StampId(1))).await;
+    /// assert!(matches!(moved, Err(Error::ConstraintViolated(_))));
+    /// assert_eq!(registry.pin(&acme).await?.and_then(|p| p.stamp), Some(StampId(2)));
+    /// # Ok(()) }
+    /// ```
+    async fn set_pin(&self, tenant: &TenantId, stamp: Option<StampId>, decision: &Decision) -> Result<Pin> {
+        let _ = (tenant, stamp, decision);
+        Err(InvalidInput::new("pin", "is not supported by this registry implementation").into())
+    }
+
+    /// A tenant's pin in force (`Ok(None)` when it has none).
+    async fn pin(&self, tenant: &TenantId) -> Result<Option<Pin>> {
+        let _ = tenant;
+        Ok(None)
+    }
+
+    /// Pins in force, in tenant-id order, strictly after `after`, at most `limit`.
+    async fn pins(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Pin>> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
+    /// Redirects `stamp`'s tenants ([`Redirect`]), or clears its override (`None`),
+    /// recording `decision`; returns the record written and appends one
+    /// [`ChangeKind::RouteOverride`](crate::ChangeKind::RouteOverride) change, which every
+    /// router applies. Setting an override replaces the stamp's previous one.
+    ///
+    /// The default body refuses every call with [`Error::InvalidInput`] (field `redirect`);
+    /// implement it (with [`Registry::route_overrides`] and
+    /// [`Registry::route_override_history`]) to keep overrides.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown stamp or target; [`Error::InvalidInput`] for an
+    /// invalid decision, a target that is the stamp itself, decommissioned, redirected itself,
+    /// or a stamp other stamps are redirected to (no chains:
+    /// [`check_redirect`](crate::model::directive::check_redirect)), or clearing a stamp
+    /// without override.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = InMemoryRegistry::new();
+    /// for id in [7, 9] {
+    ///     registry.put_active_stamp(StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu")?,
+    ///         Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// }
+    /// let why = Decision::new("alice", "stamp-007 restore")?;
+    /// registry.set_route_override(StampId(7), Some(Redirect::new(StampId(9), RedirectWhen::Always)), &why).await?;
+    /// assert_eq!(registry.route_overrides().await?.len(), 1);
+    /// registry.set_route_override(StampId(7), None, &Decision::new("alice", "restored")?).await?;
+    /// assert!(registry.route_overrides().await?.is_empty());
+    /// assert_eq!(registry.route_override_history(StampId(7)).await?.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    async fn set_route_override(
+        &self,
+        stamp: StampId,
+        redirect: Option<Redirect>,
+        decision: &Decision,
+    ) -> Result<RouteOverride> {
+        let _ = (stamp, redirect, decision);
+        Err(InvalidInput::new("redirect", "is not supported by this registry implementation").into())
+    }
+
+    /// The routing overrides in force, in stamp order.
+    async fn route_overrides(&self) -> Result<Vec<RouteOverride>> {
+        Ok(Vec::new())
+    }
+
+    /// Every override write for `stamp`, oldest first (sets and clears).
+    async fn route_override_history(&self, stamp: StampId) -> Result<Vec<RouteOverride>> {
+        let _ = stamp;
+        Ok(Vec::new())
+    }
+
+    /// Records that an operator repaired the tenant's copy on `stamp` (deleted an orphan,
+    /// re-imported, restored from a backup): appends a `Repaired` history entry carrying the
+    /// decision's actor and reason, and one [`ChangeKind::Repaired`](crate::ChangeKind::Repaired)
+    /// change. The tenant need not be assigned (an orphan's tenant is not). Changes no
+    /// placement; [`reconcile::apply_repair`](crate::reconcile::apply_repair) runs a repair
+    /// and records it.
+    ///
+    /// The default body refuses every call with [`Error::InvalidInput`] (field `repair`).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown stamp; [`Error::InvalidInput`] for an invalid
+    /// decision.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(3), "s3", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?).await?;
+    /// let gone = TenantId::new("offboarded")?;
+    /// let why = Decision::new("bob", "orphan copy deleted after reconcile run 41")?;
+    /// let entry = registry.record_repair(&gone, StampId(3), &why).await?;
+    /// assert_eq!(entry.action, HistoryAction::Repaired);
+    /// assert_eq!(registry.history(&gone).await?, vec![entry]);
+    /// # Ok(()) }
+    /// ```
+    async fn record_repair(&self, tenant: &TenantId, stamp: StampId, decision: &Decision) -> Result<HistoryEntry> {
+        let _ = (tenant, stamp, decision);
+        Err(InvalidInput::new("repair", "is not supported by this registry implementation").into())
+    }
 }
 
 /// Conveniences over any [`Registry`], with a blanket implementation.
@@ -387,79 +539,6 @@ pub trait RegistryExt: Registry {
 }
 
 impl<R: Registry + ?Sized> RegistryExt for R {}
-
-macro_rules! forward_registry {
-    ($ty:ty) => {
-        #[async_trait]
-        impl<R: Registry + ?Sized> Registry for $ty {
-            async fn put_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-                (**self).put_stamp(spec).await
-            }
-            async fn stamp(&self, id: StampId) -> Result<Option<Stamp>> {
-                (**self).stamp(id).await
-            }
-            async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
-                (**self).set_stamp_state(id, state).await
-            }
-            async fn fleet(&self) -> Result<Fleet> {
-                (**self).fleet().await
-            }
-            async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-                (**self).assignment(tenant).await
-            }
-            async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-                (**self).assignments(after, limit).await
-            }
-            async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
-                (**self).assign(tenant, stamp).await
-            }
-            async fn assign_overriding(
-                &self,
-                tenant: &TenantSpec,
-                stamp: StampId,
-                overrides: &Override,
-                actor: &str,
-            ) -> Result<Assignment> {
-                (**self).assign_overriding(tenant, stamp, overrides, actor).await
-            }
-            async fn compare_and_set(
-                &self,
-                tenant: &TenantId,
-                expected: Epoch,
-                change: AssignmentChange,
-            ) -> Result<Assignment> {
-                (**self).compare_and_set(tenant, expected, change).await
-            }
-            async fn unassign(&self, tenant: &TenantId, expected: Epoch) -> Result<()> {
-                (**self).unassign(tenant, expected).await
-            }
-            async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-                (**self).history(tenant).await
-            }
-            async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {
-                (**self).changes_since(after, limit).await
-            }
-            fn change_signal(&self) -> ChangeSignal {
-                (**self).change_signal()
-            }
-            async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
-                (**self).create_migration(record).await
-            }
-            async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
-                (**self).migration(id).await
-            }
-            async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
-                (**self).save_migration(record).await
-            }
-            async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
-                (**self).migrations(tenant).await
-            }
-        }
-    };
-}
-
-forward_registry!(Arc<R>);
-forward_registry!(Box<R>);
 
 #[allow(dead_code)]
 fn _object_safe(_: &DynRegistry) {}

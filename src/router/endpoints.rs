@@ -85,7 +85,8 @@ impl StampView {
 }
 
 impl<R: Registry + ?Sized> Router<R> {
-    /// Reads every stamp's endpoint from the registry's fleet.
+    /// Reads every stamp's endpoint from the registry's fleet, and its routing overrides
+    /// ([`Router::route_overrides`]).
     ///
     /// ```
     /// use stamps::router::Router;
@@ -109,6 +110,10 @@ impl<R: Registry + ?Sized> Router<R> {
         };
         for load in &fleet.stamps {
             self.shared.set_stamp(load.id(), load.stamp.spec.endpoint.as_deref());
+        }
+        if let Err(e) = self.load_overrides().await {
+            self.shared.stats.incr(Counter::RegistryError);
+            return Err(e);
         }
         Ok(fleet.stamps.len())
     }

@@ -95,6 +95,9 @@ impl<R: Registry + ?Sized> Router<R> {
                         sh.remove_stamp(stamp.id());
                     }
                 }
+                ChangeKind::RouteOverride(o) => sh.set_redirect(o.stamp, o.redirect),
+                // Pins and repair records change no route.
+                _ => {}
             }
         }
         b.commit();

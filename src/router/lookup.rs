@@ -63,7 +63,7 @@ impl Shared {
                 // A fresh serving entry of the current generation (no flag set): the hot case,
                 // decided with one comparison of `meta` and one of the time.
                 if d.meta == self.generation.load(Ordering::Relaxed) && now < d.fetched.saturating_add(self.ttl_ms) {
-                    return self.serve(tenant, d, count);
+                    return self.serve(d, count);
                 }
                 return self.answer_fast_slow(tenant, &k, hash, d, now, count);
             }
@@ -73,8 +73,8 @@ impl Shared {
 
     /// A fresh, serving route from `d`, counted as a hit.
     #[inline(always)]
-    pub(super) fn serve(&self, tenant: &str, d: SlotData, count: bool) -> Result<Route, RouteError> {
-        let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), AssignmentMode::Serving, false);
+    pub(super) fn serve(&self, d: SlotData, count: bool) -> Result<Route, RouteError> {
+        let r = self.make_route(StampId(d.stamp), Epoch(d.epoch), AssignmentMode::Serving, false);
         if count {
             match r {
                 Ok(_) => self.stats.incr(Counter::Hit),
@@ -99,7 +99,7 @@ impl Shared {
         let r = if d.has_mode() {
             self.answer_with_mode(tenant, k, hash, d, now, count)
         } else {
-            self.answer(AssignmentMode::Serving, tenant, d, now, count)
+            self.answer(AssignmentMode::Serving, d, now, count)
         };
         self.count_miss(&r, count);
         r
@@ -112,7 +112,7 @@ impl Shared {
         let now = self.now_ms();
         let r = match key {
             Key::Long(_) => match self.long_entry(tenant, &key) {
-                Some((d, mode)) => self.answer(mode, tenant, d, now, count),
+                Some((d, mode)) => self.answer(mode, d, now, count),
                 None => self.negative_lookup(&key, now, count),
             },
             Key::Short(_) => self.negative_lookup(&key, now, count),
@@ -155,7 +155,7 @@ impl Shared {
         count: bool,
     ) -> Result<Route, RouteError> {
         match self.fast_entry_with_mode(tenant, w, hash, d) {
-            Some((d, mode)) => self.answer(mode, tenant, d, now, count),
+            Some((d, mode)) => self.answer(mode, d, now, count),
             None => Err(RouteError::Miss),
         }
     }
@@ -227,14 +227,7 @@ impl Shared {
     }
 
     #[inline(always)]
-    pub(super) fn answer(
-        &self,
-        mode: AssignmentMode,
-        tenant: &str,
-        d: SlotData,
-        now: u64,
-        count: bool,
-    ) -> Result<Route, RouteError> {
+    pub(super) fn answer(&self, mode: AssignmentMode, d: SlotData, now: u64, count: bool) -> Result<Route, RouteError> {
         let current = d.generation() == self.generation.load(Ordering::Relaxed);
         if d.is_tombstone() {
             let fresh = current && now < d.fetched.saturating_add(self.ttl_ms);
@@ -253,7 +246,7 @@ impl Shared {
         } else {
             return Err(RouteError::Miss);
         };
-        let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, stale);
+        let r = self.make_route(StampId(d.stamp), Epoch(d.epoch), mode, stale);
         if count {
             match r {
                 Ok(ref route) if route.stale => self.stats.incr(Counter::StaleServe),
@@ -275,15 +268,19 @@ impl Shared {
     #[inline(always)]
     pub(super) fn make_route(
         &self,
-        tenant: &str,
         stamp: StampId,
         epoch: Epoch,
         mode: AssignmentMode,
         stale: bool,
     ) -> Result<Route, RouteError> {
+        if self.always_redirects.load(Ordering::Relaxed) {
+            if let Some(r) = self.redirected(self.health.as_ref(), stamp, epoch, stale) {
+                return r;
+            }
+        }
         if let Some(health) = &self.health {
             if let Some(since) = health.unavailable_since(stamp) {
-                return self.with_stamps(|stamps| self.fail_over(stamps, health, tenant, stamp, since, epoch, stale));
+                return self.with_stamps(|stamps| self.fail_over(stamps, health, stamp, since, epoch, stale));
             }
         }
         let endpoint = self.endpoint(stamp);

@@ -105,7 +105,7 @@ impl<R: Registry + ?Sized> Router<R> {
                     sh.count_upsert(up, false);
                 }
                 match sh.lookup(tenant, false) {
-                    Err(RouteError::Miss) => sh.make_route(tenant, a.stamp, a.epoch, a.mode, false),
+                    Err(RouteError::Miss) => sh.make_route(a.stamp, a.epoch, a.mode, false),
                     other => other,
                 }
             }
@@ -188,7 +188,7 @@ impl Shared {
         };
         match entry {
             Some((d, mode)) if !d.is_tombstone() && self.may_serve_stale(d.fetched, now) => {
-                let r = self.make_route(tenant, StampId(d.stamp), Epoch(d.epoch), mode, true);
+                let r = self.make_route(StampId(d.stamp), Epoch(d.epoch), mode, true);
                 if r.is_ok() {
                     self.stats.incr(Counter::StaleServe);
                 }

@@ -17,7 +17,7 @@ use super::stats::Stats;
 use super::table::Table;
 use super::RouterConfig;
 use crate::health::HealthTable;
-use crate::model::StampId;
+use crate::model::{Redirect, StampId};
 use crate::time::Clock;
 
 pub(super) struct Shared {
@@ -56,7 +56,11 @@ pub(super) struct Shared {
     /// Identifies this router in the per-thread caches.
     pub(super) id: u64,
     pub(super) health: Option<HealthTable>,
-    pub(super) standby: RwLock<HashMap<Box<str>, StampId>>,
+    /// The registry's routing overrides, by stamp ([`super::redirect`]).
+    pub(super) redirects: RwLock<HashMap<StampId, Redirect>>,
+    /// Whether any override is [`RedirectWhen::Always`](crate::RedirectWhen::Always): the
+    /// hit path reads only this flag while none is.
+    pub(super) always_redirects: AtomicBool,
     pub(super) writer: Mutex<()>,
     pub(super) stamps_writer: Mutex<()>,
     pub(super) flights: Flights,

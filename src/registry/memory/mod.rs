@@ -1,5 +1,7 @@
 //! The in-memory registry.
 
+mod directives;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -9,11 +11,11 @@ use parking_lot::RwLock;
 
 use super::{ChangeSignal, Registry};
 use crate::error::{Error, InvalidInput, Result, Subject};
-use crate::model::{admission, constraints};
+use crate::model::{admission, constraints, directive};
 use crate::model::{
-    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Resource, Stamp, StampId, StampLoad,
-    StampSpec, StampState, TenantId, TenantSpec, Version,
+    Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Decision, Epoch, Fleet,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Pin, Redirect, Resource, RouteOverride, Stamp,
+    StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -65,6 +67,12 @@ struct State {
     head: Version,
     migrations: BTreeMap<MigrationId, MigrationRecord>,
     next_migration: u64,
+    /// Pins in force.
+    pins: BTreeMap<TenantId, Pin>,
+    /// Routing overrides in force.
+    overrides: BTreeMap<StampId, RouteOverride>,
+    /// Every override write, oldest first.
+    override_log: Vec<RouteOverride>,
 }
 
 impl fmt::Debug for InMemoryRegistry {
@@ -272,17 +280,27 @@ impl State {
                 stamp: a.stamp,
             });
         }
-        let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
-        self.write_assignment(
-            None,
-            Some(new),
-            HistoryAction::Assigned,
-            actor,
-            overrode,
-            now,
-            retention,
-        )?
-        .ok_or_else(|| Error::unavailable("assignment vanished during write"))
+        let spec = directive::spec_with_pin(tenant, self.pins.get(&tenant.id).and_then(|p| p.stamp))?;
+        let requested_pin = spec.pin.filter(|_| !self.pins.contains_key(&tenant.id));
+        let new = Assignment::new(spec, stamp, Epoch(0), AssignmentMode::Serving, now, now);
+        let by = actor.clone();
+        let written = self
+            .write_assignment(
+                None,
+                Some(new),
+                HistoryAction::Assigned,
+                actor,
+                overrode,
+                now,
+                retention,
+            )?
+            .ok_or_else(|| Error::unavailable("assignment vanished during write"))?;
+        if let Some(p) = requested_pin {
+            let decision = directive::pin_by_assignment(by.as_deref());
+            let pin = Pin::new(tenant.id.clone(), Some(p), decision, now, Version(written.epoch.0));
+            self.pins.insert(tenant.id.clone(), pin);
+        }
+        Ok(written)
     }
 
     fn expect_epoch(&self, tenant: &TenantId, expected: Epoch) -> Result<Assignment> {
@@ -539,5 +557,42 @@ impl Registry for InMemoryRegistry {
             .filter(|m| tenant.is_none_or(|t| &m.tenant == t))
             .cloned()
             .collect())
+    }
+
+    async fn set_pin(&self, tenant: &TenantId, stamp: Option<StampId>, decision: &Decision) -> Result<Pin> {
+        decision.validate()?;
+        self.write(|st, now, retention| st.set_pin(tenant, stamp, decision, now, retention))
+    }
+
+    async fn pin(&self, tenant: &TenantId) -> Result<Option<Pin>> {
+        Ok(self.inner.state.read().pins.get(tenant).cloned())
+    }
+
+    async fn pins(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Pin>> {
+        Ok(self.inner.state.read().pins_page(after, limit))
+    }
+
+    async fn set_route_override(
+        &self,
+        stamp: StampId,
+        redirect: Option<Redirect>,
+        decision: &Decision,
+    ) -> Result<RouteOverride> {
+        decision.validate()?;
+        self.write(|st, now, retention| st.set_override(stamp, redirect, decision, now, retention))
+    }
+
+    async fn route_overrides(&self) -> Result<Vec<RouteOverride>> {
+        Ok(self.inner.state.read().overrides.values().cloned().collect())
+    }
+
+    async fn route_override_history(&self, stamp: StampId) -> Result<Vec<RouteOverride>> {
+        let st = self.inner.state.read();
+        Ok(st.override_log.iter().filter(|o| o.stamp == stamp).cloned().collect())
+    }
+
+    async fn record_repair(&self, tenant: &TenantId, stamp: StampId, decision: &Decision) -> Result<HistoryEntry> {
+        decision.validate()?;
+        self.write(|st, now, retention| st.record_repair(tenant, stamp, decision, now, retention))
     }
 }

@@ -12,9 +12,10 @@ use tokio_postgres::Row;
 use super::fault::{corrupt, named, Fault};
 use crate::error::InvalidInput;
 use crate::model::{
-    Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, ConstraintKind, Demand, Epoch,
-    HistoryAction, HistoryEntry, Labels, MigrationId, MigrationRecord, MigrationState, Override, Region, Residency,
-    Resource, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Tier, Version,
+    Amount, Amounts, Assignment, AssignmentMode, Capacity, Change, ChangeKind, ConstraintKind, Decision, Demand, Epoch,
+    HistoryAction, HistoryEntry, Labels, MigrationId, MigrationRecord, MigrationState, Override, Pin, Redirect,
+    RedirectWhen, Region, Residency, Resource, RouteOverride, Stamp, StampId, StampLoad, StampSpec, StampState,
+    TenantId, TenantSpec, Tier, Version,
 };
 use crate::time::Timestamp;
 
@@ -284,7 +285,57 @@ fn history_fields(f: &impl Fields) -> Result<HistoryEntry, Fault> {
         mode_of(f)?,
         f.text("actor")?.map(str::to_string),
     )
-    .overriding(override_of(f)?))
+    .overriding(override_of(f)?)
+    .because(f.text("reason")?.map(str::to_string)))
+}
+
+/// The decision recorded with a pin or an override (`actor`, `reason`).
+fn decision_of(f: &impl Fields) -> Result<Decision, Fault> {
+    Decision::new(text_req(f, "actor")?, text_req(f, "reason")?).map_err(|_| corrupt("actor or reason"))
+}
+
+/// A pin: a row of `pins`, or the image a `pin` change carries (`stamp_id` null when the
+/// change cleared it). A corrupt value names `pin <tenant>`.
+pub(crate) fn pin(f: &impl Fields) -> Result<Pin, Fault> {
+    named(pin_fields(f), || row_name(f, "pin", "tenant"))
+}
+
+fn pin_fields(f: &impl Fields) -> Result<Pin, Fault> {
+    Ok(Pin::new(
+        TenantId::new(text_req(f, "tenant")?).map_err(|_| corrupt("tenant"))?,
+        f.int("stamp_id")?.map(|v| stamp_of(v, "stamp_id")).transpose()?,
+        decision_of(f)?,
+        time_of(f, "at")?,
+        version_of(int_req(f, "version")?)?,
+    ))
+}
+
+/// A routing override: a row of `route_overrides`, or its image in a change. A corrupt value
+/// names `route override v<version>`.
+pub(crate) fn route_override(f: &impl Fields) -> Result<RouteOverride, Fault> {
+    named(route_override_fields(f), || {
+        row_name(f, "route override v", "version").replacen("v ", "v", 1)
+    })
+}
+
+fn route_override_fields(f: &impl Fields) -> Result<RouteOverride, Fault> {
+    let redirect = match (f.int("to_stamp")?, f.text("applies")?) {
+        (Some(to), Some(when)) => Some(Redirect::new(
+            stamp_of(to, "to_stamp")?,
+            RedirectWhen::parse(when).ok_or_else(|| corrupt("applies"))?,
+        )),
+        (None, None) => None,
+        _ => return Err(corrupt("to_stamp")),
+    };
+    let o = RouteOverride::new(
+        stamp_of(int_req(f, "stamp_id")?, "stamp_id")?,
+        redirect,
+        decision_of(f)?,
+        time_of(f, "at")?,
+        version_of(int_req(f, "version")?)?,
+    );
+    o.validate().map_err(|_| corrupt("to_stamp"))?;
+    Ok(o)
 }
 
 /// The override recorded with a history entry (`override_constraints`, `override_reason`).
@@ -416,6 +467,20 @@ fn change_fields(row: &Row, version: Version) -> Result<Change, Fault> {
         "stamp" => {
             let p = payload.ok_or_else(|| corrupt("changes.payload"))?;
             ChangeKind::Stamp(Box::new(stamp(object(&p)?)?))
+        }
+        "pin" => {
+            let p = payload.ok_or_else(|| corrupt("changes.payload"))?;
+            ChangeKind::Pin(Box::new(pin(object(&p)?)?))
+        }
+        "route_override" => {
+            let p = payload.ok_or_else(|| corrupt("changes.payload"))?;
+            ChangeKind::RouteOverride(Box::new(route_override(object(&p)?)?))
+        }
+        "repaired" => {
+            let tenant = TenantId::new(text_req(row, "tenant")?).map_err(|_| corrupt("changes.tenant"))?;
+            let p = payload.ok_or_else(|| corrupt("changes.payload"))?;
+            let stamp = stamp_of(int_req(object(&p)?, "stamp_id")?, "stamp_id")?;
+            ChangeKind::Repaired { tenant, stamp }
         }
         _ => return Err(corrupt("changes.kind")),
     };

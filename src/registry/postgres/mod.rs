@@ -14,6 +14,7 @@
 mod codec;
 mod config;
 mod connection;
+mod directives;
 mod fault;
 mod history;
 mod options;
@@ -52,8 +53,8 @@ use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
 use super::{ChangeSignal, Registry};
 use crate::error::{Error, InvalidInput, Result};
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
-    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
+    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -564,6 +565,45 @@ impl Registry for PgRegistry {
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
         record.validate()?;
         on_conn!(self, retry_unique = false, |c| self.save_migration_once(c, record))
+    }
+
+    async fn set_pin(&self, tenant: &TenantId, stamp: Option<StampId>, decision: &Decision) -> Result<Pin> {
+        decision.validate()?;
+        on_conn!(self, retry_unique = false, |c| self
+            .set_pin_once(c, tenant, stamp, decision))
+    }
+
+    async fn pin(&self, tenant: &TenantId) -> Result<Option<Pin>> {
+        on_conn!(self, retry_unique = false, |c| self.read_pin(c, tenant))
+    }
+
+    async fn pins(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Pin>> {
+        on_conn!(self, retry_unique = false, |c| self.read_pins(c, after, limit))
+    }
+
+    async fn set_route_override(
+        &self,
+        stamp: StampId,
+        redirect: Option<Redirect>,
+        decision: &Decision,
+    ) -> Result<RouteOverride> {
+        decision.validate()?;
+        on_conn!(self, retry_unique = false, |c| self
+            .set_override_once(c, stamp, redirect, decision))
+    }
+
+    async fn route_overrides(&self) -> Result<Vec<RouteOverride>> {
+        on_conn!(self, retry_unique = false, |c| self.read_overrides(c))
+    }
+
+    async fn route_override_history(&self, stamp: StampId) -> Result<Vec<RouteOverride>> {
+        on_conn!(self, retry_unique = false, |c| self.read_override_history(c, stamp))
+    }
+
+    async fn record_repair(&self, tenant: &TenantId, stamp: StampId, decision: &Decision) -> Result<HistoryEntry> {
+        decision.validate()?;
+        on_conn!(self, retry_unique = false, |c| self
+            .record_repair_once(c, tenant, stamp, decision))
     }
 
     async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {

@@ -6,14 +6,14 @@ const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_ve
                           headroom_ppm, state, usage_milli, created_at, updated_at";
 const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
                                pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
-const HISTORY_COLS: &str =
+pub(super) const HISTORY_COLS: &str =
     "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor, \
-     override_constraints, override_reason";
+     override_constraints, override_reason, reason";
 const MIGRATION_COLS: &str = "id, tenant, source_id, destination_id, state, revision, data, created_at, updated_at";
 /// Makes a write statement fail (division by zero, SQLSTATE 22012) when it wrote no change
 /// row, for example because its target row vanished: with the `COMMIT` pipelined behind it,
 /// a write that matched nothing must abort rather than commit a version without a change.
-const GUARD: &str = "(SELECT 1 / (SELECT count(*)::int FROM chg) AS written) g";
+pub(super) const GUARD: &str = "(SELECT 1 / (SELECT count(*)::int FROM chg) AS written) g";
 const TERMINAL: &str = "('completed', 'cancelled', 'rolled_back', 'failed')";
 
 /// Every statement the registry runs.
@@ -56,6 +56,8 @@ pub(crate) struct Sql {
     pub(crate) term: String,
     /// Every tenant a stamp holds (serving or as a shadow), read under the stamp's lock.
     pub(crate) stamp_tenants: String,
+    /// Pins, routing overrides and repair records.
+    pub(crate) directives: super::directives::DirectiveSql,
 }
 
 /// The server's current WAL timeline (PostgreSQL; `NULL` on a standby, where no write runs).
@@ -100,7 +102,7 @@ impl Sql {
             ), hist AS (
                 INSERT INTO {s}.assignment_history ({HISTORY_COLS})
                 SELECT ins.epoch, ins.tenant, $12, $14, $15, ins.stamp_id, ins.epoch, ins.mode, ins.shadow_id,
-                       ins.frozen_until, $16, $17, $18
+                       ins.frozen_until, $16, $17, $18, NULL
                 FROM ins
                 RETURNING version
             ), chg AS (
@@ -196,11 +198,17 @@ impl Sql {
             assignments_page: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2"
             ),
+            // $19, $20: a pin the spec brings (recorded with the assignment) and its actor.
             assign_write: format!(
                 "WITH ins AS (
                     INSERT INTO {s}.assignments ({ASSIGNMENT_COLS})
                     VALUES ($1, $2, {head_expr}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
                     RETURNING *
+                ), pin_ins AS (
+                    INSERT INTO {s}.pins (tenant, stamp_id, actor, reason, at, version)
+                    SELECT ins.tenant, $19::bigint, $20::text, 'pinned by its assignment', $12, ins.epoch
+                    FROM ins WHERE $19::bigint IS NOT NULL
+                    RETURNING tenant
                 ), {assignment_tail}"
             ),
             update_write: format!(
@@ -222,7 +230,7 @@ impl Sql {
                 ), hist AS (
                     INSERT INTO {s}.assignment_history ({HISTORY_COLS})
                     SELECT f.head, del.tenant, $4, 'unassigned', del.stamp_id, NULL, f.head, 'serving', NULL, NULL, $5,
-                           NULL, NULL
+                           NULL, NULL, NULL
                     FROM del, {s}.feed f WHERE f.id = 1
                     RETURNING version
                 ), chg AS (
@@ -270,6 +278,7 @@ impl Sql {
                 "SELECT {MIGRATION_COLS} FROM {s}.tenant_migrations
                  WHERE $1::text IS NULL OR tenant = $1 ORDER BY id"
             ),
+            directives: super::directives::DirectiveSql::new(schema, &notify_col),
             channel,
         }
     }

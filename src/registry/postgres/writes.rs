@@ -16,7 +16,7 @@ use super::connection::{mark_commit_sent, mark_commit_unsent};
 use super::fault::{corrupt, Fault};
 use super::PgRegistry;
 use crate::error::{Error, InvalidInput, Subject};
-use crate::model::{admission, constraints};
+use crate::model::{admission, constraints, directive};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Epoch, HistoryAction, MigrationId, MigrationRecord,
     MigrationState, Override, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
@@ -97,7 +97,7 @@ impl PgRegistry {
     /// fails, the server turns the `COMMIT` into a rollback and the call returns the error.
     /// Every write statement fails (rather than writing nothing) when its target row is gone,
     /// so a commit never records a version without its change row.
-    async fn bump_write_commit(
+    pub(super) async fn bump_write_commit(
         &self,
         c: &Object,
         write: &str,
@@ -141,13 +141,20 @@ impl PgRegistry {
         let now = self.now();
         let get = c.prepare_cached(&self.inner.sql.assignment_get).await?;
         let lock = c.prepare_cached(&self.inner.sql.stamps_lock).await?;
+        let tenant_lock = c.prepare_cached(&self.inner.sql.directives.tenant_lock).await?;
+        let pin_get = c.prepare_cached(&self.inner.sql.directives.pin_get).await?;
         let ids = vec![i64::from(stamp.0)];
-        let ((), existing, stamps) = try_join3(
+        let t = tenant.id.as_str();
+        // The tenant's lock first (pin writes take it too), then its row, pin and stamp.
+        let (by_tenant, by_ids): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&t], [&ids]);
+        let ((), _, existing, recorded, stamps) = futures_util::try_join!(
             c.batch_execute("BEGIN"),
-            c.query_opt(&get, &[&tenant.id.as_str()]),
-            c.query(&lock, &[&ids]),
-        )
-        .await?;
+            c.execute(&tenant_lock, &by_tenant),
+            c.query_opt(&get, &by_tenant),
+            c.query_opt(&pin_get, &by_tenant),
+            c.query(&lock, &by_ids),
+        )?;
+        let recorded = recorded.as_ref().map(codec::pin).transpose()?;
         if let Some(row) = existing {
             let current = codec::assignment(&row)?;
             return Err(Error::AlreadyAssigned {
@@ -157,7 +164,12 @@ impl PgRegistry {
             .into());
         }
         let loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
-        let new = Assignment::new(tenant.clone(), stamp, Epoch(0), AssignmentMode::Serving, now, now);
+        let recorded = recorded.and_then(|p| p.stamp);
+        let spec = directive::spec_with_pin(tenant, recorded)?;
+        // A pin the spec brings is recorded with the assignment.
+        let new_pin = spec.pin.filter(|_| recorded.is_none()).map(|p| i64::from(p.0));
+        let pin_actor = directive::pin_by_assignment(actor).actor;
+        let new = Assignment::new(spec, stamp, Epoch(0), AssignmentMode::Serving, now, now);
         self.check_constraints(c, None, &new, &loads, overrides).await?;
         admission::check(None, Some(&new), |s| loads.iter().find(|l| l.id() == s))?;
         let (o_kinds, o_reason) = override_params(overrides);
@@ -187,6 +199,8 @@ impl PgRegistry {
                     &actor,
                     &o_kinds,
                     &o_reason,
+                    &new_pin,
+                    &pin_actor,
                 ],
             )
             .await?;

@@ -117,6 +117,21 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "change_feed_cursor_past_the_head_is_refused" => {
             "changes_since a cursor past the head but storable is HistoryDiverged naming the head (a cursor of a lost history is never answered with an empty page)"
         }
+        "pins_are_a_table_enforced_by_every_write" => {
+            "set_pin writes a pin (one Pin change, one history entry with who and why) that assign, compare_and_set and create_migration enforce, that the assignment carries, that outlives an unassign, and that is refused when the current placement breaks it"
+        }
+        "a_pin_in_an_assigned_spec_is_recorded" => {
+            "an assign whose spec carries a pin records it as the tenant's pin; pins page in tenant order"
+        }
+        "route_overrides_are_a_table_without_chains" => {
+            "set_route_override sets, replaces and clears a stamp's redirect with one change each, refuses unknown stamps, self-redirects, decommissioned targets and chains, and keeps every write in route_override_history"
+        }
+        "repairs_are_recorded_in_the_history" => {
+            "record_repair appends a Repaired history entry with actor and reason and one change, for any tenant, and changes no placement"
+        }
+        "race_of_pin_and_assign_has_one_winner" => {
+            "an assign and a set_pin to another stamp racing for one unassigned tenant: exactly one succeeds"
+        }
         "ids_past_the_stored_range_are_unknown" => {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"
         }

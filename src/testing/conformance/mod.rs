@@ -33,6 +33,7 @@
 mod check;
 mod assignments;
 mod constraints;
+mod directives;
 mod feed;
 mod fixtures;
 mod migrations;
@@ -49,6 +50,7 @@ use crate::registry::DynRegistry;
 pub use self::assignments::*;
 pub use self::check::contract;
 pub use self::constraints::*;
+pub use self::directives::*;
 pub use self::feed::*;
 pub use self::migrations::*;
 pub use self::races::*;
@@ -117,6 +119,11 @@ cases!(
     change_feed_past_any_version_is_empty,
     change_feed_cursor_past_the_head_is_refused,
     ids_past_the_stored_range_are_unknown,
+    pins_are_a_table_enforced_by_every_write,
+    a_pin_in_an_assigned_spec_is_recorded,
+    route_overrides_are_a_table_without_chains,
+    repairs_are_recorded_in_the_history,
+    race_of_pin_and_assign_has_one_winner,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.

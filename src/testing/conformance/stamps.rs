@@ -214,6 +214,7 @@ async fn one_stamp_change(r: &DynRegistry, before: Version, stamp: &Stamp, write
         .map(|c| match &c.kind {
             ChangeKind::Stamp(s) => format!("{}: stamp {} ({:?}, {:?})", c.version, s.id(), s.state, s.spec.endpoint),
             ChangeKind::Assignment { tenant, .. } => format!("{}: assignment of {tenant}", c.version),
+            other => format!("{}: {other:?}", c.version),
         })
         .collect();
     if batch.changes.len() != 1 {

@@ -15,7 +15,7 @@ use crate::registry::Registry;
 /// use stamps::testing::Call;
 /// assert_eq!(Call::ChangesSince.name(), "changes_since");
 /// assert!(Call::Assignment.is_read() && !Call::Assign.is_read());
-/// assert_eq!(Call::ALL.len(), 15);
+/// assert_eq!(Call::ALL.len(), 22);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -50,6 +50,20 @@ pub enum Call {
     SaveMigration,
     /// [`Registry::migrations`].
     Migrations,
+    /// [`Registry::set_pin`].
+    SetPin,
+    /// [`Registry::pin`].
+    Pin,
+    /// [`Registry::pins`].
+    Pins,
+    /// [`Registry::set_route_override`].
+    SetRouteOverride,
+    /// [`Registry::route_overrides`].
+    RouteOverrides,
+    /// [`Registry::route_override_history`].
+    RouteOverrideHistory,
+    /// [`Registry::record_repair`].
+    RecordRepair,
 }
 
 impl Call {
@@ -59,7 +73,7 @@ impl Call {
     /// use stamps::testing::Call;
     /// assert!(Call::ALL.contains(&Call::Unassign));
     /// ```
-    pub const ALL: [Call; 15] = [
+    pub const ALL: [Call; 22] = [
         Call::PutStamp,
         Call::Stamp,
         Call::SetStampState,
@@ -75,6 +89,13 @@ impl Call {
         Call::Migration,
         Call::SaveMigration,
         Call::Migrations,
+        Call::SetPin,
+        Call::Pin,
+        Call::Pins,
+        Call::SetRouteOverride,
+        Call::RouteOverrides,
+        Call::RouteOverrideHistory,
+        Call::RecordRepair,
     ];
 
     /// The method's name, as in the trait (`"compare_and_set"`).
@@ -101,11 +122,19 @@ impl Call {
             Call::Migration => "migration",
             Call::SaveMigration => "save_migration",
             Call::Migrations => "migrations",
+            Call::SetPin => "set_pin",
+            Call::Pin => "pin",
+            Call::Pins => "pins",
+            Call::SetRouteOverride => "set_route_override",
+            Call::RouteOverrides => "route_overrides",
+            Call::RouteOverrideHistory => "route_override_history",
+            Call::RecordRepair => "record_repair",
         }
     }
 
     /// Whether the method only reads (`stamp`, `fleet`, `assignment`, `assignments`,
-    /// `history`, `changes_since`, `migration`, `migrations`); the others write.
+    /// `history`, `changes_since`, `migration`, `migrations`, `pin`, `pins`,
+    /// `route_overrides`, `route_override_history`); the others write.
     ///
     /// ```
     /// use stamps::testing::Call;
@@ -123,6 +152,10 @@ impl Call {
                 | Call::ChangesSince
                 | Call::Migration
                 | Call::Migrations
+                | Call::Pin
+                | Call::Pins
+                | Call::RouteOverrides
+                | Call::RouteOverrideHistory
         )
     }
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use super::{FaultyRegistry, Request};
 use crate::error::Result;
 use crate::model::{
-    Assignment, AssignmentChange, ChangeBatch, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord, Override,
-    Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
+    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::registry::{ChangeSignal, Registry};
 
@@ -123,6 +123,53 @@ impl<R: Registry> Registry for FaultyRegistry<R> {
         let request = Request::Migrations(tenant);
         let entered = self.enter(&request).await?;
         let outcome = self.inner.migrations(tenant).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn set_pin(&self, tenant: &TenantId, stamp: Option<StampId>, decision: &Decision) -> Result<Pin> {
+        let request = Request::SetPin(tenant, stamp, decision);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.set_pin(tenant, stamp, decision).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn pin(&self, tenant: &TenantId) -> Result<Option<Pin>> {
+        let request = Request::Pin(tenant);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.pin(tenant).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn pins(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Pin>> {
+        let request = Request::Pins(after, limit);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.pins(after, limit).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn set_route_override(
+        &self,
+        stamp: StampId,
+        redirect: Option<Redirect>,
+        decision: &Decision,
+    ) -> Result<RouteOverride> {
+        let request = Request::SetRouteOverride(stamp, redirect, decision);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.set_route_override(stamp, redirect, decision).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn route_overrides(&self) -> Result<Vec<RouteOverride>> {
+        let request = Request::RouteOverrides;
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.route_overrides().await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn route_override_history(&self, stamp: StampId) -> Result<Vec<RouteOverride>> {
+        let request = Request::RouteOverrideHistory(stamp);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.route_override_history(stamp).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn record_repair(&self, tenant: &TenantId, stamp: StampId, decision: &Decision) -> Result<HistoryEntry> {
+        let request = Request::RecordRepair(tenant, stamp, decision);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.record_repair(tenant, stamp, decision).await;
         self.leave(&request, entered, outcome).await
     }
 }

@@ -15,8 +15,8 @@ use parking_lot::RwLock;
 use super::{Call, FaultyRegistry};
 use crate::error::{Error, Result};
 use crate::model::{
-    AssignmentChange, Epoch, MigrationId, MigrationRecord, StampId, StampSpec, StampState, TenantId, TenantSpec,
-    Version,
+    AssignmentChange, Decision, Epoch, MigrationId, MigrationRecord, Redirect, StampId, StampSpec, StampState,
+    TenantId, TenantSpec, Version,
 };
 use crate::registry::Registry;
 
@@ -67,6 +67,20 @@ pub enum Request<'a> {
     SaveMigration(&'a MigrationRecord),
     /// [`Registry::migrations`]`(tenant)`.
     Migrations(Option<&'a TenantId>),
+    /// [`Registry::set_pin`]`(tenant, stamp, decision)`.
+    SetPin(&'a TenantId, Option<StampId>, &'a Decision),
+    /// [`Registry::pin`]`(tenant)`.
+    Pin(&'a TenantId),
+    /// [`Registry::pins`]`(after, limit)`.
+    Pins(Option<&'a TenantId>, usize),
+    /// [`Registry::set_route_override`]`(stamp, redirect, decision)`.
+    SetRouteOverride(StampId, Option<Redirect>, &'a Decision),
+    /// [`Registry::route_overrides`]`()`.
+    RouteOverrides,
+    /// [`Registry::route_override_history`]`(stamp)`.
+    RouteOverrideHistory(StampId),
+    /// [`Registry::record_repair`]`(tenant, stamp, decision)`.
+    RecordRepair(&'a TenantId, StampId, &'a Decision),
 }
 
 impl Request<'_> {
@@ -94,6 +108,13 @@ impl Request<'_> {
             Request::Migration(..) => Call::Migration,
             Request::SaveMigration(..) => Call::SaveMigration,
             Request::Migrations(..) => Call::Migrations,
+            Request::SetPin(..) => Call::SetPin,
+            Request::Pin(..) => Call::Pin,
+            Request::Pins(..) => Call::Pins,
+            Request::SetRouteOverride(..) => Call::SetRouteOverride,
+            Request::RouteOverrides => Call::RouteOverrides,
+            Request::RouteOverrideHistory(..) => Call::RouteOverrideHistory,
+            Request::RecordRepair(..) => Call::RecordRepair,
         }
     }
 }
