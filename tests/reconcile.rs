@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use stamps::reconcile::{
-    reconcile, Fingerprint, Held, InMemoryInventory, InventoryError, ReconcileOptions, ReconcileReport, Repair,
-    StampInventory,
+    apply_repair, reconcile, FindingKind, Fingerprint, Held, InMemoryInventory, InventoryError, ReconcileOptions,
+    ReconcileReport, Repair, RepairError, StampInventory,
 };
 use stamps::registry::postgres::{PgConfig, PgRegistry};
 use stamps::*;
@@ -135,6 +135,85 @@ async fn every_finding_class(r: Arc<dyn Registry>) {
             matches!(f("moved").kind, stamps::reconcile::FindingKind::LeftoverShadow { migration, state: MigrationState::Cancelled } if migration == cancelled.id)
         );
     }
+    repair_every_finding(&r, [&s1, &s2, &s3]).await;
+}
+
+/// Applies every finding's repair (the action edits the in-memory inventories the way a host's
+/// data plane would), until only what cannot be applied is left; checks each applied repair's
+/// history entry and that a stale finding runs nothing.
+async fn repair_every_finding(r: &Arc<dyn Registry>, inventories: [&InMemoryInventory; 3]) {
+    let inv = |s: StampId| inventories[(s.0 - 1) as usize].clone();
+    let all = invs(&[(1, inventories[0]), (2, inventories[1]), (3, inventories[2])]);
+    let options = ReconcileOptions::default().page_size(2);
+    let decision = Decision::new("oncall", "reconcile run 7").unwrap();
+    let mut applied: Vec<(String, u32)> = Vec::new();
+    let mut first_orphan = None;
+    let mut settled = false;
+    for _round in 0..4 {
+        let report = reconcile(&**r, &all, &options).await.unwrap();
+        let mut progressed = false;
+        for f in &report.findings {
+            let (tenant, stamp) = (f.tenant.clone(), f.stamp);
+            let outcome = apply_repair(&**r, f, &decision, || async {
+                match &f.repair {
+                    Repair::DeleteCopy { stamp } => inv(*stamp).drop_tenant(&tenant),
+                    Repair::RestoreFrom { to, .. } | Repair::RestoreFromBackup { to } => inv(*to).hold(tenant.clone(), None),
+                    other => return Err(format!("no action for {other}")),
+                }
+                Ok(())
+            })
+            .await;
+            match (&f.kind, &f.repair, outcome) {
+                (FindingKind::InvalidId, _, Err(RepairError::NotApplicable(_))) => {}
+                (_, Repair::ResolveMigration { .. }, Err(RepairError::NotApplicable(_))) => {}
+                (_, _, Ok(entry)) => {
+                    assert_eq!((entry.action, entry.to), (HistoryAction::Repaired, Some(stamp)));
+                    assert_eq!(entry.actor.as_deref(), Some("oncall"));
+                    let reason = entry.reason.clone().unwrap();
+                    assert!(reason.ends_with(": reconcile run 7") && reason.starts_with(&f.repair.to_string()), "{reason}");
+                    let history = r.history(&tid(&f.tenant)).await.unwrap();
+                    assert_eq!(history.last(), Some(&entry));
+                    if f.kind == FindingKind::Orphan {
+                        first_orphan = Some(f.clone());
+                    }
+                    applied.push((f.tenant.clone(), stamp.0));
+                    progressed = true;
+                }
+                (kind, repair, other) => panic!("{kind:?} / {repair}: unexpected outcome {other:?}"),
+            }
+        }
+        if !progressed {
+            let left: Vec<_> = summary(&report).into_iter().map(|(t, _, k)| (t, k)).collect();
+            let expect_left: Vec<(String, &str)> = report
+                .findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::InvalidId || matches!(f.repair, Repair::ResolveMigration { .. }))
+                .map(|f| (f.tenant.clone(), f.kind.as_str()))
+                .collect();
+            assert_eq!(left, expect_left, "only findings no call can apply are left");
+            assert!(left.iter().any(|(t, _)| t == "Bad Id!"));
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "repairs converge within 4 rounds: {applied:?}");
+    applied.sort();
+    for t in ["offboarded", "restored", "lost", "gone"] {
+        assert!(applied.iter().any(|(x, _)| x == t), "{t} was repaired: {applied:?}");
+    }
+    // A finding that no longer holds runs nothing and records nothing.
+    let orphan = first_orphan.expect("the orphan was repaired");
+    r.assign(&TenantSpec::new(tid(&orphan.tenant)), orphan.stamp).await.unwrap();
+    let before = r.history(&tid(&orphan.tenant)).await.unwrap().len();
+    let out = apply_repair(&**r, &orphan, &decision, || async { Err::<(), _>("must not run") }).await;
+    assert!(matches!(out, Err(RepairError::Stale(_))), "{out:?}");
+    assert_eq!(r.history(&tid(&orphan.tenant)).await.unwrap().len(), before);
+    // A failing action records nothing.
+    let f = stamps::reconcile::Finding::new("ok00", StampId(3), FindingKind::Orphan, Repair::DeleteCopy { stamp: StampId(3) });
+    let before = r.history(&tid("ok00")).await.unwrap().len();
+    let out = apply_repair(&**r, &f, &decision, || async { Err::<(), _>("disk full") }).await;
+    assert!(matches!(out, Err(RepairError::Action(ref m)) if m == "disk full"), "{out:?}");
+    assert_eq!(r.history(&tid("ok00")).await.unwrap().len(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

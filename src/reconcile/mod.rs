@@ -8,6 +8,8 @@
 //! concurrently (a bounded number at a time, each call under its own timeout), with memory
 //! bounded by the page size and the number of stamps, not by the fleet. It returns a
 //! [`ReconcileReport`]: each [`Finding`] proposes a [`Repair`]; nothing is repaired here.
+//! Applying one is an explicit call, [`apply_repair`], that re-checks the finding, runs the
+//! host's action and records who and why in the tenant's history.
 //!
 //! The same module collects configuration drift: [`collect_drift`] asks each stamp what it
 //! runs through the host's [`ConfigSource`] and groups the fleet against a desired
@@ -40,6 +42,7 @@
 mod drift;
 mod inventory;
 mod merge;
+mod repair;
 mod report;
 
 /// The day-two operations guide (`docs/operations.md`): when to reconcile, how to read the
@@ -52,6 +55,7 @@ use std::time::Duration;
 
 pub use drift::{collect_drift, ConfigSource};
 pub use inventory::{Fingerprint, Held, InMemoryInventory, InventoryError, ReferenceInventory, StampInventory};
+pub use repair::{apply_repair, RepairError, REPAIR_ACTION_TIMEOUT};
 pub use report::{Finding, FindingKind, ReconcileReport, Repair, Unreadable};
 
 use crate::error::Result;

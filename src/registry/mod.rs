@@ -430,8 +430,8 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// re-imported, restored from a backup): appends a `Repaired` history entry carrying the
     /// decision's actor and reason, and one [`ChangeKind::Repaired`](crate::ChangeKind::Repaired)
     /// change. The tenant need not be assigned (an orphan's tenant is not). Changes no
-    /// placement; [`reconcile::apply_repair`](crate::reconcile::apply_repair) runs a repair
-    /// and records it.
+    /// placement; `reconcile::apply_repair` (feature `tokio`) runs a repair and records
+    /// it.
     ///
     /// The default body refuses every call with [`Error::InvalidInput`] (field `repair`).
     ///
