@@ -594,3 +594,24 @@ async fn a_lost_race_is_retried_on_a_fresh_fleet() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn place_and_assign_follows_the_registry_s_recorded_pin() {
+    let r = registry_with(&[(1, "eu-west", 100.0), (2, "eu-west", 100.0)]).await;
+    // Stamp 2 is the fuller one: least-loaded alone would pick 1.
+    for i in 0..5 {
+        r.assign(&tenant(&format!("busy{i}"), 10.0), StampId(2)).await.unwrap();
+    }
+    let why = Decision::new("ops", "data stays on 2").unwrap();
+    r.set_pin(&TenantId::new("p").unwrap(), Some(StampId(2)), &why)
+        .await
+        .unwrap();
+    let a = place_and_assign(&r, &policies::least_loaded(), &tenant("p", 1.0))
+        .await
+        .unwrap();
+    assert_eq!((a.stamp, a.spec.pin), (StampId(2), Some(StampId(2))));
+    let free = place_and_assign(&r, &policies::least_loaded(), &tenant("q", 1.0))
+        .await
+        .unwrap();
+    assert_eq!(free.stamp, StampId(1));
+}

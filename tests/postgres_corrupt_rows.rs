@@ -263,3 +263,51 @@ async fn a_corrupt_change_stops_the_feed_and_the_follower_resumes_once_repaired(
     assert!(router.route("delta").is_ok());
     drop(follower);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_pins_and_overrides_fail_only_the_calls_that_read_them() {
+    let (r, _guard, s) = fresh("corrupt_directives").await;
+    let why = Decision::new("ops", "keep").unwrap();
+    for t in ["acme", "beta"] {
+        r.set_pin(&TenantId::new(t).unwrap(), Some(StampId(1)), &why)
+            .await
+            .unwrap();
+    }
+    let redirect = Redirect::new(StampId(2), RedirectWhen::Always);
+    r.set_route_override(StampId(1), Some(redirect), &why).await.unwrap();
+    // A reason with a control character, an empty actor, an unknown "when".
+    sql(&format!(
+        "UPDATE {s}.pins SET reason = E'a\\nb' WHERE tenant = 'acme';
+         UPDATE {s}.pins SET actor = '' WHERE tenant = 'beta';
+         ALTER TABLE {s}.route_overrides DROP CONSTRAINT route_overrides_applies_check;
+         UPDATE {s}.route_overrides SET applies = 'sometimes';"
+    ))
+    .await;
+    assert_corrupt(
+        r.pin(&TenantId::new("acme").unwrap()).await,
+        "pin \"acme\"",
+        "actor or reason",
+    );
+    assert_corrupt(r.pins(None, 10).await, "pin \"acme\"", "actor or reason");
+    assert_corrupt(r.route_overrides().await, "route override", "applies");
+    // A pin write that needs the corrupt row refuses and writes nothing; others work.
+    let head = r.changes_since(Version::ZERO, 0).await.unwrap().head;
+    assert_corrupt(
+        r.set_pin(&TenantId::new("beta").unwrap(), None, &why).await,
+        "pin \"beta\"",
+        "actor or reason",
+    );
+    assert_eq!(r.changes_since(Version::ZERO, 0).await.unwrap().head, head);
+    r.set_pin(&TenantId::new("gamma").unwrap(), Some(StampId(2)), &why)
+        .await
+        .unwrap();
+    // Repaired, they read again.
+    sql(&format!(
+        "UPDATE {s}.pins SET reason = 'keep' WHERE tenant = 'acme';
+         UPDATE {s}.pins SET actor = 'ops' WHERE tenant = 'beta';
+         UPDATE {s}.route_overrides SET applies = 'always';"
+    ))
+    .await;
+    assert_eq!(r.pins(None, 10).await.unwrap().len(), 3);
+    assert_eq!(r.route_overrides().await.unwrap().len(), 1);
+}

@@ -157,7 +157,9 @@ async fn repair_every_finding(r: &Arc<dyn Registry>, inventories: [&InMemoryInve
             let outcome = apply_repair(&**r, f, &decision, || async {
                 match &f.repair {
                     Repair::DeleteCopy { stamp } => inv(*stamp).drop_tenant(&tenant),
-                    Repair::RestoreFrom { to, .. } | Repair::RestoreFromBackup { to } => inv(*to).hold(tenant.clone(), None),
+                    Repair::RestoreFrom { to, .. } | Repair::RestoreFromBackup { to } => {
+                        inv(*to).hold(tenant.clone(), None)
+                    }
                     other => return Err(format!("no action for {other}")),
                 }
                 Ok(())
@@ -170,7 +172,10 @@ async fn repair_every_finding(r: &Arc<dyn Registry>, inventories: [&InMemoryInve
                     assert_eq!((entry.action, entry.to), (HistoryAction::Repaired, Some(stamp)));
                     assert_eq!(entry.actor.as_deref(), Some("oncall"));
                     let reason = entry.reason.clone().unwrap();
-                    assert!(reason.ends_with(": reconcile run 7") && reason.starts_with(&f.repair.to_string()), "{reason}");
+                    assert!(
+                        reason.ends_with(": reconcile run 7") && reason.starts_with(&f.repair.to_string()),
+                        "{reason}"
+                    );
                     let history = r.history(&tid(&f.tenant)).await.unwrap();
                     assert_eq!(history.last(), Some(&entry));
                     if f.kind == FindingKind::Orphan {
@@ -203,16 +208,26 @@ async fn repair_every_finding(r: &Arc<dyn Registry>, inventories: [&InMemoryInve
     }
     // A finding that no longer holds runs nothing and records nothing.
     let orphan = first_orphan.expect("the orphan was repaired");
-    r.assign(&TenantSpec::new(tid(&orphan.tenant)), orphan.stamp).await.unwrap();
+    r.assign(&TenantSpec::new(tid(&orphan.tenant)), orphan.stamp)
+        .await
+        .unwrap();
     let before = r.history(&tid(&orphan.tenant)).await.unwrap().len();
     let out = apply_repair(&**r, &orphan, &decision, || async { Err::<(), _>("must not run") }).await;
     assert!(matches!(out, Err(RepairError::Stale(_))), "{out:?}");
     assert_eq!(r.history(&tid(&orphan.tenant)).await.unwrap().len(), before);
     // A failing action records nothing.
-    let f = stamps::reconcile::Finding::new("ok00", StampId(3), FindingKind::Orphan, Repair::DeleteCopy { stamp: StampId(3) });
+    let f = stamps::reconcile::Finding::new(
+        "ok00",
+        StampId(3),
+        FindingKind::Orphan,
+        Repair::DeleteCopy { stamp: StampId(3) },
+    );
     let before = r.history(&tid("ok00")).await.unwrap().len();
     let out = apply_repair(&**r, &f, &decision, || async { Err::<(), _>("disk full") }).await;
-    assert!(matches!(out, Err(RepairError::Action(ref m)) if m == "disk full"), "{out:?}");
+    assert!(
+        matches!(out, Err(RepairError::Action(ref m)) if m == "disk full"),
+        "{out:?}"
+    );
     assert_eq!(r.history(&tid("ok00")).await.unwrap().len(), before);
 }
 

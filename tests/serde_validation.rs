@@ -186,7 +186,17 @@ fn assignment_change() -> impl Strategy<Value = Value> {
 }
 
 fn history_entry() -> impl Strategy<Value = Value> {
-    let action = prop::sample::select(vec!["assigned", "moved", "mode_changed", "resized", "unassigned", "x"]);
+    let action = prop::sample::select(vec![
+        "assigned",
+        "moved",
+        "mode_changed",
+        "resized",
+        "unassigned",
+        "pinned",
+        "unpinned",
+        "repaired",
+        "x",
+    ]);
     (
         small_id(),
         int(),
@@ -197,13 +207,35 @@ fn history_entry() -> impl Strategy<Value = Value> {
         int(),
         mode(),
         opt(text().prop_map(Value::from)),
+        opt(text().prop_map(Value::from)),
     )
-        .prop_map(|(version, at, tenant, action, from, to, epoch, mode, actor)| {
+        .prop_map(|(version, at, tenant, action, from, to, epoch, mode, actor, reason)| {
             json!({
                 "version": version, "at": at, "tenant": tenant, "action": action, "from": from, "to": to,
-                "epoch": epoch, "mode": mode, "actor": actor,
+                "epoch": epoch, "mode": mode, "actor": actor, "reason": reason,
             })
         })
+}
+
+fn decision() -> impl Strategy<Value = Value> {
+    (text(), text()).prop_map(|(actor, reason)| json!({ "actor": actor, "reason": reason }))
+}
+
+fn redirect() -> impl Strategy<Value = Value> {
+    let when = prop::sample::select(vec!["always", "while_unhealthy", "sometimes"]);
+    (small_id(), when).prop_map(|(to, when)| json!({ "to": to, "when": when }))
+}
+
+fn pin() -> impl Strategy<Value = Value> {
+    (text(), opt(small_id()), decision(), int(), small_id()).prop_map(|(tenant, stamp, decision, at, version)| {
+        json!({ "tenant": tenant, "stamp": stamp, "decision": decision, "at": at, "version": version })
+    })
+}
+
+fn route_override() -> impl Strategy<Value = Value> {
+    (small_id(), opt(redirect()), decision(), int(), small_id()).prop_map(|(stamp, redirect, decision, at, version)| {
+        json!({ "stamp": stamp, "redirect": redirect, "decision": decision, "at": at, "version": version })
+    })
 }
 
 fn migration_record() -> impl Strategy<Value = Value> {
@@ -483,9 +515,43 @@ fn c_history_entry(v: &Value) -> Option<HistoryEntry> {
         Epoch(u64_of(&v["epoch"])?),
         c_mode(&v["mode"])?,
         opt_of(&v["actor"], str_of)?.map(String::from),
-    );
+    )
+    .because(opt_of(&v["reason"], str_of)?.map(String::from));
     e.validate().ok()?;
     Some(e)
+}
+
+fn c_decision(v: &Value) -> Option<Decision> {
+    Decision::new(str_of(&v["actor"])?, str_of(&v["reason"])?).ok()
+}
+
+fn c_redirect(v: &Value) -> Option<Redirect> {
+    Some(Redirect::new(
+        StampId(u32_of(&v["to"])?),
+        RedirectWhen::parse(str_of(&v["when"])?)?,
+    ))
+}
+
+fn c_pin(v: &Value) -> Option<Pin> {
+    Some(Pin::new(
+        TenantId::new(str_of(&v["tenant"])?).ok()?,
+        opt_of(&v["stamp"], u32_of)?.map(StampId),
+        c_decision(&v["decision"])?,
+        c_time(&v["at"])?,
+        Version(u64_of(&v["version"])?),
+    ))
+}
+
+fn c_route_override(v: &Value) -> Option<RouteOverride> {
+    let o = RouteOverride::new(
+        StampId(u32_of(&v["stamp"])?),
+        opt_of(&v["redirect"], c_redirect)?,
+        c_decision(&v["decision"])?,
+        c_time(&v["at"])?,
+        Version(u64_of(&v["version"])?),
+    );
+    o.validate().ok()?;
+    Some(o)
 }
 
 fn c_migration_record(v: &Value) -> Option<MigrationRecord> {
@@ -641,6 +707,14 @@ agreement!(
     HistoryEntry,
     history_entry,
     c_history_entry
+);
+agreement!(serde_agrees_for_decision, Decision, decision, c_decision);
+agreement!(serde_agrees_for_pin, Pin, pin, c_pin);
+agreement!(
+    serde_agrees_for_route_override,
+    RouteOverride,
+    route_override,
+    c_route_override
 );
 agreement!(
     serde_agrees_for_migration_record,

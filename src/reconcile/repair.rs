@@ -126,7 +126,9 @@ async fn check_still_holds<R: Registry + ?Sized>(
     finding: &Finding,
 ) -> Result<(), RepairError> {
     let assignment = registry.assignment(tenant).await?;
-    let routed_there = assignment.as_ref().is_some_and(|a| a.stamps().any(|s| s == finding.stamp));
+    let routed_there = assignment
+        .as_ref()
+        .is_some_and(|a| a.stamps().any(|s| s == finding.stamp));
     match &finding.repair {
         Repair::DeleteCopy { stamp } => {
             if routed_there || assignment.as_ref().is_some_and(|a| a.stamps().any(|s| s == *stamp)) {

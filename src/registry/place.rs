@@ -161,7 +161,8 @@ impl PlaceAndAssignError {
 /// Places `tenant` with `policy` on a fresh fleet snapshot, then assigns it through the
 /// registry's atomic capacity check; if another writer took the room first (the stamp is now
 /// full, or no longer active), re-reads the fleet and tries again, up to 3 attempts. All stamps
-/// are taken as healthy; see [`place_and_assign_with`].
+/// are taken as healthy; see [`place_and_assign_with`]. The tenant's recorded pin
+/// ([`Registry::pin`]) constrains the placement as it will constrain the `assign`.
 ///
 /// ```
 /// use stamps::placement::policies;
@@ -225,6 +226,17 @@ where
 {
     let attempts = options.max_attempts.max(1);
     let mut last = None;
+    // The tenant's recorded pin constrains placement as the registry will (a spec naming
+    // another pin is refused by `assign` itself).
+    let recorded = registry.pin(&tenant.id).await?.and_then(|p| p.stamp);
+    let pinned;
+    let tenant = match recorded {
+        Some(p) if tenant.pin.is_none() => {
+            pinned = tenant.clone().pin(p);
+            &pinned
+        }
+        _ => tenant,
+    };
     for _ in 0..attempts {
         let fleet = registry.fleet().await?;
         let chosen = policy.place(tenant, &FleetView::new(&fleet).with_health(options.health));
