@@ -4,7 +4,9 @@
 //! 2 and completes, but a crashed cleanup "restored" a copy of it on stamp 1 afterwards (a
 //! leftover shadow); `initech` was offboarded from the registry but its rows stayed on stamp 3
 //! (an orphan); `globex` is assigned to stamp 2 but its rows were lost there (missing). The
-//! report names each one with the repair to make; nothing is repaired automatically.
+//! report names each one with the repair to make; nothing is repaired automatically. An
+//! operator then applies the orphan's repair explicitly (`apply_repair`), which re-checks the
+//! finding, deletes the copy and records who and why in initech's history.
 //!
 //! Run with `cargo run --example reconcile --features tokio`.
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::{MigrationConfig, Migrator};
-use stamps::reconcile::{reconcile, ReconcileOptions, ReferenceInventory, StampInventory};
+use stamps::reconcile::{apply_repair, reconcile, ReconcileOptions, ReferenceInventory, StampInventory};
 use stamps::*;
 
 #[tokio::main(flavor = "current_thread")]
@@ -72,5 +74,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     print!("{report}");
     let kinds: Vec<&str> = report.findings.iter().map(|f| f.kind.as_str()).collect();
     assert_eq!(kinds, ["leftover_shadow", "missing", "orphan"], "{report}");
+
+    // An operator deletes the orphan copy, explicitly, with a reason.
+    let orphan = report.of_kind("orphan").next().ok_or("no orphan")?;
+    let initech = TenantId::new(&orphan.tenant)?;
+    let decision = Decision::new("dana", "initech offboarded 2026-10-01, ticket PRIV-88")?;
+    let entry = apply_repair(registry.as_ref(), orphan, &decision, || async {
+        plane.lose(orphan.stamp, &initech); // the reference plane's delete
+        Ok::<(), String>(())
+    })
+    .await?;
+    println!(
+        "recorded in {}'s history: {} on {} by {}: {}",
+        entry.tenant,
+        entry.action.as_str(),
+        entry.to.map_or_else(String::new, |s| s.to_string()),
+        entry.actor.as_deref().unwrap_or("?"),
+        entry.reason.as_deref().unwrap_or("")
+    );
+    let after = reconcile(registry.as_ref(), &inventories, &ReconcileOptions::default()).await?;
+    print!("after the repair: {after}");
+    let kinds: Vec<&str> = after.findings.iter().map(|f| f.kind.as_str()).collect();
+    assert_eq!(kinds, ["leftover_shadow", "missing"], "{after}");
     Ok(())
 }
