@@ -956,3 +956,43 @@ mod model {
         }
     }
 }
+
+/// Two routers over one PostgreSQL registry learn a routing override from the feed (with the
+/// follower task, woken by NOTIFY), and a router started later reads it from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_overrides_reach_routers_through_the_feed() {
+    let (r, _guard) = fresh("route_overrides", |c| c.poll_interval(Duration::from_millis(20))).await;
+    for id in [1, 2] {
+        r.put_active_stamp(stamp_spec(id, &[(Resource::Tenants, 10.0)]).endpoint(format!("https://s{id}")))
+            .await
+            .unwrap();
+    }
+    r.assign(&TenantSpec::new(TenantId::new("pay").unwrap()), StampId(1))
+        .await
+        .unwrap();
+    let routers: Vec<_> = (0..2).map(|_| stamps::router::Router::new(r.clone())).collect();
+    let mut followers = Vec::new();
+    for router in &routers {
+        router.warm_up().await.unwrap();
+        followers.push(router.spawn_follower());
+        assert_eq!(router.route("pay").unwrap().stamp, StampId(1));
+    }
+    let why = Decision::new("ops", "stamp 1 restore").unwrap();
+    let redirect = Redirect::new(StampId(2), RedirectWhen::Always);
+    r.set_route_override(StampId(1), Some(redirect), &why).await.unwrap();
+    for router in &routers {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while router.route("pay").unwrap().stamp != StampId(2) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the override did not reach a router"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(router.route("pay").unwrap().endpoint, Some("https://s2"));
+    }
+    let late = stamps::router::Router::new(r.clone());
+    late.warm_up().await.unwrap();
+    assert_eq!(late.route("pay").unwrap().failed_over_from, Some(StampId(1)));
+    drop(followers);
+}
