@@ -15,7 +15,7 @@ use crate::registry::Registry;
 
 impl<R: Registry + ?Sized> Router<R> {
     /// The routing overrides this router applies, by stamp: its view of the registry's table
-    /// ([`Registry::route_overrides`](crate::Registry::route_overrides)), kept current from
+    /// ([`Registry::route_overrides`]), kept current from
     /// the change feed.
     ///
     /// An [`RedirectWhen::Always`] redirect sends every route of the stamp's tenants to the

@@ -168,7 +168,8 @@ pub async fn pins_are_a_table_enforced_by_every_write(r: &DynRegistry) {
     );
     // The history tells who pinned and unpinned, and why.
     let history = r.history(&acme).await.expect("history");
-    let pins: Vec<(HistoryAction, Option<StampId>, Option<&str>, Option<&str>)> = history
+    type PinEntry<'a> = (HistoryAction, Option<StampId>, Option<&'a str>, Option<&'a str>);
+    let pins: Vec<PinEntry<'_>> = history
         .iter()
         .filter(|e| matches!(e.action, HistoryAction::Pinned | HistoryAction::Unpinned))
         .map(|e| (e.action, e.to, e.actor.as_deref(), e.reason.as_deref()))
