@@ -122,10 +122,10 @@ fn error_lists_mixed_reasons() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no stamp fits the tenant: 4 stamps in residency eu: 1 of another tier or a dedicated stamp already in use, \
+        "no stamp fits the tenant: 4 stamps in residency eu: 1 of another tier, \
          1 not active, 1 unhealthy, 1 above 75% connections"
     );
-    // Unhealthy and draining stamps are not "full": provisioning is not the answer.
+    // An unhealthy stamp is not "full": provisioning is not the answer.
     assert!(!err.needs_new_stamp());
     assert!(matches!(
         policies::least_loaded().place(&tenant("a", 1.0), &FleetView::new(&Fleet::default())),
@@ -190,8 +190,9 @@ fn dedicated_and_shared_tiers_never_mix() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no stamp fits the tenant: 2 stamps, all not an empty dedicated stamp"
+        "no stamp fits the tenant: 2 stamps: 1 not dedicated, 1 dedicated and already in use"
     );
+    assert_eq!(err.no_fit().map(NoFit::dedicated_in_use), Some(1));
     assert!(err.needs_new_stamp());
 }
 
@@ -614,4 +615,176 @@ async fn place_and_assign_follows_the_registry_s_recorded_pin() {
         .await
         .unwrap();
     assert_eq!(free.stamp, StampId(1));
+}
+
+#[test]
+fn stamps_that_cannot_take_tenants_do_not_silence_the_provisioning_signal() {
+    let full = || S::new(1, "eu-west").used(75.0, 3);
+    let p = policies::least_loaded();
+    // A draining stamp (and a provisioning one) beside a full active stamp.
+    for other in [
+        StampState::Draining,
+        StampState::Provisioning,
+        StampState::Decommissioned,
+    ] {
+        let f = fleet(vec![full(), S::new(2, "eu-west").state(other)]);
+        let err = p.place(&tenant("a", 5.0), &FleetView::new(&f)).unwrap_err();
+        assert!(err.needs_new_stamp(), "{other}: {err}");
+        assert_eq!(err.no_fit().map(NoFit::counted), Some(1), "{other}");
+        assert_eq!(
+            err.to_string(),
+            "no stamp fits the tenant: 2 stamps: 1 not active, 1 above 75% connections"
+        );
+    }
+    // Every stamp inactive: no stamp can take the tenant, so one is needed.
+    let f = fleet(vec![S::new(1, "eu-west").state(StampState::Draining)]);
+    assert!(p
+        .place(&tenant("a", 1.0), &FleetView::new(&f))
+        .unwrap_err()
+        .needs_new_stamp());
+    // A stamp the policy's own filter excludes (a name-based canary gate).
+    let f = fleet(vec![full(), S::new(2, "eu-west")]);
+    let gated = Pipeline::new()
+        .filter(Active)
+        .filter(named("no-canary", |_: &TenantSpec, l: &StampLoad| l.id() != StampId(2)))
+        .filter(FitsHeadroom)
+        .score(LeastLoaded::bottleneck(), 1.0);
+    let err = gated.place(&tenant("a", 5.0), &FleetView::new(&f)).unwrap_err();
+    assert!(err.needs_new_stamp(), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "no stamp fits the tenant: 2 stamps: 1 excluded by no-canary, 1 above 75% connections"
+    );
+    // A stamp below the policy's minimum version.
+    let versioned = |id: u32, v: &str, used: f64| {
+        let mut l = S::new(id, "eu-west").used(used, 3).build();
+        l.stamp.spec.version = Some(v.to_string());
+        l
+    };
+    let f = Fleet::new(
+        vec![versioned(1, "42.1", 75.0), versioned(2, "41.9", 0.0)],
+        Version(1),
+        Timestamp::ZERO,
+    );
+    let new_only = Pipeline::new()
+        .filter(Active)
+        .filter(MinVersion::new("42"))
+        .filter(FitsHeadroom);
+    let err = new_only.place(&tenant("a", 5.0), &FleetView::new(&f)).unwrap_err();
+    assert!(err.needs_new_stamp(), "{err}");
+    assert!(err.to_string().contains("1 below the minimum version"), "{err}");
+    // Still silenced by what a new stamp would not fix: an unhealthy stamp that would fit.
+    let f = fleet(vec![full(), S::new(2, "eu-west")]);
+    let health = HashMap::from([(StampId(2), HealthStatus::Unhealthy)]);
+    let err = p
+        .place(&tenant("a", 5.0), &FleetView::new(&f).with_health(&health))
+        .unwrap_err();
+    assert!(!err.needs_new_stamp());
+}
+
+#[test]
+fn explanations_name_stamps_and_hint_at_a_forgotten_tier() {
+    let named_stamp = |id: u32, name: &str, tier: Tier| {
+        let mut l = S::new(id, "eu-west").tier(tier).build();
+        l.stamp.spec.name = name.to_string();
+        l
+    };
+    let gold = Tier::Custom(Name::new("gold").unwrap());
+    let f = Fleet::new(
+        vec![
+            named_stamp(1, "eu-gold-1", gold.clone()),
+            named_stamp(2, "eu-gold-canary", gold.clone()),
+        ],
+        Version(1),
+        Timestamp::ZERO,
+    );
+    let e = policies::least_loaded().explain(&tenant("a", 1.0), &FleetView::new(&f));
+    let text = e.to_string();
+    assert!(text.contains("eu-gold-canary") && text.contains("eu-gold-1"), "{text}");
+    assert_eq!(e.row(StampId(2)).map(|r| r.name.as_str()), Some("eu-gold-canary"));
+    assert!(
+        e.notes.iter().any(|n| n.contains("TenantSpec::tier")),
+        "a tenant left on the default tier gets a hint: {:?}",
+        e.notes
+    );
+    // With its tier, it is placed and there is no hint.
+    let e = policies::least_loaded().explain(&tenant("a", 1.0).tier(gold), &FleetView::new(&f));
+    assert!(e.outcome.is_ok() && e.notes.is_empty(), "{e}");
+}
+
+#[test]
+fn version_filter_and_preference() {
+    let versioned = |id: u32, v: Option<&str>| {
+        let mut l = S::new(id, "eu-west").build();
+        l.stamp.spec.version = v.map(str::to_string);
+        l
+    };
+    let f = Fleet::new(
+        vec![
+            versioned(1, Some("1.9.3")),
+            versioned(2, Some("1.10.0-rc.1")),
+            versioned(3, Some("1.10.0")),
+            versioned(4, None),
+        ],
+        Version(1),
+        Timestamp::ZERO,
+    );
+    let view = FleetView::new(&f);
+    let t = tenant("a", 1.0);
+    let only_new = Pipeline::new()
+        .filter(MinVersion::new("1.10"))
+        .score(LeastLoaded::bottleneck(), 1.0);
+    assert_eq!(only_new.place(&t, &view), Ok(StampId(3)));
+    let e = only_new.explain(&t, &view);
+    for id in [1, 2, 4] {
+        assert!(
+            matches!(
+                e.row(StampId(id)).map(|r| &r.verdict),
+                Some(Verdict::Rejected {
+                    kind: FilterKind::Version,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+    // The preference blends: stamp 3 wins while it fits, the others still take tenants.
+    let prefer = Pipeline::new()
+        .filter(FitsHeadroom)
+        .score(AtLeastVersion::new("1.10"), 10.0)
+        .score(LeastLoaded::bottleneck(), 1.0);
+    assert_eq!(prefer.place(&t, &view), Ok(StampId(3)));
+    let without_3 = Fleet::new(
+        vec![versioned(1, Some("1.9.3")), versioned(4, None)],
+        Version(1),
+        Timestamp::ZERO,
+    );
+    assert!(prefer.place(&t, &FleetView::new(&without_3)).is_ok());
+}
+
+proptest::proptest! {
+    /// `compare_versions` is a total order (antisymmetric, transitive, reflexive) on any
+    /// labels, and agrees with numeric order on dotted numbers.
+    #[test]
+    fn compare_versions_is_a_total_order(
+        a in "[0-9a-z.+-]{0,12}",
+        b in "[0-9a-z.+-]{0,12}",
+        c in "[0-9a-z.+-]{0,12}",
+        x in proptest::collection::vec(0u32..30, 1..4),
+        y in proptest::collection::vec(0u32..30, 1..4),
+    ) {
+        use std::cmp::Ordering::*;
+        proptest::prop_assert_eq!(compare_versions(&a, &a), Equal);
+        proptest::prop_assert_eq!(compare_versions(&a, &b), compare_versions(&b, &a).reverse());
+        if compare_versions(&a, &b) != Greater && compare_versions(&b, &c) != Greater {
+            proptest::prop_assert_ne!(compare_versions(&a, &c), Greater);
+        }
+        proptest::prop_assert_eq!(compare_versions(&a, &b) == Equal, a == b);
+        let dotted = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+        let pad = |v: &[u32]| { let mut v = v.to_vec(); v.resize(4, 0); v };
+        proptest::prop_assert_eq!(
+            version_at_least(&dotted(&x), &dotted(&y)),
+            pad(&x) >= pad(&y)
+        );
+    }
 }

@@ -429,3 +429,79 @@ impl Stamp {
         self.spec.validate()
     }
 }
+
+/// Orders two deployed-version labels ([`StampSpec::version`]) the way release numbers are
+/// read: semantic-versioning precedence for labels that follow it, and a total, consistent
+/// order for every other label.
+///
+/// A label is split at its first `+` (build metadata, ignored) and then at its first `-`
+/// into a release and a pre-release part. Releases are compared component by component
+/// (components are separated by `.`): numbers numerically, a number before a word, words
+/// byte-wise; a missing component counts as `0`. With equal releases, no pre-release ranks
+/// above a pre-release, and pre-releases are compared the same way. Labels equal under these
+/// rules are ordered byte-wise, so the order is total.
+///
+/// ```
+/// use std::cmp::Ordering::*;
+/// use stamps::model::compare_versions;
+/// assert_eq!(compare_versions("1.10.0", "1.9.3"), Greater);
+/// assert_eq!(compare_versions("2026.11", "2026.11.0"), Less); // equal releases, then byte-wise
+/// assert_eq!(compare_versions("1.2.0-rc.2", "1.2.0"), Less);
+/// assert_eq!(compare_versions("1.2.0-rc.10", "1.2.0-rc.9"), Greater);
+/// assert_eq!(compare_versions("v7", "v7"), Equal);
+/// ```
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    version_precedence(a, b).then_with(|| a.cmp(b))
+}
+
+/// Whether `version` is at least `min` by release precedence ([`compare_versions`] without
+/// its final byte-wise tie-break: `2026.11.0` is at least `2026.11`, and the other way round).
+///
+/// ```
+/// use stamps::model::version_at_least;
+/// assert!(version_at_least("2026.11", "2026.11.0"));
+/// assert!(version_at_least("1.10.0", "1.9"));
+/// assert!(!version_at_least("1.10.0-rc.1", "1.10.0"));
+/// ```
+pub fn version_at_least(version: &str, min: &str) -> bool {
+    version_precedence(version, min) != std::cmp::Ordering::Less
+}
+
+fn version_precedence(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    fn split(v: &str) -> (&str, Option<&str>) {
+        let v = v.split_once('+').map_or(v, |(head, _)| head);
+        match v.split_once('-') {
+            Some((release, pre)) => (release, Some(pre)),
+            None => (v, None),
+        }
+    }
+    fn component(a: &str, b: &str) -> Ordering {
+        let (na, nb) = (a.parse::<u128>(), b.parse::<u128>());
+        match (na, nb) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            (Ok(_), Err(_)) => Ordering::Less,
+            (Err(_), Ok(_)) => Ordering::Greater,
+            (Err(_), Err(_)) => a.cmp(b),
+        }
+    }
+    fn dotted(a: &str, b: &str) -> Ordering {
+        let (mut x, mut y) = (a.split('.'), b.split('.'));
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => return Ordering::Equal,
+                (p, q) => match component(p.unwrap_or("0"), q.unwrap_or("0")) {
+                    Ordering::Equal => {}
+                    other => return other,
+                },
+            }
+        }
+    }
+    let ((ra, pa), (rb, pb)) = (split(a), split(b));
+    dotted(ra, rb).then_with(|| match (pa, pb) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => dotted(x, y),
+    })
+}

@@ -40,10 +40,13 @@ pub enum FilterKind {
     /// The stamp does not run the desired configuration (see
     /// [`OnDesiredConfig`](super::OnDesiredConfig)).
     Config,
+    /// The stamp's deployed version is below the policy's minimum (see
+    /// [`MinVersion`](super::MinVersion)).
+    Version,
 }
 
 impl FilterKind {
-    const COUNT: usize = 12;
+    const COUNT: usize = 13;
     const ALL: [FilterKind; FilterKind::COUNT] = [
         FilterKind::Pin,
         FilterKind::Residency,
@@ -57,6 +60,7 @@ impl FilterKind {
         FilterKind::Custom,
         FilterKind::Headroom,
         FilterKind::Config,
+        FilterKind::Version,
     ];
 
     fn index(self) -> usize {
@@ -78,6 +82,7 @@ impl FilterKind {
             FilterKind::Custom => "custom",
             FilterKind::Headroom => "headroom",
             FilterKind::Config => "config",
+            FilterKind::Version => "version",
         }
     }
 }
@@ -107,6 +112,16 @@ pub struct Rejection<'s> {
 }
 
 impl<'s> Rejection<'s> {
+    /// A rejection by a built-in filter kind under a name of its own (the tier filter says
+    /// `"dedicated"` for a dedicated stamp already in use).
+    pub const fn named(kind: FilterKind, name: &'static str) -> Rejection<'s> {
+        Rejection {
+            kind,
+            name,
+            resource: None,
+        }
+    }
+
     /// A rejection by a built-in filter kind.
     pub const fn new(kind: FilterKind) -> Rejection<'s> {
         Rejection {
@@ -135,6 +150,9 @@ impl<'s> Rejection<'s> {
     }
 }
 
+/// The name of the tier filter's rejection of a dedicated stamp that already holds a tenant.
+pub(crate) const DEDICATED_IN_USE: &str = "dedicated";
+
 /// A summary of why no stamp fitted: how many stamps each filter rejected (each stamp counted
 /// once, under the first filter that rejected it), built during the decision without
 /// allocating.
@@ -157,6 +175,8 @@ pub struct NoFit {
     headroom_resource: Option<Resource>,
     headroom: HeadroomFraction,
     custom: Option<&'static str>,
+    /// Of the tier rejections, dedicated stamps that already hold a tenant.
+    occupied: u32,
 }
 
 impl NoFit {
@@ -180,6 +200,7 @@ impl NoFit {
                 }
             }
             FilterKind::Custom if self.custom.is_none() => self.custom = Some(r.name),
+            FilterKind::Tier if r.name == DEDICATED_IN_USE => self.occupied = self.occupied.saturating_add(1),
             _ => {}
         }
     }
@@ -199,29 +220,47 @@ impl NoFit {
         self.headroom_resource.as_ref().map(|r| (r, self.headroom))
     }
 
-    /// Whether adding a stamp matching the tenant would let it be placed: every stamp in the
-    /// tenant's scope was full, occupied (dedicated) or of another tier or residency, and none
-    /// was merely unhealthy, inactive, off the desired configuration, excluded by the policy, or
-    /// the pin's only candidate.
+    /// Whether adding a stamp matching the tenant would let it be placed: is there room for
+    /// the tenant among the stamps that could take it?
+    ///
+    /// Counted are the stamps that take tenants (`Active`), that the policy's own filters
+    /// (user filters, version gates) let through, in the tenant's scope: the signal is on
+    /// when every one of them is full, occupied (dedicated) or of another tier or residency
+    /// (or there is none). Stamps that are not active (draining, provisioning, retired) and
+    /// stamps the policy excludes are **not counted**: they neither take the tenant nor
+    /// silence the signal. It is off while a stamp that could take the tenant is merely
+    /// unhealthy, off the desired configuration or missing a label the policy or the tenant
+    /// asks for, and for a pinned tenant (only its pin can take it).
     pub fn needs_new_stamp(&self) -> bool {
-        let transient = [
+        let silencing = [
             FilterKind::Pin,
-            FilterKind::State,
             FilterKind::Health,
             FilterKind::Label,
             FilterKind::Affinity,
             FilterKind::AntiAffinity,
-            FilterKind::Custom,
             FilterKind::Config,
         ];
-        transient.iter().all(|k| self.rejected_by(*k) == 0)
+        silencing.iter().all(|k| self.rejected_by(*k) == 0)
+    }
+
+    /// The stamps [`needs_new_stamp`](Self::needs_new_stamp) counted: those looked at, less
+    /// the inactive ones and those the policy's own filters excluded.
+    pub fn counted(&self) -> u32 {
+        [FilterKind::State, FilterKind::Custom, FilterKind::Version]
+            .iter()
+            .fold(self.considered(), |n, k| n.saturating_sub(self.rejected_by(*k)))
+    }
+
+    /// Of the stamps the tier filter rejected, the dedicated ones already holding a tenant.
+    pub fn dedicated_in_use(&self) -> u32 {
+        self.occupied
     }
 
     fn reason(kind: FilterKind) -> &'static str {
         match kind {
             FilterKind::Pin => "not the pinned stamp",
             FilterKind::Residency => "outside the tenant's residency",
-            FilterKind::Tier => "of another tier or a dedicated stamp already in use",
+            FilterKind::Tier => "of another tier",
             FilterKind::State => "not active",
             FilterKind::Health => "unhealthy",
             FilterKind::Region => "outside the tenant's region",
@@ -231,6 +270,7 @@ impl NoFit {
             FilterKind::Custom => "excluded by the policy",
             FilterKind::Headroom => "full",
             FilterKind::Config => "not on the desired configuration",
+            FilterKind::Version => "below the minimum version",
         }
     }
 
@@ -246,7 +286,19 @@ impl NoFit {
                 }
             }
             (FilterKind::Custom, _, Some(name)) => write!(f, "excluded by {name}"),
-            (FilterKind::Tier, _, _) if self.dedicated => f.write_str("not an empty dedicated stamp"),
+            (FilterKind::Tier, _, _) => {
+                let other = self.rejected_by(FilterKind::Tier).saturating_sub(self.occupied);
+                let other_reason = if self.dedicated {
+                    "not dedicated"
+                } else {
+                    "of another tier"
+                };
+                match (other, self.occupied) {
+                    (_, 0) => f.write_str(other_reason),
+                    (0, _) => f.write_str("dedicated and already in use"),
+                    (n, m) => write!(f, "{n} {other_reason}, {m} dedicated and already in use"),
+                }
+            }
             _ => f.write_str(Self::reason(kind)),
         }
     }
@@ -278,14 +330,24 @@ impl fmt::Display for NoFit {
             only = Some(*k);
         }
         match only {
-            Some(k) if n_kinds == 1 && self.rejected_by(k) == scope => {
+            Some(k)
+                if n_kinds == 1
+                    && self.rejected_by(k) == scope
+                    && !(k == FilterKind::Tier && self.occupied > 0 && self.occupied < scope) =>
+            {
                 f.write_str(if scope == 1 { ", " } else { ", all " })?;
                 self.write_reason(f, k)
             }
             _ => {
                 f.write_str(":")?;
                 for (i, k) in kinds.enumerate() {
-                    write!(f, "{} {} ", if i == 0 { "" } else { "," }, self.rejected_by(*k))?;
+                    f.write_str(if i == 0 { " " } else { ", " })?;
+                    let split_tier = *k == FilterKind::Tier
+                        && self.occupied > 0
+                        && self.occupied < self.rejected_by(FilterKind::Tier);
+                    if !split_tier {
+                        write!(f, "{} ", self.rejected_by(*k))?;
+                    }
                     self.write_reason(f, *k)?;
                 }
                 Ok(())

@@ -64,6 +64,8 @@ pub enum Verdict {
 pub struct StampVerdict {
     /// The stamp.
     pub stamp: StampId,
+    /// Its name (what name-based filters and people read).
+    pub name: String,
     /// Its region.
     pub region: Region,
     /// Its state.
@@ -112,6 +114,7 @@ pub struct Explanation {
 fn row(load: &StampLoad, fleet: &FleetView<'_>, verdict: Verdict) -> StampVerdict {
     StampVerdict {
         stamp: load.id(),
+        name: load.stamp.spec.name.clone(),
         region: load.stamp.spec.region.clone(),
         state: load.stamp.state,
         health: fleet.health(load.id()),
@@ -135,7 +138,7 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
             opt(&spec.residency),
             opt(&tenant.residency)
         ),
-        FilterKind::Tier if tenant.tier == Tier::Dedicated && spec.tier == Tier::Dedicated => {
+        FilterKind::Tier if r.name == super::error::DEDICATED_IN_USE => {
             format!("dedicated stamp already holds {} tenant(s)", load.tenants())
         }
         FilterKind::Tier => format!("stamp tier {} is not the tenant's {}", spec.tier, tenant.tier),
@@ -160,8 +163,27 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
             None => "does not fit under headroom".to_string(),
         },
         FilterKind::Config => "stamp does not run the desired configuration (drift report)".to_string(),
+        FilterKind::Version => format!("stamp version {} is below the minimum", opt(&spec.version)),
         _ => format!("rejected by `{}`", r.name),
     }
+}
+
+/// A hint for a tenant left on the default tier in a fleet without a stamp of that tier.
+pub(crate) fn tier_hint(
+    tenant: &TenantSpec,
+    fleet: &FleetView<'_>,
+    outcome: &Result<StampId, PlacementError>,
+) -> Option<String> {
+    let shared = fleet.fleet().stamps.iter().any(|l| l.stamp.spec.tier == tenant.tier);
+    (outcome.is_err() && !shared && !fleet.fleet().stamps.is_empty()).then(|| {
+        if tenant.tier == Tier::Shared {
+            "no stamp in the fleet is of the tenant's tier, shared (the default of TenantSpec::new): \
+             give the tenant its tier with TenantSpec::tier"
+                .to_string()
+        } else {
+            format!("no stamp in the fleet is of the tenant's tier, {}", tenant.tier)
+        }
+    })
 }
 
 impl Explanation {
@@ -184,11 +206,13 @@ impl Explanation {
                 row(load, fleet, verdict)
             })
             .collect();
+        let mut notes = vec!["the policy does not explain its choice; only the outcome is known".to_string()];
+        notes.extend(tier_hint(tenant, fleet, &outcome));
         Explanation {
             tenant: tenant.id.clone(),
             outcome,
             rows,
-            notes: vec!["the policy does not explain its choice; only the outcome is known".to_string()],
+            notes,
         }
     }
 
@@ -212,11 +236,13 @@ impl Explanation {
                 row(load, fleet, verdict)
             })
             .collect();
+        let outcome = p.place(tenant, fleet);
+        let notes = tier_hint(tenant, fleet, &outcome).into_iter().collect();
         Explanation {
             tenant: tenant.id.clone(),
-            outcome: p.place(tenant, fleet),
+            outcome,
             rows,
-            notes: Vec::new(),
+            notes,
         }
     }
 
@@ -235,10 +261,17 @@ impl fmt::Display for Explanation {
         for n in &self.notes {
             writeln!(f, "  note: {n}")?;
         }
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.name.as_str().len())
+            .max()
+            .unwrap_or(0)
+            .clamp(4, 24);
         writeln!(
             f,
-            "  {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  detail",
-            "stamp", "region", "state", "health", "tenants", "util", "verdict", "score"
+            "  {:<10} {:<width$} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  detail",
+            "stamp", "name", "region", "state", "health", "tenants", "util", "verdict", "score"
         )?;
         for r in &self.rows {
             let mark = if self.outcome.as_ref().ok() == Some(&r.stamp) {
@@ -263,8 +296,9 @@ impl fmt::Display for Explanation {
             };
             writeln!(
                 f,
-                "{mark} {:<10} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  {}",
+                "{mark} {:<10} {:<width$} {:<12} {:<14} {:<9} {:>7} {:>6}  {:<16} {:>8}  {}",
                 r.stamp.to_string(),
+                r.name.as_str(),
                 r.region.as_str(),
                 r.state.as_str(),
                 r.health.as_str(),
@@ -360,8 +394,9 @@ impl fmt::Display for DryRun {
         for l in &self.fleet.stamps {
             writeln!(
                 f,
-                "  {:<10} {:<12} +{:<6} now {} tenants",
+                "  {:<10} {:<16} {:<12} +{:<6} now {} tenants",
                 l.id().to_string(),
+                l.stamp.spec.name.as_str(),
                 l.stamp.spec.region.as_str(),
                 dist.get(&l.id()).copied().unwrap_or(0),
                 l.tenants()

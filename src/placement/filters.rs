@@ -4,7 +4,7 @@ use super::{FilterKind, FleetView, Rejection};
 use crate::model::constraints;
 use std::collections::BTreeSet;
 
-use crate::model::{Amount, DriftReport, StampId, StampLoad, TenantSpec};
+use crate::model::{version_at_least, Amount, DriftReport, StampId, StampLoad, TenantSpec};
 
 /// Tenant label prefix for affinity: a tenant label `affinity/KEY = VALUE` requires the stamp
 /// to carry the label `KEY = VALUE` (see [`Affinity`]).
@@ -270,11 +270,12 @@ impl StampFilter for TierMatch {
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
         // The registry's rules: same tier, and a dedicated stamp holds one tenant.
         let spec = &load.stamp.spec;
-        let ok = constraints::tier_allows(tenant, spec) && constraints::dedicated_free(spec, load.tenants());
-        if ok {
-            Ok(())
-        } else {
+        if !constraints::tier_allows(tenant, spec) {
             Err(Rejection::new(FilterKind::Tier))
+        } else if !constraints::dedicated_free(spec, load.tenants()) {
+            Err(Rejection::named(FilterKind::Tier, super::error::DEDICATED_IN_USE))
+        } else {
+            Ok(())
         }
     }
 }
@@ -485,5 +486,51 @@ impl StampFilter for AntiAffinity {
             }
         }
         Ok(())
+    }
+}
+
+/// The stamp's deployed version ([`StampSpec::version`](crate::StampSpec::version)) is at
+/// least `min` ([`version_at_least`]): new tenants go to updated stamps while old ones stay
+/// where they are until migrated. A stamp without a version label is rejected.
+///
+/// ```
+/// use stamps::placement::{MinVersion, Pipeline, Placement, FleetView};
+/// use stamps::*;
+/// let stamp = |id: u32, v: &str| {
+///     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+///     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap).unwrap().version(v);
+///     StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), Amounts::default())
+/// };
+/// let fleet = Fleet::new(vec![stamp(1, "1.9.3"), stamp(2, "1.10.0")], Version(0), Timestamp::ZERO);
+/// let policy = Pipeline::new().filter(MinVersion::new("1.10"));
+/// assert_eq!(policy.place(&TenantSpec::new(TenantId::new("a")?), &FleetView::new(&fleet))?, StampId(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinVersion {
+    min: String,
+}
+
+impl MinVersion {
+    /// Stamps on `min` or later.
+    pub fn new(min: impl Into<String>) -> MinVersion {
+        MinVersion { min: min.into() }
+    }
+
+    /// The minimum.
+    pub fn min(&self) -> &str {
+        &self.min
+    }
+}
+
+impl StampFilter for MinVersion {
+    fn name(&self) -> &'static str {
+        "version"
+    }
+    fn check<'s>(&self, _: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
+        match load.stamp.spec.version.as_deref() {
+            Some(v) if version_at_least(v, &self.min) => Ok(()),
+            _ => Err(Rejection::new(FilterKind::Version)),
+        }
     }
 }

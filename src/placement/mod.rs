@@ -78,12 +78,14 @@ pub use combinators::{BoxPlacement, Either, Fallback, Filter, PlacementExt, Pref
 pub use error::{FilterKind, NoFit, PlacementError, Rejection};
 pub use explain::{dry_run, DryRun, Explanation, StampVerdict, Verdict};
 pub use filters::{
-    named, Active, Affinity, AntiAffinity, FitsHeadroom, Healthy, InRegion, Named, OnDesiredConfig, Pinned,
+    named, Active, Affinity, AntiAffinity, FitsHeadroom, Healthy, InRegion, MinVersion, Named, OnDesiredConfig, Pinned,
     RequireLabel, ResidencyMatch, StampFilter, TierMatch, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX,
 };
 pub use pipeline::{Pipeline, TieBreak};
 pub use rebalance::{plan_rebalance, Move, RebalancePlan};
-pub use scorers::{BinPacking, LeastLoaded, MostAvailable, RegionProximity, Rendezvous, Scorer, Weighted};
+pub use scorers::{
+    AtLeastVersion, BinPacking, LeastLoaded, MostAvailable, RegionProximity, Rendezvous, Scorer, Weighted,
+};
 
 use crate::model::{
     AllHealthy, Amount, Fleet, Headroom as HeadroomFraction, HealthStatus, HealthView, Resource, StampId, StampLoad,

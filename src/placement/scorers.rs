@@ -428,3 +428,47 @@ impl Scorer for Weighted {
             .sum()
     }
 }
+
+/// Version preference: 1 for a stamp on `version` or later ([`version_at_least`]), 0 for one
+/// below it or without a version label. Blend it with a load scorer to send new tenants to
+/// updated stamps while old ones still take them when the new ones are full (where
+/// [`MinVersion`](super::MinVersion) would refuse).
+///
+/// ```
+/// use stamps::placement::{AtLeastVersion, LeastLoaded, Pipeline, Placement, FleetView};
+/// use stamps::*;
+/// let stamp = |id: u32, v: &str| {
+///     let cap = Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+///     let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap).unwrap().version(v);
+///     StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO), Amounts::default())
+/// };
+/// let fleet = Fleet::new(vec![stamp(1, "41"), stamp(2, "42")], Version(0), Timestamp::ZERO);
+/// let policy = Pipeline::new().score(AtLeastVersion::new("42"), 10.0).score(LeastLoaded::bottleneck(), 1.0);
+/// assert_eq!(policy.place(&TenantSpec::new(TenantId::new("a")?), &FleetView::new(&fleet))?, StampId(2));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtLeastVersion {
+    version: String,
+}
+
+impl AtLeastVersion {
+    /// Prefers stamps on `version` or later.
+    pub fn new(version: impl Into<String>) -> AtLeastVersion {
+        AtLeastVersion {
+            version: version.into(),
+        }
+    }
+}
+
+impl Scorer for AtLeastVersion {
+    fn name(&self) -> &'static str {
+        "at-least-version"
+    }
+    fn score(&self, _: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
+        match load.stamp.spec.version.as_deref() {
+            Some(v) if crate::model::version_at_least(v, &self.version) => 1.0,
+            _ => 0.0,
+        }
+    }
+}
