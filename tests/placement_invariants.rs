@@ -393,3 +393,27 @@ proptest! {
         prop_assert_eq!(ours, model);
     }
 }
+
+/// Generated stamps carry varied names (canaries among them), so a fallback that forgets a
+/// name-based gate is caught by the default generator, and the failure names the stamps.
+#[test]
+fn a_fallback_that_forgets_a_name_gate_is_caught() {
+    let no_canary = |_: &TenantSpec, l: &StampLoad| !l.stamp.spec.name.contains("canary");
+    let gated = policies::least_loaded().filter(named("no-canary", no_canary));
+    PlacementInvariants::new()
+        .cases(500)
+        .constraint(named("no-canary", no_canary))
+        .check(&gated)
+        .unwrap();
+    let leaky = policies::least_loaded()
+        .filter(named("no-canary", no_canary))
+        .or_else(policies::most_available());
+    let err = PlacementInvariants::new()
+        .cases(1000)
+        .constraint(named("no-canary", no_canary))
+        .check(&leaky)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no-canary") && err.contains("canary-"), "{err}");
+    assert!(err.contains("usage / limit") && err.contains("tenant "), "{err}");
+}

@@ -2,7 +2,10 @@
 //! policy and reports the smallest one that breaks a hard rule.
 
 use std::fmt;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
+use proptest::strategy::{BoxedStrategy, Strategy};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 
 use super::{scenario, Scenario};
@@ -98,7 +101,12 @@ pub struct PlacementInvariants {
     constraints: Vec<Box<dyn StampFilter>>,
     liveness: bool,
     persist: Option<&'static str>,
+    scenarios: Option<BoxedStrategy<Scenario>>,
+    transform: Option<Transform>,
 }
+
+/// A reshaping of each built-in scenario ([`PlacementInvariants::transform`]).
+type Transform = Arc<dyn Fn(Scenario) -> Scenario + Send + Sync>;
 
 impl fmt::Debug for PlacementInvariants {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,6 +118,8 @@ impl fmt::Debug for PlacementInvariants {
                 &self.constraints.iter().map(|c| c.name()).collect::<Vec<_>>(),
             )
             .field("liveness", &self.liveness)
+            .field("own_scenarios", &self.scenarios.is_some())
+            .field("transform", &self.transform.is_some())
             .finish()
     }
 }
@@ -129,7 +139,56 @@ impl PlacementInvariants {
             constraints: Vec::new(),
             liveness: true,
             persist: None,
+            scenarios: None,
+            transform: None,
         }
+    }
+
+    /// Runs the checks on scenarios from `strategy` instead of the built-in [`scenario`]
+    /// generator (then [`max_stamps`](Self::max_stamps) and
+    /// [`transform`](Self::transform) do not apply). Build yours from the kit's generators,
+    /// or from scratch, so the stamps your policy's own rules look at (names, labels) come up.
+    ///
+    /// ```
+    /// use proptest::prelude::*;
+    /// use stamps::placement::{named, policies, PlacementExt};
+    /// use stamps::testing::placement::scenario;
+    /// use stamps::testing::PlacementInvariants;
+    /// use stamps::StampLoad;
+    /// let no_canary = |_: &stamps::TenantSpec, l: &StampLoad| !l.stamp.spec.name.contains("canary");
+    /// let gated = policies::least_loaded().filter(named("no-canary", no_canary));
+    /// // Fleets where every other stamp is a canary.
+    /// let canaries = scenario(8).prop_map(|mut s| {
+    ///     for l in s.fleet.stamps.iter_mut().step_by(2) { l.stamp.spec.name = format!("canary-{}", l.id().0); }
+    ///     s
+    /// });
+    /// PlacementInvariants::new().cases(200).scenarios(canaries)
+    ///     .constraint(named("no-canary", no_canary)).check(&gated).unwrap();
+    /// ```
+    pub fn scenarios(mut self, strategy: impl Strategy<Value = Scenario> + 'static) -> Self {
+        self.scenarios = Some(strategy.boxed());
+        self
+    }
+
+    /// Reshapes each built-in scenario with `f` before it is checked (rename stamps the way
+    /// your policy's gate expects, add the labels it reads).
+    ///
+    /// ```
+    /// use stamps::placement::{named, policies, PlacementExt};
+    /// use stamps::testing::PlacementInvariants;
+    /// use stamps::StampLoad;
+    /// let not_ring0 = |_: &stamps::TenantSpec, l: &StampLoad| l.stamp.spec.labels.get("ring").map(String::as_str) != Some("0");
+    /// // A fallback that forgot the gate: the checker finds it.
+    /// let leaky = policies::least_loaded().filter(named("not-ring0", not_ring0)).or_else(policies::most_available());
+    /// let found = PlacementInvariants::new().cases(300)
+    ///     .transform(|mut s| { if let Some(l) = s.fleet.stamps.first_mut() { l.stamp.spec = l.stamp.spec.clone().label("ring", "0"); } s })
+    ///     .constraint(named("not-ring0", not_ring0))
+    ///     .check(&leaky);
+    /// assert!(found.is_err());
+    /// ```
+    pub fn transform(mut self, f: impl Fn(Scenario) -> Scenario + Send + Sync + 'static) -> Self {
+        self.transform = Some(Arc::new(f));
+        self
     }
 
     /// Number of generated cases.
@@ -226,16 +285,21 @@ impl PlacementInvariants {
             ..Config::default()
         };
         let mut runner = TestRunner::new(config);
-        let result = runner.run(&scenario(self.max_stamps), |s| {
+        let strategy: BoxedStrategy<Scenario> = match (&self.scenarios, &self.transform) {
+            (Some(own), _) => own.clone(),
+            (None, Some(f)) => {
+                let f = Arc::clone(f);
+                scenario(self.max_stamps).prop_map(move |s| f(s)).boxed()
+            }
+            (None, None) => scenario(self.max_stamps).boxed(),
+        };
+        let result = runner.run(&strategy, |s| {
             self.check_scenario(policy, &s).map_err(TestCaseError::fail)
         });
         match result {
             Ok(()) => Ok(()),
             Err(TestError::Fail(why, s)) => Err(InvariantViolation {
-                message: format!(
-                    "placement invariant broken: {why}\ntenant: {:?}\nhealth: {:?}\nfleet:\n{}",
-                    s.tenant, s.health, s.fleet
-                ),
+                message: format!("placement invariant broken: {why}\n{}", scenario_table(&s)),
             }),
             Err(TestError::Abort(why)) => Err(InvariantViolation {
                 message: format!("property test aborted: {why}"),
@@ -260,4 +324,69 @@ impl PlacementInvariants {
 /// ```
 pub fn check_placement_invariants<P: Placement + ?Sized>(policy: &P) -> Result<(), InvariantViolation> {
     PlacementInvariants::new().check(policy)
+}
+
+/// A failing scenario as people read it: the tenant with its demand in units, then one row
+/// per stamp with name, region, residency, tier, state, health, headroom, version and usage
+/// against limits in units.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use stamps::testing::placement::scenario_table;
+/// use stamps::testing::Scenario;
+/// use stamps::*;
+/// let spec = StampSpec::new(StampId(1), "eu-west-canary-1", Region::new("eu-west")?,
+///     Capacity::new([(Resource::Connections, 100.0)], 0.25)?)?;
+/// let fleet = Fleet::new(vec![StampLoad::new(Stamp::new(spec, StampState::Active, Timestamp::ZERO,
+///     Timestamp::ZERO), Amounts::default())], Version(1), Timestamp::ZERO);
+/// let t = TenantSpec::new(TenantId::new("acme")?).demand(Demand::of([(Resource::Connections, 2.5)])?);
+/// let text = scenario_table(&Scenario::new(fleet, BTreeMap::new(), t));
+/// assert!(text.contains("eu-west-canary-1") && text.contains("25%") && text.contains("connections 2.5"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn scenario_table(s: &Scenario) -> String {
+    let t = &s.tenant;
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_string());
+    let mut out = String::new();
+    let demand: Vec<String> = t.demand.iter().map(|(r, a)| format!("{r} {a}")).collect();
+    let _ = writeln!(
+        out,
+        "tenant {}: demand [{}], region {}, residency {}, tier {}, pin {}, labels {:?}",
+        t.id,
+        demand.join(", "),
+        opt(t.region.as_ref().map(ToString::to_string)),
+        opt(t.residency.as_ref().map(ToString::to_string)),
+        t.tier,
+        opt(t.pin.map(|p| p.to_string())),
+        t.labels
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>5} {:<12} usage / limit",
+        "stamp", "name", "region", "res", "tier", "state", "health", "head", "version"
+    );
+    for l in &s.fleet.stamps {
+        let spec = &l.stamp.spec;
+        let usage: Vec<String> = spec
+            .capacity
+            .limits()
+            .iter()
+            .map(|(r, limit)| format!("{r} {}/{limit}", l.usage.get(r)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>4.0}% {:<12} {}",
+            l.id().to_string(),
+            spec.name,
+            spec.region.as_str(),
+            opt(spec.residency.as_ref().map(ToString::to_string)),
+            spec.tier.as_str(),
+            l.stamp.state.as_str(),
+            s.health.get(&l.id()).copied().unwrap_or(HealthStatus::Healthy).as_str(),
+            spec.capacity.headroom().as_fraction() * 100.0,
+            spec.version.as_deref().unwrap_or("-"),
+            usage.join(", ")
+        );
+    }
+    out
 }

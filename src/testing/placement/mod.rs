@@ -5,6 +5,28 @@
 //! dedicated stamps already in use, pins to stamps that are missing or full, stamps near or at
 //! their headroom, inactive and unhealthy stamps, affinity labels, and empty fleets.
 //!
+//! # What the generators produce
+//! - **Stamps** ([`stamp`], [`fleet`], [`fleet_with_health`]): ids 1, 2, …; names in the
+//!   styles real fleets use, so name-based policies are exercised: `s7`, `eu-west-7`,
+//!   `eu-west-canary-7`, `eu-west-ring2-7`, `gold-eu-west-007`; regions `eu-west`,
+//!   `eu-central`, `us-east`, `us-west`, with the residency of their area (`eu`, `us`) four
+//!   times in five; tiers shared (7 in 10), dedicated (2 in 10, holding 0 or 1 tenant) and
+//!   `gold`; states active (6 in 9), provisioning, draining, decommissioned; labels `az`
+//!   (`a`–`c`) and `ring` (`0`–`3`); a deployed version among `41.2.0`, `42.0.0`,
+//!   `42.1.0-rc.1`, `42.1.0` or none; 50–5,000 connections and, one time in two, a tenant
+//!   limit; headroom 0, 10, 25 or 30%; fills from empty to full; about one stamp in ten
+//!   unhealthy and two degraded.
+//! - **Tenants** ([`tenant`]): valid ids; connection demands from none to large; optional
+//!   region, residency and tier; a pin one time in ten (sometimes to a missing stamp);
+//!   affinity and anti-affinity labels on `az`.
+//! - **Scenarios** ([`scenario`]): a fleet, its health and a tenant.
+//!
+//! [`PlacementInvariants::scenarios`] takes a strategy of your own instead, and
+//! [`PlacementInvariants::transform`] reshapes each built-in scenario (rename stamps the way
+//! your gate expects, add your labels), so a policy's own rules meet the cases that break
+//! them. A failure prints the scenario as a table with names, residency, tier, state, health,
+//! headroom, version and usage in units.
+//!
 //! # Example: property-test your own policy
 //! ```
 //! use stamps::placement::{policies, InRegion, PlacementExt};
@@ -32,10 +54,11 @@ use crate::model::{
 use crate::placement::{FleetView, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX};
 
 use crate::time::Timestamp;
-pub use invariants::{check_placement_invariants, InvariantViolation, PlacementInvariants};
+pub use invariants::{check_placement_invariants, scenario_table, InvariantViolation, PlacementInvariants};
 
 const REGIONS: [&str; 4] = ["eu-west", "eu-central", "us-east", "us-west"];
 const AZS: [&str; 3] = ["a", "b", "c"];
+const VERSIONS: [&str; 4] = ["41.2.0", "42.0.0", "42.1.0-rc.1", "42.1.0"];
 
 fn region(i: usize) -> Option<Region> {
     Region::new(REGIONS.get(i % REGIONS.len()).copied().unwrap_or("eu-west")).ok()
@@ -71,6 +94,9 @@ struct StampParams {
     conn_fill: f64,
     tenants: u32,
     health_roll: u8,
+    name_roll: u8,
+    ring: u8,
+    version_roll: u8,
 }
 
 fn stamp_params() -> impl Strategy<Value = StampParams> {
@@ -84,12 +110,17 @@ fn stamp_params() -> impl Strategy<Value = StampParams> {
             0..120u32,
             0..10u8,
         ),
+        (0..5u8, 0..4u8, 0..5u8),
     )
         .prop_map(
             |(
                 (region, residency_roll, tier_roll, az, state_roll),
                 (connections, tenant_limit, headroom_roll, conn_fill, tenants, health_roll),
+                (name_roll, ring, version_roll),
             )| StampParams {
+                name_roll,
+                ring,
+                version_roll,
                 region,
                 residency_roll,
                 tier_roll,
@@ -117,10 +148,21 @@ fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)
     }
     let capacity = Capacity::new(limits, headroom).ok()?;
     let tier = tier(p.tier_roll);
-    let mut spec = StampSpec::new(id, format!("s{}", id.0), region.clone(), capacity)
+    let name = match p.name_roll {
+        0 => format!("s{}", id.0),
+        1 => format!("{region}-{}", id.0),
+        2 => format!("{region}-canary-{}", id.0),
+        3 => format!("{region}-ring{}-{}", p.ring, id.0),
+        _ => format!("{tier}-{region}-{:03}", id.0),
+    };
+    let mut spec = StampSpec::new(id, name, region.clone(), capacity)
         .ok()?
         .tier(tier.clone())
-        .label("az", AZS.get(p.az).copied().unwrap_or("a"));
+        .label("az", AZS.get(p.az).copied().unwrap_or("a"))
+        .label("ring", p.ring.to_string());
+    if let Some(v) = VERSIONS.get(usize::from(p.version_roll)) {
+        spec = spec.version(*v);
+    }
     if p.residency_roll > 0 {
         spec = spec.residency(area_residency(&region)?);
     }
@@ -161,10 +203,10 @@ fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)
     ))
 }
 
-/// Fleets of up to `max_stamps` stamps (ids 1, 2, ...) with the health of each stamp: mixed
-/// regions (`eu-west`, `eu-central`, `us-east`, `us-west`), residencies (`eu`, `us`, or none),
-/// tiers (shared, dedicated, `gold`), states, fills from empty to full, and about one stamp in
-/// ten unhealthy.
+/// Fleets of up to `max_stamps` stamps (ids 1, 2, ...) with the health of each stamp: varied
+/// names, mixed regions (`eu-west`, `eu-central`, `us-east`, `us-west`), residencies (`eu`,
+/// `us`, or none), tiers (shared, dedicated, `gold`), states, rings and versions, fills from
+/// empty to full, and about one stamp in ten unhealthy (the module docs list it all).
 ///
 /// ```
 /// use proptest::prelude::*;
