@@ -789,3 +789,39 @@ proptest::proptest! {
         );
     }
 }
+
+#[test]
+fn each_resource_can_keep_its_own_headroom() {
+    // 25% on connections (the common headroom), 10% on storage.
+    let cap = Capacity::new([(Resource::Connections, 100.0), (Resource::Storage, 1000.0)], 0.25)
+        .unwrap()
+        .headroom_on(Resource::Storage, 0.10)
+        .unwrap();
+    let spec = StampSpec::new(StampId(1), "eu-1", Region::new("eu-west").unwrap(), cap).unwrap();
+    let mut usage = Amounts::default();
+    let used = Demand::of([(Resource::Connections, 10.0), (Resource::Storage, 800.0)]).unwrap();
+    model::admission::add(&mut usage, &used, true);
+    let f = Fleet::new(
+        vec![StampLoad::new(
+            Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO),
+            usage,
+        )],
+        Version(1),
+        Timestamp::ZERO,
+    );
+    let view = FleetView::new(&f);
+    let t = |storage: f64| {
+        TenantSpec::new(TenantId::new("a").unwrap()).demand(Demand::of([(Resource::Storage, storage)]).unwrap())
+    };
+    let p = policies::least_loaded();
+    // 800 + 90 = 890 <= 900 (90% of 1000): fits, although 890 is above 75%.
+    assert_eq!(p.place(&t(90.0), &view), Ok(StampId(1)));
+    let err = p.place(&t(110.0), &view).unwrap_err();
+    assert_eq!(err.to_string(), "no stamp fits the tenant: 1 stamp, above 90% storage");
+    assert!(err.needs_new_stamp());
+    let e = p.explain(&t(110.0), &view);
+    assert!(e.to_string().contains("(90% of 1000)"), "{e}");
+    // The fleet's utilization and the provisioning signals read the same soft limit.
+    assert_eq!(f.stamps[0].fits_with_headroom(&t(90.0).demand), Ok(()));
+    assert!(f.stamps[0].fits_with_headroom(&t(110.0).demand).is_err());
+}

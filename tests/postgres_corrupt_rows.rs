@@ -175,6 +175,31 @@ async fn a_corrupt_stamp_is_left_out_of_the_fleet_and_reported() {
     let fleet = r.fleet().await.unwrap();
     assert_eq!(fleet.stamps.len(), 2);
     assert!(fleet.skipped().is_empty());
+
+    // A resource's own headroom of one (no room at all) or for a resource without a limit.
+    for bad in [
+        r#"{"connections": 1000000}"#,
+        r#"{"storage": 100000}"#,
+        r#"{"Nope": 1}"#,
+    ] {
+        sql(&format!(
+            "UPDATE {s}.stamps SET headroom_by_resource = '{bad}' WHERE id = 2"
+        ))
+        .await;
+        assert_corrupt(r.stamp(StampId(2)).await, "stamp 2", "headroom_by_resource");
+        let fleet = r.fleet().await.unwrap();
+        assert_eq!(
+            fleet.skipped().iter().map(|x| x.0).collect::<Vec<_>>(),
+            [StampId(2)],
+            "{bad}"
+        );
+    }
+    sql(&format!(
+        "UPDATE {s}.stamps SET headroom_by_resource = '{{\"connections\": 100000}}' WHERE id = 2"
+    ))
+    .await;
+    let two = r.stamp(StampId(2)).await.unwrap().unwrap();
+    assert_eq!(two.spec.capacity.headroom_for(&Resource::Connections).as_ppm(), 100_000);
 }
 
 /// Waits up to 10 s for `cond`.

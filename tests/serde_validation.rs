@@ -76,7 +76,11 @@ fn amounts() -> impl Strategy<Value = Value> {
 }
 
 fn capacity() -> impl Strategy<Value = Value> {
-    (amounts(), int()).prop_map(|(limits, headroom)| json!({ "limits": limits, "headroom": headroom }))
+    let own = prop::collection::vec((resource(), int()).prop_map(|(r, h)| json!([r, h])), 0..3);
+    (amounts(), int(), proptest::option::of(own)).prop_map(|(limits, headroom, own)| match own {
+        Some(own) => json!({ "limits": limits, "headroom": headroom, "headroom_by_resource": own }),
+        None => json!({ "limits": limits, "headroom": headroom }),
+    })
 }
 
 fn tier() -> impl Strategy<Value = Value> {
@@ -339,7 +343,19 @@ fn c_headroom(v: &Value) -> Option<Headroom> {
 fn c_capacity(v: &Value) -> Option<Capacity> {
     let obj = v.as_object()?;
     let h = c_headroom(obj.get("headroom")?)?;
-    Capacity::new(c_pairs(obj.get("limits")?)?, h.as_fraction()).ok()
+    let mut c = Capacity::new(c_pairs(obj.get("limits")?)?, h.as_fraction()).ok()?;
+    if let Some(own) = obj.get("headroom_by_resource") {
+        for pair in own.as_array()? {
+            let pair = pair.as_array()?;
+            if pair.len() != 2 {
+                return None;
+            }
+            let r = c_resource(pair.first()?)?;
+            let h = c_headroom(pair.get(1)?)?;
+            c = c.headroom_on(r, h.as_fraction()).ok()?;
+        }
+    }
+    Some(c)
 }
 
 fn c_tier(v: &Value) -> Option<Tier> {

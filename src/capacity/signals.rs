@@ -330,7 +330,7 @@ fn stamp_signal(load: &StampLoad, trigger: f64, growth: f64, fleet_demand: &BTre
     for (resource, limit) in capacity.limits().iter() {
         // Thousandths of a unit; a soft limit of zero counts as one thousandth so that the
         // ratio stays finite (the stamp is full either way).
-        let soft = capacity.headroom().soft_limit(limit).as_milli().max(1) as f64;
+        let soft = capacity.headroom_for(resource).soft_limit(limit).as_milli().max(1) as f64;
         let used = load.usage.get(resource).as_milli() as f64;
         let utilization = used / soft;
         let per_tenant = if *resource == Resource::Tenants {

@@ -30,6 +30,10 @@ pub struct ResourceLimit {
     pub per_tenant: f64,
     /// Multiplexing factor (finite, at least 1); 1 means no pooling.
     pub pooling: f64,
+    /// A headroom of its own for this resource (`None`: the headroom given to
+    /// [`tenants_per_stamp`]), as [`Capacity::headroom_on`](crate::Capacity::headroom_on)
+    /// keeps on a stamp.
+    pub headroom: Option<Headroom>,
 }
 
 impl ResourceLimit {
@@ -46,7 +50,24 @@ impl ResourceLimit {
             capacity,
             per_tenant,
             pooling: 1.0,
+            headroom: None,
         }
+    }
+
+    /// The same limit with a headroom of its own (say 10% on storage while the stamp keeps
+    /// 25% on everything else).
+    ///
+    /// ```
+    /// use stamps::capacity::{tenants_per_stamp, Headroom, Resource, ResourceLimit};
+    /// let disk = ResourceLimit::new(Resource::Storage, 1_000.0, 10.0).headroom(Headroom::from_fraction(0.10)?);
+    /// let conns = ResourceLimit::new(Resource::Connections, 5_000.0, 25.0);
+    /// let plan = tenants_per_stamp(&[disk, conns], Headroom::from_fraction(0.25)?)?;
+    /// assert_eq!((plan.per_resource[0].tenants, plan.per_resource[1].tenants), (90, 150));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn headroom(mut self, headroom: Headroom) -> Self {
+        self.headroom = Some(headroom);
+        self
     }
 
     /// The same limit behind a pooler that multiplexes `factor` client connections onto
@@ -160,7 +181,7 @@ pub fn tenants_per_stamp(limits: &[ResourceLimit], headroom: Headroom) -> Result
                 hint: "give how many client connections share one server connection; 1 means no pooling",
             });
         }
-        let usable = capacity * usable_fraction(headroom);
+        let usable = capacity * usable_fraction(limit.headroom.unwrap_or(headroom));
         let tenants = num::floor_count("limits[].capacity", usable * pooling / per_tenant)?;
         let tenants_without_headroom = num::floor_count("limits[].capacity", capacity * pooling / per_tenant)?;
         if best.is_none_or(|(fewest, _)| tenants < fewest) {

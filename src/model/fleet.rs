@@ -69,7 +69,11 @@ impl StampLoad {
     fn fits(&self, demand: &Demand, soft: bool) -> Result<(), &Resource> {
         let cap = &self.stamp.spec.capacity;
         for (r, limit) in cap.limits().iter() {
-            let limit = if soft { cap.headroom().soft_limit(limit) } else { limit };
+            let limit = if soft {
+                cap.headroom_for(r).soft_limit(limit)
+            } else {
+                limit
+            };
             let after = self
                 .usage
                 .get(r)

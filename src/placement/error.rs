@@ -196,7 +196,7 @@ impl NoFit {
             FilterKind::Headroom if self.headroom_resource.is_none() => {
                 if let Some(res) = r.resource {
                     self.headroom_resource = Some(res.clone());
-                    self.headroom = load.stamp.spec.capacity.headroom();
+                    self.headroom = load.stamp.spec.capacity.headroom_for(res);
                 }
             }
             FilterKind::Custom if self.custom.is_none() => self.custom = Some(r.name),

@@ -157,7 +157,7 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
                 let soft = spec.capacity.soft_limit(res).unwrap_or_default();
                 format!(
                     "{res}: {usage} used + {demand} wanted > {soft} ({:.0}% of {limit})",
-                    (1.0 - spec.capacity.headroom().as_fraction()) * 100.0
+                    (1.0 - spec.capacity.headroom_for(res).as_fraction()) * 100.0
                 )
             }
             None => "does not fit under headroom".to_string(),

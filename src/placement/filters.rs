@@ -296,10 +296,10 @@ impl StampFilter for FitsHeadroom {
     }
     fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
         // The same rule as `StampLoad::fits_with_headroom`, in one merge pass.
-        let headroom = load.stamp.spec.capacity.headroom();
+        let capacity = &load.stamp.spec.capacity;
         super::try_each_limit(load, &tenant.demand, |r, limit, used, wanted| {
             let after = used.checked_add(wanted).unwrap_or(Amount::from_milli(u64::MAX));
-            if after > super::soft_limit(headroom, limit) {
+            if after > super::soft_limit(capacity.headroom_for(r), limit) {
                 Err(Rejection::headroom(r))
             } else {
                 Ok(())

@@ -221,11 +221,10 @@ impl Scorer for MostAvailable {
                 soft.as_milli() as f64 / 1000.0 - used.as_milli() as f64 / 1000.0
             }
             None => {
-                let headroom = cap.headroom();
                 let mut room = f64::INFINITY;
-                let _ = super::try_each_limit(load, &tenant.demand, |_, limit, used, wanted| {
+                let _ = super::try_each_limit(load, &tenant.demand, |r, limit, used, wanted| {
                     if !wanted.is_zero() {
-                        let free = super::soft_limit(headroom, limit).saturating_sub(used);
+                        let free = super::soft_limit(cap.headroom_for(r), limit).saturating_sub(used);
                         room = room.min((free.as_milli() / wanted.as_milli()) as f64);
                     }
                     Ok::<(), ()>(())

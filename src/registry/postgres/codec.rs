@@ -148,7 +148,30 @@ fn capacity_of(f: &impl Fields) -> Result<Capacity, Fault> {
     if !exact {
         return Err(corrupt("limits_milli"));
     }
+    // Absent in change payloads written before the column existed.
+    let own: BTreeMap<String, u64> = f.json("headroom_by_resource")?.unwrap_or_default();
+    let mut cap = cap;
+    for (name, ppm) in own {
+        let resource = Resource::parse(&name).map_err(|_| corrupt("headroom_by_resource"))?;
+        let fraction = u32::try_from(ppm).map_err(|_| corrupt("headroom_by_resource"))?;
+        cap = cap
+            .headroom_on(resource.clone(), f64::from(fraction) / 1e6)
+            .map_err(|_| corrupt("headroom_by_resource"))?;
+        if u64::from(cap.headroom_for(&resource).as_ppm()) != ppm {
+            return Err(corrupt("headroom_by_resource"));
+        }
+    }
     Ok(cap)
+}
+
+/// A capacity's own headrooms as the `headroom_by_resource` column (`{resource: ppm}`).
+pub(crate) fn headroom_json(cap: &Capacity) -> Value {
+    Value::Object(
+        cap.headroom_by_resource()
+            .iter()
+            .map(|(r, h)| (r.name().to_string(), Value::from(h.as_ppm())))
+            .collect(),
+    )
 }
 
 fn labels_of(f: &impl Fields, name: &str) -> Result<Labels, Fault> {

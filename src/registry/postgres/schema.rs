@@ -48,6 +48,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_directives.sql"),
         earlier: &[],
     },
+    Migration {
+        version: 5,
+        name: "headroom_by_resource",
+        sql: include_str!("migrations/0005_headroom_by_resource.sql"),
+        earlier: &[],
+    },
 ];
 
 /// The newest schema version this build of the crate knows.
@@ -55,7 +61,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

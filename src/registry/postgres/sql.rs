@@ -3,7 +3,7 @@
 use super::schema::quoted;
 
 const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
-                          headroom_ppm, state, usage_milli, created_at, updated_at";
+                          headroom_ppm, state, usage_milli, created_at, updated_at, headroom_by_resource";
 const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
                                pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
 pub(super) const HISTORY_COLS: &str =
@@ -164,20 +164,21 @@ impl Sql {
             fleet: format!(
                 "SELECT f.head, st.id, st.name, st.region, st.residency, st.tier, st.labels, st.deployed_version,
                         st.endpoint, st.limits_milli, st.headroom_ppm, st.state, st.usage_milli, st.created_at,
-                        st.updated_at
+                        st.updated_at, st.headroom_by_resource
                  FROM {s}.feed f LEFT JOIN {s}.stamps st ON true WHERE f.id = 1 ORDER BY st.id"
             ),
             stamp_insert: format!(
                 "WITH up AS (
                     INSERT INTO {s}.stamps ({STAMP_COLS})
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', '{{}}', $11, $11)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', '{{}}', $11, $11, $12)
                     RETURNING *
                 ), {stamp_change}"
             ),
             stamp_update: format!(
                 "WITH up AS (
                     UPDATE {s}.stamps SET name = $2, region = $3, residency = $4, tier = $5, labels = $6,
-                        deployed_version = $7, endpoint = $8, limits_milli = $9, headroom_ppm = $10, updated_at = $11
+                        deployed_version = $7, endpoint = $8, limits_milli = $9, headroom_ppm = $10, updated_at = $11,
+                        headroom_by_resource = $12
                     WHERE id = $1
                     RETURNING *
                 ), {stamp_change}"

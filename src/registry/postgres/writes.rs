@@ -307,6 +307,7 @@ impl PgRegistry {
         let labels = labels_json(&spec.labels);
         let limits = amounts_json(spec.capacity.limits().iter());
         let headroom = i64::from(spec.capacity.headroom().as_ppm());
+        let by_resource = codec::headroom_json(&spec.capacity);
         let at = millis(now)?;
         let (head, rows) = self
             .bump_write_commit(
@@ -324,6 +325,7 @@ impl PgRegistry {
                     &limits,
                     &headroom,
                     &at,
+                    &by_resource,
                 ],
             )
             .await?;

@@ -24,11 +24,22 @@ pub async fn put_stamp_starts_provisioning(r: &DynRegistry) {
 /// Putting an existing stamp updates its spec and keeps its state.
 pub async fn put_stamp_updates_spec_and_keeps_state(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 10.0)]).await;
-    let updated = spec(1, &[(Resource::Tenants, 20.0)]).version("v2");
-    let s = r.put_stamp(updated).await.expect("update");
+    let mut updated = spec(1, &[(Resource::Tenants, 20.0), (Resource::Storage, 500.0)]).version("v2");
+    updated.capacity = updated
+        .capacity
+        .clone()
+        .headroom_on(Resource::Storage, 0.1)
+        .expect("valid headroom");
+    let s = r.put_stamp(updated.clone()).await.expect("update");
     check_eq!(s.state, StampState::Active);
     check_eq!(s.spec.version.as_deref(), Some("v2"));
     check_eq!(s.spec.capacity.limit(&Resource::Tenants), Some(Amount::units(20)));
+    // Every part of the spec reads back, a resource's own headroom included.
+    check_eq!(s.spec, updated.clone());
+    let read = r.stamp(StampId(1)).await.expect("stamp").expect("present");
+    check_eq!(read.spec, updated.clone());
+    let fleet = r.fleet().await.expect("fleet");
+    check_eq!(fleet.get(StampId(1)).map(|l| l.stamp.spec.clone()), Some(updated));
 }
 
 /// Shrinking a limit below current usage fails and leaves the spec unchanged.

@@ -68,7 +68,8 @@ fn core_violation(tenant: &TenantSpec, load: &StampLoad, view: &FleetView<'_>) -
         }
     }
     for (r, limit) in spec.capacity.limits().iter() {
-        let soft = u128::from(limit.as_milli()) * u128::from(1_000_000 - spec.capacity.headroom().as_ppm()) / 1_000_000;
+        let soft =
+            u128::from(limit.as_milli()) * u128::from(1_000_000 - spec.capacity.headroom_for(r).as_ppm()) / 1_000_000;
         let after = u128::from(load.usage.get(r).as_milli()) + u128::from(tenant.demand.get_with_slot(r).as_milli());
         if after > soft {
             return Some(format!("{r} would exceed the limit with headroom"));
