@@ -185,7 +185,7 @@ pub fn check_respec(load: &StampLoad, spec: &StampSpec) -> Result<()> {
 /// ```
 pub fn respec_touches_constraints(load: &StampLoad, spec: &StampSpec) -> bool {
     let old = &load.stamp.spec;
-    old.residency != spec.residency || old.tier != spec.tier
+    old.residency != spec.residency || old.tier != spec.tier || (old.expires_at.is_none() && spec.expires_at.is_some())
 }
 
 /// Checks that re-specifying `load`'s stamp as `spec` breaks no constraint of a tenant it holds
@@ -229,6 +229,8 @@ pub fn check_respec_constraints<'a>(
                 tenant: t.tier.clone(),
                 stamp: spec.tier.clone(),
             })
+        } else if !constraints::lifetime_allows(t, spec) && constraints::lifetime_allows(t, old) {
+            spec.expires_at.map(|expires_at| Constraint::Lifetime { expires_at })
         } else if spec.tier == Tier::Dedicated && old.tier != Tier::Dedicated {
             tenants
                 .iter()

@@ -14,6 +14,8 @@
 //!   declaring the same residency; a tenant without one may live anywhere;
 //! - **tier** ([`tier_allows`]): a tenant lives only on stamps of its own tier (so a dedicated
 //!   tenant never on a shared stamp, a shared tenant never on a dedicated one);
+//! - **lifetime** ([`lifetime_allows`]): an ephemeral stamp (one with an expiry) takes only
+//!   ephemeral tenants, so a long-lived tenant never lands where it will be torn down;
 //! - **dedicated** ([`dedicated_free`]): a dedicated stamp holds at most one tenant.
 //!
 //! ```
@@ -57,14 +59,17 @@ pub enum ConstraintKind {
     Tier,
     /// A dedicated stamp holds one tenant.
     Dedicated,
+    /// An ephemeral stamp takes only ephemeral tenants.
+    Lifetime,
 }
 
 impl ConstraintKind {
     /// Every kind, in the order [`check`] tests them.
-    pub const ALL: [ConstraintKind; 4] = [
+    pub const ALL: [ConstraintKind; 5] = [
         ConstraintKind::Pin,
         ConstraintKind::Residency,
         ConstraintKind::Tier,
+        ConstraintKind::Lifetime,
         ConstraintKind::Dedicated,
     ];
 
@@ -79,6 +84,7 @@ impl ConstraintKind {
             ConstraintKind::Residency => "residency",
             ConstraintKind::Tier => "tier",
             ConstraintKind::Dedicated => "dedicated",
+            ConstraintKind::Lifetime => "lifetime",
         }
     }
 
@@ -135,6 +141,11 @@ pub enum Constraint {
         /// A tenant on the stamp.
         holder: TenantId,
     },
+    /// The stamp is ephemeral and the tenant is not.
+    Lifetime {
+        /// When the stamp is due for teardown.
+        expires_at: crate::time::Timestamp,
+    },
 }
 
 impl Constraint {
@@ -145,6 +156,7 @@ impl Constraint {
             Constraint::Pin { .. } => ConstraintKind::Pin,
             Constraint::Tier { .. } => ConstraintKind::Tier,
             Constraint::Dedicated { .. } => ConstraintKind::Dedicated,
+            Constraint::Lifetime { .. } => ConstraintKind::Lifetime,
         }
     }
 }
@@ -171,6 +183,10 @@ impl fmt::Display for Constraint {
                 write!(f, "the tenant's tier is {tenant} but the stamp's tier is {stamp}")
             }
             Constraint::Dedicated { holder } => write!(f, "the stamp is dedicated and held by tenant {holder}"),
+            Constraint::Lifetime { expires_at } => write!(
+                f,
+                "the stamp is ephemeral (due for teardown at {expires_at}) and the tenant is not"
+            ),
         }
     }
 }
@@ -314,6 +330,22 @@ pub fn tier_allows(tenant: &TenantSpec, stamp: &StampSpec) -> bool {
     stamp.tier == tenant.tier
 }
 
+/// Whether a tenant's lifetime allows `stamp`: an ephemeral stamp takes only ephemeral
+/// tenants; a long-lived stamp takes any.
+///
+/// ```
+/// use stamps::model::constraints::lifetime_allows;
+/// use stamps::*;
+/// let demo = StampSpec::new(StampId(9), "demo-9", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 5.0)], 0.0)?)?.expires_at(Timestamp::from_millis(1));
+/// assert!(!lifetime_allows(&TenantSpec::new(TenantId::new("acme")?), &demo));
+/// assert!(lifetime_allows(&TenantSpec::new(TenantId::new("trial")?).ephemeral(), &demo));
+/// # Ok::<(), stamps::Error>(())
+/// ```
+pub fn lifetime_allows(tenant: &TenantSpec, stamp: &StampSpec) -> bool {
+    tenant.ephemeral || stamp.expires_at.is_none()
+}
+
 /// Whether a stamp may take one more tenant as far as dedication goes, given how many other
 /// tenants it holds: a dedicated stamp holds at most one tenant; any other stamp is free.
 pub fn dedicated_free(stamp: &StampSpec, other_tenants: u64) -> bool {
@@ -347,6 +379,11 @@ pub fn violation(
             tenant: tenant.tier.clone(),
             stamp: spec.tier.clone(),
         });
+    }
+    if !permits(ConstraintKind::Lifetime) && !lifetime_allows(tenant, spec) {
+        if let Some(expires_at) = spec.expires_at {
+            return Some(Constraint::Lifetime { expires_at });
+        }
     }
     if !permits(ConstraintKind::Dedicated) && spec.tier == Tier::Dedicated {
         if let Some(holder) = holder().filter(|h| *h != tenant.id) {

@@ -259,6 +259,10 @@ pub struct StampSpec {
     pub endpoint: Option<String>,
     /// Capacity per resource, with headroom.
     pub capacity: Capacity,
+    /// When an ephemeral stamp (tests, demos, temporary capacity) is due for teardown; `None`
+    /// for a long-lived stamp. Only ephemeral tenants ([`TenantSpec::ephemeral`](crate::TenantSpec::ephemeral))
+    /// are placed on an ephemeral stamp ([`ConstraintKind::Lifetime`](crate::ConstraintKind::Lifetime)).
+    pub expires_at: Option<Timestamp>,
 }
 
 /// [`StampSpec`] as serialized, before its checks.
@@ -274,6 +278,8 @@ struct StampSpecRaw {
     version: Option<String>,
     endpoint: Option<String>,
     capacity: Capacity,
+    #[serde(default)]
+    expires_at: Option<Timestamp>,
 }
 
 #[cfg(feature = "serde")]
@@ -291,6 +297,7 @@ impl TryFrom<StampSpecRaw> for StampSpec {
             version: r.version,
             endpoint: r.endpoint,
             capacity: r.capacity,
+            expires_at: r.expires_at,
         };
         spec.validate()?;
         Ok(spec)
@@ -312,7 +319,29 @@ impl StampSpec {
             version: None,
             endpoint: None,
             capacity,
+            expires_at: None,
         })
+    }
+
+    /// Makes the stamp ephemeral, due for teardown at `at`: only ephemeral tenants are placed
+    /// on it, and [`expiry_report`](crate::model::expiry_report) lists it (with the tenants
+    /// still on it) once it is due.
+    ///
+    /// ```
+    /// use stamps::*;
+    /// let demo = StampSpec::new(StampId(9), "demo-9", Region::new("eu")?,
+    ///     Capacity::new([(Resource::Tenants, 5.0)], 0.0)?)?.expires_at(Timestamp::from_millis(86_400_000));
+    /// assert!(demo.is_ephemeral());
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn expires_at(mut self, at: Timestamp) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// Whether the stamp is ephemeral (has an expiry).
+    pub fn is_ephemeral(&self) -> bool {
+        self.expires_at.is_some()
     }
 
     /// Sets the residency.

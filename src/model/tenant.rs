@@ -230,6 +230,9 @@ pub struct TenantSpec {
     pub pin: Option<StampId>,
     /// Free-form labels (affinity, anti-affinity, plan, ...).
     pub labels: Labels,
+    /// A short-lived tenant (a test, a demo, a trial): the only kind an ephemeral stamp
+    /// ([`StampSpec::expires_at`](crate::StampSpec::expires_at)) takes.
+    pub ephemeral: bool,
 }
 
 /// [`TenantSpec`] as serialized, before its checks.
@@ -243,6 +246,8 @@ struct TenantSpecRaw {
     tier: Tier,
     pin: Option<StampId>,
     labels: Labels,
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 #[cfg(feature = "serde")]
@@ -258,6 +263,7 @@ impl TryFrom<TenantSpecRaw> for TenantSpec {
             tier: r.tier,
             pin: r.pin,
             labels: r.labels,
+            ephemeral: r.ephemeral,
         };
         spec.validate()?;
         Ok(spec)
@@ -295,7 +301,21 @@ impl TenantSpec {
             tier: Tier::Shared,
             pin: None,
             labels: Labels::default(),
+            ephemeral: false,
         }
+    }
+
+    /// Marks the tenant ephemeral: it may be placed on ephemeral stamps (and on long-lived
+    /// ones); a tenant not marked is never placed on an ephemeral stamp.
+    ///
+    /// ```
+    /// use stamps::{TenantId, TenantSpec};
+    /// assert!(TenantSpec::new(TenantId::new("demo-42")?).ephemeral().ephemeral);
+    /// # Ok::<(), stamps::Error>(())
+    /// ```
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
     }
 
     /// The tenant's id (a shorthand for `&spec.id`).

@@ -43,10 +43,13 @@ pub enum FilterKind {
     /// The stamp's deployed version is below the policy's minimum (see
     /// [`MinVersion`](super::MinVersion)).
     Version,
+    /// The stamp is ephemeral and the tenant is not (see
+    /// [`LifetimeMatch`](super::LifetimeMatch)).
+    Lifetime,
 }
 
 impl FilterKind {
-    const COUNT: usize = 13;
+    const COUNT: usize = 14;
     const ALL: [FilterKind; FilterKind::COUNT] = [
         FilterKind::Pin,
         FilterKind::Residency,
@@ -61,6 +64,7 @@ impl FilterKind {
         FilterKind::Headroom,
         FilterKind::Config,
         FilterKind::Version,
+        FilterKind::Lifetime,
     ];
 
     fn index(self) -> usize {
@@ -83,6 +87,7 @@ impl FilterKind {
             FilterKind::Headroom => "headroom",
             FilterKind::Config => "config",
             FilterKind::Version => "version",
+            FilterKind::Lifetime => "lifetime",
         }
     }
 }
@@ -224,10 +229,12 @@ impl NoFit {
     /// the tenant among the stamps that could take it?
     ///
     /// Counted are the stamps that take tenants (`Active`), that the policy's own filters
-    /// (user filters, version gates) let through, in the tenant's scope: the signal is on
+    /// (user filters, version gates) let through and that are not ephemeral (for a long-lived
+    /// tenant), in the tenant's scope: the signal is on
     /// when every one of them is full, occupied (dedicated) or of another tier or residency
-    /// (or there is none). Stamps that are not active (draining, provisioning, retired) and
-    /// stamps the policy excludes are **not counted**: they neither take the tenant nor
+    /// (or there is none). Stamps that are not active (draining, provisioning, retired),
+    /// ephemeral stamps (for a long-lived tenant) and stamps the policy excludes are **not
+    /// counted**: they neither take the tenant nor
     /// silence the signal. It is off while a stamp that could take the tenant is merely
     /// unhealthy, off the desired configuration or missing a label the policy or the tenant
     /// asks for, and for a pinned tenant (only its pin can take it).
@@ -244,9 +251,9 @@ impl NoFit {
     }
 
     /// The stamps [`needs_new_stamp`](Self::needs_new_stamp) counted: those looked at, less
-    /// the inactive ones and those the policy's own filters excluded.
+    /// the inactive and ephemeral ones and those the policy's own filters excluded.
     pub fn counted(&self) -> u32 {
-        [FilterKind::State, FilterKind::Custom, FilterKind::Version]
+        [FilterKind::State, FilterKind::Custom, FilterKind::Version, FilterKind::Lifetime]
             .iter()
             .fold(self.considered(), |n, k| n.saturating_sub(self.rejected_by(*k)))
     }
@@ -271,6 +278,7 @@ impl NoFit {
             FilterKind::Headroom => "full",
             FilterKind::Config => "not on the desired configuration",
             FilterKind::Version => "below the minimum version",
+            FilterKind::Lifetime => "ephemeral",
         }
     }
 

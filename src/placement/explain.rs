@@ -164,6 +164,10 @@ pub(crate) fn describe(r: &Rejection<'_>, tenant: &TenantSpec, load: &StampLoad,
         },
         FilterKind::Config => "stamp does not run the desired configuration (drift report)".to_string(),
         FilterKind::Version => format!("stamp version {} is below the minimum", opt(&spec.version)),
+        FilterKind::Lifetime => format!(
+            "stamp is ephemeral (teardown at {}) and the tenant is not",
+            opt(&spec.expires_at)
+        ),
         _ => format!("rejected by `{}`", r.name),
     }
 }

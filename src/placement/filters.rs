@@ -280,6 +280,30 @@ impl StampFilter for TierMatch {
     }
 }
 
+/// Lifetimes: an ephemeral stamp ([`StampSpec::expires_at`](crate::StampSpec::expires_at))
+/// takes only ephemeral tenants ([`TenantSpec::ephemeral`]); long-lived tenants never land on
+/// one. Part of every [`Pipeline`](super::Pipeline).
+#[doc = unit_filter_doc_example!(
+    LifetimeMatch,
+    "let mut s = mk(StampState::Active)?;\ns.stamp.spec = s.stamp.spec.clone().expires_at(Timestamp::from_millis(1));\nlet t = TenantSpec::new(TenantId::new(\"a\")?);",
+    "assert!(LifetimeMatch.check(&t, &s, &view).is_err());\nassert!(LifetimeMatch.check(&t.clone().ephemeral(), &s, &view).is_ok());"
+)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LifetimeMatch;
+
+impl StampFilter for LifetimeMatch {
+    fn name(&self) -> &'static str {
+        "lifetime"
+    }
+    fn check<'s>(&self, tenant: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
+        if constraints::lifetime_allows(tenant, &load.stamp.spec) {
+            Ok(())
+        } else {
+            Err(Rejection::new(FilterKind::Lifetime))
+        }
+    }
+}
+
 /// The tenant's demand (plus its tenant slot) fits under `limit × (1 − headroom)` on every
 /// limited resource of the stamp ([`StampLoad::fits_with_headroom`]).
 #[doc = unit_filter_doc_example!(

@@ -6,7 +6,7 @@ use std::fmt;
 use super::scorers;
 use super::{
     Active, Explanation, FilterKind, FitsHeadroom, FleetView, Healthy, NoFit, Placement, PlacementError, Rejection,
-    ResidencyMatch, Scorer, StampFilter, TierMatch, Weighted,
+    LifetimeMatch, ResidencyMatch, Scorer, StampFilter, TierMatch, Weighted,
 };
 use crate::model::{StampId, StampLoad, TenantSpec};
 
@@ -50,6 +50,7 @@ pub enum TieBreak {
 pub struct Pipeline {
     residency: ResidencyMatch,
     tier: TierMatch,
+    lifetime: LifetimeMatch,
     active: Active,
     healthy: Healthy,
     filters: Vec<Box<dyn StampFilter>>,
@@ -81,6 +82,7 @@ impl Pipeline {
         Pipeline {
             residency: ResidencyMatch,
             tier: TierMatch,
+            lifetime: LifetimeMatch,
             active: Active,
             healthy: Healthy::default(),
             filters: Vec::new(),
@@ -144,6 +146,7 @@ impl Pipeline {
         }
         self.residency.check(tenant, load, fleet)?;
         self.tier.check(tenant, load, fleet)?;
+        self.lifetime.check(tenant, load, fleet)?;
         self.active.check(tenant, load, fleet)?;
         self.healthy.check(tenant, load, fleet)?;
         fleet.admits(load)?;

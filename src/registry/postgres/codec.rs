@@ -24,6 +24,7 @@ pub(crate) trait Fields {
     fn int(&self, name: &str) -> Result<Option<i64>, Fault>;
     fn text(&self, name: &str) -> Result<Option<&str>, Fault>;
     fn json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Fault>;
+    fn flag(&self, name: &str) -> Result<Option<bool>, Fault>;
 }
 
 impl Fields for Row {
@@ -41,6 +42,9 @@ impl Fields for Row {
             .map_err(|_| corrupt(name))?
             .map(|j| j.0))
     }
+    fn flag(&self, name: &str) -> Result<Option<bool>, Fault> {
+        self.try_get(name).map_err(|_| corrupt(name))
+    }
 }
 
 impl Fields for Map<String, Value> {
@@ -54,6 +58,12 @@ impl Fields for Map<String, Value> {
         match self.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v.as_str().map(Some).ok_or_else(|| corrupt(name)),
+        }
+    }
+    fn flag(&self, name: &str) -> Result<Option<bool>, Fault> {
+        match self.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| corrupt(name)),
         }
     }
     fn json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Fault> {
@@ -250,6 +260,10 @@ fn stamp_fields(f: &impl Fields) -> Result<Stamp, Fault> {
     spec.labels = labels_of(f, "labels")?;
     spec.version = f.text("deployed_version")?.map(str::to_string);
     spec.endpoint = f.text("endpoint")?.map(str::to_string);
+    spec.expires_at = f
+        .int("expires_at")?
+        .map(|ms| u64_of(ms, "expires_at").map(Timestamp::from_millis))
+        .transpose()?;
     let state = StampState::parse(text_req(f, "state")?).ok_or_else(|| corrupt("state"))?;
     Ok(Stamp::new(
         spec,
@@ -277,6 +291,8 @@ fn assignment_fields(f: &impl Fields) -> Result<Assignment, Fault> {
         .map(|p| stamp_of(p, "pin_stamp_id"))
         .transpose()?;
     spec.labels = labels_of(f, "labels")?;
+    // Absent in change payloads written before the column existed.
+    spec.ephemeral = f.flag("ephemeral")?.unwrap_or(false);
     Ok(Assignment::new(
         spec,
         stamp_of(int_req(f, "stamp_id")?, "stamp_id")?,
@@ -442,6 +458,7 @@ pub(crate) struct AssignmentParams<'a> {
     pub(crate) demand: Value,
     pub(crate) labels: Value,
     pub(crate) at: i64,
+    pub(crate) ephemeral: bool,
 }
 
 impl<'a> AssignmentParams<'a> {
@@ -457,6 +474,7 @@ impl<'a> AssignmentParams<'a> {
             demand: amounts_json(a.spec.demand.iter()),
             labels: labels_json(&a.spec.labels),
             at: millis(at)?,
+            ephemeral: a.spec.ephemeral,
         })
     }
 }

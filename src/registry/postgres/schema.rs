@@ -54,6 +54,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0005_headroom_by_resource.sql"),
         earlier: &[],
     },
+    Migration {
+        version: 6,
+        name: "lifetimes",
+        sql: include_str!("migrations/0006_lifetimes.sql"),
+        earlier: &[],
+    },
 ];
 
 /// The newest schema version this build of the crate knows.
@@ -61,7 +67,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

@@ -3,9 +3,9 @@
 use super::schema::quoted;
 
 const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
-                          headroom_ppm, state, usage_milli, created_at, updated_at, headroom_by_resource";
+                          headroom_ppm, state, usage_milli, created_at, updated_at, headroom_by_resource, expires_at";
 const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
-                               pin_stamp_id, demand_milli, labels, assigned_at, updated_at";
+                               pin_stamp_id, demand_milli, labels, assigned_at, updated_at, ephemeral";
 pub(super) const HISTORY_COLS: &str =
     "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor, \
      override_constraints, override_reason, reason";
@@ -164,13 +164,13 @@ impl Sql {
             fleet: format!(
                 "SELECT f.head, st.id, st.name, st.region, st.residency, st.tier, st.labels, st.deployed_version,
                         st.endpoint, st.limits_milli, st.headroom_ppm, st.state, st.usage_milli, st.created_at,
-                        st.updated_at, st.headroom_by_resource
+                        st.updated_at, st.headroom_by_resource, st.expires_at
                  FROM {s}.feed f LEFT JOIN {s}.stamps st ON true WHERE f.id = 1 ORDER BY st.id"
             ),
             stamp_insert: format!(
                 "WITH up AS (
                     INSERT INTO {s}.stamps ({STAMP_COLS})
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', '{{}}', $11, $11, $12)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'provisioning', '{{}}', $11, $11, $12, $13)
                     RETURNING *
                 ), {stamp_change}"
             ),
@@ -178,7 +178,7 @@ impl Sql {
                 "WITH up AS (
                     UPDATE {s}.stamps SET name = $2, region = $3, residency = $4, tier = $5, labels = $6,
                         deployed_version = $7, endpoint = $8, limits_milli = $9, headroom_ppm = $10, updated_at = $11,
-                        headroom_by_resource = $12
+                        headroom_by_resource = $12, expires_at = $13
                     WHERE id = $1
                     RETURNING *
                 ), {stamp_change}"
@@ -199,11 +199,12 @@ impl Sql {
             assignments_page: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2"
             ),
-            // $19, $20: a pin the spec brings (recorded with the assignment) and its actor.
+            // $19, $20: a pin the spec brings (recorded with the assignment) and its actor; $21:
+            // whether the tenant is ephemeral.
             assign_write: format!(
                 "WITH ins AS (
                     INSERT INTO {s}.assignments ({ASSIGNMENT_COLS})
-                    VALUES ($1, $2, {head_expr}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                    VALUES ($1, $2, {head_expr}, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $21)
                     RETURNING *
                 ), pin_ins AS (
                     INSERT INTO {s}.pins (tenant, stamp_id, actor, reason, at, version)
@@ -216,7 +217,7 @@ impl Sql {
                 "WITH ins AS (
                     UPDATE {s}.assignments SET stamp_id = $2, epoch = {head_expr}, mode = $3, shadow_id = $4,
                         frozen_until = $5, region = $6, residency = $7, tier = $8, pin_stamp_id = $9,
-                        demand_milli = $10, labels = $11, updated_at = $12
+                        demand_milli = $10, labels = $11, updated_at = $12, ephemeral = $20
                     WHERE tenant = $1 AND epoch = $19
                     RETURNING *
                 ), {assignment_tail}"

@@ -201,6 +201,7 @@ impl PgRegistry {
                     &o_reason,
                     &new_pin,
                     &pin_actor,
+                    &p.ephemeral,
                 ],
             )
             .await?;
@@ -256,6 +257,7 @@ impl PgRegistry {
                     &o_kinds,
                     &o_reason,
                     &expected_param,
+                    &p.ephemeral,
                 ],
             )
             .await?;
@@ -308,6 +310,7 @@ impl PgRegistry {
         let limits = amounts_json(spec.capacity.limits().iter());
         let headroom = i64::from(spec.capacity.headroom().as_ppm());
         let by_resource = codec::headroom_json(&spec.capacity);
+        let expires_at = spec.expires_at.map(millis).transpose()?;
         let at = millis(now)?;
         let (head, rows) = self
             .bump_write_commit(
@@ -326,6 +329,7 @@ impl PgRegistry {
                     &headroom,
                     &at,
                     &by_resource,
+                    &expires_at,
                 ],
             )
             .await?;

@@ -132,6 +132,9 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "race_of_pin_and_assign_has_one_winner" => {
             "an assign and a set_pin to another stamp racing for one unassigned tenant: exactly one succeeds"
         }
+        "lifetimes_keep_long_lived_tenants_off_ephemeral_stamps" => {
+            "an ephemeral stamp takes only ephemeral tenants (assign and moves of long-lived tenants are refused with the lifetime rule); its expiry and the tenant's flag read back; a stamp holding long-lived tenants cannot become ephemeral"
+        }
         "ids_past_the_stored_range_are_unknown" => {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"
         }

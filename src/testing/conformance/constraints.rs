@@ -389,3 +389,52 @@ pub async fn race_for_a_dedicated_stamp_has_one_winner(r: &DynRegistry) {
         "{case}: assignments after the race"
     );
 }
+
+/// An ephemeral stamp (one with an expiry) takes only ephemeral tenants: `assign` and a move
+/// of a long-lived tenant onto it are refused with the lifetime rule; an ephemeral tenant is
+/// taken, and its flag and the stamp's expiry read back; making a stamp that holds long-lived
+/// tenants ephemeral is refused.
+pub async fn lifetimes_keep_long_lived_tenants_off_ephemeral_stamps(r: &DynRegistry) {
+    let case = "lifetimes_keep_long_lived_tenants_off_ephemeral_stamps";
+    let cap = [(Resource::Tenants, 10.0)];
+    let expiry = crate::time::Timestamp::from_millis(1_900_000_000_000);
+    r.put_active_stamp(spec(1, &cap)).await.expect("long-lived stamp");
+    r.put_active_stamp(spec(2, &cap).expires_at(expiry))
+        .await
+        .expect("ephemeral stamp");
+    let read = r.stamp(StampId(2)).await.expect("stamp").expect("present");
+    assert_eq!(read.spec.expires_at, Some(expiry), "{case}: the expiry reads back");
+    assert_violation(
+        case,
+        r.assign(&TenantSpec::new(tid("acme")), StampId(2)).await,
+        ConstraintKind::Lifetime,
+        2,
+    );
+    let acme = r.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.expect("long-lived on long-lived");
+    assert_violation(
+        case,
+        r.compare_and_set(acme.tenant(), acme.epoch, AssignmentChange::move_to(StampId(2)))
+            .await,
+        ConstraintKind::Lifetime,
+        2,
+    );
+    let demo = r
+        .assign(&TenantSpec::new(tid("demo")).ephemeral(), StampId(2))
+        .await
+        .expect("ephemeral on ephemeral");
+    let back = r.assignment(demo.tenant()).await.expect("assignment").expect("assigned");
+    assert!(back.spec.ephemeral, "{case}: the ephemeral flag reads back");
+    // An ephemeral tenant may live on a long-lived stamp too.
+    r.assign(&TenantSpec::new(tid("trial")).ephemeral(), StampId(1))
+        .await
+        .expect("ephemeral on long-lived");
+    // Stamp 1 holds acme (long-lived): it cannot become ephemeral.
+    assert_violation(
+        case,
+        r.put_stamp(spec(1, &cap).expires_at(expiry)).await,
+        ConstraintKind::Lifetime,
+        1,
+    );
+    let one = r.stamp(StampId(1)).await.expect("stamp").expect("present");
+    assert_eq!(one.spec.expires_at, None, "{case}: a refused re-spec changes nothing");
+}

@@ -124,6 +124,7 @@ cases!(
     route_overrides_are_a_table_without_chains,
     repairs_are_recorded_in_the_history,
     race_of_pin_and_assign_has_one_winner,
+    lifetimes_keep_long_lived_tenants_off_ephemeral_stamps,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.

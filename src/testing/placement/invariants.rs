@@ -67,6 +67,9 @@ fn core_violation(tenant: &TenantSpec, load: &StampLoad, view: &FleetView<'_>) -
             }
         }
     }
+    if spec.expires_at.is_some() && !tenant.ephemeral {
+        return Some("a long-lived tenant landed on an ephemeral stamp".into());
+    }
     for (r, limit) in spec.capacity.limits().iter() {
         let soft =
             u128::from(limit.as_milli()) * u128::from(1_000_000 - spec.capacity.headroom_for(r).as_ppm()) / 1_000_000;
@@ -83,7 +86,8 @@ fn core_violation(tenant: &TenantSpec, load: &StampLoad, view: &FleetView<'_>) -
 /// For each generated [`Scenario`] it asserts:
 /// 1. a chosen stamp is a stamp of the fleet;
 /// 2. it breaks no hard constraint: the pin, `Active` state, health, residency, tier (an empty
-///    dedicated stamp for a dedicated tenant, the same tier otherwise), capacity with headroom,
+///    dedicated stamp for a dedicated tenant, the same tier otherwise), lifetime (no long-lived
+///    tenant on an ephemeral stamp), capacity with each resource's headroom,
 ///    and every [`constraint`](PlacementInvariants::constraint) declared for the policy;
 /// 3. the same inputs give the same result (twice on one snapshot, and on a copy);
 /// 4. if some stamp satisfies all of those, the policy does not fail (turn off with

@@ -13,12 +13,13 @@
 //!   times in five; tiers shared (7 in 10), dedicated (2 in 10, holding 0 or 1 tenant) and
 //!   `gold`; states active (6 in 9), provisioning, draining, decommissioned; labels `az`
 //!   (`a`–`c`) and `ring` (`0`–`3`); a deployed version among `41.2.0`, `42.0.0`,
-//!   `42.1.0-rc.1`, `42.1.0` or none; 50–5,000 connections and, one time in two, a tenant
+//!   `42.1.0-rc.1`, `42.1.0` or none; one stamp in six ephemeral (with an expiry); 50–5,000
+//!   connections and, one time in two, a tenant
 //!   limit; headroom 0, 10, 25 or 30%; fills from empty to full; about one stamp in ten
 //!   unhealthy and two degraded.
 //! - **Tenants** ([`tenant`]): valid ids; connection demands from none to large; optional
 //!   region, residency and tier; a pin one time in ten (sometimes to a missing stamp);
-//!   affinity and anti-affinity labels on `az`.
+//!   one tenant in four ephemeral; affinity and anti-affinity labels on `az`.
 //! - **Scenarios** ([`scenario`]): a fleet, its health and a tenant.
 //!
 //! [`PlacementInvariants::scenarios`] takes a strategy of your own instead, and
@@ -97,6 +98,7 @@ struct StampParams {
     name_roll: u8,
     ring: u8,
     version_roll: u8,
+    ephemeral_roll: u8,
 }
 
 fn stamp_params() -> impl Strategy<Value = StampParams> {
@@ -110,17 +112,18 @@ fn stamp_params() -> impl Strategy<Value = StampParams> {
             0..120u32,
             0..10u8,
         ),
-        (0..5u8, 0..4u8, 0..5u8),
+        (0..5u8, 0..4u8, 0..5u8, 0..6u8),
     )
         .prop_map(
             |(
                 (region, residency_roll, tier_roll, az, state_roll),
                 (connections, tenant_limit, headroom_roll, conn_fill, tenants, health_roll),
-                (name_roll, ring, version_roll),
+                (name_roll, ring, version_roll, ephemeral_roll),
             )| StampParams {
                 name_roll,
                 ring,
                 version_roll,
+                ephemeral_roll,
                 region,
                 residency_roll,
                 tier_roll,
@@ -162,6 +165,9 @@ fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)
         .label("ring", p.ring.to_string());
     if let Some(v) = VERSIONS.get(usize::from(p.version_roll)) {
         spec = spec.version(*v);
+    }
+    if p.ephemeral_roll == 0 {
+        spec = spec.expires_at(Timestamp::from_millis(86_400_000));
     }
     if p.residency_roll > 0 {
         spec = spec.residency(area_residency(&region)?);
@@ -274,10 +280,11 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
         proptest::option::weighted(0.1, 1..=top),
         proptest::option::weighted(0.15, 0..AZS.len()),
         proptest::option::weighted(0.15, 0..AZS.len()),
+        0..4u8,
     )
         .prop_filter_map(
             "valid tenant",
-            |(id, conns, region_i, residency_roll, tier_roll, pin, aff, anti)| {
+            |(id, conns, region_i, residency_roll, tier_roll, pin, aff, anti, ephemeral_roll)| {
                 let demand = if conns == 0 {
                     Demand::default()
                 } else {
@@ -296,6 +303,9 @@ pub fn tenant(max_stamp_id: u32) -> impl Strategy<Value = TenantSpec> {
                 }
                 if let Some(p) = pin {
                     t = t.pin(StampId(p));
+                }
+                if ephemeral_roll == 0 {
+                    t = t.ephemeral();
                 }
                 let mut labels = Labels::new();
                 if let Some(a) = aff {
