@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use stamps::placement::*;
-use stamps::registry::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError};
+use stamps::registry::{self, place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError};
 #[cfg(feature = "test-util")]
 use stamps::testing::{faulty::Request, Call, FaultyRegistry};
 use stamps::*;
@@ -824,4 +824,76 @@ fn each_resource_can_keep_its_own_headroom() {
     // The fleet's utilization and the provisioning signals read the same soft limit.
     assert_eq!(f.stamps[0].fits_with_headroom(&t(90.0).demand), Ok(()));
     assert!(f.stamps[0].fits_with_headroom(&t(110.0).demand).is_err());
+}
+
+#[tokio::test]
+async fn ephemeral_stamps_take_only_ephemeral_tenants_and_report_their_expiry() {
+    use std::time::Duration;
+    let r = InMemoryRegistry::new();
+    let cap = || Capacity::new([(Resource::Tenants, 10.0)], 0.0).unwrap();
+    r.put_active_stamp(StampSpec::new(StampId(1), "prod-1", Region::new("eu").unwrap(), cap()).unwrap())
+        .await
+        .unwrap();
+    let expiry = Timestamp::from_millis(10_000);
+    r.put_active_stamp(
+        StampSpec::new(StampId(2), "demo-2", Region::new("eu").unwrap(), cap())
+            .unwrap()
+            .expires_at(expiry),
+    )
+    .await
+    .unwrap();
+    // Placement: a long-lived tenant never lands on the ephemeral stamp, even when the
+    // long-lived one is full; an ephemeral tenant may.
+    let p = policies::least_loaded();
+    for i in 0..10 {
+        let a = place_and_assign(&r, &p, &TenantSpec::new(TenantId::new(&format!("t{i}")).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(a.stamp, StampId(1));
+    }
+    let err = place_and_assign(&r, &p, &TenantSpec::new(TenantId::new("late").unwrap()))
+        .await
+        .unwrap_err();
+    // The ephemeral stamp is not counted: the long-lived fleet is full, provision a stamp.
+    assert!(err.provision().is_some(), "{err}");
+    let demo = place_and_assign(&r, &p, &TenantSpec::new(TenantId::new("demo").unwrap()).ephemeral())
+        .await
+        .unwrap();
+    assert_eq!(demo.stamp, StampId(2));
+    // The expiry report lists the stamp with the tenant still on it.
+    let before = registry::expiry_report_from(&r, Timestamp::from_millis(5_000), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(before.due.is_empty(), "{before}");
+    let report = registry::expiry_report_from(&r, Timestamp::from_millis(5_000), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(report.due.len(), 1);
+    assert!(!report.due[0].overdue);
+    assert_eq!(report.due[0].tenants, [TenantId::new("demo").unwrap()]);
+    let overdue = registry::expiry_report_from(&r, Timestamp::from_millis(20_000), Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(overdue.due[0].overdue && overdue.ready().count() == 0, "{overdue}");
+    assert!(
+        overdue.to_string().contains("demo-2") && overdue.to_string().contains("demo"),
+        "{overdue}"
+    );
+    // Retiring it is refused, naming the tenant.
+    r.set_stamp_state(StampId(2), StampState::Draining).await.unwrap();
+    match r.set_stamp_state(StampId(2), StampState::Decommissioned).await {
+        Err(Error::StampNotEmpty { stamp, tenants, first }) => {
+            assert_eq!(
+                (stamp, tenants, first),
+                (StampId(2), 1, vec![TenantId::new("demo").unwrap()])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    r.unassign(demo.tenant(), demo.epoch).await.unwrap();
+    let empty = registry::expiry_report_from(&r, Timestamp::from_millis(20_000), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(empty.ready().count(), 1);
+    r.set_stamp_state(StampId(2), StampState::Decommissioned).await.unwrap();
 }

@@ -417,3 +417,32 @@ fn a_fallback_that_forgets_a_name_gate_is_caught() {
     assert!(err.contains("no-canary") && err.contains("canary-"), "{err}");
     assert!(err.contains("usage / limit") && err.contains("tenant "), "{err}");
 }
+
+/// A policy of one's own that forgets lifetimes (it checks everything else) is caught: the
+/// generated fleets hold ephemeral stamps and the checker holds every policy to the rule.
+#[test]
+fn a_policy_that_ignores_lifetimes_is_caught() {
+    use stamps::model::constraints;
+    let forgetful = from_fn(|t: &TenantSpec, fleet: &stamps::placement::FleetView<'_>| {
+        fleet
+            .stamps()
+            .filter(|l| {
+                l.stamp.state == StampState::Active
+                    && fleet.health(l.id()) != HealthStatus::Unhealthy
+                    && t.pin.is_none_or(|p| p == l.id())
+                    && constraints::residency_matches(t, &l.stamp.spec)
+                    && constraints::tier_allows(t, &l.stamp.spec)
+                    && constraints::dedicated_free(&l.stamp.spec, l.tenants())
+                    && l.fits_with_headroom(&t.demand).is_ok()
+            })
+            .map(|l| l.id())
+            .next()
+            .ok_or(stamps::placement::PlacementError::Policy { reason: "nothing fits" })
+    });
+    let err = PlacementInvariants::new()
+        .cases(1000)
+        .allow_failure()
+        .check(&forgetful)
+        .unwrap_err();
+    assert!(err.to_string().contains("ephemeral"), "{err}");
+}

@@ -109,12 +109,18 @@ fn stamp_spec() -> impl Strategy<Value = Value> {
                 opt(text().prop_map(Value::from)),
                 opt(text().prop_map(Value::from)),
                 capacity(),
+                proptest::option::of(opt(int())),
             )
-                .prop_map(move |(version, endpoint, capacity)| {
-                    json!({
+                .prop_map(move |(version, endpoint, capacity, expiry)| {
+                    let mut doc = json!({
                         "id": id, "name": name, "region": region, "residency": residency, "tier": tier,
                         "labels": labels, "version": version, "endpoint": endpoint, "capacity": capacity,
-                    })
+                    });
+                    // Absent (older documents), null, or a time.
+                    if let (Some(e), Some(o)) = (expiry, doc.as_object_mut()) {
+                        o.insert("expires_at".into(), e);
+                    }
+                    doc
                 })
         })
 }
@@ -138,12 +144,17 @@ fn tenant_spec() -> impl Strategy<Value = Value> {
         tier(),
         opt(small_id()),
         labels(),
+        proptest::option::of(prop_oneof![Just(json!(true)), Just(json!(false)), Just(json!("yes"))]),
     )
-        .prop_map(|(id, demand, region, residency, tier, pin, labels)| {
-            json!({
+        .prop_map(|(id, demand, region, residency, tier, pin, labels, ephemeral)| {
+            let mut doc = json!({
                 "id": id, "demand": demand, "region": region, "residency": residency, "tier": tier,
                 "pin": pin, "labels": labels,
-            })
+            });
+            if let (Some(e), Some(o)) = (ephemeral, doc.as_object_mut()) {
+                o.insert("ephemeral".into(), e);
+            }
+            doc
         })
 }
 
@@ -405,6 +416,9 @@ fn c_stamp_spec(v: &Value) -> Option<StampSpec> {
     if let Some(x) = opt_of(&v["endpoint"], str_of)? {
         spec = spec.endpoint(x);
     }
+    if let Some(at) = opt_of(&v["expires_at"], c_time)? {
+        spec = spec.expires_at(at);
+    }
     spec.validate().ok()?;
     Some(spec)
 }
@@ -440,6 +454,14 @@ fn c_tenant_spec(v: &Value) -> Option<TenantSpec> {
     }
     for (k, l) in c_labels(&v["labels"])? {
         t = t.label(k, l);
+    }
+    match &v["ephemeral"] {
+        Value::Null => {}
+        e => {
+            if e.as_bool()? {
+                t = t.ephemeral();
+            }
+        }
     }
     t.validate().ok()?;
     Some(t)

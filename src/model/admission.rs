@@ -253,8 +253,9 @@ pub fn check_respec_constraints<'a>(
 }
 
 /// Checks a stamp state change: the transition must be legal ([`StampState::can_become`]) and a
-/// stamp that still holds tenants cannot be decommissioned ([`Error::InvalidInput`]). Returns
-/// whether the state actually changes (`false`: nothing to write).
+/// stamp that still holds tenants cannot be decommissioned ([`Error::StampNotEmpty`], whose
+/// `first` list the registry fills with the tenants it holds). Returns whether the state
+/// actually changes (`false`: nothing to write).
 ///
 /// ```
 /// use stamps::model::admission;
@@ -274,11 +275,11 @@ pub fn check_state_change(load: &StampLoad, state: StampState) -> Result<bool> {
         return Ok(false);
     }
     if state == StampState::Decommissioned && load.tenants() > 0 {
-        return Err(InvalidInput::new(
-            "state",
-            "cannot decommission a stamp that still holds tenants; migrate them first",
-        )
-        .into());
+        return Err(Error::StampNotEmpty {
+            stamp: load.id(),
+            tenants: load.tenants(),
+            first: Vec::new(),
+        });
     }
     Ok(true)
 }

@@ -108,6 +108,18 @@ impl fmt::Display for InvalidInput {
 
 impl std::error::Error for InvalidInput {}
 
+/// How many tenants [`Error::StampNotEmpty`] names.
+pub const STAMP_NOT_EMPTY_LISTED: usize = 10;
+
+fn tenant_list(first: &[TenantId], total: &u64) -> String {
+    let mut s = first.iter().map(TenantId::as_str).collect::<Vec<_>>().join(", ");
+    let more = (*total).saturating_sub(first.len() as u64);
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    s
+}
+
 /// Errors of registries and of the operations built on them.
 ///
 /// Match on the variant to decide what to do:
@@ -119,6 +131,7 @@ impl std::error::Error for InvalidInput {}
 /// | `Conflict` | a compare-and-set lost: the caller's view is stale | re-read, decide again, retry with what was read |
 /// | `CapacityExceeded`, `NotAccepting` | the stamp cannot take the tenant | place elsewhere |
 /// | `NotFound`, `AlreadyAssigned`, `AlreadyExists`, `InvalidInput`, `InvalidTenantId`, `InvalidTransition` | caller errors | fix the call |
+/// | `StampNotEmpty` | a stamp to retire still holds tenants (the first are named) | migrate or offboard them, then retire it |
 /// | `ChangeFeedTruncated` | the feed no longer holds the versions asked for | reload a full snapshot, follow from its head |
 /// | `HistoryDiverged` | the caller's cursor belongs to a history the registry lost (a failover without synchronous replication, a restore) | reload a full snapshot, follow from `head`, report it |
 /// | `Backend` | anything else the backend reported | report it; see its `source` |
@@ -162,6 +175,16 @@ pub enum Error {
         stamp: StampId,
         /// Its state.
         state: StampState,
+    },
+    /// A stamp that still holds tenants cannot be retired (decommissioned).
+    #[error("{stamp} still holds {tenants} tenant(s) ({}); migrate or offboard them before retiring it", tenant_list(.first, .tenants))]
+    StampNotEmpty {
+        /// The stamp.
+        stamp: StampId,
+        /// How many tenants it holds (serving or as a migration's shadow).
+        tenants: u64,
+        /// The first of them in tenant-id order (up to [`STAMP_NOT_EMPTY_LISTED`]).
+        first: Vec<TenantId>,
     },
     /// A compare-and-set lost: the caller's view is stale. Epochs and revisions only grow, so
     /// the same call fails again; re-read, decide again and retry with what was read.

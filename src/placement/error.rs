@@ -253,9 +253,14 @@ impl NoFit {
     /// The stamps [`needs_new_stamp`](Self::needs_new_stamp) counted: those looked at, less
     /// the inactive and ephemeral ones and those the policy's own filters excluded.
     pub fn counted(&self) -> u32 {
-        [FilterKind::State, FilterKind::Custom, FilterKind::Version, FilterKind::Lifetime]
-            .iter()
-            .fold(self.considered(), |n, k| n.saturating_sub(self.rejected_by(*k)))
+        [
+            FilterKind::State,
+            FilterKind::Custom,
+            FilterKind::Version,
+            FilterKind::Lifetime,
+        ]
+        .iter()
+        .fold(self.considered(), |n, k| n.saturating_sub(self.rejected_by(*k)))
     }
 
     /// Of the stamps the tier filter rejected, the dedicated ones already holding a tenant.

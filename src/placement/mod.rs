@@ -79,8 +79,8 @@ pub use error::{FilterKind, NoFit, PlacementError, Rejection};
 pub use explain::{dry_run, DryRun, Explanation, StampVerdict, Verdict};
 pub use filters::{
     named, Active, Affinity, AntiAffinity, FitsHeadroom, Healthy, InRegion, LifetimeMatch, MinVersion, Named,
-    OnDesiredConfig, Pinned,
-    RequireLabel, ResidencyMatch, StampFilter, TierMatch, AFFINITY_PREFIX, ANTI_AFFINITY_PREFIX,
+    OnDesiredConfig, Pinned, RequireLabel, ResidencyMatch, StampFilter, TierMatch, AFFINITY_PREFIX,
+    ANTI_AFFINITY_PREFIX,
 };
 pub use pipeline::{Pipeline, TieBreak};
 pub use rebalance::{plan_rebalance, Move, RebalancePlan};

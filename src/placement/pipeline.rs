@@ -5,8 +5,8 @@ use std::fmt;
 
 use super::scorers;
 use super::{
-    Active, Explanation, FilterKind, FitsHeadroom, FleetView, Healthy, NoFit, Placement, PlacementError, Rejection,
-    LifetimeMatch, ResidencyMatch, Scorer, StampFilter, TierMatch, Weighted,
+    Active, Explanation, FilterKind, FitsHeadroom, FleetView, Healthy, LifetimeMatch, NoFit, Placement, PlacementError,
+    Rejection, ResidencyMatch, Scorer, StampFilter, TierMatch, Weighted,
 };
 use crate::model::{StampId, StampLoad, TenantSpec};
 

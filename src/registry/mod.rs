@@ -540,5 +540,65 @@ pub trait RegistryExt: Registry {
 
 impl<R: Registry + ?Sized> RegistryExt for R {}
 
+/// [`expiry_report`](crate::model::expiry_report) read from a registry: the fleet, then the
+/// assignments page by page, keeping only those on the stamps due (memory bounded by them).
+///
+/// ```
+/// use std::time::Duration;
+/// use stamps::registry::expiry_report_from;
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// registry.put_active_stamp(StampSpec::new(StampId(9), "demo-9", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.expires_at(Timestamp::from_millis(1_000))).await?;
+/// registry.assign(&TenantSpec::new(TenantId::new("trial")?).ephemeral(), StampId(9)).await?;
+/// let report = expiry_report_from(&registry, Timestamp::from_millis(5_000), Duration::ZERO).await?;
+/// assert_eq!(report.due[0].tenants.len(), 1);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// What the registry's `fleet` and `assignments` return; [`Error::Corrupt`] for pages that do
+/// not advance.
+pub async fn expiry_report_from<R: Registry + ?Sized>(
+    registry: &R,
+    now: crate::time::Timestamp,
+    within: std::time::Duration,
+) -> Result<crate::model::ExpiryReport> {
+    const PAGE: usize = 1000;
+    let fleet = registry.fleet().await?;
+    let mut report = crate::model::expiry_report(&fleet, std::iter::empty(), now, within);
+    if report.due.is_empty() {
+        return Ok(report);
+    }
+    let mut after: Option<TenantId> = None;
+    loop {
+        let page = registry.assignments(after.as_ref(), PAGE).await?;
+        let n = page.len();
+        for a in &page {
+            if after.as_ref().is_some_and(|prev| a.tenant() <= prev) {
+                return Err(Error::Corrupt {
+                    what: "assignment listing".into(),
+                    reason: format!("{} listed after {:?}: pages must be in tenant order", a.tenant(), after),
+                });
+            }
+            after = Some(a.tenant().clone());
+            for s in a.stamps() {
+                if let Some(e) = report.due.iter_mut().find(|e| e.stamp == s) {
+                    e.tenants.push(a.tenant().clone());
+                }
+            }
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    for e in &mut report.due {
+        e.tenants.dedup();
+    }
+    Ok(report)
+}
+
 #[allow(dead_code)]
 fn _object_safe(_: &DynRegistry) {}

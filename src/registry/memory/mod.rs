@@ -349,8 +349,22 @@ impl Registry for InMemoryRegistry {
 
     async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp> {
         self.write(|st, now, retention| {
+            let load = st.stamps.get(&id).ok_or(Error::NotFound(Subject::Stamp(id)))?;
+            let changes = match admission::check_state_change(load, state) {
+                Err(Error::StampNotEmpty { stamp, tenants, .. }) => {
+                    let first = st
+                        .assignments
+                        .values()
+                        .filter(|a| a.stamps().any(|s| s == id))
+                        .take(crate::model::error::STAMP_NOT_EMPTY_LISTED)
+                        .map(|a| a.tenant().clone())
+                        .collect();
+                    return Err(Error::StampNotEmpty { stamp, tenants, first });
+                }
+                other => other?,
+            };
             let load = st.stamps.get_mut(&id).ok_or(Error::NotFound(Subject::Stamp(id)))?;
-            if !admission::check_state_change(load, state)? {
+            if !changes {
                 return Ok(load.stamp.clone());
             }
             load.stamp.state = state;

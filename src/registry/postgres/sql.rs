@@ -56,6 +56,8 @@ pub(crate) struct Sql {
     pub(crate) term: String,
     /// Every tenant a stamp holds (serving or as a shadow), read under the stamp's lock.
     pub(crate) stamp_tenants: String,
+    /// The first `$2` tenants a stamp holds, in tenant order.
+    pub(crate) stamp_tenant_sample: String,
     /// Pins, routing overrides and repair records.
     pub(crate) directives: super::directives::DirectiveSql,
 }
@@ -139,6 +141,10 @@ impl Sql {
             ),
             stamp_tenants: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE stamp_id = $1 OR shadow_id = $1 ORDER BY tenant"
+            ),
+            stamp_tenant_sample: format!(
+                "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE stamp_id = $1 OR shadow_id = $1
+                 ORDER BY tenant LIMIT $2"
             ),
             begin_term: format!("UPDATE {s}.feed SET timeline = -1 WHERE id = 1"),
             term: format!("SELECT head, term, base, term_start FROM {s}.feed WHERE id = 1"),

@@ -341,7 +341,20 @@ impl PgRegistry {
         let now = self.now();
         let loads = self.begin_locking_stamps(c, std::iter::once(id)).await?;
         let load = loads.first().ok_or(Error::NotFound(Subject::Stamp(id)))?;
-        if !admission::check_state_change(load, state)? {
+        let changes = match admission::check_state_change(load, state) {
+            Err(Error::StampNotEmpty { stamp, tenants, .. }) => {
+                let stmt = c.prepare_cached(&self.inner.sql.stamp_tenant_sample).await?;
+                let limit = crate::model::error::STAMP_NOT_EMPTY_LISTED as i64;
+                let rows = c.query(&stmt, &[&i64::from(id.0), &limit]).await?;
+                let first = rows
+                    .iter()
+                    .map(|r| codec::assignment(r).map(|a| a.tenant().clone()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Err(Error::StampNotEmpty { stamp, tenants, first }.into());
+            }
+            other => other?,
+        };
+        if !changes {
             c.batch_execute("ROLLBACK").await?;
             return Ok(load.stamp.clone());
         }

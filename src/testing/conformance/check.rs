@@ -31,7 +31,9 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "stamp_lifecycle_refuses_illegal_transitions" => {
             "illegal lifecycle transitions fail with InvalidTransition and change nothing"
         }
-        "decommission_refused_while_tenants_remain" => "a stamp that holds tenants cannot be decommissioned",
+        "decommission_refused_while_tenants_remain" => {
+            "a stamp that holds tenants cannot be decommissioned: StampNotEmpty with their count and the first of them"
+        }
         "stamp_writes_append_exactly_one_change" => {
             "every stamp write (creation, re-spec, state change) appends exactly one change carrying the stamp after the write, and a refused write appends none"
         }

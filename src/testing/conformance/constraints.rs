@@ -410,7 +410,10 @@ pub async fn lifetimes_keep_long_lived_tenants_off_ephemeral_stamps(r: &DynRegis
         ConstraintKind::Lifetime,
         2,
     );
-    let acme = r.assign(&TenantSpec::new(tid("acme")), StampId(1)).await.expect("long-lived on long-lived");
+    let acme = r
+        .assign(&TenantSpec::new(tid("acme")), StampId(1))
+        .await
+        .expect("long-lived on long-lived");
     assert_violation(
         case,
         r.compare_and_set(acme.tenant(), acme.epoch, AssignmentChange::move_to(StampId(2)))
@@ -422,7 +425,11 @@ pub async fn lifetimes_keep_long_lived_tenants_off_ephemeral_stamps(r: &DynRegis
         .assign(&TenantSpec::new(tid("demo")).ephemeral(), StampId(2))
         .await
         .expect("ephemeral on ephemeral");
-    let back = r.assignment(demo.tenant()).await.expect("assignment").expect("assigned");
+    let back = r
+        .assignment(demo.tenant())
+        .await
+        .expect("assignment")
+        .expect("assigned");
     assert!(back.spec.ephemeral, "{case}: the ephemeral flag reads back");
     // An ephemeral tenant may live on a long-lived stamp too.
     r.assign(&TenantSpec::new(tid("trial")).ephemeral(), StampId(1))

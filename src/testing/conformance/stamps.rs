@@ -153,7 +153,15 @@ pub async fn decommission_refused_while_tenants_remain(r: &DynRegistry) {
         .set_stamp_state(StampId(1), StampState::Decommissioned)
         .await
         .expect_err("tenants remain");
-    check_matches!(err, Error::InvalidInput(_));
+    match &err {
+        Error::StampNotEmpty { stamp, tenants, first } => {
+            check_eq!((*stamp, *tenants), (StampId(1), 1));
+            check_eq!(first.clone(), vec![a.tenant().clone()]);
+        }
+        other => {
+            panic!("decommission_refused_while_tenants_remain: expected StampNotEmpty naming the tenant, got {other:?}")
+        }
+    }
     r.unassign(a.tenant(), a.epoch).await.expect("unassign");
     r.set_stamp_state(StampId(1), StampState::Decommissioned)
         .await

@@ -356,8 +356,9 @@ pub fn scenario_table(s: &Scenario) -> String {
     let demand: Vec<String> = t.demand.iter().map(|(r, a)| format!("{r} {a}")).collect();
     let _ = writeln!(
         out,
-        "tenant {}: demand [{}], region {}, residency {}, tier {}, pin {}, labels {:?}",
+        "tenant {}{}: demand [{}], region {}, residency {}, tier {}, pin {}, labels {:?}",
         t.id,
+        if t.ephemeral { " (ephemeral)" } else { "" },
         demand.join(", "),
         opt(t.region.as_ref().map(ToString::to_string)),
         opt(t.residency.as_ref().map(ToString::to_string)),
@@ -367,8 +368,8 @@ pub fn scenario_table(s: &Scenario) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>5} {:<12} usage / limit",
-        "stamp", "name", "region", "res", "tier", "state", "health", "head", "version"
+        "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>5} {:<12} {:<10} usage / limit",
+        "stamp", "name", "region", "res", "tier", "state", "health", "head", "version", "expires"
     );
     for l in &s.fleet.stamps {
         let spec = &l.stamp.spec;
@@ -380,7 +381,7 @@ pub fn scenario_table(s: &Scenario) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>4.0}% {:<12} {}",
+            "{:<10} {:<22} {:<11} {:<5} {:<10} {:<14} {:<9} {:>4.0}% {:<12} {:<10} {}",
             l.id().to_string(),
             spec.name,
             spec.region.as_str(),
@@ -390,6 +391,7 @@ pub fn scenario_table(s: &Scenario) -> String {
             s.health.get(&l.id()).copied().unwrap_or(HealthStatus::Healthy).as_str(),
             spec.capacity.headroom().as_fraction() * 100.0,
             spec.version.as_deref().unwrap_or("-"),
+            opt(spec.expires_at.map(|t| t.to_string())),
             usage.join(", ")
         );
     }
