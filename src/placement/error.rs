@@ -174,7 +174,8 @@ pub(crate) const DEDICATED_IN_USE: &str = "dedicated";
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NoFit {
-    counts: [u32; FilterKind::COUNT],
+    /// Per filter kind; saturates at 65,535 stamps (two bytes each keep errors small).
+    counts: [u16; FilterKind::COUNT],
     residency: Option<Residency>,
     dedicated: bool,
     headroom_resource: Option<Resource>,
@@ -212,12 +213,12 @@ impl NoFit {
 
     /// Stamps looked at.
     pub fn considered(&self) -> u32 {
-        self.counts.iter().fold(0u32, |a, c| a.saturating_add(*c))
+        self.counts.iter().fold(0u32, |a, c| a.saturating_add(u32::from(*c)))
     }
 
     /// Stamps rejected by filters of `kind`.
     pub fn rejected_by(&self, kind: FilterKind) -> u32 {
-        self.counts.get(kind.index()).copied().unwrap_or(0)
+        self.counts.get(kind.index()).map_or(0, |c| u32::from(*c))
     }
 
     /// The first resource that did not fit under headroom, with that stamp's headroom.
