@@ -7,8 +7,23 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use stamps::placement::{policies, BoxPlacement, FleetView, PlacementExt};
+use stamps::placement::{
+    policies, AtLeastVersion, BoxPlacement, FleetView, LeastLoaded, MinVersion, Pipeline, Placement, PlacementExt,
+};
 use stamps::*;
+
+/// The same fleet with a headroom of its own on tenants (10%) and a deployed version on every
+/// stamp (half on 41, half on 42): the day-two configuration.
+fn day_two(n: u32) -> Fleet {
+    let mut f = fleet(n);
+    for l in &mut f.stamps {
+        let i = l.id().0;
+        let spec = &mut l.stamp.spec;
+        spec.capacity = spec.capacity.clone().headroom_on(Resource::Tenants, 0.10).unwrap();
+        spec.version = Some(if i % 2 == 0 { "42.1.0" } else { "41.9.2" }.to_string());
+    }
+    f
+}
 
 fn fleet(n: u32) -> Fleet {
     let regions = ["eu-west", "eu-central", "us-east", "us-west"];
@@ -85,6 +100,17 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| p.place(black_box(&tenant), black_box(&view)))
             });
         }
+        // The day-two configuration in the same group: per-resource headroom on every stamp,
+        // a version gate and a version preference, against `least_loaded` above.
+        let d = day_two(n);
+        let day_view = FleetView::new(&d);
+        let gated = Pipeline::new()
+            .filter(MinVersion::new("42"))
+            .score(LeastLoaded::bottleneck(), 1.0)
+            .score(AtLeastVersion::new("42.1"), 0.1);
+        group.bench_function(BenchmarkId::new("least_loaded_day_two", n), |b| {
+            b.iter(|| gated.place(black_box(&tenant), black_box(&day_view)))
+        });
         group.finish();
     }
 }

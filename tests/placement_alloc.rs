@@ -130,3 +130,35 @@ fn explain_allocates_and_that_is_fine_but_place_matches_it() {
     assert!(n > 0);
     assert_eq!(e.outcome, p.place(&t, &view));
 }
+
+/// The day-two configuration (a headroom of its own on a resource of every stamp, versions,
+/// ephemeral stamps, a version gate and preference) still decides without allocating.
+#[test]
+fn a_day_two_decision_allocates_nothing() {
+    use stamps::placement::{AtLeastVersion, LeastLoaded, MinVersion};
+    let mut f = fleet(1000);
+    for l in &mut f.stamps {
+        let i = l.id().0;
+        let spec = &mut l.stamp.spec;
+        spec.capacity = spec.capacity.clone().headroom_on(Resource::Tenants, 0.10).unwrap();
+        spec.version = Some(if i % 2 == 0 { "42.1.0" } else { "41.9.2" }.to_string());
+        if i % 11 == 0 {
+            spec.expires_at = Some(Timestamp::from_millis(1));
+        }
+    }
+    let view = FleetView::new(&f);
+    let gated = Pipeline::new()
+        .filter(MinVersion::new("42"))
+        .score(LeastLoaded::bottleneck(), 1.0)
+        .score(AtLeastVersion::new("42.1"), 0.1);
+    let t = TenantSpec::new(TenantId::new("acme").unwrap())
+        .residency(Residency::new("eu").unwrap())
+        .demand(Demand::of([(Resource::Connections, 25.0)]).unwrap());
+    let too_big = t.clone().demand(Demand::of([(Resource::Connections, 4000.0)]).unwrap());
+    let _ = gated.place(&t, &view);
+    for tenant in [&t, &t.clone().ephemeral(), &too_big] {
+        let (out, n, _) = count(|| gated.place(tenant, &view));
+        assert_eq!(n, 0, "allocated {n} times ({out:?})");
+    }
+    assert!(gated.place(&t, &view).is_ok());
+}
