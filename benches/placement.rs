@@ -100,16 +100,23 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| p.place(black_box(&tenant), black_box(&view)))
             });
         }
-        // The day-two configuration in the same group: per-resource headroom on every stamp,
-        // a version gate and a version preference, against `least_loaded` above.
+        // The day-two configuration in the same group, against `least_loaded` above: a
+        // headroom of its own on a resource of every stamp and a version gate; then also a
+        // version preference.
         let d = day_two(n);
         let day_view = FleetView::new(&d);
         let gated = Pipeline::new()
             .filter(MinVersion::new("42"))
-            .score(LeastLoaded::bottleneck(), 1.0)
-            .score(AtLeastVersion::new("42.1"), 0.1);
+            .score(LeastLoaded::bottleneck(), 1.0);
         group.bench_function(BenchmarkId::new("least_loaded_day_two", n), |b| {
             b.iter(|| gated.place(black_box(&tenant), black_box(&day_view)))
+        });
+        let preferring = Pipeline::new()
+            .filter(MinVersion::new("42"))
+            .score(LeastLoaded::bottleneck(), 1.0)
+            .score(AtLeastVersion::new("42.1"), 0.1);
+        group.bench_function(BenchmarkId::new("least_loaded_day_two_prefer_version", n), |b| {
+            b.iter(|| preferring.place(black_box(&tenant), black_box(&day_view)))
         });
         group.finish();
     }

@@ -896,3 +896,27 @@ async fn ephemeral_stamps_take_only_ephemeral_tenants_and_report_their_expiry() 
     assert_eq!(empty.ready().count(), 1);
     r.set_stamp_state(StampId(2), StampState::Decommissioned).await.unwrap();
 }
+
+proptest::proptest! {
+    /// The packed fast path of `version_at_least` agrees with the general precedence rules,
+    /// on dotted releases short and long (past the four components the fast path takes).
+    #[test]
+    fn version_fast_path_agrees_with_the_rules(
+        a in "[0-9]{1,6}(\\.[0-9]{1,6}){0,5}",
+        b in "[0-9]{1,6}(\\.[0-9]{1,6}){0,5}",
+    ) {
+        use std::cmp::Ordering::*;
+        let (ab, ba) = (version_at_least(&a, &b), version_at_least(&b, &a));
+        match compare_versions(&a, &b) {
+            Greater | Equal => proptest::prop_assert!(ab),
+            Less => proptest::prop_assert!(!ab || ba, "{a} < {b} but at least it, and not the reverse"),
+        }
+        proptest::prop_assert!(ab || ba, "one of {a}, {b} is at least the other");
+        let pad = |v: &str| {
+            let mut p: Vec<u128> = v.split('.').map(|x| x.parse().unwrap()).collect();
+            while p.last() == Some(&0) { p.pop(); }
+            p
+        };
+        proptest::prop_assert_eq!(ab, pad(&a) >= pad(&b));
+    }
+}

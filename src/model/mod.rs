@@ -32,5 +32,6 @@ pub use health::{AllHealthy, HealthStatus, HealthView};
 pub use migration::{MigrationId, MigrationRecord, MigrationState};
 pub use names::{Name, Region, Residency, NAME_MAX_LEN};
 pub use resource::{Amount, Amounts, Capacity, Demand, Headroom, Resource, AMOUNT_MAX_MILLI, AMOUNT_MAX_UNITS};
+pub(crate) use stamp::numeric_version_key as stamp_version_key;
 pub use stamp::{compare_versions, version_at_least, Labels, Stamp, StampId, StampSpec, StampState, Tier};
 pub use tenant::{TenantId, TenantIdError, TenantSpec, TENANT_ID_MAX_LEN};

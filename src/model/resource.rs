@@ -553,9 +553,10 @@ impl Headroom {
 pub struct Capacity {
     limits: Amounts,
     headroom: Headroom,
-    /// Resources with a headroom of their own, sorted by resource.
-    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Vec::is_empty"))]
-    headroom_by_resource: Vec<(Resource, Headroom)>,
+    /// Resources with a headroom of their own, sorted by resource; boxed (one word, `None`
+    /// for most stamps) to keep the stamp records placement scans small.
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    headroom_by_resource: Option<Box<Vec<(Resource, Headroom)>>>,
 }
 
 /// [`Capacity`] as serialized, before its checks.
@@ -579,7 +580,7 @@ impl TryFrom<CapacityRepr> for Capacity {
         let mut c = Capacity {
             limits: r.limits,
             headroom: r.headroom,
-            headroom_by_resource: Vec::new(),
+            headroom_by_resource: None,
         };
         for (resource, h) in r.headroom_by_resource {
             c = c.with_headroom_on(resource, h)?;
@@ -598,7 +599,7 @@ impl Capacity {
         Ok(Capacity {
             limits,
             headroom: Headroom::from_fraction(headroom)?,
-            headroom_by_resource: Vec::new(),
+            headroom_by_resource: None,
         })
     }
 
@@ -629,10 +630,11 @@ impl Capacity {
         if !self.limits.contains(&resource) {
             return Err(InvalidInput::new("headroom", "is set for a resource without a limit"));
         }
-        match self.headroom_by_resource.binary_search_by(|(r, _)| r.cmp(&resource)) {
+        let own = self.headroom_by_resource.get_or_insert_with(Default::default);
+        match own.binary_search_by(|(r, _)| r.cmp(&resource)) {
             Ok(_) => Err(InvalidInput::new("headroom", "is set twice for one resource")),
             Err(i) => {
-                self.headroom_by_resource.insert(i, (resource, headroom));
+                own.insert(i, (resource, headroom));
                 Ok(self)
             }
         }
@@ -641,15 +643,18 @@ impl Capacity {
     /// The headroom that applies to `resource`: its own if it has one, else the common one.
     #[inline]
     pub fn headroom_for(&self, resource: &Resource) -> Headroom {
-        self.headroom_by_resource
-            .iter()
-            .find(|(r, _)| r == resource)
-            .map_or(self.headroom, |(_, h)| *h)
+        match &self.headroom_by_resource {
+            None => self.headroom,
+            Some(own) => own
+                .iter()
+                .find(|(r, _)| r == resource)
+                .map_or(self.headroom, |(_, h)| *h),
+        }
     }
 
     /// The resources with a headroom of their own, sorted by resource.
     pub fn headroom_by_resource(&self) -> &[(Resource, Headroom)] {
-        &self.headroom_by_resource
+        self.headroom_by_resource.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The hard limit of `resource`, if it is limited.

@@ -493,7 +493,47 @@ pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
 /// assert!(!version_at_least("1.10.0-rc.1", "1.10.0"));
 /// ```
 pub fn version_at_least(version: &str, min: &str) -> bool {
-    version_precedence(version, min) != std::cmp::Ordering::Less
+    match (numeric_version_key(version), numeric_version_key(min)) {
+        (Some(v), Some(m)) => v >= m,
+        _ => version_precedence(version, min) != std::cmp::Ordering::Less,
+    }
+}
+
+/// The precedence of a plain dotted release (`42`, `42.1`, `2026.11.3.7`: up to four numeric
+/// components below 65,536, no pre-release or build part) packed into one integer, so the
+/// common labels compare in a few instructions; `None` for any other label (compared by
+/// [`compare_versions`]' rules instead). Missing components count as 0, as there.
+#[inline]
+pub(crate) fn numeric_version_key(v: &str) -> Option<u64> {
+    let bytes = v.as_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    let (mut key, mut part, mut parts, mut digits) = (0u64, 0u64, 0u32, 0u32);
+    for &b in bytes {
+        match b {
+            b'0'..=b'9' => {
+                part = part * 10 + u64::from(b - b'0');
+                digits += 1;
+                if part > 0xFFFF {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && parts < 3 => {
+                key = (key << 16) | part;
+                parts += 1;
+                part = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    key = (key << 16) | part;
+    parts += 1;
+    Some(key << (16 * (4 - parts)))
 }
 
 fn version_precedence(a: &str, b: &str) -> std::cmp::Ordering {

@@ -533,12 +533,16 @@ impl StampFilter for AntiAffinity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MinVersion {
     min: String,
+    /// `min` packed, when it is a plain dotted release (the common case).
+    key: Option<u64>,
 }
 
 impl MinVersion {
     /// Stamps on `min` or later.
     pub fn new(min: impl Into<String>) -> MinVersion {
-        MinVersion { min: min.into() }
+        let min = min.into();
+        let key = crate::model::stamp_version_key(&min);
+        MinVersion { min, key }
     }
 
     /// The minimum.
@@ -552,9 +556,17 @@ impl StampFilter for MinVersion {
         "version"
     }
     fn check<'s>(&self, _: &TenantSpec, load: &'s StampLoad, _: &FleetView<'_>) -> Result<(), Rejection<'s>> {
-        match load.stamp.spec.version.as_deref() {
-            Some(v) if version_at_least(v, &self.min) => Ok(()),
-            _ => Err(Rejection::new(FilterKind::Version)),
+        let ok = match load.stamp.spec.version.as_deref() {
+            Some(v) => match (self.key, crate::model::stamp_version_key(v)) {
+                (Some(min), Some(have)) => have >= min,
+                _ => version_at_least(v, &self.min),
+            },
+            None => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Rejection::new(FilterKind::Version))
         }
     }
 }
