@@ -553,10 +553,9 @@ impl Headroom {
 pub struct Capacity {
     limits: Amounts,
     headroom: Headroom,
-    /// Resources with a headroom of their own, sorted by resource; boxed (one word, `None`
-    /// for most stamps) to keep the stamp records placement scans small.
-    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
-    headroom_by_resource: Option<Box<Vec<(Resource, Headroom)>>>,
+    /// Resources with a headroom of their own, sorted by resource (empty for most stamps).
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Vec::is_empty"))]
+    headroom_by_resource: Vec<(Resource, Headroom)>,
 }
 
 /// [`Capacity`] as serialized, before its checks.
@@ -580,7 +579,7 @@ impl TryFrom<CapacityRepr> for Capacity {
         let mut c = Capacity {
             limits: r.limits,
             headroom: r.headroom,
-            headroom_by_resource: None,
+            headroom_by_resource: Vec::new(),
         };
         for (resource, h) in r.headroom_by_resource {
             c = c.with_headroom_on(resource, h)?;
@@ -599,7 +598,7 @@ impl Capacity {
         Ok(Capacity {
             limits,
             headroom: Headroom::from_fraction(headroom)?,
-            headroom_by_resource: None,
+            headroom_by_resource: Vec::new(),
         })
     }
 
@@ -630,11 +629,10 @@ impl Capacity {
         if !self.limits.contains(&resource) {
             return Err(InvalidInput::new("headroom", "is set for a resource without a limit"));
         }
-        let own = self.headroom_by_resource.get_or_insert_with(Default::default);
-        match own.binary_search_by(|(r, _)| r.cmp(&resource)) {
+        match self.headroom_by_resource.binary_search_by(|(r, _)| r.cmp(&resource)) {
             Ok(_) => Err(InvalidInput::new("headroom", "is set twice for one resource")),
             Err(i) => {
-                own.insert(i, (resource, headroom));
+                self.headroom_by_resource.insert(i, (resource, headroom));
                 Ok(self)
             }
         }
@@ -654,7 +652,7 @@ impl Capacity {
 
     /// The resources with a headroom of their own, sorted by resource.
     pub fn headroom_by_resource(&self) -> &[(Resource, Headroom)] {
-        self.headroom_by_resource.as_deref().map_or(&[], Vec::as_slice)
+        &self.headroom_by_resource
     }
 
     /// The hard limit of `resource`, if it is limited.
