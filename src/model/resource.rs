@@ -641,13 +641,13 @@ impl Capacity {
     /// The headroom that applies to `resource`: its own if it has one, else the common one.
     #[inline]
     pub fn headroom_for(&self, resource: &Resource) -> Headroom {
-        match &self.headroom_by_resource {
-            None => self.headroom,
-            Some(own) => own
-                .iter()
-                .find(|(r, _)| r == resource)
-                .map_or(self.headroom, |(_, h)| *h),
+        if self.headroom_by_resource.is_empty() {
+            return self.headroom;
         }
+        self.headroom_by_resource
+            .iter()
+            .find(|(r, _)| r == resource)
+            .map_or(self.headroom, |(_, h)| *h)
     }
 
     /// The resources with a headroom of their own, sorted by resource.
