@@ -15,6 +15,7 @@ pub mod placement;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod reconcile;
 pub mod registry;
+pub mod rollout;
 pub mod router;
 pub mod time;
 
