@@ -21,6 +21,8 @@ pub enum Subject {
     Tenant(TenantId),
     /// A migration record.
     Migration(MigrationId),
+    /// A rollout record.
+    Rollout(super::RolloutId),
 }
 
 impl fmt::Display for Subject {
@@ -29,6 +31,7 @@ impl fmt::Display for Subject {
             Subject::Stamp(s) => write!(f, "stamp {s}"),
             Subject::Tenant(t) => write!(f, "tenant {t}"),
             Subject::Migration(m) => write!(f, "{m}"),
+            Subject::Rollout(r) => write!(f, "{r}"),
         }
     }
 }

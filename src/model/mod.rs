@@ -16,6 +16,7 @@ mod migration;
 mod migration_transitions;
 pub(crate) mod names;
 mod resource;
+mod rollout;
 mod stamp;
 mod tenant;
 
@@ -32,6 +33,7 @@ pub use health::{AllHealthy, HealthStatus, HealthView};
 pub use migration::{MigrationId, MigrationRecord, MigrationState};
 pub use names::{Name, Region, Residency, NAME_MAX_LEN};
 pub use resource::{Amount, Amounts, Capacity, Demand, Headroom, Resource, AMOUNT_MAX_MILLI, AMOUNT_MAX_UNITS};
+pub use rollout::{RolloutId, RolloutRecord, RolloutState};
 pub(crate) use stamp::numeric_version_key as stamp_version_key;
 pub use stamp::{compare_versions, version_at_least, Labels, Stamp, StampId, StampSpec, StampState, Tier};
 pub use tenant::{TenantId, TenantIdError, TenantSpec, TENANT_ID_MAX_LEN};

@@ -8,7 +8,8 @@ use super::{ChangeSignal, Registry};
 use crate::error::Result;
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
-    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Override, Pin, Redirect, RolloutId, RolloutRecord, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId,
+    TenantSpec, Version,
 };
 
 macro_rules! forward_registry {
@@ -107,6 +108,18 @@ macro_rules! forward_registry {
                 decision: &Decision,
             ) -> Result<HistoryEntry> {
                 (**self).record_repair(tenant, stamp, decision).await
+            }
+            async fn create_rollout(&self, record: RolloutRecord) -> Result<RolloutRecord> {
+                (**self).create_rollout(record).await
+            }
+            async fn rollout(&self, id: RolloutId) -> Result<Option<RolloutRecord>> {
+                (**self).rollout(id).await
+            }
+            async fn save_rollout(&self, record: &RolloutRecord) -> Result<RolloutRecord> {
+                (**self).save_rollout(record).await
+            }
+            async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+                (**self).rollouts().await
             }
         }
     };

@@ -5,6 +5,7 @@
 //! (feature `postgres`) is the durable one. The conformance suite in `stamps::testing`
 //! (feature `test-util`) checks any implementation, yours included.
 
+mod ext;
 mod forward;
 mod memory;
 mod place;
@@ -18,6 +19,8 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+pub(crate) use ext::{check_new_rollout, check_rollout_save};
+pub use ext::{expiry_report_from, RegistryExt};
 pub use memory::InMemoryRegistry;
 pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
 #[cfg(feature = "postgres")]
@@ -28,7 +31,8 @@ pub use signal::{ChangeSignal, Changed};
 use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
-    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Override, Pin, Redirect, RolloutId, RolloutRecord, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId,
+    TenantSpec, Version,
 };
 
 /// A registry as a trait object.
@@ -81,6 +85,10 @@ pub type DynRegistry = dyn Registry;
 ///   appending one `RouteOverride` change that routers apply; overrides never chain (a
 ///   target is not itself redirected), and every write stays readable in
 ///   [`Registry::route_override_history`].
+/// - **Rollout records** are saved like migration records: `create_rollout` assigns the id and
+///   revision 1 and refuses a second rollout while one is not terminal
+///   ([`Error::AlreadyExists`]); `save_rollout` applies only on the revision last read and only
+///   along [`RolloutState::can_become`](crate::RolloutState::can_become).
 /// - **Repairs**: [`Registry::record_repair`] appends a `Repaired` history entry and change
 ///   naming who repaired which copy and why; it changes no placement.
 /// - **Migration records** are saved with optimistic concurrency on `revision`, and only along
@@ -457,147 +465,43 @@ pub trait Registry: Debug + Send + Sync + 'static {
         let _ = (tenant, stamp, decision);
         Err(InvalidInput::new("repair", "is not supported by this registry implementation").into())
     }
-}
 
-/// Conveniences over any [`Registry`], with a blanket implementation.
-///
-/// # Contract
-/// Every method is built only from [`Registry`] calls, so it inherits their guarantees (and is
-/// not atomic across calls: `put_active_stamp` is two writes).
-///
-/// # Implementing
-/// Do not: the blanket implementation covers every `Registry`, `dyn Registry` included.
-///
-/// # Example
-/// ```
-/// use stamps::*;
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> stamps::Result<()> {
-/// let registry = InMemoryRegistry::new();
-/// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu")?,
-///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
-/// let stamp = registry.put_active_stamp(spec).await?;
-/// assert_eq!(stamp.state, StampState::Active);
-/// assert!(registry.require_assignment(&TenantId::new("nobody")?).await.is_err());
-/// # Ok(()) }
-/// ```
-#[async_trait]
-pub trait RegistryExt: Registry {
-    /// Registers a stamp and makes it `Active` in one call.
-    async fn put_active_stamp(&self, spec: StampSpec) -> Result<Stamp> {
-        let id = spec.id;
-        let stamp = self.put_stamp(spec).await?;
-        if stamp.state == StampState::Active {
-            return Ok(stamp);
-        }
-        self.set_stamp_state(id, StampState::Active).await
+    /// Stores a new rollout record (from [`RolloutRecord::planned`]), assigning its id and
+    /// revision 1.
+    ///
+    /// The default body refuses every call with [`Error::InvalidInput`] (field `rollout`);
+    /// implement it with [`Registry::rollout`], [`Registry::save_rollout`] and
+    /// [`Registry::rollouts`] to keep rollouts.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an invalid record or one not at its first wave deploying;
+    /// [`Error::AlreadyExists`] while another rollout is not terminal.
+    async fn create_rollout(&self, record: RolloutRecord) -> Result<RolloutRecord> {
+        let _ = record;
+        Err(InvalidInput::new("rollout", "is not supported by this registry implementation").into())
     }
 
-    /// A tenant's assignment, or [`Error::NotFound`].
-    async fn require_assignment(&self, tenant: &TenantId) -> Result<Assignment> {
-        self.assignment(tenant)
-            .await?
-            .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))
+    /// A rollout record (`Ok(None)` for an unknown id).
+    async fn rollout(&self, id: RolloutId) -> Result<Option<RolloutRecord>> {
+        let _ = id;
+        Ok(None)
     }
 
-    /// Every assignment, read page by page in tenant order. A backend whose pages do not
-    /// advance (a tenant not after the previous one, a page longer than asked) gives
-    /// [`Error::Corrupt`] instead of looping.
-    async fn all_assignments(&self) -> Result<Vec<Assignment>> {
-        const PAGE: usize = 1000;
-        let mut out: Vec<Assignment> = Vec::new();
-        loop {
-            let after = out.last().map(|a| a.tenant().clone());
-            let page = self.assignments(after.as_ref(), PAGE).await?;
-            let done = page.len() < PAGE;
-            if page.len() > PAGE {
-                return Err(Error::Corrupt {
-                    what: "assignment listing".into(),
-                    reason: format!("asked for {PAGE}, got {}", page.len()),
-                });
-            }
-            for a in page {
-                if let Some(prev) = out.last() {
-                    if a.tenant() <= prev.tenant() {
-                        return Err(Error::Corrupt {
-                            what: "assignment listing".into(),
-                            reason: format!(
-                                "{} listed after {}: pages must be in tenant order",
-                                a.tenant(),
-                                prev.tenant()
-                            ),
-                        });
-                    }
-                }
-                out.push(a);
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+    /// Saves a rollout record whose `revision` is the one last read; returns it with the next
+    /// revision.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id; [`Error::Conflict`] for a stale revision;
+    /// [`Error::InvalidInput`] for an invalid record, an illegal state change or changed
+    /// target or waves.
+    async fn save_rollout(&self, record: &RolloutRecord) -> Result<RolloutRecord> {
+        Err(Error::NotFound(Subject::Rollout(record.id)))
     }
-}
 
-impl<R: Registry + ?Sized> RegistryExt for R {}
-
-/// [`expiry_report`](crate::model::expiry_report) read from a registry: the fleet, then the
-/// assignments page by page, keeping only those on the stamps due (memory bounded by them).
-///
-/// ```
-/// use std::time::Duration;
-/// use stamps::registry::expiry_report_from;
-/// use stamps::*;
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> stamps::Result<()> {
-/// let registry = InMemoryRegistry::new();
-/// registry.put_active_stamp(StampSpec::new(StampId(9), "demo-9", Region::new("eu")?,
-///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.expires_at(Timestamp::from_millis(1_000))).await?;
-/// registry.assign(&TenantSpec::new(TenantId::new("trial")?).ephemeral(), StampId(9)).await?;
-/// let report = expiry_report_from(&registry, Timestamp::from_millis(5_000), Duration::ZERO).await?;
-/// assert_eq!(report.due[0].tenants.len(), 1);
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// What the registry's `fleet` and `assignments` return; [`Error::Corrupt`] for pages that do
-/// not advance.
-pub async fn expiry_report_from<R: Registry + ?Sized>(
-    registry: &R,
-    now: crate::time::Timestamp,
-    within: std::time::Duration,
-) -> Result<crate::model::ExpiryReport> {
-    const PAGE: usize = 1000;
-    let fleet = registry.fleet().await?;
-    let mut report = crate::model::expiry_report(&fleet, std::iter::empty(), now, within);
-    if report.due.is_empty() {
-        return Ok(report);
+    /// Every rollout record, oldest first.
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        Ok(Vec::new())
     }
-    let mut after: Option<TenantId> = None;
-    loop {
-        let page = registry.assignments(after.as_ref(), PAGE).await?;
-        let n = page.len();
-        for a in &page {
-            if after.as_ref().is_some_and(|prev| a.tenant() <= prev) {
-                return Err(Error::Corrupt {
-                    what: "assignment listing".into(),
-                    reason: format!("{} listed after {:?}: pages must be in tenant order", a.tenant(), after),
-                });
-            }
-            after = Some(a.tenant().clone());
-            for s in a.stamps() {
-                if let Some(e) = report.due.iter_mut().find(|e| e.stamp == s) {
-                    e.tenants.push(a.tenant().clone());
-                }
-            }
-        }
-        if n < PAGE {
-            break;
-        }
-    }
-    for e in &mut report.due {
-        e.tenants.dedup();
-    }
-    Ok(report)
 }
 
 #[allow(dead_code)]

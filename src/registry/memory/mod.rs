@@ -1,6 +1,7 @@
 //! The in-memory registry.
 
 mod directives;
+mod records;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -10,12 +11,12 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use super::{ChangeSignal, Registry};
-use crate::error::{Error, InvalidInput, Result, Subject};
+use crate::error::{Error, Result, Subject};
 use crate::model::{admission, constraints, directive};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Decision, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Pin, Redirect, Resource, RouteOverride, Stamp,
-    StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Pin, Redirect, Resource, RolloutId,
+    RolloutRecord, RouteOverride, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -73,6 +74,8 @@ struct State {
     overrides: BTreeMap<StampId, RouteOverride>,
     /// Every override write, oldest first.
     override_log: Vec<RouteOverride>,
+    rollouts: BTreeMap<RolloutId, RolloutRecord>,
+    next_rollout: u64,
 }
 
 impl fmt::Debug for InMemoryRegistry {
@@ -490,43 +493,7 @@ impl Registry for InMemoryRegistry {
     async fn create_migration(&self, record: MigrationRecord) -> Result<MigrationRecord> {
         record.check_new()?;
         let now = self.inner.clock.now();
-        let mut st = self.inner.state.write();
-        for s in [record.source, record.destination] {
-            if !st.stamps.contains_key(&s) {
-                return Err(Error::NotFound(Subject::Stamp(s)));
-            }
-        }
-        if let Some(a) = st.assignments.get(&record.tenant) {
-            // The destination becomes the tenant's shadow in dual-write: the same rules apply.
-            let mut shadowed = a.clone();
-            shadowed.mode = AssignmentMode::DualWrite {
-                shadow: record.destination,
-            };
-            if shadowed.stamp != record.destination {
-                constraints::check(
-                    Some(a),
-                    &shadowed,
-                    |s| st.stamps.get(&s),
-                    |s| st.holder(s, &record.tenant),
-                    None,
-                )?;
-            }
-        }
-        if let Some(active) = st
-            .migrations
-            .values()
-            .find(|m| m.tenant == record.tenant && !m.state.is_terminal())
-        {
-            return Err(Error::AlreadyExists(Subject::Migration(active.id)));
-        }
-        st.next_migration += 1;
-        let mut rec = record;
-        rec.id = MigrationId(st.next_migration);
-        rec.revision = 1;
-        rec.created_at = now;
-        rec.updated_at = now;
-        st.migrations.insert(rec.id, rec.clone());
-        Ok(rec)
+        self.inner.state.write().create_migration(record, now)
     }
 
     async fn migration(&self, id: MigrationId) -> Result<Option<MigrationRecord>> {
@@ -536,31 +503,7 @@ impl Registry for InMemoryRegistry {
     async fn save_migration(&self, record: &MigrationRecord) -> Result<MigrationRecord> {
         record.validate()?;
         let now = self.inner.clock.now();
-        let mut st = self.inner.state.write();
-        let current = st
-            .migrations
-            .get_mut(&record.id)
-            .ok_or(Error::NotFound(Subject::Migration(record.id)))?;
-        if current.revision != record.revision {
-            return Err(Error::revision_conflict(record.revision, current.revision));
-        }
-        if current.tenant != record.tenant
-            || current.source != record.source
-            || current.destination != record.destination
-        {
-            return Err(
-                InvalidInput::new("record", "tenant, source and destination of a migration cannot change").into(),
-            );
-        }
-        if current.state != record.state {
-            current.state.transition(record.state)?;
-        }
-        let mut next = record.clone();
-        next.revision = current.revision + 1;
-        next.created_at = current.created_at;
-        next.updated_at = now;
-        *current = next.clone();
-        Ok(next)
+        self.inner.state.write().save_migration(record, now)
     }
 
     async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {
@@ -608,5 +551,24 @@ impl Registry for InMemoryRegistry {
     async fn record_repair(&self, tenant: &TenantId, stamp: StampId, decision: &Decision) -> Result<HistoryEntry> {
         decision.validate()?;
         self.write(|st, now, retention| st.record_repair(tenant, stamp, decision, now, retention))
+    }
+
+    async fn create_rollout(&self, record: RolloutRecord) -> Result<RolloutRecord> {
+        super::check_new_rollout(&record)?;
+        let now = self.inner.clock.now();
+        self.inner.state.write().create_rollout(record, now)
+    }
+
+    async fn rollout(&self, id: RolloutId) -> Result<Option<RolloutRecord>> {
+        Ok(self.inner.state.read().rollouts.get(&id).cloned())
+    }
+
+    async fn save_rollout(&self, record: &RolloutRecord) -> Result<RolloutRecord> {
+        let now = self.inner.clock.now();
+        self.inner.state.write().save_rollout(record, now)
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        Ok(self.inner.state.read().rollouts.values().cloned().collect())
     }
 }

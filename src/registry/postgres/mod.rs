@@ -16,10 +16,12 @@ mod config;
 mod connection;
 mod directives;
 mod fault;
+mod feed_admin;
 mod history;
 mod options;
 mod reads;
 mod replicas;
+mod rollouts;
 mod schema;
 mod sql;
 mod watch;
@@ -44,9 +46,8 @@ pub use fault::DatabaseError;
 pub use replicas::ReplicaStatus;
 pub use schema::{SchemaError, SCHEMA_VERSION};
 
-use self::codec::{big, version_of};
 use self::connection::{on_conn, Lease};
-use self::fault::{corrupt, Fault};
+use self::fault::Fault;
 use self::replicas::{Replica, Replicas};
 use self::sql::Sql;
 use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
@@ -54,7 +55,8 @@ use super::{ChangeSignal, Registry};
 use crate::error::{Error, InvalidInput, Result};
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
-    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Override, Pin, Redirect, RolloutId, RolloutRecord, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId,
+    TenantSpec, Version,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -272,41 +274,6 @@ impl PgRegistry {
         &self.inner.sql.channel
     }
 
-    /// The newest version of the change feed.
-    pub async fn head(&self) -> Result<Version> {
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.head).await?;
-            let row = c.query_one(&stmt, &[]).await?;
-            version_of(row.try_get(0)?)
-        })
-    }
-
-    /// Deletes change-feed rows up to `through` (always keeping the newest one) and returns how
-    /// many were deleted. Followers behind the pruned range get
-    /// [`Error::ChangeFeedTruncated`] and resynchronise. History is never pruned.
-    pub async fn prune_changes(&self, through: Version) -> Result<u64> {
-        let through = big(through.0, "through")?;
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.prune).await?;
-            Ok(c.execute(&stmt, &[&through]).await?)
-        })
-    }
-
-    /// The floor the `postgres` bench compares [`Registry::assignment`] with: the same prepared
-    /// single-row `SELECT` by primary key on the same pool, reading one column and decoding
-    /// nothing else. Not part of the stable API.
-    #[doc(hidden)]
-    pub async fn bare_select_by_key(&self, tenant: &TenantId) -> Result<Option<i64>> {
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.assignment_get).await?;
-            let row = c.query_opt(&stmt, &[&tenant.as_str()]).await?;
-            Ok(match row {
-                Some(r) => Some(r.try_get::<_, i64>(1)?),
-                None => None,
-            })
-        })
-    }
-
     /// The read replicas and how each one stands: reachable, measured lag, usable, reads it
     /// answered and reads the primary answered instead. Empty without replicas.
     ///
@@ -317,48 +284,6 @@ impl PgRegistry {
     /// ```
     pub fn replicas(&self) -> Vec<ReplicaStatus> {
         self.inner.replicas.as_ref().map(|r| r.status()).unwrap_or_default()
-    }
-
-    /// The change feed's current term: how many times its history changed (a promotion or a
-    /// restore opened a new one), the last version it shares with the previous term and its
-    /// first version. See the guide's "Replicas and failover".
-    ///
-    /// ```no_run
-    /// # async fn demo(registry: stamps::registry::postgres::PgRegistry) -> stamps::Result<()> {
-    /// let term = registry.feed_term().await?;
-    /// println!("term {} since v{} (shares up to v{}), head v{}", term.term, term.start, term.base, term.head);
-    /// # Ok(()) }
-    /// ```
-    pub async fn feed_term(&self) -> Result<FeedTerm> {
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.term).await?;
-            let row = c.query_one(&stmt, &[]).await?;
-            Ok(FeedTerm {
-                term: u32::try_from(row.try_get::<_, i32>("term")?).map_err(|_| corrupt("feed.term"))?,
-                base: version_of(row.try_get("base")?)?,
-                start: version_of(row.try_get("term_start")?)?,
-                head: version_of(row.try_get("head")?)?,
-            })
-        })
-    }
-
-    /// Makes the next write open a new term of the change feed, so every follower whose cursor
-    /// is past the current head resynchronises instead of skipping changes. Writes do this by
-    /// themselves after a promotion or a point-in-time restore ([`PgConfig::timelines`]); call
-    /// it after restoring a logical dump (`pg_restore`), or on engines without WAL timelines
-    /// after any event that may have lost acknowledged writes, before the first write.
-    ///
-    /// ```no_run
-    /// # async fn demo(registry: stamps::registry::postgres::PgRegistry) -> stamps::Result<()> {
-    /// registry.begin_new_term().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn begin_new_term(&self) -> Result<()> {
-        on_conn!(self, retry_unique = false, |c| async {
-            let stmt = c.prepare_cached(&self.inner.sql.begin_term).await?;
-            c.execute(&stmt, &[]).await?;
-            Ok(())
-        })
     }
 
     fn now(&self) -> Timestamp {
@@ -604,6 +529,23 @@ impl Registry for PgRegistry {
         decision.validate()?;
         on_conn!(self, retry_unique = false, |c| self
             .record_repair_once(c, tenant, stamp, decision))
+    }
+
+    async fn create_rollout(&self, record: RolloutRecord) -> Result<RolloutRecord> {
+        super::check_new_rollout(&record)?;
+        on_conn!(self, retry_unique = false, |c| self.create_rollout_once(c, &record))
+    }
+
+    async fn rollout(&self, id: RolloutId) -> Result<Option<RolloutRecord>> {
+        on_conn!(self, retry_unique = false, |c| self.read_rollout(c, id))
+    }
+
+    async fn save_rollout(&self, record: &RolloutRecord) -> Result<RolloutRecord> {
+        on_conn!(self, retry_unique = false, |c| self.save_rollout_once(c, record))
+    }
+
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        on_conn!(self, retry_unique = false, |c| self.read_rollouts(c))
     }
 
     async fn migrations(&self, tenant: Option<&TenantId>) -> Result<Vec<MigrationRecord>> {

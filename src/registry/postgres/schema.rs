@@ -60,6 +60,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0006_lifetimes.sql"),
         earlier: &[],
     },
+    Migration {
+        version: 7,
+        name: "rollouts",
+        sql: include_str!("migrations/0007_rollouts.sql"),
+        earlier: &[],
+    },
 ];
 
 /// The newest schema version this build of the crate knows.
@@ -67,7 +73,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

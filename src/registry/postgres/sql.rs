@@ -60,6 +60,8 @@ pub(crate) struct Sql {
     pub(crate) stamp_tenant_sample: String,
     /// Pins, routing overrides and repair records.
     pub(crate) directives: super::directives::DirectiveSql,
+    /// Rollout records.
+    pub(crate) rollouts: super::rollouts::RolloutSql,
 }
 
 /// The server's current WAL timeline (PostgreSQL; `NULL` on a standby, where no write runs).
@@ -287,6 +289,7 @@ impl Sql {
                  WHERE $1::text IS NULL OR tenant = $1 ORDER BY id"
             ),
             directives: super::directives::DirectiveSql::new(schema, &notify_col),
+            rollouts: super::rollouts::RolloutSql::new(schema),
             channel,
         }
     }

@@ -137,6 +137,9 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "lifetimes_keep_long_lived_tenants_off_ephemeral_stamps" => {
             "an ephemeral stamp takes only ephemeral tenants (assign and moves of long-lived tenants are refused with the lifetime rule); its expiry and the tenant's flag read back; a stamp holding long-lived tenants cannot become ephemeral"
         }
+        "rollout_records_round_trip_with_revisions" => {
+            "rollout records are created at their first wave with revision 1, one in progress at a time, saved only on the revision last read and along legal transitions, with target and waves fixed"
+        }
         "ids_past_the_stored_range_are_unknown" => {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"
         }

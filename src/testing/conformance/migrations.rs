@@ -150,3 +150,80 @@ pub async fn invalid_migrations_are_refused(r: &DynRegistry) {
     check_matches!(r.create_migration(rec).await, Err(Error::InvalidInput(_)));
     check!(r.migrations(None).await.expect("list").is_empty());
 }
+
+/// Rollout records: created at their first wave with revision 1, one in progress at a time,
+/// saved only on the revision last read and along legal transitions, with target and waves
+/// fixed; unknown ids read as `None` and save as `NotFound`.
+pub async fn rollout_records_round_trip_with_revisions(r: &DynRegistry) {
+    let case = "rollout_records_round_trip_with_revisions";
+    let waves = vec![vec![StampId(2)], vec![StampId(1), StampId(3)]];
+    let planned = RolloutRecord::planned("42.1.0", waves.clone()).expect("valid record");
+    let created = r.create_rollout(planned.clone()).await.expect("create rollout");
+    assert_eq!(
+        (created.revision, created.wave, created.state),
+        (1, 0, RolloutState::Deploying),
+        "{case}"
+    );
+    assert_eq!(created.waves, waves, "{case}: waves read back");
+    assert!(
+        matches!(r.create_rollout(planned.clone()).await, Err(Error::AlreadyExists(_))),
+        "{case}: a second rollout in progress is refused"
+    );
+    assert_eq!(
+        r.rollout(created.id).await.expect("rollout"),
+        Some(created.clone()),
+        "{case}"
+    );
+    let mut baking = created.clone();
+    baking.state = RolloutState::Baking;
+    baking.wave_started = Some(crate::time::Timestamp::from_millis(5_000));
+    baking.note = Some("wave 0 deployed".into());
+    let saved = r.save_rollout(&baking).await.expect("save");
+    assert_eq!(saved.revision, 2, "{case}");
+    assert_eq!(
+        (saved.state, saved.wave_started, saved.note.as_deref()),
+        (RolloutState::Baking, baking.wave_started, Some("wave 0 deployed")),
+        "{case}"
+    );
+    // A stale revision loses.
+    assert!(
+        matches!(r.save_rollout(&baking).await, Err(Error::Conflict(_))),
+        "{case}: a stale revision is a conflict"
+    );
+    // Target and waves are fixed; terminal states stay terminal.
+    let mut changed = saved.clone();
+    changed.waves = vec![vec![StampId(9)]];
+    assert!(
+        matches!(r.save_rollout(&changed).await, Err(Error::InvalidInput(_))),
+        "{case}"
+    );
+    let mut done = saved.clone();
+    done.wave = 1;
+    done.state = RolloutState::Completed;
+    let done = r.save_rollout(&done).await.expect("complete");
+    let mut again = done.clone();
+    again.state = RolloutState::Deploying;
+    assert!(
+        matches!(r.save_rollout(&again).await, Err(Error::InvalidInput(_))),
+        "{case}"
+    );
+    // Once terminal, a new rollout may start.
+    let second = r
+        .create_rollout(planned)
+        .await
+        .expect("a new rollout after the first ended");
+    assert_ne!(second.id, done.id, "{case}");
+    let all = r.rollouts().await.expect("rollouts");
+    assert_eq!(
+        all.iter().map(|x| x.id).collect::<Vec<_>>(),
+        vec![done.id, second.id],
+        "{case}: oldest first"
+    );
+    assert_eq!(r.rollout(RolloutId(u64::MAX)).await.expect("rollout"), None, "{case}");
+    let mut ghost = second.clone();
+    ghost.id = RolloutId(u64::MAX);
+    assert!(
+        matches!(r.save_rollout(&ghost).await, Err(Error::NotFound(_))),
+        "{case}"
+    );
+}

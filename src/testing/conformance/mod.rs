@@ -125,6 +125,7 @@ cases!(
     repairs_are_recorded_in_the_history,
     race_of_pin_and_assign_has_one_winner,
     lifetimes_keep_long_lived_tenants_off_ephemeral_stamps,
+    rollout_records_round_trip_with_revisions,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.

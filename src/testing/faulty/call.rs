@@ -15,7 +15,7 @@ use crate::registry::Registry;
 /// use stamps::testing::Call;
 /// assert_eq!(Call::ChangesSince.name(), "changes_since");
 /// assert!(Call::Assignment.is_read() && !Call::Assign.is_read());
-/// assert_eq!(Call::ALL.len(), 22);
+/// assert_eq!(Call::ALL.len(), 26);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
@@ -64,6 +64,14 @@ pub enum Call {
     RouteOverrideHistory,
     /// [`Registry::record_repair`].
     RecordRepair,
+    /// [`Registry::create_rollout`].
+    CreateRollout,
+    /// [`Registry::rollout`].
+    Rollout,
+    /// [`Registry::save_rollout`].
+    SaveRollout,
+    /// [`Registry::rollouts`].
+    Rollouts,
 }
 
 impl Call {
@@ -73,7 +81,7 @@ impl Call {
     /// use stamps::testing::Call;
     /// assert!(Call::ALL.contains(&Call::Unassign));
     /// ```
-    pub const ALL: [Call; 22] = [
+    pub const ALL: [Call; 26] = [
         Call::PutStamp,
         Call::Stamp,
         Call::SetStampState,
@@ -96,6 +104,10 @@ impl Call {
         Call::RouteOverrides,
         Call::RouteOverrideHistory,
         Call::RecordRepair,
+        Call::CreateRollout,
+        Call::Rollout,
+        Call::SaveRollout,
+        Call::Rollouts,
     ];
 
     /// The method's name, as in the trait (`"compare_and_set"`).
@@ -129,12 +141,16 @@ impl Call {
             Call::RouteOverrides => "route_overrides",
             Call::RouteOverrideHistory => "route_override_history",
             Call::RecordRepair => "record_repair",
+            Call::CreateRollout => "create_rollout",
+            Call::Rollout => "rollout",
+            Call::SaveRollout => "save_rollout",
+            Call::Rollouts => "rollouts",
         }
     }
 
     /// Whether the method only reads (`stamp`, `fleet`, `assignment`, `assignments`,
     /// `history`, `changes_since`, `migration`, `migrations`, `pin`, `pins`,
-    /// `route_overrides`, `route_override_history`); the others write.
+    /// `route_overrides`, `route_override_history`, `rollout`, `rollouts`); the others write.
     ///
     /// ```
     /// use stamps::testing::Call;
@@ -156,6 +172,8 @@ impl Call {
                 | Call::Pins
                 | Call::RouteOverrides
                 | Call::RouteOverrideHistory
+                | Call::Rollout
+                | Call::Rollouts
         )
     }
 

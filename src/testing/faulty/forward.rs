@@ -8,7 +8,8 @@ use super::{FaultyRegistry, Request};
 use crate::error::Result;
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
-    Override, Pin, Redirect, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId, TenantSpec, Version,
+    Override, Pin, Redirect, RolloutId, RolloutRecord, RouteOverride, Stamp, StampId, StampSpec, StampState, TenantId,
+    TenantSpec, Version,
 };
 use crate::registry::{ChangeSignal, Registry};
 
@@ -170,6 +171,30 @@ impl<R: Registry> Registry for FaultyRegistry<R> {
         let request = Request::RecordRepair(tenant, stamp, decision);
         let entered = self.enter(&request).await?;
         let outcome = self.inner.record_repair(tenant, stamp, decision).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn create_rollout(&self, record: RolloutRecord) -> Result<RolloutRecord> {
+        let request = Request::CreateRollout(&record);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.create_rollout(record.clone()).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn rollout(&self, id: RolloutId) -> Result<Option<RolloutRecord>> {
+        let request = Request::Rollout(id);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.rollout(id).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn save_rollout(&self, record: &RolloutRecord) -> Result<RolloutRecord> {
+        let request = Request::SaveRollout(record);
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.save_rollout(record).await;
+        self.leave(&request, entered, outcome).await
+    }
+    async fn rollouts(&self) -> Result<Vec<RolloutRecord>> {
+        let request = Request::Rollouts;
+        let entered = self.enter(&request).await?;
+        let outcome = self.inner.rollouts().await;
         self.leave(&request, entered, outcome).await
     }
 }

@@ -15,8 +15,8 @@ use parking_lot::RwLock;
 use super::{Call, FaultyRegistry};
 use crate::error::{Error, Result};
 use crate::model::{
-    AssignmentChange, Decision, Epoch, MigrationId, MigrationRecord, Redirect, StampId, StampSpec, StampState,
-    TenantId, TenantSpec, Version,
+    AssignmentChange, Decision, Epoch, MigrationId, MigrationRecord, Redirect, RolloutId, RolloutRecord, StampId,
+    StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::registry::Registry;
 
@@ -81,6 +81,14 @@ pub enum Request<'a> {
     RouteOverrideHistory(StampId),
     /// [`Registry::record_repair`]`(tenant, stamp, decision)`.
     RecordRepair(&'a TenantId, StampId, &'a Decision),
+    /// [`Registry::create_rollout`]`(record)`.
+    CreateRollout(&'a RolloutRecord),
+    /// [`Registry::rollout`]`(id)`.
+    Rollout(RolloutId),
+    /// [`Registry::save_rollout`]`(record)`.
+    SaveRollout(&'a RolloutRecord),
+    /// [`Registry::rollouts`]`()`.
+    Rollouts,
 }
 
 impl Request<'_> {
@@ -115,6 +123,10 @@ impl Request<'_> {
             Request::RouteOverrides => Call::RouteOverrides,
             Request::RouteOverrideHistory(..) => Call::RouteOverrideHistory,
             Request::RecordRepair(..) => Call::RecordRepair,
+            Request::CreateRollout(..) => Call::CreateRollout,
+            Request::Rollout(..) => Call::Rollout,
+            Request::SaveRollout(..) => Call::SaveRollout,
+            Request::Rollouts => Call::Rollouts,
         }
     }
 }

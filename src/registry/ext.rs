@@ -1,0 +1,173 @@
+//! [`RegistryExt`], conveniences built only from [`Registry`] calls, and the shared checks of
+//! rollout records.
+
+use async_trait::async_trait;
+
+use super::Registry;
+use crate::error::{Error, InvalidInput, Result, Subject};
+use crate::model::{Assignment, RolloutRecord, Stamp, StampSpec, StampState, TenantId};
+
+/// Conveniences over any [`Registry`], with a blanket implementation.
+///
+/// # Contract
+/// Every method is built only from [`Registry`] calls, so it inherits their guarantees (and is
+/// not atomic across calls: `put_active_stamp` is two writes).
+///
+/// # Implementing
+/// Do not: the blanket implementation covers every `Registry`, `dyn Registry` included.
+///
+/// # Example
+/// ```
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// let spec = StampSpec::new(StampId(1), "s1", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?;
+/// let stamp = registry.put_active_stamp(spec).await?;
+/// assert_eq!(stamp.state, StampState::Active);
+/// assert!(registry.require_assignment(&TenantId::new("nobody")?).await.is_err());
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait RegistryExt: Registry {
+    /// Registers a stamp and makes it `Active` in one call.
+    async fn put_active_stamp(&self, spec: StampSpec) -> Result<Stamp> {
+        let id = spec.id;
+        let stamp = self.put_stamp(spec).await?;
+        if stamp.state == StampState::Active {
+            return Ok(stamp);
+        }
+        self.set_stamp_state(id, StampState::Active).await
+    }
+
+    /// A tenant's assignment, or [`Error::NotFound`].
+    async fn require_assignment(&self, tenant: &TenantId) -> Result<Assignment> {
+        self.assignment(tenant)
+            .await?
+            .ok_or_else(|| Error::NotFound(Subject::Tenant(tenant.clone())))
+    }
+
+    /// Every assignment, read page by page in tenant order. A backend whose pages do not
+    /// advance (a tenant not after the previous one, a page longer than asked) gives
+    /// [`Error::Corrupt`] instead of looping.
+    async fn all_assignments(&self) -> Result<Vec<Assignment>> {
+        const PAGE: usize = 1000;
+        let mut out: Vec<Assignment> = Vec::new();
+        loop {
+            let after = out.last().map(|a| a.tenant().clone());
+            let page = self.assignments(after.as_ref(), PAGE).await?;
+            let done = page.len() < PAGE;
+            if page.len() > PAGE {
+                return Err(Error::Corrupt {
+                    what: "assignment listing".into(),
+                    reason: format!("asked for {PAGE}, got {}", page.len()),
+                });
+            }
+            for a in page {
+                if let Some(prev) = out.last() {
+                    if a.tenant() <= prev.tenant() {
+                        return Err(Error::Corrupt {
+                            what: "assignment listing".into(),
+                            reason: format!(
+                                "{} listed after {}: pages must be in tenant order",
+                                a.tenant(),
+                                prev.tenant()
+                            ),
+                        });
+                    }
+                }
+                out.push(a);
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl<R: Registry + ?Sized> RegistryExt for R {}
+
+/// [`expiry_report`](crate::model::expiry_report) read from a registry: the fleet, then the
+/// assignments page by page, keeping only those on the stamps due (memory bounded by them).
+///
+/// ```
+/// use std::time::Duration;
+/// use stamps::registry::expiry_report_from;
+/// use stamps::*;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> stamps::Result<()> {
+/// let registry = InMemoryRegistry::new();
+/// registry.put_active_stamp(StampSpec::new(StampId(9), "demo-9", Region::new("eu")?,
+///     Capacity::new([(Resource::Tenants, 10.0)], 0.0)?)?.expires_at(Timestamp::from_millis(1_000))).await?;
+/// registry.assign(&TenantSpec::new(TenantId::new("trial")?).ephemeral(), StampId(9)).await?;
+/// let report = expiry_report_from(&registry, Timestamp::from_millis(5_000), Duration::ZERO).await?;
+/// assert_eq!(report.due[0].tenants.len(), 1);
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// What the registry's `fleet` and `assignments` return; [`Error::Corrupt`] for pages that do
+/// not advance.
+pub async fn expiry_report_from<R: Registry + ?Sized>(
+    registry: &R,
+    now: crate::time::Timestamp,
+    within: std::time::Duration,
+) -> Result<crate::model::ExpiryReport> {
+    const PAGE: usize = 1000;
+    let fleet = registry.fleet().await?;
+    let mut report = crate::model::expiry_report(&fleet, std::iter::empty(), now, within);
+    if report.due.is_empty() {
+        return Ok(report);
+    }
+    let mut after: Option<TenantId> = None;
+    loop {
+        let page = registry.assignments(after.as_ref(), PAGE).await?;
+        let n = page.len();
+        for a in &page {
+            if after.as_ref().is_some_and(|prev| a.tenant() <= prev) {
+                return Err(Error::Corrupt {
+                    what: "assignment listing".into(),
+                    reason: format!("{} listed after {:?}: pages must be in tenant order", a.tenant(), after),
+                });
+            }
+            after = Some(a.tenant().clone());
+            for s in a.stamps() {
+                if let Some(e) = report.due.iter_mut().find(|e| e.stamp == s) {
+                    e.tenants.push(a.tenant().clone());
+                }
+            }
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    for e in &mut report.due {
+        e.tenants.dedup();
+    }
+    Ok(report)
+}
+
+/// Checks a rollout record for `create_rollout`: valid, at its first wave, deploying.
+pub(crate) fn check_new_rollout(record: &RolloutRecord) -> Result<()> {
+    record.validate()?;
+    if record.wave != 0 || record.state != crate::model::RolloutState::Deploying {
+        return Err(InvalidInput::new("rollout", "a new rollout starts at its first wave, deploying").into());
+    }
+    Ok(())
+}
+
+/// Checks a save of `current` as `next`: same target and waves, a legal state change.
+pub(crate) fn check_rollout_save(current: &RolloutRecord, next: &RolloutRecord) -> Result<()> {
+    next.validate()?;
+    if current.revision != next.revision {
+        return Err(Error::revision_conflict(next.revision, current.revision));
+    }
+    if current.target != next.target || current.waves != next.waves {
+        return Err(InvalidInput::new("rollout", "target and waves of a rollout cannot change").into());
+    }
+    if !current.state.can_become(next.state) {
+        return Err(InvalidInput::new("state", "is not a legal rollout transition").into());
+    }
+    Ok(())
+}
