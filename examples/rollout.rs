@@ -1,39 +1,72 @@
-//! Rolling version 42.1.0 out over an in-memory fleet of eight stamps in three regions, one
-//! wave at a time, while placement sends new tenants only to updated stamps.
+//! Rolling version 42.1.0 out over an in-memory fleet of eight stamps in three regions, wave
+//! by wave, through a `RolloutController` that saves every step in the registry (so a
+//! controller that crashes resumes where it was), while placement sends new tenants only to
+//! updated stamps.
 //!
-//! The host's deploy is simulated: each wave's stamps get the new version label. After each
-//! wave bakes, the health the routers use is judged; during the third wave one stamp turns
-//! unhealthy, so the rollout halts and proposes rolling that wave back.
+//! The host's deploy hook is simulated: it relabels each stamp of the wave with the new
+//! version (a real one would trigger the deployment pipeline). During the third wave's bake
+//! one stamp turns unhealthy, so the controller rolls that wave back and stops.
 //!
-//! Run with `cargo run --example rollout`.
+//! Run with `cargo run --example rollout --features tokio`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use stamps::health::HealthTable;
-use stamps::placement::{LeastLoaded, MinVersion, Pipeline, Placement};
-use stamps::rollout::{judge_wave, plan_rollout, RolloutPolicy, WaveVerdict};
+use stamps::placement::{FleetView, LeastLoaded, MinVersion, Pipeline, Placement};
+use stamps::rollout::{plan_rollout, DeployHook, RolloutController, RolloutPolicy};
 use stamps::*;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Deploys by relabelling the stamps' version in the registry.
+struct Relabel(Arc<InMemoryRegistry>);
+
+impl Relabel {
+    async fn set(&self, stamps: &[StampId], version: &str) -> Result<(), String> {
+        for id in stamps {
+            let stamp = self
+                .0
+                .stamp(*id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("unknown stamp")?;
+            let spec = stamp.spec.clone().version(version);
+            self.0.put_stamp(spec).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[stamps::async_trait]
+impl DeployHook for Relabel {
+    async fn deploy(&self, stamps: &[StampId], version: &str) -> Result<(), String> {
+        self.set(stamps, version).await
+    }
+    async fn roll_back(&self, stamps: &[StampId], _from: &str) -> Result<(), String> {
+        self.set(stamps, "41.9.2").await
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let registry = Arc::new(InMemoryRegistry::new());
     let regions = ["eu-west", "us-east", "ap-south"];
-    let mut stamps = Vec::new();
     for id in 1..=8u32 {
         let region = regions[(id as usize) % regions.len()];
         let cap = Capacity::new([(Resource::Tenants, 500.0)], 0.2)?;
         let spec = StampSpec::new(StampId(id), format!("{region}-{id}"), Region::new(region)?, cap)?.version("41.9.2");
-        let mut usage = Amounts::default();
-        for _ in 0..(id * 37 % 300) {
-            model::admission::add(&mut usage, &Demand::default(), true);
+        registry.put_active_stamp(spec).await?;
+        for t in 0..(id * 37 % 300) {
+            registry
+                .assign(&TenantSpec::new(TenantId::new(&format!("t{id}-{t}"))?), StampId(id))
+                .await?;
         }
-        stamps.push(StampLoad::new(
-            Stamp::new(spec, StampState::Active, Timestamp::ZERO, Timestamp::ZERO),
-            usage,
-        ));
     }
-    let mut fleet = Fleet::new(stamps, Version(1), Timestamp::ZERO);
 
-    let policy = RolloutPolicy::default().max_tenant_share(0.3);
-    let plan = plan_rollout(&fleet, "42.1.0", &policy)?;
+    let plan = plan_rollout(
+        &registry.fleet().await?,
+        "42.1.0",
+        &RolloutPolicy::default().max_tenant_share(0.3),
+    )?;
     print!("{plan}");
 
     // New tenants go only to stamps already on 42.1.0.
@@ -44,35 +77,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let health = HealthTable::new();
     let bake = Duration::from_secs(15 * 60);
-    let mut halted = None;
-    for wave in &plan.waves {
-        // The host's deploy hook would run here; the example relabels the stamps.
-        for l in fleet.stamps.iter_mut().filter(|l| wave.stamps.contains(&l.id())) {
-            l.stamp.spec.version = Some("42.1.0".into());
-        }
-        if wave.index == 2 {
-            if let Some(s) = wave.stamps.first() {
+    let controller = RolloutController::new(registry.clone(), Relabel(registry.clone()), bake);
+    let mut record = controller.start(&plan).await?;
+    let mut clock = 0u64;
+    while !record.state.is_terminal() {
+        if record.wave == 2 && record.state == RolloutState::Baking {
+            if let Some(s) = record.current_wave().and_then(|w| w.first()) {
                 health.set(
                     *s,
                     HealthStatus::Unhealthy,
-                    Timestamp::ZERO,
+                    Timestamp::from_millis(clock),
                     Some("5xx rate 4% after deploy"),
                 );
             }
         }
-        let verdict = judge_wave(wave, &health, bake, bake);
-        let placed = on_new.place(&newcomer, &placement::FleetView::new(&fleet));
+        record = controller
+            .step(record.id, &health, Timestamp::from_millis(clock))
+            .await?;
+        clock += bake.as_millis() as u64; // each step a bake later
+        let fleet = registry.fleet().await?;
+        let placed = on_new.place(&newcomer, &FleetView::new(&fleet));
         println!(
-            "wave {}: {verdict}; a new tenant would go to {}",
-            wave.index,
+            "wave {} {}: {}; a new tenant would go to {}",
+            record.wave,
+            record.state,
+            record.note.as_deref().unwrap_or(""),
             placed.map_or_else(|e| format!("nowhere ({e})"), |s| s.to_string())
         );
-        if let WaveVerdict::RollBack { .. } = verdict {
-            halted = Some(wave.index);
-            break;
-        }
     }
-    let index = halted.ok_or("the unhealthy stamp must halt the rollout")?;
-    println!("rollout halted at wave {index}: roll its stamps back to 41.9.2, then investigate");
+    if record.state != RolloutState::RolledBack {
+        return Err("the unhealthy stamp must roll the rollout back".into());
+    }
+    println!(
+        "rollout {} stopped: {}",
+        record.id,
+        record.note.as_deref().unwrap_or("")
+    );
     Ok(())
 }

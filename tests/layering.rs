@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("error", &["model"]),
     ("capacity", &["model", "error", "time"]),
     ("placement", &["model", "error", "time", "hash"]),
-    ("rollout", &["model", "error", "time"]),
+    ("rollout", &["model", "error", "time", "registry"]),
     ("registry", &["model", "error", "time", "hash", "placement"]),
     ("health", &["model", "error", "time", "registry"]),
     ("router", &["model", "error", "time", "hash", "registry", "health"]),

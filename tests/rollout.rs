@@ -147,3 +147,184 @@ fn a_stamp_turning_unhealthy_mid_wave_stops_the_rollout() {
         "the rollout stopped before the last wave: {deployed:?}"
     );
 }
+
+/// A deploy hook that records every call, and fails the next `fail` deploys.
+#[derive(Debug, Default)]
+struct Recorder {
+    calls: parking_lot::Mutex<Vec<(String, Vec<StampId>)>>,
+    fail: std::sync::atomic::AtomicUsize,
+}
+
+#[stamps::async_trait]
+impl stamps::rollout::DeployHook for Recorder {
+    async fn deploy(&self, stamps: &[StampId], version: &str) -> Result<(), String> {
+        if self
+            .fail
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err("pipeline timed out".into());
+        }
+        self.calls.lock().push((format!("deploy {version}"), stamps.to_vec()));
+        Ok(())
+    }
+    async fn roll_back(&self, stamps: &[StampId], version: &str) -> Result<(), String> {
+        self.calls
+            .lock()
+            .push((format!("roll back {version}"), stamps.to_vec()));
+        Ok(())
+    }
+}
+
+/// A rollout driven through the registry's record survives controller crashes (a new
+/// controller resumes from the record), a deploy whose save was lost is deployed again
+/// (idempotent hook), two controllers never both act on one step, and an unhealthy stamp
+/// rolls its wave back.
+async fn controller_resumes_from_the_record(
+    registry: std::sync::Arc<dyn Registry>,
+    faulty: Option<&stamps::testing::FaultyRegistry<std::sync::Arc<dyn Registry>>>,
+) {
+    use stamps::rollout::RolloutController;
+    let r: std::sync::Arc<dyn Registry> = match faulty {
+        Some(f) => std::sync::Arc::new(f.clone()),
+        None => registry.clone(),
+    };
+    for (id, region, tenants) in [
+        (1, "eu-west", 30),
+        (2, "us-east", 10),
+        (3, "eu-west", 20),
+        (4, "us-east", 40),
+    ] {
+        r.put_active_stamp(
+            StampSpec::new(
+                StampId(id),
+                format!("s{id}"),
+                Region::new(region).unwrap(),
+                Capacity::new([(Resource::Tenants, 100.0)], 0.0).unwrap(),
+            )
+            .unwrap()
+            .version("41"),
+        )
+        .await
+        .unwrap();
+        for t in 0..tenants {
+            r.assign(
+                &TenantSpec::new(TenantId::new(&format!("t{id}-{t}")).unwrap()),
+                StampId(id),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let plan = plan_rollout(
+        &r.fleet().await.unwrap(),
+        "42",
+        &RolloutPolicy::default().max_tenant_share(0.5),
+    )
+    .unwrap();
+    let hook = std::sync::Arc::new(Recorder::default());
+    let bake = Duration::from_secs(600);
+    let at = |s: u64| Timestamp::from_millis(s * 1000);
+    let first = RolloutController::new(r.clone(), hook.clone(), bake);
+    let rec = first.start(&plan).await.unwrap();
+    assert!(first.start(&plan).await.is_err(), "one rollout at a time");
+    // A failing deploy leaves the record where it was.
+    hook.fail.store(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        first.step(rec.id, &AllHealthy, at(0)).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert_eq!(r.rollout(rec.id).await.unwrap().unwrap().state, RolloutState::Deploying);
+    if let Some(f) = faulty {
+        // The deploy runs, then the save is lost: the next step deploys the wave again.
+        f.fail_only(|c| c == stamps::testing::Call::SaveRollout);
+        f.fail_next(1);
+        assert!(first.step(rec.id, &AllHealthy, at(0)).await.is_err());
+        f.fail_all();
+    }
+    let rec = first.step(rec.id, &AllHealthy, at(0)).await.unwrap();
+    assert_eq!(rec.state, RolloutState::Baking);
+    drop(first); // the controller crashes
+    let second = RolloutController::new(r.clone(), hook.clone(), bake);
+    // Still baking: held, nothing saved twice.
+    let held = second.step(rec.id, &AllHealthy, at(60)).await.unwrap();
+    assert_eq!((held.state, held.wave), (RolloutState::Baking, 0));
+    assert!(held.note.as_deref().unwrap().starts_with("holding"));
+    // Two controllers stepping the same record at once: a step is applied once. Either one
+    // saves and the other loses the revision, or (run one after the other) the second takes
+    // the next step; wave 0 is judged once and wave 1 deployed at most once.
+    let third = RolloutController::new(r.clone(), hook.clone(), bake);
+    let (a, b) = tokio::join!(
+        second.step(rec.id, &AllHealthy, at(700)),
+        third.step(rec.id, &AllHealthy, at(700))
+    );
+    for x in [&a, &b] {
+        assert!(x.is_ok() || matches!(x, Err(Error::Conflict(_))), "{x:?}");
+    }
+    assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
+    let mut rec = r.rollout(rec.id).await.unwrap().unwrap();
+    assert_eq!(rec.wave, 1, "{rec:?}");
+    if rec.state == RolloutState::Deploying {
+        rec = second.step(rec.id, &AllHealthy, at(800)).await.unwrap();
+    }
+    assert_eq!(rec.state, RolloutState::Baking);
+    let wave1_deploys = hook
+        .calls
+        .lock()
+        .iter()
+        .filter(|(_, s)| *s == plan.waves[1].stamps)
+        .count();
+    assert_eq!(wave1_deploys, 1);
+    // A stamp of wave 1 turns unhealthy: rolled back.
+    let bad = rec.current_wave().unwrap()[0];
+    let health = HashMap::from([(bad, HealthStatus::Unhealthy)]);
+    let rec = second.step(rec.id, &health, at(1500)).await.unwrap();
+    assert_eq!(rec.state, RolloutState::RolledBack);
+    assert!(rec.note.as_deref().unwrap().contains("unhealthy"), "{:?}", rec.note);
+    let calls = hook.calls.lock().clone();
+    let deploys_of_wave0 = calls
+        .iter()
+        .filter(|(k, s)| k == "deploy 42" && *s == plan.waves[0].stamps)
+        .count();
+    assert_eq!(deploys_of_wave0, if faulty.is_some() { 2 } else { 1 }, "{calls:?}");
+    assert_eq!(calls.last().map(|(k, _)| k.as_str()), Some("roll back 42"), "{calls:?}");
+    // Terminal: further steps change nothing; a new rollout may start.
+    assert_eq!(
+        second.step(rec.id, &AllHealthy, at(2000)).await.unwrap().revision,
+        rec.revision
+    );
+    assert!(second.start(&plan).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_controller_resumes_from_the_record() {
+    let inner: std::sync::Arc<dyn Registry> = std::sync::Arc::new(InMemoryRegistry::new());
+    controller_resumes_from_the_record(inner.clone(), None).await;
+    let inner: std::sync::Arc<dyn Registry> = std::sync::Arc::new(InMemoryRegistry::new());
+    let faulty = stamps::testing::FaultyRegistry::new(inner.clone());
+    controller_resumes_from_the_record(inner, Some(&faulty)).await;
+}
+
+#[path = "support/pg.rs"]
+mod pg;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_controller_resumes_from_the_record() {
+    use stamps::registry::postgres::{PgConfig, PgRegistry};
+    let schema = pg::unique_schema("rollout");
+    let _guard = pg::SchemaGuard(schema.clone());
+    let config = PgConfig::from_url(pg::database_url())
+        .unwrap()
+        .schema(&schema)
+        .unwrap()
+        .pool_size(4);
+    let registry = PgRegistry::connect(config).await.unwrap();
+    registry.migrate().await.unwrap();
+    let inner: std::sync::Arc<dyn Registry> = std::sync::Arc::new(registry);
+    let faulty = stamps::testing::FaultyRegistry::new(inner.clone());
+    controller_resumes_from_the_record(inner, Some(&faulty)).await;
+}

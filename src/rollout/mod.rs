@@ -15,6 +15,9 @@
 //!   share of the fleet's tenants changing at once.
 //! - [`judge_wave`] says whether a deployed wave may proceed, must hold (still baking, or a
 //!   stamp degraded) or should roll back (a stamp unhealthy), with the reasons.
+//! - [`RolloutController`] runs a plan one step at a time through the host's [`DeployHook`],
+//!   saving each step in the registry's rollout record, so a controller that crashes resumes
+//!   where the record says (`RolloutRecord`, `Registry::save_rollout`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,11 +41,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod controller;
 mod gate;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use controller::{DeployHook, RolloutController};
 pub use gate::{judge_wave, WaveVerdict};
 
 use crate::error::InvalidInput;
