@@ -7,4 +7,4 @@
 //! [`StampId`](crate::model::StampId) or a [`StampState`](crate::model::StampState)), so that the
 //! model's own constructors can return them; this module is their public home.
 
-pub use crate::model::error::{Conflict, Error, InvalidInput, Result, Subject};
+pub use crate::model::error::{Conflict, Error, InvalidInput, Result, Subject, STAMP_NOT_EMPTY_LISTED};

@@ -186,7 +186,7 @@ pub enum Error {
         stamp: StampId,
         /// How many tenants it holds (serving or as a migration's shadow).
         tenants: u64,
-        /// The first of them in tenant-id order (up to [`STAMP_NOT_EMPTY_LISTED`]).
+        /// The first of them in tenant-id order (up to [`STAMP_NOT_EMPTY_LISTED`](crate::error::STAMP_NOT_EMPTY_LISTED)).
         first: Vec<TenantId>,
     },
     /// A compare-and-set lost: the caller's view is stale. Epochs and revisions only grow, so

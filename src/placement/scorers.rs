@@ -428,7 +428,7 @@ impl Scorer for Weighted {
     }
 }
 
-/// Version preference: 1 for a stamp on `version` or later ([`version_at_least`]), 0 for one
+/// Version preference: 1 for a stamp on `version` or later ([`version_at_least`](crate::model::version_at_least)), 0 for one
 /// below it or without a version label. Blend it with a load scorer to send new tenants to
 /// updated stamps while old ones still take them when the new ones are full (where
 /// [`MinVersion`](super::MinVersion) would refuse).

@@ -24,7 +24,7 @@ impl PgRegistry {
 
     /// Deletes change-feed rows up to `through` (always keeping the newest one) and returns how
     /// many were deleted. Followers behind the pruned range get
-    /// [`Error::ChangeFeedTruncated`] and resynchronise. History is never pruned.
+    /// [`Error::ChangeFeedTruncated`](crate::Error::ChangeFeedTruncated) and resynchronise. History is never pruned.
     pub async fn prune_changes(&self, through: Version) -> Result<u64> {
         let through = big(through.0, "through")?;
         on_conn!(self, retry_unique = false, |c| async {
@@ -73,7 +73,7 @@ impl PgRegistry {
 
     /// Makes the next write open a new term of the change feed, so every follower whose cursor
     /// is past the current head resynchronises instead of skipping changes. Writes do this by
-    /// themselves after a promotion or a point-in-time restore ([`PgConfig::timelines`]); call
+    /// themselves after a promotion or a point-in-time restore ([`PgConfig::timelines`](super::PgConfig::timelines)); call
     /// it after restoring a logical dump (`pg_restore`), or on engines without WAL timelines
     /// after any event that may have lost acknowledged writes, before the first write.
     ///

@@ -1,5 +1,5 @@
 //! Property-testing kit for placement policies: proptest strategies for fleets, stamps and
-//! tenants, and an invariant checker for any [`Placement`].
+//! tenants, and an invariant checker for any [`Placement`](crate::placement::Placement).
 //!
 //! The strategies produce what breaks policies: residencies and tiers that rarely match,
 //! dedicated stamps already in use, pins to stamps that are missing or full, stamps near or at
