@@ -171,3 +171,12 @@ pub(crate) fn check_rollout_save(current: &RolloutRecord, next: &RolloutRecord) 
     }
     Ok(())
 }
+
+/// The refusal of decommissioning a stamp that a routing override in force redirects to.
+pub(crate) fn override_target_retired() -> Error {
+    InvalidInput::new(
+        "state",
+        "cannot decommission a stamp that a routing override redirects to; clear the override first",
+    )
+    .into()
+}

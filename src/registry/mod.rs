@@ -19,7 +19,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-pub(crate) use ext::{check_new_rollout, check_rollout_save};
+pub(crate) use ext::{check_new_rollout, check_rollout_save, override_target_retired};
 pub use ext::{expiry_report_from, RegistryExt};
 pub use memory::InMemoryRegistry;
 pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
@@ -192,11 +192,13 @@ pub trait Registry: Debug + Send + Sync + 'static {
 
     /// Moves a stamp through its lifecycle ([`StampState::can_become`]), appending one change
     /// (keeping the state is a no-op); decommissioning a stamp that still holds tenants fails
-    /// with [`Error::InvalidInput`].
+    /// with [`Error::StampNotEmpty`], and one a routing override redirects to with
+    /// [`Error::InvalidInput`].
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown stamp; [`Error::InvalidTransition`] for an illegal
-    /// transition; [`Error::InvalidInput`] for decommissioning a stamp with tenants.
+    /// transition; [`Error::StampNotEmpty`] for decommissioning a stamp with tenants;
+    /// [`Error::InvalidInput`] for decommissioning a routing override's target.
     async fn set_stamp_state(&self, id: StampId, state: StampState) -> Result<Stamp>;
 
     /// Every stamp with its usage.

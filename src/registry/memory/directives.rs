@@ -118,6 +118,13 @@ impl State {
         Ok(record)
     }
 
+    /// Whether an override in force redirects some stamp to `stamp`.
+    pub(super) fn redirect_target(&self, stamp: StampId) -> bool {
+        self.overrides
+            .values()
+            .any(|o| o.redirect.is_some_and(|r| r.to == stamp))
+    }
+
     /// The body of `record_repair`, under the write lock.
     pub(super) fn record_repair(
         &mut self,

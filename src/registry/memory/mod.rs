@@ -366,6 +366,9 @@ impl Registry for InMemoryRegistry {
                 }
                 other => other?,
             };
+            if changes && state == StampState::Decommissioned && st.redirect_target(id) {
+                return Err(super::override_target_retired());
+            }
             let load = st.stamps.get_mut(&id).ok_or(Error::NotFound(Subject::Stamp(id)))?;
             if !changes {
                 return Ok(load.stamp.clone());

@@ -36,6 +36,7 @@ pub(crate) struct DirectiveSql {
     pin_write: String,
     overrides_lock: String,
     overrides_in_force: String,
+    targeted: String,
     override_history: String,
     override_write: String,
     repair_write: String,
@@ -88,6 +89,12 @@ impl DirectiveSql {
                     SELECT DISTINCT ON (stamp_id) {OVERRIDE_COLS} FROM {s}.route_overrides
                     ORDER BY stamp_id, version DESC
                  ) o WHERE to_stamp IS NOT NULL ORDER BY stamp_id"
+            ),
+            // Read under the target stamp's row lock: override writes lock it `FOR SHARE`.
+            targeted: format!(
+                "SELECT 1 FROM (
+                    SELECT DISTINCT ON (stamp_id) to_stamp FROM {s}.route_overrides ORDER BY stamp_id, version DESC
+                 ) o WHERE to_stamp = $1 LIMIT 1"
             ),
             override_history: format!(
                 "SELECT {OVERRIDE_COLS} FROM {s}.route_overrides WHERE stamp_id = $1 ORDER BY version"
@@ -296,6 +303,12 @@ impl PgRegistry {
         self.inner.signal.notify(head);
         written(head, &rows)?;
         Ok(RouteOverride::new(stamp, redirect, decision.clone(), now, head))
+    }
+
+    /// Whether an override in force redirects some stamp to `stamp`.
+    pub(super) async fn is_redirect_target(&self, c: &Object, stamp: StampId) -> Result<bool, Fault> {
+        let stmt = c.prepare_cached(&self.inner.sql.directives.targeted).await?;
+        Ok(c.query_opt(&stmt, &[&i64::from(stamp.0)]).await?.is_some())
     }
 
     pub(super) async fn read_overrides(&self, c: &Object) -> Result<Vec<RouteOverride>, Fault> {

@@ -358,6 +358,9 @@ impl PgRegistry {
             c.batch_execute("ROLLBACK").await?;
             return Ok(load.stamp.clone());
         }
+        if state == StampState::Decommissioned && self.is_redirect_target(c, id).await? {
+            return Err(crate::registry::override_target_retired().into());
+        }
         let at = millis(now)?;
         let (head, rows) = self
             .bump_write_commit(

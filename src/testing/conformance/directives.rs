@@ -327,6 +327,26 @@ pub async fn route_overrides_are_a_table_without_chains(r: &DynRegistry) {
         r.route_override_history(StampId(2)).await.expect("history").is_empty(),
         "{case}: another stamp's history is its own"
     );
+    // A stamp an override redirects to cannot be retired until the override is cleared.
+    r.set_route_override(StampId(3), to(2, RedirectWhen::Always), &why)
+        .await
+        .expect("set override");
+    r.set_stamp_state(StampId(2), StampState::Draining)
+        .await
+        .expect("drain");
+    assert!(
+        matches!(
+            r.set_stamp_state(StampId(2), StampState::Decommissioned).await,
+            Err(Error::InvalidInput(_))
+        ),
+        "{case}: a redirect target cannot be decommissioned"
+    );
+    r.set_route_override(StampId(3), None, &why)
+        .await
+        .expect("clear override");
+    r.set_stamp_state(StampId(2), StampState::Decommissioned)
+        .await
+        .expect("decommission once no override targets it");
 }
 
 /// `record_repair` appends a `Repaired` history entry with actor and reason, and one change,
