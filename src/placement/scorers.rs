@@ -449,14 +449,16 @@ impl Scorer for Weighted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtLeastVersion {
     version: String,
+    /// `version` packed, when it is a plain dotted release.
+    key: Option<u64>,
 }
 
 impl AtLeastVersion {
     /// Prefers stamps on `version` or later.
     pub fn new(version: impl Into<String>) -> AtLeastVersion {
-        AtLeastVersion {
-            version: version.into(),
-        }
+        let version = version.into();
+        let key = crate::model::stamp_version_key(&version);
+        AtLeastVersion { version, key }
     }
 }
 
@@ -465,9 +467,17 @@ impl Scorer for AtLeastVersion {
         "at-least-version"
     }
     fn score(&self, _: &TenantSpec, load: &StampLoad, _: &FleetView<'_>) -> f64 {
-        match load.stamp.spec.version.as_deref() {
-            Some(v) if crate::model::version_at_least(v, &self.version) => 1.0,
-            _ => 0.0,
+        let Some(v) = load.stamp.spec.version.as_deref() else {
+            return 0.0;
+        };
+        let at_least = match (self.key, crate::model::stamp_version_key(v)) {
+            (Some(min), Some(have)) => have >= min,
+            _ => crate::model::version_at_least(v, &self.version),
+        };
+        if at_least {
+            1.0
+        } else {
+            0.0
         }
     }
 }
