@@ -44,6 +44,23 @@ pub struct ExpiryReport {
 }
 
 impl ExpiryReport {
+    /// Notes `a`'s tenant on each due stamp it holds (serving or as a shadow).
+    pub(crate) fn attribute(&mut self, a: &Assignment) {
+        for s in a.stamps() {
+            if let Some(e) = self.due.iter_mut().find(|e| e.stamp == s) {
+                e.tenants.push(a.tenant().clone());
+            }
+        }
+    }
+
+    /// Puts each stamp's tenants in id order, once each.
+    pub(crate) fn finish(&mut self) {
+        for e in &mut self.due {
+            e.tenants.sort();
+            e.tenants.dedup();
+        }
+    }
+
     /// The stamps that can be retired now: overdue and empty.
     pub fn ready(&self) -> impl Iterator<Item = &ExpiringStamp> {
         self.due.iter().filter(|s| s.overdue && s.is_empty())
@@ -122,19 +139,13 @@ pub fn expiry_report<'a>(
             })
         })
         .collect();
-    if !due.is_empty() {
-        for a in assignments {
-            for s in a.stamps() {
-                if let Some(e) = due.iter_mut().find(|e| e.stamp == s) {
-                    e.tenants.push(a.tenant().clone());
-                }
-            }
-        }
-    }
-    for e in &mut due {
-        e.tenants.sort();
-        e.tenants.dedup();
-    }
     due.sort_by_key(|e| (e.expires_at, e.stamp));
-    ExpiryReport { at: now, due }
+    let mut report = ExpiryReport { at: now, due };
+    if !report.due.is_empty() {
+        for a in assignments {
+            report.attribute(a);
+        }
+        report.finish();
+    }
+    report
 }

@@ -52,37 +52,9 @@ pub trait RegistryExt: Registry {
     /// advance (a tenant not after the previous one, a page longer than asked) gives
     /// [`Error::Corrupt`] instead of looping.
     async fn all_assignments(&self) -> Result<Vec<Assignment>> {
-        const PAGE: usize = 1000;
         let mut out: Vec<Assignment> = Vec::new();
-        loop {
-            let after = out.last().map(|a| a.tenant().clone());
-            let page = self.assignments(after.as_ref(), PAGE).await?;
-            let done = page.len() < PAGE;
-            if page.len() > PAGE {
-                return Err(Error::Corrupt {
-                    what: "assignment listing".into(),
-                    reason: format!("asked for {PAGE}, got {}", page.len()),
-                });
-            }
-            for a in page {
-                if let Some(prev) = out.last() {
-                    if a.tenant() <= prev.tenant() {
-                        return Err(Error::Corrupt {
-                            what: "assignment listing".into(),
-                            reason: format!(
-                                "{} listed after {}: pages must be in tenant order",
-                                a.tenant(),
-                                prev.tenant()
-                            ),
-                        });
-                    }
-                }
-                out.push(a);
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        for_each_assignment(self, |a| out.push(a)).await?;
+        Ok(out)
     }
 }
 
@@ -114,38 +86,46 @@ pub async fn expiry_report_from<R: Registry + ?Sized>(
     now: crate::time::Timestamp,
     within: std::time::Duration,
 ) -> Result<crate::model::ExpiryReport> {
-    const PAGE: usize = 1000;
     let fleet = registry.fleet().await?;
     let mut report = crate::model::expiry_report(&fleet, std::iter::empty(), now, within);
-    if report.due.is_empty() {
-        return Ok(report);
+    if !report.due.is_empty() {
+        for_each_assignment(registry, |a| report.attribute(&a)).await?;
+        report.finish();
     }
+    Ok(report)
+}
+
+/// Reads every assignment page by page in tenant order, handing each to `f`. A backend whose
+/// pages do not advance (a tenant not after the previous one, a page longer than asked) gives
+/// [`Error::Corrupt`] instead of looping.
+async fn for_each_assignment<R: Registry + ?Sized>(registry: &R, mut f: impl FnMut(Assignment) + Send) -> Result<()> {
+    const PAGE: usize = 1000;
     let mut after: Option<TenantId> = None;
     loop {
         let page = registry.assignments(after.as_ref(), PAGE).await?;
-        let n = page.len();
-        for a in &page {
-            if after.as_ref().is_some_and(|prev| a.tenant() <= prev) {
-                return Err(Error::Corrupt {
-                    what: "assignment listing".into(),
-                    reason: format!("{} listed after {:?}: pages must be in tenant order", a.tenant(), after),
-                });
-            }
-            after = Some(a.tenant().clone());
-            for s in a.stamps() {
-                if let Some(e) = report.due.iter_mut().find(|e| e.stamp == s) {
-                    e.tenants.push(a.tenant().clone());
+        if page.len() > PAGE {
+            return Err(Error::Corrupt {
+                what: "assignment listing".into(),
+                reason: format!("asked for {PAGE}, got {}", page.len()),
+            });
+        }
+        let done = page.len() < PAGE;
+        for a in page {
+            if let Some(prev) = &after {
+                if a.tenant() <= prev {
+                    return Err(Error::Corrupt {
+                        what: "assignment listing".into(),
+                        reason: format!("{} listed after {prev}: pages must be in tenant order", a.tenant()),
+                    });
                 }
             }
+            after = Some(a.tenant().clone());
+            f(a);
         }
-        if n < PAGE {
-            break;
+        if done {
+            return Ok(());
         }
     }
-    for e in &mut report.due {
-        e.tenants.dedup();
-    }
-    Ok(report)
 }
 
 /// Checks a rollout record for `create_rollout`: valid, at its first wave, deploying.
