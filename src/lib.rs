@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 pub mod capacity;
 pub mod error;
 pub mod hash;
@@ -17,6 +20,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod rollout;
 pub mod router;
+pub mod telemetry;
 pub mod time;
 
 #[cfg(any(feature = "test-util", feature = "proptest"))]

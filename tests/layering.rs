@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! testing
+//! admin
 //! integrations   reconcile
 //! migration
 //! router
@@ -10,7 +11,7 @@
 //! placement   capacity
 //! error
 //! model
-//! time   hash
+//! time   hash   telemetry
 //! ```
 //!
 //! Every `crate::…` path in code (comments and doc links are not imports) names the module it
@@ -25,14 +26,21 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     ("time", &[]),
     ("hash", &[]),
+    ("telemetry", &[]),
     ("model", &["time", "hash"]),
     ("error", &["model"]),
-    ("capacity", &["model", "error", "time"]),
-    ("placement", &["model", "error", "time", "hash"]),
-    ("rollout", &["model", "error", "time", "registry"]),
-    ("registry", &["model", "error", "time", "hash", "placement"]),
-    ("health", &["model", "error", "time", "registry"]),
-    ("router", &["model", "error", "time", "hash", "registry", "health"]),
+    ("capacity", &["model", "error", "time", "telemetry"]),
+    ("placement", &["model", "error", "time", "hash", "telemetry"]),
+    ("rollout", &["model", "error", "time", "registry", "telemetry"]),
+    (
+        "registry",
+        &["model", "error", "time", "hash", "placement", "telemetry"],
+    ),
+    ("health", &["model", "error", "time", "registry", "telemetry"]),
+    (
+        "router",
+        &["model", "error", "time", "hash", "registry", "health", "telemetry"],
+    ),
     (
         "migration",
         &[
@@ -44,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "health",
             "router",
             "placement",
+            "telemetry",
         ],
     ),
     (
@@ -59,9 +68,13 @@ const LAYERS: &[(&str, &[&str])] = &[
             "migration",
             "placement",
             "capacity",
+            "telemetry",
         ],
     ),
-    ("reconcile", &["model", "error", "time", "registry", "migration"]),
+    (
+        "reconcile",
+        &["model", "error", "time", "registry", "migration", "telemetry"],
+    ),
     (
         "testing",
         &[
@@ -77,6 +90,25 @@ const LAYERS: &[(&str, &[&str])] = &[
             "capacity",
             "integrations",
             "reconcile",
+            "telemetry",
+        ],
+    ),
+    (
+        "admin",
+        &[
+            "model",
+            "error",
+            "time",
+            "hash",
+            "registry",
+            "health",
+            "router",
+            "migration",
+            "placement",
+            "capacity",
+            "integrations",
+            "reconcile",
+            "telemetry",
         ],
     ),
 ];

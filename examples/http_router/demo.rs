@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use stamps::StampId;
 
-use super::system::start_system;
+use super::system::{start_system, ADMIN_PREFIX};
 use super::wire::{http_client, upstream, HttpClient, BASE_DOMAIN, SERVED_BY_HEADER, TENANT_HEADER};
 
 /// Sends one request to the router and prints it with its answer: status, serving stamp, body.
@@ -124,6 +124,44 @@ pub async fn demo() -> Result<bool, Box<dyn std::error::Error>> {
     )
     .await?;
     ok &= status == StatusCode::OK && serde_json::from_str::<Value>(&body)?["complete"] == true;
+
+    // The operator's view: the Prometheus scrape and the library's dashboard and admin API.
+    let (status, _, body) = upstream(&client, Method::GET, format!("{r}/metrics"), &[], Bytes::new()).await?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    let wanted = [
+        "stamps_router_hits_total",
+        "stamps_registry_calls_total",
+        "stamps_registry_call_duration_seconds",
+        "stamps_stamp_utilization_ratio",
+        "stamps_migration_transitions_total",
+        "stamps_router_feed_lag_versions",
+    ];
+    let missing: Vec<&str> = wanted.iter().copied().filter(|m| !body.contains(m)).collect();
+    println!(
+        "GET {r}/metrics\n  -> {status}, {} lines; missing: {}",
+        body.lines().count(),
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
+    );
+    ok &= status == StatusCode::OK && missing.is_empty();
+    let (status, _, body) = upstream(&client, Method::GET, format!("{r}{ADMIN_PREFIX}"), &[], Bytes::new()).await?;
+    let page = String::from_utf8_lossy(&body);
+    let rows = page.matches("class=\"stamp\"").count();
+    println!("GET {r}{ADMIN_PREFIX} (the fleet dashboard)\n  -> {status}, {rows} stamp rows");
+    ok &= status == StatusCode::OK && rows == 3;
+    let (status, _, _) = upstream(
+        &client,
+        Method::POST,
+        format!("{r}{ADMIN_PREFIX}/api/migrations/1/pause"),
+        &[("content-type", "application/json".to_string())],
+        Bytes::from(json!({ "reason": "no token" }).to_string()),
+    )
+    .await?;
+    println!("POST {r}{ADMIN_PREFIX}/api/migrations/1/pause without the operator token\n  -> {status}");
+    ok &= status == StatusCode::UNAUTHORIZED;
 
     println!(
         "\n{}",

@@ -10,6 +10,7 @@
 //!                    · HealthMonitor + HttpHealthSource ────┘ GET /healthz
 //!                    · POST /admin/migrations (Migrator; the stamps' data plane is the driver)
 //!                    · GET /admin/tenants (scatter-gather over healthy stamps)
+//!                    · GET /metrics (Prometheus), /ops (the library's admin API and dashboard)
 //! ```
 //!
 //! * The stamps' data is the library's reference data plane ([`ReferenceDataPlane`]), each
@@ -31,7 +32,7 @@
 //! [`RouteLayer`]: stamps::integrations::tower::RouteLayer
 //! [`MigrationDriver`]: stamps::migration::MigrationDriver
 //!
-//! Run it: `cargo run --example http_router --features tokio,tower,http-health` (prints URLs and
+//! Run it: `cargo run --example http_router --features tokio,tower,http-health,admin,metrics` (prints URLs and
 //! curl commands; Ctrl-C stops it), or add `-- --demo`: it sends one request of each kind
 //! (a write, a read by Host, a migration through the admin endpoint, scatter-gather), prints
 //! the answers and exits, 0 if each was the expected one (within 30 s). `tests/http_router.rs`
@@ -72,6 +73,18 @@ async fn serve_forever() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -X POST -H 'content-type: application/json' --data '{{\"tenant\":\"{t}\",\"to\":2}}' http://{r}/admin/migrations");
     println!("  curl http://{r}/admin/migrations/1");
     println!("  curl http://{r}/admin/tenants");
+    println!(
+        "\nthe fleet dashboard: http://{r}{}  (JSON under {}/api/)",
+        system::ADMIN_PREFIX,
+        system::ADMIN_PREFIX
+    );
+    println!("metrics (Prometheus text): http://{r}/metrics");
+    println!(
+        "operator commands need 'Authorization: Bearer {}', e.g.\n  curl -X POST -H 'Authorization: Bearer {}' -H 'content-type: application/json' --data '{{\"reason\":\"hold\"}}' http://{r}{}/api/migrations/1/pause",
+        system::operator_token(),
+        system::operator_token(),
+        system::ADMIN_PREFIX
+    );
     println!("\nCtrl-C stops (the default SIGINT action ends the process).");
     std::future::pending::<()>().await;
     Ok(())

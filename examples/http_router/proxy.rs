@@ -16,7 +16,7 @@ use stamps::integrations::tenant_from_host;
 use stamps::integrations::tower::{ResolvedRoute, RouteLayer, ERROR_HEADER};
 use stamps::integrations::TenantSource;
 use stamps::router::Router;
-use stamps::InMemoryRegistry;
+use stamps::Registry;
 
 use super::wire::{kv_uri, relay, text, unavailable, upstream, HttpClient, BASE_DOMAIN, EPOCH_HEADER, TENANT_HEADER};
 
@@ -29,7 +29,7 @@ pub trait Upstreams: Clone + Send + Sync + 'static {
 /// The tenant routes: `/kv/{key}` answering `GET` with the read proxy and the other methods
 /// with `kv`, behind the `RouteLayer` (tenant from `x-tenant-id`) and, in front of it, the
 /// middleware that copies a Host subdomain into that header.
-pub fn tenant_routes<S: Upstreams>(router: Arc<Router<InMemoryRegistry>>, kv: MethodRouter<S>) -> axum::Router<S> {
+pub fn tenant_routes<S: Upstreams, R: Registry>(router: Arc<Router<R>>, kv: MethodRouter<S>) -> axum::Router<S> {
     axum::Router::new()
         .route("/kv/{key}", kv.get(proxy_get::<S>))
         .route_layer(RouteLayer::new(router, TenantSource::header()))

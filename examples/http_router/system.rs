@@ -4,17 +4,21 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use parking_lot::Mutex;
+use stamps::admin::{Access, AdminApi, Caller, Denied};
+use stamps::capacity::{SignalPolicy, TenantsPerDay};
 use stamps::health::{HealthMonitor, Hysteresis};
 use stamps::integrations::http_health::HttpHealthSource;
+use stamps::integrations::FleetOverview;
 use stamps::migration::reference::ReferenceDataPlane;
 use stamps::migration::{MigrationConfig, Migrator};
 use stamps::placement::policies;
-use stamps::registry::place_and_assign;
+use stamps::registry::{place_and_assign, Observed};
 use stamps::router::Router;
 use stamps::*;
 
@@ -24,11 +28,44 @@ use super::stamp::{start_stamp, StampNode};
 use super::wire::{http_client, HttpClient};
 use super::write::proxy_put;
 
+/// The registry every part uses: in memory, observed (each call timed and counted into the
+/// metrics `/metrics` serves, and traced).
+pub type FleetRegistry = Observed<InMemoryRegistry>;
+
+/// The token an operator presents (`Authorization: Bearer ...`) to change anything through
+/// the mounted admin API; reads are open on this loopback demo. `STAMPS_ADMIN_TOKEN` overrides it.
+pub fn operator_token() -> String {
+    std::env::var("STAMPS_ADMIN_TOKEN").unwrap_or_else(|_| "demo-operator-token".to_string())
+}
+
+/// Where the library's admin API and dashboard are mounted on the router.
+pub const ADMIN_PREFIX: &str = "/ops";
+
+/// The signal policy the dashboard and `/metrics` compute provisioning signals under: a new
+/// stamp is due at 75 % of the soft limit, ten tenants a day arrive, a stamp takes a day.
+pub fn signal_policy() -> SignalPolicy {
+    SignalPolicy::new(0.75, TenantsPerDay(10.0), Duration::from_secs(86_400))
+}
+
+/// The process's Prometheus recorder (installed once; every system in the process shares it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a test harness): then this one stays
+        // empty, and `/metrics` serves only what it renders.
+        let _ = metrics::set_global_recorder(recorder);
+        stamps::telemetry::describe();
+        handle
+    })
+}
+
 /// Everything the router's handlers share.
 #[derive(Debug)]
 pub struct Gateway {
-    pub(crate) router: Arc<Router<InMemoryRegistry>>,
-    pub(crate) registry: InMemoryRegistry,
+    pub(crate) router: Arc<Router<FleetRegistry>>,
+    pub(crate) registry: FleetRegistry,
     pub(crate) monitor: Arc<HealthMonitor<HttpHealthSource>>,
     pub(crate) migrator: Migrator,
     pub(crate) client: HttpClient,
@@ -45,14 +82,57 @@ impl Upstreams for Arc<Gateway> {
     }
 }
 
+/// `GET /metrics`: the router's counters and the fleet's gauges, exported now, then everything
+/// the recorder holds in the Prometheus text format.
+async fn metrics_handler(axum::extract::State(gw): axum::extract::State<Arc<Gateway>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    gw.router.export_metrics();
+    match FleetOverview::collect(&gw.registry, &signal_policy(), Some(gw.monitor.table())).await {
+        Ok(view) => view.with_feed(gw.router.feed_lag()).export_metrics(),
+        Err(e) => eprintln!("fleet metrics skipped: {e}"),
+    }
+    let handle = prometheus();
+    handle.run_upkeep();
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// The library's admin API for this system: reads for anyone (a loopback demo), changes only
+/// with the operator token, recorded under the name `operator`.
+fn admin_api(gw: &Gateway) -> axum::Router {
+    let token = format!("Bearer {}", operator_token());
+    AdminApi::new(Arc::new(gw.registry.clone()))
+        .router((*gw.router).clone())
+        .migrator(Arc::new(gw.migrator.clone()))
+        .health(gw.monitor.table().clone())
+        .signal_policy(signal_policy())
+        .title("stamps example fleet")
+        .authorize(move |parts: &axum::http::request::Parts, access: Access| {
+            let presented = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+            match (access, presented) {
+                (_, Some(t)) if t == token => Ok(Caller::new("operator")),
+                (_, Some(_)) => Err(Denied::Forbidden),
+                (Access::Read, None) => Ok(Caller::new("viewer")),
+                (_, None) => Err(Denied::Unauthenticated),
+            }
+        })
+        .into_router()
+}
+
 /// Starts the router on an ephemeral loopback port.
 pub async fn start_router(gw: Arc<Gateway>) -> std::io::Result<SocketAddr> {
+    prometheus();
     let tenant_routes = tenant_routes(gw.router.clone(), put(proxy_put));
     let admin = axum::Router::new()
         .route("/admin/migrations", post(admin_start_migration))
         .route("/admin/migrations/{id}", get(admin_migration))
-        .route("/admin/tenants", get(admin_tenants));
-    let app = tenant_routes.merge(admin).with_state(gw);
+        .route("/admin/tenants", get(admin_tenants))
+        .route("/metrics", get(metrics_handler));
+    let ops = admin_api(&gw);
+    let app = tenant_routes.merge(admin).with_state(gw).nest(ADMIN_PREFIX, ops);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -86,7 +166,7 @@ pub struct System {
 /// Starts three stamps, places `tenant_count` tenants on them (least loaded) and starts the
 /// router with a change-feed follower and a health monitor probing every `probe_every`.
 pub async fn start_system(tenant_count: usize, probe_every: Duration) -> Result<System, Box<dyn std::error::Error>> {
-    let registry = InMemoryRegistry::new();
+    let registry = Observed::new(InMemoryRegistry::new());
     let plane = ReferenceDataPlane::new((1..=3).map(StampId));
     let mut nodes = BTreeMap::new();
     let mut endpoints = BTreeMap::new();

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use super::{HealthReport, HealthSource, HealthTable, StampHealth};
 use crate::error::{Error, InvalidInput};
 use crate::model::{Fleet, HealthStatus, Stamp, StampId, StampState};
+use crate::telemetry::{self, names, Value};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 /// How many consecutive reports it takes to change a stamp's availability, as load balancers
@@ -62,6 +63,10 @@ struct Track {
     published: HealthStatus,
     fails: u32,
     oks: u32,
+    /// Whether the table has an entry for the stamp yet: the first report that is not
+    /// `Unhealthy` is published at once, so the table says "healthy" for a stamp that was
+    /// checked (not only for one that recovered).
+    announced: bool,
 }
 
 /// Checks stamps with a [`HealthSource`], applies [`Hysteresis`], and publishes transitions
@@ -199,10 +204,28 @@ impl<S: HealthSource> HealthMonitor<S> {
                 (t.oks >= self.hysteresis.rise).then_some(report.status)
             } else {
                 t.oks = 0;
-                (t.published != report.status).then_some(report.status)
+                (t.published != report.status || !t.announced).then_some(report.status)
             }
         };
         if let Some(status) = publish {
+            t.announced = true;
+            let stamp = ("stamp", Value::Stamp(report.stamp.0));
+            if t.published != status {
+                telemetry::count(
+                    names::HEALTH_TRANSITIONS,
+                    &[stamp, ("to", Value::Str(status.as_str()))],
+                    1,
+                );
+                #[cfg(feature = "tracing")]
+                tracing::info!(stamp = report.stamp.0, from = %t.published, to = %status, reason = report.reason.as_deref(), "stamps.health: transition");
+            }
+            for s in [HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Unhealthy] {
+                telemetry::gauge(
+                    names::STAMP_HEALTH,
+                    &[stamp, ("status", Value::Str(s.as_str()))],
+                    f64::from(u8::from(s == status)),
+                );
+            }
             t.published = status;
             t.oks = 0;
             t.fails = 0;

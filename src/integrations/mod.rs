@@ -15,6 +15,7 @@ mod extract;
 #[cfg(feature = "http-health")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http-health")))]
 pub mod http_health;
+mod overview;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod scatter;
@@ -26,3 +27,4 @@ pub mod token;
 pub mod tower;
 
 pub use extract::{tenant_from_header, tenant_from_host, tenant_from_path, ExtractError, TenantSource};
+pub use overview::{FeedLagView, FleetOverview, MigrationOverview, RegionSignal, ResourceUse, StampOverview};

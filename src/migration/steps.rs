@@ -9,6 +9,7 @@ use super::soak::SoakVerdict;
 use super::Migration;
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentChange, AssignmentMode, MigrationState};
+use crate::telemetry::{self, names, Value};
 use crate::time::Timestamp;
 
 use MigrationState as S;
@@ -237,9 +238,23 @@ impl Migration {
         }
     }
 
+    /// Records the end of the write freeze that lasts until `until` (it began `max_freeze`
+    /// before that).
+    fn freeze_ended(&self, until: Timestamp, outcome: &'static str) {
+        let cfg = &self.migrator.config;
+        let max = u64::try_from(cfg.max_freeze.as_millis()).unwrap_or(u64::MAX);
+        let began = Timestamp::from_millis(until.as_millis().saturating_sub(max));
+        telemetry::seconds(
+            names::MIGRATION_FREEZE_DURATION,
+            &[("outcome", Value::Str(outcome))],
+            self.migrator.clock.now().saturating_since(began),
+        );
+    }
+
     /// Back to plain dual-write on the source after a refused cutover.
     async fn unfreeze(&self, ctx: &MigrationContext, a: &Assignment) -> std::result::Result<(), StepError> {
-        if self.frozen_forward(a).is_some() {
+        if let Some(until) = self.frozen_forward(a) {
+            self.freeze_ended(until, "refused");
             let mode = AssignmentMode::DualWrite {
                 shadow: self.record.destination,
             };
@@ -301,7 +316,9 @@ impl Migration {
                 shadow: Some(self.record.destination),
                 until,
             };
-            self.cas(&a, AssignmentChange::set_mode(mode)).await?
+            let frozen = self.cas(&a, AssignmentChange::set_mode(mode)).await?;
+            telemetry::count(names::MIGRATION_FREEZES, &[], 1);
+            frozen
         };
         let until = self.frozen_forward(&frozen).unwrap_or(Timestamp::ZERO);
         trace_event!(migration = %self.record.id, until = %until, "writes frozen");
@@ -337,6 +354,7 @@ impl Migration {
         let moved = self
             .cas(&frozen, AssignmentChange::move_with_mode(self.record.destination, mode))
             .await?;
+        self.freeze_ended(until, "cut_over");
         self.fence_both(ctx, &moved).await?;
         updates.push(Update::SoakStarted(clock.now()));
         updates.push(Update::CutoverEpoch(moved.epoch));
@@ -410,5 +428,27 @@ impl Migration {
         self.fence_both(ctx, &a).await?;
         self.migrator.driver.rollback(ctx, from).await?;
         Ok(Next::To(outcome, vec![]))
+    }
+}
+
+/// Records one step's duration and, by its outcome, a failure, a refused cutover or a block.
+pub(super) fn record_step(
+    state: MigrationState,
+    took: std::time::Duration,
+    out: &crate::error::Result<super::StepOutcome>,
+) {
+    let st = ("state", Value::Str(state.as_str()));
+    telemetry::seconds(names::MIGRATION_STEP_DURATION, &[st], took);
+    match out {
+        Ok(super::StepOutcome::Retry { .. }) => {
+            telemetry::count(
+                names::MIGRATION_STEP_FAILURES,
+                &[st, ("retryable", Value::Str("true"))],
+                1,
+            );
+        }
+        Ok(super::StepOutcome::Refused { .. }) => telemetry::count(names::MIGRATION_CUTOVER_REFUSALS, &[], 1),
+        Ok(super::StepOutcome::Blocked { .. }) => telemetry::count(names::MIGRATION_BLOCKED, &[st], 1),
+        _ => {}
     }
 }

@@ -12,6 +12,7 @@ use super::steps::{Next, StepError};
 use super::Migrator;
 use crate::error::{Error, Result, Subject};
 use crate::model::{MigrationId, MigrationRecord, MigrationState};
+use crate::telemetry::{self, names, Value};
 use crate::time::Timestamp;
 
 use MigrationState as S;
@@ -319,6 +320,11 @@ impl Migration {
             p.apply(u);
         }
         self.save(rec, p, true).await?;
+        telemetry::count(
+            names::MIGRATION_TRANSITIONS,
+            &[("from", Value::Str(from.as_str())), ("to", Value::Str(next.as_str()))],
+            1,
+        );
         trace_event!(
             migration = %self.record.id, tenant = %self.record.tenant, from = %from, to = %next,
             revision = self.record.revision, "migration transition"
@@ -356,8 +362,10 @@ impl Migration {
     /// [`MigrationConfig::max_attempts`](super::MigrationConfig::max_attempts)), a transition to `RollingBack` (or `Failed` in
     /// `CleaningUp`/`RollingBack`) for permanent ones, with the failure recorded.
     pub async fn step(&mut self) -> Result<StepOutcome> {
+        let state = self.record.state;
+        let started = std::time::Instant::now();
         #[cfg(feature = "tracing")]
-        {
+        let out = {
             use tracing::Instrument;
             let span = tracing::info_span!(
                 "migration_step",
@@ -367,11 +375,11 @@ impl Migration {
                 worker = %self.worker,
             );
             self.step_inner().instrument(span).await
-        }
+        };
         #[cfg(not(feature = "tracing"))]
-        {
-            self.step_inner().await
-        }
+        let out = self.step_inner().await;
+        super::steps::record_step(state, started.elapsed(), &out);
+        out
     }
 
     pub(super) async fn step_inner(&mut self) -> Result<StepOutcome> {
@@ -450,6 +458,14 @@ impl Migration {
                     }
                     _ => S::Failed,
                 };
+                telemetry::count(
+                    names::MIGRATION_STEP_FAILURES,
+                    &[
+                        ("state", Value::Str(state.as_str())),
+                        ("retryable", Value::Str("false")),
+                    ],
+                    1,
+                );
                 trace_event!(migration = %self.record.id, state = %state, error = %reason, next = %next, "migration step failed permanently");
                 self.commit(next, updates).await
             }

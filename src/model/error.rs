@@ -326,6 +326,37 @@ impl Error {
         matches!(self, Error::Unavailable { .. } | Error::LeaseHeld { .. })
     }
 
+    /// The variant's name in snake case: a bounded label for metrics and logs (never the
+    /// message, which may name a tenant).
+    ///
+    /// ```
+    /// use stamps::error::{Conflict, Error};
+    /// assert_eq!(Error::Conflict(Conflict::Revision { expected: 4, actual: 5 }).kind(), "conflict");
+    /// assert_eq!(Error::unavailable("down").kind(), "unavailable");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::AlreadyAssigned { .. } => "already_assigned",
+            Error::AlreadyExists(_) => "already_exists",
+            Error::CapacityExceeded { .. } => "capacity_exceeded",
+            Error::NotAccepting { .. } => "not_accepting",
+            Error::StampNotEmpty { .. } => "stamp_not_empty",
+            Error::Conflict(_) => "conflict",
+            Error::LeaseHeld { .. } => "lease_held",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::InvalidTenantId(_) => "invalid_tenant_id",
+            Error::InvalidTransition { .. } => "invalid_transition",
+            Error::ChangeFeedTruncated { .. } => "change_feed_truncated",
+            Error::HistoryDiverged { .. } => "history_diverged",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Backend { .. } => "backend",
+            Error::ConstraintViolated(_) => "constraint_violated",
+            Error::Corrupt { .. } => "corrupt",
+            Error::OutcomeUnknown { .. } => "outcome_unknown",
+        }
+    }
+
     /// An `Unavailable` error with no underlying cause.
     pub fn unavailable(reason: impl Into<String>) -> Error {
         Error::Unavailable {

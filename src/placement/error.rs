@@ -71,6 +71,16 @@ impl FilterKind {
         self as usize
     }
 
+    /// Every filter kind, in declaration order.
+    ///
+    /// ```
+    /// use stamps::placement::FilterKind;
+    /// assert!(FilterKind::all().any(|k| k == FilterKind::Headroom));
+    /// ```
+    pub fn all() -> impl Iterator<Item = FilterKind> {
+        FilterKind::ALL.into_iter()
+    }
+
     /// The filter's name.
     pub const fn as_str(self) -> &'static str {
         match self {

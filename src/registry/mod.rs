@@ -8,6 +8,7 @@
 mod ext;
 mod forward;
 mod memory;
+mod observed;
 mod place;
 pub use memory::{InMemoryRegistryBuilder, DEFAULT_CHANGE_RETENTION};
 #[cfg(feature = "postgres")]
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 pub(crate) use ext::{check_new_rollout, check_rollout_save, override_target_retired};
 pub use ext::{expiry_report_from, RegistryExt};
 pub use memory::InMemoryRegistry;
+pub use observed::Observed;
 pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -5,7 +5,8 @@ use std::fmt;
 use super::Registry;
 use crate::error::{Error, Subject};
 use crate::model::{AllHealthy, Assignment, Demand, HealthView, Region, Residency, TenantSpec, Tier};
-use crate::placement::{FleetView, Placement, PlacementError};
+use crate::placement::{FilterKind, FleetView, Placement, PlacementError};
+use crate::telemetry::{self, names, Value};
 
 /// Options for [`place_and_assign_with`].
 ///
@@ -215,6 +216,83 @@ where
 /// # Ok(()) }
 /// ```
 pub async fn place_and_assign_with<R, P>(
+    registry: &R,
+    policy: &P,
+    tenant: &TenantSpec,
+    options: AssignOptions<'_>,
+) -> Result<Assignment, PlaceAndAssignError>
+where
+    R: Registry + ?Sized,
+    P: Placement + ?Sized,
+{
+    #[cfg(feature = "tracing")]
+    let out = {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "stamps.placement",
+            tenant = tenant.id.as_str(),
+            outcome = tracing::field::Empty
+        );
+        let out = place_and_assign_inner(registry, policy, tenant, options)
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", decision_label(&out));
+        out
+    };
+    #[cfg(not(feature = "tracing"))]
+    let out = place_and_assign_inner(registry, policy, tenant, options).await;
+    record_decision(&out);
+    out
+}
+
+/// The outcome of a placement, as the `outcome` label of [`names::PLACEMENT_DECISIONS`].
+fn decision_label(out: &Result<Assignment, PlaceAndAssignError>) -> &'static str {
+    match out {
+        Ok(_) => "placed",
+        Err(PlaceAndAssignError::NoFit { .. }) => "no_fit",
+        Err(PlaceAndAssignError::LostRaces { .. }) => "lost_races",
+        Err(_) => "error",
+    }
+}
+
+/// Counts a placement decision, the stamps rejected on the way by filter, and a request for a
+/// new stamp.
+fn record_decision(out: &Result<Assignment, PlaceAndAssignError>) {
+    telemetry::count(
+        names::PLACEMENT_DECISIONS,
+        &[("outcome", Value::Str(decision_label(out)))],
+        1,
+    );
+    if let Err(PlaceAndAssignError::NoFit { error, provision }) = out {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(explanation = %error, provision = provision.is_some(), "stamps.placement: no stamp fits");
+        let reason = |r: &'static str| [("reason", Value::Str(r))];
+        match error {
+            PlacementError::NoEligibleStamp(fit) => {
+                for kind in FilterKind::all() {
+                    let n = fit.rejected_by(kind);
+                    if n > 0 {
+                        telemetry::count(names::PLACEMENT_REJECTIONS, &reason(kind.as_str()), u64::from(n));
+                    }
+                }
+            }
+            PlacementError::NoStamps => telemetry::count(names::PLACEMENT_REJECTIONS, &reason("no_stamps"), 1),
+            PlacementError::PinnedStampMissing { .. } | PlacementError::PinnedStampRejected { .. } => {
+                telemetry::count(names::PLACEMENT_REJECTIONS, &reason("pin"), 1)
+            }
+            _ => telemetry::count(names::PLACEMENT_REJECTIONS, &reason("policy"), 1),
+        }
+        if provision.is_some() {
+            telemetry::count(names::PLACEMENT_PROVISION_REQUESTS, &[], 1);
+        }
+    }
+    #[cfg(feature = "tracing")]
+    if let Ok(a) = out {
+        tracing::debug!(stamp = a.stamp.0, epoch = a.epoch.0, "stamps.placement: placed");
+    }
+}
+
+async fn place_and_assign_inner<R, P>(
     registry: &R,
     policy: &P,
     tenant: &TenantSpec,

@@ -122,6 +122,8 @@ impl<R: Registry + ?Sized> RouterBuilder<R> {
             cursor: AtomicU64::new(0),
             cursor_set: AtomicBool::new(false),
             warmed: AtomicBool::new(false),
+            feed_head: AtomicU64::new(0),
+            behind_since: AtomicU64::new(u64::MAX),
             config: c,
         };
         Router {

@@ -238,6 +238,19 @@ impl<R: Registry + ?Sized> Router<R> {
     /// # Ok(()) }
     /// ```
     pub async fn sync(&self) -> Result<usize, Error> {
+        #[cfg(feature = "tracing")]
+        {
+            use tracing::Instrument;
+            let span = tracing::debug_span!("stamps.router.sync", router = self.shared.id, cursor = self.cursor().0);
+            self.sync_inner().instrument(span).await
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            self.sync_inner().await
+        }
+    }
+
+    async fn sync_inner(&self) -> Result<usize, Error> {
         let sh = &*self.shared;
         self.pin_cursor().await?;
         let mut read = 0;
@@ -252,7 +265,13 @@ impl<R: Registry + ?Sized> Router<R> {
                     self.apply_batch(&batch.changes);
                     let next = batch.next_cursor(cursor);
                     sh.cursor.fetch_max(next.0, Ordering::AcqRel);
+                    sh.feed_head.fetch_max(batch.head.0, Ordering::AcqRel);
                     if n == 0 || !batch.has_more(next) {
+                        if next >= batch.head {
+                            sh.behind_since.store(u64::MAX, Ordering::Release);
+                        }
+                        #[cfg(feature = "tracing")]
+                        tracing::debug!(read, cursor = next.0, head = batch.head.0, "feed applied");
                         return Ok(read);
                     }
                 }

@@ -108,7 +108,15 @@ impl Shared {
     /// `lookup` for long ids, ids the fast table does not hold, and invalid text.
     #[inline(never)]
     pub(super) fn lookup_slow(&self, tenant: &str, count: bool) -> Result<Route, RouteError> {
-        let key = Key::parse(tenant)?;
+        let key = match Key::parse(tenant) {
+            Ok(key) => key,
+            Err(e) => {
+                if count {
+                    self.stats.incr(Counter::InvalidTenant);
+                }
+                return Err(e.into());
+            }
+        };
         let now = self.now_ms();
         let r = match key {
             Key::Long(_) => match self.long_entry(tenant, &key) {

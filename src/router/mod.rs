@@ -54,6 +54,7 @@ mod builder;
 mod clock;
 mod config;
 mod endpoints;
+mod export;
 mod fast;
 mod feed;
 mod flight;
@@ -77,6 +78,7 @@ use std::sync::Arc;
 pub use builder::RouterBuilder;
 pub use clock::ClockThread;
 pub use config::{RouterConfig, MAX_ENTRIES};
+pub use export::FeedLag;
 #[cfg(feature = "tokio")]
 pub use follower::Follower;
 pub use route::{Route, RouteError};

@@ -12,6 +12,7 @@ use super::writes::Writes;
 use super::{Route, RouteError, Router};
 use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId};
 use crate::registry::Registry;
+use crate::telemetry::{self, names, Value};
 
 impl<R: Registry + ?Sized> Router<R> {
     /// Routes a tenant, reading the registry on a miss.
@@ -51,8 +52,8 @@ impl<R: Registry + ?Sized> Router<R> {
                     // A previous leader publishes into the table before it leaves the flight
                     // map, so a caller that leads now sees its answer here.
                     let outcome = match self.shared.lookup(tenant, false) {
-                        Err(RouteError::Miss) => self.load(tenant).await,
-                        Ok(route) if revalidate && route.stale => self.load(tenant).await,
+                        Err(RouteError::Miss) => self.timed_load(tenant).await,
+                        Ok(route) if revalidate && route.stale => self.timed_load(tenant).await,
                         other => other,
                     };
                     leader.finish(outcome);
@@ -65,6 +66,32 @@ impl<R: Registry + ?Sized> Router<R> {
                 }
             }
         }
+    }
+
+    /// [`Router::load`] in a `stamps.router.resolve` span (feature `tracing`), timed into
+    /// [`names::ROUTER_RESOLVE_DURATION`] by outcome (feature `metrics`).
+    async fn timed_load(&self, tenant: &str) -> Result<Route, RouteError> {
+        let started = std::time::Instant::now();
+        #[cfg(feature = "tracing")]
+        let outcome = {
+            use tracing::Instrument;
+            let span = tracing::debug_span!("stamps.router.resolve", router = self.shared.id, tenant);
+            self.load(tenant).instrument(span).await
+        };
+        #[cfg(not(feature = "tracing"))]
+        let outcome = self.load(tenant).await;
+        let label = match &outcome {
+            Ok(_) => "ok",
+            Err(RouteError::UnknownTenant) => "unknown_tenant",
+            Err(RouteError::Unavailable) => "unavailable",
+            Err(_) => "error",
+        };
+        telemetry::seconds(
+            names::ROUTER_RESOLVE_DURATION,
+            &[("outcome", Value::Str(label))],
+            started.elapsed(),
+        );
+        outcome
     }
 
     /// Reads the registry for `tenant` and caches the answer (the single-flight leader).

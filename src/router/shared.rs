@@ -68,6 +68,11 @@ pub(super) struct Shared {
     pub(super) cursor: AtomicU64,
     pub(super) cursor_set: AtomicBool,
     pub(super) warmed: AtomicBool,
+    /// The newest registry version the feed has seen (a batch's head).
+    pub(super) feed_head: AtomicU64,
+    /// When the router was first seen behind that head, in clock milliseconds; `u64::MAX`
+    /// while it is caught up.
+    pub(super) behind_since: AtomicU64,
 }
 
 impl Shared {

@@ -19,10 +19,11 @@ pub(crate) enum Counter {
     StampUnavailable = 7,
     FeedError = 8,
     HistoryReset = 9,
+    InvalidTenant = 10,
 }
 
 /// Number of counters.
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 11;
 
 /// `stuck_at` when the feed is not stuck.
 const NOT_STUCK: u64 = u64::MAX;
@@ -179,6 +180,7 @@ impl Stats {
             stamp_unavailable: self.sum(Counter::StampUnavailable),
             feed_errors: self.sum(Counter::FeedError),
             history_resets: self.sum(Counter::HistoryReset),
+            invalid_tenants: self.sum(Counter::InvalidTenant),
             feed_stuck_at: match self.stuck_at.load(Ordering::Relaxed) {
                 NOT_STUCK => None,
                 v => Some(crate::model::Version(v)),
@@ -227,6 +229,8 @@ pub struct RouterStats {
     /// every entry, re-read the stamps (and everything, if it was warmed up) and followed the
     /// feed from its new head. Alert on any increase: acknowledged writes were lost.
     pub history_resets: u64,
+    /// Lookups refused because the text is not a valid tenant id.
+    pub invalid_tenants: u64,
     /// The cursor (the last version applied) the change feed could not read past, while it
     /// cannot; `None` once a read succeeds. A follower stuck here retries with backoff and
     /// never skips the change it cannot read.
