@@ -18,6 +18,10 @@ use stamps::registry::{place_and_assign, Observed};
 use stamps::telemetry::names;
 use stamps::*;
 
+#[cfg(feature = "postgres")]
+#[path = "support/pg.rs"]
+mod pg;
+
 /// One recorded series: name, labels, value.
 #[derive(Debug)]
 struct Series {
@@ -106,7 +110,7 @@ fn check_hygiene(all: &[Series], tenants: &[&str]) {
     }
 }
 
-async fn two_stamps(registry: &impl Registry, tenants: f64) {
+async fn two_stamps<R: Registry + ?Sized>(registry: &R, tenants: f64) {
     for id in [1, 2] {
         let cap = Capacity::new([(Resource::Tenants, tenants)], 0.0).unwrap();
         let spec = StampSpec::new(StampId(id), format!("s{id}"), Region::new("eu").unwrap(), cap).unwrap();
@@ -330,4 +334,75 @@ fn every_documented_name_follows_prometheus_conventions() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), names::ALL.len(), "a name is listed twice");
+}
+
+/// The same calls, some failing, through `Observed`: the counts by method and error kind.
+async fn calls_and_failures(registry: &dyn Registry) {
+    two_stamps(registry, 10.0).await;
+    let t = TenantSpec::new(TenantId::new("acme").unwrap());
+    let a = registry.assign(&t, StampId(1)).await.unwrap();
+    assert!(registry.assign(&t, StampId(2)).await.is_err()); // already assigned
+    assert!(registry
+        .assign(&TenantSpec::new(TenantId::new("b").unwrap()), StampId(9))
+        .await
+        .is_err()); // no such stamp
+    let moved = registry
+        .compare_and_set(t.id(), a.epoch, AssignmentChange::move_to(StampId(2)))
+        .await
+        .unwrap();
+    assert!(moved.epoch > a.epoch);
+    assert!(registry
+        .compare_and_set(t.id(), a.epoch, AssignmentChange::move_to(StampId(1)))
+        .await
+        .is_err()); // stale epoch
+    registry.changes_since(Version::ZERO, 100).await.unwrap();
+}
+
+fn by_method_and_kind(all: &[Series]) -> BTreeMap<(String, String, String), u64> {
+    all.iter()
+        .filter(|s| s.name == names::REGISTRY_CALLS || s.name == names::REGISTRY_ERRORS)
+        .filter_map(|s| match s.value {
+            DebugValue::Counter(n) => Some((
+                (
+                    s.name.clone(),
+                    s.labels.get("method").cloned().unwrap_or_default(),
+                    s.labels.get("kind").cloned().unwrap_or_default(),
+                ),
+                n,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `Observed` records the same calls and the same error kinds on PostgreSQL as in memory.
+#[cfg(feature = "postgres")]
+#[test]
+fn an_observed_postgres_registry_records_what_the_in_memory_one_does() {
+    use stamps::registry::postgres::{PgConfig, PgRegistry};
+    let memory = recorded(|| async {
+        calls_and_failures(&Observed::new(InMemoryRegistry::new())).await;
+    });
+    let schema = pg::unique_schema("observed");
+    let _guard = pg::SchemaGuard(schema.clone());
+    let postgres = recorded(|| async {
+        let config = PgConfig::from_url(pg::database_url()).unwrap().schema(&schema).unwrap();
+        let pg = PgRegistry::connect(config).await.unwrap();
+        pg.migrate().await.unwrap();
+        calls_and_failures(&Observed::new(pg)).await;
+    });
+    let (m, p) = (by_method_and_kind(&memory), by_method_and_kind(&postgres));
+    assert_eq!(m, p);
+    assert_eq!(
+        m.get(&(
+            names::REGISTRY_ERRORS.to_string(),
+            "compare_and_set".to_string(),
+            "conflict".to_string()
+        )),
+        Some(&1)
+    );
+    assert_eq!(
+        histogram_len(&postgres, names::REGISTRY_CALL_DURATION, &[("method", "assign")]),
+        3
+    );
 }
