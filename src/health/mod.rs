@@ -28,6 +28,9 @@
 //! ```
 
 mod monitor;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+mod shared;
 mod sources;
 mod table;
 
@@ -39,6 +42,9 @@ use async_trait::async_trait;
 #[cfg(feature = "tokio")]
 pub use monitor::HealthTask;
 pub use monitor::{HealthMonitor, HealthMonitorBuilder, Hysteresis};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use shared::{OnExpired, PgHealth};
 pub use sources::{AggregateHealth, StaticHealth};
 pub use table::{HealthTable, StampHealth};
 

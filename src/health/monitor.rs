@@ -392,6 +392,12 @@ pub struct HealthTask {
 
 #[cfg(feature = "tokio")]
 impl HealthTask {
+    /// A handle owning `handle` (the crate's other health tasks).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn from_handle(handle: tokio::task::JoinHandle<()>) -> Self {
+        HealthTask { handle: Some(handle) }
+    }
+
     /// Leaves the checks running until the runtime shuts down.
     pub fn detach(mut self) {
         self.handle.take();

@@ -17,6 +17,7 @@ mod connection;
 mod directives;
 mod fault;
 mod feed_admin;
+mod health;
 mod history;
 mod options;
 mod reads;
@@ -43,6 +44,7 @@ use tokio_postgres::{NoTls, Socket};
 
 pub use config::{Keepalives, PgConfig, Portability, DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_REPLICA_LAG, DEFAULT_SCHEMA};
 pub use fault::DatabaseError;
+pub use health::{SharedHealth, MAX_HEALTH_TTL};
 pub use replicas::ReplicaStatus;
 pub use schema::{SchemaError, SCHEMA_VERSION};
 
@@ -128,6 +130,7 @@ struct Inner {
     schema: String,
     clock: Arc<dyn Clock>,
     signal: ChangeSignal,
+    health_signal: ChangeSignal,
     max_retries: u32,
     call_timeout: Duration,
     replicas: Option<Arc<Replicas>>,
@@ -185,6 +188,7 @@ impl PgRegistry {
         .await?;
         let replicas = replica_set(&config, &tls)?;
         let signal = ChangeSignal::new();
+        let health_signal = ChangeSignal::new();
         let listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)> = config.notify.then(|| {
             (
                 Arc::new(TlsListen(tls)) as Arc<dyn Listen>,
@@ -197,6 +201,7 @@ impl PgRegistry {
             listen_sql: sql.listen.clone(),
             listen,
             signal: signal.clone(),
+            health: health_signal.clone(),
             interval: config.poll_interval,
             deadline: config.call_timeout,
             replicas: replicas.clone(),
@@ -210,6 +215,7 @@ impl PgRegistry {
                 schema: config.schema,
                 clock: config.clock,
                 signal,
+                health_signal,
                 max_retries: config.max_retries,
                 call_timeout: config.call_timeout,
                 replicas,

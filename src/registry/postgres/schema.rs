@@ -66,6 +66,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0007_rollouts.sql"),
         earlier: &[],
     },
+    Migration {
+        version: 8,
+        name: "health",
+        sql: include_str!("migrations/0008_health.sql"),
+        earlier: &[],
+    },
 ];
 
 /// The newest schema version this build of the crate knows.
@@ -73,7 +79,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 7;
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

@@ -62,6 +62,7 @@ pub(crate) struct Sql {
     pub(crate) directives: super::directives::DirectiveSql,
     /// Rollout records.
     pub(crate) rollouts: super::rollouts::RolloutSql,
+    pub(crate) health: super::health::HealthSql,
 }
 
 /// The server's current WAL timeline (PostgreSQL; `NULL` on a standby, where no write runs).
@@ -119,7 +120,7 @@ impl Sql {
             FROM {GUARD} LEFT JOIN chg ON true"
         );
         Sql {
-            listen: format!("LISTEN \"{channel}\""),
+            listen: format!("LISTEN \"{channel}\"; LISTEN \"{channel}_health\""),
             head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
             bump: format!(
                 "WITH b AS (
@@ -290,6 +291,7 @@ impl Sql {
             ),
             directives: super::directives::DirectiveSql::new(schema, &notify_col),
             rollouts: super::rollouts::RolloutSql::new(schema),
+            health: super::health::HealthSql::new(schema, notify),
             channel,
         }
     }

@@ -20,12 +20,14 @@ use crate::registry::ChangeSignal;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Opens a connection whose notifications go to a signal.
+/// Opens a connection whose notifications go to the signals: the change feed's, and (for the
+/// `_health` channel) the shared health view's.
 pub(crate) trait Listen: Send + Sync {
     fn open<'a>(
         &'a self,
         config: &'a tokio_postgres::Config,
         signal: ChangeSignal,
+        health: ChangeSignal,
     ) -> BoxFuture<'a, Result<(Client, JoinHandle<()>), tokio_postgres::Error>>;
 }
 
@@ -43,6 +45,7 @@ where
         &'a self,
         config: &'a tokio_postgres::Config,
         signal: ChangeSignal,
+        health: ChangeSignal,
     ) -> BoxFuture<'a, Result<(Client, JoinHandle<()>), tokio_postgres::Error>> {
         Box::pin(async move {
             let (client, mut connection) = config.connect(self.0.clone()).await?;
@@ -50,8 +53,19 @@ where
                 loop {
                     match poll_fn(|cx| connection.poll_message(cx)).await {
                         Some(Ok(AsyncMessage::Notification(n))) => {
-                            if let Ok(v) = n.payload().parse::<u64>() {
-                                signal.notify(Version(v));
+                            // The health channel's payloads are `h<revision>`; the feed's are
+                            // bare versions.
+                            match n.payload().strip_prefix('h') {
+                                Some(rev) => {
+                                    if let Ok(v) = rev.parse::<u64>() {
+                                        health.notify(Version(v));
+                                    }
+                                }
+                                None => {
+                                    if let Ok(v) = n.payload().parse::<u64>() {
+                                        signal.notify(Version(v));
+                                    }
+                                }
                             }
                         }
                         Some(Ok(_)) => {}
@@ -81,6 +95,8 @@ pub(crate) struct Watch {
     pub(crate) listen_sql: String,
     pub(crate) listen: Option<(Arc<dyn Listen>, tokio_postgres::Config)>,
     pub(crate) signal: ChangeSignal,
+    /// Woken by `NOTIFY` on the health channel (see `PgRegistry::health_signal`).
+    pub(crate) health: ChangeSignal,
     pub(crate) interval: Duration,
     /// Bound of each head read and of opening the listener.
     pub(crate) deadline: Duration,
@@ -109,7 +125,10 @@ impl Watch {
                     // Bounded: connecting and `LISTEN` on a path that stopped forwarding
                     // must not stall the polling below.
                     let open = async {
-                        let (client, task) = listen.open(config, self.signal.clone()).await.ok()?;
+                        let (client, task) = listen
+                            .open(config, self.signal.clone(), self.health.clone())
+                            .await
+                            .ok()?;
                         match tokio::time::timeout(self.deadline, client.batch_execute(&self.listen_sql)).await {
                             Ok(Ok(())) => Some((client, task)),
                             _ => {
