@@ -42,6 +42,9 @@
 mod drift;
 mod inventory;
 mod merge;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+mod postgres;
 mod repair;
 mod report;
 
@@ -55,6 +58,9 @@ use std::time::Duration;
 
 pub use drift::{collect_drift, ConfigSource};
 pub use inventory::{Fingerprint, Held, InMemoryInventory, InventoryError, ReferenceInventory, StampInventory};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PgInventory, TenantTable};
 pub use repair::{apply_repair, RepairError, REPAIR_ACTION_TIMEOUT};
 pub use report::{Finding, FindingKind, ReconcileReport, Repair, Unreadable};
 
