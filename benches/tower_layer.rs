@@ -77,6 +77,24 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    group.bench_function("inner + bare Router::route of the header", |b| {
+        b.iter_batched(
+            || {
+                i = (i + 7919) % tenants.len();
+                request(&tenants[i])
+            },
+            |req| {
+                let raw = req
+                    .headers()
+                    .get("x-tenant-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                black_box(router.route(raw).ok());
+                black_box(ready(direct.call(req), &mut cx))
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     group.bench_function("by hand (header, TenantId, route, extension)", |b| {
         b.iter_batched(
             || {

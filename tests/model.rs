@@ -184,6 +184,31 @@ proptest! {
         prop_assert!(TenantId::new(&s).is_ok());
     }
 
+    /// Ids are stored inline up to 22 bytes and shared above; equality, order, hashing and
+    /// `&str` lookups agree with the text's on both sides of the boundary.
+    #[test]
+    fn tenant_ids_compare_and_hash_as_their_text(
+        a in "[a-z0-9][a-z0-9._-]{0,30}",
+        b in "[a-z0-9][a-z0-9._-]{0,30}",
+    ) {
+        use std::collections::{BTreeMap, HashMap};
+        use std::hash::{BuildHasher, RandomState};
+        let (x, y) = (TenantId::new(&a).unwrap(), TenantId::new(&b).unwrap());
+        prop_assert_eq!(x.as_str(), a.as_str());
+        let copy = x.clone();
+        prop_assert_eq!(copy.as_str(), a.as_str());
+        prop_assert_eq!(x == y, a == b);
+        prop_assert_eq!(x.cmp(&y), a.as_bytes().cmp(b.as_bytes()));
+        let h = RandomState::new();
+        prop_assert_eq!(h.hash_one(&x), h.hash_one(a.as_str()));
+        let map: HashMap<TenantId, u8> = [(x.clone(), 1)].into();
+        prop_assert_eq!(map.get(a.as_str()), Some(&1));
+        let tree: BTreeMap<TenantId, u8> = [(y.clone(), 2)].into();
+        prop_assert_eq!(tree.get(b.as_str()), Some(&2));
+        prop_assert_eq!(format!("{x}"), a.clone());
+        prop_assert_eq!(format!("{x:?}"), format!("TenantId({a:?})"));
+    }
+
     #[test]
     fn amounts_and_capacities_never_panic(x in any::<f64>(), h in any::<f64>()) {
         let _ = Amount::from_f64(x);

@@ -1,7 +1,8 @@
-//! `RouteLayer` on a router hit allocates nothing beyond what the request carries: the tenant
-//! id and the extension entry. Proved with a counting global allocator against the same work
-//! done by hand (this test binary holds only this test, so nothing else allocates while it
-//! counts).
+//! `RouteLayer` on a router hit makes no allocation of its own: the tenant id of up to 22
+//! bytes is inline, the route is `Copy`, and the one allocation per request is `http`'s: the
+//! `Box` that `Extensions::insert` puts the `ResolvedRoute` in. Proved with a counting global
+//! allocator against the same work done by hand (this test binary holds only this test, so
+//! nothing else allocates while it counts).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -42,7 +43,7 @@ fn request(tenant: &str) -> Request<()> {
 }
 
 #[test]
-fn a_hit_allocates_only_the_tenant_id_and_the_extension_entry() {
+fn a_hit_allocates_only_https_extension_box() {
     let router = Arc::new(
         Router::builder(InMemoryRegistry::new())
             .config(stamps::RouterConfig::default().max_entries(1_024))
@@ -89,8 +90,9 @@ fn a_hit_allocates_only_the_tenant_id_and_the_extension_entry() {
         served
     });
     assert_eq!(served, 100);
-    // Per request: the tenant id (one `Arc<str>`) and the boxed extension value.
-    assert_eq!(by_hand, 200, "the count must see the tenant id and the extension box");
+    // Per request: only the boxed extension value, inside `http::Extensions::insert` (the
+    // request already carries an extension, so the map itself exists).
+    assert_eq!(by_hand, 100, "the count must see the extension box, and only it");
     assert_eq!(
         through_layer, by_hand,
         "the layer allocated {through_layer} times in 100 hits; the work by hand {by_hand}"

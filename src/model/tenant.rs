@@ -60,8 +60,9 @@ pub enum TenantIdError {
 ///   ASCII first, for ids taken from host names, which are case-insensitive.
 ///
 /// These rules make every tenant id safe as a DNS label component, a file name, a metric label
-/// and a SQL value. Validation ([`TenantId::validate`]) never allocates; a valid id is one
-/// shared allocation, so clones are a reference-count increment.
+/// and a SQL value. Validation ([`TenantId::validate`]) never allocates. An id of up to 22
+/// bytes (most ids) is stored inline: making, cloning and dropping it never allocate. A
+/// longer id is one shared allocation, so its clones are a reference-count increment.
 ///
 /// ```
 /// use stamps::TenantId;
@@ -72,14 +73,68 @@ pub enum TenantIdError {
 /// assert!(TenantId::from_bytes(&[0xff, 0x61]).is_err());
 /// # Ok::<(), stamps::TenantIdError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(Arc<str>);
+#[derive(Clone)]
+pub struct TenantId(Repr);
+
+/// Bytes an id may have and still be stored inline.
+const INLINE: usize = 22;
+
+/// A validated id's text: inline up to [`INLINE`] bytes, shared above.
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
+
+impl PartialEq for TenantId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TenantId {}
+
+impl std::hash::Hash for TenantId {
+    /// Hashes as the text does, so maps keyed by `TenantId` can be searched with a `&str`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for TenantId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TenantId {
+    /// Byte order of the text.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 impl TenantId {
-    /// Validates `text` and makes a tenant id of it.
+    /// Validates `text` and makes a tenant id of it (without allocating for up to 22 bytes).
     pub fn new(text: &str) -> Result<Self, TenantIdError> {
         Self::validate(text)?;
-        Ok(TenantId(Arc::from(text)))
+        Ok(TenantId::from_valid(text))
+    }
+
+    /// The id of text already validated.
+    fn from_valid(text: &str) -> TenantId {
+        let src = text.as_bytes();
+        if src.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            if let Some(dst) = bytes.get_mut(..src.len()) {
+                dst.copy_from_slice(src);
+                return TenantId(Repr::Inline {
+                    len: src.len() as u8,
+                    bytes,
+                });
+            }
+        }
+        TenantId(Repr::Shared(Arc::from(text)))
     }
 
     /// Lowercases ASCII letters, then validates: for ids from case-insensitive sources such as
@@ -126,32 +181,40 @@ impl TenantId {
     }
 
     /// The id as text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Inline bytes are validated ASCII, so the conversion cannot fail.
+            Repr::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Repr::Shared(s) => s,
+        }
     }
 }
 
 impl fmt::Debug for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TenantId({:?})", &*self.0)
+        write!(f, "TenantId({:?})", self.as_str())
     }
 }
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl AsRef<str> for TenantId {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl std::borrow::Borrow<str> for TenantId {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -173,14 +236,14 @@ impl TryFrom<String> for TenantId {
     type Error = TenantIdError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
         TenantId::validate(&s)?;
-        Ok(TenantId(Arc::from(s)))
+        Ok(TenantId::from_valid(&s))
     }
 }
 
 #[cfg(feature = "serde")]
 impl serde::Serialize for TenantId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 

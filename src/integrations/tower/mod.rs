@@ -30,11 +30,11 @@
 //!
 //! # Costs
 //! On a router hit the layer does no registry I/O and takes no lock; the response future is
-//! the inner service's future in an enum (not boxed). What it allocates per request is what
-//! the request carries: the [`TenantId`] (one shared allocation) and the extension entry
-//! (`http::Extensions` boxes each value) — two allocations per hit for a request that already
-//! has extensions, as hyper's do (`tests/tower_alloc.rs` counts them against the same work by
-//! hand); a request without any extension also gets its extension map allocated by `http`. A
+//! the inner service's future in an enum (not boxed). It makes no allocation of its own for a
+//! tenant id of up to 22 bytes (the [`TenantId`] is inline; a longer one is one shared
+//! allocation); the one allocation per hit is `http`'s, boxing the extension entry
+//! (`tests/tower_alloc.rs` counts it against the same work by hand). A request without any
+//! extension also gets its extension map allocated by `http`. A
 //! miss awaits [`Router::resolve`] (concurrent misses for one tenant share one registry read)
 //! in a boxed future, for as long as the registry takes unless a resolve timeout is set
 //! (`RouteLayer::resolve_timeout`, feature `tokio`). With a routing token, verification decodes the token (two small
