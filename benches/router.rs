@@ -12,8 +12,12 @@
 
 #[path = "../tests/support/alloc.rs"]
 mod alloc;
+#[path = "support/fixture.rs"]
+mod fixture;
 #[path = "support/keys.rs"]
 mod keys;
+
+use fixture::build_router;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -24,10 +28,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keys::{key, text, uniform, zipf, Rng, SEQ};
 use parking_lot::RwLock;
-use stamps::router::Router;
 use stamps::{
-    Assignment, AssignmentMode, Change, ChangeKind, Epoch, InMemoryRegistry, StampId, TenantId, TenantSpec, Timestamp,
-    Version,
+    Assignment, AssignmentMode, Change, ChangeKind, Epoch, StampId, TenantId, TenantSpec, Timestamp, Version,
 };
 
 use alloc::live;
@@ -43,29 +45,6 @@ fn sizes() -> Vec<usize> {
 
 fn skip_moka(n: usize) -> bool {
     std::env::var("STAMPS_BENCH_SKIP_MOKA").is_ok() || n > 2_000_000
-}
-
-fn build_router(keys: &[String]) -> Router<InMemoryRegistry> {
-    let n = keys.len();
-    let router = Router::builder(InMemoryRegistry::new())
-        .config(
-            stamps::RouterConfig::default()
-                .max_entries(n + n / 10)
-                .ttl(Duration::from_secs(3600)),
-        )
-        .build()
-        .unwrap();
-    router
-        .preload(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (k.as_str(), StampId((i % 64) as u32), Epoch(1), AssignmentMode::Serving)),
-        )
-        .unwrap();
-    for s in 0..64 {
-        router.set_endpoint(StampId(s), Some(&format!("https://stamp-{s:03}.internal")));
-    }
-    router
 }
 
 fn per_entry(before: isize, n: usize) -> f64 {

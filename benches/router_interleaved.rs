@@ -7,6 +7,8 @@
 //! STAMPS_BENCH_SIZES=10000000 STAMPS_BENCH_SKIP_MOKA=1 cargo bench --bench router_interleaved
 //! ```
 
+#[path = "support/fixture.rs"]
+mod fixture;
 #[path = "support/keys.rs"]
 mod keys;
 
@@ -14,9 +16,8 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use fixture::build_router;
 use keys::{key, text, uniform, zipf, SEQ};
-use stamps::router::Router;
-use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
 
 type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
 
@@ -62,24 +63,7 @@ fn main() {
     let skip_moka = std::env::var("STAMPS_BENCH_SKIP_MOKA").is_ok();
     for n in sizes {
         let keys: Vec<String> = (0..n).map(key).collect();
-        let router = Router::builder(InMemoryRegistry::new())
-            .config(
-                stamps::RouterConfig::default()
-                    .max_entries(n + n / 10)
-                    .ttl(Duration::from_secs(3600)),
-            )
-            .build()
-            .unwrap();
-        router
-            .preload(
-                keys.iter()
-                    .enumerate()
-                    .map(|(i, k)| (k.as_str(), StampId((i % 64) as u32), Epoch(1), AssignmentMode::Serving)),
-            )
-            .unwrap();
-        for s in 0..64 {
-            router.set_endpoint(StampId(s), Some(&format!("https://stamp-{s:03}.internal")));
-        }
+        let router = build_router(&keys);
         let _ticker = router.spawn_clock_thread().unwrap();
         let map: FoldMap = keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect();
         let moka = (!skip_moka).then(|| {

@@ -13,6 +13,8 @@
 //! STAMPS_BENCH_SIZES=10000000 cargo bench --features metrics --bench router_metrics
 //! ```
 
+#[path = "support/fixture.rs"]
+mod fixture;
 #[path = "support/keys.rs"]
 #[allow(dead_code)] // the Zipf sequence is the other benches'
 mod keys;
@@ -22,10 +24,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fixture::build_router;
 use keys::{key, text, uniform, SEQ};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use stamps::router::Router;
-use stamps::{AssignmentMode, Epoch, InMemoryRegistry, StampId};
+use stamps::InMemoryRegistry;
 
 const ROUNDS: usize = 21;
 const PER_ROUND: usize = 1 << 20;
@@ -68,24 +71,7 @@ fn main() {
     let handle = recorder.handle();
     for n in sizes {
         let keys: Vec<String> = (0..n).map(key).collect();
-        let router = Router::builder(InMemoryRegistry::new())
-            .config(
-                stamps::RouterConfig::default()
-                    .max_entries(n + n / 10)
-                    .ttl(Duration::from_secs(3600)),
-            )
-            .build()
-            .unwrap();
-        router
-            .preload(
-                keys.iter()
-                    .enumerate()
-                    .map(|(i, k)| (k.as_str(), StampId((i % 64) as u32), Epoch(1), AssignmentMode::Serving)),
-            )
-            .unwrap();
-        for s in 0..64 {
-            router.set_endpoint(StampId(s), Some(&format!("https://stamp-{s:03}.internal")));
-        }
+        let router = build_router(&keys);
         let _ticker = router.spawn_clock_thread().unwrap();
         let seq = text(uniform(n));
 
