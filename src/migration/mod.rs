@@ -98,6 +98,8 @@ mod heartbeat;
 mod migrator;
 mod operate;
 mod plan;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod progress;
 pub mod reference;
 mod resolve;
