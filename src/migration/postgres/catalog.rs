@@ -81,7 +81,7 @@ impl TableInfo {
             .iter()
             .zip(&self.key_types)
             .enumerate()
-            .map(|(i, (k, ty))| format!("{alias}{} = ({arr}[{}])::{ty}", q(k), i + 1))
+            .map(|(i, (k, ty))| format!("{alias}{} = (({arr})[{}])::{ty}", q(k), i + 1))
             .collect::<Vec<_>>()
             .join(" AND ")
     }

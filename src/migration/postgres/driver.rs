@@ -1,13 +1,14 @@
 //! [`PgTableMover`]'s [`MigrationDriver`] implementation: snapshot, fences, server-side
 //! validation, cleanup and rollback (the copies are in `copy`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::{IsolationLevel, Transaction};
 
 use super::catalog::TableInfo;
 use super::copy;
@@ -39,24 +40,65 @@ impl PgTableMover {
         }
     }
 
-    /// Row count and order-independent hash of the tenant's rows of `t` on `stamp`, in one
-    /// statement (one snapshot).
-    async fn summary(&self, stamp: StampId, t: &TableInfo, tenant: &str) -> Result<SideSummary, DriverError> {
-        let client = connect(self, stamp).await?;
+    /// Row count and sum of row hashes (an order-independent hash) of the tenant's rows of
+    /// `t` in `tx`'s snapshot; with `only`, of the rows whose keys it lists.
+    async fn sums(
+        &self,
+        tx: &Transaction<'_>,
+        t: &TableInfo,
+        tenant: &str,
+        only: Option<&serde_json::Value>,
+    ) -> Result<(i64, i128), DriverError> {
+        let filter = match only {
+            Some(_) => format!(
+                " AND EXISTS (SELECT 1 FROM jsonb_array_elements($1::jsonb) e \
+                   WHERE {})",
+                t.key_is("x.", "ARRAY(SELECT jsonb_array_elements_text(e))")
+            ),
+            None => String::new(),
+        };
         let sql = format!(
-            "SELECT count(*), coalesce(sum({h}::numeric), 0)::text FROM {tbl} x WHERE {of}",
+            "SELECT count(*), coalesce(sum({h}::numeric), 0)::text FROM {tbl} x WHERE {of}{filter}",
             h = t.row_hash("x."),
             tbl = t.table(),
             of = t.of_tenant("x.", tenant),
         );
-        let row = bounded(self, &format!("summing {} on {stamp}", t.decl.table()), client.query_one(&sql, &[])).await?;
-        let rows = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        let what = format!("summing {}", t.decl.table());
+        let row = match only {
+            Some(keys) => bounded(self, &what, tx.query_one(&sql, &[keys])).await?,
+            None => bounded(self, &what, tx.query_one(&sql, &[])).await?,
+        };
         let sum: String = row.get(1);
         let sum: i128 = sum
             .parse()
             .map_err(|_| DriverError::permanent(format!("the row hash sum {sum:?} is not an integer")))?;
-        // The sum of 64-bit hashes, wrapped to 64 bits: order-independent.
-        Ok(SideSummary::new(rows, sum as u64))
+        Ok((row.get(0), sum))
+    }
+
+    /// The keys (per table) `stamp`'s change log recorded for the tenant in transactions not
+    /// visible in `snapshot`: rows written while a comparison ran.
+    async fn written_since(
+        &self,
+        stamp: StampId,
+        tenant: &str,
+        snapshot: &str,
+    ) -> Result<BTreeMap<String, BTreeSet<Vec<String>>>, DriverError> {
+        let client = connect(self, stamp).await?;
+        let rows = bounded(
+            self,
+            "reading the keys written during validation",
+            client.query(
+                "SELECT DISTINCT table_name, key FROM stamps_mover.changes \
+                 WHERE tenant = $1 AND NOT pg_visible_in_snapshot(xid, $2::text::pg_snapshot)",
+                &[&tenant, &snapshot],
+            ),
+        )
+        .await?;
+        let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        for r in rows {
+            out.entry(r.get(0)).or_default().insert(r.get(1));
+        }
+        Ok(out)
     }
 
     /// The first keys (in byte order of their text) whose rows differ between the two sides.
@@ -140,24 +182,77 @@ impl PgTableMover {
         bounded(self, &format!("finding differing rows of {}", t.decl.table()), walk).await
     }
 
+    /// One comparison: both sides in a `REPEATABLE READ` snapshot each, taken together.
+    /// Rows written while it ran (a dual-write between its two commits, say) are left out of
+    /// both sides: they are in one side's change log after its snapshot. Under the freeze
+    /// nothing is written, so every row counts.
     async fn validate_once(&self, ctx: &MigrationContext, sample: bool) -> Result<ValidationReport, DriverError> {
-        let tables = self.catalog(ctx.destination).await?;
+        let (src, dst) = (ctx.source, ctx.destination);
+        let tables = self.catalog(dst).await?;
         let tenant = ctx.tenant.as_str();
-        let mut checks = Vec::with_capacity(tables.len());
+        let (mut sc, mut dc) = (connect(self, src).await?, connect(self, dst).await?);
+        let fail = |e| pg_err("starting the validation snapshots", e);
+        let (stx, dtx) = futures_util::future::join(snapshot_tx(&mut sc), snapshot_tx(&mut dc)).await;
+        let (stx, dtx) = (stx.map_err(fail)?, dtx.map_err(fail)?);
+        let snap = "SELECT pg_current_snapshot()::text";
+        let (s_snap, d_snap) = futures_util::future::join(stx.query_one(snap, &[]), dtx.query_one(snap, &[])).await;
+        let s_snap: String = s_snap.map_err(fail)?.get(0);
+        let d_snap: String = d_snap.map_err(fail)?.get(0);
+        let mut totals = Vec::with_capacity(tables.len());
         for t in tables.iter() {
-            let (s, d) = futures_util::future::join(
-                self.summary(ctx.source, t, tenant),
-                self.summary(ctx.destination, t, tenant),
+            let (a, b) = futures_util::future::join(
+                self.sums(&stx, t, tenant, None),
+                self.sums(&dtx, t, tenant, None),
             )
             .await;
-            let mut check = TableCheck::new(t.decl.table(), s?, d?);
+            totals.push((a?, b?));
+        }
+        let all_equal = totals.iter().all(|(a, b)| a == b);
+        let mut skip: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+        if !all_equal {
+            // Let dual-writes in flight land, then read what both sides wrote meanwhile.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for (stamp, snapshot) in [(src, &s_snap), (dst, &d_snap)] {
+                for (table, keys) in self.written_since(stamp, tenant, snapshot).await? {
+                    skip.entry(table).or_default().extend(keys);
+                }
+            }
+        }
+        let mut checks = Vec::with_capacity(tables.len());
+        for (t, (mut a, mut b)) in tables.iter().zip(totals) {
+            let skipped = skip.get(t.decl.table()).filter(|k| !k.is_empty() && a != b);
+            if let Some(keys) = skipped {
+                let json = serde_json::Value::from(keys.iter().map(|k| serde_json::Value::from(k.clone())).collect::<Vec<_>>());
+                let (x, y) = futures_util::future::join(
+                    self.sums(&stx, t, tenant, Some(&json)),
+                    self.sums(&dtx, t, tenant, Some(&json)),
+                )
+                .await;
+                let (x, y) = (x?, y?);
+                a = (a.0 - x.0, a.1 - x.1);
+                b = (b.0 - y.0, b.1 - y.1);
+            }
+            let side = |(n, sum): (i64, i128)| SideSummary::new(u64::try_from(n).unwrap_or(0), sum as u64);
+            let mut check = TableCheck::new(t.decl.table(), side(a), side(b));
             if sample && !check.matches() {
-                check = check.mismatches(self.differing_keys(ctx, t).await?);
+                let keys = self.differing_keys(ctx, t).await?;
+                let left_out = |k: &String| skipped.is_some_and(|s| s.iter().any(|x| &x.join(",") == k));
+                check = check.mismatches(keys.into_iter().filter(|k| !left_out(k)));
             }
             checks.push(check);
         }
+        let _ = (stx.commit().await, dtx.commit().await);
         Ok(ValidationReport::new(checks))
     }
+}
+
+/// A read-only `REPEATABLE READ` transaction.
+async fn snapshot_tx(c: &mut tokio_postgres::Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
+    c.build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
 }
 
 #[async_trait]
