@@ -28,7 +28,8 @@ pub const FENCE_SQLSTATES: [&str; 5] = ["SF409", "SF410", "SF421", "SF428", "SF4
 /// use stamps::migration::postgres::{fence_rejection, set_write_token};
 /// use stamps::migration::FenceToken;
 /// # async fn write(client: &mut tokio_postgres::Client, route: &stamps::Assignment) -> Result<(), Box<dyn std::error::Error>> {
-/// for token in FenceToken::for_write(route, stamps::Timestamp::now()) {
+/// use stamps::Clock;
+/// for token in FenceToken::for_write(route, stamps::SystemClock.now()) {
 ///     // (each token's stamp has its own connection in a real host)
 ///     let tx = client.transaction().await?;
 ///     set_write_token(&tx, &token).await?;
