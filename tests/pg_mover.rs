@@ -421,3 +421,28 @@ async fn install_refuses_what_it_cannot_move_safely() {
     assert!(!e.is_retryable());
     let _ = SnapshotInfo::new("x", 0);
 }
+
+/// An import into a destination that already holds some of the tenant's rows merges: the
+/// rows it holds at a newer version stay, the rest arrive, batch by batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_merges_into_rows_the_destination_already_holds() {
+    let dbs = Databases::create("merge", 2, "").await;
+    let mover = mover(&dbs, 16).await;
+    let plane = PgKv::new(&dbs, SystemClock).await;
+    seed(&plane, "acme", 100).await;
+    let snap = mover.snapshot(&ctx(MigrationState::Snapshotting, 1)).await.unwrap();
+    // Written on the destination after the source's rows: newer versions.
+    let on_2 = FenceToken::new(TenantId::new("acme").unwrap(), StampId(2), Epoch(1));
+    for k in ["k0000", "k0050", "k0099"] {
+        plane.put_token(&on_2, k, Some("newer")).await.unwrap();
+    }
+    mover.import(&ctx(MigrationState::Importing, 1), &snap).await.unwrap();
+    let dst = plane.rows(StampId(2), "acme").await;
+    assert_eq!(dst.len(), 100);
+    for k in ["k0000", "k0050", "k0099"] {
+        assert_eq!(dst.get(k).map(String::as_str), Some("newer"), "{k}");
+    }
+    assert_eq!(dst.get("k0051").map(String::as_str), Some("acme-v51"));
+    let p = mover.progress(StampId(2), MigrationId(7)).await.unwrap().unwrap();
+    assert_eq!((p.table, p.imported), (1, 100), "{p:?}");
+}

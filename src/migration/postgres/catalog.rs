@@ -288,7 +288,8 @@ CREATE TABLE IF NOT EXISTS stamps_mover.progress (
 
 /// The trigger function guarding `t`: refuses stale epochs, stamps versions if asked, and
 /// logs changed keys while the tenant is tracked. The mover's own writes (`stamps.mover`
-/// set to `on` in the transaction) pass untouched.
+/// set to `on` in the transaction) pass untouched: the trigger's `WHEN` clause skips them
+/// without calling the function (and the function checks again).
 fn guard_function(t: &TableInfo, function: &str) -> String {
     let tc = q(&t.decl.tenant_column);
     let v = q(&t.decl.version);
@@ -434,7 +435,8 @@ pub(super) async fn install(mover: &PgTableMover, stamp: StampId) -> Result<(), 
         tx.batch_execute(&format!(
             "DROP TRIGGER IF EXISTS {TRIGGER} ON {name}; \
              CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON {name} \
-             FOR EACH ROW EXECUTE FUNCTION stamps_mover.{function}()"
+             FOR EACH ROW WHEN (current_setting('stamps.mover', true) IS DISTINCT FROM 'on') \
+             EXECUTE FUNCTION stamps_mover.{function}()"
         ))
         .await
         .map_err(fail)?;

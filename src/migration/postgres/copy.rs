@@ -32,7 +32,34 @@ pub(super) fn check_cursor(cursor: &str) -> Result<(), DriverError> {
 }
 
 /// Streams `out_sql` (a `COPY … TO STDOUT`) from one transaction into `in_sql` (a `COPY …
-/// FROM STDIN`) of another; returns the rows copied.
+/// FROM STDIN`) of another; the rows copied, or the database's error as it is.
+async fn pipe_raw(
+    mover: &PgTableMover,
+    what: &str,
+    from: &Transaction<'_>,
+    out_sql: &str,
+    to: &Transaction<'_>,
+    in_sql: &str,
+) -> Result<Result<u64, tokio_postgres::Error>, DriverError> {
+    let run = async {
+        let out = from.copy_out(out_sql).await?;
+        let sink = to.copy_in(in_sql).await?;
+        let mut out = pin!(out);
+        let mut sink = pin!(sink);
+        while let Some(chunk) = out.next().await {
+            // `feed`, not `send`: the sink batches the rows' messages instead of flushing
+            // every row.
+            sink.feed(chunk?).await?;
+        }
+        sink.as_mut().finish().await
+    };
+    let limit = mover.settings().statement_timeout + std::time::Duration::from_secs(5);
+    tokio::time::timeout(limit, run)
+        .await
+        .map_err(|_| DriverError::retryable(format!("{what}: no answer within {limit:?}")))
+}
+
+/// [`pipe_raw`] with the error classified.
 async fn pipe(
     mover: &PgTableMover,
     what: &str,
@@ -41,17 +68,9 @@ async fn pipe(
     to: &Transaction<'_>,
     in_sql: &str,
 ) -> Result<u64, DriverError> {
-    let run = async {
-        let out = from.copy_out(out_sql).await?;
-        let sink = to.copy_in(in_sql).await?;
-        let mut out = pin!(out);
-        let mut sink = pin!(sink);
-        while let Some(chunk) = out.next().await {
-            sink.send(chunk?).await?;
-        }
-        sink.as_mut().finish().await
-    };
-    bounded(mover, what, run).await
+    pipe_raw(mover, what, from, out_sql, to, in_sql)
+        .await?
+        .map_err(|e| pg_err(what, e))
 }
 
 /// Creates the session's staging table for `t` if missing (emptied at every commit).
@@ -69,26 +88,39 @@ async fn stage(mover: &PgTableMover, tx: &Transaction<'_>, t: &TableInfo) -> Res
 
 /// Merges the staged rows of `t` into the table: a row is inserted, or replaces one with a
 /// lower version; it is skipped if this side logged a change of its key at the same or a
-/// higher version (a newer write, or a deletion, that the copy must not undo).
+/// higher version (a newer write, or a deletion, that the copy must not undo). The check of
+/// the log is left out when this side logged nothing for the tenant's table.
 async fn merge(
     mover: &PgTableMover,
     tx: &Transaction<'_>,
     t: &TableInfo,
     tenant: &str,
 ) -> Result<u64, DriverError> {
+    let logged = format!(
+        "SELECT 1 FROM stamps_mover.changes c WHERE c.tenant = {lt} AND c.table_name = {label}",
+        lt = lit(tenant),
+        label = t.label(),
+    );
+    let any_logged: bool = bounded(mover, "reading the change log", tx.query_one(&format!("SELECT EXISTS ({logged})"), &[]))
+        .await?
+        .get(0);
+    let unless_logged = if any_logged {
+        format!(
+            " WHERE NOT EXISTS ({logged} AND c.key = {skey} AND c.version >= s.{v})",
+            skey = t.key_text("s."),
+            v = t.version(""),
+        )
+    } else {
+        String::new()
+    };
     let sql = format!(
         "INSERT INTO {tbl} AS d ({cols}) OVERRIDING SYSTEM VALUE \
-         SELECT {scols} FROM {stage} s WHERE NOT EXISTS (\
-           SELECT 1 FROM stamps_mover.changes c WHERE c.tenant = {lt} AND c.table_name = {label} \
-           AND c.key = {skey} AND c.version >= s.{v}) \
+         SELECT {scols} FROM {stage} s{unless_logged} \
          ON CONFLICT ({key}) DO UPDATE SET {set} WHERE d.{v} < EXCLUDED.{v}",
         tbl = t.table(),
         cols = t.columns(""),
         scols = t.columns("s."),
         stage = t.stage(),
-        lt = lit(tenant),
-        label = t.label(),
-        skey = t.key_text("s."),
         v = t.version(""),
         key = t.key(""),
         set = t.update_set(),
@@ -153,35 +185,79 @@ pub(super) async fn import(mover: &PgTableMover, ctx: &MigrationContext, snap: &
         .map_err(fail_s)?;
     let batch = mover.settings().batch_rows;
     while let Some(t) = tables.get(table) {
-        let after = match &last_key {
+        let after = |alias: &str| match &last_key {
             Some(k) => format!(
                 " AND ({}) > ({})",
-                t.key(""),
+                t.key(alias),
                 k.iter().map(|v| lit(v)).collect::<Vec<_>>().join(", ")
             ),
             None => String::new(),
         };
         let out_sql = format!(
             "COPY (SELECT {cols} FROM {tbl} WHERE {of}{after} ORDER BY {key} LIMIT {batch}) TO STDOUT (FORMAT binary)",
+            after = after(""),
             cols = t.columns(""),
             tbl = t.table(),
             of = t.of_tenant("", tenant),
             key = t.key(""),
         );
-        let in_sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", t.stage(), t.columns(""));
         let tx = dc.transaction().await.map_err(fail_d)?;
         check_generation(&tx, ctx, dst).await?;
         as_mover(&tx, dst).await?;
-        stage(mover, &tx, t).await?;
-        let n = pipe(mover, &format!("copying {}", t.decl.table()), &stx, &out_sql, &tx, &in_sql).await?;
-        merge(mover, &tx, t, tenant).await?;
+        let what = format!("copying {}", t.decl.table());
+        // Straight into the table when the destination holds nothing of the tenant past the
+        // last batch and logged no write of it (a fresh import): no staging, no merge. A row
+        // that appears meanwhile (a misrouted write) fails the copy, which then merges.
+        let fresh_sql = format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {tbl} x WHERE {of}{after_x}) \
+             AND NOT EXISTS (SELECT 1 FROM stamps_mover.changes c WHERE c.tenant = {lt} AND c.table_name = {label})",
+            tbl = t.table(),
+            of = t.of_tenant("x.", tenant),
+            after_x = after("x."),
+            lt = lit(tenant),
+            label = t.label(),
+        );
+        let fresh: bool = bounded(mover, "probing the destination", tx.query_one(&fresh_sql, &[])).await?.get(0);
+        let mut direct = None;
+        if fresh {
+            tx.batch_execute("SAVEPOINT stamps_direct").await.map_err(fail_d)?;
+            let in_sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", t.table(), t.columns(""));
+            match pipe_raw(mover, &what, &stx, &out_sql, &tx, &in_sql).await? {
+                Ok(n) => direct = Some(n),
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT stamps_direct").await.map_err(fail_d)?;
+                }
+                Err(e) => return Err(pg_err(&what, e)),
+            }
+        }
+        let n = match direct {
+            Some(n) => n,
+            None => {
+                stage(mover, &tx, t).await?;
+                let in_sql = format!("COPY {} ({}) FROM STDIN (FORMAT binary)", t.stage(), t.columns(""));
+                let n = pipe(mover, &what, &stx, &out_sql, &tx, &in_sql).await?;
+                merge(mover, &tx, t, tenant).await?;
+                n
+            }
+        };
         let next: Option<Vec<String>> = if n >= batch {
-            let sql = format!(
-                "SELECT {kt} FROM {stage} s ORDER BY {key} LIMIT 1",
-                kt = t.key_text("s."),
-                stage = t.stage(),
-                key = t.key_desc("s.")
-            );
+            // The batch's last key: the highest staged one or, copied straight in, the
+            // highest of the tenant's on this side (it held none past the previous batch).
+            let sql = match direct {
+                Some(_) => format!(
+                    "SELECT {kt} FROM {tbl} x WHERE {of} ORDER BY {key} LIMIT 1",
+                    kt = t.key_text("x."),
+                    tbl = t.table(),
+                    of = t.of_tenant("x.", tenant),
+                    key = t.key_desc("x.")
+                ),
+                None => format!(
+                    "SELECT {kt} FROM {stage} x ORDER BY {key} LIMIT 1",
+                    kt = t.key_text("x."),
+                    stage = t.stage(),
+                    key = t.key_desc("x.")
+                ),
+            };
             Some(tx.query_one(&sql, &[]).await.map_err(fail_d)?.get(0))
         } else {
             None
