@@ -54,7 +54,9 @@ async fn floor(src: &Client, dst: &Client) -> Duration {
     dst.batch_execute("TRUNCATE plain_orders").await.expect("truncate");
     let t = Instant::now();
     let out = src
-        .copy_out(&format!("COPY (SELECT {COLS} FROM orders WHERE tenant_id = 'acme') TO STDOUT (FORMAT binary)"))
+        .copy_out(&format!(
+            "COPY (SELECT {COLS} FROM orders WHERE tenant_id = 'acme') TO STDOUT (FORMAT binary)"
+        ))
         .await
         .expect("copy out");
     let sink = dst
@@ -70,7 +72,14 @@ async fn floor(src: &Client, dst: &Client) -> Duration {
 }
 
 fn ctx(id: u64, state: MigrationState) -> MigrationContext {
-    MigrationContext::new(MigrationId(id), TenantId::new("acme").unwrap(), StampId(1), StampId(2), state, 1)
+    MigrationContext::new(
+        MigrationId(id),
+        TenantId::new("acme").unwrap(),
+        StampId(1),
+        StampId(2),
+        state,
+        1,
+    )
 }
 
 /// Forgets the previous round on the destination: acme's rows, log, progress, fence.
@@ -97,10 +106,19 @@ fn show(name: &str, rates: Vec<f64>) -> f64 {
 
 async fn run(rows: i64) {
     let admin = connect(pg::database_url()).await;
-    let names = [format!("bench_mover_{}_1", std::process::id()), format!("bench_mover_{}_2", std::process::id())];
+    let names = [
+        format!("bench_mover_{}_1", std::process::id()),
+        format!("bench_mover_{}_2", std::process::id()),
+    ];
     for n in &names {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)")).await.expect("drop");
-        admin.batch_execute(&format!("CREATE DATABASE {n}")).await.expect("create");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
+            .await
+            .expect("drop");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {n}"))
+            .await
+            .expect("create");
         connect(&url_of(n)).await.batch_execute(ORDERS).await.expect("tables");
     }
     let (src, dst) = (connect(&url_of(&names[0])).await, connect(&url_of(&names[1])).await);
@@ -111,13 +129,20 @@ async fn run(rows: i64) {
     )
     .await
     .expect("seed");
-    src.batch_execute("INSERT INTO orders (tenant_id, id, item, qty) SELECT 'other', g, 'o', 1 FROM generate_series(1, 10000) g")
-        .await
-        .expect("seed others");
+    src.batch_execute(
+        "INSERT INTO orders (tenant_id, id, item, qty) SELECT 'other', g, 'o', 1 FROM generate_series(1, 10000) g",
+    )
+    .await
+    .expect("seed others");
     src.batch_execute("VACUUM ANALYZE orders").await.expect("vacuum");
-    let mover = PgTableMover::builder(vec![MovedTable::new("orders", "tenant_id", &["tenant_id", "id"], "row_version")
-        .unwrap()
-        .versioned_by_mover()])
+    let mover = PgTableMover::builder(vec![MovedTable::new(
+        "orders",
+        "tenant_id",
+        &["tenant_id", "id"],
+        "row_version",
+    )
+    .unwrap()
+    .versioned_by_mover()])
     .stamp_url(StampId(1), &url_of(&names[0]))
     .unwrap()
     .stamp_url(StampId(2), &url_of(&names[1]))
@@ -138,8 +163,14 @@ async fn run(rows: i64) {
             do_floor().await;
         }
         let t = Instant::now();
-        let snap = mover.snapshot(&ctx(id, MigrationState::Snapshotting)).await.expect("snapshot");
-        mover.import(&ctx(id, MigrationState::Importing), &snap).await.expect("import");
+        let snap = mover
+            .snapshot(&ctx(id, MigrationState::Snapshotting))
+            .await
+            .expect("snapshot");
+        mover
+            .import(&ctx(id, MigrationState::Importing), &snap)
+            .await
+            .expect("import");
         import_rates.push(rows as f64 / t.elapsed().as_secs_f64());
         if round % 2 == 1 {
             do_floor().await;
@@ -152,13 +183,23 @@ async fn run(rows: i64) {
         .await
         .expect("update");
         let t = Instant::now();
-        mover.catch_up(&ctx(id, MigrationState::DualWrite), &snap).await.expect("catch-up");
+        mover
+            .catch_up(&ctx(id, MigrationState::DualWrite), &snap)
+            .await
+            .expect("catch-up");
         catch_rates.push(rows as f64 / t.elapsed().as_secs_f64());
-        let report = mover.validate(&ctx(id, MigrationState::Validating)).await.expect("validate");
+        let report = mover
+            .validate(&ctx(id, MigrationState::Validating))
+            .await
+            .expect("validate");
         assert!(report.passed(), "{}", report.summary());
         // The source's log is cleared for the next round (as a finished move would).
-        src.batch_execute("DELETE FROM stamps_mover.changes").await.expect("clear the log");
-        src.batch_execute("VACUUM ANALYZE stamps_mover.changes").await.expect("vacuum");
+        src.batch_execute("DELETE FROM stamps_mover.changes")
+            .await
+            .expect("clear the log");
+        src.batch_execute("VACUUM ANALYZE stamps_mover.changes")
+            .await
+            .expect("vacuum");
     }
     println!("{rows} rows of one tenant (3 rounds, median):");
     let f = show("floor: bare binary COPY", floor_rates);
@@ -167,7 +208,9 @@ async fn run(rows: i64) {
     println!("  import / floor {:.2}, catch-up / floor {:.2}", i / f, c / f);
     drop((src, dst, mover));
     for n in &names {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)")).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
+            .await;
     }
 }
 

@@ -42,13 +42,20 @@ fn database_url(base: &str, name: &str) -> String {
 
 /// One write as a host's write path does it: for every stamp of the route (two during
 /// dual-write), one transaction carrying the route's fence token.
-async fn write(clients: &BTreeMap<StampId, tokio::sync::Mutex<Client>>, route: &Assignment, id: i64, qty: i32) -> Result<bool, Boxed> {
+async fn write(
+    clients: &BTreeMap<StampId, tokio::sync::Mutex<Client>>,
+    route: &Assignment,
+    id: i64,
+    qty: i32,
+) -> Result<bool, Boxed> {
     let tokens = FenceToken::for_write(route, SystemClock.now());
     if tokens.len() == 0 {
         return Ok(false); // frozen for the cutover: retry shortly
     }
     for token in tokens {
-        let Some(client) = clients.get(&token.stamp) else { return Err("unknown stamp".into()) };
+        let Some(client) = clients.get(&token.stamp) else {
+            return Err("unknown stamp".into());
+        };
         let mut c = client.lock().await;
         let tx = c.transaction().await?;
         set_write_token(&tx, &token).await?;
@@ -74,7 +81,9 @@ async fn main() -> Result<(), Boxed> {
     let admin = connect(&base).await?;
     let names = ["stamps_example_stamp_1", "stamps_example_stamp_2"];
     for name in names {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).await?;
         connect(&database_url(&base, name)).await?.batch_execute(ORDERS).await?;
     }
@@ -84,10 +93,17 @@ async fn main() -> Result<(), Boxed> {
     let registry = Arc::new(InMemoryRegistry::new());
     for id in [StampId(1), StampId(2)] {
         let cap = Capacity::new([(Resource::Tenants, 1_000.0)], 0.0)?;
-        registry.put_active_stamp(StampSpec::new(id, format!("stamp-{}", id.0), Region::new("eu")?, cap)?).await?;
+        registry
+            .put_active_stamp(StampSpec::new(id, format!("stamp-{}", id.0), Region::new("eu")?, cap)?)
+            .await?;
     }
-    let mover = PgTableMover::builder(vec![MovedTable::new("orders", "tenant_id", &["tenant_id", "id"], "row_version")?
-        .versioned_by_mover()])
+    let mover = PgTableMover::builder(vec![MovedTable::new(
+        "orders",
+        "tenant_id",
+        &["tenant_id", "id"],
+        "row_version",
+    )?
+    .versioned_by_mover()])
     .stamp_url(StampId(1), &urls[0])?
     .stamp_url(StampId(2), &urls[1])?
     .batch_rows(5_000)
@@ -101,17 +117,24 @@ async fn main() -> Result<(), Boxed> {
     let clients = Arc::new(clients);
     let acme = TenantId::new("acme")?;
     registry.assign(&TenantSpec::new(acme.clone()), StampId(1)).await?;
-    registry.assign(&TenantSpec::new(TenantId::new("globex")?), StampId(1)).await?;
+    registry
+        .assign(&TenantSpec::new(TenantId::new("globex")?), StampId(1))
+        .await?;
     let s1 = connect(&urls[0]).await?;
     s1.execute(
         "INSERT INTO orders (tenant_id, id, item, qty) SELECT 'acme', g, 'widget', 1 FROM generate_series(1, $1::bigint) g",
         &[&TENANT_ROWS],
     )
     .await?;
-    s1.batch_execute("INSERT INTO orders (tenant_id, id, item, qty) SELECT 'globex', g, 'gadget', 2 FROM generate_series(1, 1000) g")
-        .await?;
+    s1.batch_execute(
+        "INSERT INTO orders (tenant_id, id, item, qty) SELECT 'globex', g, 'gadget', 2 FROM generate_series(1, 1000) g",
+    )
+    .await?;
     let globex_before: i64 = s1
-        .query_one("SELECT sum(qty * id)::bigint FROM orders WHERE tenant_id = 'globex'", &[])
+        .query_one(
+            "SELECT sum(qty * id)::bigint FROM orders WHERE tenant_id = 'globex'",
+            &[],
+        )
         .await?
         .get(0);
     println!("stamp 1 holds acme ({TENANT_ROWS} orders) and globex (1000 orders)");
@@ -170,12 +193,23 @@ async fn main() -> Result<(), Boxed> {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let lost = acked.iter().filter(|(id, qty)| rows.get(id) != Some(qty)).count();
-    let left: i64 = s1.query_one("SELECT count(*) FROM orders WHERE tenant_id = 'acme'", &[]).await?.get(0);
-    let globex_after: i64 = s1
-        .query_one("SELECT sum(qty * id)::bigint FROM orders WHERE tenant_id = 'globex'", &[])
+    let left: i64 = s1
+        .query_one("SELECT count(*) FROM orders WHERE tenant_id = 'acme'", &[])
         .await?
         .get(0);
-    let validation = migration.progress().validation.as_ref().map(|v| v.summary.clone()).unwrap_or_default();
+    let globex_after: i64 = s1
+        .query_one(
+            "SELECT sum(qty * id)::bigint FROM orders WHERE tenant_id = 'globex'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let validation = migration
+        .progress()
+        .validation
+        .as_ref()
+        .map(|v| v.summary.clone())
+        .unwrap_or_default();
     let p = progress.ok_or("no progress was recorded")?;
     println!("migration {} ended {} in {took:.2?}", migration.id(), migration.state());
     println!("rows copied: {}", p.imported);
@@ -187,7 +221,9 @@ async fn main() -> Result<(), Boxed> {
     println!("lost writes: {lost}");
     drop((s1, s2, clients, mover));
     for name in names {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
     }
     if migration.state() != MigrationState::Completed || lost != 0 || left != 0 || globex_before != globex_after {
         return Err("the move did not complete cleanly".into());

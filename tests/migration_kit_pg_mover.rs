@@ -40,7 +40,10 @@ async fn host(hint: &str) -> (Host, Databases) {
 async fn a_late_import_after_takeover_leaves_nothing_after_cancelled() {
     let (host, _dbs) = host("late_cancel").await;
     let r = late_effect_after_takeover(&host, "late-cancelled", LateEnd::Cancelled).await;
-    assert_eq!((r.state, r.destination_rows_after, r.lost), (MigrationState::Cancelled, 0, 0));
+    assert_eq!(
+        (r.state, r.destination_rows_after, r.lost),
+        (MigrationState::Cancelled, 0, 0)
+    );
     assert!(r.late_refusal.is_some());
 }
 
@@ -48,7 +51,10 @@ async fn a_late_import_after_takeover_leaves_nothing_after_cancelled() {
 async fn a_late_import_after_takeover_leaves_nothing_after_rolled_back() {
     let (host, _dbs) = host("late_rollback").await;
     let r = late_effect_after_takeover(&host, "late-rolled-back", LateEnd::RolledBack).await;
-    assert_eq!((r.state, r.destination_rows_after, r.lost), (MigrationState::RolledBack, 0, 0));
+    assert_eq!(
+        (r.state, r.destination_rows_after, r.lost),
+        (MigrationState::RolledBack, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

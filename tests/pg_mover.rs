@@ -33,7 +33,10 @@ async fn a_move_completes_and_the_rows_arrive() {
     let mover = mover(&dbs, 100).await;
     let plane = PgKv::new(&dbs, SystemClock).await;
     let acme = TenantId::new("acme").unwrap();
-    let a = registry.assign(&TenantSpec::new(acme.clone()), StampId(1)).await.unwrap();
+    let a = registry
+        .assign(&TenantSpec::new(acme.clone()), StampId(1))
+        .await
+        .unwrap();
     for i in 0..250 {
         plane.put(&a, &format!("k{i}"), Some(&format!("v{i}"))).await.unwrap();
     }
@@ -56,8 +59,15 @@ use stamps::migration::postgres::{MovedTable, PgTableMover};
 use stamps::migration::{FenceToken, MigrationContext, MigrationDriver, SnapshotInfo};
 
 fn ctx(state: MigrationState, generation: u64) -> MigrationContext {
-    MigrationContext::new(MigrationId(7), TenantId::new("acme").unwrap(), StampId(1), StampId(2), state, 1)
-        .generation(generation)
+    MigrationContext::new(
+        MigrationId(7),
+        TenantId::new("acme").unwrap(),
+        StampId(1),
+        StampId(2),
+        state,
+        1,
+    )
+    .generation(generation)
 }
 
 fn token(stamp: u32, epoch: u64) -> FenceToken {
@@ -68,7 +78,10 @@ fn token(stamp: u32, epoch: u64) -> FenceToken {
 async fn seed(plane: &PgKv, tenant: &str, n: usize) {
     let t = FenceToken::new(TenantId::new(tenant).unwrap(), StampId(1), Epoch(1));
     for i in 0..n {
-        plane.put_token(&t, &format!("k{i:04}"), Some(&format!("{tenant}-v{i}"))).await.unwrap();
+        plane
+            .put_token(&t, &format!("k{i:04}"), Some(&format!("{tenant}-v{i}")))
+            .await
+            .unwrap();
     }
 }
 
@@ -82,7 +95,10 @@ async fn a_move_with_live_writers_loses_no_acknowledged_write() {
     let mover = mover(&dbs, 500).await;
     let plane = Arc::new(PgKv::new(&dbs, SystemClock).await);
     let acme = TenantId::new("acme").unwrap();
-    registry.assign(&TenantSpec::new(acme.clone()), StampId(1)).await.unwrap();
+    registry
+        .assign(&TenantSpec::new(acme.clone()), StampId(1))
+        .await
+        .unwrap();
     seed_via(&registry, &plane, 2_000).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -154,13 +170,22 @@ async fn a_move_with_live_writers_loses_no_acknowledged_write() {
     for i in 0..2_000 {
         assert!(rows.contains_key(&format!("k{i:04}")), "seed row k{i:04} missing");
     }
-    assert!(plane.rows(StampId(1), "acme").await.is_empty(), "the source was cleaned up");
+    assert!(
+        plane.rows(StampId(1), "acme").await.is_empty(),
+        "the source was cleaned up"
+    );
 }
 
 async fn seed_via(registry: &InMemoryRegistry, plane: &PgKv, n: usize) {
-    let route = registry.require_assignment(&TenantId::new("acme").unwrap()).await.unwrap();
+    let route = registry
+        .require_assignment(&TenantId::new("acme").unwrap())
+        .await
+        .unwrap();
     for i in 0..n {
-        plane.put(&route, &format!("k{i:04}"), Some(&format!("seed-{i}"))).await.unwrap();
+        plane
+            .put(&route, &format!("k{i:04}"), Some(&format!("seed-{i}")))
+            .await
+            .unwrap();
     }
 }
 
@@ -173,7 +198,10 @@ async fn the_fence_in_the_database_refuses_a_stale_write_after_cutover() {
     let mover = mover(&dbs, 100).await;
     let plane = PgKv::new(&dbs, SystemClock).await;
     let acme = TenantId::new("acme").unwrap();
-    let before = registry.assign(&TenantSpec::new(acme.clone()), StampId(1)).await.unwrap();
+    let before = registry
+        .assign(&TenantSpec::new(acme.clone()), StampId(1))
+        .await
+        .unwrap();
     plane.put(&before, "k", Some("v0")).await.unwrap();
     let migrator = Migrator::new(registry.clone(), Arc::new(mover.clone()))
         .config(MigrationConfig::default().soak_window(Duration::ZERO))
@@ -191,7 +219,10 @@ async fn the_fence_in_the_database_refuses_a_stale_write_after_cutover() {
         other => panic!("a stale write must be fenced, got {other:?}"),
     }
     // Even at the newest epoch, stamp 1 gave the tenant up.
-    match plane.put_token(&FenceToken::new(acme.clone(), StampId(1), after.epoch), "k", Some("x")).await {
+    match plane
+        .put_token(&FenceToken::new(acme.clone(), StampId(1), after.epoch), "k", Some("x"))
+        .await
+    {
         Err(KvError::Fenced(why)) => assert!(why.contains("gave the tenant up"), "{why}"),
         other => panic!("stamp 1 no longer holds acme, got {other:?}"),
     }
@@ -207,15 +238,24 @@ async fn the_fence_in_the_database_refuses_a_stale_write_after_cutover() {
             .unwrap_err();
         assert_eq!(
             stamps::migration::postgres::fence_rejection(&e),
-            Some(stamps::migration::FenceRejection::WrongStamp { this: StampId(1), token: StampId(2) }),
+            Some(stamps::migration::FenceRejection::WrongStamp {
+                this: StampId(1),
+                token: StampId(2)
+            }),
             "{e}"
         );
     }
     // On stamp 2, the old epoch is refused too, and the current route writes.
     let old_on_2 = FenceToken::new(acme.clone(), StampId(2), before.epoch);
-    assert!(matches!(plane.put_token(&old_on_2, "k", Some("x")).await, Err(KvError::Fenced(_))));
+    assert!(matches!(
+        plane.put_token(&old_on_2, "k", Some("x")).await,
+        Err(KvError::Fenced(_))
+    ));
     plane.put(&after, "k", Some("v1")).await.unwrap();
-    assert_eq!(plane.rows(StampId(2), "acme").await.get("k").map(String::as_str), Some("v1"));
+    assert_eq!(
+        plane.rows(StampId(2), "acme").await.get("k").map(String::as_str),
+        Some("v1")
+    );
     assert!(plane.rows(StampId(1), "acme").await.is_empty());
 
     // A host that forgets the token entirely is refused for a fenced tenant, with SF428…
@@ -258,7 +298,10 @@ async fn deletions_travel_and_newer_rows_survive() {
     }
     plane.put_token(&token(1, 2), "k0004", Some("late")).await.unwrap();
     // The destination holds k0005 at a newer version than the source.
-    plane.put_token(&token(2, 2), "k0005", Some("newer-on-destination")).await.unwrap();
+    plane
+        .put_token(&token(2, 2), "k0005", Some("newer-on-destination"))
+        .await
+        .unwrap();
     mover.catch_up(&ctx(MigrationState::DualWrite, 1), &snap).await.unwrap();
     let dst = plane.rows(StampId(2), "acme").await;
     assert!(!dst.contains_key("k0001"), "deleted on the source after the snapshot");
@@ -304,7 +347,10 @@ async fn an_interrupted_import_resumes_where_it_stopped() {
     assert_eq!(done.table, 1, "{done:?}");
     // Rows copied twice are at most one batch (the one in flight when cut).
     assert!(done.imported <= 3_000 + 50, "{done:?}");
-    assert_eq!(plane.rows(StampId(2), "acme").await, plane.rows(StampId(1), "acme").await);
+    assert_eq!(
+        plane.rows(StampId(2), "acme").await,
+        plane.rows(StampId(1), "acme").await
+    );
     let report = mover.validate(&ctx(MigrationState::Validating, 1)).await.unwrap();
     assert!(report.passed(), "{}", report.summary());
 }
@@ -332,7 +378,10 @@ async fn validation_names_the_differing_keys() {
     let bad = mover.validate(&ctx(MigrationState::Validating, 1)).await.unwrap();
     assert!(!bad.passed());
     let summary = bad.summary();
-    assert!(summary.contains("acme,k0042") && summary.contains("acme,k0100"), "{summary}");
+    assert!(
+        summary.contains("acme,k0042") && summary.contains("acme,k0100"),
+        "{summary}"
+    );
 }
 
 /// Cleanup deletes only the moved tenant's rows on the source; rollback only its rows on the
@@ -347,19 +396,32 @@ async fn cleanup_and_rollback_never_touch_another_tenant() {
         seed(&plane, other, 40).await;
         let t = FenceToken::new(TenantId::new(other).unwrap(), StampId(2), Epoch(1));
         for i in 0..30 {
-            plane.put_token(&t, &format!("d{i}"), Some("on-destination")).await.unwrap();
+            plane
+                .put_token(&t, &format!("d{i}"), Some("on-destination"))
+                .await
+                .unwrap();
         }
     }
     let before = others(&plane).await;
     let snap = mover.snapshot(&ctx(MigrationState::Snapshotting, 1)).await.unwrap();
     mover.import(&ctx(MigrationState::Importing, 1), &snap).await.unwrap();
-    mover.rollback(&ctx(MigrationState::RollingBack, 2), MigrationState::Importing).await.unwrap();
+    mover
+        .rollback(&ctx(MigrationState::RollingBack, 2), MigrationState::Importing)
+        .await
+        .unwrap();
     assert!(plane.rows(StampId(2), "acme").await.is_empty());
     assert_eq!(plane.rows(StampId(1), "acme").await.len(), 120);
     assert_eq!(others(&plane).await, before);
     // A second move, completed this time: the source loses acme only.
     let c = |state| {
-        MigrationContext::new(MigrationId(8), TenantId::new("acme").unwrap(), StampId(1), StampId(2), state, 1)
+        MigrationContext::new(
+            MigrationId(8),
+            TenantId::new("acme").unwrap(),
+            StampId(1),
+            StampId(2),
+            state,
+            1,
+        )
     };
     let snap = mover.snapshot(&c(MigrationState::Snapshotting)).await.unwrap();
     mover.import(&c(MigrationState::Importing), &snap).await.unwrap();
@@ -403,10 +465,14 @@ async fn install_refuses_what_it_cannot_move_safely() {
     // The same database given as another stamp: refused (a cleanup could delete the only copy).
     let e = build(vec![kv.clone()], 1, 0).install().await.unwrap_err();
     assert!(e.message().contains("two stamps cannot share a database"), "{e}");
-    let e = build(vec![MovedTable::new("nokey", "tenant", &["tenant", "k"], "ver").unwrap()], 0, 2)
-        .install()
-        .await
-        .unwrap_err();
+    let e = build(
+        vec![MovedTable::new("nokey", "tenant", &["tenant", "k"], "ver").unwrap()],
+        0,
+        2,
+    )
+    .install()
+    .await
+    .unwrap_err();
     assert!(e.message().contains("no unique index"), "{e}");
     let e = build(vec![MovedTable::new("intver", "tenant", &["k"], "ver").unwrap()], 0, 2)
         .install()

@@ -5,11 +5,11 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::Pool;
 
 use super::inventory::{Held, InventoryError, StampInventory};
-use crate::error::{Error, InvalidInput, Result};
+use crate::error::{InvalidInput, Result};
+use crate::migration::postgres::{identifier, pool, quote_table, table_name};
 
 /// One tenant-scoped table of a stamp database: its name (`table` or `schema.table`) and the
 /// column holding the tenant id.
@@ -27,18 +27,8 @@ pub struct TenantTable {
     tenant_column: String,
 }
 
-/// A plain identifier: lowercase letters, digits and `_`, not starting with a digit, at most
-/// 63 bytes (quoted when used, so it is never SQL).
-fn identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !s.as_bytes()[0].is_ascii_digit()
-}
-
 impl TenantTable {
-    /// A table and its tenant column. Refused with [`Error::InvalidInput`] unless both are
+    /// A table and its tenant column. Refused with [`Error::InvalidInput`](crate::Error::InvalidInput) unless both are
     /// plain identifiers (lowercase letters, digits, `_`; `schema.table` for the table).
     ///
     /// ```
@@ -46,8 +36,7 @@ impl TenantTable {
     /// # let _ = t; Ok::<(), stamps::Error>(())
     /// ```
     pub fn new(table: &str, tenant_column: &str) -> Result<TenantTable> {
-        let parts: Vec<&str> = table.split('.').collect();
-        if parts.len() > 2 || !parts.iter().all(|p| identifier(p)) {
+        if !table_name(table) {
             return Err(InvalidInput::new(
                 "table",
                 "must be `table` or `schema.table` of lowercase letters, digits and _",
@@ -82,11 +71,7 @@ impl TenantTable {
     }
 
     fn quoted_table(&self) -> String {
-        self.table
-            .split('.')
-            .map(|p| format!("\"{p}\""))
-            .collect::<Vec<_>>()
-            .join(".")
+        quote_table(&self.table)
     }
 }
 
@@ -125,7 +110,7 @@ impl fmt::Debug for PgInventory {
 impl PgInventory {
     /// An inventory of the stamp database at `url` (no TLS; use [`PgInventory::from_pool`]
     /// for a pool of your own), over `tables`. Connections open on first use. Refused with
-    /// [`Error::InvalidInput`] for a bad URL or no tables.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a bad URL or no tables.
     ///
     /// ```no_run
     /// # fn f() -> stamps::Result<()> {
@@ -134,24 +119,7 @@ impl PgInventory {
     /// # let _ = inv; Ok(()) }
     /// ```
     pub fn connect(url: &str, tables: Vec<TenantTable>) -> Result<PgInventory> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| Error::from(InvalidInput::new("url", "is not a PostgreSQL connection URL")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(2)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|_| Error::from(InvalidInput::new("pool", "could not be built")))?;
+        let pool = pool(url, 2)?;
         PgInventory::from_pool(pool, tables)
     }
 

@@ -28,7 +28,9 @@ pub fn url_of(name: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect to a stamp database");
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to a stamp database");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -45,12 +47,21 @@ impl Databases {
         let admin = connect(database_url()).await;
         let mut names = Vec::new();
         for i in 0..n {
-            let name = format!("mv_{hint}_{}_{}_{i}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-            for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+            let name = format!(
+                "mv_{hint}_{}_{}_{i}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
                 admin.batch_execute(&sql).await.expect("create a stamp database");
             }
             let c = connect(&url_of(&name)).await;
-            c.batch_execute(&format!("{KV}; {extra}")).await.expect("create the tables");
+            c.batch_execute(&format!("{KV}; {extra}"))
+                .await
+                .expect("create the tables");
             names.push(name);
         }
         Databases(names)
@@ -74,7 +85,9 @@ impl Drop for Databases {
                         let _ = conn.await;
                     });
                     for n in names {
-                        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)")).await;
+                        let _ = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
+                            .await;
                     }
                 }
             });
@@ -151,10 +164,15 @@ impl PgKv {
 
     /// One stamp's write with `token` (`None` deletes the key).
     pub async fn put_token(&self, token: &FenceToken, key: &str, value: Option<&str>) -> Result<(), KvError> {
-        let client = self.stamps.get(&token.stamp).ok_or(KvError::Other("no such stamp".into()))?;
+        let client = self
+            .stamps
+            .get(&token.stamp)
+            .ok_or(KvError::Other("no such stamp".into()))?;
         let mut c = client.lock().await;
         let tx = c.transaction().await.map_err(|e| KvError::Other(e.to_string()))?;
-        set_write_token(&tx, token).await.map_err(|e| KvError::Other(e.to_string()))?;
+        set_write_token(&tx, token)
+            .await
+            .map_err(|e| KvError::Other(e.to_string()))?;
         let tenant = token.tenant.as_str();
         let r = match value {
             Some(v) => {

@@ -88,7 +88,11 @@ impl TableInfo {
 
     /// `alias."tenant" = 'id'`.
     pub(super) fn of_tenant(&self, alias: &str, tenant: &str) -> String {
-        format!("{alias}{}::text = {}", q(&self.decl.tenant_column), super::ops::lit(tenant))
+        format!(
+            "{alias}{}::text = {}",
+            q(&self.decl.tenant_column),
+            super::ops::lit(tenant)
+        )
     }
 
     /// The version column, prefixed by `alias.`.
@@ -104,7 +108,10 @@ impl TableInfo {
             .filter(|c| c.name != self.decl.version)
             .map(|c| format!("{alias}{}", q(&c.name)))
             .collect();
-        format!("('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint", cols.join(", "))
+        format!(
+            "('x' || left(md5(ROW({})::text), 16))::bit(64)::bigint",
+            cols.join(", ")
+        )
     }
 
     /// `SET a = EXCLUDED.a, …` over the columns not in the key.
@@ -431,7 +438,9 @@ pub(super) async fn install(mover: &PgTableMover, stamp: StampId) -> Result<(), 
             }
         }
         let function = format!("guard_{:016x}", crate::hash::fnv1a_64(decl.table.as_bytes()));
-        tx.batch_execute(&guard_function(&info, &function)).await.map_err(fail)?;
+        tx.batch_execute(&guard_function(&info, &function))
+            .await
+            .map_err(fail)?;
         tx.batch_execute(&format!(
             "DROP TRIGGER IF EXISTS {TRIGGER} ON {name}; \
              CREATE TRIGGER {TRIGGER} BEFORE INSERT OR UPDATE OR DELETE ON {name} \

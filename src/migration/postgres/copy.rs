@@ -90,20 +90,19 @@ async fn stage(mover: &PgTableMover, tx: &Transaction<'_>, t: &TableInfo) -> Res
 /// lower version; it is skipped if this side logged a change of its key at the same or a
 /// higher version (a newer write, or a deletion, that the copy must not undo). The check of
 /// the log is left out when this side logged nothing for the tenant's table.
-async fn merge(
-    mover: &PgTableMover,
-    tx: &Transaction<'_>,
-    t: &TableInfo,
-    tenant: &str,
-) -> Result<u64, DriverError> {
+async fn merge(mover: &PgTableMover, tx: &Transaction<'_>, t: &TableInfo, tenant: &str) -> Result<u64, DriverError> {
     let logged = format!(
         "SELECT 1 FROM stamps_mover.changes c WHERE c.tenant = {lt} AND c.table_name = {label}",
         lt = lit(tenant),
         label = t.label(),
     );
-    let any_logged: bool = bounded(mover, "reading the change log", tx.query_one(&format!("SELECT EXISTS ({logged})"), &[]))
-        .await?
-        .get(0);
+    let any_logged: bool = bounded(
+        mover,
+        "reading the change log",
+        tx.query_one(&format!("SELECT EXISTS ({logged})"), &[]),
+    )
+    .await?
+    .get(0);
     let unless_logged = if any_logged {
         format!(
             " WHERE NOT EXISTS ({logged} AND c.key = {skey} AND c.version >= s.{v})",
@@ -125,15 +124,16 @@ async fn merge(
         key = t.key(""),
         set = t.update_set(),
     );
-    bounded(mover, &format!("merging rows of {}", t.decl.table()), tx.execute(&sql, &[])).await
+    bounded(
+        mover,
+        &format!("merging rows of {}", t.decl.table()),
+        tx.execute(&sql, &[]),
+    )
+    .await
 }
 
 /// The catalogs of both sides, checked to have the same columns.
-async fn both(
-    mover: &PgTableMover,
-    from: StampId,
-    to: StampId,
-) -> Result<std::sync::Arc<Vec<TableInfo>>, DriverError> {
+async fn both(mover: &PgTableMover, from: StampId, to: StampId) -> Result<std::sync::Arc<Vec<TableInfo>>, DriverError> {
     let a = mover.catalog(from).await?;
     let b = mover.catalog(to).await?;
     same_columns(from, &a, to, &b)?;
@@ -141,7 +141,11 @@ async fn both(
 }
 
 /// Imports the tenant's rows into the destination (see the module documentation).
-pub(super) async fn import(mover: &PgTableMover, ctx: &MigrationContext, snap: &SnapshotInfo) -> Result<(), DriverError> {
+pub(super) async fn import(
+    mover: &PgTableMover,
+    ctx: &MigrationContext,
+    snap: &SnapshotInfo,
+) -> Result<(), DriverError> {
     check_cursor(&snap.id)?;
     let (src, dst) = (ctx.source, ctx.destination);
     let tables = both(mover, src, dst).await?;
@@ -217,7 +221,9 @@ pub(super) async fn import(mover: &PgTableMover, ctx: &MigrationContext, snap: &
             lt = lit(tenant),
             label = t.label(),
         );
-        let fresh: bool = bounded(mover, "probing the destination", tx.query_one(&fresh_sql, &[])).await?.get(0);
+        let fresh: bool = bounded(mover, "probing the destination", tx.query_one(&fresh_sql, &[]))
+            .await?
+            .get(0);
         let mut direct = None;
         if fresh {
             tx.batch_execute("SAVEPOINT stamps_direct").await.map_err(fail_d)?;
@@ -225,7 +231,9 @@ pub(super) async fn import(mover: &PgTableMover, ctx: &MigrationContext, snap: &
             match pipe_raw(mover, &what, &stx, &out_sql, &tx, &in_sql).await? {
                 Ok(n) => direct = Some(n),
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT stamps_direct").await.map_err(fail_d)?;
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT stamps_direct")
+                        .await
+                        .map_err(fail_d)?;
                 }
                 Err(e) => return Err(pg_err(&what, e)),
             }
@@ -355,7 +363,15 @@ pub(super) async fn copy_changes(
         );
         tx.batch_execute("TRUNCATE stamps_gone").await.map_err(fail_t)?;
         let what = format!("copying deleted keys of {}", t.decl.table());
-        pipe(mover, &what, &ftx, &gone, &tx, "COPY stamps_gone (key, version) FROM STDIN (FORMAT binary)").await?;
+        pipe(
+            mover,
+            &what,
+            &ftx,
+            &gone,
+            &tx,
+            "COPY stamps_gone (key, version) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
         let delete = format!(
             "DELETE FROM {tbl} d USING stamps_gone g WHERE {of} AND {is} AND d.{v} <= g.version",
             tbl = t.table(),
@@ -363,7 +379,12 @@ pub(super) async fn copy_changes(
             is = t.key_is("d.", "g.key"),
             v = t.version(""),
         );
-        copied += bounded(mover, "deleting rows deleted on the other side", tx.execute(&delete, &[])).await?;
+        copied += bounded(
+            mover,
+            "deleting rows deleted on the other side",
+            tx.execute(&delete, &[]),
+        )
+        .await?;
     }
     if progress {
         tx.execute(
@@ -380,7 +401,11 @@ pub(super) async fn copy_changes(
 
 /// The forward catch-up: the source's changes since the destination's cursor (the
 /// snapshot's, before any catch-up).
-pub(super) async fn catch_up(mover: &PgTableMover, ctx: &MigrationContext, snap: &SnapshotInfo) -> Result<u64, DriverError> {
+pub(super) async fn catch_up(
+    mover: &PgTableMover,
+    ctx: &MigrationContext,
+    snap: &SnapshotInfo,
+) -> Result<u64, DriverError> {
     let client = connect(mover, ctx.destination).await?;
     let cursor: Option<String> = client
         .query_opt(

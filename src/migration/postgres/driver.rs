@@ -200,11 +200,8 @@ impl PgTableMover {
         let d_snap: String = d_snap.map_err(fail)?.get(0);
         let mut totals = Vec::with_capacity(tables.len());
         for t in tables.iter() {
-            let (a, b) = futures_util::future::join(
-                self.sums(&stx, t, tenant, None),
-                self.sums(&dtx, t, tenant, None),
-            )
-            .await;
+            let (a, b) =
+                futures_util::future::join(self.sums(&stx, t, tenant, None), self.sums(&dtx, t, tenant, None)).await;
             totals.push((a?, b?));
         }
         let all_equal = totals.iter().all(|(a, b)| a == b);
@@ -222,7 +219,11 @@ impl PgTableMover {
         for (t, (mut a, mut b)) in tables.iter().zip(totals) {
             let skipped = skip.get(t.decl.table()).filter(|k| !k.is_empty() && a != b);
             if let Some(keys) = skipped {
-                let json = serde_json::Value::from(keys.iter().map(|k| serde_json::Value::from(k.clone())).collect::<Vec<_>>());
+                let json = serde_json::Value::from(
+                    keys.iter()
+                        .map(|k| serde_json::Value::from(k.clone()))
+                        .collect::<Vec<_>>(),
+                );
                 let (x, y) = futures_util::future::join(
                     self.sums(&stx, t, tenant, Some(&json)),
                     self.sums(&dtx, t, tenant, Some(&json)),
@@ -280,7 +281,11 @@ impl MigrationDriver for PgTableMover {
                 .get(0);
             let mut rows = 0u64;
             for t in tables.iter() {
-                let sql = format!("SELECT count(*) FROM {} x WHERE {}", t.table(), t.of_tenant("x.", ctx.tenant.as_str()));
+                let sql = format!(
+                    "SELECT count(*) FROM {} x WHERE {}",
+                    t.table(),
+                    t.of_tenant("x.", ctx.tenant.as_str())
+                );
                 let n: i64 = bounded(self, "counting rows", tx.query_one(&sql, &[])).await?.get(0);
                 rows += u64::try_from(n).unwrap_or(0);
             }
@@ -295,10 +300,18 @@ impl MigrationDriver for PgTableMover {
     }
 
     async fn catch_up(&self, ctx: &MigrationContext, snapshot: &SnapshotInfo) -> Result<(), DriverError> {
-        self.call("catch-up", ctx, copy::catch_up(self, ctx, snapshot)).await.map(|_| ())
+        self.call("catch-up", ctx, copy::catch_up(self, ctx, snapshot))
+            .await
+            .map(|_| ())
     }
 
-    async fn fence(&self, ctx: &MigrationContext, stamp: StampId, epoch: Epoch, holds: bool) -> Result<(), DriverError> {
+    async fn fence(
+        &self,
+        ctx: &MigrationContext,
+        stamp: StampId,
+        epoch: Epoch,
+        holds: bool,
+    ) -> Result<(), DriverError> {
         self.call(
             "fence",
             ctx,

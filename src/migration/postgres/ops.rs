@@ -61,7 +61,12 @@ pub(super) async fn connect(mover: &PgTableMover, stamp: StampId) -> Result<Obje
          SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET standard_conforming_strings = on; \
          SET bytea_output = 'hex'"
     );
-    bounded(mover, &format!("setting up a session on {stamp}"), client.batch_execute(&setup)).await?;
+    bounded(
+        mover,
+        &format!("setting up a session on {stamp}"),
+        client.batch_execute(&setup),
+    )
+    .await?;
     Ok(client)
 }
 
@@ -265,9 +270,12 @@ pub(super) async fn delete_tenant(
     )
     .await?;
     if let Some(m) = progress_of {
-        tx.execute("DELETE FROM stamps_mover.progress WHERE migration = $1", &[&(m.0 as i64)])
-            .await
-            .map_err(fail)?;
+        tx.execute(
+            "DELETE FROM stamps_mover.progress WHERE migration = $1",
+            &[&(m.0 as i64)],
+        )
+        .await
+        .map_err(fail)?;
     }
     tx.commit().await.map_err(fail)?;
     Ok(deleted)
@@ -275,11 +283,7 @@ pub(super) async fn delete_tenant(
 
 /// Forgets the move on `stamp`: tracking off, change log and progress row gone (the rows
 /// stay).
-pub(super) async fn forget(
-    mover: &PgTableMover,
-    ctx: &MigrationContext,
-    stamp: StampId,
-) -> Result<(), DriverError> {
+pub(super) async fn forget(mover: &PgTableMover, ctx: &MigrationContext, stamp: StampId) -> Result<(), DriverError> {
     update_fence(mover, ctx, stamp, FenceUpdate::Untrack).await?;
     let mut client = connect(mover, stamp).await?;
     let fail = |e| pg_err(&format!("clearing the move's log on {stamp}"), e);
