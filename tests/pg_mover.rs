@@ -522,24 +522,45 @@ async fn raising_the_fence_waits_for_writes_in_flight() {
     let plane = PgKv::new(&dbs, SystemClock).await;
     seed(&plane, "acme", 10).await;
     let _ = mover.snapshot(&ctx(MigrationState::Snapshotting, 1)).await.unwrap();
-    mover.fence(&ctx(MigrationState::DualWrite, 1), StampId(1), Epoch(3), true).await.unwrap();
+    mover
+        .fence(&ctx(MigrationState::DualWrite, 1), StampId(1), Epoch(3), true)
+        .await
+        .unwrap();
     // A writer at epoch 3 is admitted and keeps its transaction open.
     let mut w = pg_kv::connect(&dbs.url(0)).await;
     let tx = w.transaction().await.unwrap();
-    stamps::migration::postgres::set_write_token(&tx, &token(1, 3)).await.unwrap();
-    tx.execute("UPDATE kv SET v = 'in-flight' WHERE tenant = 'acme' AND k = 'k0001'", &[])
+    stamps::migration::postgres::set_write_token(&tx, &token(1, 3))
         .await
         .unwrap();
+    tx.execute(
+        "UPDATE kv SET v = 'in-flight' WHERE tenant = 'acme' AND k = 'k0001'",
+        &[],
+    )
+    .await
+    .unwrap();
     // The raise to epoch 4 cannot finish while that write is in flight.
     let (m, c) = (mover.clone(), ctx(MigrationState::CutOver, 1));
     let raise = tokio::spawn(async move { m.fence(&c, StampId(1), Epoch(4), true).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!raise.is_finished(), "the fence returned while a write under the old epoch was in flight");
+    assert!(
+        !raise.is_finished(),
+        "the fence returned while a write under the old epoch was in flight"
+    );
     tx.commit().await.unwrap();
-    tokio::time::timeout(Duration::from_secs(10), raise).await.unwrap().unwrap().unwrap();
-    assert_eq!(plane.rows(StampId(1), "acme").await.get("k0001").map(String::as_str), Some("in-flight"));
+    tokio::time::timeout(Duration::from_secs(10), raise)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        plane.rows(StampId(1), "acme").await.get("k0001").map(String::as_str),
+        Some("in-flight")
+    );
     // After the raise, the old epoch is refused and the new one admitted.
-    assert!(matches!(plane.put_token(&token(1, 3), "k0002", Some("late")).await, Err(KvError::Fenced(_))));
+    assert!(matches!(
+        plane.put_token(&token(1, 3), "k0002", Some("late")).await,
+        Err(KvError::Fenced(_))
+    ));
     plane.put_token(&token(1, 4), "k0002", Some("current")).await.unwrap();
     // A REPEATABLE READ writer whose snapshot predates a raise cannot slip through either.
     let mut rr = pg_kv::connect(&dbs.url(0)).await;
@@ -549,11 +570,19 @@ async fn raising_the_fence_waits_for_writes_in_flight() {
         .start()
         .await
         .unwrap();
-    stamps::migration::postgres::set_write_token(&rtx, &token(1, 4)).await.unwrap();
+    stamps::migration::postgres::set_write_token(&rtx, &token(1, 4))
+        .await
+        .unwrap();
     rtx.query("SELECT count(*) FROM kv", &[]).await.unwrap(); // takes the snapshot
-    mover.fence(&ctx(MigrationState::CutOver, 1), StampId(1), Epoch(5), false).await.unwrap();
+    mover
+        .fence(&ctx(MigrationState::CutOver, 1), StampId(1), Epoch(5), false)
+        .await
+        .unwrap();
     let e = rtx
-        .execute("UPDATE kv SET v = 'stale-snapshot' WHERE tenant = 'acme' AND k = 'k0003'", &[])
+        .execute(
+            "UPDATE kv SET v = 'stale-snapshot' WHERE tenant = 'acme' AND k = 'k0003'",
+            &[],
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("40001"), "{e}");

@@ -26,7 +26,7 @@ pub const MAX_ENTRIES: usize = 1 << 30;
 /// | `tick` | 10 ms | resolution of the coarse clock kept by a ticker |
 /// | `feed_batch` | 1,000 | changes read per change-feed call |
 /// | `poll_interval` | 1 s | the follower re-reads the feed at least this often even without a signal |
-/// | `page_size` | 1,000 | assignments per page during warm-up |
+/// | `page_size` | 10,000 | assignments per page during warm-up |
 ///
 /// The table for tenant ids of up to 24 bytes is allocated when the router is built:
 /// `⌈max_entries × 4/3⌉` slots of 56 bytes, plus a tag byte per slot up to about three
@@ -84,7 +84,7 @@ impl Default for RouterConfig {
             tick: Duration::from_millis(10),
             feed_batch: 1_000,
             poll_interval: Duration::from_secs(1),
-            page_size: 1_000,
+            page_size: 10_000,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The declared tables as a stamp database has them (columns, key types), and the mover's
 //! schema and fence trigger that [`PgTableMover::install`] puts there.
 
-use super::ops::{connect, pg_err};
+use super::ops::{connect, pg_err, Cols};
 use super::{quote_table, MovedTable, PgTableMover, Versioning};
 use crate::migration::driver::DriverError;
 use crate::model::StampId;
@@ -158,7 +158,7 @@ pub(super) async fn introspect(mover: &PgTableMover, stamp: StampId) -> Result<V
         let mut columns = Vec::new();
         let mut not_null = Vec::new();
         for r in &rows {
-            let (n, ty, generated, nn): (String, String, bool, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let (n, ty, generated, nn): (String, String, bool, bool) = (r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?);
             if nn {
                 not_null.push(n.clone());
             }
@@ -205,7 +205,7 @@ pub(super) async fn introspect(mover: &PgTableMover, stamp: StampId) -> Result<V
             )
             .await
             .map_err(|e| pg_err(&format!("reading the indexes of {} on {stamp}", decl.table), e))?
-            .get(0);
+            .col(0)?;
         if !unique {
             return Err(DriverError::permanent(format!(
                 "{} on {stamp}'s database has no unique index on exactly ({}); declare its primary key",
@@ -220,7 +220,7 @@ pub(super) async fn introspect(mover: &PgTableMover, stamp: StampId) -> Result<V
             )
             .await
             .map_err(|e| pg_err("reading the triggers", e))?
-            .get(0);
+            .col(0)?;
         if !installed {
             return Err(DriverError::permanent(format!(
                 "the mover's fence trigger is not installed on {} in {stamp}'s database; call PgTableMover::install()",
@@ -394,7 +394,7 @@ pub(super) async fn install(mover: &PgTableMover, stamp: StampId) -> Result<(), 
         )
         .await
         .map_err(fail)?
-        .get(0);
+        .col(0)?;
     if recorded != id {
         return Err(DriverError::permanent(format!(
             "the database given for {stamp} is recorded as stamp {recorded}'s; two stamps cannot share a database"
@@ -422,11 +422,13 @@ pub(super) async fn install(mover: &PgTableMover, stamp: StampId) -> Result<(), 
             decl: decl.clone(),
             columns: rows
                 .iter()
-                .map(|r| Column {
-                    name: r.get(0),
-                    ty: r.get(1),
+                .map(|r| {
+                    Ok(Column {
+                        name: r.col(0)?,
+                        ty: r.col(1)?,
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, DriverError>>()?,
             key_types: Vec::new(),
         };
         for c in decl.key.iter().chain([&decl.tenant_column, &decl.version]) {

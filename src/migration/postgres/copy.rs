@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::IsolationLevel;
 
 use super::catalog::{same_columns, TableInfo};
-use super::ops::{as_mover, bounded, check_generation, connect, lit, pg_err, update_fence, FenceUpdate};
+use super::ops::{as_mover, bounded, check_generation, connect, lit, pg_err, update_fence, Cols, FenceUpdate};
 use super::PgTableMover;
 use crate::migration::driver::{DriverError, MigrationContext, SnapshotInfo};
 use crate::model::StampId;
@@ -102,7 +102,7 @@ async fn merge(mover: &PgTableMover, tx: &Transaction<'_>, t: &TableInfo, tenant
         tx.query_one(&format!("SELECT EXISTS ({logged})"), &[]),
     )
     .await?
-    .get(0);
+    .col(0)?;
     let unless_logged = if any_logged {
         format!(
             " WHERE NOT EXISTS ({logged} AND c.key = {skey} AND c.version >= s.{v})",
@@ -173,7 +173,7 @@ pub(super) async fn import(
             .await
             .map_err(fail_d)?;
         tx.commit().await.map_err(fail_d)?;
-        (usize::try_from(row.get::<_, i32>(0)).unwrap_or(0), row.get(1))
+        (usize::try_from(row.col::<i32>(0)?).unwrap_or(0), row.col(1)?)
     };
     if table >= tables.len() {
         return Ok(());
@@ -223,7 +223,7 @@ pub(super) async fn import(
         );
         let fresh: bool = bounded(mover, "probing the destination", tx.query_one(&fresh_sql, &[]))
             .await?
-            .get(0);
+            .col(0)?;
         let mut direct = None;
         if fresh {
             tx.batch_execute("SAVEPOINT stamps_direct").await.map_err(fail_d)?;
@@ -266,7 +266,7 @@ pub(super) async fn import(
                     key = t.key_desc("x.")
                 ),
             };
-            Some(tx.query_one(&sql, &[]).await.map_err(fail_d)?.get(0))
+            Some(tx.query_one(&sql, &[]).await.map_err(fail_d)?.col(0)?)
         } else {
             None
         };
@@ -317,7 +317,7 @@ pub(super) async fn copy_changes(
         .query_one("SELECT pg_current_snapshot()::text", &[])
         .await
         .map_err(fail_f)?
-        .get(0);
+        .col(0)?;
     let tx = tc.transaction().await.map_err(fail_t)?;
     check_generation(&tx, ctx, to).await?;
     as_mover(&tx, to).await?;
@@ -414,7 +414,8 @@ pub(super) async fn catch_up(
         )
         .await
         .map_err(|e| pg_err(&format!("reading the cursor of {}", ctx.id), e))?
-        .map(|r| r.get(0));
+        .map(|r| r.col(0))
+        .transpose()?;
     drop(client);
     let cursor = cursor.unwrap_or_else(|| snap.id.clone());
     copy_changes(mover, ctx, ctx.source, ctx.destination, Some(&cursor), true).await

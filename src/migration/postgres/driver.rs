@@ -12,7 +12,7 @@ use tokio_postgres::{IsolationLevel, Transaction};
 
 use super::catalog::TableInfo;
 use super::copy;
-use super::ops::{bounded, connect, delete_tenant, forget, pg_err, update_fence, FenceUpdate};
+use super::ops::{bounded, connect, delete_tenant, forget, pg_err, update_fence, Cols, FenceUpdate};
 use super::PgTableMover;
 use crate::migration::driver::{
     DriverError, MigrationContext, MigrationDriver, SideSummary, SnapshotInfo, TableCheck, ValidationReport,
@@ -68,11 +68,11 @@ impl PgTableMover {
             Some(keys) => bounded(self, &what, tx.query_one(&sql, &[keys])).await?,
             None => bounded(self, &what, tx.query_one(&sql, &[])).await?,
         };
-        let sum: String = row.get(1);
+        let sum: String = row.col(1)?;
         let sum: i128 = sum
             .parse()
             .map_err(|_| DriverError::permanent(format!("the row hash sum {sum:?} is not an integer")))?;
-        Ok((row.get(0), sum))
+        Ok((row.col(0)?, sum))
     }
 
     /// The keys (per table) `stamp`'s change log recorded for the tenant in transactions not
@@ -96,7 +96,7 @@ impl PgTableMover {
         .await?;
         let mut out: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
         for r in rows {
-            out.entry(r.get(0)).or_default().insert(r.get(1));
+            out.entry(r.col(0)?).or_default().insert(r.col(1)?);
         }
         Ok(out)
     }
@@ -196,8 +196,8 @@ impl PgTableMover {
         let (stx, dtx) = (stx.map_err(fail)?, dtx.map_err(fail)?);
         let snap = "SELECT pg_current_snapshot()::text";
         let (s_snap, d_snap) = futures_util::future::join(stx.query_one(snap, &[]), dtx.query_one(snap, &[])).await;
-        let s_snap: String = s_snap.map_err(fail)?.get(0);
-        let d_snap: String = d_snap.map_err(fail)?.get(0);
+        let s_snap: String = s_snap.map_err(fail)?.col(0)?;
+        let d_snap: String = d_snap.map_err(fail)?.col(0)?;
         let mut totals = Vec::with_capacity(tables.len());
         for t in tables.iter() {
             let (a, b) =
@@ -278,7 +278,7 @@ impl MigrationDriver for PgTableMover {
                 .query_one("SELECT pg_current_snapshot()::text", &[])
                 .await
                 .map_err(fail)?
-                .get(0);
+                .col(0)?;
             let mut rows = 0u64;
             for t in tables.iter() {
                 let sql = format!(
@@ -286,7 +286,7 @@ impl MigrationDriver for PgTableMover {
                     t.table(),
                     t.of_tenant("x.", ctx.tenant.as_str())
                 );
-                let n: i64 = bounded(self, "counting rows", tx.query_one(&sql, &[])).await?.get(0);
+                let n: i64 = bounded(self, "counting rows", tx.query_one(&sql, &[])).await?.col(0)?;
                 rows += u64::try_from(n).unwrap_or(0);
             }
             tx.commit().await.map_err(fail)?;

@@ -12,6 +12,19 @@ use super::{MoveProgress, PgTableMover};
 use crate::migration::driver::{DriverError, MigrationContext};
 use crate::model::{Epoch, MigrationId, StampId};
 
+/// Typed column reads that fail with an error, never a panic.
+pub(super) trait Cols {
+    /// Column `i` as `T`; a permanent error if the database returned something else.
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T, DriverError>;
+}
+
+impl Cols for tokio_postgres::Row {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T, DriverError> {
+        self.try_get(i)
+            .map_err(|e| DriverError::permanent(format!("the database returned an unreadable value: {e}")))
+    }
+}
+
 /// A SQL string literal (standard-conforming strings are on in the mover's sessions).
 pub(super) fn lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -154,7 +167,7 @@ pub(super) async fn update_fence(
             )
             .await
             .map_err(fail)?
-            .get(0),
+            .col(0)?,
         FenceUpdate::Raise(epoch, holds) => {
             // Fence::raise: never lower; at the same epoch, holds may only be given up.
             let e = epoch.0.to_string();
@@ -170,7 +183,7 @@ pub(super) async fn update_fence(
             )
             .await
             .map_err(fail)?
-            .get(0)
+            .col(0)?
         }
         FenceUpdate::Untrack => {
             tx.execute(
@@ -186,7 +199,7 @@ pub(super) async fn update_fence(
         .query_one("SELECT clock_timestamp()", &[])
         .await
         .map_err(fail)?
-        .get(0);
+        .col(0)?;
     tx.commit().await.map_err(fail)?;
     if created {
         settle(mover, &client, stamp, committed_at).await?;
@@ -213,8 +226,8 @@ async fn settle(
             .await
             .map_err(|e| pg_err(&format!("waiting for older transactions on {stamp}"), e))?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.col(0))
+            .collect::<Result<_, _>>()?;
         if pids.is_empty() {
             return Ok(());
         }
@@ -319,10 +332,11 @@ pub(super) async fn progress(
         )
         .await
         .map_err(|e| pg_err(&format!("reading the progress of {migration}"), e))?;
-    Ok(row.map(|r| MoveProgress {
-        table: usize::try_from(r.get::<_, i32>(0)).unwrap_or(0),
-        imported: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
-        caught_up: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
-        cursor: r.get(3),
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(MoveProgress {
+        table: usize::try_from(r.col::<i32>(0)?).unwrap_or(0),
+        imported: u64::try_from(r.col::<i64>(1)?).unwrap_or(0),
+        caught_up: u64::try_from(r.col::<i64>(2)?).unwrap_or(0),
+        cursor: r.col(3)?,
     }))
 }
