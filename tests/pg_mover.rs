@@ -26,6 +26,33 @@ async fn registry() -> Arc<InMemoryRegistry> {
     Arc::new(registry)
 }
 
+/// Moves acme from stamp 1 to stamp 2 with `mover`, stepping the migration to its end with
+/// `pause` between steps (printing each step and how long it took).
+async fn move_acme(
+    registry: &Arc<InMemoryRegistry>,
+    mover: &PgTableMover,
+    soak: Duration,
+    pause: Duration,
+) -> stamps::migration::Migration {
+    let migrator = Migrator::new(registry.clone(), Arc::new(mover.clone()))
+        .config(MigrationConfig::default().soak_window(soak))
+        .unwrap();
+    let plan = migrator
+        .plan(&TenantId::new("acme").unwrap(), StampId(2))
+        .await
+        .unwrap();
+    let mut m = migrator.start(&plan, "test").await.unwrap();
+    let started = std::time::Instant::now();
+    while !m.state().is_terminal() {
+        let (from, t) = (m.state(), std::time::Instant::now());
+        let out = m.step().await.unwrap();
+        println!("{from} took {:?}: {out:?}", t.elapsed());
+        tokio::time::sleep(pause).await;
+    }
+    println!("the migration took {:?}", started.elapsed());
+    m
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_completes_and_the_rows_arrive() {
     let dbs = Databases::create("simple", 2, "").await;
@@ -40,16 +67,8 @@ async fn a_move_completes_and_the_rows_arrive() {
     for i in 0..250 {
         plane.put(&a, &format!("k{i}"), Some(&format!("v{i}"))).await.unwrap();
     }
-    let migrator = Migrator::new(registry.clone(), Arc::new(mover.clone()))
-        .config(MigrationConfig::default().soak_window(Duration::ZERO))
-        .unwrap();
-    let plan = migrator.plan(&acme, StampId(2)).await.unwrap();
-    let mut m = migrator.start(&plan, "test").await.unwrap();
-    while !m.state().is_terminal() {
-        let out = m.step().await;
-        println!("{:?} -> {out:?} {:?}", m.state(), m.record());
-    }
-    assert_eq!(m.state(), MigrationState::Completed);
+    let m = move_acme(&registry, &mover, Duration::ZERO, Duration::ZERO).await;
+    assert_eq!(m.state(), MigrationState::Completed, "{:?}", m.record());
     assert_eq!(plane.rows(StampId(2), "acme").await.len(), 250);
     assert!(plane.rows(StampId(1), "acme").await.is_empty());
 }
@@ -133,20 +152,7 @@ async fn a_move_with_live_writers_loses_no_acknowledged_write() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let migrator = Migrator::new(registry.clone(), Arc::new(mover.clone()))
-        .config(MigrationConfig::default().soak_window(Duration::from_millis(200)))
-        .unwrap();
-    let plan = migrator.plan(&acme, StampId(2)).await.unwrap();
-    let mut m = migrator.start(&plan, "test").await.unwrap();
-    let started = std::time::Instant::now();
-    while !m.state().is_terminal() {
-        let from = m.state();
-        let t = std::time::Instant::now();
-        let out = m.step().await.unwrap();
-        println!("{from} took {:?}: {out:?}", t.elapsed());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    println!("migration took {:?}", started.elapsed());
+    let m = move_acme(&registry, &mover, Duration::from_millis(200), Duration::from_millis(20)).await;
     assert_eq!(m.state(), MigrationState::Completed, "{:?}", m.record());
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -203,15 +209,8 @@ async fn the_fence_in_the_database_refuses_a_stale_write_after_cutover() {
         .await
         .unwrap();
     plane.put(&before, "k", Some("v0")).await.unwrap();
-    let migrator = Migrator::new(registry.clone(), Arc::new(mover.clone()))
-        .config(MigrationConfig::default().soak_window(Duration::ZERO))
-        .unwrap();
-    let plan = migrator.plan(&acme, StampId(2)).await.unwrap();
-    let mut m = migrator.start(&plan, "test").await.unwrap();
-    while !m.state().is_terminal() {
-        m.step().await.unwrap();
-    }
-    assert_eq!(m.state(), MigrationState::Completed);
+    let m = move_acme(&registry, &mover, Duration::ZERO, Duration::ZERO).await;
+    assert_eq!(m.state(), MigrationState::Completed, "{:?}", m.record());
     let after = registry.require_assignment(&acme).await.unwrap();
     // A router with a stale cache still routes to stamp 1 at the old epoch: refused there.
     match plane.put(&before, "k", Some("stale")).await {

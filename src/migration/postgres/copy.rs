@@ -5,12 +5,14 @@
 
 use std::pin::pin;
 
-use deadpool_postgres::Transaction;
 use futures_util::{SinkExt, StreamExt};
-use tokio_postgres::IsolationLevel;
+use tokio_postgres::Transaction;
 
 use super::catalog::{same_columns, TableInfo};
-use super::ops::{as_mover, bounded, check_generation, connect, lit, pg_err, update_fence, Cols, FenceUpdate};
+use super::ops::{
+    as_mover, bounded, check_generation, connect, lit, pg_err, snapshot_of, snapshot_tx, update_fence, Cols,
+    FenceUpdate,
+};
 use super::PgTableMover;
 use crate::migration::driver::{DriverError, MigrationContext, SnapshotInfo};
 use crate::model::StampId;
@@ -180,13 +182,7 @@ pub(super) async fn import(
     }
     let mut sc = connect(mover, src).await?;
     let fail_s = |e| pg_err(&format!("reading {tenant} on {src}"), e);
-    let stx = sc
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(fail_s)?;
+    let stx = snapshot_tx(&mut sc).await.map_err(fail_s)?;
     let batch = mover.settings().batch_rows;
     while let Some(t) = tables.get(table) {
         let after = |alias: &str| match &last_key {
@@ -306,18 +302,8 @@ pub(super) async fn copy_changes(
     let mut tc = connect(mover, to).await?;
     let fail_f = |e| pg_err(&format!("reading {tenant}'s changes on {from}"), e);
     let fail_t = |e| pg_err(&format!("applying {tenant}'s changes on {to}"), e);
-    let ftx = fc
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(fail_f)?;
-    let next: String = ftx
-        .query_one("SELECT pg_current_snapshot()::text", &[])
-        .await
-        .map_err(fail_f)?
-        .col(0)?;
+    let ftx = snapshot_tx(&mut fc).await.map_err(fail_f)?;
+    let next = snapshot_of(&ftx).await.map_err(fail_f)?;
     let tx = tc.transaction().await.map_err(fail_t)?;
     check_generation(&tx, ctx, to).await?;
     as_mover(&tx, to).await?;

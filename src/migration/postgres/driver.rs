@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use tokio_postgres::{IsolationLevel, Transaction};
+use tokio_postgres::Transaction;
 
 use super::catalog::TableInfo;
 use super::copy;
-use super::ops::{bounded, connect, delete_tenant, forget, pg_err, update_fence, Cols, FenceUpdate};
+use super::ops::{
+    bounded, connect, delete_tenant, forget, pg_err, snapshot_of, snapshot_tx, update_fence, Cols, FenceUpdate,
+};
 use super::PgTableMover;
 use crate::migration::driver::{
     DriverError, MigrationContext, MigrationDriver, SideSummary, SnapshotInfo, TableCheck, ValidationReport,
@@ -194,10 +196,8 @@ impl PgTableMover {
         let fail = |e| pg_err("starting the validation snapshots", e);
         let (stx, dtx) = futures_util::future::join(snapshot_tx(&mut sc), snapshot_tx(&mut dc)).await;
         let (stx, dtx) = (stx.map_err(fail)?, dtx.map_err(fail)?);
-        let snap = "SELECT pg_current_snapshot()::text";
-        let (s_snap, d_snap) = futures_util::future::join(stx.query_one(snap, &[]), dtx.query_one(snap, &[])).await;
-        let s_snap: String = s_snap.map_err(fail)?.col(0)?;
-        let d_snap: String = d_snap.map_err(fail)?.col(0)?;
+        let (s_snap, d_snap) = futures_util::future::join(snapshot_of(&stx), snapshot_of(&dtx)).await;
+        let (s_snap, d_snap) = (s_snap.map_err(fail)?, d_snap.map_err(fail)?);
         let mut totals = Vec::with_capacity(tables.len());
         for t in tables.iter() {
             let (a, b) =
@@ -247,15 +247,6 @@ impl PgTableMover {
     }
 }
 
-/// A read-only `REPEATABLE READ` transaction.
-async fn snapshot_tx(c: &mut tokio_postgres::Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
-    c.build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-}
-
 #[async_trait]
 impl MigrationDriver for PgTableMover {
     async fn snapshot(&self, ctx: &MigrationContext) -> Result<SnapshotInfo, DriverError> {
@@ -267,18 +258,8 @@ impl MigrationDriver for PgTableMover {
             update_fence(self, ctx, src, FenceUpdate::Track).await?;
             let mut client = connect(self, src).await?;
             let fail = |e| pg_err(&format!("taking a snapshot on {src}"), e);
-            let tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(fail)?;
-            let id: String = tx
-                .query_one("SELECT pg_current_snapshot()::text", &[])
-                .await
-                .map_err(fail)?
-                .col(0)?;
+            let tx = snapshot_tx(&mut client).await.map_err(fail)?;
+            let id = snapshot_of(&tx).await.map_err(fail)?;
             let mut rows = 0u64;
             for t in tables.iter() {
                 let sql = format!(

@@ -5,8 +5,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::Object;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::Transaction;
 
 use super::{MoveProgress, PgTableMover};
 use crate::migration::driver::{DriverError, MigrationContext};
@@ -122,6 +123,22 @@ pub(super) async fn check_generation(
         )));
     }
     Ok(())
+}
+
+/// A read-only `REPEATABLE READ` transaction: one snapshot for all its statements.
+pub(super) async fn snapshot_tx(c: &mut tokio_postgres::Client) -> Result<Transaction<'_>, tokio_postgres::Error> {
+    c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
+/// The snapshot of a [`snapshot_tx`] (`pg_current_snapshot()` as text).
+pub(super) async fn snapshot_of(tx: &Transaction<'_>) -> Result<String, tokio_postgres::Error> {
+    tx.query_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .try_get(0)
 }
 
 /// Marks the transaction as the mover's own (the fence trigger lets it through unchanged).
