@@ -242,7 +242,9 @@ impl PgTableMover {
             }
             checks.push(check);
         }
-        let _ = (stx.commit().await, dtx.commit().await);
+        let fail = |e| pg_err("ending the validation snapshots", e);
+        stx.commit().await.map_err(fail)?;
+        dtx.commit().await.map_err(fail)?;
         Ok(ValidationReport::new(checks))
     }
 }

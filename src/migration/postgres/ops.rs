@@ -6,7 +6,6 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Transaction;
 
 use super::{MoveProgress, PgTableMover};
@@ -35,19 +34,7 @@ pub(super) fn lit(s: &str) -> String {
 /// serialization failure or a deadlock is retryable; anything else (a missing table, a
 /// permission, a type mismatch) is permanent.
 pub(super) fn pg_err(what: &str, e: tokio_postgres::Error) -> DriverError {
-    let retryable = match e.code() {
-        None => true,
-        Some(c) => {
-            let code = c.code();
-            code.starts_with("08")
-                || code.starts_with("57")
-                || code.starts_with("53")
-                || *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED
-                || *c == SqlState::LOCK_NOT_AVAILABLE
-                || *c == SqlState::READ_ONLY_SQL_TRANSACTION
-        }
-    };
+    let retryable = e.code().is_none_or(|c| crate::registry::postgres::transient(c.code()));
     let message = match e.as_db_error() {
         Some(db) => format!("{what}: {} (SQLSTATE {})", db.message(), db.code().code()),
         None => format!("{what}: {e}"),

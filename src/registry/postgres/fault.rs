@@ -148,6 +148,19 @@ impl Fault {
     }
 }
 
+/// Whether a SQLSTATE says that retrying the whole call may succeed: connection loss,
+/// shutdown, timeouts, lack of resources, a lost race (serialization failure, deadlock, lock
+/// timeout), or a read-only server (a standby; the pool finds the primary).
+pub(crate) fn transient(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("57") // operator intervention: admin shutdown, query canceled (statement timeout)
+        || code.starts_with("53") // insufficient resources: too many connections, disk full
+        || code == SqlState::LOCK_NOT_AVAILABLE.code()
+        || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+        || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+        || code == SqlState::READ_ONLY_SQL_TRANSACTION.code()
+}
+
 /// Maps a driver error: connection loss, shutdown, timeouts, lack of resources and races that
 /// outlived the retries are `Unavailable` (retry; a connection lost after the `COMMIT` was
 /// sent leaves the write's outcome unknown, see `Error::Unavailable`); the rest is `Backend`.
@@ -158,14 +171,7 @@ pub(crate) fn map_db(e: tokio_postgres::Error) -> Error {
     };
     let code = db.code().code();
     let message = db.message();
-    let unavailable = code.starts_with("08") // connection exception
-        || code.starts_with("57") // operator intervention: admin shutdown, query canceled (statement timeout)
-        || code.starts_with("53") // insufficient resources: too many connections, disk full
-        || code == SqlState::LOCK_NOT_AVAILABLE.code()
-        || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
-        || code == SqlState::T_R_DEADLOCK_DETECTED.code()
-        || code == SqlState::READ_ONLY_SQL_TRANSACTION.code();
-    if unavailable {
+    if transient(code) {
         let reason = format!("PostgreSQL: {message} (SQLSTATE {code})");
         return Error::unavailable_from(reason, DatabaseError::new(code, message));
     }

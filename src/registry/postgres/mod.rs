@@ -16,6 +16,7 @@ mod config;
 mod connection;
 mod directives;
 mod fault;
+pub(crate) use fault::transient;
 mod feed_admin;
 mod health;
 mod history;
