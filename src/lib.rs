@@ -37,6 +37,9 @@ pub use migration::{
 };
 pub use model::*;
 pub use placement::{FleetView, Placement, PlacementError, PlacementExt};
-pub use registry::{ChangeSignal, DynRegistry, InMemoryRegistry, Registry, RegistryExt};
+pub use registry::{
+    ChangeSignal, DynRegistry, ImportReport, ImportRow, Imported, InMemoryRegistry, Registry, RegistryExt,
+    MAX_IMPORT_ROWS,
+};
 pub use router::{Route, RouteError, Router, RouterConfig, RouterStats};
 pub use time::{Clock, FakeClock, SystemClock, Timestamp};

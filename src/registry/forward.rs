@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{ChangeSignal, Registry};
+use super::{ChangeSignal, ImportReport, ImportRow, Registry};
 use crate::error::Result;
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
@@ -45,6 +45,9 @@ macro_rules! forward_registry {
                 actor: &str,
             ) -> Result<Assignment> {
                 (**self).assign_overriding(tenant, stamp, overrides, actor).await
+            }
+            async fn assign_many(&self, rows: &[ImportRow]) -> Result<ImportReport> {
+                (**self).assign_many(rows).await
             }
             async fn compare_and_set(
                 &self,

@@ -7,6 +7,7 @@
 
 mod ext;
 mod forward;
+mod import;
 mod memory;
 mod observed;
 mod place;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 
 pub(crate) use ext::{check_new_rollout, check_rollout_save, override_target_retired};
 pub use ext::{expiry_report_from, RegistryExt};
+pub use import::{ImportReport, ImportRow, Imported, MAX_IMPORT_ROWS};
 pub use memory::InMemoryRegistry;
 pub use observed::Observed;
 pub use place::{place_and_assign, place_and_assign_with, AssignOptions, PlaceAndAssignError, ProvisionRequest};
@@ -259,6 +261,43 @@ pub trait Registry: Debug + Send + Sync + 'static {
     ) -> Result<Assignment> {
         let _ = (tenant, stamp, overrides, actor);
         Err(InvalidInput::new("override", "is not supported by this registry implementation").into())
+    }
+
+    /// Assigns many tenants in one call (adopting an existing tenant map, a signup wave): each
+    /// row is admitted exactly as [`Registry::assign`] would admit it, in row order, against
+    /// the usage the earlier rows of the call left (per-stamp totals are checked for the whole
+    /// call), and gets its own epoch, history entry and change. A row that is refused does not
+    /// stop the others: the [`ImportReport`] says per row what happened. A tenant already
+    /// assigned to the row's stamp with the row's spec is [`Imported::Unchanged`], so retrying
+    /// a call (after [`Error::Unavailable`], or after a crash) is safe.
+    ///
+    /// The crate's registries write a call's admitted rows atomically (one lock, one
+    /// transaction): on `Err` nothing was written. The default body calls
+    /// [`Registry::assign`] once per row and stops at the first error that is not about its
+    /// row, leaving the rows before it written; implement the method to make it atomic and
+    /// fast (the conformance suite checks either).
+    ///
+    /// ```
+    /// use stamps::*;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> stamps::Result<()> {
+    /// let registry = InMemoryRegistry::new();
+    /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
+    ///     Capacity::new([(Resource::Tenants, 1000.0)], 0.0)?)?).await?;
+    /// let rows: Vec<ImportRow> = (0..500)
+    ///     .map(|i| Ok(ImportRow::new(TenantSpec::new(TenantId::new(format!("t{i:04}"))?), StampId(1))))
+    ///     .collect::<stamps::Result<_>>()?;
+    /// let report = registry.assign_many(&rows).await?;
+    /// assert_eq!(report.assigned(), 500);
+    /// assert_eq!(registry.fleet().await?.stamps[0].tenants(), 500);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `rows`) for more than [`MAX_IMPORT_ROWS`] rows; otherwise
+    /// only the errors any method may return. Per-row refusals are in the report.
+    async fn assign_many(&self, rows: &[ImportRow]) -> Result<ImportReport> {
+        import::one_by_one(self, rows).await
     }
 
     /// Changes an assignment if its epoch is `expected`; the result has a new, larger epoch.

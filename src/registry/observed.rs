@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ChangeSignal, Registry};
+use super::{ChangeSignal, ImportReport, ImportRow, Registry};
 use crate::error::Result;
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
@@ -194,6 +194,9 @@ impl<R: Registry> Registry for Observed<R> {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         let call = write("assign").stamp(stamp).tenant(&tenant.id);
         observe(call, self.inner.assign(tenant, stamp)).await
+    }
+    async fn assign_many(&self, rows: &[ImportRow]) -> Result<ImportReport> {
+        observe(write("assign_many"), self.inner.assign_many(rows)).await
     }
     async fn assign_overriding(
         &self,

@@ -1,6 +1,7 @@
 //! The in-memory registry.
 
 mod directives;
+mod import;
 mod records;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{ChangeSignal, Registry};
+use super::{ChangeSignal, ImportReport, ImportRow, Registry};
 use crate::error::{Error, Result, Subject};
 use crate::model::{admission, constraints, directive};
 use crate::model::{
@@ -412,6 +413,14 @@ impl Registry for InMemoryRegistry {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         tenant.validate()?;
         self.write(|st, now, retention| st.assign_new(tenant, stamp, None, None, now, retention))
+    }
+
+    async fn assign_many(&self, rows: &[ImportRow]) -> Result<ImportReport> {
+        super::import::check_size(rows)?;
+        self.write(|st, now, retention| {
+            let outcomes = st.assign_many(rows, now, retention);
+            Ok(ImportReport::new(outcomes, st.head))
+        })
     }
 
     async fn assign_overriding(

@@ -3,7 +3,8 @@
 //!
 //! Pins: a tenant's pin and its first assignment can be written concurrently while no
 //! assignment row exists to lock, so both take a transaction-level advisory lock on the tenant
-//! first; once the tenant is assigned, its row lock also orders them against every
+//! first (one of [`TENANT_LOCK_BUCKETS`] locks, chosen by a hash of the tenant id, so that a
+//! bulk import locks its tenants with a bounded number of locks); once the tenant is assigned, its row lock also orders them against every
 //! `compare_and_set`. Override writes take one advisory lock for the schema, so the no-chain
 //! rule is checked against the overrides in force at commit.
 
@@ -23,7 +24,20 @@ use crate::model::{
     TenantId, Version,
 };
 
-const PIN_COLS: &str = "tenant, stamp_id, actor, reason, at, version";
+pub(super) const PIN_COLS: &str = "tenant, stamp_id, actor, reason, at, version";
+
+/// How many advisory locks the tenants of one schema share. A bulk import takes at most this
+/// many (PostgreSQL's lock table holds `max_locks_per_transaction` × connections entries,
+/// 6,400 by default); two first writes of different tenants wait on each other once in this
+/// many pairs, for one short transaction.
+pub(super) const TENANT_LOCK_BUCKETS: i64 = 256;
+
+/// The advisory-lock key of the tenant the SQL expression `tenant` names: its bucket, in the
+/// schema's key space. Schema names are validated identifiers: safe inside a literal.
+pub(super) fn tenant_lock_key(schema: &str, tenant: &str) -> String {
+    let mask = TENANT_LOCK_BUCKETS - 1;
+    format!("hashtextextended('stamps:{schema}:tenant:' || (hashtextextended({tenant}, 0) & {mask})::text, 0)")
+}
 const OVERRIDE_COLS: &str = "version, stamp_id, to_stamp, applies, actor, reason, at";
 
 /// The statements of this module.
@@ -51,7 +65,7 @@ impl DirectiveSql {
         let head = format!("(SELECT head FROM {s}.feed WHERE id = 1)");
         let tail = format!("SELECT chg.version, g.written{notify_col} FROM {GUARD} LEFT JOIN chg ON true");
         DirectiveSql {
-            tenant_lock: format!("SELECT pg_advisory_xact_lock({})", lock_key("tenant")),
+            tenant_lock: format!("SELECT pg_advisory_xact_lock({})", tenant_lock_key(schema, "$1::text")),
             pin_get: format!("SELECT {PIN_COLS} FROM {s}.pins WHERE tenant = $1"),
             pins_page: format!("SELECT {PIN_COLS} FROM {s}.pins WHERE tenant > $1 ORDER BY tenant LIMIT $2"),
             // $1 tenant, $2 pin (NULL clears), $3 actor, $4 reason, $5 at, $6 action, $7 the

@@ -20,6 +20,7 @@ pub(crate) use fault::transient;
 mod feed_admin;
 mod health;
 mod history;
+mod import;
 mod options;
 mod reads;
 mod replicas;
@@ -54,7 +55,7 @@ use self::fault::Fault;
 use self::replicas::{Replica, Replicas};
 use self::sql::Sql;
 use self::watch::{AbortOnDrop, Listen, TlsListen, Watch};
-use super::{ChangeSignal, Registry};
+use super::{ChangeSignal, ImportReport, ImportRow, Registry};
 use crate::error::{Error, InvalidInput, Result};
 use crate::model::{
     Assignment, AssignmentChange, ChangeBatch, Decision, Epoch, Fleet, HistoryEntry, MigrationId, MigrationRecord,
@@ -422,6 +423,13 @@ impl Registry for PgRegistry {
         // `AlreadyAssigned` with the winner's stamp.
         on_conn!(self, retry_unique = true, |c| self
             .assign_once(c, tenant, stamp, None, None))
+    }
+
+    async fn assign_many(&self, rows: &[ImportRow]) -> Result<ImportReport> {
+        crate::registry::import::check_size(rows)?;
+        // The tenants' locks make a first assignment of one of them by another writer wait;
+        // a unique violation would still be answered by the retry (`Unchanged` or refused).
+        on_conn!(self, retry_unique = true, |c| self.assign_many_once(c, rows))
     }
 
     async fn assign_overriding(

@@ -4,7 +4,8 @@ use super::schema::quoted;
 
 const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
                           headroom_ppm, state, usage_milli, created_at, updated_at, headroom_by_resource, expires_at";
-const ASSIGNMENT_COLS: &str = "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
+pub(super) const ASSIGNMENT_COLS: &str =
+    "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
                                pin_stamp_id, demand_milli, labels, assigned_at, updated_at, ephemeral";
 pub(super) const HISTORY_COLS: &str =
     "version, tenant, at, action, from_stamp, to_stamp, epoch, mode, shadow_id, frozen_until, actor, \
@@ -23,6 +24,10 @@ pub(crate) struct Sql {
     pub(crate) listen: String,
     pub(crate) head: String,
     pub(crate) bump: String,
+    /// [`Sql::bump`] by `$2` versions (a bulk import).
+    pub(crate) bump_many: String,
+    /// Bulk import.
+    pub(crate) import: super::import::ImportSql,
     pub(crate) stamp_get: String,
     pub(crate) stamps_lock: String,
     pub(crate) fleet: String,
@@ -119,16 +124,16 @@ impl Sql {
                    (SELECT count(*) FROM hist) AS history_rows, g.written{notify_col}
             FROM {GUARD} LEFT JOIN chg ON true"
         );
-        Sql {
-            listen: format!("LISTEN \"{channel}\"; LISTEN \"{channel}_health\""),
-            head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
-            bump: format!(
+        // Takes `n` versions for one transaction (the last is the new head): from the feed's
+        // head, or from a new term's start.
+        let bump_by = |n: &str| {
+            format!(
                 "WITH b AS (
                     UPDATE {s}.feed f SET
                         term = CASE WHEN {fresh} THEN f.term + 1 ELSE f.term END,
                         base = CASE WHEN {fresh} THEN f.head ELSE f.base END,
                         term_start = CASE WHEN {fresh} THEN {start} ELSE f.term_start END,
-                        head = CASE WHEN {fresh} THEN {start} ELSE f.head + 1 END,
+                        head = CASE WHEN {fresh} THEN {start} + {n} - 1 ELSE f.head + {n} END,
                         timeline = t.tl
                     FROM (SELECT {timeline} AS tl,
                                  (extract(epoch FROM clock_timestamp()) * 1000)::bigint << {shift} AS clock) t
@@ -136,12 +141,19 @@ impl Sql {
                     RETURNING f.head, f.term, f.base, f.term_start, f.timeline
                 ), opened AS (
                     INSERT INTO {s}.feed_terms (term, base, term_start, timeline, started_at)
-                    SELECT term, base, term_start, timeline, $1 FROM b WHERE term > 0 AND head = term_start
+                    SELECT term, base, term_start, timeline, $1 FROM b WHERE term > 0 AND head - {n} + 1 = term_start
                     RETURNING term
                 )
                 SELECT head, (SELECT count(*) FROM opened) AS opened FROM b",
                 shift = super::history::START_SHIFT
-            ),
+            )
+        };
+        Sql {
+            listen: format!("LISTEN \"{channel}\"; LISTEN \"{channel}_health\""),
+            head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
+            bump: bump_by("1"),
+            bump_many: bump_by("$2::bigint"),
+            import: super::import::ImportSql::new(schema, &notify_col),
             stamp_tenants: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE stamp_id = $1 OR shadow_id = $1 ORDER BY tenant"
             ),

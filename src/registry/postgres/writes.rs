@@ -103,12 +103,39 @@ impl PgRegistry {
         write: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(Version, Vec<Row>), Fault> {
-        let bump = c.prepare_cached(&self.inner.sql.bump).await?;
+        self.bump_by_write_commit(c, None, write, params).await
+    }
+
+    /// [`PgRegistry::bump_write_commit`] taking `n` versions at once (a bulk import); the new
+    /// head is the last of them.
+    pub(super) async fn bump_many_write_commit(
+        &self,
+        c: &Object,
+        n: i64,
+        write: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Version, Vec<Row>), Fault> {
+        self.bump_by_write_commit(c, Some(n), write, params).await
+    }
+
+    async fn bump_by_write_commit(
+        &self,
+        c: &Object,
+        n: Option<i64>,
+        write: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(Version, Vec<Row>), Fault> {
+        let sql = &self.inner.sql;
+        let bump = c
+            .prepare_cached(if n.is_some() { &sql.bump_many } else { &sql.bump })
+            .await?;
         let write = c.prepare_cached(write).await?;
         let at = millis(self.now())?;
+        let count = n.unwrap_or(1);
+        let bump_params: &[&(dyn ToSql + Sync)] = if n.is_some() { &[&at, &count] } else { &[&at] };
         mark_commit_sent();
         let (head, rows, commit) = join3(
-            c.query_one(&bump, &[&at]),
+            c.query_one(&bump, bump_params),
             c.query(&write, params),
             c.batch_execute("COMMIT"),
         )
@@ -534,7 +561,7 @@ impl PgRegistry {
     }
 }
 
-fn stamp_ids(ids: impl Iterator<Item = StampId>) -> Vec<i64> {
+pub(super) fn stamp_ids(ids: impl Iterator<Item = StampId>) -> Vec<i64> {
     let mut ids: Vec<i64> = ids.map(|s| i64::from(s.0)).collect();
     ids.sort_unstable();
     ids.dedup();

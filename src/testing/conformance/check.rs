@@ -143,6 +143,18 @@ pub fn contract(case: &str) -> Option<&'static str> {
         "ids_past_the_stored_range_are_unknown" => {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"
         }
+        "assign_many_admits_each_row_like_assign" => {
+            "assign_many admits each row as assign would, in row order against the usage earlier rows left, refuses the others with assign's error (a tenant named twice: InvalidInput), and gives each admitted row consecutive epochs, one history entry and one change"
+        }
+        "assign_many_retry_changes_nothing" => {
+            "retrying assign_many reports its rows Unchanged and appends nothing; a row for a tenant on another stamp or with another spec is AlreadyAssigned; more than MAX_IMPORT_ROWS rows is InvalidInput without effect"
+        }
+        "assign_many_keeps_constraints_and_pins" => {
+            "assign_many enforces the hard constraints row by row (one tenant per dedicated stamp within a call too, recorded pins, tiers) and records a pin a row brings"
+        }
+        "race_of_imports_and_assigns_keeps_one_home_and_limits" => {
+            "concurrent assign_many calls admit no more than a stamp's free slots between them, and an import racing single assigns of its tenants leaves each one home"
+        }
         _ => return None,
     })
 }

@@ -36,6 +36,7 @@ mod constraints;
 mod directives;
 mod feed;
 mod fixtures;
+mod import;
 mod migrations;
 mod races;
 mod stamps;
@@ -52,6 +53,7 @@ pub use self::check::contract;
 pub use self::constraints::*;
 pub use self::directives::*;
 pub use self::feed::*;
+pub use self::import::*;
 pub use self::migrations::*;
 pub use self::races::*;
 pub use self::stamps::*;
@@ -126,6 +128,10 @@ cases!(
     race_of_pin_and_assign_has_one_winner,
     lifetimes_keep_long_lived_tenants_off_ephemeral_stamps,
     rollout_records_round_trip_with_revisions,
+    assign_many_admits_each_row_like_assign,
+    assign_many_retry_changes_nothing,
+    assign_many_keeps_constraints_and_pins,
+    race_of_imports_and_assigns_keeps_one_home_and_limits,
 );
 
 /// Runs every case in [`CASES`], each against a new registry from `make`, printing each name.

@@ -1,0 +1,239 @@
+//! Bulk import (`Registry::assign_many`) against what a user would compare it with, in the
+//! same run:
+//! - **PostgreSQL**: `assign_many` in calls of 10,000 rows into a fresh schema, against the
+//!   floor (a bare text `COPY` of the same assignment rows into a plain table shaped like the
+//!   registry's `assignments`, with its primary key and indexes but no history, change feed or
+//!   checks), and against one `assign` per tenant (the only way in before `assign_many`);
+//! - **in memory**: `assign_many` in calls of 10,000 rows against one `assign` per tenant.
+//!
+//! Three rounds per candidate, alternating which goes first; prints medians with the spread.
+//!
+//! ```text
+//! cargo bench --bench import --features postgres
+//! STAMPS_IMPORT_ROWS=1000000 STAMPS_IMPORT_SLICE=50000 STAMPS_IMPORT_ONLY=postgres cargo bench --bench import --features postgres
+//! ```
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
+use std::pin::pin;
+use std::time::Instant;
+
+use futures_util::SinkExt;
+use stamps::registry::postgres::{PgConfig, PgRegistry};
+use stamps::*;
+use tokio_postgres::{Client, NoTls};
+
+const STAMPS: u32 = 100;
+
+/// Rows per `assign_many` call (`STAMPS_IMPORT_SLICE`, default 10,000).
+fn slice() -> usize {
+    std::env::var("STAMPS_IMPORT_SLICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+fn rows(n: usize, round: usize) -> Vec<ImportRow> {
+    (0..n)
+        .map(|i| {
+            let id = TenantId::new(&format!("r{round}-tenant-{i:08}")).expect("tenant id");
+            ImportRow::new(TenantSpec::new(id), StampId(1 + (i as u32) % STAMPS))
+        })
+        .collect()
+}
+
+fn stamp(id: u32, n: usize) -> StampSpec {
+    StampSpec::new(
+        StampId(id),
+        format!("s{id}"),
+        Region::new("eu-west").expect("region"),
+        Capacity::new([(Resource::Tenants, n as f64)], 0.0).expect("capacity"),
+    )
+    .expect("stamp")
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn median(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+fn show(name: &str, rates: Vec<f64>) -> f64 {
+    let (m, lo, hi) = median(rates);
+    println!("  {name:<34} {m:>12.0} rows/s  (spread {lo:.0}–{hi:.0})");
+    m
+}
+
+/// A registry in a fresh schema with `STAMPS` active stamps.
+async fn fresh_pg(schema: &str, n: usize) -> PgRegistry {
+    let config = PgConfig::from_url(pg::database_url())
+        .expect("url")
+        .schema(schema)
+        .expect("schema")
+        .statement_timeout(std::time::Duration::from_secs(120))
+        .call_timeout(std::time::Duration::from_secs(300));
+    let r = PgRegistry::connect(config).await.expect("connect");
+    r.migrate().await.expect("migrate");
+    for id in 1..=STAMPS {
+        r.put_active_stamp(stamp(id, n)).await.expect("stamp");
+    }
+    r
+}
+
+async fn import(r: &dyn Registry, rows: &[ImportRow]) -> f64 {
+    let t = Instant::now();
+    for slice in rows.chunks(slice()) {
+        let report = r.assign_many(slice).await.expect("assign_many");
+        assert_eq!(report.assigned(), slice.len());
+    }
+    rows.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn one_by_one(r: &dyn Registry, rows: &[ImportRow]) -> f64 {
+    let t = Instant::now();
+    for row in rows {
+        r.assign(&row.tenant, row.stamp).await.expect("assign");
+    }
+    rows.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The floor: the same assignment rows, text `COPY` into a plain table.
+async fn floor(admin: &Client, table: &str, rows: &[ImportRow]) -> f64 {
+    admin
+        .batch_execute(&format!("TRUNCATE {table}"))
+        .await
+        .expect("truncate");
+    let mut text = String::with_capacity(rows.len() * 80);
+    let t = Instant::now();
+    for (i, row) in rows.iter().enumerate() {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "{}\t{}\t{}\tserving\tshared\t{{}}\t{{}}\t1\t1\tf",
+            row.tenant.id,
+            row.stamp.0,
+            i + 1
+        );
+    }
+    let sink = admin
+        .copy_in(&format!(
+            "COPY {table} (tenant, stamp_id, epoch, mode, tier, demand_milli, labels, assigned_at, updated_at, \
+             ephemeral) FROM STDIN"
+        ))
+        .await
+        .expect("copy in");
+    let mut sink = pin!(sink);
+    for chunk in text.as_bytes().chunks(1 << 20) {
+        sink.feed(bytes::Bytes::copy_from_slice(chunk)).await.expect("send");
+    }
+    sink.as_mut().finish().await.expect("finish");
+    rows.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn postgres(n: usize, singles: usize) {
+    println!("PostgreSQL, {n} rows in calls of {}, {STAMPS} stamps:", slice());
+    let admin = connect(pg::database_url()).await;
+    let base = format!("bench_import_{}", std::process::id());
+    let table = format!("{base}_plain");
+    let like = fresh_pg(&format!("{base}_like"), n).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (LIKE \"{}\".assignments INCLUDING ALL)",
+            like.schema()
+        ))
+        .await
+        .expect("plain table");
+    let (mut ours, mut floors, mut singles_rate) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        let batch = rows(n, round);
+        let schema = format!("{base}_{round}");
+        let r = fresh_pg(&schema, n).await;
+        let go = |first: bool| first == (round % 2 == 0);
+        if go(true) {
+            floors.push(floor(&admin, &table, &batch).await);
+        }
+        ours.push(import(&r, &batch).await);
+        if go(false) {
+            floors.push(floor(&admin, &table, &batch).await);
+        }
+        let single = rows(singles, round + 10);
+        singles_rate.push(one_by_one(&r, &single).await);
+        admin
+            .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            .await
+            .expect("drop");
+    }
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE {table}; DROP SCHEMA \"{}\" CASCADE",
+            like.schema()
+        ))
+        .await
+        .expect("drop");
+    let floor_m = show("bare COPY (floor)", floors);
+    let ours_m = show("assign_many", ours);
+    let single_m = show(&format!("assign one by one ({singles})"), singles_rate);
+    println!(
+        "  assign_many: {:.2}x the floor's time, {:.0}x one-by-one assign",
+        floor_m / ours_m,
+        ours_m / single_m
+    );
+}
+
+async fn memory(n: usize, singles: usize) {
+    println!("In memory, {n} rows in calls of {}, {STAMPS} stamps:", slice());
+    let (mut ours, mut single_rates) = (Vec::new(), Vec::new());
+    for round in 0..3 {
+        let batch = rows(n, round);
+        let single = rows(singles, round + 10);
+        let fresh = || async {
+            let r = InMemoryRegistry::new();
+            for id in 1..=STAMPS {
+                r.put_active_stamp(stamp(id, n)).await.expect("stamp");
+            }
+            r
+        };
+        let (a, b) = (fresh().await, fresh().await);
+        if round % 2 == 0 {
+            ours.push(import(&a, &batch).await);
+            single_rates.push(one_by_one(&b, &single).await);
+        } else {
+            single_rates.push(one_by_one(&b, &single).await);
+            ours.push(import(&a, &batch).await);
+        }
+    }
+    let ours_m = show("assign_many", ours);
+    let single_m = show(&format!("assign one by one ({singles})"), single_rates);
+    println!("  assign_many: {:.1}x one-by-one assign", ours_m / single_m);
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too: keep that short.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize = std::env::var("STAMPS_IMPORT_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if full { 200_000 } else { 2_000 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let only = std::env::var("STAMPS_IMPORT_ONLY").unwrap_or_default();
+        if only != "postgres" {
+            memory(if full { 1_000_000 } else { n }, if full { 100_000 } else { 1_000 }).await;
+        }
+        if only != "memory" {
+            postgres(n, if full { 2_000 } else { 100 }).await;
+        }
+    });
+}

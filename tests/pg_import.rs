@@ -1,0 +1,231 @@
+//! `PgRegistry::assign_many` against a real PostgreSQL server, beyond the conformance cases:
+//! a connection killed mid-import, imports larger than PostgreSQL's lock table would allow
+//! per-tenant locks for, concurrent imports, pin writes racing an import, and a router
+//! following an import.
+//!
+//! The server: `DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`, else a
+//! throwaway server started from the installed binaries (see `tests/support/pg.rs`).
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::time::Duration;
+
+use pg::{database_url, raw_client, unique_schema, SchemaGuard};
+use stamps::registry::postgres::{PgConfig, PgRegistry};
+use stamps::*;
+
+async fn fresh(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (PgRegistry, SchemaGuard) {
+    let schema = unique_schema(hint);
+    let guard = SchemaGuard(schema.clone());
+    let config = PgConfig::from_url(database_url()).unwrap().schema(&schema).unwrap();
+    let registry = PgRegistry::connect(cfg(config)).await.unwrap();
+    registry.migrate().await.unwrap();
+    (registry, guard)
+}
+
+fn stamp(id: u32, tenants: f64) -> StampSpec {
+    StampSpec::new(
+        StampId(id),
+        format!("s{id}"),
+        Region::new("eu-west").unwrap(),
+        Capacity::new([(Resource::Tenants, tenants)], 0.0).unwrap(),
+    )
+    .unwrap()
+    .endpoint(format!("https://s{id}"))
+}
+
+fn rows(prefix: &str, n: usize, stamps: u32) -> Vec<ImportRow> {
+    (0..n)
+        .map(|i| {
+            let t = TenantSpec::new(TenantId::new(&format!("{prefix}{i:06}")).unwrap());
+            ImportRow::new(t, StampId(1 + (i as u32) % stamps))
+        })
+        .collect()
+}
+
+/// Counts of what an import writes: assignments, history rows, changes, the feed's head.
+async fn counts(r: &PgRegistry) -> (i64, i64, i64, i64) {
+    let c = raw_client().await;
+    let s = r.schema();
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{s}\".assignments), (SELECT count(*) FROM \"{s}\".assignment_history),
+                        (SELECT count(*) FROM \"{s}\".changes WHERE kind = 'assignment'),
+                        (SELECT head FROM \"{s}\".feed WHERE id = 1)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2), row.get(3))
+}
+
+/// The connection of an import killed while it waits for the feed counter (after it locked
+/// its tenants and stamps): `Unavailable`, nothing of the import is visible, and the retry of
+/// the same call assigns every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_killed_mid_transaction_writes_nothing_and_retries_whole() {
+    let app = format!("stamps-import-kill-{}", std::process::id());
+    let (r, _guard) = fresh("impkill", |c| c.application_name(&app).pool_size(2)).await;
+    r.put_active_stamp(stamp(1, 100_000.0)).await.unwrap();
+    r.put_active_stamp(stamp(2, 100_000.0)).await.unwrap();
+    let before = counts(&r).await;
+    let batch = rows("k", 5_000, 2);
+
+    let mut blocker = raw_client().await;
+    let tx = blocker.transaction().await.unwrap();
+    tx.batch_execute(&format!("SELECT head FROM \"{}\".feed FOR UPDATE", r.schema()))
+        .await
+        .unwrap();
+    let import = {
+        let (r, batch) = (r.clone(), batch.clone());
+        tokio::spawn(async move { r.assign_many(&batch).await })
+    };
+    let admin = raw_client().await;
+    let pid = blocked_backend(&admin, &app).await;
+    let killed: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    let err = import.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    tx.rollback().await.unwrap();
+    assert_eq!(counts(&r).await, before, "nothing of the killed import is visible");
+
+    let report = r.assign_many(&batch).await.unwrap();
+    assert_eq!(report.assigned(), 5_000);
+    let after = counts(&r).await;
+    assert_eq!((after.0, after.1, after.2), (5_000, 5_000, 5_000));
+    assert_eq!(after.3, before.3 + 5_000, "one version per row");
+    assert_eq!(report.head(), Version(after.3 as u64));
+    // A second retry (the caller could not tell the first one landed) changes nothing.
+    let again = r.assign_many(&batch).await.unwrap();
+    assert_eq!((again.assigned(), again.unchanged()), (0, 5_000));
+    assert_eq!(counts(&r).await, after);
+}
+
+/// Imports of 60,000 tenants in one call each, four at once on overlapping stamps: tenant
+/// locks are bucketed, so no call runs out of PostgreSQL's lock table (6,400 entries by
+/// default) or deadlocks; every row lands once, and usage is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_concurrent_imports_land_every_row_once() {
+    let (r, _guard) = fresh("implarge", |c| {
+        c.pool_size(4)
+            .call_timeout(Duration::from_secs(120))
+            .statement_timeout(Duration::from_secs(60))
+    })
+    .await;
+    for id in 1..=8 {
+        r.put_active_stamp(stamp(id, 1_000_000.0)).await.unwrap();
+    }
+    let batches: Vec<Vec<ImportRow>> = (0..4).map(|b| rows(&format!("b{b}-"), 60_000, 8)).collect();
+    let mut tasks = Vec::new();
+    for batch in batches {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move { r.assign_many(&batch).await }));
+    }
+    for t in tasks {
+        let report = t.await.unwrap().unwrap();
+        assert_eq!(report.assigned(), 60_000);
+    }
+    let (assignments, history, changes, _) = counts(&r).await;
+    assert_eq!((assignments, history, changes), (240_000, 240_000, 240_000));
+    let fleet = r.fleet().await.unwrap();
+    for id in 1..=8 {
+        assert_eq!(fleet.get(StampId(id)).unwrap().tenants(), 30_000, "stamp {id}");
+    }
+}
+
+/// `set_pin` to another stamp racing an import of the same unassigned tenants: for each
+/// tenant exactly one of them wins, so no assignment breaks a recorded pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_writes_racing_an_import_leave_no_broken_pin() {
+    let (r, _guard) = fresh("imppin", |c| c.pool_size(8)).await;
+    r.put_active_stamp(stamp(1, 10_000.0)).await.unwrap();
+    r.put_active_stamp(stamp(2, 10_000.0)).await.unwrap();
+    let batch = rows("p", 200, 1);
+    let why = Decision::new("ops", "contract").unwrap();
+    let import = {
+        let (r, batch) = (r.clone(), batch.clone());
+        tokio::spawn(async move { r.assign_many(&batch).await })
+    };
+    let mut pins = Vec::new();
+    for row in batch.iter().rev() {
+        let (r, t, why) = (r.clone(), row.tenant.id.clone(), why.clone());
+        pins.push(tokio::spawn(async move { r.set_pin(&t, Some(StampId(2)), &why).await }));
+    }
+    let report = import.await.unwrap().unwrap();
+    for (i, pin) in pins.into_iter().rev().enumerate() {
+        let pinned = pin.await.unwrap().is_ok();
+        let imported = matches!(report.outcomes()[i], Imported::Assigned(_));
+        assert!(pinned != imported, "tenant {i}: pinned {pinned}, imported {imported}");
+        if !imported {
+            assert!(matches!(
+                report.outcomes()[i],
+                Imported::Refused(Error::ConstraintViolated(_))
+            ));
+        }
+    }
+    for a in r.all_assignments().await.unwrap() {
+        let pin = r.pin(a.tenant()).await.unwrap().and_then(|p| p.stamp);
+        assert!(
+            pin.is_none() || pin == Some(a.stamp),
+            "{} on {} pinned to {pin:?}",
+            a.tenant(),
+            a.stamp
+        );
+    }
+}
+
+/// A router following the registry sees every row of an import, each at its own version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_following_router_sees_every_imported_row() {
+    let (r, _guard) = fresh("imprt", |c| c).await;
+    for id in 1..=3 {
+        r.put_active_stamp(stamp(id, 100_000.0)).await.unwrap();
+    }
+    let router = stamps::router::Router::new(r.clone());
+    router.warm_up().await.unwrap();
+    let follower = router.spawn_follower();
+    let batch = rows("f", 20_000, 3);
+    let report = r.assign_many(&batch).await.unwrap();
+    assert_eq!(report.assigned(), 20_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for row in &batch {
+        loop {
+            match router.route(row.tenant.id.as_str()) {
+                Ok(route) => {
+                    assert_eq!(route.stamp, row.stamp);
+                    break;
+                }
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{} never reached the router: {e:?}", row.tenant.id),
+            }
+        }
+    }
+    drop(follower);
+}
+
+/// Polls until a backend of `app` waits on a lock; returns its pid.
+async fn blocked_backend(client: &tokio_postgres::Client, app: &str) -> i32 {
+    for _ in 0..1000 {
+        let row = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no backend of {app} blocked on a lock");
+}
