@@ -285,7 +285,7 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// registry.put_active_stamp(StampSpec::new(StampId(1), "s1", Region::new("us")?,
     ///     Capacity::new([(Resource::Tenants, 1000.0)], 0.0)?)?).await?;
     /// let rows: Vec<ImportRow> = (0..500)
-    ///     .map(|i| Ok(ImportRow::new(TenantSpec::new(TenantId::new(format!("t{i:04}"))?), StampId(1))))
+    ///     .map(|i| Ok(ImportRow::new(TenantSpec::new(TenantId::new(&format!("t{i:04}"))?), StampId(1))))
     ///     .collect::<stamps::Result<_>>()?;
     /// let report = registry.assign_many(&rows).await?;
     /// assert_eq!(report.assigned(), 500);
