@@ -140,6 +140,55 @@ async fn large_concurrent_imports_land_every_row_once() {
     }
 }
 
+/// Four imports of the same 2,000 tenants at once, each to its own stamp (imports take the
+/// tenants' locks shared, so they meet on the primary key): every tenant ends with exactly one
+/// home, the import that reports it `Assigned` names that home, and the others report it
+/// `AlreadyAssigned` to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_of_the_same_tenants_leave_each_one_home() {
+    let (r, _guard) = fresh("impsame", |c| c.pool_size(4)).await;
+    for id in 1..=4 {
+        r.put_active_stamp(stamp(id, 10_000.0)).await.unwrap();
+    }
+    let batches: Vec<Vec<ImportRow>> = (1..=4u32)
+        .map(|s| {
+            rows("same", 2_000, 1)
+                .into_iter()
+                .map(|row| ImportRow::new(row.tenant, StampId(s)))
+                .collect()
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for batch in batches {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move { r.assign_many(&batch).await }));
+    }
+    let mut reports = Vec::new();
+    for t in tasks {
+        reports.push(t.await.unwrap().unwrap());
+    }
+    for i in 0..2_000 {
+        let winners: Vec<StampId> = reports
+            .iter()
+            .filter_map(|rep| match &rep.outcomes()[i] {
+                Imported::Assigned(a) => Some(a.stamp),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(winners.len(), 1, "row {i}: {winners:?}");
+        for rep in &reports {
+            match &rep.outcomes()[i] {
+                Imported::Assigned(_) => {}
+                Imported::Refused(Error::AlreadyAssigned { stamp, .. }) => assert_eq!(*stamp, winners[0]),
+                other => panic!("row {i}: {other:?}"),
+            }
+        }
+    }
+    let (assignments, history, changes, _) = counts(&r).await;
+    assert_eq!((assignments, history, changes), (2_000, 2_000, 2_000));
+    assert_eq!(r.fleet().await.unwrap().tenants(), 2_000);
+}
+
 /// `set_pin` to another stamp racing an import of the same unassigned tenants: for each
 /// tenant exactly one of them wins, so no assignment breaks a recorded pin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

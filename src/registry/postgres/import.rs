@@ -1,10 +1,13 @@
 //! [`Registry::assign_many`](crate::Registry::assign_many) in PostgreSQL: one transaction per
 //! call, set-based.
 //!
-//! The transaction locks the call's tenants (their advisory-lock buckets, in key order, so two
-//! imports never deadlock and a pin write or single `assign` of one of them waits), reads their
+//! The transaction locks the call's tenants (their advisory-lock buckets in shared mode, in
+//! key order: a pin write or single `assign` of one of them, which takes its bucket
+//! exclusively, waits for the import, while imports do not wait for each other), reads their
 //! assignments and pins and locks the call's stamps (in id order, as every write does), all in
-//! one round trip. The rows are then admitted in Rust with the same rules as `assign`
+//! one round trip. Two imports of one tenant meet on the primary key: the later one waits for
+//! the first to commit, fails on the unique index and is retried whole, and then finds the
+//! tenant assigned. The rows are then admitted in Rust with the same rules as `assign`
 //! ([`constraints::check`], [`admission::check`]) against the stamps' usage as the earlier rows
 //! left it. The admitted rows are written by one statement (assignments, pins, usage, one
 //! history entry and one change each, the versions taken together from the feed counter),
@@ -32,7 +35,7 @@ use crate::time::Timestamp;
 /// The statements of a bulk import.
 #[derive(Debug)]
 pub(crate) struct ImportSql {
-    /// Locks the buckets of the tenants in `$1`, in key order.
+    /// Locks the buckets of the tenants in `$1`, shared, in key order.
     lock: String,
     /// The assignments of the tenants in `$1`.
     existing: String,
@@ -50,7 +53,7 @@ impl ImportSql {
         let key = tenant_lock_key(schema, "u.t");
         ImportSql {
             lock: format!(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM
+                "SELECT count(pg_advisory_xact_lock_shared(k)) FROM
                  (SELECT DISTINCT {key} AS k FROM unnest($1::text[]) AS u(t) ORDER BY k) d"
             ),
             existing: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = ANY($1::text[])"),
