@@ -6,10 +6,13 @@
 //! - `assign`: one capacity-checked assignment (a transaction: lock, check, counter, writes,
 //!   commit);
 //! - `assign_concurrent/N`: N tasks assigning at once, each on its own stamp (throughput; the
-//!   feed counter is the only shared row).
+//!   feed counter is the only shared row);
+//! - `assign_no_group_commit`, `assign_concurrent_no_group_commit/N`: the same through a
+//!   registry with group commit off (every `assign` commits alone), on the same schema.
 //!
 //! ```text
 //! cargo bench --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
+//! STAMPS_BENCH_REVERSE=1 cargo bench --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3 assign
 //! ```
 //! Uses `DATABASE_URL`, else the local default server, else a throwaway server (see
 //! `tests/support/pg.rs`).
@@ -49,12 +52,25 @@ fn bench(c: &mut Criterion) {
             let spec = StampSpec::new(StampId(s), format!("s{s}"), Region::new("eu").expect("region"), cap);
             r.put_active_stamp(spec.expect("spec")).await.expect("stamp");
         }
-        for i in 0..TENANTS {
-            let t = TenantSpec::new(TenantId::new(&format!("pre-{i:05}")).expect("id"))
-                .demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
-            r.assign(&t, StampId(1)).await.expect("prefill");
-        }
+        let rows: Vec<ImportRow> = (0..TENANTS)
+            .map(|i| {
+                let t = TenantSpec::new(TenantId::new(&format!("pre-{i:05}")).expect("id"))
+                    .demand(Demand::of([(Resource::Connections, 2.0)]).expect("demand"));
+                ImportRow::new(t, StampId(1))
+            })
+            .collect();
+        assert_eq!(r.assign_many(&rows).await.expect("prefill").assigned(), TENANTS);
         r
+    });
+    // The same schema through a registry with group commit off: every `assign` commits alone.
+    let alone = rt.block_on(async {
+        let cfg = PgConfig::from_url(pg::database_url())
+            .expect("url")
+            .schema(&schema)
+            .expect("schema")
+            .pool_size(16)
+            .group_commit(false);
+        PgRegistry::connect(cfg).await.expect("connect")
     });
     let ids: Vec<TenantId> = (0..TENANTS)
         .map(|i| TenantId::new(&format!("pre-{:05}", (i * 7919) % TENANTS)).expect("id"))
@@ -90,47 +106,57 @@ fn bench(c: &mut Criterion) {
         let next = next.clone();
         move || TenantSpec::new(TenantId::new(&format!("new-{}", next.fetch_add(1, Ordering::Relaxed))).expect("id"))
     };
-    g.bench_function("assign", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    registry.assign(&fresh(), StampId(1)).await.expect("assign");
-                }
-                start.elapsed()
-            })
-        })
-    });
-    for tasks in [1usize, 4, 16] {
-        g.throughput(Throughput::Elements(tasks as u64));
-        g.bench_with_input(BenchmarkId::new("assign_concurrent", tasks), &tasks, |b, &tasks| {
+    // `STAMPS_BENCH_REVERSE=1` runs the registry without group commit first, so neither always
+    // runs first across runs.
+    let mut order = [("", &registry), ("_no_group_commit", &alone)];
+    if std::env::var_os("STAMPS_BENCH_REVERSE").is_some() {
+        order.reverse();
+    }
+    for (name, registry) in order {
+        g.bench_function(format!("assign{name}"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
-                    let workers: Vec<_> = (0..tasks)
-                        .map(|t| {
-                            let r = registry.clone();
-                            let fresh = fresh.clone();
-                            // Each task signs tenants up on its own stamp, as signups spread
-                            // over a fleet: only the feed counter is shared.
-                            let stamp = StampId(1 + (t as u32 % STAMPS));
-                            tokio::spawn(async move {
-                                for _ in 0..iters {
-                                    r.assign(&fresh(), stamp).await.expect("assign");
-                                }
-                            })
-                        })
-                        .collect();
-                    for w in workers {
-                        w.await.expect("worker");
+                    for _ in 0..iters {
+                        registry.assign(&fresh(), StampId(1)).await.expect("assign");
                     }
                     start.elapsed()
                 })
             })
         });
+        for tasks in [1usize, 4, 16] {
+            g.throughput(Throughput::Elements(tasks as u64));
+            let id = BenchmarkId::new(format!("assign_concurrent{name}"), tasks);
+            g.bench_with_input(id, &tasks, |b, &tasks| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        let workers: Vec<_> = (0..tasks)
+                            .map(|t| {
+                                let r = registry.clone();
+                                let fresh = fresh.clone();
+                                // Each task signs tenants up on its own stamp, as signups spread
+                                // over a fleet: only the feed counter is shared.
+                                let stamp = StampId(1 + (t as u32 % STAMPS));
+                                tokio::spawn(async move {
+                                    for _ in 0..iters {
+                                        r.assign(&fresh(), stamp).await.expect("assign");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for w in workers {
+                            w.await.expect("worker");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
     }
     g.finish();
     drop(registry);
+    drop(alone);
     drop(rt);
 }
 

@@ -2,13 +2,14 @@
 //! ([`Router::warm_up`]), the feed cursor and [`Router::sync`].
 
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 
 use super::stats::Counter;
 use super::table::{Key, SlotData, Upsert, GEN_MASK, TOMBSTONE};
 use super::writes::Writes;
 use super::Router;
 use crate::error::Error;
-use crate::model::{AssignmentMode, Change, ChangeKind, TenantId, Version};
+use crate::model::{Assignment, AssignmentMode, Change, ChangeKind, TenantId, Version};
 use crate::registry::Registry;
 
 impl<R: Registry + ?Sized> Router<R> {
@@ -135,46 +136,81 @@ impl<R: Registry + ?Sized> Router<R> {
         self.load_all().await
     }
 
+    /// Loads every assignment, page by page. The next page is requested before the current
+    /// one is inserted (its cursor is the current page's last tenant), so the registry reads
+    /// and sends it while this thread fills the table instead of the two taking turns.
     async fn load_all(&self) -> Result<usize, Error> {
         let sh = &*self.shared;
         let generation = sh.generation.load(Ordering::Acquire);
-        let mut after: Option<TenantId> = None;
+        let size = sh.config.page_size;
         let mut n = 0;
+        let mut page = self.page(None).await?;
         loop {
-            let page = match self.registry.assignments(after.as_ref(), sh.config.page_size).await {
-                Ok(p) => p,
-                Err(e) => {
-                    sh.stats.incr(Counter::RegistryError);
-                    sh.mark_down(sh.clock.now().as_millis());
-                    return Err(e);
-                }
+            let done = page.len() < size;
+            let after = page.last().map(|a| a.tenant().clone());
+            // `async_trait` methods return boxed, pinned futures: polled in place below.
+            let mut next = match (&after, done) {
+                (Some(t), false) => Some(self.registry.assignments(Some(t), size)),
+                _ => None,
             };
-            let now = sh.clock.now().as_millis();
-            {
-                let _w = sh.writer.lock();
-                let mut b = Writes::new(sh);
-                for a in &page {
-                    let text = a.tenant().as_str();
-                    if let Ok(key) = Key::parse(text) {
-                        let mut data = sh.slot_for(a, now);
-                        data.meta = (data.meta & !GEN_MASK) | generation;
-                        let up = b.upsert(text, &key, data, a.mode);
-                        sh.count_upsert(up, false);
-                        if up != Upsert::Kept {
-                            n += 1;
-                        }
-                    }
-                }
-                b.commit();
-            }
-            let done = page.len() < sh.config.page_size;
-            after = page.last().map(|a| a.tenant().clone());
-            if done || after.is_none() {
-                break;
-            }
+            // Start the next read (a networked registry sends its request on the first poll).
+            let early = match next.as_mut() {
+                Some(f) => std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx).map(Some))).await,
+                None => Poll::Ready(None),
+            };
+            n += self.insert_page(&page, generation);
+            let fetched = match early {
+                Poll::Ready(r) => r,
+                Poll::Pending => match next {
+                    Some(f) => Some(f.await),
+                    None => None,
+                },
+            };
+            page = match fetched {
+                None => break,
+                Some(r) => self.page_result(r)?,
+            };
         }
         sh.mark_up();
         Ok(n)
+    }
+
+    /// One page of assignments after `after`, counting a failure against the registry.
+    async fn page(&self, after: Option<&TenantId>) -> Result<Vec<Assignment>, Error> {
+        let r = self.registry.assignments(after, self.shared.config.page_size).await;
+        self.page_result(r)
+    }
+
+    fn page_result(&self, r: Result<Vec<Assignment>, Error>) -> Result<Vec<Assignment>, Error> {
+        let sh = &*self.shared;
+        r.inspect_err(|_| {
+            sh.stats.incr(Counter::RegistryError);
+            sh.mark_down(sh.clock.now().as_millis());
+        })
+    }
+
+    /// Inserts a page into the table under the writer lock; returns how many routes it added
+    /// or changed.
+    fn insert_page(&self, page: &[Assignment], generation: u32) -> usize {
+        let sh = &*self.shared;
+        let now = sh.clock.now().as_millis();
+        let mut n = 0;
+        let _w = sh.writer.lock();
+        let mut b = Writes::new(sh);
+        for a in page {
+            let text = a.tenant().as_str();
+            if let Ok(key) = Key::parse(text) {
+                let mut data = sh.slot_for(a, now);
+                data.meta = (data.meta & !GEN_MASK) | generation;
+                let up = b.upsert(text, &key, data, a.mode);
+                sh.count_upsert(up, false);
+                if up != Upsert::Kept {
+                    n += 1;
+                }
+            }
+        }
+        b.commit();
+        n
     }
 
     /// Sets the cursor to the feed's head the first time the router follows the feed, reads

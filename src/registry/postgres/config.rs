@@ -68,6 +68,7 @@ pub struct PgConfig {
     pub(crate) notify: bool,
     pub(crate) poll_interval: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) group_commit: bool,
     pub(crate) application_name: String,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) call_timeout: Duration,
@@ -96,6 +97,7 @@ impl fmt::Debug for PgConfig {
             .field("notify", &self.notify)
             .field("poll_interval", &self.poll_interval)
             .field("max_retries", &self.max_retries)
+            .field("group_commit", &self.group_commit)
             .field("application_name", &self.application_name)
             .field("clock", &self.clock)
             .field("call_timeout", &self.call_timeout)
@@ -144,6 +146,7 @@ impl PgConfig {
             notify: true,
             poll_interval: Duration::from_secs(1),
             max_retries: 8,
+            group_commit: true,
             application_name: "stamps".to_string(),
             clock: Arc::new(SystemClock),
             call_timeout: DEFAULT_CALL_TIMEOUT,
@@ -265,6 +268,20 @@ impl PgConfig {
     /// call returns [`Error::Unavailable`](crate::Error::Unavailable) (default 8).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// Whether concurrent `assign` calls share one transaction and one commit (default on):
+    /// each keeps its own outcome, epoch, history entry and change; a call alone runs its own
+    /// transaction. Off, every call commits alone (a WAL flush each, one after another).
+    ///
+    /// ```
+    /// use stamps::registry::postgres::PgConfig;
+    /// let config = PgConfig::new().group_commit(false);
+    /// # let _ = config;
+    /// ```
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 

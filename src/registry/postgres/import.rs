@@ -18,8 +18,10 @@ use std::collections::HashMap;
 use deadpool_postgres::Object;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::codec::{self, amounts_json, version_of, AssignmentParams};
+use super::connection::mark_commit_sent;
 use super::directives::{tenant_lock_key, PIN_COLS};
 use super::fault::{corrupt, Fault};
 use super::schema::quoted;
@@ -175,6 +177,20 @@ impl Stamps {
 impl PgRegistry {
     /// One attempt at a bulk import (run by `on_conn!`, which retries it whole).
     pub(super) async fn assign_many_once(&self, c: &mut Object, rows: &[ImportRow]) -> Result<ImportReport, Fault> {
+        self.import_once(c, rows, None)
+            .await?
+            .ok_or_else(|| Fault::from(Error::unavailable("the import was abandoned before its commit")))
+    }
+
+    /// One attempt at an import. With `before_commit`, the write is sent without the `COMMIT`,
+    /// then `before_commit` decides: `true` commits, `false` rolls back and answers `None`
+    /// (group commit: a member gave up).
+    pub(super) async fn import_once(
+        &self,
+        c: &mut Object,
+        rows: &[ImportRow],
+        before_commit: Option<BeforeCommit<'_>>,
+    ) -> Result<Option<ImportReport>, Fault> {
         let now = self.now();
         let sql = &self.inner.sql;
         let screened = import::screen(rows);
@@ -239,9 +255,14 @@ impl PgRegistry {
         }
         if new_pins.is_empty() {
             c.batch_execute("ROLLBACK").await?;
-            return Ok(ImportReport::new(outcomes, seen_head));
+            return Ok(Some(ImportReport::new(outcomes, seen_head)));
         }
-        let head = self.write_admitted(c, &outcomes, &new_pins, &stamps, now).await?;
+        let Some(head) = self
+            .write_admitted(c, &outcomes, &new_pins, &stamps, now, before_commit)
+            .await?
+        else {
+            return Ok(None);
+        };
         // The k-th admitted row took version head - n + 1 + k.
         let mut version = head.0 + 1 - new_pins.len() as u64;
         for o in &mut outcomes {
@@ -250,7 +271,7 @@ impl PgRegistry {
                 version += 1;
             }
         }
-        Ok(ImportReport::new(outcomes, head))
+        Ok(Some(ImportReport::new(outcomes, head)))
     }
 
     /// Reads a tenant of each dedicated stamp that holds one: under the stamps' locks, the set
@@ -277,7 +298,7 @@ impl PgRegistry {
     }
 
     /// Writes the admitted rows (the `Assigned` outcomes, in order) and commits; returns the
-    /// new head, the version of the last row.
+    /// new head, the version of the last row (`None` when `before_commit` said no).
     async fn write_admitted(
         &self,
         c: &Object,
@@ -285,7 +306,8 @@ impl PgRegistry {
         new_pins: &[Option<i64>],
         stamps: &Stamps,
         now: Timestamp,
-    ) -> Result<Version, Fault> {
+        before_commit: Option<BeforeCommit<'_>>,
+    ) -> Result<Option<Version>, Fault> {
         let n = new_pins.len();
         let mut cols = Columns::with_capacity(n);
         for o in outcomes {
@@ -297,41 +319,69 @@ impl PgRegistry {
         let count = i64::try_from(n).map_err(|_| corrupt("import size"))?;
         let usage = stamps.usage_json();
         let pin_actor = directive::pin_by_assignment(None).actor;
-        let (head, written) = self
-            .bump_many_write_commit(
-                c,
-                count,
-                &self.inner.sql.import.write,
-                &[
-                    &at,
-                    &count,
-                    &cols.tenant,
-                    &cols.stamp,
-                    &cols.region,
-                    &cols.residency,
-                    &cols.tier,
-                    &cols.pin,
-                    &cols.demand,
-                    &cols.labels,
-                    &cols.ephemeral,
-                    &new_pins,
-                    &usage,
-                    &pin_actor,
-                ],
-            )
-            .await?;
-        self.inner.signal.notify(head);
-        let row = written
-            .first()
-            .ok_or_else(|| corrupt("changes (import wrote no row)"))?;
-        let changes: i64 = row.try_get("changes")?;
-        let history: i64 = row.try_get("history_rows")?;
-        let last = version_of(row.try_get("version")?)?;
-        if changes != count || history != count || last != head {
-            return Err(corrupt("changes.version"));
+        let params: [&(dyn ToSql + Sync); 14] = [
+            &at,
+            &count,
+            &cols.tenant,
+            &cols.stamp,
+            &cols.region,
+            &cols.residency,
+            &cols.tier,
+            &cols.pin,
+            &cols.demand,
+            &cols.labels,
+            &cols.ephemeral,
+            &new_pins,
+            &usage,
+            &pin_actor,
+        ];
+        let sql = &self.inner.sql;
+        let Some(check) = before_commit else {
+            let (head, written) = self
+                .bump_by_write_commit(c, Some(count), &sql.import.write, &params)
+                .await?;
+            self.inner.signal.notify(head);
+            check_written(&written, count, head)?;
+            return Ok(Some(head));
+        };
+        // Group commit: the write goes out first (it may wait for the feed counter), then the
+        // last look at the members decides whether the `COMMIT` follows. A member that gives up
+        // while the write waits is left out; one that gives up later is where a call is that
+        // gave up after sending its own `COMMIT`.
+        let bump = c.prepare_cached(&sql.bump_many).await?;
+        let write = c.prepare_cached(&sql.import.write).await?;
+        let bump_params: [&(dyn ToSql + Sync); 2] = [&at, &count];
+        let (head, written) = futures_util::try_join!(c.query_one(&bump, &bump_params), c.query(&write, &params))?;
+        let head = version_of(head.try_get(0)?)?;
+        check_written(&written, count, head)?;
+        if !check() {
+            c.batch_execute("ROLLBACK").await?;
+            return Ok(None);
         }
-        Ok(head)
+        mark_commit_sent();
+        c.batch_execute("COMMIT").await?;
+        self.saw(head);
+        self.inner.signal.notify(head);
+        Ok(Some(head))
     }
+}
+
+/// Decides, once the write is done and before the `COMMIT` is sent, whether to commit.
+pub(super) type BeforeCommit<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+
+/// Checks that the import's statement wrote one change and one history row per row, the last
+/// change at `head`.
+fn check_written(written: &[Row], count: i64, head: Version) -> Result<(), Fault> {
+    let row = written
+        .first()
+        .ok_or_else(|| corrupt("changes (import wrote no row)"))?;
+    let changes: i64 = row.try_get("changes")?;
+    let history: i64 = row.try_get("history_rows")?;
+    let last = version_of(row.try_get("version")?)?;
+    if changes != count || history != count || last != head {
+        return Err(corrupt("changes.version"));
+    }
+    Ok(())
 }
 
 /// The admitted rows as one array per column.

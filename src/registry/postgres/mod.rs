@@ -18,6 +18,7 @@ mod directives;
 mod fault;
 pub(crate) use fault::transient;
 mod feed_admin;
+mod group;
 mod health;
 mod history;
 mod import;
@@ -135,6 +136,8 @@ struct Inner {
     health_signal: ChangeSignal,
     max_retries: u32,
     call_timeout: Duration,
+    /// Group commit of `assign` (`None` when off).
+    group: Option<group::Group>,
     replicas: Option<Arc<Replicas>>,
     portability: Portability,
     /// The newest version handed out to a caller (replica reads must be at least this new).
@@ -220,6 +223,7 @@ impl PgRegistry {
                 health_signal,
                 max_retries: config.max_retries,
                 call_timeout: config.call_timeout,
+                group: config.group_commit.then(group::Group::default),
                 replicas,
                 portability: config.portability,
                 seen: AtomicU64::new(0),
@@ -419,6 +423,9 @@ impl Registry for PgRegistry {
 
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         tenant.validate()?;
+        if let Some(group) = &self.inner.group {
+            return self.assign_grouped(group, tenant, stamp).await;
+        }
         // Two first assignments of one tenant race on the primary key; the retry reports
         // `AlreadyAssigned` with the winner's stamp.
         on_conn!(self, retry_unique = true, |c| self

@@ -106,19 +106,9 @@ impl PgRegistry {
         self.bump_by_write_commit(c, None, write, params).await
     }
 
-    /// [`PgRegistry::bump_write_commit`] taking `n` versions at once (a bulk import); the new
-    /// head is the last of them.
-    pub(super) async fn bump_many_write_commit(
-        &self,
-        c: &Object,
-        n: i64,
-        write: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<(Version, Vec<Row>), Fault> {
-        self.bump_by_write_commit(c, Some(n), write, params).await
-    }
-
-    async fn bump_by_write_commit(
+    /// [`PgRegistry::bump_write_commit`] taking `n` versions at once when `n` is given (a bulk
+    /// import); the new head is the last of them.
+    pub(super) async fn bump_by_write_commit(
         &self,
         c: &Object,
         n: Option<i64>,

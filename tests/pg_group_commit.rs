@@ -1,0 +1,232 @@
+//! Group commit of `PgRegistry::assign` against a real PostgreSQL server: concurrent calls
+//! share transactions (fewer transactions than calls, seen in the rows' `xmin`), each keeps
+//! its own outcome (a refused call fails alone), and nothing changes for a caller: one home
+//! per tenant, limits, one change per assignment at its own version.
+//!
+//! The server: `DATABASE_URL`, else `postgres://postgres@127.0.0.1:5432/test`, else a
+//! throwaway server started from the installed binaries (see `tests/support/pg.rs`).
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use pg::{database_url, raw_client, unique_schema, SchemaGuard};
+use stamps::registry::postgres::{PgConfig, PgRegistry};
+use stamps::*;
+
+async fn fresh(hint: &str, group_commit: bool) -> (PgRegistry, SchemaGuard) {
+    fresh_with(hint, |c| c.group_commit(group_commit)).await
+}
+
+async fn fresh_with(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (PgRegistry, SchemaGuard) {
+    let schema = unique_schema(hint);
+    let guard = SchemaGuard(schema.clone());
+    let config = cfg(PgConfig::from_url(database_url())
+        .unwrap()
+        .schema(&schema)
+        .unwrap()
+        .pool_size(8));
+    let registry = PgRegistry::connect(config).await.unwrap();
+    registry.migrate().await.unwrap();
+    (registry, guard)
+}
+
+fn stamp(id: u32, tenants: f64) -> StampSpec {
+    StampSpec::new(
+        StampId(id),
+        format!("s{id}"),
+        Region::new("eu-west").unwrap(),
+        Capacity::new([(Resource::Tenants, tenants)], 0.0).unwrap(),
+    )
+    .unwrap()
+}
+
+fn tenant(name: &str) -> TenantSpec {
+    TenantSpec::new(TenantId::new(name).unwrap())
+}
+
+/// Transactions that wrote the assignments (their `xmin`s).
+async fn writing_transactions(r: &PgRegistry) -> i64 {
+    raw_client()
+        .await
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM \"{}\".assignments", r.schema()),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// 400 concurrent `assign` calls: 300 to a roomy stamp, 60 for the last 20 slots of a small
+/// one, 20 to a provisioning stamp and 20 pairs racing for one tenant each. Every call gets
+/// the answer it would get alone, and far fewer transactions than calls wrote the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_assigns_share_commits_and_keep_their_own_outcomes() {
+    let (r, _guard) = fresh("group", true).await;
+    r.put_active_stamp(stamp(1, 10_000.0)).await.unwrap();
+    r.put_active_stamp(stamp(2, 20.0)).await.unwrap();
+    r.put_stamp(stamp(3, 100.0)).await.unwrap();
+    r.put_active_stamp(stamp(4, 10_000.0)).await.unwrap();
+    let mut calls: Vec<(TenantSpec, StampId)> = Vec::new();
+    calls.extend((0..300).map(|i| (tenant(&format!("roomy-{i:03}")), StampId(1))));
+    calls.extend((0..60).map(|i| (tenant(&format!("small-{i:03}")), StampId(2))));
+    calls.extend((0..20).map(|i| (tenant(&format!("prov-{i:03}")), StampId(3))));
+    for i in 0..20 {
+        calls.push((tenant(&format!("twice-{i:03}")), StampId(1)));
+        calls.push((tenant(&format!("twice-{i:03}")), StampId(4)));
+    }
+    let before = r.changes_since(Version::ZERO, 1).await.unwrap().head;
+    let tasks: Vec<_> = calls
+        .iter()
+        .cloned()
+        .map(|(t, s)| {
+            let r = r.clone();
+            tokio::spawn(async move { r.assign(&t, s).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut epochs = Vec::new();
+    for ((t, s), o) in calls.iter().zip(&outcomes) {
+        match o {
+            Ok(a) => {
+                assert_eq!((a.tenant(), a.stamp), (&t.id, *s));
+                epochs.push(a.epoch.0);
+                *by_kind.entry("ok").or_default() += 1;
+            }
+            Err(Error::CapacityExceeded { stamp, .. }) => {
+                assert_eq!(*stamp, StampId(2));
+                *by_kind.entry("full").or_default() += 1;
+            }
+            Err(Error::NotAccepting { stamp, .. }) => {
+                assert_eq!(*stamp, StampId(3));
+                *by_kind.entry("provisioning").or_default() += 1;
+            }
+            Err(Error::AlreadyAssigned { tenant, .. }) => {
+                assert!(tenant.as_str().starts_with("twice-"));
+                *by_kind.entry("twice").or_default() += 1;
+            }
+            Err(e) => panic!("{} to {s}: {e:?}", t.id),
+        }
+    }
+    assert_eq!(
+        by_kind,
+        BTreeMap::from([("full", 40), ("ok", 340), ("provisioning", 20), ("twice", 20)])
+    );
+    // One version per assignment, no gaps, no duplicates.
+    epochs.sort_unstable();
+    assert_eq!(epochs, (before.0 + 1..=before.0 + 340).collect::<Vec<_>>());
+    let changes = r.changes_since(before, 1_000).await.unwrap();
+    assert_eq!(changes.changes.len(), 340);
+    let fleet = r.fleet().await.unwrap();
+    assert_eq!(fleet.get(StampId(2)).unwrap().tenants(), 20);
+    assert_eq!(fleet.tenants(), 340);
+    let txns = writing_transactions(&r).await;
+    assert!(txns < 340 / 2, "{txns} transactions wrote 340 assignments");
+}
+
+/// With group commit off, every `assign` is its own transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_group_commit_each_assign_commits_alone() {
+    let (r, _guard) = fresh("nogroup", false).await;
+    r.put_active_stamp(stamp(1, 1_000.0)).await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move { r.assign(&tenant(&format!("t{i:02}")), StampId(1)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(writing_transactions(&r).await, 64);
+}
+
+/// Backends of `app` waiting on a lock.
+async fn waiting(client: &tokio_postgres::Client, app: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn until_waiting(client: &tokio_postgres::Client, app: &str, n: i64) {
+    for _ in 0..1000 {
+        if waiting(client, app).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} backends of {app} waited on a lock");
+}
+
+/// A caller dropped while its call is in a group that waits for the feed counter: the group
+/// rolls back and commits again without it, so nothing of the dropped call is written, the
+/// others' calls land, and the feed has no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_inside_a_group_leaves_nothing() {
+    let app = format!("stamps-group-drop-{}", std::process::id());
+    let (r, _guard) = fresh_with("groupdrop", |c| c.application_name(&app).statement_timeout(None)).await;
+    r.put_active_stamp(stamp(1, 100.0)).await.unwrap();
+    let head = r.changes_since(Version::ZERO, 1).await.unwrap().head;
+    let feed_lock = format!("SELECT head FROM \"{}\".feed FOR UPDATE", r.schema());
+    let admin = raw_client().await;
+
+    // A first caller leads alone and waits for the counter, held by `first`.
+    let mut first = raw_client().await;
+    let first_tx = first.transaction().await.unwrap();
+    first_tx.batch_execute(&feed_lock).await.unwrap();
+    let lead = {
+        let r = r.clone();
+        tokio::spawn(async move { r.assign(&tenant("lead"), StampId(1)).await })
+    };
+    until_waiting(&admin, &app, 1).await;
+    // Three more callers queue behind it.
+    let spawn = |name: &'static str, limit: Duration| {
+        let r = r.clone();
+        tokio::spawn(async move { tokio::time::timeout(limit, r.assign(&tenant(name), StampId(1))).await })
+    };
+    let a = spawn("a", Duration::from_secs(60));
+    let dropped = spawn("dropped", Duration::from_secs(3));
+    let c = spawn("c", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // `second` queues for the counter behind the leader, so the next group waits for it.
+    let second = {
+        let feed_lock = feed_lock.clone();
+        tokio::spawn(async move {
+            let mut client = raw_client().await;
+            let tx = client.transaction().await.unwrap();
+            tx.batch_execute(&feed_lock).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            tx.rollback().await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first_tx.rollback().await.unwrap();
+    lead.await.unwrap().unwrap();
+    // The group of a, dropped and c now waits for `second`; `dropped` gives up meanwhile.
+    until_waiting(&admin, &app, 1).await;
+    assert!(dropped.await.unwrap().is_err(), "the dropped caller timed out");
+    second.await.unwrap();
+    a.await.unwrap().unwrap().unwrap();
+    c.await.unwrap().unwrap().unwrap();
+    assert_eq!(r.assignment(&TenantId::new("dropped").unwrap()).await.unwrap(), None);
+    let changes = r.changes_since(head, 100).await.unwrap();
+    let versions: Vec<u64> = changes.changes.iter().map(|c| c.version.0).collect();
+    assert_eq!(
+        versions,
+        (head.0 + 1..=head.0 + 3).collect::<Vec<_>>(),
+        "no gap, no dropped call"
+    );
+    assert_eq!(r.fleet().await.unwrap().tenants(), 3);
+}
