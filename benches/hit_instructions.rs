@@ -15,6 +15,8 @@
 
 #[path = "support/fixture.rs"]
 mod fixture;
+// This bench uses the uniform sequence only.
+#[allow(dead_code)]
 #[path = "support/keys.rs"]
 mod keys;
 
