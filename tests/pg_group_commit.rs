@@ -12,7 +12,7 @@ mod pg;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pg::{database_url, raw_client, unique_schema, SchemaGuard};
+use pg::{fresh_registry, raw_client, SchemaGuard};
 use stamps::registry::postgres::{PgConfig, PgRegistry};
 use stamps::*;
 
@@ -21,16 +21,7 @@ async fn fresh(hint: &str, group_commit: bool) -> (PgRegistry, SchemaGuard) {
 }
 
 async fn fresh_with(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (PgRegistry, SchemaGuard) {
-    let schema = unique_schema(hint);
-    let guard = SchemaGuard(schema.clone());
-    let config = cfg(PgConfig::from_url(database_url())
-        .unwrap()
-        .schema(&schema)
-        .unwrap()
-        .pool_size(8));
-    let registry = PgRegistry::connect(config).await.unwrap();
-    registry.migrate().await.unwrap();
-    (registry, guard)
+    fresh_registry(hint, |c| cfg(c.pool_size(8))).await
 }
 
 fn stamp(id: u32, tenants: f64) -> StampSpec {

@@ -11,18 +11,9 @@ mod pg;
 
 use std::time::Duration;
 
-use pg::{database_url, raw_client, unique_schema, SchemaGuard};
-use stamps::registry::postgres::{PgConfig, PgRegistry};
+use pg::{blocked_backend, fresh_registry as fresh, raw_client};
+use stamps::registry::postgres::PgRegistry;
 use stamps::*;
-
-async fn fresh(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (PgRegistry, SchemaGuard) {
-    let schema = unique_schema(hint);
-    let guard = SchemaGuard(schema.clone());
-    let config = PgConfig::from_url(database_url()).unwrap().schema(&schema).unwrap();
-    let registry = PgRegistry::connect(cfg(config)).await.unwrap();
-    registry.migrate().await.unwrap();
-    (registry, guard)
-}
 
 fn stamp(id: u32, tenants: f64) -> StampSpec {
     StampSpec::new(
@@ -259,22 +250,4 @@ async fn a_following_router_sees_every_imported_row() {
         }
     }
     drop(follower);
-}
-
-/// Polls until a backend of `app` waits on a lock; returns its pid.
-async fn blocked_backend(client: &tokio_postgres::Client, app: &str) -> i32 {
-    for _ in 0..1000 {
-        let row = client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no backend of {app} blocked on a lock");
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pg::{database_url, raw_client, unique_schema, SchemaGuard};
+use pg::{blocked_backend, database_url, raw_client, unique_schema, SchemaGuard};
 use stamps::registry::postgres::{PgConfig, PgRegistry, SchemaError, SCHEMA_VERSION};
 use stamps::testing::conformance::{run_all, CASES};
 use stamps::*;
@@ -314,24 +314,6 @@ async fn pruned_change_feed_reports_truncation() {
 
 // ---------------------------------------------------------------------------------------------
 // Faults.
-
-/// Polls until a backend of `app` waits on a lock; returns its pid.
-async fn blocked_backend(client: &tokio_postgres::Client, app: &str) -> i32 {
-    for _ in 0..1000 {
-        let row = client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .unwrap();
-        if let Some(row) = row {
-            return row.get(0);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no backend of {app} blocked on a lock");
-}
 
 /// Everything an assignment write touches, to compare before and after a failed write.
 async fn snapshot(r: &PgRegistry) -> (Fleet, Vec<Assignment>, ChangeBatch, Vec<HistoryEntry>) {

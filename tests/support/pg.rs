@@ -256,3 +256,39 @@ impl Drop for SchemaGuard {
         .join();
     }
 }
+
+/// Polls until a backend of `app` waits on a lock; returns its pid.
+pub async fn blocked_backend(client: &tokio_postgres::Client, app: &str) -> i32 {
+    for _ in 0..1000 {
+        let row = client
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            return row.get(0);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no backend of {app} blocked on a lock");
+}
+
+/// A migrated `PgRegistry` in a fresh schema (dropped with the guard), configured by `cfg`.
+pub async fn fresh_registry(
+    hint: &str,
+    cfg: impl FnOnce(stamps::registry::postgres::PgConfig) -> stamps::registry::postgres::PgConfig,
+) -> (stamps::registry::postgres::PgRegistry, SchemaGuard) {
+    let schema = unique_schema(hint);
+    let guard = SchemaGuard(schema.clone());
+    let config = stamps::registry::postgres::PgConfig::from_url(database_url())
+        .unwrap()
+        .schema(&schema)
+        .unwrap();
+    let registry = stamps::registry::postgres::PgRegistry::connect(cfg(config))
+        .await
+        .unwrap();
+    registry.migrate().await.unwrap();
+    (registry, guard)
+}

@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::registry::DynRegistry;
 
 use super::fixtures::*;
+use super::join2;
 
 fn decision(actor: &str, reason: &str) -> Decision {
     Decision::new(actor, reason).expect("valid test decision")
@@ -425,34 +426,5 @@ pub async fn race_of_pin_and_assign_has_one_winner(r: &DynRegistry) {
             (assigned, pinned),
             "{case}: round {round}: what was stored"
         );
-    }
-}
-
-/// Polls two futures together on one task (their I/O overlaps at a server).
-async fn join2<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = Box::pin(a);
-    let mut b = Box::pin(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    match (ra, rb) {
-        (Some(x), Some(y)) => (x, y),
-        _ => unreachable!("both futures completed"),
     }
 }

@@ -7,7 +7,7 @@ use crate::model::*;
 use crate::registry::{DynRegistry, ImportRow, Imported, RegistryExt, MAX_IMPORT_ROWS};
 
 use super::fixtures::*;
-use super::join_all;
+use super::{join2, join_all};
 
 fn row(name: &str, connections: f64, stamp: u32) -> ImportRow {
     ImportRow::new(tenant(name, connections), StampId(stamp))
@@ -246,7 +246,7 @@ pub async fn race_of_imports_and_assigns_keeps_one_home_and_limits(r: &DynRegist
     let specs: Vec<TenantSpec> = rows.iter().map(|x| x.tenant.clone()).collect();
     let import = r.assign_many(&rows);
     let singles = join_all(specs.iter().map(|s| r.assign(s, StampId(2))).collect());
-    let (import, singles) = futures_join(import, singles).await;
+    let (import, singles) = join2(import, singles).await;
     let import = import.expect("import");
     for (i, single) in singles.iter().enumerate() {
         let by_import = matches!(import.outcomes()[i], Imported::Assigned(_));
@@ -260,33 +260,4 @@ pub async fn race_of_imports_and_assigns_keeps_one_home_and_limits(r: &DynRegist
         r.fleet().await.expect("fleet").get(StampId(2)).expect("s2").tenants(),
         40
     );
-}
-
-/// Awaits two futures concurrently on one task.
-async fn futures_join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let mut a = std::pin::pin!(a);
-    let mut b = std::pin::pin!(b);
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    match (ra, rb) {
-        (Some(a), Some(b)) => (a, b),
-        _ => fail!("a joined future finished without its output"),
-    }
 }

@@ -216,3 +216,32 @@ pub async fn join_all<T, F: Future<Output = T>>(futures: Vec<F>) -> Vec<T> {
     }
     .await
 }
+
+/// Polls two futures together on one task (their I/O overlaps at a server).
+pub(crate) async fn join2<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = Box::pin(a);
+    let mut b = Box::pin(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            if let std::task::Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let std::task::Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        if ra.is_some() && rb.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    match (ra, rb) {
+        (Some(x), Some(y)) => (x, y),
+        _ => unreachable!("both futures completed"),
+    }
+}
