@@ -237,6 +237,8 @@ fn concurrent(c: &mut Criterion) {
             .map(|(i, k)| (k.clone(), i as u32))
             .collect::<FoldMap>(),
     ));
+    let dash: Arc<dashmap::DashMap<String, u32, foldhash::fast::RandomState>> =
+        Arc::new(keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect());
     let mut g = c.benchmark_group(format!("read_while_writing_1000_per_s/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
@@ -291,6 +293,26 @@ fn concurrent(c: &mut Criterion) {
                     move |r| {
                         let k = &keys[(r.next() % keys.len() as u64) as usize];
                         if let Some(v) = locked.write().get_mut(k.as_str()) {
+                            *v += 1;
+                        }
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("dashmap::DashMap", threads), |b| {
+            b.iter_custom(|iters| {
+                let reader = dash.clone();
+                let (dash, keys) = (dash.clone(), keys.clone());
+                read_while_writing(
+                    threads,
+                    iters,
+                    &seq,
+                    move |id| {
+                        black_box(reader.get(id).map(|v| *v));
+                    },
+                    move |r| {
+                        let k = &keys[(r.next() % keys.len() as u64) as usize];
+                        if let Some(mut v) = dash.get_mut(k.as_str()) {
                             *v += 1;
                         }
                     },
