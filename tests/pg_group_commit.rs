@@ -12,7 +12,7 @@ mod pg;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pg::{fresh_registry, raw_client, SchemaGuard};
+use pg::{blocked_backend, fresh_registry, raw_client, SchemaGuard};
 use stamps::registry::postgres::{PgConfig, PgRegistry};
 use stamps::*;
 
@@ -139,28 +139,6 @@ async fn without_group_commit_each_assign_commits_alone() {
     assert_eq!(writing_transactions(&r).await, 64);
 }
 
-/// Backends of `app` waiting on a lock.
-async fn waiting(client: &tokio_postgres::Client, app: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn until_waiting(client: &tokio_postgres::Client, app: &str, n: i64) {
-    for _ in 0..1000 {
-        if waiting(client, app).await >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fewer than {n} backends of {app} waited on a lock");
-}
-
 /// A caller dropped while its call is in a group that waits for the feed counter: the group
 /// rolls back and commits again without it, so nothing of the dropped call is written, the
 /// others' calls land, and the feed has no gap.
@@ -181,7 +159,7 @@ async fn a_caller_dropped_inside_a_group_leaves_nothing() {
         let r = r.clone();
         tokio::spawn(async move { r.assign(&tenant("lead"), StampId(1)).await })
     };
-    until_waiting(&admin, &app, 1).await;
+    blocked_backend(&admin, &app).await;
     // Three more callers queue behind it.
     let spawn = |name: &'static str, limit: Duration| {
         let r = r.clone();
@@ -206,7 +184,7 @@ async fn a_caller_dropped_inside_a_group_leaves_nothing() {
     first_tx.rollback().await.unwrap();
     lead.await.unwrap().unwrap();
     // The group of a, dropped and c now waits for `second`; `dropped` gives up meanwhile.
-    until_waiting(&admin, &app, 1).await;
+    blocked_backend(&admin, &app).await;
     assert!(dropped.await.unwrap().is_err(), "the dropped caller timed out");
     second.await.unwrap();
     a.await.unwrap().unwrap().unwrap();

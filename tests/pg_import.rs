@@ -11,7 +11,7 @@ mod pg;
 
 use std::time::Duration;
 
-use pg::{blocked_backend, fresh_registry as fresh, raw_client};
+use pg::{fresh_registry as fresh, kill_blocked_backend, raw_client};
 use stamps::registry::postgres::PgRegistry;
 use stamps::*;
 
@@ -75,13 +75,7 @@ async fn an_import_killed_mid_transaction_writes_nothing_and_retries_whole() {
         tokio::spawn(async move { r.assign_many(&batch).await })
     };
     let admin = raw_client().await;
-    let pid = blocked_backend(&admin, &app).await;
-    let killed: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(killed);
+    assert!(kill_blocked_backend(&admin, &app).await);
     let err = import.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     tx.rollback().await.unwrap();

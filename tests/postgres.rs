@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pg::{blocked_backend, database_url, raw_client, unique_schema, SchemaGuard};
+use pg::{database_url, kill_blocked_backend, raw_client, unique_schema, SchemaGuard};
 use stamps::registry::postgres::{PgConfig, PgRegistry, SchemaError, SCHEMA_VERSION};
 use stamps::testing::conformance::{run_all, CASES};
 use stamps::*;
@@ -351,13 +351,7 @@ async fn killed_connection_mid_transaction_leaves_no_partial_state() {
         tokio::spawn(async move { r.assign(&tenant("victim"), StampId(1)).await })
     };
     let admin = raw_client().await;
-    let pid = blocked_backend(&admin, &app).await;
-    let killed: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(killed);
+    assert!(kill_blocked_backend(&admin, &app).await);
     let err = write.await.unwrap().unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(err.is_retryable());

@@ -235,7 +235,7 @@ pub(crate) async fn one_by_one<R: Registry + ?Sized>(registry: &R, rows: &[Impor
 }
 
 /// Whether an `assign` error is about its row (refuse the row) rather than the registry (stop).
-pub(crate) fn about_the_row(e: &Error) -> bool {
+fn about_the_row(e: &Error) -> bool {
     matches!(
         e,
         Error::NotFound(Subject::Stamp(_))

@@ -275,6 +275,16 @@ pub async fn blocked_backend(client: &tokio_postgres::Client, app: &str) -> i32 
     panic!("no backend of {app} blocked on a lock");
 }
 
+/// Waits for a backend of `app` to block on a lock and terminates it; whether it was.
+pub async fn kill_blocked_backend(client: &tokio_postgres::Client, app: &str) -> bool {
+    let pid = blocked_backend(client, app).await;
+    client
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// A migrated `PgRegistry` in a fresh schema (dropped with the guard), configured by `cfg`.
 pub async fn fresh_registry(
     hint: &str,
