@@ -36,6 +36,31 @@ use alloc::live;
 
 type FoldMap = HashMap<String, u32, foldhash::fast::RandomState>;
 
+/// The left-right yardstick: two copies of a foldhash map with the ids inline (the bench's ids
+/// are 16 bytes), readers on one copy while the writer changes the other and swaps them.
+type InlineMap = HashMap<[u8; 16], u32, foldhash::fast::RandomState>;
+
+/// One write to an [`InlineMap`]: set the id's value.
+struct Set([u8; 16], u32);
+
+impl left_right::Absorb<Set> for InlineMap {
+    fn absorb_first(&mut self, op: &mut Set, _: &Self) {
+        self.insert(op.0, op.1);
+    }
+
+    fn sync_with(&mut self, first: &Self) {
+        // Cloning keeps the hasher's seed, so both copies hash alike.
+        *self = first.clone();
+    }
+}
+
+fn inline(id: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    let n = id.len().min(16);
+    k[..n].copy_from_slice(&id.as_bytes()[..n]);
+    k
+}
+
 fn sizes() -> Vec<usize> {
     std::env::var("STAMPS_BENCH_SIZES")
         .ok()
@@ -239,6 +264,10 @@ fn concurrent(c: &mut Criterion) {
     ));
     let dash: Arc<dashmap::DashMap<String, u32, foldhash::fast::RandomState>> =
         Arc::new(keys.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect());
+    let (lr_writer, lr_reader) = left_right::new_from_empty::<InlineMap, Set>(
+        keys.iter().enumerate().map(|(i, k)| (inline(k), i as u32)).collect(),
+    );
+    let lr_writer = Arc::new(parking_lot::Mutex::new(lr_writer));
     let mut g = c.benchmark_group(format!("read_while_writing_1000_per_s/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
@@ -295,6 +324,29 @@ fn concurrent(c: &mut Criterion) {
                         if let Some(v) = locked.write().get_mut(k.as_str()) {
                             *v += 1;
                         }
+                    },
+                )
+            })
+        });
+        g.bench_function(BenchmarkId::new("left_right::HashMap<[u8; 16], u32>", threads), |b| {
+            b.iter_custom(|iters| {
+                // Each reader thread gets its own handle (a clone), as left-right requires.
+                let reader = lr_reader.clone();
+                let (writer, keys) = (lr_writer.clone(), keys.clone());
+                let mut v = 0u32;
+                read_while_writing(
+                    threads,
+                    iters,
+                    &seq,
+                    move |id| {
+                        black_box(reader.enter().and_then(|m| m.get(&inline(id)).copied()));
+                    },
+                    move |r| {
+                        v = v.wrapping_add(1);
+                        let k = &keys[(r.next() % keys.len() as u64) as usize];
+                        let mut w = writer.lock();
+                        w.append(Set(inline(k), v));
+                        w.publish();
                     },
                 )
             })

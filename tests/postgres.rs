@@ -548,7 +548,8 @@ async fn migrate_twice_is_a_no_op() {
     };
     r.put_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)])).await.unwrap();
     let first = objects(r.schema().to_string()).await;
-    assert!(first.0 >= 12 && first.1 == 1, "{first:?}");
+    // Functions: the history guard and the four of the stamp-reference checks.
+    assert!(first.0 >= 12 && first.1 == 5, "{first:?}");
     assert_eq!(r.migrate().await.unwrap(), Vec::<u32>::new());
     assert_eq!(r.migrate().await.unwrap(), Vec::<u32>::new());
     assert_eq!(objects(r.schema().to_string()).await, first);
@@ -672,6 +673,156 @@ async fn history_table_is_append_only_in_the_database() {
         );
     }
     assert_eq!(r.history(&TenantId::new("acme").unwrap()).await.unwrap().len(), 1);
+}
+
+/// Active stamps `ids`, each with room for `tenants` tenants.
+async fn put_active_stamps(r: &PgRegistry, ids: &[u32], tenants: f64) {
+    for &id in ids {
+        r.put_active_stamp(stamp_spec(id, &[(Resource::Tenants, tenants)]))
+            .await
+            .unwrap();
+    }
+}
+
+/// The error's SQLSTATE, for statements run by hand.
+fn sqlstate(r: Result<(), tokio_postgres::Error>) -> Option<tokio_postgres::error::SqlState> {
+    r.err().and_then(|e| e.code().cloned())
+}
+
+/// Assignments name stamps that exist, enforced by the database (set-based triggers since
+/// schema version 9): rows naming a missing stamp are refused whether inserted alone, among
+/// good rows or by an update, and a named stamp cannot be deleted or renumbered, while the
+/// registry's own writes pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stamp_references_are_enforced_in_the_database() {
+    use tokio_postgres::error::SqlState;
+    let (r, _guard) = fresh("stamp_refs", |c| c).await;
+    put_active_stamps(&r, &[1, 2], 10.0).await;
+    r.assign(&tenant("acme"), StampId(1)).await.unwrap();
+    let rows: Vec<ImportRow> = (0..5)
+        .map(|i| ImportRow::new(tenant(&format!("bulk-{i}")), StampId(1 + i % 2)))
+        .collect();
+    assert_eq!(r.assign_many(&rows).await.unwrap().assigned(), 5);
+    let s = r.schema();
+    let mut c = raw_client().await;
+    let fk = Some(SqlState::FOREIGN_KEY_VIOLATION);
+    // Each statement in its own transaction, rolled back: the refusal must come from the
+    // statement itself.
+    let cases = [
+        format!(
+            "CREATE TEMP TABLE ghost ON COMMIT DROP AS SELECT * FROM \"{s}\".assignments WHERE tenant = 'acme';
+             UPDATE ghost SET tenant = 'ghost', stamp_id = 99;
+             INSERT INTO \"{s}\".assignments SELECT * FROM ghost"
+        ),
+        format!(
+            "CREATE TEMP TABLE ghost ON COMMIT DROP AS SELECT * FROM \"{s}\".assignments WHERE tenant LIKE 'bulk-%';
+             UPDATE ghost SET tenant = tenant || '-copy';
+             UPDATE ghost SET stamp_id = 99 WHERE tenant = 'bulk-3-copy';
+             INSERT INTO \"{s}\".assignments SELECT * FROM ghost"
+        ),
+        format!("UPDATE \"{s}\".assignments SET stamp_id = 99 WHERE tenant = 'acme'"),
+        format!("UPDATE \"{s}\".assignments SET mode = 'dual_write', shadow_id = 99 WHERE tenant = 'acme'"),
+        format!("DELETE FROM \"{s}\".stamps WHERE id = 2"),
+        format!("UPDATE \"{s}\".stamps SET id = 7 WHERE id = 1"),
+    ];
+    for sql in &cases {
+        let tx = c.transaction().await.unwrap();
+        assert_eq!(sqlstate(tx.batch_execute(sql).await), fk, "{sql}");
+        tx.rollback().await.unwrap();
+    }
+    // A shadow on a stamp that exists is accepted (and rolled back).
+    let tx = c.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "UPDATE \"{s}\".assignments SET mode = 'dual_write', shadow_id = 2 WHERE tenant = 'acme'"
+    ))
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(r.assignments(None, 100).await.unwrap().len(), 6);
+    assert_eq!(r.fleet().await.unwrap().stamps.len(), 2);
+
+    // A deletion racing an insert that names the stamp (an insert by hand, which takes no lock
+    // on the stamp) waits for the insert and then sees it.
+    r.put_active_stamp(stamp_spec(3, &[(Resource::Tenants, 10.0)]))
+        .await
+        .unwrap();
+    let mut writer = raw_client().await;
+    let tx = writer.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "CREATE TEMP TABLE late ON COMMIT DROP AS SELECT * FROM \"{s}\".assignments WHERE tenant = 'acme';
+         UPDATE late SET tenant = 'late', stamp_id = 3;
+         INSERT INTO \"{s}\".assignments SELECT * FROM late"
+    ))
+    .await
+    .unwrap();
+    let sql = format!("DELETE FROM \"{s}\".stamps WHERE id = 3");
+    let deleter = tokio::spawn(async move { sqlstate(c.batch_execute(&sql).await) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!deleter.is_finished(), "the deletion waits for the writer");
+    tx.commit().await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), deleter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, fk);
+    assert!(r.stamp(StampId(3)).await.unwrap().is_some());
+}
+
+/// A populated schema at version 8 (row-level foreign keys, `jsonb` change payloads) upgrades to
+/// the current version in place: the feed written before the upgrade still decodes, writes
+/// after it go on, and the stamp references are enforced by the new checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_populated_version_8_schema_upgrades_in_place() {
+    use tokio_postgres::error::SqlState;
+    let (r, _guard) = fresh("upgrade8", |c| c).await;
+    put_active_stamps(&r, &[1, 2], 100.0).await;
+    for i in 0..20 {
+        r.assign(
+            &tenant(&format!("t{i:02}")).label("n", i.to_string()),
+            StampId(1 + i % 2),
+        )
+        .await
+        .unwrap();
+    }
+    let before = r.changes_since(Version::ZERO, 1000).await.unwrap();
+    // Back to what version 8 left: its foreign keys, `jsonb` payloads, no set-based checks.
+    let s = r.schema();
+    let c = raw_client().await;
+    c.batch_execute(&format!(
+        "DROP TRIGGER assignments_stamps_exist_on_insert ON \"{s}\".assignments;
+         DROP TRIGGER assignments_stamps_exist_on_update ON \"{s}\".assignments;
+         DROP TRIGGER stamps_deletion_waits_for_writers ON \"{s}\".stamps;
+         DROP TRIGGER stamps_named_not_deleted ON \"{s}\".stamps;
+         DROP TRIGGER stamps_ids_fixed ON \"{s}\".stamps;
+         DROP FUNCTION \"{s}\".check_inserted_assignment_stamps(), \"{s}\".check_updated_assignment_stamps(),
+             \"{s}\".lock_assignments_for_stamp_deletion(), \"{s}\".keep_named_stamps();
+         ALTER TABLE \"{s}\".assignments
+             ADD CONSTRAINT assignments_stamp_id_fkey FOREIGN KEY (stamp_id) REFERENCES \"{s}\".stamps (id),
+             ADD CONSTRAINT assignments_shadow_id_fkey FOREIGN KEY (shadow_id) REFERENCES \"{s}\".stamps (id);
+         ALTER TABLE \"{s}\".changes ALTER COLUMN payload TYPE jsonb USING payload::jsonb;
+         DELETE FROM \"{s}\".schema_migrations WHERE version > 8;"
+    ))
+    .await
+    .unwrap();
+    let fresh_client = PgRegistry::connect(config(s)).await.unwrap();
+    assert_eq!(fresh_client.schema_version().await.unwrap(), Some(8));
+    assert_eq!(
+        fresh_client.migrate().await.unwrap(),
+        (9..=SCHEMA_VERSION).collect::<Vec<u32>>()
+    );
+    let after = fresh_client.changes_since(Version::ZERO, 1000).await.unwrap();
+    assert_eq!(after.changes, before.changes, "the feed decodes as before");
+    let rows: Vec<ImportRow> = (0..10)
+        .map(|i| ImportRow::new(tenant(&format!("u{i:02}")), StampId(2)))
+        .collect();
+    assert_eq!(fresh_client.assign_many(&rows).await.unwrap().assigned(), 10);
+    assert_eq!(fresh_client.assignments(None, 100).await.unwrap().len(), 30);
+    let deleted = c
+        .batch_execute(&format!("DELETE FROM \"{s}\".stamps WHERE id = 1"))
+        .await
+        .err()
+        .and_then(|e| e.code().cloned());
+    assert_eq!(deleted, Some(SqlState::FOREIGN_KEY_VIOLATION));
 }
 
 /// With every optional feature off (`LOCK TABLE`, the `TRUNCATE` trigger, one transaction for

@@ -228,7 +228,7 @@ async fn a_corrupt_change_stops_the_feed_and_the_follower_resumes_once_repaired(
     let d = r.assign(&tenant("delta"), StampId(2)).await.unwrap();
     // gamma's change gets a mode no model has (the table's CHECK does not cover the JSON).
     sql(&format!(
-        "UPDATE {s}.changes SET payload = jsonb_set(payload, '{{mode}}', '\"teleport\"') WHERE version = {}",
+        "UPDATE {s}.changes SET payload = jsonb_set(payload::jsonb, '{{mode}}', '\"teleport\"') WHERE version = {}",
         c.epoch.0
     ))
     .await;
@@ -278,7 +278,7 @@ async fn a_corrupt_change_stops_the_feed_and_the_follower_resumes_once_repaired(
 
     // Repaired, the follower resumes: both later changes are applied, in order.
     sql(&format!(
-        "UPDATE {s}.changes SET payload = jsonb_set(payload, '{{mode}}', '\"serving\"') WHERE version = {}",
+        "UPDATE {s}.changes SET payload = jsonb_set(payload::jsonb, '{{mode}}', '\"serving\"') WHERE version = {}",
         c.epoch.0
     ))
     .await;

@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::time::Timestamp;
 
-/// Named fields of a row: a result row, or its `to_jsonb` image stored in the change feed.
+/// Named fields of a row: a result row, or its JSON image (`row_to_json`) stored in the change feed.
 pub(crate) trait Fields {
     fn int(&self, name: &str) -> Result<Option<i64>, Fault>;
     fn text(&self, name: &str) -> Result<Option<&str>, Fault>;

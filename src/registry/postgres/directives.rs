@@ -121,7 +121,7 @@ impl DirectiveSql {
                     RETURNING *
                 ), chg AS (
                     INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
-                    SELECT ins.version, $6, 'route_override', NULL, $1, to_jsonb(ins) FROM ins
+                    SELECT ins.version, $6, 'route_override', NULL, $1, row_to_json(ins) FROM ins
                     RETURNING version
                 ) {tail}"
             ),

@@ -94,7 +94,7 @@ impl ImportSql {
                     RETURNING version
                 ), chg AS (
                     INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
-                    SELECT ins.epoch, $1, 'assignment', ins.tenant, NULL, to_jsonb(ins) FROM ins
+                    SELECT ins.epoch, $1, 'assignment', ins.tenant, NULL, row_to_json(ins) FROM ins
                     RETURNING version
                 )
                 SELECT (SELECT count(*) FROM chg) AS changes, (SELECT max(version) FROM chg) AS version,

@@ -72,6 +72,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0008_health.sql"),
         earlier: &[],
     },
+    Migration {
+        version: 9,
+        name: "set_based_stamp_checks",
+        sql: include_str!("migrations/0009_set_based_stamp_checks.sql"),
+        earlier: &[],
+    },
+    Migration {
+        version: 10,
+        name: "json_change_payload",
+        sql: include_str!("migrations/0010_json_change_payload.sql"),
+        earlier: &[],
+    },
 ];
 
 /// The newest schema version this build of the crate knows.
@@ -79,7 +91,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 /// ```
 /// assert!(stamps::registry::postgres::SCHEMA_VERSION >= 1);
 /// ```
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Why the registry refuses a database schema. Returned inside
 /// [`Error::Backend`](crate::error::Error::Backend); downcast the source to match on it.

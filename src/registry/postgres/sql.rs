@@ -96,7 +96,7 @@ impl Sql {
         let stamp_change = format!(
             "chg AS (
                 INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
-                SELECT {head_expr}, up.updated_at, 'stamp', NULL, up.id, to_jsonb(up) FROM up
+                SELECT {head_expr}, up.updated_at, 'stamp', NULL, up.id, row_to_json(up) FROM up
                 RETURNING version
             )
             SELECT w.*, g.written{notify_col}
@@ -117,7 +117,7 @@ impl Sql {
                 RETURNING version
             ), chg AS (
                 INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
-                SELECT ins.epoch, $12, 'assignment', ins.tenant, NULL, to_jsonb(ins) FROM ins
+                SELECT ins.epoch, $12, 'assignment', ins.tenant, NULL, row_to_json(ins) FROM ins
                 RETURNING version
             )
             SELECT chg.version, (SELECT count(*) FROM usage_upd) AS stamps_updated,
