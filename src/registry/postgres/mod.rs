@@ -22,6 +22,7 @@ mod group;
 mod health;
 mod history;
 mod import;
+mod migration_writes;
 mod options;
 mod reads;
 mod replicas;
