@@ -52,7 +52,7 @@ impl State {
             Some(decision.actor.clone()),
         )
         .because(Some(decision.reason.clone()));
-        self.history.entry(tenant.clone()).or_default().push(entry);
+        self.history_of(tenant).push(entry);
         if let Some(a) = self.assignments.get_mut(tenant) {
             a.spec.pin = stamp;
         }
@@ -154,7 +154,7 @@ impl State {
             Some(decision.actor.clone()),
         )
         .because(Some(decision.reason.clone()));
-        self.history.entry(tenant.clone()).or_default().push(entry.clone());
+        self.history_of(tenant).push(entry.clone());
         let kind = ChangeKind::Repaired {
             tenant: tenant.clone(),
             stamp,
