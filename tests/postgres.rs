@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pg::{database_url, kill_blocked_backend, raw_client, unique_schema, SchemaGuard};
+use pg::{blocked_backend, database_url, kill_blocked_backend, raw_client, unique_schema, SchemaGuard};
 use stamps::registry::postgres::{PgConfig, PgRegistry, SchemaError, SCHEMA_VERSION};
 use stamps::testing::conformance::{run_all, CASES};
 use stamps::*;
@@ -548,8 +548,8 @@ async fn migrate_twice_is_a_no_op() {
     };
     r.put_stamp(stamp_spec(1, &[(Resource::Tenants, 1.0)])).await.unwrap();
     let first = objects(r.schema().to_string()).await;
-    // Functions: the history guard and the four of the stamp-reference checks.
-    assert!(first.0 >= 12 && first.1 == 5, "{first:?}");
+    // Functions: the history guard and the five of the stamp-reference checks.
+    assert!(first.0 >= 12 && first.1 == 6, "{first:?}");
     assert_eq!(r.migrate().await.unwrap(), Vec::<u32>::new());
     assert_eq!(r.migrate().await.unwrap(), Vec::<u32>::new());
     assert_eq!(objects(r.schema().to_string()).await, first);
@@ -724,12 +724,24 @@ async fn stamp_references_are_enforced_in_the_database() {
         format!("UPDATE \"{s}\".assignments SET mode = 'dual_write', shadow_id = 99 WHERE tenant = 'acme'"),
         format!("DELETE FROM \"{s}\".stamps WHERE id = 2"),
         format!("UPDATE \"{s}\".stamps SET id = 7 WHERE id = 1"),
+        format!("TRUNCATE \"{s}\".stamps CASCADE"),
     ];
     for sql in &cases {
         let tx = c.transaction().await.unwrap();
         assert_eq!(sqlstate(tx.batch_execute(sql).await), fk, "{sql}");
         tx.rollback().await.unwrap();
     }
+    // Deleting a stamp that no assignment names is accepted (and rolled back).
+    let tx = c.transaction().await.unwrap();
+    r.put_active_stamp(stamp_spec(9, &[(Resource::Tenants, 1.0)]))
+        .await
+        .unwrap();
+    let deleted = tx
+        .execute(&format!("DELETE FROM \"{s}\".stamps WHERE id = 9"), &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    tx.rollback().await.unwrap();
     // A shadow on a stamp that exists is accepted (and rolled back).
     let tx = c.transaction().await.unwrap();
     tx.batch_execute(&format!(
@@ -739,7 +751,7 @@ async fn stamp_references_are_enforced_in_the_database() {
     .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(r.assignments(None, 100).await.unwrap().len(), 6);
-    assert_eq!(r.fleet().await.unwrap().stamps.len(), 2);
+    assert_eq!(r.fleet().await.unwrap().stamps.len(), 3);
 
     // A deletion racing an insert that names the stamp (an insert by hand, which takes no lock
     // on the stamp) waits for the insert and then sees it.
@@ -755,9 +767,13 @@ async fn stamp_references_are_enforced_in_the_database() {
     ))
     .await
     .unwrap();
+    c.batch_execute("SET application_name = 'stamp_refs_deleter'")
+        .await
+        .unwrap();
     let sql = format!("DELETE FROM \"{s}\".stamps WHERE id = 3");
     let deleter = tokio::spawn(async move { sqlstate(c.batch_execute(&sql).await) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The deletion is seen waiting on a lock (the writer's), not merely not done yet.
+    blocked_backend(&raw_client().await, "stamp_refs_deleter").await;
     assert!(!deleter.is_finished(), "the deletion waits for the writer");
     tx.commit().await.unwrap();
     let outcome = tokio::time::timeout(Duration::from_secs(10), deleter)
@@ -794,8 +810,10 @@ async fn a_populated_version_8_schema_upgrades_in_place() {
          DROP TRIGGER stamps_deletion_waits_for_writers ON \"{s}\".stamps;
          DROP TRIGGER stamps_named_not_deleted ON \"{s}\".stamps;
          DROP TRIGGER stamps_ids_fixed ON \"{s}\".stamps;
+         DROP TRIGGER stamps_not_truncated_under_assignments ON \"{s}\".stamps;
          DROP FUNCTION \"{s}\".check_inserted_assignment_stamps(), \"{s}\".check_updated_assignment_stamps(),
-             \"{s}\".lock_assignments_for_stamp_deletion(), \"{s}\".keep_named_stamps();
+             \"{s}\".lock_assignments_for_stamp_deletion(), \"{s}\".keep_named_stamps(),
+             \"{s}\".keep_stamps_of_assignments();
          ALTER TABLE \"{s}\".assignments
              ADD CONSTRAINT assignments_stamp_id_fkey FOREIGN KEY (stamp_id) REFERENCES \"{s}\".stamps (id),
              ADD CONSTRAINT assignments_shadow_id_fkey FOREIGN KEY (shadow_id) REFERENCES \"{s}\".stamps (id);
@@ -823,6 +841,35 @@ async fn a_populated_version_8_schema_upgrades_in_place() {
         .err()
         .and_then(|e| e.code().cloned());
     assert_eq!(deleted, Some(SqlState::FOREIGN_KEY_VIOLATION));
+}
+
+/// A column type changed under warm connections (as a schema migration does): statements
+/// those connections prepared fail with "cached plan must not change result type"; the
+/// registry drops such a connection and runs the call again on a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_type_changed_under_warm_connections_is_survived() {
+    let (r, _guard) = fresh("staleplan", |c| c.pool_size(2)).await;
+    put_active_stamps(&r, &[1], 10.0).await;
+    r.assign(&tenant("acme"), StampId(1)).await.unwrap();
+    // Warm both connections with the feed's and the assignment's prepared statements.
+    let (a, b) = tokio::join!(r.changes_since(Version::ZERO, 10), r.changes_since(Version::ZERO, 10));
+    let before = a.unwrap();
+    assert_eq!(b.unwrap().changes, before.changes);
+    let s = r.schema();
+    let c = raw_client().await;
+    c.batch_execute(&format!(
+        "ALTER TABLE \"{s}\".changes ALTER COLUMN tenant TYPE varchar COLLATE \"C\";
+         ALTER TABLE \"{s}\".assignments ALTER COLUMN region TYPE varchar"
+    ))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            r.changes_since(Version::ZERO, 10).await.unwrap().changes,
+            before.changes
+        );
+        assert!(r.assignment(&TenantId::new("acme").unwrap()).await.unwrap().is_some());
+    }
 }
 
 /// With every optional feature off (`LOCK TABLE`, the `TRUNCATE` trigger, one transaction for

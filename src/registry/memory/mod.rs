@@ -161,7 +161,7 @@ impl InMemoryRegistry {
 
 impl State {
     /// The tenant's history, created for one entry: most tenants have one or two, and an
-    /// empty `Vec`'s first push would reserve four (a quarter of an import's memory).
+    /// empty `Vec`'s first push would reserve four.
     fn history_of(&mut self, tenant: &TenantId) -> &mut Vec<HistoryEntry> {
         self.history
             .entry(tenant.clone())

@@ -88,7 +88,7 @@ impl DirectiveSql {
                 ), chg AS (
                     INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
                     SELECT hist.version, $5, 'pin', $1, $2::bigint,
-                           jsonb_build_object('tenant', $1::text, 'stamp_id', $2::bigint, 'actor', $3::text,
+                           json_build_object('tenant', $1::text, 'stamp_id', $2::bigint, 'actor', $3::text,
                                               'reason', $4::text, 'at', $5::bigint, 'version', hist.version)
                     FROM hist
                     RETURNING version
@@ -133,7 +133,7 @@ impl DirectiveSql {
                     RETURNING version
                 ), chg AS (
                     INSERT INTO {s}.changes (version, at, kind, tenant, stamp_id, payload)
-                    SELECT hist.version, $5, 'repaired', $1, $2, jsonb_build_object('stamp_id', $2::bigint) FROM hist
+                    SELECT hist.version, $5, 'repaired', $1, $2, json_build_object('stamp_id', $2::bigint) FROM hist
                     RETURNING version
                 ) {tail}"
             ),

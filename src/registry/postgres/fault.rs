@@ -104,7 +104,20 @@ impl Fault {
         matches!(
             self.code(),
             Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
-        )
+        ) || self.is_stale_plan()
+    }
+
+    /// Whether a statement prepared on this connection no longer fits the schema (a migration
+    /// changed the type of a column it returns: "cached plan must not change result type").
+    /// The connection's prepared statements are stale: drop it and run the call again.
+    pub(crate) fn is_stale_plan(&self) -> bool {
+        match self {
+            Fault::Db(e) => e.as_db_error().is_some_and(|d| {
+                *d.code() == SqlState::FEATURE_NOT_SUPPORTED
+                    && d.message().contains("cached plan must not change result type")
+            }),
+            _ => false,
+        }
     }
 
     /// Whether the connection this happened on must not be reused.
@@ -112,6 +125,7 @@ impl Fault {
         match self {
             Fault::Db(e) => {
                 e.is_closed()
+                    || self.is_stale_plan()
                     || e.code().is_none_or(|c| {
                         let c = c.code();
                         // A read-only server is a standby (a demoted primary, or the wrong host

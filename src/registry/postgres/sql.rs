@@ -178,7 +178,8 @@ impl Sql {
             ),
             stamp_get: format!("SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = $1"),
             // Ordered, so concurrent writers lock stamps in the same order (no deadlocks).
-            // NO KEY UPDATE: blocks other writers of the row but not foreign-key checks.
+            // NO KEY UPDATE: blocks other writers of the row but not the foreign-key checks of
+            // migration records and routing overrides.
             stamps_lock: format!(
                 "SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
             ),
@@ -266,9 +267,11 @@ impl Sql {
                 FROM {GUARD} LEFT JOIN chg ON true"
             ),
             history: format!("SELECT {HISTORY_COLS} FROM {s}.assignment_history WHERE tenant = $1 ORDER BY version"),
+            // `payload::json`: the same result type before and after schema migration 10
+            // (jsonb to json), so a statement prepared before `migrate()` stays valid.
             changes: format!(
                 "SELECT f.head, f.term, nt.base AS next_base, nt.term_start AS next_start,
-                        c.version, c.at, c.kind, c.tenant, c.payload
+                        c.version, c.at, c.kind, c.tenant, c.payload::json AS payload
                  FROM {s}.feed f
                  LEFT JOIN LATERAL (
                      SELECT base, term_start FROM {s}.feed_terms WHERE term_start > $1 ORDER BY term_start LIMIT 1

@@ -6,8 +6,12 @@
 --   * updates that change `stamp_id` or `shadow_id`: the same check for the row;
 --   * the stamps: a stamp that an assignment names cannot be deleted (the deletion first takes
 --     a SHARE lock on the assignments, so it waits for every transaction writing them and then
---     sees what they committed), and stamp ids never change.
--- Violations raise SQLSTATE 23503 (foreign_key_violation), as the foreign keys did.
+--     sees what they committed), stamp ids never change, and the stamps cannot be truncated
+--     while assignments exist.
+-- Violations raise SQLSTATE 23503 (foreign_key_violation), as the foreign keys did. These
+-- checks see other transactions' commits as READ COMMITTED does: SQL run by hand at
+-- REPEATABLE READ or SERIALIZABLE that deletes stamps is not covered (the registry never
+-- deletes stamps, and its own writes lock the stamps they name).
 ALTER TABLE {schema}.assignments
     DROP CONSTRAINT assignments_stamp_id_fkey,
     DROP CONSTRAINT assignments_shadow_id_fkey;
@@ -88,3 +92,18 @@ CREATE TRIGGER stamps_ids_fixed
     BEFORE UPDATE OF id ON {schema}.stamps
     FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id)
     EXECUTE FUNCTION {schema}.keep_named_stamps();
+-- stamps:optional truncate_trigger (Portability::truncate_trigger)
+CREATE FUNCTION {schema}.keep_stamps_of_assignments() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    LOCK TABLE {schema}.assignments IN SHARE MODE;
+    IF EXISTS (SELECT 1 FROM {schema}.assignments) THEN
+        RAISE EXCEPTION 'stamps cannot be truncated while assignments name them'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE TRIGGER stamps_not_truncated_under_assignments
+    BEFORE TRUNCATE ON {schema}.stamps
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.keep_stamps_of_assignments();
+-- stamps:end optional
