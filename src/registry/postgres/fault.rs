@@ -98,8 +98,9 @@ impl Fault {
         }
     }
 
-    /// Whether the transaction lost a race the server detected (serialization failure,
-    /// deadlock) and the whole call can be retried as it is.
+    /// Whether the whole call can be retried as it is: the transaction lost a race the server
+    /// detected (serialization failure, deadlock), or a prepared statement went stale under a
+    /// schema change ([`Fault::is_stale_plan`]; the connection is dropped before the retry).
     pub(crate) fn is_retryable_race(&self) -> bool {
         matches!(
             self.code(),
