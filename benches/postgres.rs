@@ -8,7 +8,10 @@
 //! - `assign_concurrent/N`: N tasks assigning at once, each on its own stamp (throughput; the
 //!   feed counter is the only shared row);
 //! - `assign_no_group_commit`, `assign_concurrent_no_group_commit/N`: the same through a
-//!   registry with group commit off (every `assign` commits alone), on the same schema.
+//!   registry with group commit off (every `assign` commits alone), on the same schema;
+//! - `compare_and_set`, `cas_concurrent/N` (and `_no_group_commit`): one epoch-checked change
+//!   (a resize of a tenant's demand), alone and from N tasks at once, each task changing its
+//!   own tenants on its own stamp (the feed counter is the only shared row).
 //!
 //! ```text
 //! cargo bench --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
@@ -21,7 +24,7 @@
 mod pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -30,6 +33,25 @@ use stamps::*;
 
 const TENANTS: usize = 10_000;
 const STAMPS: u32 = 16;
+/// Tenants each `cas_concurrent` task changes in turn.
+const CAS_TENANTS: usize = 256;
+
+fn cas_tenant(i: usize) -> TenantId {
+    TenantId::new(&format!("cas-{i:05}")).expect("id")
+}
+
+/// Resizes the `k`-th tenant of task `task` (its demand flips between 1 and 2 connections),
+/// with the epoch it last got.
+async fn resize(r: &PgRegistry, state: &[Mutex<(Epoch, bool)>], task: usize, k: usize) {
+    let i = task * CAS_TENANTS + k % CAS_TENANTS;
+    let (epoch, big) = *state[i].lock().expect("state");
+    let demand = Demand::of([(Resource::Connections, if big { 1.0 } else { 2.0 })]).expect("demand");
+    let a = r
+        .compare_and_set(&cas_tenant(i), epoch, AssignmentChange::resize(demand))
+        .await
+        .expect("compare_and_set");
+    *state[i].lock().expect("state") = (a.epoch, !big);
+}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -60,7 +82,28 @@ fn bench(c: &mut Criterion) {
             })
             .collect();
         assert_eq!(r.assign_many(&rows).await.expect("prefill").assigned(), TENANTS);
+        // The tenants the `compare_and_set` rows change: CAS_TENANTS per task, on its stamp.
+        let rows: Vec<ImportRow> = (0..STAMPS as usize * CAS_TENANTS)
+            .map(|i| {
+                let t =
+                    TenantSpec::new(cas_tenant(i)).demand(Demand::of([(Resource::Connections, 1.0)]).expect("demand"));
+                ImportRow::new(t, StampId(1 + (i / CAS_TENANTS) as u32))
+            })
+            .collect();
+        assert_eq!(r.assign_many(&rows).await.expect("prefill").assigned(), rows.len());
         r
+    });
+    let cas_state: Arc<Vec<Mutex<(Epoch, bool)>>> = rt.block_on(async {
+        let mut state = Vec::new();
+        for i in 0..STAMPS as usize * CAS_TENANTS {
+            let a = registry
+                .assignment(&cas_tenant(i))
+                .await
+                .expect("read")
+                .expect("assigned");
+            state.push(Mutex::new((a.epoch, false)));
+        }
+        Arc::new(state)
     });
     // The same schema through a registry with group commit off: every `assign` commits alone.
     let alone = rt.block_on(async {
@@ -141,6 +184,44 @@ fn bench(c: &mut Criterion) {
                                 tokio::spawn(async move {
                                     for _ in 0..iters {
                                         r.assign(&fresh(), stamp).await.expect("assign");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for w in workers {
+                            w.await.expect("worker");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("compare_and_set{name}"), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for k in 0..iters as usize {
+                        resize(registry, &cas_state, 0, k).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        for tasks in [1usize, 4, 16] {
+            g.throughput(Throughput::Elements(tasks as u64));
+            let id = BenchmarkId::new(format!("cas_concurrent{name}"), tasks);
+            g.bench_with_input(id, &tasks, |b, &tasks| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        let workers: Vec<_> = (0..tasks)
+                            .map(|t| {
+                                let r = registry.clone();
+                                let state = cas_state.clone();
+                                tokio::spawn(async move {
+                                    for k in 0..iters as usize {
+                                        resize(&r, &state, t, k).await;
                                     }
                                 })
                             })

@@ -271,9 +271,9 @@ impl PgConfig {
         self
     }
 
-    /// Whether concurrent `assign` calls share one transaction and one commit (default on):
-    /// each keeps its own outcome, epoch, history entry and change; a call alone runs its own
-    /// transaction. Off, every call commits alone (a WAL flush each, one after another).
+    /// Whether concurrent `assign` calls, and concurrent `compare_and_set` calls, share one
+    /// transaction and one commit (default on): each keeps its own outcome, epoch, history
+    /// entry and change; a call alone runs its own transaction. Off, every call commits alone (a WAL flush each, one after another).
     ///
     /// ```
     /// use stamps::registry::postgres::PgConfig;

@@ -1,15 +1,20 @@
-//! Group commit of `assign`: concurrent calls on one [`PgRegistry`] share a transaction.
+//! Group commit of `assign` and `compare_and_set`: concurrent calls on one [`PgRegistry`]
+//! share a transaction.
 //!
 //! Every assignment write holds the feed counter's row from its increment to its commit, so
 //! writers commit one at a time and each pays a WAL flush alone. With group commit on
-//! ([`PgConfig::group_commit`](super::PgConfig::group_commit), the default), an `assign` joins
-//! a queue, and one of the waiting callers at a time leads: it takes the queued calls, up to
-//! [`MAX_GROUP`] of distinct tenants, and writes them with the bulk import's transaction: each
-//! call admitted by `assign`'s rules in queue order against the usage the earlier calls left,
-//! each with its own epoch, history entry and change, one commit for all. Each caller gets its
-//! own outcome: a refused call (capacity, a constraint, a tenant already assigned) fails
-//! alone. A leader leads until its own call is answered, then hands over to a waiting caller.
-//! A leader's call alone in the queue runs `assign`'s own transaction, so a single writer's
+//! ([`PgConfig::group_commit`](super::PgConfig::group_commit), the default), a call joins a
+//! queue (one for `assign`, one for `compare_and_set`), and one of the waiting callers at a
+//! time leads: it takes the queued calls, up to [`MAX_GROUP`] of distinct tenants, and writes
+//! them in one transaction, each call checked by its own method's rules in queue order
+//! against the usage the earlier calls left, each with its own epoch, history entry and
+//! change, one commit for all. `assign` groups use the bulk import's transaction;
+//! `compare_and_set` groups use the one in `group_change`. Each caller gets its own outcome: a
+//! refused call (capacity, a constraint, a tenant already assigned, another epoch) fails
+//! alone. A leader leads until its own call is answered, then hands over to a waiting caller;
+//! before taking each group it yields once to the runtime, so callers just answered by the
+//! last group that call again at once join this group instead of the next.
+//! A leader's call alone in the queue runs its method's own transaction, so a single writer's
 //! latency is what it was.
 //!
 //! Cancellation keeps its meaning: a call whose future is dropped before its write is sent for
@@ -34,15 +39,25 @@ use tokio_postgres::error::SqlState;
 
 use super::connection::{on_conn, Lease};
 use super::fault::Fault;
+use super::group_change::ChangeRequest;
+use super::import::BeforeCommit;
 use super::PgRegistry;
 use crate::error::{Error, Result};
-use crate::model::{Assignment, StampId, TenantId, TenantSpec};
+use crate::model::{Assignment, AssignmentChange, Epoch, TenantId};
 use crate::registry::{ImportRow, Imported};
 
 /// The most calls one group commits together.
 pub(super) const MAX_GROUP: usize = 512;
 
-/// The queue of `assign` calls waiting for a group, and who leads.
+/// The two queues: `assign` calls and `compare_and_set` calls are grouped apart (each kind
+/// has its own transaction), so a group of each can be written at once.
+#[derive(Debug, Default)]
+pub(super) struct Groups {
+    pub(super) assign: Group,
+    pub(super) change: Group,
+}
+
+/// A queue of calls waiting for a group, and who leads.
 #[derive(Debug, Default)]
 pub(super) struct Group {
     state: Mutex<State>,
@@ -57,11 +72,37 @@ struct State {
     next_id: u64,
 }
 
+/// What a queued call asks.
+#[derive(Debug, Clone)]
+pub(super) enum Request {
+    /// `assign`.
+    Assign(ImportRow),
+    /// `compare_and_set`.
+    Change {
+        tenant: TenantId,
+        expected: Epoch,
+        change: AssignmentChange,
+    },
+}
+
+impl Request {
+    fn tenant(&self) -> &TenantId {
+        match self {
+            Request::Assign(row) => &row.tenant.id,
+            Request::Change { tenant, .. } => tenant,
+        }
+    }
+
+    fn is_assign(&self) -> bool {
+        matches!(self, Request::Assign(_))
+    }
+}
+
 /// A queued call.
 #[derive(Debug)]
 struct Waiting {
     id: u64,
-    row: ImportRow,
+    request: Request,
     reply: oneshot::Sender<Result<Assignment>>,
     ticket: Arc<Ticket>,
 }
@@ -85,7 +126,7 @@ struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    fn join(group: &'a Group, row: &ImportRow) -> Call<'a> {
+    fn join(group: &'a Group, request: &Request) -> Call<'a> {
         let (reply, answer) = oneshot::channel();
         let ticket = Arc::new(Ticket::default());
         let mut st = group.state.lock();
@@ -93,7 +134,7 @@ impl<'a> Call<'a> {
         st.next_id += 1;
         st.queue.push_back(Waiting {
             id,
-            row: row.clone(),
+            request: request.clone(),
             reply,
             ticket: ticket.clone(),
         });
@@ -106,8 +147,8 @@ impl<'a> Call<'a> {
     }
 
     /// Queues the call again after the group carrying it ended without sending its commit.
-    fn rejoin(&mut self, row: &ImportRow) {
-        *self = Call::join(self.group, row);
+    fn rejoin(&mut self, request: &Request) {
+        *self = Call::join(self.group, request);
     }
 }
 
@@ -147,15 +188,20 @@ impl Group {
         Some(Leading(self))
     }
 
-    /// Takes the next group: queued calls in order, skipping (and leaving queued) a call for a
-    /// tenant already in the group, so two calls for one tenant are never in one transaction.
+    /// Takes the next group: queued calls in order, of the first one's kind, skipping (and
+    /// leaving queued) a call for a tenant already in the group, so two calls for one tenant
+    /// are never in one transaction.
     fn take(&self) -> Vec<Waiting> {
         let mut st = self.state.lock();
         let mut tenants: HashSet<TenantId> = HashSet::new();
         let mut taken = Vec::new();
         let mut left = VecDeque::new();
+        let kind = st.queue.front().map(|w| w.request.is_assign());
         while let Some(w) = st.queue.pop_front() {
-            if taken.len() < MAX_GROUP && tenants.insert(w.row.tenant.id.clone()) {
+            if taken.len() < MAX_GROUP
+                && Some(w.request.is_assign()) == kind
+                && tenants.insert(w.request.tenant().clone())
+            {
                 taken.push(w);
             } else {
                 left.push_back(w);
@@ -167,18 +213,12 @@ impl Group {
 }
 
 impl PgRegistry {
-    /// `assign` through the group (see the module docs).
-    pub(super) async fn assign_grouped(
-        &self,
-        group: &Group,
-        tenant: &TenantSpec,
-        stamp: StampId,
-    ) -> Result<Assignment> {
-        let row = ImportRow::new(tenant.clone(), stamp);
-        let mut call = Call::join(group, &row);
+    /// `assign` or `compare_and_set` through a group (see the module docs).
+    pub(super) async fn grouped(&self, group: &Group, request: Request) -> Result<Assignment> {
+        let mut call = Call::join(group, &request);
         // A group runs under the call deadline; the groups ahead take at most as long again.
         let wait = self.inner.call_timeout.saturating_mul(2);
-        let outcome = tokio::time::timeout(wait, self.wait_or_lead(group, &mut call, &row)).await;
+        let outcome = tokio::time::timeout(wait, self.wait_or_lead(group, &mut call, &request)).await;
         match outcome {
             Ok(answer) => answer,
             Err(_) if call.ticket.commit_sent.load(Ordering::Acquire) => Err(Error::OutcomeUnknown {
@@ -191,7 +231,7 @@ impl PgRegistry {
         }
     }
 
-    async fn wait_or_lead(&self, group: &Group, call: &mut Call<'_>, row: &ImportRow) -> Result<Assignment> {
+    async fn wait_or_lead(&self, group: &Group, call: &mut Call<'_>, request: &Request) -> Result<Assignment> {
         loop {
             // Registered before looking at the leader flag, so a hand-over is never missed.
             let mut handoff = pin!(group.handoff.notified());
@@ -202,7 +242,7 @@ impl PgRegistry {
                 match answer {
                     Some(a) => return a,
                     None => {
-                        call.rejoin(row);
+                        call.rejoin(request);
                         continue;
                     }
                 }
@@ -222,7 +262,7 @@ impl PgRegistry {
                         reason: "the group commit carrying this call was cut after its commit was sent".into(),
                     })
                 }
-                Some(Err(_)) => call.rejoin(row),
+                Some(Err(_)) => call.rejoin(request),
                 None => {}
             }
         }
@@ -244,6 +284,9 @@ impl PgRegistry {
                 }
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
+            // Let the tasks that the last group answered run first: a caller that calls again
+            // right away joins this group instead of the next.
+            tokio::task::yield_now().await;
             let members = group.take();
             if members.is_empty() {
                 return None;
@@ -260,14 +303,21 @@ impl PgRegistry {
             match members.as_slice() {
                 [] => return,
                 [only] if only.id == leader => {
-                    let row = &only.row;
-                    let outcome = on_conn!(self, retry_unique = true, |c| self.assign_once(
-                        c,
-                        &row.tenant,
-                        row.stamp,
-                        None,
-                        None
-                    ));
+                    let outcome = match &only.request {
+                        Request::Assign(row) => on_conn!(self, retry_unique = true, |c| self.assign_once(
+                            c,
+                            &row.tenant,
+                            row.stamp,
+                            None,
+                            None
+                        )),
+                        Request::Change {
+                            tenant,
+                            expected,
+                            change,
+                        } => on_conn!(self, retry_unique = false, |c| self
+                            .cas_once(c, tenant, *expected, change)),
+                    };
                     if let Some(w) = members.pop() {
                         let _ = w.reply.send(outcome);
                     }
@@ -275,7 +325,6 @@ impl PgRegistry {
                 }
                 _ => {}
             }
-            let rows: Vec<ImportRow> = members.iter().map(|w| w.row.clone()).collect();
             let tickets: Vec<Arc<Ticket>> = members.iter().map(|w| w.ticket.clone()).collect();
             // Commit only if every member still waits; mark them sent first (a member dropped
             // after this is in the same place as a call dropped after its own `COMMIT` went).
@@ -288,29 +337,34 @@ impl PgRegistry {
                 }
                 true
             };
-            let result = on_conn!(self, retry_unique = true, |c| self.import_once(
-                c,
-                &rows,
-                Some(&before_commit)
-            ));
-            match result {
-                Ok(None) => continue,
-                Ok(Some(report)) => {
-                    for (w, outcome) in members.into_iter().zip(report.into_outcomes()) {
-                        let answer = match outcome {
-                            Imported::Assigned(a) => Ok(a),
-                            // `assign` of a tenant already assigned is refused, wherever it is.
-                            Imported::Unchanged(a) => Err(Error::AlreadyAssigned {
-                                tenant: w.row.tenant.id.clone(),
-                                stamp: a.stamp,
-                            }),
-                            Imported::Refused(e) => Err(e),
-                        };
+            let answers = if members.iter().all(|w| w.request.is_assign()) {
+                self.write_assigns(&members, &before_commit).await
+            } else {
+                let changes: Vec<ChangeRequest<'_>> =
+                    members.iter().filter_map(|w| ChangeRequest::of(&w.request)).collect();
+                if changes.len() != members.len() {
+                    // `take` never mixes kinds; answer rather than write a group it did not make.
+                    Some(Err(Error::unavailable(
+                        "a group mixed assignments and changes; nothing was written",
+                    )))
+                } else {
+                    on_conn!(self, retry_unique = false, |c| self.change_group_once(
+                        c,
+                        &changes,
+                        &before_commit
+                    ))
+                    .transpose()
+                }
+            };
+            match answers {
+                None => continue,
+                Some(Ok(answers)) => {
+                    for (w, answer) in members.into_iter().zip(answers) {
                         let _ = w.reply.send(answer);
                     }
                     return;
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     for w in members {
                         let _ = w.reply.send(Err(shared_failure(&e)));
                     }
@@ -318,6 +372,46 @@ impl PgRegistry {
                 }
             }
         }
+    }
+
+    /// Writes a group of `assign` calls with the bulk import's transaction; `None` when a
+    /// member gave up before the commit (write the group again without it).
+    async fn write_assigns(
+        &self,
+        members: &[Waiting],
+        before_commit: BeforeCommit<'_>,
+    ) -> Option<Result<Vec<Result<Assignment>>>> {
+        let rows: Vec<ImportRow> = members
+            .iter()
+            .filter_map(|w| match &w.request {
+                Request::Assign(row) => Some(row.clone()),
+                Request::Change { .. } => None,
+            })
+            .collect();
+        let result = on_conn!(self, retry_unique = true, |c| self.import_once(
+            c,
+            &rows,
+            Some(before_commit)
+        ));
+        let report = match result {
+            Ok(None) => return None,
+            Ok(Some(report)) => report,
+            Err(e) => return Some(Err(e)),
+        };
+        let answers = rows
+            .iter()
+            .zip(report.into_outcomes())
+            .map(|(row, outcome)| match outcome {
+                Imported::Assigned(a) => Ok(a),
+                // `assign` of a tenant already assigned is refused, wherever it is.
+                Imported::Unchanged(a) => Err(Error::AlreadyAssigned {
+                    tenant: row.tenant.id.clone(),
+                    stamp: a.stamp,
+                }),
+                Imported::Refused(e) => Err(e),
+            })
+            .collect();
+        Some(Ok(answers))
     }
 }
 
@@ -338,8 +432,21 @@ fn shared_failure(e: &Error) -> Error {
 mod tests {
     use super::*;
 
-    fn row(t: &str) -> ImportRow {
-        ImportRow::new(TenantSpec::new(TenantId::new(t).expect("id")), StampId(1))
+    use crate::model::{StampId, TenantSpec};
+
+    fn row(t: &str) -> Request {
+        Request::Assign(ImportRow::new(
+            TenantSpec::new(TenantId::new(t).expect("id")),
+            StampId(1),
+        ))
+    }
+
+    fn change(t: &str) -> Request {
+        Request::Change {
+            tenant: TenantId::new(t).expect("id"),
+            expected: Epoch(1),
+            change: AssignmentChange::move_to(StampId(2)),
+        }
     }
 
     #[test]
@@ -349,10 +456,29 @@ mod tests {
             .iter()
             .map(|t| Call::join(&g, &row(t)))
             .collect();
-        let first: Vec<String> = g.take().iter().map(|w| w.row.tenant.id.to_string()).collect();
+        let first: Vec<String> = g.take().iter().map(|w| w.request.tenant().to_string()).collect();
         assert_eq!(first, ["a", "b", "c"]);
-        let second: Vec<String> = g.take().iter().map(|w| w.row.tenant.id.to_string()).collect();
+        let second: Vec<String> = g.take().iter().map(|w| w.request.tenant().to_string()).collect();
         assert_eq!(second, ["a", "b"]);
+        assert!(g.take().is_empty());
+        drop(calls);
+    }
+
+    #[test]
+    fn a_group_is_of_one_kind_and_other_kinds_stay_queued_in_order() {
+        let g = Group::default();
+        let calls: Vec<Call<'_>> = [change("a"), row("b"), change("c"), row("d")]
+            .iter()
+            .map(|r| Call::join(&g, r))
+            .collect();
+        let kinds = |taken: Vec<Waiting>| -> Vec<(String, bool)> {
+            taken
+                .iter()
+                .map(|w| (w.request.tenant().to_string(), w.request.is_assign()))
+                .collect()
+        };
+        assert_eq!(kinds(g.take()), [("a".into(), false), ("c".into(), false)]);
+        assert_eq!(kinds(g.take()), [("b".into(), true), ("d".into(), true)]);
         assert!(g.take().is_empty());
         drop(calls);
     }

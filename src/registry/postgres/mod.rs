@@ -19,6 +19,7 @@ mod fault;
 pub(crate) use fault::transient;
 mod feed_admin;
 mod group;
+mod group_change;
 mod health;
 mod history;
 mod import;
@@ -138,7 +139,7 @@ struct Inner {
     max_retries: u32,
     call_timeout: Duration,
     /// Group commit of `assign` (`None` when off).
-    group: Option<group::Group>,
+    group: Option<group::Groups>,
     replicas: Option<Arc<Replicas>>,
     portability: Portability,
     /// The newest version handed out to a caller (replica reads must be at least this new).
@@ -224,7 +225,7 @@ impl PgRegistry {
                 health_signal,
                 max_retries: config.max_retries,
                 call_timeout: config.call_timeout,
-                group: config.group_commit.then(group::Group::default),
+                group: config.group_commit.then(group::Groups::default),
                 replicas,
                 portability: config.portability,
                 seen: AtomicU64::new(0),
@@ -425,7 +426,8 @@ impl Registry for PgRegistry {
     async fn assign(&self, tenant: &TenantSpec, stamp: StampId) -> Result<Assignment> {
         tenant.validate()?;
         if let Some(group) = &self.inner.group {
-            return self.assign_grouped(group, tenant, stamp).await;
+            let row = ImportRow::new(tenant.clone(), stamp);
+            return self.grouped(&group.assign, group::Request::Assign(row)).await;
         }
         // Two first assignments of one tenant race on the primary key; the retry reports
         // `AlreadyAssigned` with the winner's stamp.
@@ -468,6 +470,14 @@ impl Registry for PgRegistry {
         change: AssignmentChange,
     ) -> Result<Assignment> {
         change.validate()?;
+        if let Some(group) = &self.inner.group {
+            let request = group::Request::Change {
+                tenant: tenant.clone(),
+                expected,
+                change,
+            };
+            return self.grouped(&group.change, request).await;
+        }
         on_conn!(self, retry_unique = false, |c| self
             .cas_once(c, tenant, expected, &change))
     }

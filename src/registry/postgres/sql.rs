@@ -2,7 +2,8 @@
 
 use super::schema::quoted;
 
-const STAMP_COLS: &str = "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
+pub(super) const STAMP_COLS: &str =
+    "id, name, region, residency, tier, labels, deployed_version, endpoint, limits_milli, \
                           headroom_ppm, state, usage_milli, created_at, updated_at, headroom_by_resource, expires_at";
 pub(super) const ASSIGNMENT_COLS: &str =
     "tenant, stamp_id, epoch, mode, shadow_id, frozen_until, region, residency, tier, \
@@ -28,6 +29,8 @@ pub(crate) struct Sql {
     pub(crate) bump_many: String,
     /// Bulk import.
     pub(crate) import: super::import::ImportSql,
+    /// Group commit of `compare_and_set`.
+    pub(crate) change_group: super::group_change::ChangeGroupSql,
     pub(crate) stamp_get: String,
     pub(crate) stamps_lock: String,
     pub(crate) fleet: String,
@@ -36,6 +39,8 @@ pub(crate) struct Sql {
     pub(crate) stamp_state: String,
     pub(crate) assignment_get: String,
     pub(crate) assignment_lock: String,
+    /// Locks the assignments of the tenants in `$1`, in tenant order (a group of changes).
+    pub(crate) assignments_lock: String,
     pub(crate) assignments_page: String,
     pub(crate) assign_write: String,
     pub(crate) update_write: String,
@@ -154,6 +159,7 @@ impl Sql {
             bump: bump_by("1"),
             bump_many: bump_by("$2::bigint"),
             import: super::import::ImportSql::new(schema, &notify_col),
+            change_group: super::group_change::ChangeGroupSql::new(schema, &notify_col),
             stamp_tenants: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE stamp_id = $1 OR shadow_id = $1 ORDER BY tenant"
             ),
@@ -218,6 +224,9 @@ impl Sql {
                  ORDER BY tenant LIMIT 1"
             ),
             assignment_lock: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = $1 FOR UPDATE"),
+            assignments_lock: format!(
+                "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = ANY($1::text[]) ORDER BY tenant FOR UPDATE"
+            ),
             assignments_page: format!(
                 "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant > $1 ORDER BY tenant LIMIT $2"
             ),

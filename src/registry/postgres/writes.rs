@@ -421,7 +421,7 @@ fn usage_after(loads: &[StampLoad], old: Option<&Assignment>, new: Option<&Assig
 
 /// Checks that an assignment write wrote its change row at `head`, its history row and every
 /// stamp's usage.
-fn check_written(head: Version, rows: &[Row]) -> Result<(), Fault> {
+pub(super) fn check_written(head: Version, rows: &[Row]) -> Result<(), Fault> {
     let row = rows
         .first()
         .ok_or_else(|| corrupt("assignments (write matched no row)"))?;
