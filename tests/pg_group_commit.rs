@@ -140,35 +140,27 @@ async fn without_group_commit_each_assign_commits_alone() {
     assert_eq!(writing_transactions(&r).await, 64);
 }
 
-/// A caller dropped while its call is in a group that waits for the feed counter: the group
-/// rolls back and commits again without it, so nothing of the dropped call is written, the
-/// others' calls land, and the feed has no gap.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_dropped_inside_a_group_leaves_nothing() {
-    let app = format!("stamps-group-drop-{}", std::process::id());
-    let (r, _guard) = fresh_with("groupdrop", |c| c.application_name(&app).statement_timeout(None)).await;
-    r.put_active_stamp(stamp(1, 100.0)).await.unwrap();
+/// A spawned call of `name`, given up after `limit`.
+type Spawned = tokio::task::JoinHandle<std::result::Result<Result<Assignment>, tokio::time::error::Elapsed>>;
+
+/// Runs calls `lead`, `a`, `dropped` and `c` (made by `call`) so that `a`, `dropped` and `c`
+/// form one group waiting for the feed counter, and `dropped` gives up while it waits. Checks
+/// that the others land and that the feed has exactly three new versions (the lead's, `a`'s
+/// and `c`'s): no gap, nothing of the dropped call.
+async fn drop_inside_a_group(r: &PgRegistry, app: &str, call: impl Fn(&'static str, Duration) -> Spawned) {
     let head = r.changes_since(Version::ZERO, 1).await.unwrap().head;
     let feed_lock = format!("SELECT head FROM \"{}\".feed FOR UPDATE", r.schema());
     let admin = raw_client().await;
-
     // A first caller leads alone and waits for the counter, held by `first`.
     let mut first = raw_client().await;
     let first_tx = first.transaction().await.unwrap();
     first_tx.batch_execute(&feed_lock).await.unwrap();
-    let lead = {
-        let r = r.clone();
-        tokio::spawn(async move { r.assign(&tenant("lead"), StampId(1)).await })
-    };
-    blocked_backend(&admin, &app).await;
+    let lead = call("lead", Duration::from_secs(60));
+    blocked_backend(&admin, app).await;
     // Three more callers queue behind it.
-    let spawn = |name: &'static str, limit: Duration| {
-        let r = r.clone();
-        tokio::spawn(async move { tokio::time::timeout(limit, r.assign(&tenant(name), StampId(1))).await })
-    };
-    let a = spawn("a", Duration::from_secs(60));
-    let dropped = spawn("dropped", Duration::from_secs(3));
-    let c = spawn("c", Duration::from_secs(60));
+    let a = call("a", Duration::from_secs(60));
+    let dropped = call("dropped", Duration::from_secs(3));
+    let c = call("c", Duration::from_secs(60));
     tokio::time::sleep(Duration::from_millis(200)).await;
     // `second` queues for the counter behind the leader, so the next group waits for it.
     let second = {
@@ -183,14 +175,13 @@ async fn a_caller_dropped_inside_a_group_leaves_nothing() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     first_tx.rollback().await.unwrap();
-    lead.await.unwrap().unwrap();
+    lead.await.unwrap().unwrap().unwrap();
     // The group of a, dropped and c now waits for `second`; `dropped` gives up meanwhile.
-    blocked_backend(&admin, &app).await;
+    blocked_backend(&admin, app).await;
     assert!(dropped.await.unwrap().is_err(), "the dropped caller timed out");
     second.await.unwrap();
     a.await.unwrap().unwrap().unwrap();
     c.await.unwrap().unwrap().unwrap();
-    assert_eq!(r.assignment(&TenantId::new("dropped").unwrap()).await.unwrap(), None);
     let changes = r.changes_since(head, 100).await.unwrap();
     let versions: Vec<u64> = changes.changes.iter().map(|c| c.version.0).collect();
     assert_eq!(
@@ -198,6 +189,22 @@ async fn a_caller_dropped_inside_a_group_leaves_nothing() {
         (head.0 + 1..=head.0 + 3).collect::<Vec<_>>(),
         "no gap, no dropped call"
     );
+}
+
+/// A caller dropped while its call is in a group that waits for the feed counter: the group
+/// rolls back and commits again without it, so nothing of the dropped call is written, the
+/// others' calls land, and the feed has no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_inside_a_group_leaves_nothing() {
+    let app = format!("stamps-group-drop-{}", std::process::id());
+    let (r, _guard) = fresh_with("groupdrop", |c| c.application_name(&app).statement_timeout(None)).await;
+    r.put_active_stamp(stamp(1, 100.0)).await.unwrap();
+    drop_inside_a_group(&r, &app, |name, limit| {
+        let r = r.clone();
+        tokio::spawn(async move { tokio::time::timeout(limit, r.assign(&tenant(name), StampId(1))).await })
+    })
+    .await;
+    assert_eq!(r.assignment(&TenantId::new("dropped").unwrap()).await.unwrap(), None);
     assert_eq!(r.fleet().await.unwrap().tenants(), 3);
 }
 
@@ -537,53 +544,17 @@ async fn a_change_caller_dropped_inside_a_group_leaves_nothing() {
             .collect(),
     )
     .await;
-    let head = r.changes_since(Version::ZERO, 1).await.unwrap().head;
-    let feed_lock = format!("SELECT head FROM \"{}\".feed FOR UPDATE", r.schema());
-    let admin = raw_client().await;
-    let mut first = raw_client().await;
-    let first_tx = first.transaction().await.unwrap();
-    first_tx.batch_execute(&feed_lock).await.unwrap();
-    let spawn = |name: &'static str, limit: Duration| {
+    drop_inside_a_group(&r, &app, |name, limit| {
         let r = r.clone();
         let expected = e[name];
         tokio::spawn(async move {
             let change = AssignmentChange::move_to(StampId(2));
             tokio::time::timeout(limit, r.compare_and_set(&tid(name), expected, change)).await
         })
-    };
-    let lead = spawn("lead", Duration::from_secs(60));
-    blocked_backend(&admin, &app).await;
-    let a = spawn("a", Duration::from_secs(60));
-    let dropped = spawn("dropped", Duration::from_secs(3));
-    let c = spawn("c", Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let second = {
-        let feed_lock = feed_lock.clone();
-        tokio::spawn(async move {
-            let mut client = raw_client().await;
-            let tx = client.transaction().await.unwrap();
-            tx.batch_execute(&feed_lock).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            tx.rollback().await.unwrap();
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    first_tx.rollback().await.unwrap();
-    lead.await.unwrap().unwrap().unwrap();
-    blocked_backend(&admin, &app).await;
-    assert!(dropped.await.unwrap().is_err(), "the dropped caller timed out");
-    second.await.unwrap();
-    a.await.unwrap().unwrap().unwrap();
-    c.await.unwrap().unwrap().unwrap();
+    })
+    .await;
     let kept = r.assignment(&tid("dropped")).await.unwrap().unwrap();
     assert_eq!((kept.stamp, kept.epoch), (StampId(1), e["dropped"]));
-    let changes = r.changes_since(head, 100).await.unwrap();
-    let versions: Vec<u64> = changes.changes.iter().map(|c| c.version.0).collect();
-    assert_eq!(
-        versions,
-        (head.0 + 1..=head.0 + 3).collect::<Vec<_>>(),
-        "no gap, no dropped call"
-    );
     let fleet = r.fleet().await.unwrap();
     assert_eq!(
         (

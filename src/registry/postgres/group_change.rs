@@ -23,10 +23,9 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::codec::{self, amounts_json, big, millis, override_params, version_of, AssignmentParams};
-use super::connection::mark_commit_sent;
 use super::fault::{corrupt, Fault};
 use super::group::Request;
-use super::import::BeforeCommit;
+use super::import::{self, BeforeCommit};
 use super::schema::quoted;
 use super::sql::{GUARD, HISTORY_COLS, STAMP_COLS};
 use super::writes::stamp_ids;
@@ -151,14 +150,9 @@ impl PgRegistry {
             c.batch_execute("ROLLBACK").await?;
             return Ok(Some(collect(answers)?));
         };
-        if !before_commit() {
-            c.batch_execute("ROLLBACK").await?;
+        if !self.commit_if(c, head, before_commit).await? {
             return Ok(None);
         }
-        mark_commit_sent();
-        c.batch_execute("COMMIT").await?;
-        self.saw(head);
-        self.inner.signal.notify(head);
         Ok(Some(collect(answers)?))
     }
 
@@ -196,18 +190,18 @@ impl PgRegistry {
         let params: [&(dyn ToSql + Sync); 21] = [
             &at,
             &count,
-            &cols.tenant,
-            &cols.stamp,
+            &cols.base.tenant,
+            &cols.base.stamp,
             &cols.mode,
             &cols.shadow,
             &cols.frozen_until,
-            &cols.region,
-            &cols.residency,
-            &cols.tier,
-            &cols.pin,
-            &cols.demand,
-            &cols.labels,
-            &cols.ephemeral,
+            &cols.base.region,
+            &cols.base.residency,
+            &cols.base.tier,
+            &cols.base.pin,
+            &cols.base.demand,
+            &cols.base.labels,
+            &cols.base.ephemeral,
             &cols.expected,
             &cols.action,
             &cols.from,
@@ -222,14 +216,7 @@ impl PgRegistry {
         let bump_params: [&(dyn ToSql + Sync); 2] = [&at, &count];
         let (head, written) = try_join(c.query_one(&bump, &bump_params), c.query(&write, &params)).await?;
         let head = version_of(head.try_get(0)?)?;
-        let row = written
-            .first()
-            .ok_or_else(|| corrupt("changes (a group of changes wrote no row)"))?;
-        let changes: i64 = row.try_get("changes")?;
-        let history: i64 = row.try_get("history_rows")?;
-        if changes != count || history != count || version_of(row.try_get("version")?)? != head {
-            return Err(corrupt("changes.version"));
-        }
+        import::check_written(&written, count, head)?;
         // The k-th accepted change took version head - n + k.
         for (k, a) in pending.drain(..).enumerate() {
             let mut new = a.new;
@@ -308,18 +295,11 @@ impl ChangeGroupSql {
 
 /// The accepted changes as one array per column.
 struct Columns<'a> {
-    tenant: Vec<&'a str>,
-    stamp: Vec<i64>,
+    /// The assignments' columns a bulk import writes too.
+    base: import::Columns<'a>,
     mode: Vec<&'static str>,
     shadow: Vec<Option<i64>>,
     frozen_until: Vec<Option<i64>>,
-    region: Vec<Option<&'a str>>,
-    residency: Vec<Option<&'a str>>,
-    tier: Vec<&'a str>,
-    pin: Vec<Option<i64>>,
-    demand: Vec<Value>,
-    labels: Vec<Value>,
-    ephemeral: Vec<bool>,
     expected: Vec<i64>,
     action: Vec<&'static str>,
     from: Vec<i64>,
@@ -331,18 +311,10 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     fn with_capacity(n: usize) -> Self {
         Columns {
-            tenant: Vec::with_capacity(n),
-            stamp: Vec::with_capacity(n),
+            base: import::Columns::with_capacity(n),
             mode: Vec::with_capacity(n),
             shadow: Vec::with_capacity(n),
             frozen_until: Vec::with_capacity(n),
-            region: Vec::with_capacity(n),
-            residency: Vec::with_capacity(n),
-            tier: Vec::with_capacity(n),
-            pin: Vec::with_capacity(n),
-            demand: Vec::with_capacity(n),
-            labels: Vec::with_capacity(n),
-            ephemeral: Vec::with_capacity(n),
             expected: Vec::with_capacity(n),
             action: Vec::with_capacity(n),
             from: Vec::with_capacity(n),
@@ -353,18 +325,10 @@ impl<'a> Columns<'a> {
     }
 
     fn push(&mut self, p: AssignmentParams<'a>) {
-        self.tenant.push(p.tenant);
-        self.stamp.push(p.stamp);
         self.mode.push(p.mode.0);
         self.shadow.push(p.mode.1);
         self.frozen_until.push(p.mode.2);
-        self.region.push(p.region);
-        self.residency.push(p.residency);
-        self.tier.push(p.tier);
-        self.pin.push(p.pin);
-        self.demand.push(p.demand);
-        self.labels.push(p.labels);
-        self.ephemeral.push(p.ephemeral);
+        self.base.push(p);
     }
 }
 

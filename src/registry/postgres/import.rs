@@ -354,24 +354,35 @@ impl PgRegistry {
         let (head, written) = futures_util::try_join!(c.query_one(&bump, &bump_params), c.query(&write, &params))?;
         let head = version_of(head.try_get(0)?)?;
         check_written(&written, count, head)?;
-        if !check() {
+        Ok(self.commit_if(c, head, check).await?.then_some(head))
+    }
+
+    /// Commits a group's transaction, whose writes are done and leave the feed at `head`, if
+    /// `before_commit` says so; otherwise rolls it back. Whether it committed.
+    pub(super) async fn commit_if(
+        &self,
+        c: &Object,
+        head: Version,
+        before_commit: BeforeCommit<'_>,
+    ) -> Result<bool, Fault> {
+        if !before_commit() {
             c.batch_execute("ROLLBACK").await?;
-            return Ok(None);
+            return Ok(false);
         }
         mark_commit_sent();
         c.batch_execute("COMMIT").await?;
         self.saw(head);
         self.inner.signal.notify(head);
-        Ok(Some(head))
+        Ok(true)
     }
 }
 
 /// Decides, once the write is done and before the `COMMIT` is sent, whether to commit.
 pub(super) type BeforeCommit<'a> = &'a (dyn Fn() -> bool + Send + Sync);
 
-/// Checks that the import's statement wrote one change and one history row per row, the last
-/// change at `head`.
-fn check_written(written: &[Row], count: i64, head: Version) -> Result<(), Fault> {
+/// Checks that an import's (or a group of changes') statement wrote one change and one
+/// history row per row, the last change at `head`.
+pub(super) fn check_written(written: &[Row], count: i64, head: Version) -> Result<(), Fault> {
     let row = written
         .first()
         .ok_or_else(|| corrupt("changes (import wrote no row)"))?;
@@ -384,21 +395,21 @@ fn check_written(written: &[Row], count: i64, head: Version) -> Result<(), Fault
     Ok(())
 }
 
-/// The admitted rows as one array per column.
-struct Columns<'a> {
-    tenant: Vec<&'a str>,
-    stamp: Vec<i64>,
-    region: Vec<Option<&'a str>>,
-    residency: Vec<Option<&'a str>>,
-    tier: Vec<&'a str>,
-    pin: Vec<Option<i64>>,
-    demand: Vec<Value>,
-    labels: Vec<Value>,
-    ephemeral: Vec<bool>,
+/// Assignments as one array per column (a bulk import; a group of changes adds its own).
+pub(super) struct Columns<'a> {
+    pub(super) tenant: Vec<&'a str>,
+    pub(super) stamp: Vec<i64>,
+    pub(super) region: Vec<Option<&'a str>>,
+    pub(super) residency: Vec<Option<&'a str>>,
+    pub(super) tier: Vec<&'a str>,
+    pub(super) pin: Vec<Option<i64>>,
+    pub(super) demand: Vec<Value>,
+    pub(super) labels: Vec<Value>,
+    pub(super) ephemeral: Vec<bool>,
 }
 
 impl<'a> Columns<'a> {
-    fn with_capacity(n: usize) -> Self {
+    pub(super) fn with_capacity(n: usize) -> Self {
         Columns {
             tenant: Vec::with_capacity(n),
             stamp: Vec::with_capacity(n),
@@ -412,7 +423,7 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn push(&mut self, p: AssignmentParams<'a>) {
+    pub(super) fn push(&mut self, p: AssignmentParams<'a>) {
         self.tenant.push(p.tenant);
         self.stamp.push(p.stamp);
         self.region.push(p.region);
