@@ -273,7 +273,9 @@ impl PgConfig {
 
     /// Whether concurrent `assign` calls, and concurrent `compare_and_set` calls, share one
     /// transaction and one commit (default on): each keeps its own outcome, epoch, history
-    /// entry and change; a call alone runs its own transaction. Off, every call commits alone (a WAL flush each, one after another).
+    /// entry and change; a call alone runs its own transaction. A grouped call returns within
+    /// twice [`call_timeout`](Self::call_timeout) (the group ahead of it, then its own). Off,
+    /// every call commits alone (a WAL flush each, one after another).
     ///
     /// ```
     /// use stamps::registry::postgres::PgConfig;

@@ -18,9 +18,9 @@
 //! latency is what it was.
 //!
 //! Cancellation keeps its meaning: a call whose future is dropped before its write is sent for
-//! commit leaves nothing. A dropped waiter leaves the queue, or, when its call is already in a
-//! group, the leader sees it before sending the `COMMIT`, rolls the group back and writes it
-//! again without that call. A dropped leader drops its group's transaction (nothing commits
+//! commit leaves nothing. A dropped waiter leaves the queue, or, when its call is already
+//! written in a group, the leader sees it before sending the `COMMIT`, rolls the group back and
+//! writes it again without that call (a refused call wrote nothing and changes nothing). A dropped leader drops its group's transaction (nothing commits
 //! unless the `COMMIT` was sent); the group's other callers then queue again, or learn that the
 //! outcome is unknown when the `COMMIT` was sent. A failure of the shared transaction is every
 //! member's, as it would be for a call of its own.
@@ -326,17 +326,21 @@ impl PgRegistry {
                 _ => {}
             }
             let tickets: Vec<Arc<Ticket>> = members.iter().map(|w| w.ticket.clone()).collect();
-            // Commit only if every member still waits; mark them sent first (a member dropped
-            // after this is in the same place as a call dropped after its own `COMMIT` went).
-            let before_commit = move || {
-                if tickets.iter().any(|t| t.cancelled.load(Ordering::Acquire)) {
+            // Commit only if every member the transaction wrote still waits (a refused member
+            // that gave up changes nothing); mark them sent first (a member dropped after this
+            // is in the same place as a call dropped after its own `COMMIT` went).
+            let before_commit = move |written: &[usize]| {
+                let written = || written.iter().filter_map(|&i| tickets.get(i));
+                if written().any(|t| t.cancelled.load(Ordering::Acquire)) {
                     return false;
                 }
-                for t in &tickets {
+                for t in written() {
                     t.commit_sent.store(true, Ordering::Release);
                 }
                 true
             };
+            // `take` never mixes kinds, and each queue holds one kind: the checks below are
+            // defensive.
             let answers = if members.iter().all(|w| w.request.is_assign()) {
                 self.write_assigns(&members, &before_commit).await
             } else {

@@ -10,10 +10,9 @@
 //! versions taken together from the counter, consecutive in member order), then the group
 //! commits once.
 //!
-//! Who else is on a dedicated stamp is read from the database (as a single call reads it).
-//! So before checking a change that adds its tenant to a dedicated stamp, the leader sends the
-//! writes of the members before it: the read then sees them, as it would had they committed
-//! first.
+//! Who is on each locked dedicated stamp is read once, under the stamps' locks, and kept up
+//! to date as members are accepted, so a change sees the members before it on a dedicated
+//! stamp as if they had committed first, and the group writes once.
 
 use std::collections::HashMap;
 
@@ -33,7 +32,8 @@ use super::PgRegistry;
 use crate::error::{Error, Subject};
 use crate::model::{admission, constraints};
 use crate::model::{
-    Amounts, Assignment, AssignmentChange, AssignmentMode, ChangeAction, Epoch, StampId, StampLoad, TenantId, Version,
+    Amounts, Assignment, AssignmentChange, AssignmentMode, ChangeAction, Epoch, StampId, StampLoad, TenantId, Tier,
+    Version,
 };
 use crate::time::Timestamp;
 
@@ -113,47 +113,88 @@ impl PgRegistry {
             }
         }
         let mut loads = stamps.iter().map(codec::stamp_load).collect::<Result<Vec<_>, _>>()?;
+        let mut holders = self.dedicated_tenants(c, &loads).await?;
 
         let mut pending: Vec<Accepted> = Vec::new();
-        let mut head: Option<Version> = None;
         for (i, (old, new, action)) in planned {
             let change = members[i].change;
-            let find = |s: StampId| loads.iter().find(|l| l.id() == s);
-            if !pending.is_empty() && constraints::dedicated_targets(Some(&old), &new, find).next().is_some() {
-                head = Some(self.send_changes(c, &mut pending, members, &mut answers, now).await?);
-            }
-            let checked = match self
-                .check_constraints(c, Some(&old), &new, &loads, change.overrides.as_ref())
-                .await
-            {
-                Ok(()) => admission::check(Some(&old), Some(&new), |s| loads.iter().find(|l| l.id() == s))
-                    .and_then(|()| step_usage(&mut loads, &old, &new)),
-                Err(Fault::Crate(e)) => Err(e),
-                Err(fault) => return Err(fault),
+            let tenant = new.tenant().clone();
+            let holder = |s: StampId| {
+                holders
+                    .iter()
+                    .find(|(x, t)| *x == s && *t != tenant)
+                    .map(|(_, t)| t.clone())
             };
+            let find = |s: StampId| loads.iter().find(|l| l.id() == s);
+            let checked = constraints::check(Some(&old), &new, find, holder, change.overrides.as_ref())
+                .and_then(|()| admission::check(Some(&old), Some(&new), find))
+                .and_then(|()| step_usage(&mut loads, &old, &new));
             match checked {
-                Ok(usage) => pending.push(Accepted {
-                    member: i,
-                    from: i64::from(old.stamp.0),
-                    new,
-                    usage,
-                    action: action.as_str(),
-                }),
+                Ok(usage) => {
+                    // Who is on each dedicated stamp after this change.
+                    holders.retain(|(s, t)| *t != tenant || new.stamps().any(|x| x == *s));
+                    for s in new.stamps().filter(|s| !old.stamps().any(|x| x == *s)) {
+                        if loads
+                            .iter()
+                            .any(|l| l.id() == s && l.stamp.spec.tier == Tier::Dedicated)
+                        {
+                            holders.push((s, tenant.clone()));
+                        }
+                    }
+                    pending.push(Accepted {
+                        member: i,
+                        from: i64::from(old.stamp.0),
+                        new,
+                        usage,
+                        action: action.as_str(),
+                    });
+                }
                 Err(e) => answers[i] = Some(Err(e)),
             }
         }
-        if !pending.is_empty() {
-            head = Some(self.send_changes(c, &mut pending, members, &mut answers, now).await?);
-        }
+        let written: Vec<usize> = pending.iter().map(|a| a.member).collect();
+        let head = if pending.is_empty() {
+            None
+        } else {
+            Some(self.send_changes(c, &mut pending, members, &mut answers, now).await?)
+        };
         let Some(head) = head else {
             // Nothing accepted: nothing written.
             c.batch_execute("ROLLBACK").await?;
             return Ok(Some(collect(answers)?));
         };
-        if !self.commit_if(c, head, before_commit).await? {
+        if !self.commit_if(c, head, &written, before_commit).await? {
             return Ok(None);
         }
         Ok(Some(collect(answers)?))
+    }
+
+    /// Every tenant on each locked dedicated stamp that has any (serving or shadow), as
+    /// `(stamp, tenant)`: under the stamps' locks, who is on them cannot change until this
+    /// transaction ends, and the group tracks the changes its members make.
+    async fn dedicated_tenants(&self, c: &Object, loads: &[StampLoad]) -> Result<Vec<(StampId, TenantId)>, Fault> {
+        let dedicated: Vec<i64> = loads
+            .iter()
+            .filter(|l| l.stamp.spec.tier == Tier::Dedicated && l.tenants() > 0)
+            .map(|l| i64::from(l.id().0))
+            .collect();
+        if dedicated.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stmt = c.prepare_cached(&self.inner.sql.change_group.dedicated_tenants).await?;
+        let mut holders = Vec::new();
+        for row in c.query(&stmt, &[&dedicated]).await? {
+            let tenant: &str = row.try_get("tenant")?;
+            let tenant = TenantId::new(tenant).map_err(|_| corrupt("assignments.tenant"))?;
+            for col in ["stamp_id", "shadow_id"] {
+                let stamp: Option<i64> = row.try_get(col)?;
+                if let Some(s) = stamp.filter(|s| dedicated.contains(s)) {
+                    let s = u32::try_from(s).map_err(|_| corrupt("assignments.stamp_id"))?;
+                    holders.push((StampId(s), tenant.clone()));
+                }
+            }
+        }
+        Ok(holders)
     }
 
     /// Sends the accepted changes' write (one statement, pipelined after the counter's
@@ -233,6 +274,8 @@ pub(crate) struct ChangeGroupSql {
     /// Locks the stamps in `$1` and those the assignments of the tenants in `$2` have (serving
     /// or shadow), in id order.
     stamps_lock: String,
+    /// The tenants on the dedicated stamps in `$1` (serving or shadow).
+    dedicated_tenants: String,
     /// Writes the accepted changes (see [`PgRegistry::send_changes`] for the parameters).
     write: String,
 }
@@ -241,6 +284,10 @@ impl ChangeGroupSql {
     pub(crate) fn new(schema: &str, notify_col: &str) -> ChangeGroupSql {
         let s = quoted(schema);
         ChangeGroupSql {
+            dedicated_tenants: format!(
+                "SELECT tenant, stamp_id, shadow_id FROM {s}.assignments
+                 WHERE stamp_id = ANY($1::bigint[]) OR shadow_id = ANY($1::bigint[])"
+            ),
             stamps_lock: format!(
                 "SELECT {STAMP_COLS} FROM {s}.stamps WHERE id = ANY($1::bigint[]) OR id IN (
                     SELECT stamp_id FROM {s}.assignments WHERE tenant = ANY($2::text[])
@@ -251,8 +298,8 @@ impl ChangeGroupSql {
             // $1 at, $2 changes, $3..$20 one array per column, $21 usage ({stamp id: usage}).
             // The k-th change (1-based) takes version head - changes + k: the increment
             // pipelined before this statement took them all. Each row matches its tenant at its
-            // expected epoch (locked by this transaction); the statement fails (no change row
-            // for a missing one: the counts are checked) rather than write fewer.
+            // expected epoch (locked by this transaction). The statement fails when it wrote
+            // no change at all; fewer than all is caught by `check_written` (`Corrupt`).
             write: format!(
                 "WITH src AS (
                     SELECT * FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::bigint[],

@@ -354,18 +354,26 @@ impl PgRegistry {
         let (head, written) = futures_util::try_join!(c.query_one(&bump, &bump_params), c.query(&write, &params))?;
         let head = version_of(head.try_get(0)?)?;
         check_written(&written, count, head)?;
-        Ok(self.commit_if(c, head, check).await?.then_some(head))
+        let written: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, Imported::Assigned(_)))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(self.commit_if(c, head, &written, check).await?.then_some(head))
     }
 
-    /// Commits a group's transaction, whose writes are done and leave the feed at `head`, if
-    /// `before_commit` says so; otherwise rolls it back. Whether it committed.
+    /// Commits a group's transaction, whose writes (of the members `written`) are done and
+    /// leave the feed at `head`, if `before_commit` says so; otherwise rolls it back. Whether
+    /// it committed.
     pub(super) async fn commit_if(
         &self,
         c: &Object,
         head: Version,
+        written: &[usize],
         before_commit: BeforeCommit<'_>,
     ) -> Result<bool, Fault> {
-        if !before_commit() {
+        if !before_commit(written) {
             c.batch_execute("ROLLBACK").await?;
             return Ok(false);
         }
@@ -377,15 +385,16 @@ impl PgRegistry {
     }
 }
 
-/// Decides, once the write is done and before the `COMMIT` is sent, whether to commit.
-pub(super) type BeforeCommit<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+/// Decides, once the write is done and before the `COMMIT` is sent, whether to commit; it is
+/// told which rows (by index in the call) the transaction wrote.
+pub(super) type BeforeCommit<'a> = &'a (dyn Fn(&[usize]) -> bool + Send + Sync);
 
 /// Checks that an import's (or a group of changes') statement wrote one change and one
 /// history row per row, the last change at `head`.
 pub(super) fn check_written(written: &[Row], count: i64, head: Version) -> Result<(), Fault> {
     let row = written
         .first()
-        .ok_or_else(|| corrupt("changes (import wrote no row)"))?;
+        .ok_or_else(|| corrupt("changes (a group write returned no row)"))?;
     let changes: i64 = row.try_get("changes")?;
     let history: i64 = row.try_get("history_rows")?;
     let last = version_of(row.try_get("version")?)?;

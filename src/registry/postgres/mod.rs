@@ -89,7 +89,8 @@ use crate::time::{Clock, Timestamp};
 ///   connection is dropped from the pool. Driver types never appear in errors
 ///   ([`DatabaseError`] carries the SQLSTATE).
 /// - **Bounded calls**: every call, retries included, returns within
-///   [`PgConfig::call_timeout`] (10 s by default), even when the network path stops
+///   [`PgConfig::call_timeout`] (10 s by default; twice that for an `assign` or
+///   `compare_and_set` waiting in a group commit), even when the network path stops
 ///   forwarding while sockets stay open: [`Error::Unavailable`], or
 ///   [`Error::OutcomeUnknown`] for a write whose commit was sent (re-read before retrying).
 ///   The connection such a call held is closed; TCP keepalives and `TCP_USER_TIMEOUT`
@@ -138,7 +139,7 @@ struct Inner {
     health_signal: ChangeSignal,
     max_retries: u32,
     call_timeout: Duration,
-    /// Group commit of `assign` (`None` when off).
+    /// Group commit of `assign` and `compare_and_set` (`None` when off).
     group: Option<group::Groups>,
     replicas: Option<Arc<Replicas>>,
     portability: Portability,
