@@ -53,6 +53,19 @@ async fn resize(r: &PgRegistry, state: &[Mutex<(Epoch, bool)>], task: usize, k: 
     *state[i].lock().expect("state") = (a.epoch, !big);
 }
 
+/// Runs `work(t)` for tasks `0..tasks` at once and returns the time until all finished.
+async fn in_tasks<F>(tasks: usize, work: impl Fn(usize) -> F) -> Duration
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let start = Instant::now();
+    let workers: Vec<_> = (0..tasks).map(|t| tokio::spawn(work(t))).collect();
+    for w in workers {
+        w.await.expect("worker");
+    }
+    start.elapsed()
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,25 +186,19 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(id, &tasks, |b, &tasks| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
-                        let start = Instant::now();
-                        let workers: Vec<_> = (0..tasks)
-                            .map(|t| {
-                                let r = registry.clone();
-                                let fresh = fresh.clone();
-                                // Each task signs tenants up on its own stamp, as signups spread
-                                // over a fleet: only the feed counter is shared.
-                                let stamp = StampId(1 + (t as u32 % STAMPS));
-                                tokio::spawn(async move {
-                                    for _ in 0..iters {
-                                        r.assign(&fresh(), stamp).await.expect("assign");
-                                    }
-                                })
-                            })
-                            .collect();
-                        for w in workers {
-                            w.await.expect("worker");
-                        }
-                        start.elapsed()
+                        // Each task signs tenants up on its own stamp, as signups spread over a
+                        // fleet: only the feed counter is shared.
+                        in_tasks(tasks, |t| {
+                            let r = registry.clone();
+                            let fresh = fresh.clone();
+                            let stamp = StampId(1 + (t as u32 % STAMPS));
+                            async move {
+                                for _ in 0..iters {
+                                    r.assign(&fresh(), stamp).await.expect("assign");
+                                }
+                            }
+                        })
+                        .await
                     })
                 })
             });
@@ -214,22 +221,16 @@ fn bench(c: &mut Criterion) {
             g.bench_with_input(id, &tasks, |b, &tasks| {
                 b.iter_custom(|iters| {
                     rt.block_on(async {
-                        let start = Instant::now();
-                        let workers: Vec<_> = (0..tasks)
-                            .map(|t| {
-                                let r = registry.clone();
-                                let state = cas_state.clone();
-                                tokio::spawn(async move {
-                                    for k in 0..iters as usize {
-                                        resize(&r, &state, t, k).await;
-                                    }
-                                })
-                            })
-                            .collect();
-                        for w in workers {
-                            w.await.expect("worker");
-                        }
-                        start.elapsed()
+                        in_tasks(tasks, |t| {
+                            let r = registry.clone();
+                            let state = cas_state.clone();
+                            async move {
+                                for k in 0..iters as usize {
+                                    resize(&r, &state, t, k).await;
+                                }
+                            }
+                        })
+                        .await
                     })
                 })
             });

@@ -28,6 +28,22 @@ fn dedicated_tenant(name: &str) -> TenantSpec {
     tenant(name).tier(Tier::Dedicated)
 }
 
+/// Transactions that wrote the changes after `after` (their `xmin`s).
+async fn transactions_after(r: &PgRegistry, after: Version) -> i64 {
+    raw_client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT count(DISTINCT xmin::text) FROM \"{}\".changes WHERE version > $1",
+                r.schema()
+            ),
+            &[&(after.0 as i64)],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Tenants on each stamp as the assignments table has them (serving or shadow).
 async fn tenants_by_stamp(r: &PgRegistry) -> BTreeMap<i64, i64> {
     raw_client()
@@ -209,18 +225,7 @@ async fn concurrent_changes_share_commits_and_keep_their_own_outcomes() {
             assert_eq!(**a, stored);
         }
     }
-    let txns: i64 = raw_client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT count(DISTINCT xmin::text) FROM \"{}\".assignments WHERE epoch > $1",
-                r.schema()
-            ),
-            &[&(before.0 as i64)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let txns = transactions_after(&r, before).await;
     assert!(txns < ok as i64 / 2, "{txns} transactions wrote {ok} changes");
 }
 
@@ -438,17 +443,6 @@ async fn groups_of_two_registries_on_one_schema_interleave_safely() {
     }
     assert_eq!(fleet.tenants(), 24);
     // Groups formed: fewer transactions than changes wrote the feed.
-    let txns: i64 = raw_client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT count(DISTINCT xmin::text) FROM \"{}\".changes WHERE version > $1",
-                first.schema()
-            ),
-            &[&(before.0 as i64)],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let txns = transactions_after(&first, before).await;
     assert!(txns < moved as i64, "{txns} transactions wrote {moved} changes");
 }
