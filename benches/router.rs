@@ -300,7 +300,7 @@ fn concurrent(c: &mut Criterion) {
                             Timestamp::ZERO,
                             ChangeKind::Assignment {
                                 tenant: a.tenant().clone(),
-                                assignment: Some(Box::new(a)),
+                                assignment: Some(std::sync::Arc::new(a)),
                             },
                         );
                         router.apply(&change);

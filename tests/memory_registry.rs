@@ -75,7 +75,7 @@ fn check(reg: &InMemoryRegistry, rt: &tokio::runtime::Runtime, last_epoch: &mut 
     for c in batch.changes {
         if let ChangeKind::Assignment { tenant, assignment } = c.kind {
             match assignment {
-                Some(a) => replay.insert(tenant, *a),
+                Some(a) => replay.insert(tenant, std::sync::Arc::unwrap_or_clone(a)),
                 None => replay.remove(&tenant),
             };
         }

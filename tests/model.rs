@@ -201,6 +201,8 @@ proptest! {
         prop_assert_eq!(x.cmp(&y), a.as_bytes().cmp(b.as_bytes()));
         let h = RandomState::new();
         prop_assert_eq!(h.hash_one(&x), h.hash_one(a.as_str()));
+        let f = foldhash::fast::RandomState::default();
+        prop_assert_eq!(f.hash_one(&x), f.hash_one(a.as_str()));
         let map: HashMap<TenantId, u8> = [(x.clone(), 1)].into();
         prop_assert_eq!(map.get(a.as_str()), Some(&1));
         let tree: BTreeMap<TenantId, u8> = [(y.clone(), 2)].into();

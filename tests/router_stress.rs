@@ -51,7 +51,7 @@ fn change(i: u64, epoch: u64) -> Change {
         Timestamp::ZERO,
         ChangeKind::Assignment {
             tenant: a.tenant().clone(),
-            assignment: Some(Box::new(a)),
+            assignment: Some(std::sync::Arc::new(a)),
         },
     )
 }

@@ -505,7 +505,7 @@ fn c_change(v: &Value) -> Option<Change> {
     let kind = if let Some(a) = kind.get("assignment") {
         ChangeKind::Assignment {
             tenant: TenantId::new(str_of(&a["tenant"])?).ok()?,
-            assignment: opt_of(&a["assignment"], c_assignment)?.map(Box::new),
+            assignment: opt_of(&a["assignment"], c_assignment)?.map(std::sync::Arc::new),
         }
     } else {
         ChangeKind::Stamp(Box::new(c_stamp(kind.get("stamp")?)?))
@@ -801,7 +801,7 @@ fn the_reported_documents_are_refused() {
         Timestamp::ZERO,
         ChangeKind::Assignment {
             tenant: TenantId::new("other").unwrap(),
-            assignment: Some(Box::new(a)),
+            assignment: Some(std::sync::Arc::new(a)),
         },
     );
     let doc = serde_json::to_value(&change).unwrap();

@@ -1,5 +1,7 @@
 //! The change feed.
 
+use std::sync::Arc;
+
 use super::error::{Error, InvalidInput};
 use super::{Assignment, Pin, RouteOverride, Stamp, StampId, TenantId, Version};
 use crate::time::Timestamp;
@@ -49,7 +51,7 @@ impl Change {
     /// use stamps::*;
     /// let a = Assignment::new(TenantSpec::new(TenantId::new("a")?), StampId(1), Epoch(1),
     ///     AssignmentMode::Serving, Timestamp::ZERO, Timestamp::ZERO);
-    /// let kind = |t: &str| ChangeKind::Assignment { tenant: TenantId::new(t).unwrap(), assignment: Some(Box::new(a.clone())) };
+    /// let kind = |t: &str| ChangeKind::Assignment { tenant: TenantId::new(t).unwrap(), assignment: Some(std::sync::Arc::new(a.clone())) };
     /// assert!(Change::new(Version(1), Timestamp::ZERO, kind("a")).validate().is_ok());
     /// assert!(Change::new(Version(1), Timestamp::ZERO, kind("b")).validate().is_err());
     /// # Ok::<(), stamps::Error>(())
@@ -97,8 +99,9 @@ pub enum ChangeKind {
     Assignment {
         /// The tenant.
         tenant: TenantId,
-        /// The assignment after the write; `None` when the tenant was unassigned.
-        assignment: Option<Box<Assignment>>,
+        /// The assignment after the write; `None` when the tenant was unassigned. Shared: a
+        /// registry may hand out the value it stores, without a copy per change.
+        assignment: Option<Arc<Assignment>>,
     },
     /// A stamp was registered, or its spec or state changed.
     Stamp(Box<Stamp>),

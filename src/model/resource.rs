@@ -360,23 +360,49 @@ impl Amounts {
         self.0.is_empty()
     }
 
-    /// The usage after a tenant with `demand` arrives (`plus`) or leaves: `demand` plus one
-    /// [`Resource::Tenants`] slot added to (or subtracted from) `self`. An addition that would
-    /// overflow is an error naming the resource (nothing is changed); a subtraction floors at
-    /// zero.
+    /// The usage after a tenant with `demand` arrives (`plus`) or leaves: [`Amounts::add_demand`]
+    /// on a copy.
     pub(crate) fn with_demand(&self, demand: &Demand, plus: bool) -> Result<Amounts, Resource> {
         let mut out = self.clone();
+        out.add_demand(demand, plus)?;
+        Ok(out)
+    }
+
+    /// Whether adding `demand` plus the implicit [`Resource::Tenants`] slot fits every counter:
+    /// the first resource whose sum would overflow is the error.
+    pub(crate) fn check_add(&self, demand: &Demand) -> Result<(), Resource> {
+        // A demand never names `Tenants` (`Demand::checked`): each resource is added once.
         let slot = std::iter::once((&Resource::Tenants, Amount::units(1)));
         for (r, a) in slot.chain(demand.iter()) {
-            let cur = out.get(r);
-            let next = if plus {
-                cur.checked_add(a).ok_or_else(|| r.clone())?
-            } else {
-                cur.saturating_sub(a)
-            };
-            out.set(r.clone(), next);
+            self.get(r).checked_add(a).ok_or_else(|| r.clone())?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Adds (or subtracts) `demand` plus the implicit [`Resource::Tenants`] slot, in place. An
+    /// addition that would overflow is an error naming the resource ([`Amounts::check_add`],
+    /// before anything changes); a subtraction floors at zero.
+    pub(crate) fn add_demand(&mut self, demand: &Demand, plus: bool) -> Result<(), Resource> {
+        if plus {
+            self.check_add(demand)?;
+        }
+        let slot = std::iter::once((&Resource::Tenants, Amount::units(1)));
+        for (r, a) in slot.chain(demand.iter()) {
+            let cur = self.get(r);
+            let next = match plus {
+                true => cur.checked_add(a).unwrap_or(Amount::from_milli(u64::MAX)),
+                false => cur.saturating_sub(a),
+            };
+            match self.0.binary_search_by(|(x, _)| x.cmp(r)) {
+                Ok(i) => {
+                    if let Some(slot) = self.0.get_mut(i) {
+                        slot.1 = next;
+                    }
+                }
+                Err(i) => self.0.insert(i, (r.clone(), next)),
+            }
+        }
+        Ok(())
     }
 
     /// Sets `resource` to `amount` (inserting it in order).
@@ -524,5 +550,70 @@ impl Headroom {
         let keep = u128::from(PPM.saturating_sub(self.0));
         let v = u128::from(limit.as_milli()) * keep / 1_000_000;
         Amount::from_milli(u64::try_from(v).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ALL: [Resource; 4] = [
+        Resource::Tenants,
+        Resource::Connections,
+        Resource::Storage,
+        Resource::Memory,
+    ];
+
+    /// Amounts of the resources in `ALL` picked by `mask`, near the counter's top or small.
+    fn amounts(mask: u8, high: bool, skip_tenants: bool) -> Amounts {
+        let pairs = ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| mask & (1 << i) != 0 && !(skip_tenants && **r == Resource::Tenants));
+        let at = |i: usize| {
+            if high {
+                u64::MAX - 1_500 * i as u64
+            } else {
+                1_000 * (i as u64 + 1)
+            }
+        };
+        Amounts::from_pairs(
+            "test",
+            pairs.map(|(i, r)| (r.clone(), Amount::from_milli(at(i)))).collect(),
+        )
+        .unwrap_or_default()
+    }
+
+    proptest! {
+        /// In place, checked first: the same usage as adding each resource in turn to a copy,
+        /// and on an overflow the same error with the usage left as it was.
+        #[test]
+        fn add_demand_is_the_sequential_sum_or_changes_nothing(
+            have in 0u8..16, high in any::<bool>(), want in 0u8..16, big in any::<bool>(), plus in any::<bool>(),
+        ) {
+            let usage = amounts(have, high, false);
+            let demand = Demand(amounts(want, big, true));
+            let mut model = usage.clone();
+            let mut expected = Ok(());
+            for (r, a) in std::iter::once((&Resource::Tenants, Amount::units(1))).chain(demand.iter()) {
+                let cur = model.get(r);
+                match plus {
+                    true => match cur.checked_add(a) {
+                        Some(next) => model.set(r.clone(), next),
+                        None => {
+                            expected = Err(r.clone());
+                            break;
+                        }
+                    },
+                    false => model.set(r.clone(), cur.saturating_sub(a)),
+                }
+            }
+            let mut got = usage.clone();
+            let result = got.add_demand(&demand, plus);
+            prop_assert_eq!(&result, &expected);
+            prop_assert_eq!(got, if result.is_ok() { model } else { usage });
+        }
     }
 }

@@ -87,17 +87,24 @@ enum Repr {
 }
 
 impl PartialEq for TenantId {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (&self.0, &other.0) {
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 
 impl Eq for TenantId {}
 
 impl std::hash::Hash for TenantId {
-    /// Hashes as the text does, so maps keyed by `TenantId` can be searched with a `&str`.
+    /// Hashes as the text does (its bytes, then `0xff`: what `str`'s `Hash` feeds every
+    /// hasher), so maps keyed by `TenantId` can be searched with a `&str`; from the bytes,
+    /// without re-checking UTF-8 per hash.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
+        state.write(self.as_bytes());
+        state.write_u8(0xff);
     }
 }
 
@@ -110,9 +117,27 @@ impl PartialOrd for TenantId {
 impl Ord for TenantId {
     /// Byte order of the text (the order of `str`, without re-checking UTF-8 per comparison:
     /// ordered maps of ids compare often).
+    #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
+        match (&self.0, &other.0) {
+            // Valid ids have no zero byte and inline ones are zero-padded, so comparing the
+            // padded arrays (as three big-endian words, without a `memcmp` call) is comparing
+            // the texts: a text that is a prefix of the other has a zero where the other goes on.
+            (Repr::Inline { bytes: x, .. }, Repr::Inline { bytes: y, .. }) => words(x).cmp(&words(y)),
+            _ => self.as_bytes().cmp(other.as_bytes()),
+        }
     }
+}
+
+/// An inline id's zero-padded bytes as big-endian words: their order is the bytes' order.
+#[inline]
+fn words(b: &[u8; INLINE]) -> (u64, u64, u64) {
+    let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17, b18, b19, b20, b21] = *b;
+    (
+        u64::from_be_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        u64::from_be_bytes([b8, b9, b10, b11, b12, b13, b14, b15]),
+        u64::from_be_bytes([b16, b17, b18, b19, b20, b21, 0, 0]),
+    )
 }
 
 impl TenantId {
@@ -344,10 +369,11 @@ impl TryFrom<TenantSpecRaw> for TenantSpec {
 }
 
 impl TenantSpec {
-    /// Re-checks what public fields let a caller bypass: the id ([`TenantId::validate`]),
-    /// the tier ([`Tier::validate`]) and labels without NUL characters (the demand is checked
-    /// when it is built). Registries call this on every write that stores a spec;
-    /// deserialization calls it too.
+    /// Re-checks what public fields let a caller bypass: the tier ([`Tier::validate`]) and
+    /// labels without NUL characters. The id and the demand need no re-check: a [`TenantId`]
+    /// is validated when it is made ([`TenantId::validate`]) and cannot be made otherwise, and
+    /// the demand is checked when it is built. Registries call this on every write that
+    /// stores a spec; deserialization calls it too.
     ///
     /// ```
     /// use stamps::{Name, TenantId, TenantSpec, Tier};
@@ -358,7 +384,6 @@ impl TenantSpec {
     /// # Ok::<(), stamps::Error>(())
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
-        TenantId::validate(self.id.as_str())?;
         self.tier.validate()?;
         super::names::validate_map("labels", &self.labels)?;
         Ok(())

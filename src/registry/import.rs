@@ -171,7 +171,9 @@ pub(crate) fn check_size(rows: &[ImportRow]) -> Result<()> {
 /// The row checks every implementation runs first: a spec that breaks its own rules, or a
 /// tenant an earlier row of the call already names, is refused; `None` for a row to admit.
 pub(crate) fn screen(rows: &[ImportRow]) -> Vec<Option<Error>> {
-    let mut seen: HashSet<&TenantId> = HashSet::with_capacity(rows.len());
+    // The set lives for one call over the caller's own rows: the faster hash is safe here.
+    let mut seen: HashSet<&TenantId, foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(rows.len(), foldhash::fast::RandomState::default());
     rows.iter()
         .map(|r| {
             if let Err(e) = r.tenant.validate() {

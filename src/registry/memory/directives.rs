@@ -1,6 +1,7 @@
 //! Pins, routing overrides and repair records in the in-memory registry.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use super::State;
 use crate::error::{Error, InvalidInput, Result, Subject};
@@ -30,7 +31,7 @@ impl State {
         if stamp.is_none() && previous.is_none() {
             return Err(InvalidInput::new("pin", "the tenant has no pin to clear").into());
         }
-        let assignment = self.assignments.get(tenant);
+        let assignment = self.assignments.get(tenant).map(|a| &**a);
         check_pin(assignment, stamp)?;
         let (epoch, mode) = assignment.map_or((Epoch(0), AssignmentMode::Serving), |a| (a.epoch, a.mode));
         let version = self.head.next();
@@ -52,9 +53,10 @@ impl State {
             Some(decision.actor.clone()),
         )
         .because(Some(decision.reason.clone()));
-        self.history_of(tenant).push(entry);
+        self.history.push(entry);
         if let Some(a) = self.assignments.get_mut(tenant) {
-            a.spec.pin = stamp;
+            // A copy when the assignment's change still shares it: that change keeps its value.
+            Arc::make_mut(a).spec.pin = stamp;
         }
         match stamp {
             Some(_) => self.pins.insert(tenant.clone(), pin.clone()),
@@ -154,7 +156,7 @@ impl State {
             Some(decision.actor.clone()),
         )
         .because(Some(decision.reason.clone()));
-        self.history_of(tenant).push(entry.clone());
+        self.history.push(entry.clone());
         let kind = ChangeKind::Repaired {
             tenant: tenant.clone(),
             stamp,

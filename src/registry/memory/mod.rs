@@ -1,10 +1,12 @@
 //! The in-memory registry.
 
 mod directives;
+mod history;
 mod import;
 mod records;
+mod usage;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use crate::error::{Error, Result, Subject};
 use crate::model::{admission, constraints, directive};
 use crate::model::{
     Amounts, Assignment, AssignmentChange, AssignmentMode, Change, ChangeBatch, ChangeKind, Decision, Epoch, Fleet,
-    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Pin, Redirect, Resource, RolloutId,
-    RolloutRecord, RouteOverride, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
+    HistoryAction, HistoryEntry, MigrationId, MigrationRecord, Override, Pin, Redirect, RolloutId, RolloutRecord,
+    RouteOverride, Stamp, StampId, StampLoad, StampSpec, StampState, TenantId, TenantSpec, Version,
 };
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -63,8 +65,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     stamps: BTreeMap<StampId, StampLoad>,
-    assignments: BTreeMap<TenantId, Assignment>,
-    history: HashMap<TenantId, Vec<HistoryEntry>>,
+    /// Each assignment, shared with the change that wrote it.
+    assignments: BTreeMap<TenantId, Arc<Assignment>>,
+    history: history::HistoryLog,
     changes: VecDeque<Change>,
     head: Version,
     migrations: BTreeMap<MigrationId, MigrationRecord>,
@@ -160,14 +163,6 @@ impl InMemoryRegistry {
 }
 
 impl State {
-    /// The tenant's history, created for one entry: most tenants have one or two, and an
-    /// empty `Vec`'s first push would reserve four.
-    fn history_of(&mut self, tenant: &TenantId) -> &mut Vec<HistoryEntry> {
-        self.history
-            .entry(tenant.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
-    }
-
     fn push_change(&mut self, at: Timestamp, kind: ChangeKind, retention: usize) -> Version {
         let v = self.head.next();
         self.head = v;
@@ -211,34 +206,7 @@ impl State {
             a.updated_at = at;
             a
         });
-        // Usage after the write, computed with checked sums before anything changes: a sum
-        // that would overflow refuses the write instead of saturating (and drifting later).
-        let mut usage: Vec<(StampId, Amounts)> = Vec::new();
-        let mut overflow: Option<(StampId, Resource)> = None;
-        admission::apply(old.as_ref(), new.as_ref(), |s, demand, plus| {
-            if overflow.is_some() {
-                return;
-            }
-            let current = match usage.iter().position(|(id, _)| *id == s) {
-                Some(i) => usage.swap_remove(i).1,
-                None => match self.stamps.get(&s) {
-                    Some(l) => l.usage.clone(),
-                    None => return,
-                },
-            };
-            match current.with_demand(demand, plus) {
-                Ok(next) => usage.push((s, next)),
-                Err(resource) => overflow = Some((s, resource)),
-            }
-        });
-        if let Some((stamp, resource)) = overflow {
-            return Err(Error::CapacityExceeded { stamp, resource });
-        }
-        for (s, u) in usage {
-            if let Some(l) = self.stamps.get_mut(&s) {
-                l.usage = u;
-            }
-        }
+        self.apply_usage(old.as_ref(), new.as_ref())?;
         let entry = HistoryEntry::new(
             version,
             at,
@@ -251,21 +219,24 @@ impl State {
             actor,
         )
         .overriding(overrode);
-        self.history_of(tenant).push(entry);
-        match &new {
+        self.history.push(entry);
+        // One allocation for the stored assignment and its change.
+        let stored = new.map(Arc::new);
+        match &stored {
             Some(a) => {
-                self.assignments.insert(tenant.clone(), a.clone());
+                self.assignments.insert(tenant.clone(), Arc::clone(a));
             }
             None => {
                 self.assignments.remove(tenant);
             }
         }
+        let written = stored.as_deref().cloned();
         let kind = ChangeKind::Assignment {
             tenant: tenant.clone(),
-            assignment: new.clone().map(Box::new),
+            assignment: stored,
         };
         self.push_change(at, kind, retention);
-        Ok(new)
+        Ok(written)
     }
 
     /// A tenant other than `tenant` on `stamp` (serving or shadow), if any.
@@ -286,7 +257,12 @@ impl State {
         now: Timestamp,
         retention: usize,
     ) -> Result<Assignment> {
-        if let Some(a) = self.assignments.get(&tenant.id) {
+        // A tenant never written (most imported rows) skips the ordered map's search.
+        let current = match self.history.knows(&tenant.id) {
+            true => self.assignments.get(&tenant.id),
+            false => None,
+        };
+        if let Some(a) = current {
             return Err(Error::AlreadyAssigned {
                 tenant: tenant.id.clone(),
                 stamp: a.stamp,
@@ -323,7 +299,7 @@ impl State {
         if current.epoch != expected {
             return Err(Error::epoch_conflict(expected, current.epoch));
         }
-        Ok(current.clone())
+        Ok(Assignment::clone(current))
     }
 }
 
@@ -336,7 +312,11 @@ impl Registry for InMemoryRegistry {
                 Some(load) => {
                     admission::check_respec(load, &spec)?;
                     if admission::respec_touches_constraints(load, &spec) {
-                        let held = st.assignments.values().filter(|a| a.stamps().any(|s| s == spec.id));
+                        let held = st
+                            .assignments
+                            .values()
+                            .map(|a| &**a)
+                            .filter(|a| a.stamps().any(|s| s == spec.id));
                         admission::check_respec_constraints(load, &spec, held)?;
                     }
                     load.stamp.spec = spec;
@@ -400,7 +380,13 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn assignment(&self, tenant: &TenantId) -> Result<Option<Assignment>> {
-        Ok(self.inner.state.read().assignments.get(tenant).cloned())
+        Ok(self
+            .inner
+            .state
+            .read()
+            .assignments
+            .get(tenant)
+            .map(|a| Assignment::clone(a)))
     }
 
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
@@ -414,7 +400,7 @@ impl Registry for InMemoryRegistry {
             .assignments
             .range((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(_, a)| a.clone())
+            .map(|(_, a)| Assignment::clone(a))
             .collect())
     }
 
@@ -476,7 +462,7 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn history(&self, tenant: &TenantId) -> Result<Vec<HistoryEntry>> {
-        Ok(self.inner.state.read().history.get(tenant).cloned().unwrap_or_default())
+        Ok(self.inner.state.read().history.of(tenant))
     }
 
     async fn changes_since(&self, after: Version, limit: usize) -> Result<ChangeBatch> {

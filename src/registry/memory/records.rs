@@ -3,7 +3,7 @@
 use super::State;
 use crate::error::{Error, InvalidInput, Result, Subject};
 use crate::model::constraints;
-use crate::model::{AssignmentMode, MigrationId, MigrationRecord, RolloutId, RolloutRecord};
+use crate::model::{Assignment, AssignmentMode, MigrationId, MigrationRecord, RolloutId, RolloutRecord};
 use crate::time::Timestamp;
 
 impl State {
@@ -15,7 +15,7 @@ impl State {
         }
         if let Some(a) = self.assignments.get(&record.tenant) {
             // The destination becomes the tenant's shadow in dual-write: the same rules apply.
-            let mut shadowed = a.clone();
+            let mut shadowed = Assignment::clone(a);
             shadowed.mode = AssignmentMode::DualWrite {
                 shadow: record.destination,
             };

@@ -3,6 +3,7 @@
 //! constructors, so a row edited by hand yields an error, never an invalid value.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -500,7 +501,7 @@ fn change_fields(row: &Row, version: Version) -> Result<Change, Fault> {
         "assignment" => {
             let tenant = TenantId::new(text_req(row, "tenant")?).map_err(|_| corrupt("changes.tenant"))?;
             let assignment = match &payload {
-                Some(p) => Some(Box::new(assignment(object(p)?)?)),
+                Some(p) => Some(Arc::new(assignment(object(p)?)?)),
                 None => None,
             };
             ChangeKind::Assignment { tenant, assignment }
