@@ -6,13 +6,15 @@
 //!   checks), against `assign_many` into a schema put back to version 8's row-level foreign
 //!   keys and `jsonb` change payloads (what versions 9 and 10 save), and against one `assign`
 //!   per tenant on both schemas (the only way in before `assign_many`);
-//! - **in memory**: `assign_many` in calls of 10,000 rows against one `assign` per tenant.
+//! - **in memory**: `assign_many` of 1,000,000 rows in calls of 10,000 against one `assign`
+//!   per tenant for the same number of rows (each into an empty registry).
 //!
 //! Three rounds per candidate, rotating which goes first; prints medians with the spread.
 //!
 //! ```text
 //! cargo bench --bench import --features postgres
 //! STAMPS_IMPORT_ROWS=1000000 STAMPS_IMPORT_SLICE=50000 STAMPS_IMPORT_ONLY=postgres cargo bench --bench import --features postgres
+//! STAMPS_IMPORT_ONLY=memory cargo bench --bench import --features postgres
 //! ```
 
 #[path = "../tests/support/pg.rs"]
@@ -268,7 +270,12 @@ fn main() {
     rt.block_on(async {
         let only = std::env::var("STAMPS_IMPORT_ONLY").unwrap_or_default();
         if only != "postgres" {
-            memory(if full { 1_000_000 } else { n }, if full { 100_000 } else { 1_000 }).await;
+            // `STAMPS_IMPORT_MEMORY_ROWS` (default 1,000,000) for a shorter run, e.g. under callgrind.
+            let m = std::env::var("STAMPS_IMPORT_MEMORY_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok());
+            let m = m.unwrap_or(if full { 1_000_000 } else { n });
+            memory(m, m).await;
         }
         if only != "memory" {
             postgres(n, if full { 2_000 } else { 100 }).await;

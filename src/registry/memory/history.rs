@@ -3,8 +3,8 @@
 //!
 //! Most tenants have one or two entries: a vector per tenant would be one allocation (and a
 //! mostly empty reservation) per tenant, which is what a bulk import of a million tenants paid
-//! for most. The log grows by doubling in one allocation and a tenant's history is read by
-//! following its links back.
+//! for most. The log is kept in fixed-size chunks (growing never copies what is written) and
+//! a tenant's history is read by following its links back.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -14,24 +14,29 @@ use crate::model::{HistoryEntry, TenantId};
 /// No earlier entry (the link of a tenant's first entry).
 const NONE: usize = usize::MAX;
 
+/// Entries per chunk of the log (about 200 bytes each).
+const CHUNK: usize = 4096;
+
 #[derive(Default)]
 pub(super) struct HistoryLog {
-    /// Every entry, oldest first, with the index of its tenant's previous entry (or [`NONE`]).
-    log: Vec<(HistoryEntry, usize)>,
-    /// Each tenant's latest entry (an index into `log`).
+    /// Every entry, oldest first, with the index of its tenant's previous entry (or [`NONE`]),
+    /// in chunks of [`CHUNK`]: entry `i` is `chunks[i / CHUNK][i % CHUNK]`.
+    chunks: Vec<Vec<(HistoryEntry, usize)>>,
+    /// Entries in the log.
+    len: usize,
+    /// Each tenant's latest entry (an index into the log).
     latest: HashMap<TenantId, usize>,
 }
 
 impl HistoryLog {
-    /// Makes room for `n` more entries of as many new tenants.
+    /// Makes room in the index for `n` more tenants.
     pub(super) fn reserve(&mut self, n: usize) {
-        self.log.reserve(n);
         self.latest.reserve(n);
     }
 
     /// Appends `entry` to its tenant's history.
     pub(super) fn push(&mut self, entry: HistoryEntry) {
-        let at = self.log.len();
+        let at = self.len;
         let prev = match self.latest.entry(entry.tenant.clone()) {
             Entry::Occupied(mut latest) => std::mem::replace(latest.get_mut(), at),
             Entry::Vacant(v) => {
@@ -39,7 +44,20 @@ impl HistoryLog {
                 NONE
             }
         };
-        self.log.push((entry, prev));
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push((entry, prev)),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push((entry, prev));
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The entry at `at` in the log, with its link.
+    fn get(&self, at: usize) -> Option<&(HistoryEntry, usize)> {
+        self.chunks.get(at / CHUNK)?.get(at % CHUNK)
     }
 
     /// Whether `tenant` has any entry. Every assignment write records one, so a tenant
@@ -52,7 +70,7 @@ impl HistoryLog {
     pub(super) fn of(&self, tenant: &TenantId) -> Vec<HistoryEntry> {
         let mut out = Vec::new();
         let mut at = self.latest.get(tenant).copied().unwrap_or(NONE);
-        while let Some((entry, prev)) = self.log.get(at) {
+        while let Some((entry, prev)) = self.get(at) {
             out.push(entry.clone());
             at = *prev;
         }
@@ -92,14 +110,14 @@ mod tests {
     }
 
     proptest! {
+        // Cases long enough to span chunks.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         /// The log reads back what one vector per tenant (the layout it replaced) would hold.
         #[test]
-        fn reads_back_each_tenants_entries_in_write_order(writes in prop::collection::vec(0u8..12, 0..200)) {
+        fn reads_back_each_tenants_entries_in_write_order(writes in prop::collection::vec(0u8..12, 0..(2 * CHUNK + 100))) {
             let (mut log, mut model) = (HistoryLog::default(), HashMap::<u8, Vec<HistoryEntry>>::new());
             for (v, t) in writes.iter().enumerate() {
-                if v % 50 == 0 {
-                    log.reserve(10);
-                }
                 log.push(entry(v as u64, *t));
                 model.entry(*t).or_default().push(entry(v as u64, *t));
             }
