@@ -270,7 +270,8 @@ fn main() {
     rt.block_on(async {
         let only = std::env::var("STAMPS_IMPORT_ONLY").unwrap_or_default();
         if only != "postgres" {
-            // `STAMPS_IMPORT_MEMORY_ROWS` (default 1,000,000) for a shorter run, e.g. under callgrind.
+            // `STAMPS_IMPORT_MEMORY_ROWS` for a shorter run, e.g. under callgrind (default 1,000,000
+            // with `--bench`, else the rows of `STAMPS_IMPORT_ROWS`).
             let m = std::env::var("STAMPS_IMPORT_MEMORY_ROWS")
                 .ok()
                 .and_then(|v| v.parse().ok());

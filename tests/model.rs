@@ -211,6 +211,21 @@ proptest! {
         prop_assert_eq!(format!("{x:?}"), format!("TenantId({a:?})"));
     }
 
+    /// Ids sharing a long prefix reach the inline order's later words, and one id a prefix of
+    /// the other around the 22-byte inline boundary: the order is still the text's.
+    #[test]
+    fn tenant_ids_with_a_common_prefix_order_as_their_text(
+        stem in "[a-z0-9][a-z0-9._-]{0,25}",
+        x in "[a-z0-9._-]{0,3}",
+        y in "[a-z0-9._-]{0,3}",
+    ) {
+        let (a, b) = (format!("{stem}{x}"), format!("{stem}{y}"));
+        let (ia, ib) = (TenantId::new(&a).unwrap(), TenantId::new(&b).unwrap());
+        prop_assert_eq!(ia.cmp(&ib), a.as_bytes().cmp(b.as_bytes()));
+        prop_assert_eq!(ia == ib, a == b);
+        prop_assert_eq!(ib.cmp(&ia), b.as_bytes().cmp(a.as_bytes()));
+    }
+
     #[test]
     fn amounts_and_capacities_never_panic(x in any::<f64>(), h in any::<f64>()) {
         let _ = Amount::from_f64(x);

@@ -362,6 +362,7 @@ impl Amounts {
 
     /// The usage after a tenant with `demand` arrives (`plus`) or leaves: [`Amounts::add_demand`]
     /// on a copy.
+    #[cfg(feature = "postgres")]
     pub(crate) fn with_demand(&self, demand: &Demand, plus: bool) -> Result<Amounts, Resource> {
         let mut out = self.clone();
         out.add_demand(demand, plus)?;

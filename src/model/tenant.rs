@@ -99,9 +99,11 @@ impl PartialEq for TenantId {
 impl Eq for TenantId {}
 
 impl std::hash::Hash for TenantId {
-    /// Hashes as the text does (its bytes, then `0xff`: what `str`'s `Hash` feeds every
-    /// hasher), so maps keyed by `TenantId` can be searched with a `&str`; from the bytes,
-    /// without re-checking UTF-8 per hash.
+    /// Hashes as the text does, so maps keyed by `TenantId` can be searched with a `&str`:
+    /// its bytes, then `0xff`, which is what `str`'s `Hash` feeds through the default
+    /// `Hasher::write_str` (and `std`'s hashers, which override it the same way); from the
+    /// bytes, without re-checking UTF-8 per hash. A hasher overriding `write_str` otherwise
+    /// (possible only on nightly) would not find ids by `&str`.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write(self.as_bytes());
         state.write_u8(0xff);

@@ -65,7 +65,7 @@ struct Inner {
 #[derive(Default)]
 struct State {
     stamps: BTreeMap<StampId, StampLoad>,
-    /// Each assignment, shared with the change that wrote it.
+    /// Each assignment, shared with the change that wrote it (until a pin write copies it).
     assignments: BTreeMap<TenantId, Arc<Assignment>>,
     history: history::HistoryLog,
     changes: VecDeque<Change>,
