@@ -4,28 +4,108 @@
 //! Most tenants have one or two entries: a vector per tenant would be one allocation (and a
 //! mostly empty reservation) per tenant, which is what a bulk import of a million tenants paid
 //! for most. The log is kept in fixed-size chunks (growing never copies what is written) and
-//! a tenant's history is read by following its links back.
+//! a tenant's history is read by following its links back. The log keeps each entry compact:
+//! what every write has inline, the actor, override and reason (which most writes lack) boxed.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use crate::model::{HistoryEntry, TenantId};
+use crate::model::{AssignmentMode, Epoch, HistoryAction, HistoryEntry, Override, StampId, TenantId, Version};
+use crate::time::Timestamp;
 
 /// No earlier entry (the link of a tenant's first entry).
 const NONE: usize = usize::MAX;
 
-/// Entries per chunk of the log (about 200 bytes each).
-const CHUNK: usize = 4096;
+/// Entries per chunk of the log (about 100 bytes each).
+const CHUNK: usize = 8192;
+
+/// A [`HistoryEntry`] as the log keeps it, with the index of its tenant's previous entry.
+struct Kept {
+    version: Version,
+    at: Timestamp,
+    tenant: TenantId,
+    epoch: Epoch,
+    mode: AssignmentMode,
+    from: Option<StampId>,
+    to: Option<StampId>,
+    action: HistoryAction,
+    /// The fields most entries lack.
+    rare: Option<Box<Rare>>,
+    /// The tenant's previous entry, or [`NONE`].
+    prev: usize,
+}
+
+struct Rare {
+    actor: Option<String>,
+    overrode: Option<Override>,
+    reason: Option<String>,
+}
+
+impl Kept {
+    fn new(entry: HistoryEntry, prev: usize) -> Kept {
+        let HistoryEntry {
+            version,
+            at,
+            tenant,
+            action,
+            from,
+            to,
+            epoch,
+            mode,
+            actor,
+            overrode,
+            reason,
+        } = entry;
+        let rare = match (actor, overrode, reason) {
+            (None, None, None) => None,
+            (actor, overrode, reason) => Some(Box::new(Rare {
+                actor,
+                overrode,
+                reason,
+            })),
+        };
+        Kept {
+            version,
+            at,
+            tenant,
+            epoch,
+            mode,
+            from,
+            to,
+            action,
+            rare,
+            prev,
+        }
+    }
+
+    fn entry(&self) -> HistoryEntry {
+        let rare = self.rare.as_deref();
+        HistoryEntry::new(
+            self.version,
+            self.at,
+            self.tenant.clone(),
+            self.action,
+            self.from,
+            self.to,
+            self.epoch,
+            self.mode,
+            rare.and_then(|r| r.actor.clone()),
+        )
+        .overriding(rare.and_then(|r| r.overrode.clone()))
+        .because(rare.and_then(|r| r.reason.clone()))
+    }
+}
 
 #[derive(Default)]
 pub(super) struct HistoryLog {
-    /// Every entry, oldest first, with the index of its tenant's previous entry (or [`NONE`]),
-    /// in chunks of [`CHUNK`]: entry `i` is `chunks[i / CHUNK][i % CHUNK]`.
-    chunks: Vec<Vec<(HistoryEntry, usize)>>,
+    /// Every entry, oldest first, in chunks of [`CHUNK`]: entry `i` is
+    /// `chunks[i / CHUNK][i % CHUNK]`.
+    chunks: Vec<Vec<Kept>>,
     /// Entries in the log.
     len: usize,
-    /// Each tenant's latest entry (an index into the log).
-    latest: HashMap<TenantId, usize>,
+    /// Each tenant's latest entry (an index into the log), hashed as the router's table
+    /// hashes ids (foldhash, seeded per map).
+    latest: HashMap<TenantId, usize, foldhash::fast::RandomState>,
 }
 
 impl HistoryLog {
@@ -44,19 +124,20 @@ impl HistoryLog {
                 NONE
             }
         };
+        let kept = Kept::new(entry, prev);
         match self.chunks.last_mut() {
-            Some(chunk) if chunk.len() < CHUNK => chunk.push((entry, prev)),
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(kept),
             _ => {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push((entry, prev));
+                chunk.push(kept);
                 self.chunks.push(chunk);
             }
         }
         self.len += 1;
     }
 
-    /// The entry at `at` in the log, with its link.
-    fn get(&self, at: usize) -> Option<&(HistoryEntry, usize)> {
+    /// The entry at `at` in the log.
+    fn get(&self, at: usize) -> Option<&Kept> {
         self.chunks.get(at / CHUNK)?.get(at % CHUNK)
     }
 
@@ -70,9 +151,9 @@ impl HistoryLog {
     pub(super) fn of(&self, tenant: &TenantId) -> Vec<HistoryEntry> {
         let mut out = Vec::new();
         let mut at = self.latest.get(tenant).copied().unwrap_or(NONE);
-        while let Some((entry, prev)) = self.get(at) {
-            out.push(entry.clone());
-            at = *prev;
+        while let Some(kept) = self.get(at) {
+            out.push(kept.entry());
+            at = kept.prev;
         }
         out.reverse();
         out
@@ -86,27 +167,29 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::model::{AssignmentMode, Epoch, HistoryAction, StampId, Version};
-    use crate::time::Timestamp;
+    use crate::model::ConstraintKind;
 
     fn tenant(i: u8) -> TenantId {
         TenantId::new(&format!("tenant-{i}")).expect("tenant id")
     }
 
+    /// An entry; some carry an actor, an override or a reason (the fields kept boxed).
     fn entry(v: u64, t: u8) -> HistoryEntry {
         let (to, mode) = (Some(StampId(v as u32)), AssignmentMode::Serving);
         let at = Timestamp::from_millis(v);
-        HistoryEntry::new(
-            Version(v),
-            at,
-            tenant(t),
-            HistoryAction::Assigned,
-            None,
-            to,
-            Epoch(v),
-            mode,
-            None,
-        )
+        let actor = v.is_multiple_of(3).then(|| format!("actor-{v}"));
+        let overrode = v
+            .is_multiple_of(7)
+            .then(|| Override::new(ConstraintKind::Residency, format!("why-{v}")));
+        let reason = v.is_multiple_of(5).then(|| format!("reason-{v}"));
+        let action = if v.is_multiple_of(2) {
+            HistoryAction::Assigned
+        } else {
+            HistoryAction::Moved
+        };
+        HistoryEntry::new(Version(v), at, tenant(t), action, None, to, Epoch(v), mode, actor)
+            .overriding(overrode)
+            .because(reason)
     }
 
     proptest! {
