@@ -43,20 +43,7 @@ struct Rare {
 
 impl Kept {
     fn new(entry: HistoryEntry, prev: usize) -> Kept {
-        let HistoryEntry {
-            version,
-            at,
-            tenant,
-            action,
-            from,
-            to,
-            epoch,
-            mode,
-            actor,
-            overrode,
-            reason,
-        } = entry;
-        let rare = match (actor, overrode, reason) {
+        let rare = match (entry.actor, entry.overrode, entry.reason) {
             (None, None, None) => None,
             (actor, overrode, reason) => Some(Box::new(Rare {
                 actor,
@@ -64,6 +51,8 @@ impl Kept {
                 reason,
             })),
         };
+        let (version, at, tenant, epoch, mode) = (entry.version, entry.at, entry.tenant, entry.epoch, entry.mode);
+        let (from, to, action) = (entry.from, entry.to, entry.action);
         Kept {
             version,
             at,
