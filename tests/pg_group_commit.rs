@@ -15,7 +15,7 @@ mod group;
 
 use std::collections::BTreeMap;
 
-use group::{drop_inside_a_group, fresh, fresh_with, stamp, tenant};
+use group::{drop_inside_a_group, fresh, fresh_with, outcomes, stamp, tenant};
 use pg::raw_client;
 use stamps::registry::postgres::PgRegistry;
 use stamps::*;
@@ -60,10 +60,7 @@ async fn concurrent_assigns_share_commits_and_keep_their_own_outcomes() {
             tokio::spawn(async move { r.assign(&t, s).await })
         })
         .collect();
-    let mut outcomes = Vec::new();
-    for t in tasks {
-        outcomes.push(t.await.unwrap());
-    }
+    let outcomes = outcomes(tasks).await;
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     let mut epochs = Vec::new();
     for ((t, s), o) in calls.iter().zip(&outcomes) {

@@ -15,7 +15,7 @@ mod group;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use group::{drop_inside_a_group, fresh, fresh_with, import, stamp, tenant, tid};
+use group::{drop_inside_a_group, fresh, fresh_with, import, outcomes, stamp, tenant, tid};
 use pg::{blocked_backend, raw_client};
 use stamps::registry::postgres::{PgConfig, PgRegistry};
 use stamps::*;
@@ -115,10 +115,7 @@ async fn concurrent_changes_share_commits_and_keep_their_own_outcomes() {
             tokio::spawn(async move { r.compare_and_set(&tid(&t), e, change).await })
         })
         .collect();
-    let mut outcomes = Vec::new();
-    for t in tasks {
-        outcomes.push(t.await.unwrap());
-    }
+    let outcomes = outcomes(tasks).await;
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     let mut new_epochs = Vec::new();
     for ((t, e, change), o) in calls.iter().zip(&outcomes) {

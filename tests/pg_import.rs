@@ -9,6 +9,9 @@
 #[path = "support/pg.rs"]
 mod pg;
 
+#[path = "support/group.rs"]
+mod group;
+
 use std::time::Duration;
 
 use pg::{fresh_registry as fresh, kill_blocked_backend, raw_client};
@@ -16,14 +19,7 @@ use stamps::registry::postgres::PgRegistry;
 use stamps::*;
 
 fn stamp(id: u32, tenants: f64) -> StampSpec {
-    StampSpec::new(
-        StampId(id),
-        format!("s{id}"),
-        Region::new("eu-west").unwrap(),
-        Capacity::new([(Resource::Tenants, tenants)], 0.0).unwrap(),
-    )
-    .unwrap()
-    .endpoint(format!("https://s{id}"))
+    group::stamp(id, tenants).endpoint(format!("https://s{id}"))
 }
 
 fn rows(prefix: &str, n: usize, stamps: u32) -> Vec<ImportRow> {

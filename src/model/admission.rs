@@ -26,8 +26,7 @@
 use super::error::{Error, InvalidInput, Result, Subject};
 use crate::model::constraints::{self, Constraint, ConstraintViolation};
 use crate::model::{
-    Amount, Amounts, Assignment, ChangeAction, Demand, HistoryAction, Resource, StampId, StampLoad, StampSpec,
-    StampState, Tier,
+    Amount, Amounts, Assignment, ChangeAction, Demand, HistoryAction, StampId, StampLoad, StampSpec, StampState, Tier,
 };
 
 /// Checks that replacing `old` with `new` keeps every stamp within its hard limits, that every
@@ -86,18 +85,10 @@ pub fn apply(old: Option<&Assignment>, new: Option<&Assignment>, mut update: imp
     }
 }
 
-/// Adds (or subtracts) `demand` plus one tenant slot to `usage`.
+/// Adds (or subtracts) `demand` plus one tenant slot to `usage`; an addition that would
+/// overflow stops at the counter's top (after [`check`] passed it cannot).
 pub fn add(usage: &mut Amounts, demand: &Demand, plus: bool) {
-    let slot = std::iter::once((&Resource::Tenants, Amount::units(1)));
-    for (r, a) in slot.chain(demand.iter()) {
-        let cur = usage.get(r);
-        let next = if plus {
-            cur.checked_add(a).unwrap_or(Amount::from_milli(u64::MAX))
-        } else {
-            cur.saturating_sub(a)
-        };
-        usage.set(r.clone(), next);
-    }
+    usage.apply_demand(demand, plus);
 }
 
 /// The assignment a compare-and-set turns `old` into, and the history action it records. The

@@ -387,6 +387,13 @@ impl Amounts {
         if plus {
             self.check_add(demand)?;
         }
+        self.apply_demand(demand, plus);
+        Ok(())
+    }
+
+    /// [`Amounts::add_demand`] without the check: an addition that would overflow stops at the
+    /// counter's top (for callers that checked, or that only estimate).
+    pub(crate) fn apply_demand(&mut self, demand: &Demand, plus: bool) {
         let slot = std::iter::once((&Resource::Tenants, Amount::units(1)));
         for (r, a) in slot.chain(demand.iter()) {
             let cur = self.get(r);
@@ -403,7 +410,6 @@ impl Amounts {
                 Err(i) => self.0.insert(i, (r.clone(), next)),
             }
         }
-        Ok(())
     }
 
     /// Sets `resource` to `amount` (inserting it in order).

@@ -17,6 +17,15 @@ pub async fn fresh_with(hint: &str, cfg: impl FnOnce(PgConfig) -> PgConfig) -> (
     fresh_registry(hint, |c| cfg(c.pool_size(8))).await
 }
 
+/// The outcomes of spawned calls, in spawn order.
+pub async fn outcomes<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 pub fn stamp(id: u32, tenants: f64) -> StampSpec {
     StampSpec::new(
         StampId(id),

@@ -29,9 +29,7 @@ impl State {
         }
         for s in new.stamps() {
             if let Some(l) = self.stamps.get_mut(&s) {
-                l.usage
-                    .add_demand(demand, true)
-                    .map_err(|resource| Error::CapacityExceeded { stamp: s, resource })?;
+                l.usage.apply_demand(demand, true);
             }
         }
         Ok(())
