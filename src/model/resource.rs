@@ -401,26 +401,19 @@ impl Amounts {
                 true => cur.checked_add(a).unwrap_or(Amount::from_milli(u64::MAX)),
                 false => cur.saturating_sub(a),
             };
-            match self.0.binary_search_by(|(x, _)| x.cmp(r)) {
-                Ok(i) => {
-                    if let Some(slot) = self.0.get_mut(i) {
-                        slot.1 = next;
-                    }
-                }
-                Err(i) => self.0.insert(i, (r.clone(), next)),
-            }
+            self.set(r, next);
         }
     }
 
     /// Sets `resource` to `amount` (inserting it in order).
-    pub(crate) fn set(&mut self, resource: Resource, amount: Amount) {
-        match self.0.binary_search_by(|(r, _)| r.cmp(&resource)) {
+    pub(crate) fn set(&mut self, resource: &Resource, amount: Amount) {
+        match self.0.binary_search_by(|(r, _)| r.cmp(resource)) {
             Ok(i) => {
                 if let Some(slot) = self.0.get_mut(i) {
                     slot.1 = amount;
                 }
             }
-            Err(i) => self.0.insert(i, (resource, amount)),
+            Err(i) => self.0.insert(i, (resource.clone(), amount)),
         }
     }
 }
@@ -608,13 +601,13 @@ mod tests {
                 let cur = model.get(r);
                 match plus {
                     true => match cur.checked_add(a) {
-                        Some(next) => model.set(r.clone(), next),
+                        Some(next) => model.set(r, next),
                         None => {
                             expected = Err(r.clone());
                             break;
                         }
                     },
-                    false => model.set(r.clone(), cur.saturating_sub(a)),
+                    false => model.set(r, cur.saturating_sub(a)),
                 }
             }
             let mut got = usage.clone();

@@ -128,7 +128,7 @@ fn amount_pairs(map: BTreeMap<String, u64>, name: &str) -> Result<Vec<(Resource,
 fn usage_of(f: &impl Fields, name: &str) -> Result<Amounts, Fault> {
     let mut usage = Amounts::default();
     for (r, v) in amount_pairs(f.json(name)?.unwrap_or_default(), name)? {
-        usage.set(r, Amount::from_milli(v));
+        usage.set(&r, Amount::from_milli(v));
     }
     Ok(usage)
 }

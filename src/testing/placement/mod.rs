@@ -195,8 +195,8 @@ fn build_stamp(id: StampId, p: &StampParams) -> Option<(StampLoad, HealthStatus)
     };
     let mut usage = Amounts::default();
     if tenants > 0 {
-        usage.set(Resource::Tenants, Amount::units(tenants));
-        usage.set(Resource::Connections, Amount::units(conn));
+        usage.set(&Resource::Tenants, Amount::units(tenants));
+        usage.set(&Resource::Connections, Amount::units(conn));
     }
     let health = match p.health_roll {
         0..=6 => HealthStatus::Healthy,
