@@ -6,10 +6,12 @@
 //!   checks), against `assign_many` into a schema put back to version 8's row-level foreign
 //!   keys and `jsonb` change payloads (what versions 9 and 10 save), and against one `assign`
 //!   per tenant on both schemas (the only way in before `assign_many`);
-//! - **in memory**: `assign_many` of 1,000,000 rows in calls of 10,000 against one `assign`
-//!   per tenant for the same number of rows (each into an empty registry).
+//! - **in memory**: `assign_many` of 1,000,000 rows in calls of 10,000, with ids in order and
+//!   the same number shuffled, against one `assign` per tenant for the same number of rows
+//!   (each into an empty registry).
 //!
-//! Three rounds per candidate, rotating which goes first; prints medians with the spread.
+//! Three rounds per candidate, rotating which goes first; prints medians with the spread (and,
+//! in memory, each candidate's rate in the round it ran first in).
 //!
 //! ```text
 //! cargo bench --bench import --features postgres
@@ -228,11 +230,26 @@ async fn postgres(n: usize, singles: usize) {
     );
 }
 
+/// `rows` in a fixed pseudo-random order (Fisher–Yates driven by xorshift: the same order in
+/// every run and at every commit).
+fn shuffled(mut rows: Vec<ImportRow>, seed: u64) -> Vec<ImportRow> {
+    let mut x = seed | 1;
+    for i in (1..rows.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rows.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    rows
+}
+
 async fn memory(n: usize, singles: usize) {
     println!("In memory, {n} rows in calls of {}, {STAMPS} stamps:", slice());
-    let (mut ours, mut single_rates) = (Vec::new(), Vec::new());
+    // Per candidate, the rate of each round; each candidate runs first in one round.
+    let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 0..3 {
-        let batch = rows(n, round);
+        let sorted = rows(n, round);
+        let random = shuffled(rows(n, round + 20), round as u64 + 7);
         let single = rows(singles, round + 10);
         let fresh = || async {
             let r = InMemoryRegistry::new();
@@ -241,18 +258,32 @@ async fn memory(n: usize, singles: usize) {
             }
             r
         };
-        let (a, b) = (fresh().await, fresh().await);
-        if round % 2 == 0 {
-            ours.push(import(&a, &batch).await);
-            single_rates.push(one_by_one(&b, &single).await);
-        } else {
-            single_rates.push(one_by_one(&b, &single).await);
-            ours.push(import(&a, &batch).await);
+        let registries = [fresh().await, fresh().await, fresh().await];
+        // Each round starts with a different candidate.
+        for k in 0..3 {
+            let c = (k + round) % 3;
+            let rate = match c {
+                0 => import(&registries[c], &sorted).await,
+                1 => import(&registries[c], &random).await,
+                _ => one_by_one(&registries[c], &single).await,
+            };
+            rates[c].push(rate);
         }
     }
-    let ours_m = show("assign_many", ours);
-    let single_m = show(&format!("assign one by one ({singles})"), single_rates);
-    println!("  assign_many: {:.1}x one-by-one assign", ours_m / single_m);
+    let [sorted_r, random_r, single_r] = rates;
+    let firsts = [sorted_r[0], random_r[1], single_r[2]];
+    let ours_m = show("assign_many, ids in order", sorted_r);
+    let random_m = show("assign_many, ids shuffled", random_r);
+    let single_m = show(&format!("assign one by one ({singles})"), single_r);
+    println!(
+        "  each in the round it ran first in: {:.0}, {:.0}, {:.0} rows/s",
+        firsts[0], firsts[1], firsts[2]
+    );
+    println!(
+        "  assign_many: {:.1}x one-by-one assign (in order), {:.1}x (shuffled)",
+        ours_m / single_m,
+        random_m / single_m
+    );
 }
 
 fn main() {

@@ -3,6 +3,7 @@
 mod directives;
 mod history;
 mod import;
+mod ordered;
 mod records;
 mod usage;
 
@@ -66,7 +67,7 @@ struct Inner {
 struct State {
     stamps: BTreeMap<StampId, StampLoad>,
     /// Each assignment, shared with the change that wrote it (until a pin write copies it).
-    assignments: BTreeMap<TenantId, Arc<Assignment>>,
+    assignments: ordered::Ordered<TenantId, Arc<Assignment>>,
     history: history::HistoryLog,
     changes: VecDeque<Change>,
     head: Version,
@@ -390,15 +391,10 @@ impl Registry for InMemoryRegistry {
     }
 
     async fn assignments(&self, after: Option<&TenantId>, limit: usize) -> Result<Vec<Assignment>> {
-        use std::ops::Bound;
         let st = self.inner.state.read();
-        let lower = match after {
-            Some(t) => Bound::Excluded(t.clone()),
-            None => Bound::Unbounded,
-        };
         Ok(st
             .assignments
-            .range((lower, Bound::Unbounded))
+            .after(after)
             .take(limit)
             .map(|(_, a)| Assignment::clone(a))
             .collect())
