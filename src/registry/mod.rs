@@ -277,7 +277,7 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// row, leaving the rows before it written; implement the method to make it atomic and
     /// fast (the conformance suite checks either).
     ///
-    /// Rows sorted by tenant id import fastest into [`InMemoryRegistry`](crate::InMemoryRegistry)
+    /// Rows sorted by tenant id import fastest into [`InMemoryRegistry`]
     /// (about twice the rate of the same rows shuffled, at a million tenants): ids above every
     /// id it holds are appended to its ordered map rather than inserted. Sorting changes only
     /// which rows a full stamp refuses, as rows are admitted in order.
