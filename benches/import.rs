@@ -17,6 +17,7 @@
 //! cargo bench --bench import --features postgres
 //! STAMPS_IMPORT_ROWS=1000000 STAMPS_IMPORT_SLICE=50000 STAMPS_IMPORT_ONLY=postgres cargo bench --bench import --features postgres
 //! STAMPS_IMPORT_ONLY=memory cargo bench --bench import --features postgres
+//! STAMPS_IMPORT_ONLY=memory STAMPS_IMPORT_MEMORY=in-order cargo bench --bench import --features postgres
 //! ```
 
 #[path = "../tests/support/pg.rs"]
@@ -243,8 +244,17 @@ fn shuffled(mut rows: Vec<ImportRow>, seed: u64) -> Vec<ImportRow> {
     rows
 }
 
+/// The in-memory candidates `STAMPS_IMPORT_MEMORY` selects (comma-separated `in-order`,
+/// `shuffled`, `single`; all by default), e.g. one alone under callgrind.
+fn memory_candidates() -> [bool; 3] {
+    let only = std::env::var("STAMPS_IMPORT_MEMORY").unwrap_or_default();
+    let on = |name: &str| only.is_empty() || only.split(',').any(|c| c.trim() == name);
+    [on("in-order"), on("shuffled"), on("single")]
+}
+
 async fn memory(n: usize, singles: usize) {
     println!("In memory, {n} rows in calls of {}, {STAMPS} stamps:", slice());
+    let selected = memory_candidates();
     // Per candidate, the rate of each round; each candidate runs first in one round.
     let mut rates: [Vec<f64>; 3] = Default::default();
     for round in 0..3 {
@@ -262,6 +272,9 @@ async fn memory(n: usize, singles: usize) {
         // Each round starts with a different candidate.
         for k in 0..3 {
             let c = (k + round) % 3;
+            if !selected[c] {
+                continue;
+            }
             let rate = match c {
                 0 => import(&registries[c], &sorted).await,
                 1 => import(&registries[c], &random).await,
@@ -270,20 +283,30 @@ async fn memory(n: usize, singles: usize) {
             rates[c].push(rate);
         }
     }
-    let [sorted_r, random_r, single_r] = rates;
-    let firsts = [sorted_r[0], random_r[1], single_r[2]];
-    let ours_m = show("assign_many, ids in order", sorted_r);
-    let random_m = show("assign_many, ids shuffled", random_r);
-    let single_m = show(&format!("assign one by one ({singles})"), single_r);
-    println!(
-        "  each in the round it ran first in: {:.0}, {:.0}, {:.0} rows/s",
-        firsts[0], firsts[1], firsts[2]
-    );
-    println!(
-        "  assign_many: {:.1}x one-by-one assign (in order), {:.1}x (shuffled)",
-        ours_m / single_m,
-        random_m / single_m
-    );
+    let names = [
+        "assign_many, ids in order".to_string(),
+        "assign_many, ids shuffled".to_string(),
+        format!("assign one by one ({singles})"),
+    ];
+    let mut medians = [None; 3];
+    for (c, rs) in rates.iter().enumerate() {
+        if !rs.is_empty() {
+            medians[c] = Some(show(&names[c], rs.clone()));
+        }
+    }
+    if selected.iter().all(|s| *s) {
+        println!(
+            "  each in the round it ran first in: {:.0}, {:.0}, {:.0} rows/s",
+            rates[0][0], rates[1][1], rates[2][2]
+        );
+    }
+    if let [Some(sorted), Some(random), Some(single)] = medians {
+        println!(
+            "  assign_many: {:.1}x one-by-one assign (in order), {:.1}x (shuffled)",
+            sorted / single,
+            random / single
+        );
+    }
 }
 
 fn main() {

@@ -1,90 +1,91 @@
-//! The in-memory registry's ordered map of assignments: a `BTreeMap`, and a sorted vector of
-//! the keys above all of the tree's.
+//! The in-memory registry's ordered map of assignments: a `BTreeMap`, and a sorted run of the
+//! keys that were above every other key when inserted.
 //!
 //! Tenant ids are often issued in order (sequence numbers, ULIDs, KSUIDs, an export sorted by
 //! id). A `BTreeMap` insert of a key above every other walks the tree's right edge comparing
 //! with each key of every node on it (about 60 comparisons at a million keys: a quarter of an
-//! import's instructions) and leaves the nodes half full. Such a key is pushed on the tail
+//! import's instructions) and leaves the nodes half full. Such a key is pushed on the run
 //! instead: one comparison, and 32 bytes a tenant where the tree's half-full nodes take about
-//! 60. Any other key goes into the tree.
+//! 60. Any other key goes into the tree, even one that falls between keys of the run; a key is
+//! in one of the two, never both.
 //!
-//! An insert or removal far inside the tail (more than [`SHIFT`] keys from its end) first moves
-//! the tail into the tree: rebuilt at once (linear, `BTreeMap::append`) when the tail is at least
-//! an eighth of the tree, else key by key. So no sequence of writes costs more than the tree
-//! alone would, beyond a constant factor: a rebuild is paid for by the pushes that filled the
-//! tail, and a small tail is inserted as the tree would have been.
+//! Nothing is ever moved from the run to the tree, so a write costs at most a tree's insert
+//! or removal plus a binary search of the run. A removal from the run leaves a tombstone (a
+//! later insert of the key revives it); the run drops its tombstones in one linear pass once
+//! they are more than half of it and more than [`COMPACT_AT`], a pass paid for by the
+//! removals that made them. Reads merge the two in key order.
 
+use std::cmp::Ordering;
+use std::collections::btree_map;
 use std::collections::BTreeMap;
+use std::iter::Peekable;
 use std::ops::Bound;
 
-/// Keys after a tail position that an insert or removal there shifts, rather than moving the
-/// tail into the tree first.
-const SHIFT: usize = 64;
+/// Tombstones in the run below which it is never compacted (few in tests, so the property
+/// test compacts).
+const COMPACT_AT: usize = if cfg!(test) { 8 } else { 1024 };
 
 pub(super) struct Ordered<K, V> {
     tree: BTreeMap<K, V>,
-    /// Sorted, every key above every key of `tree`.
-    tail: Vec<(K, V)>,
+    /// Strictly ascending; `None` for a removed key. No key is also in `tree`.
+    run: Vec<(K, Option<V>)>,
+    /// The `None`s in `run`.
+    dead: usize,
 }
 
 impl<K, V> Default for Ordered<K, V> {
     fn default() -> Self {
         Ordered {
             tree: BTreeMap::new(),
-            tail: Vec::new(),
+            run: Vec::new(),
+            dead: 0,
         }
     }
 }
 
 impl<K: Ord, V> Ordered<K, V> {
     pub(super) fn len(&self) -> usize {
-        self.tree.len() + self.tail.len()
+        self.tree.len() + self.run.len() - self.dead
     }
 
-    /// Where `k` is in the tail (`Ok`) or would go (`Err`); `None` when `k` is the tree's (the
-    /// tail is empty or starts above `k`).
-    fn in_tail(&self, k: &K) -> Option<Result<usize, usize>> {
-        match self.tail.first() {
-            Some((first, _)) if k >= first => Some(self.tail.binary_search_by(|(t, _)| t.cmp(k))),
+    /// Where `k` is in the run, live or removed.
+    fn in_run(&self, k: &K) -> Option<usize> {
+        match (self.run.first(), self.run.last()) {
+            (Some((first, _)), Some((last, _))) if k >= first && k <= last => {
+                self.run.binary_search_by(|(t, _)| t.cmp(k)).ok()
+            }
             _ => None,
         }
     }
 
     pub(super) fn get(&self, k: &K) -> Option<&V> {
-        match self.in_tail(k) {
-            Some(Ok(i)) => self.tail.get(i).map(|(_, v)| v),
-            Some(Err(_)) => None,
+        match self.in_run(k) {
+            Some(i) => self.run.get(i).and_then(|(_, v)| v.as_ref()),
             None => self.tree.get(k),
         }
     }
 
     pub(super) fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        match self.in_tail(k) {
-            Some(Ok(i)) => self.tail.get_mut(i).map(|(_, v)| v),
-            Some(Err(_)) => None,
+        match self.in_run(k) {
+            Some(i) => self.run.get_mut(i).and_then(|(_, v)| v.as_mut()),
             None => self.tree.get_mut(k),
         }
     }
 
     /// Inserts `v` at `k`, returning the value it replaces.
     pub(super) fn insert(&mut self, k: K, v: V) -> Option<V> {
-        let above = match self.tail.last() {
-            Some((last, _)) => k > *last,
-            None => self.tree.last_key_value().is_none_or(|(last, _)| k > *last),
-        };
-        if above {
-            self.tail.push((k, v));
+        let above_run = self.run.last().is_none_or(|(last, _)| k > *last);
+        if above_run && self.tree.last_key_value().is_none_or(|(last, _)| k > *last) {
+            self.run.push((k, Some(v)));
             return None;
         }
-        match self.in_tail(&k) {
-            Some(Ok(i)) => self.tail.get_mut(i).map(|(_, old)| std::mem::replace(old, v)),
-            Some(Err(i)) if self.tail.len() - i <= SHIFT => {
-                self.tail.insert(i, (k, v));
-                None
-            }
-            Some(Err(_)) => {
-                self.settle();
-                self.tree.insert(k, v)
+        match self.in_run(&k) {
+            Some(i) => {
+                let old = self.run.get_mut(i).and_then(|(_, slot)| slot.replace(v));
+                if old.is_none() {
+                    self.dead -= 1;
+                }
+                old
             }
             None => self.tree.insert(k, v),
         }
@@ -92,42 +93,67 @@ impl<K: Ord, V> Ordered<K, V> {
 
     /// Removes `k`, returning its value.
     pub(super) fn remove(&mut self, k: &K) -> Option<V> {
-        match self.in_tail(k) {
-            Some(Ok(i)) if self.tail.len() - i <= SHIFT => Some(self.tail.remove(i).1),
-            Some(Ok(_)) => {
-                self.settle();
-                self.tree.remove(k)
+        let Some(i) = self.in_run(k) else {
+            return self.tree.remove(k);
+        };
+        let old = self.run.get_mut(i).and_then(|(_, slot)| slot.take());
+        if old.is_some() {
+            self.dead += 1;
+            if self.dead > COMPACT_AT && self.dead * 2 > self.run.len() {
+                self.run.retain(|(_, v)| v.is_some());
+                self.dead = 0;
             }
-            Some(Err(_)) => None,
-            None => self.tree.remove(k),
         }
-    }
-
-    /// Moves the tail into the tree.
-    fn settle(&mut self) {
-        let tail = std::mem::take(&mut self.tail);
-        if tail.len() >= self.tree.len() / 8 {
-            // Sorted and above the tree: both builds are linear.
-            let mut more: BTreeMap<K, V> = tail.into_iter().collect();
-            self.tree.append(&mut more);
-        } else {
-            self.tree.extend(tail);
-        }
+        old
     }
 
     /// Every value, in key order.
     pub(super) fn values(&self) -> impl Iterator<Item = &V> {
-        self.tree.values().chain(self.tail.iter().map(|(_, v)| v))
+        self.after(None).map(|(_, v)| v)
     }
 
     /// The entries after `after` (all of them for `None`), in key order.
-    pub(super) fn after<'a>(&'a self, after: Option<&'a K>) -> impl Iterator<Item = (&'a K, &'a V)> + 'a {
+    pub(super) fn after<'a>(&'a self, after: Option<&'a K>) -> Merged<'a, K, V> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let from = after.map_or(0, |k| self.tail.partition_point(|(t, _)| t <= k));
-        let tail = self.tail.get(from..).unwrap_or_default();
-        self.tree
-            .range((lower, Bound::Unbounded))
-            .chain(tail.iter().map(|(k, v)| (k, v)))
+        let from = after.map_or(0, |k| self.run.partition_point(|(t, _)| t <= k));
+        let run = self.run.get(from..).unwrap_or_default();
+        Merged {
+            tree: self.tree.range((lower, Bound::Unbounded)).peekable(),
+            run: run
+                .iter()
+                .filter_map(live as fn(&(K, Option<V>)) -> Option<(&K, &V)>)
+                .peekable(),
+        }
+    }
+}
+
+fn live<K, V>((k, v): &(K, Option<V>)) -> Option<(&K, &V)> {
+    v.as_ref().map(|v| (k, v))
+}
+
+type Live<'a, K, V> =
+    std::iter::FilterMap<std::slice::Iter<'a, (K, Option<V>)>, fn(&(K, Option<V>)) -> Option<(&K, &V)>>;
+
+/// The tree's entries and the run's live ones, merged in key order.
+pub(super) struct Merged<'a, K, V> {
+    tree: Peekable<btree_map::Range<'a, K, V>>,
+    run: Peekable<Live<'a, K, V>>,
+}
+
+impl<'a, K: Ord, V> Iterator for Merged<'a, K, V> {
+    type Item = (&'a K, &'a V);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let from_tree = match (self.tree.peek(), self.run.peek()) {
+            (Some((a, _)), Some((b, _))) => a.cmp(b) == Ordering::Less,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if from_tree {
+            self.tree.next()
+        } else {
+            self.run.next()
+        }
     }
 }
 
@@ -187,30 +213,50 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(ours.len(), model.len());
-                prop_assert!(ours.tail.windows(2).all(|w| w[0].0 < w[1].0), "tail out of order");
-                let (top, first) = (ours.tree.last_key_value(), ours.tail.first());
-                prop_assert!(top.zip(first).is_none_or(|((t, _), (f, _))| t < f), "tail not above the tree");
+                prop_assert!(ours.run.windows(2).all(|w| w[0].0 < w[1].0), "run out of order");
+                prop_assert!(ours.run.iter().all(|(k, _)| !ours.tree.contains_key(k)), "a key in both");
+                prop_assert_eq!(ours.dead, ours.run.iter().filter(|(_, v)| v.is_none()).count());
             }
             prop_assert!(ours.values().eq(model.values()));
         }
     }
 
-    /// Keys in order fill the tail; a key inside it far from its end moves it into the tree.
+    /// Keys in order go to the run, any other key to the tree, and nothing moves between them.
     #[test]
-    fn ascending_keys_go_to_the_tail_until_a_key_lands_inside_it() {
+    fn keys_above_all_go_to_the_run_and_stay_there() {
         let mut map = Ordered::<u32, u32>::default();
         for k in 0..1000 {
             map.insert(k * 2, k);
         }
-        assert_eq!((map.tree.len(), map.tail.len()), (0, 1000));
-        // Within `SHIFT` of the end: shifted in place.
-        map.insert(1995, 0);
-        assert_eq!(map.tree.len(), 0);
-        // Far inside: the tail is rebuilt into the tree first.
+        assert_eq!((map.tree.len(), map.run.len()), (0, 1000));
+        // Between keys of the run: into the tree; the run is untouched.
         map.insert(1, 0);
-        assert_eq!((map.tree.len(), map.tail.len()), (1002, 0));
-        // Above everything again: back to the tail.
+        assert_eq!((map.tree.len(), map.run.len()), (1, 1000));
+        // A key of the run is replaced in place; removed, it leaves a tombstone a later
+        // insert revives.
+        assert_eq!(map.insert(4, 9), Some(2));
+        assert_eq!(map.remove(&6), Some(3));
+        assert_eq!((map.get(&6), map.len(), map.dead), (None, 1000, 1));
+        assert_eq!(map.insert(6, 7), None);
+        assert_eq!((map.get(&6), map.len(), map.dead), (Some(&7), 1001, 0));
+        // Above everything: to the run.
         map.insert(5000, 0);
-        assert_eq!((map.tree.len(), map.tail.len()), (1002, 1));
+        assert_eq!((map.tree.len(), map.run.len()), (1, 1001));
+        let keys: Vec<u32> = map.after(Some(&2)).map(|(k, _)| *k).take(3).collect();
+        assert_eq!(keys, [4, 6, 8]);
+    }
+
+    /// Tombstones are dropped once they are most of the run.
+    #[test]
+    fn a_run_mostly_removed_is_compacted() {
+        let mut map = Ordered::<u32, u32>::default();
+        for k in 0..4000 {
+            map.insert(k, k);
+        }
+        for k in 0..2001 {
+            assert_eq!(map.remove(&k), Some(k));
+        }
+        assert_eq!((map.run.len(), map.dead, map.len()), (1999, 0, 1999));
+        assert!(map.after(None).map(|(k, _)| *k).eq(2001..4000));
     }
 }
