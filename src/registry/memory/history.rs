@@ -96,8 +96,9 @@ struct Latest {
     at: usize,
 }
 
+/// `S` hashes ids (tests put every id on one hash to check that a slot is matched by its id).
 #[derive(Default)]
-pub(super) struct HistoryLog {
+pub(super) struct HistoryLog<S = foldhash::fast::RandomState> {
     /// Every entry, oldest first, in chunks of [`CHUNK`]: entry `i` is
     /// `chunks[i / CHUNK][i % CHUNK]`.
     chunks: Vec<Vec<Kept>>,
@@ -107,7 +108,7 @@ pub(super) struct HistoryLog {
     /// hashes ids (foldhash, seeded per log). A slot is 16 bytes, half of a map from the id's
     /// 24 bytes and a position: about 36 bytes a tenant at a million, with the table's slack.
     latest: HashTable<Latest>,
-    hasher: foldhash::fast::RandomState,
+    hasher: S,
 }
 
 /// Whether index slot `l` is `tenant`'s (`hash` is `tenant`'s).
@@ -120,7 +121,7 @@ fn entry_at(chunks: &[Vec<Kept>], at: usize) -> Option<&Kept> {
     chunks.get(at / CHUNK)?.get(at % CHUNK)
 }
 
-impl HistoryLog {
+impl<S: BuildHasher> HistoryLog<S> {
     /// Makes room in the index for `n` more tenants.
     pub(super) fn reserve(&mut self, n: usize) {
         self.latest.reserve(n, |l| l.hash);
@@ -178,11 +179,24 @@ impl HistoryLog {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+    use std::hash::{BuildHasherDefault, Hasher};
 
     use proptest::prelude::*;
 
     use super::*;
     use crate::model::ConstraintKind;
+
+    /// A hasher that gives every input the same hash.
+    #[derive(Default)]
+    struct OneHash;
+
+    impl Hasher for OneHash {
+        fn finish(&self) -> u64 {
+            7
+        }
+
+        fn write(&mut self, _: &[u8]) {}
+    }
 
     fn tenant(i: u8) -> TenantId {
         TenantId::new(&format!("tenant-{i}")).expect("tenant id")
@@ -214,12 +228,28 @@ mod tests {
         /// The log reads back what one vector per tenant (the layout it replaced) would hold.
         #[test]
         fn reads_back_each_tenants_entries_in_write_order(writes in prop::collection::vec(0u8..12, 0..(2 * CHUNK + 100))) {
-            let (mut log, mut model) = (HistoryLog::default(), HashMap::<u8, Vec<HistoryEntry>>::new());
+            let (mut log, mut model) = (HistoryLog::<foldhash::fast::RandomState>::default(), HashMap::<u8, Vec<HistoryEntry>>::new());
             for (v, t) in writes.iter().enumerate() {
                 log.push(entry(v as u64, *t));
                 model.entry(*t).or_default().push(entry(v as u64, *t));
             }
             for t in 0..14u8 {
+                prop_assert_eq!(log.of(&tenant(t)), model.remove(&t).unwrap_or_default(), "tenant {}", t);
+            }
+        }
+
+        /// With every id on one hash, each tenant still reads back its own entries: a slot is
+        /// matched by the id in the log, not by the hash alone.
+        #[test]
+        fn ids_that_share_a_hash_keep_their_own_entries(writes in prop::collection::vec(0u8..12, 0..300)) {
+            let mut log = HistoryLog::<BuildHasherDefault<OneHash>>::default();
+            let mut model = HashMap::<u8, Vec<HistoryEntry>>::new();
+            for (v, t) in writes.iter().enumerate() {
+                log.push(entry(v as u64, *t));
+                model.entry(*t).or_default().push(entry(v as u64, *t));
+            }
+            for t in 0..14u8 {
+                prop_assert_eq!(log.knows(&tenant(t)), model.contains_key(&t));
                 prop_assert_eq!(log.of(&tenant(t)), model.remove(&t).unwrap_or_default(), "tenant {}", t);
             }
         }
