@@ -17,7 +17,6 @@
 //! starting before a stretch of removed keys of the run steps over at most a quarter of the
 //! run (or [`COMPACT_AT`]).
 
-use std::cmp::Ordering;
 use std::collections::btree_map;
 use std::collections::BTreeMap;
 use std::iter::Peekable;
@@ -118,43 +117,39 @@ impl<K: Ord, V> Ordered<K, V> {
     pub(super) fn after<'a>(&'a self, after: Option<&'a K>) -> Merged<'a, K, V> {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let from = after.map_or(0, |k| self.run.partition_point(|(t, _)| t <= k));
-        let run = self.run.get(from..).unwrap_or_default();
         Merged {
             tree: self.tree.range((lower, Bound::Unbounded)).peekable(),
-            run: run
-                .iter()
-                .filter_map(live as fn(&(K, Option<V>)) -> Option<(&K, &V)>)
-                .peekable(),
+            run: self.run.get(from..).unwrap_or_default(),
         }
     }
 }
 
-fn live<K, V>((k, v): &(K, Option<V>)) -> Option<(&K, &V)> {
-    v.as_ref().map(|v| (k, v))
-}
-
-type Live<'a, K, V> =
-    std::iter::FilterMap<std::slice::Iter<'a, (K, Option<V>)>, fn(&(K, Option<V>)) -> Option<(&K, &V)>>;
-
 /// The tree's entries and the run's live ones, merged in key order.
 pub(super) struct Merged<'a, K, V> {
     tree: Peekable<btree_map::Range<'a, K, V>>,
-    run: Peekable<Live<'a, K, V>>,
+    /// The run from its next entry on, tombstones included.
+    run: &'a [(K, Option<V>)],
 }
 
 impl<'a, K: Ord, V> Iterator for Merged<'a, K, V> {
     type Item = (&'a K, &'a V);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let from_tree = match (self.tree.peek(), self.run.peek()) {
-            (Some((a, _)), Some((b, _))) => a.cmp(b) == Ordering::Less,
-            (Some(_), None) => true,
-            (None, _) => false,
+        // The run's next live entry, stepping over tombstones.
+        let run = loop {
+            match self.run.split_first() {
+                Some(((_, None), rest)) => self.run = rest,
+                Some(((k, Some(v)), rest)) => break Some((k, v, rest)),
+                None => break None,
+            }
         };
-        if from_tree {
-            self.tree.next()
-        } else {
-            self.run.next()
+        match (self.tree.peek(), run) {
+            (Some((a, _)), Some((b, _, _))) if *a < b => self.tree.next(),
+            (_, Some((k, v, rest))) => {
+                self.run = rest;
+                Some((k, v))
+            }
+            (_, None) => self.tree.next(),
         }
     }
 }
