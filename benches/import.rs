@@ -8,9 +8,11 @@
 //!   per tenant on both schemas (the only way in before `assign_many`);
 //! - **in memory**: `assign_many` of 1,000,000 rows in calls of 10,000, with ids in order and
 //!   the same number shuffled, against one `assign` per tenant for the same number of rows
-//!   (each into an empty registry).
+//!   (each into an empty registry), and against the floor of an ordered map: the same
+//!   assignments inserted into a bare `BTreeMap`, in order and shuffled.
 //!
-//! Three rounds per candidate, rotating which goes first; prints medians with the spread (and,
+//! Three rounds per candidate in PostgreSQL, five in memory (one per candidate), rotating
+//! which goes first; prints medians with the spread (and,
 //! in memory, each candidate's rate in the round it ran first in).
 //!
 //! ```text
@@ -244,20 +246,43 @@ fn shuffled(mut rows: Vec<ImportRow>, seed: u64) -> Vec<ImportRow> {
     rows
 }
 
-/// The in-memory candidates `STAMPS_IMPORT_MEMORY` selects (comma-separated `in-order`,
-/// `shuffled`, `single`; all by default), e.g. one alone under callgrind.
-fn memory_candidates() -> [bool; 3] {
+/// The in-memory candidates, in the order `memory` rotates them.
+const MEMORY: [&str; 5] = ["in-order", "shuffled", "single", "btree-in-order", "btree-shuffled"];
+
+/// The in-memory candidates `STAMPS_IMPORT_MEMORY` selects (comma-separated names of
+/// [`MEMORY`]; all by default), e.g. one alone under callgrind.
+fn memory_candidates() -> [bool; MEMORY.len()] {
     let only = std::env::var("STAMPS_IMPORT_MEMORY").unwrap_or_default();
-    let on = |name: &str| only.is_empty() || only.split(',').any(|c| c.trim() == name);
-    [on("in-order"), on("shuffled"), on("single")]
+    MEMORY.map(|name| only.is_empty() || only.split(',').any(|c| c.trim() == name))
+}
+
+/// The floor for an ordered in-memory map: the rows' assignments, built as the registry
+/// builds them, inserted into a bare `BTreeMap` by tenant id (no admission, history or feed).
+fn btree(rows: &[ImportRow]) -> f64 {
+    let start = Instant::now();
+    let mut map = std::collections::BTreeMap::new();
+    for row in rows {
+        let a = Assignment::new(
+            row.tenant.clone(),
+            row.stamp,
+            Epoch(1),
+            AssignmentMode::Serving,
+            Timestamp::ZERO,
+            Timestamp::ZERO,
+        );
+        map.insert(row.tenant.id.clone(), std::sync::Arc::new(a));
+    }
+    let rate = rows.len() as f64 / start.elapsed().as_secs_f64();
+    std::hint::black_box(&map);
+    rate
 }
 
 async fn memory(n: usize, singles: usize) {
     println!("In memory, {n} rows in calls of {}, {STAMPS} stamps:", slice());
     let selected = memory_candidates();
     // Per candidate, the rate of each round; each candidate runs first in one round.
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    for round in 0..3 {
+    let mut rates: [Vec<f64>; MEMORY.len()] = Default::default();
+    for round in 0..MEMORY.len() {
         let sorted = rows(n, round);
         let random = shuffled(rows(n, round + 20), round as u64 + 7);
         let single = rows(singles, round + 10);
@@ -270,15 +295,17 @@ async fn memory(n: usize, singles: usize) {
         };
         let registries = [fresh().await, fresh().await, fresh().await];
         // Each round starts with a different candidate.
-        for k in 0..3 {
-            let c = (k + round) % 3;
+        for k in 0..MEMORY.len() {
+            let c = (k + round) % MEMORY.len();
             if !selected[c] {
                 continue;
             }
             let rate = match c {
                 0 => import(&registries[c], &sorted).await,
                 1 => import(&registries[c], &random).await,
-                _ => one_by_one(&registries[c], &single).await,
+                2 => one_by_one(&registries[c], &single).await,
+                3 => btree(&sorted),
+                _ => btree(&random),
             };
             rates[c].push(rate);
         }
@@ -287,24 +314,34 @@ async fn memory(n: usize, singles: usize) {
         "assign_many, ids in order".to_string(),
         "assign_many, ids shuffled".to_string(),
         format!("assign one by one ({singles})"),
+        "bare BTreeMap insert, ids in order".to_string(),
+        "bare BTreeMap insert, ids shuffled".to_string(),
     ];
-    let mut medians = [None; 3];
+    let mut medians = [None; MEMORY.len()];
     for (c, rs) in rates.iter().enumerate() {
         if !rs.is_empty() {
             medians[c] = Some(show(&names[c], rs.clone()));
         }
     }
     if selected.iter().all(|s| *s) {
-        println!(
-            "  each in the round it ran first in: {:.0}, {:.0}, {:.0} rows/s",
-            rates[0][0], rates[1][1], rates[2][2]
-        );
+        let first: Vec<String> = (0..MEMORY.len()).map(|c| format!("{:.0}", rates[c][c])).collect();
+        println!("  each in the round it ran first in: {} rows/s", first.join(", "));
     }
-    if let [Some(sorted), Some(random), Some(single)] = medians {
+    if let [Some(sorted), Some(random), Some(single), ..] = medians {
         println!(
             "  assign_many: {:.1}x one-by-one assign (in order), {:.1}x (shuffled)",
             sorted / single,
             random / single
+        );
+    }
+    if let [Some(sorted), Some(random), _, Some(tree_sorted), Some(tree_random)] = medians {
+        println!(
+            "  assign_many takes {:.2}x the bare BTreeMap's time in order, {:.2}x shuffled; \
+             shuffling costs the BTreeMap {:.2}x, assign_many {:.2}x",
+            tree_sorted / sorted,
+            tree_random / random,
+            tree_sorted / tree_random,
+            sorted / random
         );
     }
 }

@@ -6,6 +6,8 @@
 //! ```
 //! Sizes default to 10k and 1M tenants (`STAMPS_BENCH_SIZES` is a comma-separated list;
 //! `STAMPS_BENCH_FLOOR_ONLY=1` measures only the router and the bare map, for 10M).
+//! `STAMPS_BENCH_WRITER=off` keeps the read-while-writing group's writer thread waking every
+//! millisecond but applying nothing, to tell the writes' cost from the thread's.
 //! Keys are 16-byte tenant ids; lookups follow a uniform or a Zipf (s = 1) mix. Bytes per
 //! entry are measured with the counting global allocator of `tests/support/alloc.rs` and
 //! printed as `memory:` lines.
@@ -204,8 +206,8 @@ impl Work {
 }
 
 /// Runs `iters` lookups of the ids in `seq` on `threads` reader threads (chunks handed out by
-/// [`Work`]) while a writer thread calls `write` once per millisecond; returns the readers'
-/// wall time.
+/// [`Work`]) while a writer thread calls `write` once per millisecond (or only wakes, with
+/// `STAMPS_BENCH_WRITER=off`); returns the readers' wall time.
 fn read_while_writing(
     threads: usize,
     iters: u64,
@@ -214,12 +216,15 @@ fn read_while_writing(
     mut write: impl FnMut(&mut Rng) + Send + 'static,
 ) -> Duration {
     let stop = Arc::new(AtomicBool::new(false));
+    let writes = std::env::var("STAMPS_BENCH_WRITER").map_or(true, |v| v != "off");
     let writer = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let mut r = Rng(7);
             while !stop.load(Ordering::Relaxed) {
-                write(&mut r);
+                if writes {
+                    write(&mut r);
+                }
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
