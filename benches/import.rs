@@ -9,9 +9,10 @@
 //! - **in memory**: `assign_many` of 1,000,000 rows in calls of 10,000, with ids in order and
 //!   the same number shuffled, against one `assign` per tenant for the same number of rows
 //!   (each into an empty registry), and against the floor of an ordered map: the same
-//!   assignments inserted into a bare `BTreeMap`, in order and shuffled.
+//!   assignments inserted into a bare `BTreeMap`, in order, shuffled, and shuffled with each
+//!   call's rows sorted.
 //!
-//! Three rounds per candidate in PostgreSQL, five in memory (one per candidate), rotating
+//! Three rounds per candidate in PostgreSQL, six in memory (one per candidate), rotating
 //! which goes first; prints medians with the spread (and,
 //! in memory, each candidate's rate in the round it ran first in).
 //!
@@ -247,7 +248,14 @@ fn shuffled(mut rows: Vec<ImportRow>, seed: u64) -> Vec<ImportRow> {
 }
 
 /// The in-memory candidates, in the order `memory` rotates them.
-const MEMORY: [&str; 5] = ["in-order", "shuffled", "single", "btree-in-order", "btree-shuffled"];
+const MEMORY: [&str; 6] = [
+    "in-order",
+    "shuffled",
+    "single",
+    "btree-in-order",
+    "btree-shuffled",
+    "btree-shuffled-sorted-calls",
+];
 
 /// The in-memory candidates `STAMPS_IMPORT_MEMORY` selects (comma-separated names of
 /// [`MEMORY`]; all by default), e.g. one alone under callgrind.
@@ -257,11 +265,13 @@ fn memory_candidates() -> [bool; MEMORY.len()] {
 }
 
 /// The floor for an ordered in-memory map: the rows' assignments, built as the registry
-/// builds them, inserted into a bare `BTreeMap` by tenant id (no admission, history or feed).
-fn btree(rows: &[ImportRow]) -> f64 {
-    let start = Instant::now();
-    let mut map = std::collections::BTreeMap::new();
-    for row in rows {
+/// builds them, inserted into a bare `BTreeMap` by tenant id (no admission, history or feed),
+/// each built and inserted in turn as `assign_many` does. With `sort_calls`, each call's
+/// assignments (a slice of [`slice`] rows) are built first and inserted in id order: what an
+/// `assign_many` that admitted a call's rows in order and then inserted them sorted would do
+/// with the map, so its gain is the most such a change could bring.
+fn btree(rows: &[ImportRow], sort_calls: bool) -> f64 {
+    let build = |row: &ImportRow| {
         let a = Assignment::new(
             row.tenant.clone(),
             row.stamp,
@@ -270,7 +280,21 @@ fn btree(rows: &[ImportRow]) -> f64 {
             Timestamp::ZERO,
             Timestamp::ZERO,
         );
-        map.insert(row.tenant.id.clone(), std::sync::Arc::new(a));
+        (row.tenant.id.clone(), std::sync::Arc::new(a))
+    };
+    let start = Instant::now();
+    let mut map = std::collections::BTreeMap::new();
+    for call in rows.chunks(slice()) {
+        if sort_calls {
+            let mut built: Vec<_> = call.iter().map(build).collect();
+            built.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            map.extend(built);
+        } else {
+            for row in call {
+                let (id, a) = build(row);
+                map.insert(id, a);
+            }
+        }
     }
     let rate = rows.len() as f64 / start.elapsed().as_secs_f64();
     std::hint::black_box(&map);
@@ -304,8 +328,9 @@ async fn memory(n: usize, singles: usize) {
                 0 => import(&registries[c], &sorted).await,
                 1 => import(&registries[c], &random).await,
                 2 => one_by_one(&registries[c], &single).await,
-                3 => btree(&sorted),
-                _ => btree(&random),
+                3 => btree(&sorted, false),
+                4 => btree(&random, false),
+                _ => btree(&random, true),
             };
             rates[c].push(rate);
         }
@@ -316,6 +341,7 @@ async fn memory(n: usize, singles: usize) {
         format!("assign one by one ({singles})"),
         "bare BTreeMap insert, ids in order".to_string(),
         "bare BTreeMap insert, ids shuffled".to_string(),
+        "  the same, each call's rows sorted".to_string(),
     ];
     let mut medians = [None; MEMORY.len()];
     for (c, rs) in rates.iter().enumerate() {
@@ -334,7 +360,7 @@ async fn memory(n: usize, singles: usize) {
             random / single
         );
     }
-    if let [Some(sorted), Some(random), _, Some(tree_sorted), Some(tree_random)] = medians {
+    if let [Some(sorted), Some(random), _, Some(tree_sorted), Some(tree_random), _] = medians {
         println!(
             "  assign_many takes {:.2}x the bare BTreeMap's time in order, {:.2}x shuffled; \
              shuffling costs the BTreeMap {:.2}x, assign_many {:.2}x",
