@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use router_common::{gated, held_after_read, registry_with_stamps, test_registry, tid};
 use stamps::router::{RouteError, Router};
-use stamps::testing::Call;
+use stamps::testing::{Call, FaultyRegistry};
 use stamps::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -286,6 +286,61 @@ async fn warm_up_loads_everything_and_tracks_new_tenants() {
         .unwrap();
     router.sync().await.unwrap();
     assert_eq!(router.route("fresh").unwrap().stamp, StampId(2));
+}
+
+/// The warm-up asks for the next page before it inserts the current one: a failure of that
+/// read, answered at once or after the registry waited, fails the warm-up with the registry's
+/// error, keeps the pages inserted before it, and a retry loads every tenant.
+#[tokio::test]
+async fn a_warm_up_whose_later_page_fails_reports_it_and_a_retry_loads_everything() {
+    for delayed in [false, true] {
+        let clock = FakeClock::new();
+        let inner = registry_with_stamps(&clock, 2).await;
+        for i in 0..2_500 {
+            inner
+                .assign(&TenantSpec::new(tid(&format!("t{i:04}"))), StampId(1 + i % 2))
+                .await
+                .unwrap();
+        }
+        let registry = FaultyRegistry::new(inner);
+        // The third page read fails once (the first two pages are in by then, or in flight).
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = reads.clone();
+        registry.before(Call::Assignments, move |_| {
+            let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if delayed {
+                    tokio::task::yield_now().await;
+                }
+                match n {
+                    2 => Err(Error::unavailable("injected: page read")),
+                    _ => Ok(()),
+                }
+            })
+        });
+        let config = RouterConfig::default().page_size(1_000);
+        let router = Router::builder(registry.clone())
+            .config(config)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let err = router.warm_up().await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable { .. }), "delayed {delayed}: {err}");
+        assert_eq!(router.stats().registry_errors, 1, "delayed {delayed}");
+        // The pages read before the failure are in the table, and nothing else.
+        assert_eq!(router.len(), 2_000, "delayed {delayed}");
+        // The retry reads every page again (the first two refresh their entries).
+        assert_eq!(router.warm_up().await.unwrap(), 2_500, "delayed {delayed}");
+        assert_eq!(router.len(), 2_500, "delayed {delayed}");
+        for i in (0..2_500).step_by(61) {
+            assert_eq!(
+                router.route(&format!("t{i:04}")).unwrap().stamp,
+                StampId(1 + i % 2),
+                "delayed {delayed}"
+            );
+        }
+        assert_eq!(registry.calls(Call::Assignments), 3 + 3, "delayed {delayed}");
+    }
 }
 
 #[tokio::test]
