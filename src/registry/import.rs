@@ -168,21 +168,21 @@ pub(crate) fn check_size(rows: &[ImportRow]) -> Result<()> {
     Ok(())
 }
 
-/// The row checks every implementation runs first: a spec that breaks its own rules, or a
-/// tenant an earlier row of the call already names, is refused; `None` for a row to admit.
+/// The row checks every implementation runs first: a tenant an earlier row of the call
+/// already names (whatever became of that row), or a spec that breaks its own rules, is
+/// refused; `None` for a row to admit.
 pub(crate) fn screen(rows: &[ImportRow]) -> Vec<Option<Error>> {
     // The set lives for one call over the caller's own rows: the faster hash is safe here.
     let mut seen: HashSet<&TenantId, foldhash::fast::RandomState> =
         HashSet::with_capacity_and_hasher(rows.len(), foldhash::fast::RandomState::default());
     rows.iter()
         .map(|r| {
-            if let Err(e) = r.tenant.validate() {
-                return Some(e);
-            }
+            // Named before it is validated: a first row refused as invalid still claims the
+            // tenant, so no later row of the call assigns it.
             if !seen.insert(&r.tenant.id) {
                 return Some(InvalidInput::new("rows", "names a tenant an earlier row of the call names").into());
             }
-            None
+            r.tenant.validate().err()
         })
         .collect()
 }
@@ -208,22 +208,20 @@ pub(crate) fn existing(current: &Assignment, row: &ImportRow) -> Imported {
 
 /// The default [`Registry::assign_many`]: one [`Registry::assign`] per row. Stops at the first
 /// error that is not about its row ([`Error::Unavailable`], [`Error::Backend`], ...), leaving
-/// the rows before it written: a retry of the whole call is safe.
+/// the rows before it written: a retry of the whole call is safe. The report's head is the
+/// feed's head read after the last row, so it covers the rows found in place as well as those
+/// written (an epoch need not be a version of the feed).
 pub(crate) async fn one_by_one<R: Registry + ?Sized>(registry: &R, rows: &[ImportRow]) -> Result<ImportReport> {
     check_size(rows)?;
     let screened = screen(rows);
     let mut outcomes = Vec::with_capacity(rows.len());
-    let mut head = Version(0);
     for (row, refused) in rows.iter().zip(screened) {
         if let Some(e) = refused {
             outcomes.push(Imported::Refused(e));
             continue;
         }
         let outcome = match registry.assign(&row.tenant, row.stamp).await {
-            Ok(a) => {
-                head = head.max(Version(a.epoch.0));
-                Imported::Assigned(a)
-            }
+            Ok(a) => Imported::Assigned(a),
             Err(Error::AlreadyAssigned { tenant, stamp }) => match registry.assignment(&tenant).await? {
                 Some(current) => existing(&current, row),
                 None => Imported::Refused(Error::AlreadyAssigned { tenant, stamp }),
@@ -233,7 +231,19 @@ pub(crate) async fn one_by_one<R: Registry + ?Sized>(registry: &R, rows: &[Impor
         };
         outcomes.push(outcome);
     }
-    Ok(ImportReport::new(outcomes, head))
+    Ok(ImportReport::new(outcomes, feed_head(registry).await?))
+}
+
+/// The feed's head as `registry` answers it now.
+async fn feed_head<R: Registry + ?Sized>(registry: &R) -> Result<Version> {
+    match registry.changes_since(Version::ZERO, 0).await {
+        Ok(batch) => Ok(batch.head),
+        // The feed no longer holds its start: ask from the oldest change it holds.
+        Err(Error::ChangeFeedTruncated { oldest, .. }) => {
+            Ok(registry.changes_since(Version(oldest.saturating_sub(1)), 0).await?.head)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether an `assign` error is about its row (refuse the row) rather than the registry (stop).

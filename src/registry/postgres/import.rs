@@ -5,7 +5,12 @@
 //! key order: a pin write or single `assign` of one of them, which takes its bucket
 //! exclusively, waits for the import, while imports do not wait for each other), reads their
 //! assignments and pins and locks the call's stamps (in id order, as every write does), all in
-//! one round trip. Two imports of one tenant meet on the primary key: the later one waits for
+//! one round trip. The assignments are read `FOR SHARE`, in tenant order: a `compare_and_set`,
+//! `unassign` or migration write of one of them (which locks its row, not its bucket) has
+//! either committed before the read, which then returns the row as it left it, or waits for
+//! the import. So a row reported [`Imported::Unchanged`] is the tenant's assignment at the
+//! report's head, and a tenant unassigned meanwhile is imported, not reported as assigned.
+//! Row locks before stamp locks is the order every write takes them in. Two imports of one tenant meet on the primary key: the later one waits for
 //! the first to commit, fails on the unique index and is retried whole, and then finds the
 //! tenant assigned. The rows are then admitted in Rust with the same rules as `assign`
 //! ([`constraints::check`], [`admission::check`]) against the stamps' usage as the earlier rows
@@ -39,7 +44,7 @@ use crate::time::Timestamp;
 pub(crate) struct ImportSql {
     /// Locks the buckets of the tenants in `$1`, shared, in key order.
     lock: String,
-    /// The assignments of the tenants in `$1`.
+    /// The assignments of the tenants in `$1`, locked `FOR SHARE` in tenant order.
     existing: String,
     /// The pins of the tenants in `$1`.
     pins: String,
@@ -58,7 +63,10 @@ impl ImportSql {
                 "SELECT count(pg_advisory_xact_lock_shared(k)) FROM
                  (SELECT DISTINCT {key} AS k FROM unnest($1::text[]) AS u(t) ORDER BY k) d"
             ),
-            existing: format!("SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = ANY($1::text[])"),
+            existing: format!(
+                "SELECT {ASSIGNMENT_COLS} FROM {s}.assignments WHERE tenant = ANY($1::text[])
+                 ORDER BY tenant FOR SHARE"
+            ),
             pins: format!("SELECT {PIN_COLS} FROM {s}.pins WHERE tenant = ANY($1::text[])"),
             head: format!("SELECT head FROM {s}.feed WHERE id = 1"),
             // $1 at, $2 rows, $3..$12 one array per column, $13 usage ({stamp id: usage}),

@@ -24,7 +24,8 @@ async fn changes_after(r: &DynRegistry, after: Version) -> Vec<Change> {
 /// Rows to an active stamp with room, to an unknown stamp, to a provisioning stamp, over the
 /// stamp's limit, and a tenant named twice: each row gets what `assign` would answer, the
 /// admitted ones get consecutive epochs in row order, one history entry and one change each,
-/// and usage counts them all.
+/// and usage counts them all. A tenant named twice is refused even when its first row was
+/// refused.
 pub async fn assign_many_admits_each_row_like_assign(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 3.0), (Resource::Connections, 100.0)]).await;
     r.put_stamp(spec(2, &[(Resource::Tenants, 10.0)]))
@@ -114,11 +115,29 @@ pub async fn assign_many_admits_each_row_like_assign(r: &DynRegistry) {
     let fleet = r.fleet().await.expect("fleet");
     check_eq!(fleet.get(StampId(1)).expect("s1").tenants(), 3);
     check_eq!(usage(&fleet, 1, Resource::Connections), 30.0);
+    // A tenant named twice is refused even when its first row was refused for its spec.
+    active(r, 3, &[(Resource::Tenants, 10.0)]).await;
+    let twice = [
+        ImportRow::new(tenant("x", 1.0).label("plan", "a\0b"), StampId(3)),
+        row("x", 1.0, 3),
+    ];
+    let report = r.assign_many(&twice).await.expect("assign_many");
+    check_matches!(
+        report.outcomes()[0],
+        Imported::Refused(Error::InvalidInput(_)),
+        "a row whose spec breaks its rules"
+    );
+    check_matches!(
+        report.outcomes()[1],
+        Imported::Refused(Error::InvalidInput(_)),
+        "a tenant named twice in one call, its first row refused"
+    );
+    check_eq!(r.assignment(&tid("x")).await.expect("read"), None);
 }
 
-/// Retrying a call reports every admitted row `Unchanged` and appends nothing; a row naming a
-/// tenant already on another stamp or with another spec is `AlreadyAssigned`; an empty call
-/// and an oversized one write nothing.
+/// Retrying a call reports every admitted row `Unchanged`, appends nothing and reports the
+/// head that holds them; a row naming a tenant already on another stamp or with another spec
+/// is `AlreadyAssigned`; an empty call and an oversized one write nothing.
 pub async fn assign_many_retry_changes_nothing(r: &DynRegistry) {
     active(r, 1, &[(Resource::Tenants, 100.0)]).await;
     active(r, 2, &[(Resource::Tenants, 100.0)]).await;
@@ -126,8 +145,14 @@ pub async fn assign_many_retry_changes_nothing(r: &DynRegistry) {
     let first = r.assign_many(&rows).await.expect("import");
     check_eq!(first.assigned(), 50);
     let head = r.changes_since(Version::ZERO, 1).await.expect("head").head;
+    check_eq!(first.head(), head, "the report's head");
     let retry = r.assign_many(&rows).await.expect("retry");
     check_eq!((retry.assigned(), retry.unchanged()), (0, 50), "a retry's outcomes");
+    check_eq!(
+        retry.head(),
+        head,
+        "a retry's head holds the rows it found in place, though it wrote none"
+    );
     for (a, b) in first.outcomes().iter().zip(retry.outcomes()) {
         check_eq!(
             b.assignment(),
