@@ -274,7 +274,8 @@ pub trait Registry: Debug + Send + Sync + 'static {
     /// The crate's registries write a call's admitted rows atomically (one lock, one
     /// transaction): on `Err` nothing was written. The default body calls
     /// [`Registry::assign`] once per row and stops at the first error that is not about its
-    /// row, leaving the rows before it written; implement the method to make it atomic and
+    /// row, leaving the rows before it written, then reads the feed's head for the report (an
+    /// error there also leaves every row written); implement the method to make it atomic and
     /// fast (the conformance suite checks either).
     ///
     /// Rows sorted by tenant id import fastest into [`InMemoryRegistry`] (more than twice the

@@ -109,7 +109,9 @@ impl<R: Registry + ?Sized> Router<R> {
 
     /// Loads every assignment (page by page, [`Registry::assignments`]) and every stamp's
     /// endpoint, for fleets whose tenants fit in memory. Afterwards the router tracks every
-    /// tenant's changes from the feed, not only cached ones. Returns the entries loaded.
+    /// tenant's changes from the feed, not only cached ones. Returns the entries loaded. A
+    /// page that does not advance (a tenant not after the one before it, more assignments
+    /// than asked) fails the warm-up with [`Error::Corrupt`] instead of looping.
     ///
     /// Call it before `Router::spawn_follower` (feature `tokio`; or before following the feed yourself): it
     /// pins the feed cursor first, so changes made during the warm-up are applied afterwards.
@@ -168,7 +170,7 @@ impl<R: Registry + ?Sized> Router<R> {
             };
             page = match fetched {
                 None => break,
-                Some(r) => self.page_result(r)?,
+                Some(r) => self.page_result(r, after.as_ref())?,
             };
         }
         sh.mark_up();
@@ -178,15 +180,22 @@ impl<R: Registry + ?Sized> Router<R> {
     /// One page of assignments after `after`, counting a failure against the registry.
     async fn page(&self, after: Option<&TenantId>) -> Result<Vec<Assignment>, Error> {
         let r = self.registry.assignments(after, self.shared.config.page_size).await;
-        self.page_result(r)
+        self.page_result(r, after)
     }
 
-    fn page_result(&self, r: Result<Vec<Assignment>, Error>) -> Result<Vec<Assignment>, Error> {
+    /// The registry's answer for the page after `after`, checked to advance (see
+    /// [`advancing`]); a failure is counted against the registry.
+    fn page_result(
+        &self,
+        r: Result<Vec<Assignment>, Error>,
+        after: Option<&TenantId>,
+    ) -> Result<Vec<Assignment>, Error> {
         let sh = &*self.shared;
-        r.inspect_err(|_| {
-            sh.stats.incr(Counter::RegistryError);
-            sh.mark_down(sh.clock.now().as_millis());
-        })
+        r.and_then(|page| advancing(page, after, sh.config.page_size))
+            .inspect_err(|_| {
+                sh.stats.incr(Counter::RegistryError);
+                sh.mark_down(sh.clock.now().as_millis());
+            })
     }
 
     /// Inserts a page into the table under the writer lock; returns how many routes it added
@@ -341,5 +350,79 @@ impl<R: Registry + ?Sized> Router<R> {
                 }
             }
         }
+    }
+}
+
+/// `page` if a registry may answer `assignments(after, size)` with it: at most `size`
+/// assignments, each after the one before it and the first after `after`. Anything else is
+/// [`Error::Corrupt`]: a backend whose pages do not advance would otherwise hold the warm-up in
+/// a loop (a page that repeats the last one never ends it).
+fn advancing(page: Vec<Assignment>, after: Option<&TenantId>, size: usize) -> Result<Vec<Assignment>, Error> {
+    let corrupt = |reason: String| Error::Corrupt {
+        what: "assignment listing".into(),
+        reason,
+    };
+    if page.len() > size {
+        return Err(corrupt(format!("asked for {size}, got {}", page.len())));
+    }
+    let mut prev = after;
+    for a in &page {
+        if let Some(p) = prev.filter(|p| a.tenant() <= *p) {
+            return Err(corrupt(format!(
+                "{} listed after {p}: pages must be in tenant order",
+                a.tenant()
+            )));
+        }
+        prev = Some(a.tenant());
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advancing;
+    use crate::error::Error;
+    use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId, TenantSpec};
+    use crate::time::Timestamp;
+
+    fn page(ids: &[&str]) -> Vec<Assignment> {
+        ids.iter()
+            .map(|t| {
+                let spec = TenantSpec::new(TenantId::new(t).unwrap());
+                Assignment::new(
+                    spec,
+                    StampId(1),
+                    Epoch(1),
+                    AssignmentMode::Serving,
+                    Timestamp::ZERO,
+                    Timestamp::ZERO,
+                )
+            })
+            .collect()
+    }
+
+    fn corrupt(r: Result<Vec<Assignment>, Error>) -> bool {
+        matches!(r, Err(Error::Corrupt { .. }))
+    }
+
+    #[test]
+    fn pages_that_advance_pass_whole() {
+        let b = TenantId::new("b").unwrap();
+        assert_eq!(advancing(page(&["a", "b", "c"]), None, 3).unwrap().len(), 3);
+        assert_eq!(advancing(page(&["c", "d"]), Some(&b), 3).unwrap().len(), 2);
+        assert!(advancing(page(&[]), Some(&b), 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pages_that_do_not_advance_are_corrupt() {
+        let b = TenantId::new("b").unwrap();
+        // The previous page again, or one starting at its last tenant.
+        assert!(corrupt(advancing(page(&["a", "b"]), Some(&b), 2)));
+        assert!(corrupt(advancing(page(&["b", "c"]), Some(&b), 2)));
+        // Out of order or repeated within a page.
+        assert!(corrupt(advancing(page(&["c", "d", "d"]), Some(&b), 3)));
+        assert!(corrupt(advancing(page(&["d", "c"]), None, 3)));
+        // Longer than asked.
+        assert!(corrupt(advancing(page(&["c", "d", "e"]), Some(&b), 2)));
     }
 }

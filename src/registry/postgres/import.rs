@@ -5,14 +5,16 @@
 //! key order: a pin write or single `assign` of one of them, which takes its bucket
 //! exclusively, waits for the import, while imports do not wait for each other), reads their
 //! assignments and pins and locks the call's stamps (in id order, as every write does), all in
-//! one round trip. The assignments are read `FOR SHARE`, in tenant order: a `compare_and_set`,
-//! `unassign` or migration write of one of them (which locks its row, not its bucket) has
-//! either committed before the read, which then returns the row as it left it, or waits for
-//! the import. So a row reported [`Imported::Unchanged`] is the tenant's assignment at the
-//! report's head, and a tenant unassigned meanwhile is imported, not reported as assigned.
-//! Row locks before stamp locks is the order every write takes them in. Two imports of one tenant meet on the primary key: the later one waits for
-//! the first to commit, fails on the unique index and is retried whole, and then finds the
-//! tenant assigned. The rows are then admitted in Rust with the same rules as `assign`
+//! one round trip. The assignments are read `FOR SHARE`, in tenant order: a `compare_and_set`
+//! or `unassign` of one of them (which locks its row, not its bucket) has either committed
+//! before the read, which then returns the row as it left it, or waits for the import. So a
+//! row reported [`Imported::Unchanged`] is the tenant's assignment at the report's head, and a
+//! tenant unassigned meanwhile is imported, not reported as assigned. Row locks before stamp
+//! locks is the order every write takes them in.
+//!
+//! Two imports of one tenant meet on the primary key: the later one waits for the first to
+//! commit, fails on the unique index and is retried whole, and then finds the tenant
+//! assigned. The rows are then admitted in Rust with the same rules as `assign`
 //! ([`constraints::check`], [`admission::check`]) against the stamps' usage as the earlier rows
 //! left it. The admitted rows are written by one statement (assignments, pins, usage, one
 //! history entry and one change each, the versions taken together from the feed counter),

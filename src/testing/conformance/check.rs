@@ -144,10 +144,10 @@ pub fn contract(case: &str) -> Option<&'static str> {
             "ids, versions, revisions and epochs past what a backend stores read as unknown (None, NotFound or Conflict), never as InvalidInput"
         }
         "assign_many_admits_each_row_like_assign" => {
-            "assign_many admits each row as assign would, in row order against the usage earlier rows left, refuses the others with assign's error (a tenant named twice: InvalidInput), and gives each admitted row consecutive epochs, one history entry and one change"
+            "assign_many admits each row as assign would, in row order against the usage earlier rows left, refuses the others with assign's error (a tenant named twice, even after a first row refused for its spec: InvalidInput), and gives each admitted row consecutive epochs, one history entry and one change"
         }
         "assign_many_retry_changes_nothing" => {
-            "retrying assign_many reports its rows Unchanged and appends nothing; a row for a tenant on another stamp or with another spec is AlreadyAssigned; more than MAX_IMPORT_ROWS rows is InvalidInput without effect"
+            "retrying assign_many reports its rows Unchanged, appends nothing and reports the head that holds them; a row for a tenant on another stamp or with another spec is AlreadyAssigned; more than MAX_IMPORT_ROWS rows is InvalidInput without effect"
         }
         "assign_many_keeps_constraints_and_pins" => {
             "assign_many enforces the hard constraints row by row (one tenant per dedicated stamp within a call too, recorded pins, tiers) and records a pin a row brings"
