@@ -305,52 +305,85 @@ fn one(tenant: &str, stamp: u32) -> ImportRow {
     ImportRow::new(TenantSpec::new(TenantId::new(tenant).unwrap()), StampId(stamp))
 }
 
-/// A `compare_and_set` that moves a tenant off its stamp commits while an import of the same
-/// tenant to that stamp is under way (the move locks the tenant's row, not its advisory
-/// bucket): the import reads the tenant as the move left it and refuses the row, instead of
-/// reporting it `Unchanged` on the stamp it has left, at a head past the move.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_moved_during_an_import_is_reported_where_it_went() {
-    let (imp, cas) = (
-        format!("stamps-import-moved-{}", std::process::id()),
-        format!("stamps-import-mover-{}", std::process::id()),
+/// What [`write_during_import`] leaves: the importing registry (and its schema's guard), what
+/// the racing write returned, and the import's report.
+struct Raced<T> {
+    r: PgRegistry,
+    _guard: pg::SchemaGuard,
+    written: T,
+    report: ImportReport,
+}
+
+/// Tenant `x` imported to stamp 1 (of `stamps`, 10 tenants each); then, while `hold` (SQL run
+/// in a transaction of its own, `{s}` for the schema) keeps `write` from committing, `write`
+/// runs on a second registry with `x`'s epoch and an import of `[x → 1, y → 2]` starts on the
+/// first; `hold` is released once both wait on a lock, and both are awaited.
+async fn write_during_import<T, F>(
+    hint: &str,
+    stamps: u32,
+    hold: &str,
+    write: impl FnOnce(PgRegistry, Epoch) -> F,
+) -> Raced<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let (imp, writer) = (
+        format!("stamps-{hint}-import-{}", std::process::id()),
+        format!("stamps-{hint}-writer-{}", std::process::id()),
     );
-    let (r, _guard) = fresh("impmoved", |c| c.application_name(&imp)).await;
-    let other = second(&r, &cas).await;
-    for id in 1..=3 {
+    let (r, guard) = fresh(hint, |c| c.application_name(&imp)).await;
+    let other = second(&r, &writer).await;
+    for id in 1..=stamps {
         r.put_active_stamp(stamp(id, 10.0)).await.unwrap();
     }
     let first = r.assign_many(&[one("x", 1)]).await.unwrap();
     let epoch = first.outcomes()[0].assignment().unwrap().epoch;
-    // Stamp 3 held: the move locks x's row and stamp 1, then waits for stamp 3.
     let mut blocker = raw_client().await;
     let tx = blocker.transaction().await.unwrap();
-    tx.batch_execute(&format!(
-        "SELECT 1 FROM \"{}\".stamps WHERE id = 3 FOR UPDATE",
-        r.schema()
-    ))
-    .await
-    .unwrap();
-    let mover = tokio::spawn(async move {
-        other
-            .compare_and_set(
-                &TenantId::new("x").unwrap(),
-                epoch,
-                AssignmentChange::move_to(StampId(3)),
-            )
-            .await
-    });
+    tx.batch_execute(&hold.replace("{s}", &format!("\"{}\"", r.schema())))
+        .await
+        .unwrap();
+    let written = tokio::spawn(write(other, epoch));
     let admin = raw_client().await;
-    pg::blocked_backend(&admin, &cas).await;
+    pg::blocked_backend(&admin, &writer).await;
     let import = {
         let r = r.clone();
         tokio::spawn(async move { r.assign_many(&[one("x", 1), one("y", 2)]).await })
     };
     pg::blocked_backend(&admin, &imp).await;
     tx.commit().await.unwrap();
-    let moved = mover.await.unwrap().unwrap();
+    let written = written.await.unwrap();
     let report = import.await.unwrap().unwrap();
-    let x = r.assignment(&TenantId::new("x").unwrap()).await.unwrap().unwrap();
+    Raced {
+        r,
+        _guard: guard,
+        written,
+        report,
+    }
+}
+
+/// A `compare_and_set` that moves a tenant off its stamp commits while an import of the same
+/// tenant to that stamp is under way (the move locks the tenant's row, not its advisory
+/// bucket): the import reads the tenant as the move left it and refuses the row, instead of
+/// reporting it `Unchanged` on the stamp it has left, at a head past the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_moved_during_an_import_is_reported_where_it_went() {
+    // Stamp 3 held: the move locks x's row and stamp 1, then waits for stamp 3.
+    let raced = write_during_import(
+        "impmoved",
+        3,
+        "SELECT 1 FROM {s}.stamps WHERE id = 3 FOR UPDATE",
+        |other, epoch| async move {
+            let x = TenantId::new("x").unwrap();
+            other
+                .compare_and_set(&x, epoch, AssignmentChange::move_to(StampId(3)))
+                .await
+        },
+    )
+    .await;
+    let (moved, report) = (raced.written.unwrap(), raced.report);
+    let x = raced.r.assignment(&TenantId::new("x").unwrap()).await.unwrap().unwrap();
     assert_eq!((x.stamp, x.epoch), (StampId(3), moved.epoch));
     assert!(
         matches!(
@@ -369,42 +402,21 @@ async fn a_tenant_moved_during_an_import_is_reported_where_it_went() {
 /// without a home (a caller that trusts the report never imports it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_unassigned_during_an_import_is_imported() {
-    let (imp, un) = (
-        format!("stamps-import-unassigned-{}", std::process::id()),
-        format!("stamps-import-unassigner-{}", std::process::id()),
-    );
-    let (r, _guard) = fresh("impunassigned", |c| c.application_name(&imp)).await;
-    let other = second(&r, &un).await;
-    for id in 1..=2 {
-        r.put_active_stamp(stamp(id, 10.0)).await.unwrap();
-    }
-    let first = r.assign_many(&[one("x", 1)]).await.unwrap();
-    let epoch = first.outcomes()[0].assignment().unwrap().epoch;
     // The feed counter held: the unassign locks x's row and stamp 1, then waits for it.
-    let mut blocker = raw_client().await;
-    let tx = blocker.transaction().await.unwrap();
-    tx.batch_execute(&format!(
-        "SELECT head FROM \"{}\".feed WHERE id = 1 FOR UPDATE",
-        r.schema()
-    ))
-    .await
-    .unwrap();
-    let remover = tokio::spawn(async move { other.unassign(&TenantId::new("x").unwrap(), epoch).await });
-    let admin = raw_client().await;
-    pg::blocked_backend(&admin, &un).await;
-    let import = {
-        let r = r.clone();
-        tokio::spawn(async move { r.assign_many(&[one("x", 1), one("y", 2)]).await })
-    };
-    pg::blocked_backend(&admin, &imp).await;
-    tx.commit().await.unwrap();
-    remover.await.unwrap().unwrap();
-    let report = import.await.unwrap().unwrap();
+    let raced = write_during_import(
+        "impunassigned",
+        2,
+        "SELECT head FROM {s}.feed WHERE id = 1 FOR UPDATE",
+        |other, epoch| async move { other.unassign(&TenantId::new("x").unwrap(), epoch).await },
+    )
+    .await;
+    raced.written.unwrap();
+    let report = raced.report;
     let Imported::Assigned(a) = &report.outcomes()[0] else {
         panic!("x: {:?}", report.outcomes()[0]);
     };
-    let x = r.assignment(&TenantId::new("x").unwrap()).await.unwrap();
+    let x = raced.r.assignment(&TenantId::new("x").unwrap()).await.unwrap();
     assert_eq!(x.as_ref(), Some(a), "x reads back as imported");
     assert!(matches!(report.outcomes()[1], Imported::Assigned(_)));
-    assert_eq!(report.head(), counts(&r).await.3.try_into().map(Version).unwrap());
+    assert_eq!(report.head(), counts(&raced.r).await.3.try_into().map(Version).unwrap());
 }
