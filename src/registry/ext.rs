@@ -96,29 +96,15 @@ pub async fn expiry_report_from<R: Registry + ?Sized>(
 }
 
 /// Reads every assignment page by page in tenant order, handing each to `f`. A backend whose
-/// pages do not advance (a tenant not after the previous one, a page longer than asked) gives
-/// [`Error::Corrupt`] instead of looping.
+/// pages do not advance gives [`Error::Corrupt`] instead of looping (see [`check_page`]).
 async fn for_each_assignment<R: Registry + ?Sized>(registry: &R, mut f: impl FnMut(Assignment) + Send) -> Result<()> {
     const PAGE: usize = 1000;
     let mut after: Option<TenantId> = None;
     loop {
         let page = registry.assignments(after.as_ref(), PAGE).await?;
-        if page.len() > PAGE {
-            return Err(Error::Corrupt {
-                what: "assignment listing".into(),
-                reason: format!("asked for {PAGE}, got {}", page.len()),
-            });
-        }
+        check_page(&page, after.as_ref(), PAGE)?;
         let done = page.len() < PAGE;
         for a in page {
-            if let Some(prev) = &after {
-                if a.tenant() <= prev {
-                    return Err(Error::Corrupt {
-                        what: "assignment listing".into(),
-                        reason: format!("{} listed after {prev}: pages must be in tenant order", a.tenant()),
-                    });
-                }
-            }
             after = Some(a.tenant().clone());
             f(a);
         }
@@ -126,6 +112,31 @@ async fn for_each_assignment<R: Registry + ?Sized>(registry: &R, mut f: impl FnM
             return Ok(());
         }
     }
+}
+
+/// Checks that `page` is an answer [`Registry::assignments`] may give for `(after, asked)`: at
+/// most `asked` assignments, each after the one before it and the first after `after`. Anything
+/// else is [`Error::Corrupt`]: a reader paging with the last tenant of each page would loop on
+/// a page that does not advance.
+pub(crate) fn check_page(page: &[Assignment], after: Option<&TenantId>, asked: usize) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupt {
+        what: "assignment listing".into(),
+        reason,
+    };
+    if page.len() > asked {
+        return Err(corrupt(format!("asked for {asked}, got {}", page.len())));
+    }
+    let mut prev = after;
+    for a in page {
+        if let Some(p) = prev.filter(|p| a.tenant() <= *p) {
+            return Err(corrupt(format!(
+                "{} listed after {p}: pages must be in tenant order",
+                a.tenant()
+            )));
+        }
+        prev = Some(a.tenant());
+    }
+    Ok(())
 }
 
 /// Checks a rollout record for `create_rollout`: valid, at its first wave, deploying.
@@ -159,4 +170,53 @@ pub(crate) fn override_target_retired() -> Error {
         "cannot decommission a stamp that a routing override redirects to; clear the override first",
     )
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_page;
+    use crate::error::Error;
+    use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId, TenantSpec};
+    use crate::time::Timestamp;
+
+    fn page(ids: &[&str]) -> Vec<Assignment> {
+        ids.iter()
+            .map(|t| {
+                let spec = TenantSpec::new(TenantId::new(t).unwrap());
+                Assignment::new(
+                    spec,
+                    StampId(1),
+                    Epoch(1),
+                    AssignmentMode::Serving,
+                    Timestamp::ZERO,
+                    Timestamp::ZERO,
+                )
+            })
+            .collect()
+    }
+
+    fn corrupt(r: crate::error::Result<()>) -> bool {
+        matches!(r, Err(Error::Corrupt { .. }))
+    }
+
+    #[test]
+    fn pages_that_advance_pass_whole() {
+        let b = TenantId::new("b").unwrap();
+        assert!(check_page(&page(&["a", "b", "c"]), None, 3).is_ok());
+        assert!(check_page(&page(&["c", "d"]), Some(&b), 3).is_ok());
+        assert!(check_page(&page(&[]), Some(&b), 3).is_ok());
+    }
+
+    #[test]
+    fn pages_that_do_not_advance_are_corrupt() {
+        let b = TenantId::new("b").unwrap();
+        // The previous page again, or one starting at its last tenant.
+        assert!(corrupt(check_page(&page(&["a", "b"]), Some(&b), 2)));
+        assert!(corrupt(check_page(&page(&["b", "c"]), Some(&b), 2)));
+        // Out of order or repeated within a page.
+        assert!(corrupt(check_page(&page(&["c", "d", "d"]), Some(&b), 3)));
+        assert!(corrupt(check_page(&page(&["d", "c"]), None, 3)));
+        // Longer than asked.
+        assert!(corrupt(check_page(&page(&["c", "d", "e"]), Some(&b), 2)));
+    }
 }

@@ -21,7 +21,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-pub(crate) use ext::{check_new_rollout, check_rollout_save, override_target_retired};
+pub(crate) use ext::{check_new_rollout, check_page, check_rollout_save, override_target_retired};
 pub use ext::{expiry_report_from, RegistryExt};
 pub use import::{ImportReport, ImportRow, Imported, MAX_IMPORT_ROWS};
 pub use memory::InMemoryRegistry;

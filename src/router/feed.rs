@@ -10,7 +10,7 @@ use super::writes::Writes;
 use super::Router;
 use crate::error::Error;
 use crate::model::{Assignment, AssignmentMode, Change, ChangeKind, TenantId, Version};
-use crate::registry::Registry;
+use crate::registry::{check_page, Registry};
 
 impl<R: Registry + ?Sized> Router<R> {
     /// Applies one change-feed entry (for hosts that follow the feed themselves, without
@@ -183,15 +183,15 @@ impl<R: Registry + ?Sized> Router<R> {
         self.page_result(r, after)
     }
 
-    /// The registry's answer for the page after `after`, checked to advance (see
-    /// [`advancing`]); a failure is counted against the registry.
+    /// The registry's answer for the page after `after`, checked to advance
+    /// ([`check_page`]); a failure is counted against the registry.
     fn page_result(
         &self,
         r: Result<Vec<Assignment>, Error>,
         after: Option<&TenantId>,
     ) -> Result<Vec<Assignment>, Error> {
         let sh = &*self.shared;
-        r.and_then(|page| advancing(page, after, sh.config.page_size))
+        r.and_then(|page| check_page(&page, after, sh.config.page_size).map(|()| page))
             .inspect_err(|_| {
                 sh.stats.incr(Counter::RegistryError);
                 sh.mark_down(sh.clock.now().as_millis());
@@ -350,79 +350,5 @@ impl<R: Registry + ?Sized> Router<R> {
                 }
             }
         }
-    }
-}
-
-/// `page` if a registry may answer `assignments(after, size)` with it: at most `size`
-/// assignments, each after the one before it and the first after `after`. Anything else is
-/// [`Error::Corrupt`]: a backend whose pages do not advance would otherwise hold the warm-up in
-/// a loop (a page that repeats the last one never ends it).
-fn advancing(page: Vec<Assignment>, after: Option<&TenantId>, size: usize) -> Result<Vec<Assignment>, Error> {
-    let corrupt = |reason: String| Error::Corrupt {
-        what: "assignment listing".into(),
-        reason,
-    };
-    if page.len() > size {
-        return Err(corrupt(format!("asked for {size}, got {}", page.len())));
-    }
-    let mut prev = after;
-    for a in &page {
-        if let Some(p) = prev.filter(|p| a.tenant() <= *p) {
-            return Err(corrupt(format!(
-                "{} listed after {p}: pages must be in tenant order",
-                a.tenant()
-            )));
-        }
-        prev = Some(a.tenant());
-    }
-    Ok(page)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::advancing;
-    use crate::error::Error;
-    use crate::model::{Assignment, AssignmentMode, Epoch, StampId, TenantId, TenantSpec};
-    use crate::time::Timestamp;
-
-    fn page(ids: &[&str]) -> Vec<Assignment> {
-        ids.iter()
-            .map(|t| {
-                let spec = TenantSpec::new(TenantId::new(t).unwrap());
-                Assignment::new(
-                    spec,
-                    StampId(1),
-                    Epoch(1),
-                    AssignmentMode::Serving,
-                    Timestamp::ZERO,
-                    Timestamp::ZERO,
-                )
-            })
-            .collect()
-    }
-
-    fn corrupt(r: Result<Vec<Assignment>, Error>) -> bool {
-        matches!(r, Err(Error::Corrupt { .. }))
-    }
-
-    #[test]
-    fn pages_that_advance_pass_whole() {
-        let b = TenantId::new("b").unwrap();
-        assert_eq!(advancing(page(&["a", "b", "c"]), None, 3).unwrap().len(), 3);
-        assert_eq!(advancing(page(&["c", "d"]), Some(&b), 3).unwrap().len(), 2);
-        assert!(advancing(page(&[]), Some(&b), 3).unwrap().is_empty());
-    }
-
-    #[test]
-    fn pages_that_do_not_advance_are_corrupt() {
-        let b = TenantId::new("b").unwrap();
-        // The previous page again, or one starting at its last tenant.
-        assert!(corrupt(advancing(page(&["a", "b"]), Some(&b), 2)));
-        assert!(corrupt(advancing(page(&["b", "c"]), Some(&b), 2)));
-        // Out of order or repeated within a page.
-        assert!(corrupt(advancing(page(&["c", "d", "d"]), Some(&b), 3)));
-        assert!(corrupt(advancing(page(&["d", "c"]), None, 3)));
-        // Longer than asked.
-        assert!(corrupt(advancing(page(&["c", "d", "e"]), Some(&b), 2)));
     }
 }
